@@ -1,0 +1,268 @@
+//! Command-line arguments: clap parses them raw (`Cli`), `Cli::settings` checks them into the
+//! `ProbeSettings` the library uses. Every rejection names the argument and what was expected.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use rustls::pki_types::CertificateDer;
+
+use crate::plan::{Target, TargetError};
+use crate::resolve::Nameserver;
+use crate::tls::{load_ca_file, TlsSetupError};
+
+/// Longest --timeout accepted: a prober that waits longer than this is not measuring anything.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most --samples accepted for one ad-hoc run.
+const MAX_SAMPLES: u32 = 100;
+
+/// Look at a site along the edge route and the origin route, and show what each one saw.
+#[derive(Debug, Parser)]
+#[command(name = "probe", version, about, long_about = None)]
+pub struct Cli {
+    /// The site: a host name or URL (`example.com` means `https://example.com/`).
+    pub target: String,
+
+    /// An origin address to probe directly with the site's Host and SNI (like curl --resolve).
+    /// Repeat for several origins. PORT defaults to the URL's port.
+    #[arg(long = "origin", value_name = "ADDR[:PORT]")]
+    pub origins: Vec<String>,
+
+    /// Dial this address for the edge route instead of what DNS answers (like curl --connect-to).
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub edge: Option<String>,
+
+    /// A file the web server serves without PHP, probed on every route next to the page,
+    /// e.g. /wp-includes/css/dashicons.min.css.
+    #[arg(long, value_name = "PATH")]
+    pub static_path: Option<String>,
+
+    /// Send our DNS queries to this server instead of the system's (PORT defaults to 53).
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub resolver: Option<String>,
+
+    /// Extra trusted CA certificates (PEM), on both routes. Repeatable.
+    #[arg(long = "ca-file", value_name = "PEM")]
+    pub ca_files: Vec<PathBuf>,
+
+    /// Deadline for each request, all phases included (e.g. 10s, 2500ms).
+    #[arg(long, value_name = "DUR", default_value = "10s")]
+    pub timeout: String,
+
+    /// Repeat each request N times, one after the other on each route.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub samples: u32,
+
+    /// Print one JSON object (schema 1) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the result is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// Checked settings for one ad-hoc probe.
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    pub target: Target,
+    pub origins: Vec<SocketAddr>,
+    pub edge: Option<SocketAddr>,
+    pub static_path: Option<String>,
+    pub nameserver: Nameserver,
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub timeout: Duration,
+    pub samples: u32,
+    pub output: OutputFormat,
+}
+
+/// A command-line argument that cannot be used. The message names the argument.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// The site argument is not a URL or host name.
+    #[error("target {value:?}: {reason}")]
+    Target { value: String, reason: TargetError },
+    /// An address argument is not IP[:PORT].
+    #[error("{flag} {value:?}: not an IP address with an optional port (expected e.g. 203.0.113.10, 203.0.113.10:8443 or [2001:db8::1]:443)")]
+    Address { flag: &'static str, value: String },
+    /// The timeout is not a positive duration.
+    #[error("--timeout {value:?}: {reason}")]
+    Timeout { value: String, reason: String },
+    /// The sample count is out of range.
+    #[error("--samples {value}: must be between 1 and {MAX_SAMPLES}")]
+    Samples { value: u32 },
+    /// The static path is not an absolute path.
+    #[error("--static-path {value:?}: must be a path starting with '/', e.g. /wp-includes/css/dashicons.min.css")]
+    StaticPath { value: String },
+    /// A CA file cannot be used.
+    #[error("--ca-file: {0}")]
+    CaFile(#[from] TlsSetupError),
+}
+
+impl Cli {
+    /// Checks every argument; the first problem found is returned.
+    pub fn settings(&self) -> Result<ProbeSettings, UsageError> {
+        let target = Target::parse(&self.target).map_err(|reason| UsageError::Target {
+            value: self.target.clone(),
+            reason,
+        })?;
+        let origins = self
+            .origins
+            .iter()
+            .map(|value| parse_address("--origin", value, target.port))
+            .collect::<Result<Vec<_>, _>>()?;
+        let edge = self
+            .edge
+            .as_deref()
+            .map(|value| parse_address("--edge", value, target.port))
+            .transpose()?;
+        let nameserver = match self.resolver.as_deref() {
+            Some(value) => Nameserver::At(parse_address("--resolver", value, 53)?),
+            None => Nameserver::System,
+        };
+        let static_path = match &self.static_path {
+            Some(p) if p.starts_with('/') && !p.chars().any(char::is_whitespace) => Some(p.clone()),
+            Some(p) => return Err(UsageError::StaticPath { value: p.clone() }),
+            None => None,
+        };
+        let timeout = parse_timeout(&self.timeout)?;
+        if !(1..=MAX_SAMPLES).contains(&self.samples) {
+            return Err(UsageError::Samples {
+                value: self.samples,
+            });
+        }
+        let mut extra_roots = Vec::new();
+        for path in &self.ca_files {
+            extra_roots.extend(load_ca_file(path)?);
+        }
+        Ok(ProbeSettings {
+            target,
+            origins,
+            edge,
+            static_path,
+            nameserver,
+            extra_roots,
+            timeout,
+            samples: self.samples,
+            output: if self.json {
+                OutputFormat::Json
+            } else {
+                OutputFormat::Table
+            },
+        })
+    }
+}
+
+/// Parses `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT`.
+pub fn parse_address(
+    flag: &'static str,
+    value: &str,
+    default_port: u16,
+) -> Result<SocketAddr, UsageError> {
+    let bad = || UsageError::Address {
+        flag,
+        value: value.to_string(),
+    };
+    if let Ok(address) = value.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let bare = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| bad())
+}
+
+fn parse_timeout(value: &str) -> Result<Duration, UsageError> {
+    let bad = |reason: String| UsageError::Timeout {
+        value: value.to_string(),
+        reason,
+    };
+    let timeout = humantime::parse_duration(value)
+        .map_err(|e| bad(format!("{e} (expected e.g. 10s, 2500ms, 1m)")))?;
+    if timeout.is_zero() {
+        return Err(bad("must be longer than zero".into()));
+    }
+    if timeout > MAX_TIMEOUT {
+        return Err(bad(format!(
+            "must be at most {}",
+            humantime::format_duration(MAX_TIMEOUT)
+        )));
+    }
+    Ok(timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("probe").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn addresses_with_and_without_ports() {
+        let cases = [
+            ("203.0.113.10", "203.0.113.10:443"),
+            ("203.0.113.10:8443", "203.0.113.10:8443"),
+            ("2001:db8::1", "[2001:db8::1]:443"),
+            ("[2001:db8::1]", "[2001:db8::1]:443"),
+            ("[2001:db8::1]:8443", "[2001:db8::1]:8443"),
+        ];
+        for (input, expected) in cases {
+            let got = parse_address("--origin", input, 443).unwrap();
+            assert_eq!(got.to_string(), expected, "{input}");
+        }
+        for bad in ["origin.example.com", "1.2.3", "1.2.3.4:99999", ""] {
+            let err = parse_address("--origin", bad, 443).unwrap_err();
+            assert!(err.to_string().starts_with("--origin"), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_bad_argument_is_named() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["not-a-url"], "target \"not-a-url\""),
+            (&["ftp://example.com/"], "target \"ftp://example.com/\""),
+            (
+                &["example.com", "--origin", "db.internal"],
+                "--origin \"db.internal\"",
+            ),
+            (&["example.com", "--edge", "x"], "--edge \"x\""),
+            (&["example.com", "--resolver", "x"], "--resolver \"x\""),
+            (&["example.com", "--timeout", "soon"], "--timeout \"soon\""),
+            (&["example.com", "--timeout", "0s"], "--timeout \"0s\""),
+            (&["example.com", "--samples", "0"], "--samples 0"),
+            (
+                &["example.com", "--static-path", "style.css"],
+                "--static-path \"style.css\"",
+            ),
+            (
+                &["example.com", "--ca-file", "/nonexistent/ca.pem"],
+                "--ca-file: cannot read CA file /nonexistent/ca.pem",
+            ),
+        ];
+        for (args, expected) in cases {
+            let err = cli(args).settings().unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let settings = cli(&["example.com"]).settings().unwrap();
+        assert_eq!(settings.target.url, "https://example.com/");
+        assert_eq!(settings.timeout, Duration::from_secs(10));
+        assert_eq!(settings.samples, 1);
+        assert!(settings.origins.is_empty());
+        assert_eq!(settings.nameserver, Nameserver::System);
+        assert_eq!(settings.output, OutputFormat::Table);
+    }
+}

@@ -1,0 +1,210 @@
+//! Runs a plan: resolves the edge route, then makes every planned request concurrently (samples
+//! of one request one after the other), each under its own deadline, and collects the
+//! observations in plan order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::cli::ProbeSettings;
+use crate::cloudflare::is_cloudflare_address;
+use crate::connect::connect;
+use crate::http::{exchange, HttpExchange, HttpRequestSpec};
+use crate::observe::{
+    millis, ErrorKind, Observation, ObservedError, Phase, PhaseTimings, ProbeReport, SCHEMA_VERSION,
+};
+use crate::plan::{plan, EdgeAddresses, PlannedRequest, Scheme, Target};
+use crate::resolve::{DnsClient, ResolveSetupError};
+use crate::status::plain_status;
+use crate::tls::{handshake, TlsSetupError, TrustRoots};
+
+/// ALPN we offer: HTTP/2 first, as browsers do.
+const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// Why a probe could not run at all (distinct from a site failing, which is an Observation).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// DNS could not be set up on this machine.
+    #[error(transparent)]
+    Resolve(#[from] ResolveSetupError),
+    /// The trust roots could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+}
+
+/// Probes one site along every route and returns the whole report.
+pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeError> {
+    let target = &settings.target;
+    let roots = TrustRoots::new(&settings.extra_roots)?;
+    let resolution = match (settings.edge, target.host_ip) {
+        (None, None) => {
+            let dns = DnsClient::new(settings.nameserver, settings.timeout)?;
+            Some(dns.resolve(&target.host).await)
+        }
+        _ => None,
+    };
+    let edge = match (settings.edge, target.host_ip, &resolution) {
+        (Some(address), _, _) => EdgeAddresses::Given(address),
+        (None, Some(ip), _) => EdgeAddresses::Given((ip, target.port).into()),
+        (None, None, Some(resolution)) => EdgeAddresses::Resolved(resolution),
+        (None, None, None) => unreachable!("resolved above"),
+    };
+    let requests = plan(
+        target,
+        &edge,
+        &settings.origins,
+        settings.static_path.as_deref(),
+    );
+
+    let shared = Arc::new(Shared {
+        target: target.clone(),
+        roots,
+        timeout: settings.timeout,
+        user_agent: format!("probe/{}", env!("CARGO_PKG_VERSION")),
+    });
+    let mut tasks = JoinSet::new();
+    for (index, request) in requests.into_iter().enumerate() {
+        let shared = shared.clone();
+        let samples = settings.samples;
+        tasks.spawn(async move {
+            let mut observations = Vec::with_capacity(samples as usize);
+            for sample in 1..=samples {
+                observations.push(observe(&shared, &request, sample).await);
+            }
+            (index, observations)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(result) => results.push(result),
+            // A panic inside one request is a bug of ours; let it surface rather than hide it.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {}
+        }
+    }
+    results.sort_by_key(|(index, _)| *index);
+    let observations: Vec<Observation> = results.into_iter().flat_map(|(_, o)| o).collect();
+
+    let (status, reasons) = plain_status(&observations);
+    Ok(ProbeReport {
+        schema: SCHEMA_VERSION,
+        target: target.url.clone(),
+        host: target.host.clone(),
+        status,
+        reasons,
+        origin_given: !settings.origins.is_empty(),
+        resolution,
+        observations,
+    })
+}
+
+/// What every request of one probe shares.
+struct Shared {
+    target: Target,
+    roots: TrustRoots,
+    timeout: Duration,
+    user_agent: String,
+}
+
+/// Makes one request and records everything it saw.
+async fn observe(shared: &Shared, request: &PlannedRequest, sample: u32) -> Observation {
+    let target = &shared.target;
+    let started_at = OffsetDateTime::now_utc();
+    let start = Instant::now();
+    let deadline = start + shared.timeout;
+    let mut observation = Observation {
+        route: request.route,
+        path_role: request.path_role,
+        sample,
+        address: request.address,
+        cloudflare_address: request
+            .address
+            .is_some_and(|a| is_cloudflare_address(a.ip())),
+        url: target.url_for(&request.path),
+        started_at: started_at
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| started_at.unix_timestamp().to_string()),
+        timings_ms: PhaseTimings {
+            dns: request.dns_ms,
+            ..PhaseTimings::default()
+        },
+        tls: None,
+        response: None,
+        error: None,
+    };
+    let finish = |mut observation: Observation| {
+        observation.timings_ms.total =
+            round3(request.dns_ms.unwrap_or(0.0) + millis(start.elapsed()));
+        observation
+    };
+
+    let Some(address) = request.address else {
+        observation.error = request.dns_error.clone();
+        return finish(observation);
+    };
+    let tcp = match connect(address, deadline).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            observation.error = Some(e);
+            return finish(observation);
+        }
+    };
+    let connected = Instant::now();
+    observation.timings_ms.connect = Some(millis(connected - start));
+
+    let spec = HttpRequestSpec {
+        scheme: match target.scheme {
+            Scheme::Https => "https".into(),
+            Scheme::Http => "http".into(),
+        },
+        authority: target.authority.clone(),
+        path: request.path.clone(),
+        user_agent: shared.user_agent.clone(),
+    };
+    let http: HttpExchange = match target.scheme {
+        Scheme::Http => exchange(tcp, false, &spec, deadline).await,
+        Scheme::Https => {
+            let roots = shared.roots.for_route(request.route);
+            let handshake = handshake(tcp, &target.host, roots, ALPN, started_at);
+            let done = match tokio::time::timeout_at(deadline, handshake).await {
+                Ok(done) => done,
+                Err(_) => {
+                    observation.error = Some(ObservedError {
+                        phase: Phase::Tls,
+                        kind: ErrorKind::Timeout,
+                        message: "the TLS handshake did not finish before the deadline".into(),
+                    });
+                    return finish(observation);
+                }
+            };
+            observation.timings_ms.tls = Some(millis(connected.elapsed()));
+            observation.tls = done.facts;
+            match done.stream {
+                Ok(stream) => {
+                    let use_h2 =
+                        observation.tls.as_ref().and_then(|t| t.alpn.as_deref()) == Some("h2");
+                    exchange(stream, use_h2, &spec, deadline).await
+                }
+                Err(e) => {
+                    observation.error = Some(e);
+                    return finish(observation);
+                }
+            }
+        }
+    };
+    observation.timings_ms.ttfb = http.ttfb.map(millis);
+    observation.timings_ms.transfer = http.transfer.map(millis);
+    observation.response = http.response;
+    observation.error = http.error;
+    finish(observation)
+}
+
+fn round3(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}

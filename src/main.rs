@@ -1,0 +1,48 @@
+//! The `probe` binary: parse arguments, run the library, map the outcome to a monitoring-plugins
+//! exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use probe::{Cli, Status};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; every real usage error is UNKNOWN (3), not
+            // clap's default 2, which would read as CRITICAL to a monitoring system.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(Status::Unknown.exit_code())
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROBE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("probe: UNKNOWN: cannot start the runtime: {e}");
+            return ExitCode::from(Status::Unknown.exit_code());
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    match runtime.block_on(probe::run(&cli, &mut stdout)) {
+        Ok(status) => ExitCode::from(status.exit_code()),
+        Err(e) => {
+            eprintln!("probe: UNKNOWN: {e}");
+            ExitCode::from(Status::Unknown.exit_code())
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Output: the terminal table and the `--json` document. Reads a `ProbeReport`; decides nothing.
+
+use std::fmt::Write as _;
+
+use crate::observe::{DnsAnswer, Observation, ProbeReport, TlsFacts};
+
+/// The report as one JSON object (schema 1), pretty-printed, with a trailing newline.
+pub fn render_json(report: &ProbeReport) -> String {
+    let mut text = serde_json::to_string_pretty(report).expect("a report always serialises");
+    text.push('\n');
+    text
+}
+
+/// The report as a human-readable table.
+pub fn render_table(report: &ProbeReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "probe {}", report.target);
+    match &report.resolution {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "dns     {} via {}: {} · {}",
+                r.name,
+                r.resolver,
+                dns_answer(&r.a),
+                dns_answer(&r.aaaa)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "dns     not asked: the edge address was given");
+        }
+    }
+    out.push('\n');
+
+    let several_samples = report.observations.iter().any(|o| o.sample > 1);
+    let mut header = vec!["ROUTE", "ADDRESS", "PATH"];
+    if several_samples {
+        header.push("#");
+    }
+    header.extend([
+        "STATUS", "HTTP", "SERVER", "CF-RAY", "DNS", "CONNECT", "TLS", "TTFB", "TRANSFER",
+        "TOTAL ms",
+    ]);
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for o in &report.observations {
+        rows.push(row(o, several_samples));
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        if i == 0 {
+            continue;
+        }
+        let o = &report.observations[i - 1];
+        if let Some(tls) = &o.tls {
+            let _ = writeln!(out, "  cert   {}", cert_summary(tls));
+        }
+        if let Some(e) = &o.error {
+            let _ = writeln!(
+                out,
+                "  error  {} {}: {}",
+                e.phase.as_str(),
+                e.kind.as_str(),
+                e.message
+            );
+        }
+    }
+    out.push('\n');
+    if !report.origin_given {
+        let _ = writeln!(
+            out,
+            "origin  not given: only the edge route was probed (add --origin ADDR to compare both routes)"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "status  {} ({})",
+        report.status.as_str().to_uppercase(),
+        report.status.plugin_word()
+    );
+    for reason in &report.reasons {
+        let _ = writeln!(out, "  - {reason}");
+    }
+    out
+}
+
+fn row(o: &Observation, with_sample: bool) -> Vec<String> {
+    let dash = || "-".to_string();
+    let ms = |v: Option<f64>| v.map_or_else(dash, |v| format!("{v:.1}"));
+    let response = o.response.as_ref();
+    let mut cells = vec![
+        o.route.as_str().to_string(),
+        o.address.map_or_else(dash, |a| a.to_string()),
+        o.path_role.as_str().to_string(),
+    ];
+    if with_sample {
+        cells.push(o.sample.to_string());
+    }
+    cells.extend([
+        response.map_or_else(dash, |r| r.status.to_string()),
+        response.map_or_else(dash, |r| r.http_version.clone()),
+        response
+            .and_then(|r| r.headers.server.clone())
+            .unwrap_or_else(dash),
+        response
+            .and_then(|r| r.headers.cf_ray.clone())
+            .unwrap_or_else(dash),
+        ms(o.timings_ms.dns),
+        ms(o.timings_ms.connect),
+        ms(o.timings_ms.tls),
+        ms(o.timings_ms.ttfb),
+        ms(o.timings_ms.transfer),
+        format!("{:.1}", o.timings_ms.total),
+    ]);
+    cells
+}
+
+fn dns_answer(answer: &DnsAnswer) -> String {
+    let took = format!("{:.1} ms", answer.duration_ms);
+    match &answer.error {
+        Some(e) => format!("{} none: {} ({took})", answer.record_type, e.kind.as_str()),
+        None => {
+            let addresses: Vec<String> = answer.addresses.iter().map(|a| a.to_string()).collect();
+            let ttl = answer.ttl.map(|t| format!("ttl {t}, ")).unwrap_or_default();
+            let cloudflare = if answer.cloudflare {
+                " [cloudflare]"
+            } else {
+                ""
+            };
+            format!(
+                "{} {}{cloudflare} ({ttl}{took})",
+                answer.record_type,
+                addresses.join(" ")
+            )
+        }
+    }
+}
+
+fn cert_summary(tls: &TlsFacts) -> String {
+    let Some(leaf) = tls.leaf() else {
+        return "no certificate seen".to_string();
+    };
+    let mut parts = vec![
+        leaf.subject.clone(),
+        format!("issuer {}", leaf.issuer),
+        format!("{} days left", leaf.days_left),
+    ];
+    if leaf.cloudflare_origin_ca {
+        parts.push("Cloudflare Origin CA".into());
+    }
+    if tls.name_matches == Some(false) {
+        parts.push("does not cover the site's name".into());
+    }
+    parts.push(if tls.verified {
+        "verified".to_string()
+    } else {
+        let problem = tls.verify_error.map_or("invalid", |p| p.as_str());
+        format!("NOT verified: {problem}")
+    });
+    let mut text = parts.join(" · ");
+    if let (Some(version), Some(alpn)) = (&tls.version, &tls.alpn) {
+        let _ = write!(text, " · {version} {alpn}");
+    } else if let Some(version) = &tls.version {
+        let _ = write!(text, " · {version}");
+    }
+    text
+}

@@ -1,0 +1,356 @@
+//! TLS with a verifier that records instead of refusing: the chain the server presented and the
+//! verdict of standard WebPKI verification are kept as evidence, and the handshake goes on, so
+//! the response behind an expired or self-signed certificate is still seen.
+//!
+//! One `ClientConfig` per request and no session resumption, so every TLS timing is a full
+//! handshake and no state leaks between requests or routes.
+
+pub mod cert;
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use time::OffsetDateTime;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::cloudflare::ORIGIN_CA_ROOT_PEM;
+use crate::connect::io_error_kind;
+use crate::observe::{CertProblem, ErrorKind, ObservedError, Phase, Route, TlsFacts};
+
+/// Why TLS could not be set up at all (a problem with our inputs, not with a site).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    /// The CA file could not be read.
+    #[error("cannot read CA file {path}: {source}")]
+    ReadCaFile { path: String, source: io::Error },
+    /// The CA file holds no usable certificate.
+    #[error("CA file {path} holds no PEM certificate")]
+    EmptyCaFile { path: String },
+    /// A certificate in the CA file was rejected as a trust anchor.
+    #[error("CA file {path}: {reason}")]
+    BadCaCertificate { path: String, reason: String },
+}
+
+/// The trust roots of each route: public WebPKI roots everywhere, Cloudflare's Origin CA on the
+/// origin route only (Full-strict trusts it, browsers do not), `--ca-file` roots on both.
+#[derive(Debug, Clone)]
+pub struct TrustRoots {
+    edge: Arc<RootCertStore>,
+    origin: Arc<RootCertStore>,
+}
+
+impl TrustRoots {
+    pub fn new(extra: &[CertificateDer<'static>]) -> Result<Self, TlsSetupError> {
+        let mut edge = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for der in extra {
+            edge.add(der.clone())
+                .map_err(|e| TlsSetupError::BadCaCertificate {
+                    path: "--ca-file".into(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let mut origin = edge.clone();
+        for der in pem_certificates(ORIGIN_CA_ROOT_PEM) {
+            // The shipped root is known-good; a failure here would be a build defect.
+            origin
+                .add(der)
+                .expect("shipped Cloudflare Origin CA root parses");
+        }
+        Ok(Self {
+            edge: Arc::new(edge),
+            origin: Arc::new(origin),
+        })
+    }
+
+    pub fn for_route(&self, route: Route) -> Arc<RootCertStore> {
+        match route {
+            Route::Edge => self.edge.clone(),
+            Route::Origin => self.origin.clone(),
+        }
+    }
+}
+
+/// Reads every certificate of a PEM file (`--ca-file`).
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| TlsSetupError::ReadCaFile {
+        path: shown.clone(),
+        source,
+    })?;
+    let certs = pem_certificates(&bytes);
+    if certs.is_empty() {
+        return Err(TlsSetupError::EmptyCaFile { path: shown });
+    }
+    for der in &certs {
+        RootCertStore::empty()
+            .add(der.clone())
+            .map_err(|e| TlsSetupError::BadCaCertificate {
+                path: shown.clone(),
+                reason: format!("not a usable CA certificate ({e})"),
+            })?;
+    }
+    Ok(certs)
+}
+
+fn pem_certificates(bytes: &[u8]) -> Vec<CertificateDer<'static>> {
+    let mut reader = bytes;
+    rustls_pemfile::certs(&mut reader)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// What the verifier saw: the chain as presented and the WebPKI verdict.
+#[derive(Debug)]
+struct VerificationRecord {
+    chain: Vec<CertificateDer<'static>>,
+    verdict: Result<(), rustls::Error>,
+}
+
+/// A verifier that runs standard verification, records the outcome, and lets the handshake go on.
+/// Handshake signatures are still checked: the server must hold the key of the certificate it
+/// shows, whatever we think of the certificate.
+#[derive(Debug)]
+struct RecordingVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    record: Mutex<Option<VerificationRecord>>,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map(|_| ());
+        let chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
+        *self.record.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(VerificationRecord { chain, verdict });
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The result of one TLS handshake: the stream when it completed, and whatever facts were seen
+/// (a failed handshake may still have shown its certificate chain).
+pub struct Handshake {
+    pub stream: Result<TlsStream<TcpStream>, ObservedError>,
+    pub facts: Option<TlsFacts>,
+}
+
+/// Runs a TLS handshake over `tcp` with `host` as SNI and verification name. The caller bounds it
+/// with the request's deadline.
+pub async fn handshake(
+    tcp: TcpStream,
+    host: &str,
+    roots: Arc<RootCertStore>,
+    alpn: &[&[u8]],
+    now: OffsetDateTime,
+) -> Handshake {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = match recording_verifier(roots, provider.clone()) {
+        Ok(v) => v,
+        Err(message) => return failed(ErrorKind::Io, message),
+    };
+    let config =
+        match ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
+            Ok(builder) => {
+                let mut config = builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier.clone())
+                    .with_no_client_auth();
+                config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+                config.resumption = Resumption::disabled();
+                config
+            }
+            Err(e) => return failed(ErrorKind::Io, e.to_string()),
+        };
+    let server_name = match ServerName::try_from(host.to_string()) {
+        Ok(name) => name,
+        Err(e) => {
+            return failed(
+                ErrorKind::Io,
+                format!("invalid TLS server name {host}: {e}"),
+            )
+        }
+    };
+    let result = TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await;
+    let record = verifier
+        .record
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    match result {
+        Ok(stream) => {
+            let (_, conn) = stream.get_ref();
+            let mut facts = record_facts(record, host, now);
+            facts.version = conn
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .map(|v| v.replace('_', "."));
+            facts.cipher = conn
+                .negotiated_cipher_suite()
+                .and_then(|c| c.suite().as_str())
+                .map(str::to_string);
+            facts.alpn = conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+            Handshake {
+                stream: Ok(stream),
+                facts: Some(facts),
+            }
+        }
+        Err(e) => Handshake {
+            stream: Err(ObservedError {
+                phase: Phase::Tls,
+                kind: tls_error_kind(&e),
+                message: tls_error_message(&e),
+            }),
+            facts: record.map(|r| record_facts(Some(r), host, now)),
+        },
+    }
+}
+
+fn failed(kind: ErrorKind, message: String) -> Handshake {
+    Handshake {
+        stream: Err(ObservedError {
+            phase: Phase::Tls,
+            kind,
+            message,
+        }),
+        facts: None,
+    }
+}
+
+fn recording_verifier(
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<RecordingVerifier>, String> {
+    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+        .build()
+        .map_err(|e| format!("cannot build certificate verifier: {e}"))?;
+    Ok(Arc::new(RecordingVerifier {
+        inner,
+        record: Mutex::new(None),
+    }))
+}
+
+fn record_facts(record: Option<VerificationRecord>, host: &str, now: OffsetDateTime) -> TlsFacts {
+    let (chain, verdict) = match record {
+        Some(r) => (r.chain, r.verdict),
+        None => (Vec::new(), Err(rustls::Error::NoCertificatesPresented)),
+    };
+    let chain: Vec<_> = chain
+        .iter()
+        .filter_map(|der| cert::cert_facts(der, now))
+        .collect();
+    let name_matches = chain.first().map(|leaf| cert::covers_name(leaf, host));
+    let (verified, verify_error, verify_message) = match verdict {
+        Ok(()) => (true, None, None),
+        Err(e) => (false, Some(cert_problem(&e)), Some(e.to_string())),
+    };
+    TlsFacts {
+        version: None,
+        cipher: None,
+        alpn: None,
+        verified,
+        verify_error,
+        verify_message,
+        name_matches,
+        chain,
+    }
+}
+
+fn cert_problem(error: &rustls::Error) -> CertProblem {
+    match error {
+        rustls::Error::InvalidCertificate(e) => match e {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                CertProblem::Expired
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                CertProblem::NotYetValid
+            }
+            CertificateError::UnknownIssuer => CertProblem::Untrusted,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                CertProblem::NameMismatch
+            }
+            CertificateError::Revoked => CertProblem::Revoked,
+            _ => CertProblem::Invalid,
+        },
+        _ => CertProblem::Invalid,
+    }
+}
+
+fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+fn tls_error_kind(e: &io::Error) -> ErrorKind {
+    match rustls_error(e) {
+        Some(rustls::Error::AlertReceived(_)) => ErrorKind::TlsAlert,
+        Some(rustls::Error::InvalidCertificate(c)) => {
+            match cert_problem(&rustls::Error::InvalidCertificate(c.clone())) {
+                CertProblem::Expired => ErrorKind::CertExpired,
+                CertProblem::NameMismatch => ErrorKind::CertNameMismatch,
+                _ => ErrorKind::CertUntrusted,
+            }
+        }
+        Some(_) => ErrorKind::Protocol,
+        None => io_error_kind(e),
+    }
+}
+
+fn tls_error_message(e: &io::Error) -> String {
+    match rustls_error(e) {
+        Some(inner) => format!("TLS handshake failed: {inner}"),
+        None if e.kind() == io::ErrorKind::UnexpectedEof => {
+            "the server closed the connection during the TLS handshake".into()
+        }
+        None => format!("TLS handshake failed: {e}"),
+    }
+}
