@@ -1,0 +1,71 @@
+//! Test helpers: certificates, in-process servers, and real nginx / dnsmasq processes.
+//! Everything listens on 127.0.0.1 only and is stopped when its handle is dropped.
+#![allow(dead_code)]
+
+pub mod dnsmasq;
+pub mod nginx;
+pub mod pki;
+pub mod servers;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use probe::{Cli, ProbeReport, Status};
+
+/// Runs the CLI in-process with `args` and returns the exit status and what it printed.
+pub async fn run_cli(args: &[&str]) -> (Status, String) {
+    use clap::Parser;
+    let cli = Cli::try_parse_from(std::iter::once("probe").chain(args.iter().copied()))
+        .expect("arguments parse");
+    let mut out = Vec::new();
+    let status = probe::run(&cli, &mut out).await.expect("probe runs");
+    (status, String::from_utf8(out).unwrap())
+}
+
+/// Runs the CLI in-process with `--json` added and returns the parsed report and raw JSON.
+pub async fn run_json(args: &[&str]) -> (ProbeReport, serde_json::Value) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--json");
+    let (status, text) = run_cli(&all).await;
+    let report: ProbeReport = serde_json::from_str(&text).expect("valid report JSON");
+    assert_eq!(report.status, status);
+    (report, serde_json::from_str(&text).unwrap())
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Waits (at most 10 s) until 127.0.0.1:`port` accepts TCP, giving up early if `child` exits.
+pub fn wait_for_tcp(port: u16, child: &mut Child) -> bool {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The path of a program the tests need, or a panic that says how to install it.
+pub fn require_program(name: &str, usual_path: &str) -> PathBuf {
+    let usual = PathBuf::from(usual_path);
+    if usual.exists() {
+        return usual;
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let candidate = PathBuf::from(dir).join(name);
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!("{name} is not installed: run `apt-get install nginx dnsmasq-base` (see .ci/run)");
+}

@@ -1,0 +1,167 @@
+//! In-process test servers on 127.0.0.1, port 0: a hyper HTTP/1.1 + HTTP/2 server behind rustls,
+//! and raw servers for behaviour no well-behaved server shows (silence, a body cut short).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use super::pki::Leaf;
+
+/// What the server does with each connection.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Answers `status` with `body` and a `Server` header, after waiting `delay`.
+    Answer {
+        status: u16,
+        body: &'static str,
+        server: &'static str,
+        delay: Duration,
+    },
+    /// Completes the TLS handshake, reads the request, and never answers.
+    Silent,
+    /// Announces a 1000-byte body, sends 100 bytes, and closes.
+    CloseMidBody,
+}
+
+impl Behaviour {
+    pub fn ok() -> Self {
+        Self::Answer {
+            status: 200,
+            body: "hello from the test server",
+            server: "test-server",
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Which ALPN protocols the server accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alpn {
+    H2AndHttp11,
+    Http11Only,
+}
+
+/// A running server; stopped when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A listening port with nothing that will ever accept on it... closed: connecting is refused.
+pub fn refused_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+/// Starts a TLS server with `leaf` that behaves as asked.
+pub async fn tls_server(leaf: &Leaf, alpn: Alpn, behaviour: Behaviour) -> TestServer {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(leaf.chain.clone(), leaf.key())
+    .unwrap();
+    config.alpn_protocols = match alpn {
+        Alpn::H2AndHttp11 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        Alpn::Http11Only => vec![b"http/1.1".to_vec()],
+    };
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let behaviour = behaviour.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                serve(tls, behaviour).await;
+            });
+        }
+    });
+    TestServer { addr, task }
+}
+
+async fn serve<S>(mut stream: S, behaviour: Behaviour)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match behaviour {
+        Behaviour::Answer {
+            status,
+            body,
+            server,
+            delay,
+        } => {
+            let service = service_fn(move |_req: Request<hyper::body::Incoming>| async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .header("server", server)
+                        .header("content-type", "text/plain")
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .unwrap(),
+                )
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+        Behaviour::Silent => {
+            let mut buf = [0u8; 4096];
+            // Read whatever comes and never answer; the test's deadline ends it.
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+            }
+        }
+        Behaviour::CloseMidBody => {
+            read_request_head(&mut stream).await;
+            let head = "HTTP/1.1 200 OK\r\nServer: test-server\r\nContent-Length: 1000\r\n\r\n";
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&[b'x'; 100]).await;
+            let _ = stream.flush().await;
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
+/// Reads until the end of an HTTP/1.1 request head (bounded).
+async fn read_request_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+}
