@@ -354,3 +354,44 @@ fn tls_error_message(e: &io::Error) -> String {
         None => format!("TLS handshake failed: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_ca_is_trusted_on_the_origin_route_only() {
+        let roots = TrustRoots::new(&[]).unwrap();
+        let edge = roots.for_route(Route::Edge);
+        let origin = roots.for_route(Route::Origin);
+        assert_eq!(origin.len(), edge.len() + 1);
+        let cloudflare = pem_certificates(ORIGIN_CA_ROOT_PEM);
+        let anchor = webpki_anchor_subject(&cloudflare[0]);
+        assert!(origin
+            .roots
+            .iter()
+            .any(|r| r.subject.as_ref() == anchor.as_slice()));
+        assert!(!edge
+            .roots
+            .iter()
+            .any(|r| r.subject.as_ref() == anchor.as_slice()));
+    }
+
+    #[test]
+    fn extra_roots_are_trusted_on_both_routes() {
+        let cloudflare = pem_certificates(ORIGIN_CA_ROOT_PEM);
+        let roots = TrustRoots::new(&cloudflare).unwrap();
+        let anchor = webpki_anchor_subject(&cloudflare[0]);
+        let edge = roots.for_route(Route::Edge);
+        assert!(edge
+            .roots
+            .iter()
+            .any(|r| r.subject.as_ref() == anchor.as_slice()));
+    }
+
+    fn webpki_anchor_subject(der: &CertificateDer<'_>) -> Vec<u8> {
+        let mut store = RootCertStore::empty();
+        store.add(der.clone()).unwrap();
+        store.roots[0].subject.as_ref().to_vec()
+    }
+}

@@ -19,8 +19,9 @@ impl Drop for Dnsmasq {
 }
 
 impl Dnsmasq {
-    /// Starts dnsmasq with `records` as (name, address) host records.
-    pub fn start(records: &[(&str, &str)]) -> Dnsmasq {
+    /// Starts dnsmasq with `records` as (name, address) host records and `txt` as (name, text)
+    /// TXT records (a name with only a TXT record has no A or AAAA).
+    pub fn start(records: &[(&str, &str)], txt: &[(&str, &str)]) -> Dnsmasq {
         let dnsmasq = require_program("dnsmasq", "/usr/sbin/dnsmasq");
         let mut last_error = String::new();
         for _attempt in 0..3 {
@@ -43,6 +44,9 @@ impl Dnsmasq {
                 .arg("--log-facility=-");
             for (name, address) in records {
                 command.arg(format!("--host-record={name},{address}"));
+            }
+            for (name, text) in txt {
+                command.arg(format!("--txt-record={name},{text}"));
             }
             let mut child = command
                 .stdin(Stdio::null())

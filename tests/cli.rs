@@ -1,0 +1,140 @@
+//! The `probe` binary as a user runs it: exit codes follow the monitoring-plugins convention and
+//! every unusable argument is one clear line naming it.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::pki::Pki;
+use support::servers::{refused_port, tls_server, Alpn, Behaviour};
+
+fn probe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr_line(output: &Output) -> String {
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        text.trim_end().lines().count(),
+        1,
+        "one line expected: {text}"
+    );
+    text.trim_end().to_string()
+}
+
+#[test]
+fn unusable_arguments_exit_3_with_one_line_naming_them() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["not-a-url"], "probe: UNKNOWN: target \"not-a-url\""),
+        (
+            &["example.com", "--origin", "origin.example.com"],
+            "probe: UNKNOWN: --origin \"origin.example.com\"",
+        ),
+        (
+            &["example.com", "--ca-file", "/nonexistent/ca.pem"],
+            "probe: UNKNOWN: --ca-file: cannot read CA file /nonexistent/ca.pem",
+        ),
+        (
+            &["example.com", "--timeout", "forever"],
+            "probe: UNKNOWN: --timeout \"forever\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = probe(args);
+        assert_eq!(output.status.code(), Some(3), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
+        let line = stderr_line(&output);
+        assert!(line.starts_with(expected), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn a_ca_file_without_certificates_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.pem");
+    std::fs::write(&path, "not a certificate\n").unwrap();
+    let output = probe(&["example.com", "--ca-file", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr_line(&output).contains("holds no PEM certificate"));
+}
+
+#[test]
+fn unknown_flags_are_unknown_not_critical() {
+    let output = probe(&["example.com", "--frobnicate"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--frobnicate"));
+    let help = probe(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--origin"));
+}
+
+#[test]
+fn exit_codes_follow_the_site() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let ca = pki.ca_path.display().to_string();
+    let good = runtime.block_on(tls_server(&pki.good(), Alpn::H2AndHttp11, Behaviour::ok()));
+    let expiring = runtime.block_on(tls_server(
+        &pki.expiring_in_5_days(),
+        Alpn::H2AndHttp11,
+        Behaviour::ok(),
+    ));
+    let closed = refused_port();
+
+    let ok = probe(&[
+        "https://probe.test/",
+        "--edge",
+        &good.addr.to_string(),
+        "--ca-file",
+        &ca,
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let warning = probe(&[
+        "https://probe.test/",
+        "--edge",
+        &expiring.addr.to_string(),
+        "--ca-file",
+        &ca,
+    ]);
+    assert_eq!(
+        warning.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&warning.stdout)
+    );
+    let critical = probe(&[
+        "https://probe.test/",
+        "--edge",
+        &good.addr.to_string(),
+        "--origin",
+        &closed.to_string(),
+        "--ca-file",
+        &ca,
+    ]);
+    assert_eq!(
+        critical.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&critical.stdout)
+    );
+    let json = probe(&[
+        "https://probe.test/",
+        "--edge",
+        &closed.to_string(),
+        "--json",
+    ]);
+    assert_eq!(json.status.code(), Some(2));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&json.stdout).expect("--json prints JSON only");
+    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["status"], "down");
+}

@@ -1,0 +1,102 @@
+//! Interoperability with the real thing: Debian's nginx as the origin, TLS + HTTP/2, serving a
+//! static file next to the page.
+
+mod support;
+
+use probe::Status;
+use support::nginx::Nginx;
+use support::pki::Pki;
+use support::run_json;
+
+const STATIC: &str = "/wp-includes/css/dashicons.min.css";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_nginx_over_tls_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let leaf = pki.good();
+    let nginx = Nginx::start(
+        dir.path(),
+        &leaf,
+        &[
+            ("/index.html", "<h1>probe lab</h1>"),
+            (STATIC, ".dashicons{}"),
+        ],
+    );
+    let address = format!("127.0.0.1:{}", nginx.port);
+    let ca = pki.ca_path.display().to_string();
+    let (report, _) = run_json(&[
+        "https://probe.test/",
+        "--edge",
+        &address,
+        "--origin",
+        &address,
+        "--static-path",
+        STATIC,
+        "--ca-file",
+        &ca,
+    ])
+    .await;
+
+    assert_eq!(report.status, Status::Ok, "{:?}", report.reasons);
+    assert_eq!(
+        report.observations.len(),
+        4,
+        "edge and origin × page and static"
+    );
+    for o in &report.observations {
+        let response = o.response.as_ref().unwrap_or_else(|| panic!("{o:?}"));
+        assert_eq!(response.status, 200);
+        assert_eq!(response.http_version, "HTTP/2");
+        let server = response.headers.server.as_deref().unwrap_or_default();
+        assert!(server.starts_with("nginx"), "{server}");
+        assert!(response.body_complete);
+        let tls = o.tls.as_ref().unwrap();
+        assert!(tls.verified, "{:?}", tls.verify_message);
+        assert_eq!(tls.alpn.as_deref(), Some("h2"));
+        assert_eq!(
+            tls.chain.len(),
+            2,
+            "nginx sends the leaf and the CA from its file"
+        );
+    }
+    let static_obs = report
+        .observations
+        .iter()
+        .find(|o| o.url.ends_with(STATIC))
+        .unwrap();
+    let response = static_obs.response.as_ref().unwrap();
+    assert_eq!(response.body_excerpt, ".dashicons{}");
+    assert_eq!(response.headers.content_type.as_deref(), Some("text/css"));
+    assert_eq!(response.headers.content_length.as_deref(), Some("12"));
+    let page = &report.observations[0]
+        .response
+        .as_ref()
+        .unwrap()
+        .body_excerpt;
+    assert_eq!(page, "<h1>probe lab</h1>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_static_file_on_real_nginx_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let nginx = Nginx::start(dir.path(), &pki.good(), &[("/index.html", "ok")]);
+    let address = format!("127.0.0.1:{}", nginx.port);
+    let ca = pki.ca_path.display().to_string();
+    let (report, _) = run_json(&[
+        "https://probe.test/",
+        "--edge",
+        &address,
+        "--static-path",
+        STATIC,
+        "--ca-file",
+        &ca,
+    ])
+    .await;
+    assert_eq!(report.status, Status::Degraded, "{:?}", report.reasons);
+    assert_eq!(
+        report.reasons,
+        vec!["edge static: answered 404".to_string()]
+    );
+}
