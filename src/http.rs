@@ -1,16 +1,19 @@
-//! One HTTP exchange over an already-open connection, through `hyper::client::conn` so that the
-//! request-sent, first-byte and body-done moments can be stamped. No pool, no retries, no
-//! redirects followed (a redirect is evidence: its status and `location` are recorded).
+//! One HTTP exchange over an already-open connection, so that the request-sent, first-byte and
+//! body-done moments can be stamped. HTTP/1.1 goes through `hyper::client::conn`; HTTP/2 through
+//! the `h2` crate directly, because hyper's HTTP/2 dispatcher fails a request that was already sent
+//! when the server's graceful GOAWAY (which nginx sends at once with `keepalive_timeout 0`) lands
+//! between two of its polls, although the server answers that request in full.
+//! No pool, no retries, no redirects followed (a redirect is evidence: status and `location`).
 
 use std::error::Error as _;
 use std::io;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName};
-use http::{Method, Request, Version};
+use http::{Method, Request, Response, Version};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
@@ -60,6 +63,44 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A response body of either protocol, read chunk by chunk.
+enum ResponseBody {
+    Http1(Incoming),
+    Http2(h2::RecvStream),
+}
+
+impl ResponseBody {
+    /// The next data chunk; `None` at the end of the body.
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, ObservedError>> {
+        match self {
+            ResponseBody::Http1(body) => loop {
+                match body.frame().await? {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => return Some(Ok(data)),
+                        Err(_trailers) => continue,
+                    },
+                    Err(e) => return Some(Err(hyper_error(Phase::Body, &e))),
+                }
+            },
+            ResponseBody::Http2(body) => match body.data().await? {
+                Ok(data) => {
+                    // Give the window back, or a body larger than it would stall.
+                    let _ = body.flow_control().release_capacity(data.len());
+                    Some(Ok(data))
+                }
+                Err(e) => Some(Err(h2_error(Phase::Body, &e))),
+            },
+        }
+    }
+}
+
+/// A response whose headers arrived, and the connection task behind it.
+struct Answered {
+    response: Response<ResponseBody>,
+    sent_at: Instant,
+    _connection: AbortOnDrop,
+}
+
 /// Sends one GET over `io` (HTTP/2 when `use_h2`, else HTTP/1.1) and reads the response, giving up
 /// at `deadline`.
 pub async fn exchange<T>(
@@ -71,72 +112,33 @@ pub async fn exchange<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(io);
-    let request = match build_request(spec, use_h2) {
-        Ok(r) => r,
-        Err(e) => {
-            return failed(
-                Phase::Request,
-                ErrorKind::Io,
-                format!("cannot build request: {e}"),
-            )
-        }
-    };
-    let sending = if use_h2 {
-        let handshake = hyper::client::conn::http2::handshake(TokioExecutor::new(), io);
-        match timeout_at(deadline, handshake).await {
-            Ok(Ok((mut sender, conn))) => {
-                let task = AbortOnDrop(tokio::spawn(async move {
-                    let _ = conn.await;
-                }));
-                (
-                    task,
-                    Box::pin(async move { sender.send_request(request).await }) as SendFuture,
-                )
-            }
-            Ok(Err(e)) => return failed(Phase::Request, hyper_error_kind(&e), describe(&e)),
-            Err(_) => return timed_out(Phase::Request),
-        }
+    let answered = if use_h2 {
+        send_http2(io, spec, deadline).await
     } else {
-        let handshake = hyper::client::conn::http1::handshake(io);
-        match timeout_at(deadline, handshake).await {
-            Ok(Ok((mut sender, conn))) => {
-                let task = AbortOnDrop(tokio::spawn(async move {
-                    let _ = conn.await;
-                }));
-                (
-                    task,
-                    Box::pin(async move { sender.send_request(request).await }) as SendFuture,
-                )
-            }
-            Ok(Err(e)) => return failed(Phase::Request, hyper_error_kind(&e), describe(&e)),
-            Err(_) => return timed_out(Phase::Request),
-        }
+        send_http1(io, spec, deadline).await
     };
-    let (_connection, send) = sending;
-
-    let sent_at = Instant::now();
-    let response = match timeout_at(deadline, send).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return failed(Phase::Headers, hyper_error_kind(&e), describe(&e)),
-        Err(_) => return timed_out(Phase::Headers),
+    let answered = match answered {
+        Ok(a) => a,
+        Err(error) => {
+            return HttpExchange {
+                error: Some(error),
+                ..HttpExchange::default()
+            }
+        }
     };
     let headers_at = Instant::now();
     let mut exchange = HttpExchange {
-        ttfb: Some(headers_at - sent_at),
+        ttfb: Some(headers_at - answered.sent_at),
         ..HttpExchange::default()
     };
 
-    let status = response.status().as_u16();
-    let http_version = version_name(response.version()).to_string();
-    let headers = kept_headers(response.headers());
-    let mut body = response.into_body();
+    let (parts, mut body) = answered.response.into_parts();
     let mut excerpt: Vec<u8> = Vec::new();
     let mut body_bytes: u64 = 0;
     let mut body_complete = false;
     let mut body_read_limit_hit = false;
     loop {
-        match timeout_at(deadline, body.frame()).await {
+        match timeout_at(deadline, body.next_chunk()).await {
             Err(_) => {
                 exchange.error = Some(timeout_error(Phase::Body));
                 break;
@@ -146,17 +148,10 @@ where
                 break;
             }
             Ok(Some(Err(e))) => {
-                exchange.error = Some(ObservedError {
-                    phase: Phase::Body,
-                    kind: hyper_error_kind(&e),
-                    message: describe(&e),
-                });
+                exchange.error = Some(e);
                 break;
             }
-            Ok(Some(Ok(frame))) => {
-                let Ok(data) = frame.into_data() else {
-                    continue; // trailers
-                };
+            Ok(Some(Ok(data))) => {
                 body_bytes += data.len() as u64;
                 let room = BODY_EXCERPT_BYTES.saturating_sub(excerpt.len());
                 excerpt.extend_from_slice(&data[..data.len().min(room)]);
@@ -169,9 +164,9 @@ where
     }
     exchange.transfer = Some(Instant::now() - headers_at);
     exchange.response = Some(ResponseFacts {
-        status,
-        http_version,
-        headers,
+        status: parts.status.as_u16(),
+        http_version: version_name(parts.version).to_string(),
+        headers: kept_headers(&parts.headers),
         body_excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
         body_bytes,
         body_complete,
@@ -180,36 +175,105 @@ where
     exchange
 }
 
-type SendFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>,
-            > + Send,
-    >,
->;
-
-fn build_request(
+async fn send_http1<T>(
+    io: T,
     spec: &HttpRequestSpec,
-    use_h2: bool,
-) -> Result<Request<Empty<Bytes>>, http::Error> {
-    let builder = if use_h2 {
-        // HTTP/2 carries the site's name as :authority, taken from an absolute URI.
-        Request::builder()
-            .version(Version::HTTP_2)
-            .uri(format!("{}://{}{}", spec.scheme, spec.authority, spec.path))
-    } else {
-        Request::builder()
-            .uri(spec.path.as_str())
-            .header(header::HOST, spec.authority.as_str())
-            .header(header::CONNECTION, "close")
+    deadline: Instant,
+) -> Result<Answered, ObservedError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let request = Request::builder()
+        .uri(spec.path.as_str())
+        .header(header::HOST, spec.authority.as_str())
+        .header(header::CONNECTION, "close");
+    let request = with_common_headers(request, spec)
+        .body(Empty::<Bytes>::new())
+        .map_err(request_build_error)?;
+    let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io));
+    let (mut sender, conn) = match timeout_at(deadline, handshake).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(hyper_error(Phase::Request, &e)),
+        Err(_) => return Err(timeout_error(Phase::Request)),
     };
+    let connection = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    let sent_at = Instant::now();
+    let response = match timeout_at(deadline, sender.send_request(request)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(hyper_error(Phase::Headers, &e)),
+        Err(_) => return Err(timeout_error(Phase::Headers)),
+    };
+    Ok(Answered {
+        response: response.map(ResponseBody::Http1),
+        sent_at,
+        _connection: connection,
+    })
+}
+
+async fn send_http2<T>(
+    io: T,
+    spec: &HttpRequestSpec,
+    deadline: Instant,
+) -> Result<Answered, ObservedError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // HTTP/2 carries the site's name as :authority, taken from an absolute URI.
+    let request = Request::builder()
+        .version(Version::HTTP_2)
+        .uri(format!("{}://{}{}", spec.scheme, spec.authority, spec.path));
+    let request = with_common_headers(request, spec)
+        .body(())
+        .map_err(request_build_error)?;
+    let (sender, conn) = match timeout_at(deadline, h2::client::handshake(io)).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(h2_error(Phase::Request, &e)),
+        Err(_) => return Err(timeout_error(Phase::Request)),
+    };
+    let connection = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    let mut sender = match timeout_at(deadline, sender.ready()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(h2_error(Phase::Request, &e)),
+        Err(_) => return Err(timeout_error(Phase::Request)),
+    };
+    let sent_at = Instant::now();
+    let (response, _) = sender
+        .send_request(request, true)
+        .map_err(|e| h2_error(Phase::Request, &e))?;
+    let response = match timeout_at(deadline, response).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(h2_error(Phase::Headers, &e)),
+        Err(_) => return Err(timeout_error(Phase::Headers)),
+    };
+    Ok(Answered {
+        response: response.map(ResponseBody::Http2),
+        sent_at,
+        _connection: connection,
+    })
+}
+
+fn with_common_headers(
+    builder: http::request::Builder,
+    spec: &HttpRequestSpec,
+) -> http::request::Builder {
     builder
         .method(Method::GET)
         .header(header::USER_AGENT, spec.user_agent.as_str())
         .header(header::ACCEPT, "*/*")
         // We read page text; a compressed body would hide it.
         .header(header::ACCEPT_ENCODING, "identity")
-        .body(Empty::new())
+}
+
+fn request_build_error(e: http::Error) -> ObservedError {
+    ObservedError {
+        phase: Phase::Request,
+        kind: ErrorKind::Io,
+        message: format!("cannot build the request: {e}"),
+    }
 }
 
 fn kept_headers(headers: &HeaderMap) -> ResponseHeaders {
@@ -241,45 +305,48 @@ fn version_name(version: Version) -> &'static str {
     }
 }
 
-/// Classifies a hyper error by what caused it, not by its message.
-fn hyper_error_kind(e: &hyper::Error) -> ErrorKind {
-    if e.is_timeout() {
-        return ErrorKind::Timeout;
-    }
-    let mut source = e.source();
-    while let Some(inner) = source {
-        if let Some(io) = inner.downcast_ref::<io::Error>() {
-            return io_error_kind(io);
-        }
-        source = inner.source();
-    }
-    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+/// Classifies a hyper (HTTP/1.1) error by what caused it, not by its message.
+fn hyper_error(phase: Phase, e: &hyper::Error) -> ObservedError {
+    let mut kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
         ErrorKind::Closed
     } else {
         ErrorKind::Protocol
-    }
-}
-
-/// The error and its causes on one line.
-fn describe(e: &hyper::Error) -> String {
-    let mut text = e.to_string();
+    };
+    let mut message = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
+        if let Some(io) = inner.downcast_ref::<io::Error>() {
+            kind = io_error_kind(io);
+        }
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
         source = inner.source();
     }
-    text
+    ObservedError {
+        phase,
+        kind,
+        message,
+    }
 }
 
-fn failed(phase: Phase, kind: ErrorKind, message: String) -> HttpExchange {
-    HttpExchange {
-        error: Some(ObservedError {
-            phase,
-            kind,
-            message,
-        }),
-        ..HttpExchange::default()
+/// Classifies an h2 (HTTP/2) error: socket errors by their kind, RST_STREAM as a reset, a
+/// graceful GOAWAY as a close, anything else as a protocol error.
+fn h2_error(phase: Phase, e: &h2::Error) -> ObservedError {
+    let kind = if let Some(io) = e.get_io() {
+        io_error_kind(io)
+    } else if e.is_reset() {
+        ErrorKind::Reset
+    } else if e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR) {
+        ErrorKind::Closed
+    } else {
+        ErrorKind::Protocol
+    };
+    ObservedError {
+        phase,
+        kind,
+        message: format!("HTTP/2: {e}"),
     }
 }
 
@@ -293,12 +360,5 @@ fn timeout_error(phase: Phase) -> ObservedError {
         phase,
         kind: ErrorKind::Timeout,
         message: what.to_string(),
-    }
-}
-
-fn timed_out(phase: Phase) -> HttpExchange {
-    HttpExchange {
-        error: Some(timeout_error(phase)),
-        ..HttpExchange::default()
     }
 }

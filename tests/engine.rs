@@ -306,6 +306,31 @@ async fn a_body_cut_short_is_recorded_with_what_arrived() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_goaway_before_the_answer_does_not_lose_it() {
+    let lab = lab();
+    let server = tls_server(
+        &lab.pki.good(),
+        Alpn::H2AndHttp11,
+        Behaviour::GoAwayThenAnswer,
+    )
+    .await;
+    let (report, _) = run_json(&[
+        URL,
+        "--edge",
+        &server.addr.to_string(),
+        "--ca-file",
+        &lab.ca,
+    ])
+    .await;
+    let o = &report.observations[0];
+    assert!(o.error.is_none(), "{:?}", o.error);
+    let response = o.response.as_ref().unwrap();
+    assert_eq!(response.http_version, "HTTP/2");
+    assert_eq!(response.body_excerpt, "answered after GOAWAY");
+    assert!(response.body_complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttfb_measures_the_server_wait_and_connect_stays_small() {
     let lab = lab();
     let slow = Behaviour::Answer {

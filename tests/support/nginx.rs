@@ -24,8 +24,8 @@ impl Drop for Nginx {
 
 impl Nginx {
     /// Starts nginx on 127.0.0.1 with `leaf` as its certificate, serving `files` (path, content)
-    /// from a document root in `dir`.
-    pub fn start(dir: &Path, leaf: &Leaf, files: &[(&str, &str)]) -> Nginx {
+    /// from a document root in `dir`; `http_extra` is added to the `http` block.
+    pub fn start(dir: &Path, leaf: &Leaf, files: &[(&str, &str)], http_extra: &str) -> Nginx {
         let nginx = require_program("nginx", "/usr/sbin/nginx");
         let root = dir.join("www");
         for (path, content) in files {
@@ -39,7 +39,7 @@ impl Nginx {
         for _attempt in 0..3 {
             let port = free_tcp_port();
             let conf = dir.join("nginx.conf");
-            fs::write(&conf, config(dir, &root, port, leaf)).unwrap();
+            fs::write(&conf, config(dir, &root, port, leaf, http_extra)).unwrap();
             let mut child = Command::new(&nginx)
                 .arg("-p")
                 .arg(dir)
@@ -68,7 +68,7 @@ impl Nginx {
     }
 }
 
-fn config(dir: &Path, root: &Path, port: u16, leaf: &Leaf) -> String {
+fn config(dir: &Path, root: &Path, port: u16, leaf: &Leaf, http_extra: &str) -> String {
     let d = dir.display();
     format!(
         r#"daemon off;
@@ -85,6 +85,7 @@ http {{
     uwsgi_temp_path {d}/tmp-uwsgi;
     scgi_temp_path {d}/tmp-scgi;
     types {{ text/css css; text/html html; }}
+    {http_extra}
     server {{
         listen 127.0.0.1:{port} ssl http2;
         server_name {site};

@@ -33,6 +33,9 @@ pub enum Behaviour {
     Silent,
     /// Announces a 1000-byte body, sends 100 bytes, and closes.
     CloseMidBody,
+    /// HTTP/2 only: on the first request, starts a graceful shutdown (GOAWAY, NO_ERROR) and then
+    /// answers that request in full, as nginx does with `keepalive_timeout 0`.
+    GoAwayThenAnswer,
 }
 
 impl Behaviour {
@@ -142,6 +145,25 @@ where
                     return;
                 }
             }
+        }
+        Behaviour::GoAwayThenAnswer => {
+            let Ok(mut conn) = h2::server::handshake(stream).await else {
+                return;
+            };
+            let Some(Ok((_request, mut respond))) = conn.accept().await else {
+                return;
+            };
+            conn.graceful_shutdown();
+            let response = Response::builder()
+                .status(200)
+                .header("server", "test-server")
+                .body(())
+                .unwrap();
+            if let Ok(mut body) = respond.send_response(response, false) {
+                let _ = body.send_data(Bytes::from_static(b"answered after GOAWAY"), true);
+            }
+            // Keep driving the connection until the client has what it asked for.
+            while let Some(Ok(_)) = conn.accept().await {}
         }
         Behaviour::CloseMidBody => {
             read_request_head(&mut stream).await;
