@@ -14,6 +14,7 @@ Everything listens on 127.0.0.1. Needs: nginx, openssl, curl, a release build of
 
 import json
 import os
+import ssl
 import shutil
 import socket
 import statistics
@@ -107,6 +108,20 @@ def curl_phases(d, port):
             "transfer": total - start, "total": total - lookup}
 
 
+def python_tls_handshake(d, port):
+    """The bare TLS handshake with OpenSSL (the library curl uses), its context built beforehand:
+    a reference that shows how much of curl's appconnect is per-transfer OpenSSL setup."""
+    ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    times = []
+    for _ in range(RUNS):
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            t0 = time.perf_counter()
+            with ctx.wrap_socket(raw, server_hostname=SITE):
+                times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 def main():
     if not os.path.exists(PROBE) or os.environ.get("BENCH_NO_BUILD") is None:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
@@ -126,6 +141,8 @@ def main():
             p = statistics.median(s[phase] for s in samples["probe"])
             c = statistics.median(s[phase] for s in samples["curl"])
             print(f"{phase:<10}{p:>10.3f}{c:>10.3f}{p - c:>+10.3f}")
+        print(f"reference: bare OpenSSL handshake, context prebuilt (python ssl): "
+              f"{python_tls_handshake(d, port):.3f} ms")
 
         both = [PROBE, f"https://{SITE}{STATIC}", "--edge", f"127.0.0.1:{port}", "--origin",
                 f"127.0.0.1:{port}", "--ca-file", f"{d}/ca.pem", "--json"]
