@@ -2,6 +2,7 @@
 //! of one request one after the other), each under its own deadline, and collects the
 //! observations in plan order.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +15,7 @@ use crate::cli::ProbeSettings;
 use crate::cloudflare::is_cloudflare_address;
 use crate::connect::connect;
 use crate::http::{exchange, HttpExchange, HttpRequestSpec};
-use crate::observe::{
-    millis, ErrorKind, Observation, ObservedError, Phase, PhaseTimings, ProbeReport, SCHEMA_VERSION,
-};
+use crate::observe::{millis, Observation, PhaseTimings, ProbeReport, SCHEMA_VERSION};
 use crate::plan::{plan, EdgeAddresses, PlannedRequest, Scheme, Target};
 use crate::resolve::{DnsClient, ResolveSetupError};
 use crate::status::plain_status;
@@ -41,18 +40,21 @@ pub enum ProbeError {
 pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeError> {
     let target = &settings.target;
     let roots = TrustRoots::new(&settings.extra_roots)?;
-    let resolution = match (settings.edge, target.host_ip) {
-        (None, None) => {
+    // An address on the command line or in the URL means no DNS: like curl --connect-to.
+    let given_edge = settings
+        .edge
+        .or_else(|| target.host_ip.map(|ip| SocketAddr::new(ip, target.port)));
+    let resolution = match given_edge {
+        Some(_) => None,
+        None => {
             let dns = DnsClient::new(settings.nameserver, settings.timeout)?;
             Some(dns.resolve(&target.host).await)
         }
-        _ => None,
     };
-    let edge = match (settings.edge, target.host_ip, &resolution) {
-        (Some(address), _, _) => EdgeAddresses::Given(address),
-        (None, Some(ip), _) => EdgeAddresses::Given((ip, target.port).into()),
-        (None, None, Some(resolution)) => EdgeAddresses::Resolved(resolution),
-        (None, None, None) => unreachable!("resolved above"),
+    let edge = match (given_edge, &resolution) {
+        (Some(address), _) => EdgeAddresses::Given(address),
+        (None, Some(resolution)) => EdgeAddresses::Resolved(resolution),
+        (None, None) => unreachable!("DNS is asked whenever no edge address is given"),
     };
     let requests = plan(
         target,
@@ -117,7 +119,9 @@ async fn observe(shared: &Shared, request: &PlannedRequest, sample: u32) -> Obse
     let target = &shared.target;
     let started_at = OffsetDateTime::now_utc();
     let start = Instant::now();
-    let deadline = start + shared.timeout;
+    // The lookup behind an edge address counts against the same deadline.
+    let dns_spent = Duration::from_secs_f64(request.dns_ms.unwrap_or(0.0) / 1000.0);
+    let deadline = start + shared.timeout.saturating_sub(dns_spent);
     let mut observation = Observation {
         route: request.route,
         path_role: request.path_role,
@@ -171,18 +175,7 @@ async fn observe(shared: &Shared, request: &PlannedRequest, sample: u32) -> Obse
         Scheme::Http => exchange(tcp, false, &spec, deadline).await,
         Scheme::Https => {
             let roots = shared.roots.for_route(request.route);
-            let handshake = handshake(tcp, &target.host, roots, ALPN, started_at);
-            let done = match tokio::time::timeout_at(deadline, handshake).await {
-                Ok(done) => done,
-                Err(_) => {
-                    observation.error = Some(ObservedError {
-                        phase: Phase::Tls,
-                        kind: ErrorKind::Timeout,
-                        message: "the TLS handshake did not finish before the deadline".into(),
-                    });
-                    return finish(observation);
-                }
-            };
+            let done = handshake(tcp, &target.host, roots, ALPN, started_at, deadline).await;
             observation.timings_ms.tls = Some(millis(connected.elapsed()));
             observation.tls = done.facts;
             match done.stream {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use probe::observe::{CertProblem, ErrorKind, Phase, Route};
 use probe::Status;
 use support::pki::{Pki, SITE};
-use support::servers::{refused_port, tls_server, Alpn, Behaviour};
+use support::servers::{raw_tcp_server, refused_port, tls_server, Alpn, Behaviour};
 use support::{run_cli, run_json};
 
 const URL: &str = "https://probe.test/";
@@ -437,4 +437,44 @@ async fn the_table_shows_each_route_and_says_when_the_origin_is_missing() {
     assert!(table.contains("90 days left · verified"), "{table}");
     assert!(table.contains("origin  not given"), "{table}");
     assert!(table.contains("status  OK (OK)"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_speaks_tls_is_cut_in_the_tls_phase() {
+    let silent = raw_tcp_server(None).await;
+    let (report, _) = run_json(&[
+        URL,
+        "--edge",
+        &silent.addr.to_string(),
+        "--timeout",
+        "500ms",
+    ])
+    .await;
+    let o = &report.observations[0];
+    let error = o.error.as_ref().unwrap();
+    assert_eq!((error.phase, error.kind), (Phase::Tls, ErrorKind::Timeout));
+    assert!(o.timings_ms.connect.is_some());
+    assert!(
+        (450.0..1000.0).contains(&o.timings_ms.total),
+        "{}",
+        o.timings_ms.total
+    );
+    assert!(o.tls.is_none(), "no certificate was ever sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_where_tls_was_expected_is_a_protocol_error() {
+    let http = raw_tcp_server(Some(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    ))
+    .await;
+    let (report, _) = run_json(&[URL, "--edge", &http.addr.to_string()]).await;
+    let error = report.observations[0].error.as_ref().unwrap();
+    assert_eq!(
+        (error.phase, error.kind),
+        (Phase::Tls, ErrorKind::Protocol),
+        "{}",
+        error.message
+    );
+    assert_eq!(report.status, probe::Status::Down);
 }

@@ -20,6 +20,7 @@ use rustls::{
 };
 use time::OffsetDateTime;
 use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -180,14 +181,15 @@ pub struct Handshake {
     pub facts: Option<TlsFacts>,
 }
 
-/// Runs a TLS handshake over `tcp` with `host` as SNI and verification name. The caller bounds it
-/// with the request's deadline.
+/// Runs a TLS handshake over `tcp` with `host` as SNI and verification name, giving up at
+/// `deadline`. A server that stalls after sending its certificate still leaves the chain behind.
 pub async fn handshake(
     tcp: TcpStream,
     host: &str,
     roots: Arc<RootCertStore>,
     alpn: &[&[u8]],
     now: OffsetDateTime,
+    deadline: Instant,
 ) -> Handshake {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = match recording_verifier(roots, provider.clone()) {
@@ -216,9 +218,25 @@ pub async fn handshake(
             )
         }
     };
-    let result = TlsConnector::from(Arc::new(config))
-        .connect(server_name, tcp)
-        .await;
+    let connecting = TlsConnector::from(Arc::new(config)).connect(server_name, tcp);
+    let result = match timeout_at(deadline, connecting).await {
+        Ok(result) => result,
+        Err(_) => {
+            let record = verifier
+                .record
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            return Handshake {
+                stream: Err(ObservedError {
+                    phase: Phase::Tls,
+                    kind: ErrorKind::Timeout,
+                    message: "the TLS handshake did not finish before the deadline".into(),
+                }),
+                facts: record.map(|r| record_facts(Some(r), host, now)),
+            };
+        }
+    };
     let record = verifier
         .record
         .lock()

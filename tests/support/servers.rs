@@ -187,3 +187,29 @@ async fn read_request_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) {
         }
     }
 }
+
+/// A TCP server that accepts and then says nothing at all (no TLS ServerHello), or sends `reply`
+/// and closes.
+pub async fn raw_tcp_server(reply: Option<&'static [u8]>) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            match reply {
+                Some(bytes) => {
+                    let mut buf = [0u8; 4096];
+                    let _ = tcp.read(&mut buf).await;
+                    let _ = tcp.write_all(bytes).await;
+                    let _ = tcp.shutdown().await;
+                }
+                // Keep the socket open and silent until the server is dropped.
+                None => held.push(tcp),
+            }
+        }
+    });
+    TestServer { addr, task }
+}
