@@ -191,20 +191,18 @@ where
         .body(Empty::<Bytes>::new())
         .map_err(request_build_error)?;
     let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io));
-    let (mut sender, conn) = match timeout_at(deadline, handshake).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Err(hyper_error(Phase::Request, &e)),
-        Err(_) => return Err(timeout_error(Phase::Request)),
-    };
+    let (mut sender, conn) = within(deadline, Phase::Request, handshake, hyper_error).await?;
     let connection = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
     }));
     let sent_at = Instant::now();
-    let response = match timeout_at(deadline, sender.send_request(request)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(hyper_error(Phase::Headers, &e)),
-        Err(_) => return Err(timeout_error(Phase::Headers)),
-    };
+    let response = within(
+        deadline,
+        Phase::Headers,
+        sender.send_request(request),
+        hyper_error,
+    )
+    .await?;
     Ok(Answered {
         response: response.map(ResponseBody::Http1),
         sent_at,
@@ -227,33 +225,36 @@ where
     let request = with_common_headers(request, spec)
         .body(())
         .map_err(request_build_error)?;
-    let (sender, conn) = match timeout_at(deadline, h2::client::handshake(io)).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Err(h2_error(Phase::Request, &e)),
-        Err(_) => return Err(timeout_error(Phase::Request)),
-    };
+    let handshake = h2::client::handshake(io);
+    let (sender, conn) = within(deadline, Phase::Request, handshake, h2_error).await?;
     let connection = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
     }));
-    let mut sender = match timeout_at(deadline, sender.ready()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(h2_error(Phase::Request, &e)),
-        Err(_) => return Err(timeout_error(Phase::Request)),
-    };
+    let mut sender = within(deadline, Phase::Request, sender.ready(), h2_error).await?;
     let sent_at = Instant::now();
     let (response, _) = sender
         .send_request(request, true)
         .map_err(|e| h2_error(Phase::Request, &e))?;
-    let response = match timeout_at(deadline, response).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(h2_error(Phase::Headers, &e)),
-        Err(_) => return Err(timeout_error(Phase::Headers)),
-    };
+    let response = within(deadline, Phase::Headers, response, h2_error).await?;
     Ok(Answered {
         response: response.map(ResponseBody::Http2),
         sent_at,
         _connection: connection,
     })
+}
+
+/// Awaits `future` until `deadline`; a failure or the deadline becomes an observed error of `phase`.
+async fn within<T, E>(
+    deadline: Instant,
+    phase: Phase,
+    future: impl std::future::Future<Output = Result<T, E>>,
+    classify: fn(Phase, &E) -> ObservedError,
+) -> Result<T, ObservedError> {
+    match timeout_at(deadline, future).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(classify(phase, &e)),
+        Err(_) => Err(timeout_error(phase)),
+    }
 }
 
 fn with_common_headers(

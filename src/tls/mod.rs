@@ -129,6 +129,12 @@ struct RecordingVerifier {
     record: Mutex<Option<VerificationRecord>>,
 }
 
+impl RecordingVerifier {
+    fn take_record(&self) -> Option<VerificationRecord> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 impl ServerCertVerifier for RecordingVerifier {
     fn verify_server_cert(
         &self,
@@ -222,11 +228,7 @@ pub async fn handshake(
     let result = match timeout_at(deadline, connecting).await {
         Ok(result) => result,
         Err(_) => {
-            let record = verifier
-                .record
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            let record = verifier.take_record();
             return Handshake {
                 stream: Err(ObservedError {
                     phase: Phase::Tls,
@@ -237,11 +239,7 @@ pub async fn handshake(
             };
         }
     };
-    let record = verifier
-        .record
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let record = verifier.take_record();
     match result {
         Ok(stream) => {
             let (_, conn) = stream.get_ref();
