@@ -93,7 +93,11 @@ pub fn plain_status(observations: &[Observation]) -> (Status, Vec<String>) {
 
 /// What made a request fail, if it did: an error, or a 5xx answer.
 fn failure(o: &Observation) -> Option<String> {
-    let at = o.address.map(|a| format!(" ({a})")).unwrap_or_default();
+    // Origin routes are named by their address already; the edge may have several.
+    let at = match (o.route, o.address) {
+        (Route::Edge, Some(a)) => format!(" ({a})"),
+        _ => String::new(),
+    };
     if let Some(e) = &o.error {
         return Some(format!("{} {}{at}", e.phase.as_str(), e.kind.as_str()));
     }
