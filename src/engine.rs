@@ -48,7 +48,9 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
         Some(_) => None,
         None => {
             let dns = DnsClient::new(settings.nameserver, settings.timeout)?;
-            Some(dns.resolve(&target.host).await)
+            let resolution = dns.resolve(&target.host).await;
+            tracing::debug!(?resolution, "resolved");
+            Some(resolution)
         }
     };
     let edge = match (given_edge, &resolution) {
@@ -93,6 +95,17 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
     results.sort_by_key(|(index, _)| *index);
     let observations: Vec<Observation> = results.into_iter().flat_map(|(_, o)| o).collect();
 
+    for o in &observations {
+        tracing::debug!(
+            route = o.route.as_str(),
+            path = o.path_role.as_str(),
+            address = ?o.address,
+            status = ?o.response.as_ref().map(|r| r.status),
+            error = ?o.error.as_ref().map(|e| (e.phase.as_str(), e.kind.as_str())),
+            total_ms = o.timings_ms.total,
+            "observed"
+        );
+    }
     let (status, reasons) = plain_status(&observations);
     Ok(ProbeReport {
         schema: SCHEMA_VERSION,
