@@ -1,6 +1,7 @@
 //! The `probe` binary: parse arguments, run the library, map the outcome to a monitoring-plugins
 //! exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
