@@ -59,6 +59,50 @@ pub struct Cli {
     pub json: bool,
 }
 
+/// `probe diagnose FILE.json`: diagnose a saved `--json` report again, without a network.
+#[derive(Debug, Parser)]
+#[command(
+    name = "probe diagnose",
+    version,
+    about = "Diagnose a saved `probe --json` report again (no network)."
+)]
+pub struct DiagnoseCli {
+    /// A report written by `probe … --json` (`-` for standard input).
+    pub file: PathBuf,
+
+    /// Print one JSON object (schema 1) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// `probe <site> …`: probe a site now.
+    Probe(Cli),
+    /// `probe diagnose FILE`: replay a saved report.
+    Diagnose(DiagnoseCli),
+}
+
+/// Parses the command line (`args` includes the program name). A first argument naming a
+/// subcommand selects it; anything else is a site. No site is called `diagnose`: a bare name
+/// needs a dot.
+pub fn parse_invocation<I, T>(args: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("diagnose") => {
+            let rest = std::iter::once(std::ffi::OsString::from("probe diagnose"))
+                .chain(args.into_iter().skip(2));
+            DiagnoseCli::try_parse_from(rest).map(Invocation::Diagnose)
+        }
+        _ => Cli::try_parse_from(args).map(Invocation::Probe),
+    }
+}
+
 /// How the result is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {

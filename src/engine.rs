@@ -14,11 +14,14 @@ use tokio::time::Instant;
 use crate::cli::ProbeSettings;
 use crate::cloudflare::is_cloudflare_address;
 use crate::connect::connect;
+use crate::diagnose::recognise::generator;
+use crate::diagnose::{diagnose, DiagnoseSettings};
 use crate::http::{exchange, HttpExchange, HttpRequestSpec};
-use crate::observe::{millis, Observation, PhaseTimings, ProbeReport, SCHEMA_VERSION};
+use crate::observe::{
+    millis, CloudflareErrorDetails, Observation, PhaseTimings, ProbeReport, Route, SCHEMA_VERSION,
+};
 use crate::plan::{plan, EdgeAddresses, PlannedRequest, Scheme, Target};
 use crate::resolve::{DnsClient, ResolveSetupError};
-use crate::status::plain_status;
 use crate::tls::{handshake, TlsSetupError, TrustRoots};
 
 /// ALPN we offer: HTTP/2 first, as browsers do.
@@ -72,13 +75,13 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
         user_agent: format!("probe/{}", env!("CARGO_PKG_VERSION")),
     });
     let mut tasks = JoinSet::new();
-    for (index, request) in requests.into_iter().enumerate() {
+    for (index, request) in requests.iter().cloned().enumerate() {
         let shared = shared.clone();
         let samples = settings.samples;
         tasks.spawn(async move {
             let mut observations = Vec::with_capacity(samples as usize);
             for sample in 1..=samples {
-                observations.push(observe(&shared, &request, sample).await);
+                observations.push(observe(&shared, &request, sample, ACCEPT_ANY).await);
             }
             (index, observations)
         });
@@ -93,6 +96,7 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
         }
     }
     results.sort_by_key(|(index, _)| *index);
+    ask_cloudflare_for_details(&shared, &requests, &mut results).await;
     let observations: Vec<Observation> = results.into_iter().flat_map(|(_, o)| o).collect();
 
     for o in &observations {
@@ -106,17 +110,49 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
             "observed"
         );
     }
-    let (status, reasons) = plain_status(&observations);
+    let diagnosis = diagnose(&target.host, &observations, &DiagnoseSettings::default());
     Ok(ProbeReport {
         schema: SCHEMA_VERSION,
         target: target.url.clone(),
         host: target.host.clone(),
-        status,
-        reasons,
+        status: diagnosis.status,
+        diagnosis,
         origin_given: !settings.origins.is_empty(),
         resolution,
         observations,
     })
+}
+
+/// The Accept header of ordinary requests.
+const ACCEPT_ANY: &str = "*/*";
+/// Cloudflare answers its own errors as RFC 9457 JSON when asked for JSON.
+const ACCEPT_JSON: &str = "application/json";
+
+/// When the edge answered with an error page of Cloudflare's own making, asks once more for the
+/// same URL with `Accept: application/json` and keeps Cloudflare's error code and category on
+/// that observation. Once per probe: the first such edge answer stands for the others.
+async fn ask_cloudflare_for_details(
+    shared: &Shared,
+    requests: &[PlannedRequest],
+    results: &mut [(usize, Vec<Observation>)],
+) {
+    let found = results.iter_mut().find_map(|(index, observations)| {
+        let observation = observations.iter_mut().find(|o| {
+            o.route == Route::Edge
+                && o.response
+                    .as_ref()
+                    .is_some_and(|r| r.status >= 500 && generator(r).is_cloudflare())
+        })?;
+        Some((&requests[*index], observation))
+    });
+    let Some((request, observation)) = found else {
+        return;
+    };
+    let again = observe(shared, request, observation.sample, ACCEPT_JSON).await;
+    observation.cloudflare_error = again
+        .response
+        .as_ref()
+        .and_then(|r| CloudflareErrorDetails::from_json(&r.body_excerpt));
 }
 
 /// What every request of one probe shares.
@@ -128,7 +164,12 @@ struct Shared {
 }
 
 /// Makes one request and records everything it saw.
-async fn observe(shared: &Shared, request: &PlannedRequest, sample: u32) -> Observation {
+async fn observe(
+    shared: &Shared,
+    request: &PlannedRequest,
+    sample: u32,
+    accept: &str,
+) -> Observation {
     let target = &shared.target;
     let started_at = OffsetDateTime::now_utc();
     let start = Instant::now();
@@ -154,6 +195,7 @@ async fn observe(shared: &Shared, request: &PlannedRequest, sample: u32) -> Obse
         tls: None,
         response: None,
         error: None,
+        cloudflare_error: None,
     };
     let finish = |mut observation: Observation| {
         observation.timings_ms.total =
@@ -183,6 +225,7 @@ async fn observe(shared: &Shared, request: &PlannedRequest, sample: u32) -> Obse
         authority: target.authority.clone(),
         path: request.path.clone(),
         user_agent: shared.user_agent.clone(),
+        accept: accept.to_string(),
     };
     let http: HttpExchange = match target.scheme {
         Scheme::Http => exchange(tcp, false, &spec, deadline).await,

@@ -40,6 +40,8 @@ pub struct HttpRequestSpec {
     /// Path and query, starting with `/`.
     pub path: String,
     pub user_agent: String,
+    /// The Accept header (`*/*`, or `application/json` to get Cloudflare's error details).
+    pub accept: String,
 }
 
 /// What one exchange produced.
@@ -264,7 +266,7 @@ fn with_common_headers(
     builder
         .method(Method::GET)
         .header(header::USER_AGENT, spec.user_agent.as_str())
-        .header(header::ACCEPT, "*/*")
+        .header(header::ACCEPT, spec.accept.as_str())
         // We read page text; a compressed body would hide it.
         .header(header::ACCEPT_ENCODING, "identity")
 }

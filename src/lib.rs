@@ -3,23 +3,25 @@
 //!
 //! The pipeline, one module per stage: `cli` (arguments → settings) → `plan` (which requests) →
 //! `resolve` (DNS) → `connect` (TCP) → `tls` (handshake, certificate facts) → `http` (one exchange)
-//! → `observe` (the evidence types) → `status` → `report`. `engine` drives the stages.
+//! → `observe` (the evidence types) → `diagnose` → `report`. `engine` drives the stages.
 
 pub mod cli;
 pub mod cloudflare;
 pub mod connect;
+pub mod diagnose;
 pub mod engine;
 pub mod http;
 pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod resolve;
-pub mod status;
 pub mod tls;
 
 use std::io::Write;
 
-pub use cli::{Cli, OutputFormat, ProbeSettings, UsageError};
+pub use cli::{
+    parse_invocation, Cli, DiagnoseCli, Invocation, OutputFormat, ProbeSettings, UsageError,
+};
 pub use engine::{probe_site, ProbeError};
 pub use observe::{Observation, ProbeReport, Status};
 
@@ -34,6 +36,9 @@ pub enum RunError {
     Probe(#[from] ProbeError),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// A saved report could not be read.
+    #[error("{path}: {reason}")]
+    Report { path: String, reason: String },
 }
 
 /// Runs one ad-hoc probe as the command line asked and writes the result to `out`.
@@ -44,6 +49,66 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Status, RunError> {
     let text = match settings.output {
         OutputFormat::Json => report::render_json(&report),
         OutputFormat::Table => report::render_table(&report),
+    };
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(report.status)
+}
+
+/// A saved `--json` report, as much of it as a new diagnosis needs. Fields this version does
+/// not know are ignored, so reports from newer versions of schema 1 still replay.
+#[derive(Debug, serde::Deserialize)]
+struct RecordedRun {
+    schema: u32,
+    target: String,
+    host: String,
+    #[serde(default)]
+    origin_given: bool,
+    #[serde(default)]
+    resolution: Option<observe::Resolution>,
+    observations: Vec<Observation>,
+}
+
+/// Diagnoses a saved report again and writes the result like a live probe would.
+pub fn run_diagnose(cli: &DiagnoseCli, out: &mut dyn Write) -> Result<Status, RunError> {
+    let path = cli.file.display().to_string();
+    let bad = |reason: String| RunError::Report {
+        path: path.clone(),
+        reason,
+    };
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| bad(e.to_string()))?
+    } else {
+        std::fs::read_to_string(&cli.file).map_err(|e| bad(format!("cannot read it ({e})")))?
+    };
+    let recorded: RecordedRun = serde_json::from_str(&text)
+        .map_err(|e| bad(format!("not a `probe --json` report: {e}")))?;
+    if recorded.schema != observe::SCHEMA_VERSION {
+        return Err(bad(format!(
+            "schema {} is not supported (this probe reads schema {})",
+            recorded.schema,
+            observe::SCHEMA_VERSION
+        )));
+    }
+    let diagnosis = diagnose::diagnose(
+        &recorded.host,
+        &recorded.observations,
+        &diagnose::DiagnoseSettings::default(),
+    );
+    let report = ProbeReport {
+        schema: observe::SCHEMA_VERSION,
+        target: recorded.target,
+        host: recorded.host,
+        status: diagnosis.status,
+        diagnosis,
+        origin_given: recorded.origin_given,
+        resolution: recorded.resolution,
+        observations: recorded.observations,
+    };
+    let text = if cli.json {
+        report::render_json(&report)
+    } else {
+        report::render_table(&report)
     };
     out.write_all(text.as_bytes())?;
     out.flush()?;

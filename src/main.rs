@@ -4,12 +4,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-use probe::{Cli, Status};
+use probe::{Invocation, Status};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let invocation = match probe::parse_invocation(std::env::args_os()) {
+        Ok(invocation) => invocation,
         Err(e) => {
             // --help and --version are not errors; every real usage error is UNKNOWN (3), not
             // clap's default 2, which would read as CRITICAL to a monitoring system.
@@ -29,6 +28,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let mut stdout = std::io::stdout().lock();
+    let cli = match invocation {
+        Invocation::Probe(cli) => cli,
+        Invocation::Diagnose(diagnose) => {
+            return match probe::run_diagnose(&diagnose, &mut stdout) {
+                Ok(status) => ExitCode::from(status.exit_code()),
+                Err(e) => {
+                    eprintln!("probe: UNKNOWN: {e}");
+                    ExitCode::from(Status::Unknown.exit_code())
+                }
+            };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,7 +51,6 @@ fn main() -> ExitCode {
             return ExitCode::from(Status::Unknown.exit_code());
         }
     };
-    let mut stdout = std::io::stdout().lock();
     match runtime.block_on(probe::run(&cli, &mut stdout)) {
         Ok(status) => ExitCode::from(status.exit_code()),
         Err(e) => {

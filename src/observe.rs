@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::diagnose::Diagnosis;
+
 /// Version of the `--json` document. Bump it on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -272,6 +274,41 @@ pub struct Observation {
     pub tls: Option<TlsFacts>,
     pub response: Option<ResponseFacts>,
     pub error: Option<ObservedError>,
+    /// When the edge answered with an error of Cloudflare's own making: Cloudflare's account of
+    /// it, asked for once more with `Accept: application/json` (RFC 9457).
+    pub cloudflare_error: Option<CloudflareErrorDetails>,
+}
+
+/// Cloudflare's RFC 9457 error document, the fields the diagnosis uses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloudflareErrorDetails {
+    pub error_code: Option<u16>,
+    pub error_name: Option<String>,
+    /// `origin`, `ssl`, `cloudflare`, `dns`, `config`.
+    pub error_category: Option<String>,
+    pub ray_id: Option<String>,
+    pub retryable: Option<bool>,
+}
+
+impl CloudflareErrorDetails {
+    /// Reads Cloudflare's JSON error document; `None` unless it says `cloudflare_error: true`.
+    pub fn from_json(text: &str) -> Option<Self> {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        if value.get("cloudflare_error")?.as_bool() != Some(true) {
+            return None;
+        }
+        let text_of = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        Some(Self {
+            error_code: value
+                .get("error_code")
+                .and_then(|v| v.as_u64())
+                .and_then(|c| u16::try_from(c).ok()),
+            error_name: text_of("error_name"),
+            error_category: text_of("error_category"),
+            ray_id: text_of("ray_id"),
+            retryable: value.get("retryable").and_then(|v| v.as_bool()),
+        })
+    }
 }
 
 /// One DNS query we made.
@@ -355,8 +392,8 @@ pub struct ProbeReport {
     /// The site's name, sent as Host and SNI on every route.
     pub host: String,
     pub status: Status,
-    /// Why the status is what it is, one line each, worst first.
-    pub reasons: Vec<String>,
+    /// Which hop broke, why, and what to run next.
+    pub diagnosis: Diagnosis,
     /// `false` when no `--origin` was given: only the edge route was probed.
     pub origin_given: bool,
     /// DNS lookups behind the edge route; absent when `--edge` or an IP literal was given.

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::diagnose::Diagnosis;
 use crate::observe::{DnsAnswer, Observation, ProbeReport, TlsFacts};
 
 /// The report as one JSON object (schema 1), pretty-printed, with a trailing newline.
@@ -78,17 +79,37 @@ pub fn render_table(report: &ProbeReport) -> String {
             out,
             "origin  not given: only the edge route was probed (add --origin ADDR to compare both routes)"
         );
+        out.push('\n');
     }
+    render_diagnosis(&mut out, &report.diagnosis);
+    out
+}
+
+/// The diagnosis block: verdict line, summary, evidence, next steps, alternatives.
+fn render_diagnosis(out: &mut String, d: &Diagnosis) {
     let _ = writeln!(
         out,
-        "status  {} ({})",
-        report.status.as_str().to_uppercase(),
-        report.status.plugin_word()
+        "{}  {} · {} ({})",
+        d.status.as_str().to_uppercase(),
+        d.hop.as_str(),
+        d.cause.as_str(),
+        d.confidence.as_str()
     );
-    for reason in &report.reasons {
-        let _ = writeln!(out, "  - {reason}");
-    }
-    out
+    let _ = writeln!(out, "{}", d.summary);
+    let labelled = |out: &mut String, label: &str, lines: &[String]| {
+        for (i, line) in lines.iter().enumerate() {
+            let head = if i == 0 { label } else { "" };
+            let _ = writeln!(out, "{head:<11}{line}");
+        }
+    };
+    labelled(out, "evidence:", &d.evidence);
+    labelled(out, "next:", &d.next_steps);
+    let alternatives: Vec<String> = d
+        .alternatives
+        .iter()
+        .map(|a| format!("{} ({})", a.cause.as_str(), a.why))
+        .collect();
+    labelled(out, "also:", &alternatives);
 }
 
 fn row(o: &Observation, with_sample: bool) -> Vec<String> {

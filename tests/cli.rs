@@ -111,15 +111,7 @@ fn exit_codes_follow_the_site() {
         "{}",
         String::from_utf8_lossy(&warning.stdout)
     );
-    let critical = probe(&[
-        "https://probe.test/",
-        "--edge",
-        &good.addr.to_string(),
-        "--origin",
-        &closed.to_string(),
-        "--ca-file",
-        &ca,
-    ]);
+    let critical = probe(&["https://probe.test/", "--edge", &closed.to_string()]);
     assert_eq!(
         critical.status.code(),
         Some(2),

@@ -37,7 +37,7 @@ async fn a_good_name_is_resolved_timed_and_dialled() {
     let (report, _) =
         run_json(&[&url, "--resolver", &dns.addr.to_string(), "--ca-file", &ca]).await;
 
-    assert_eq!(report.status, Status::Ok, "{:?}", report.reasons);
+    assert_eq!(report.status, Status::Ok, "{:?}", report.diagnosis);
     let resolution = report.resolution.as_ref().expect("DNS was asked");
     assert_eq!(resolution.resolver, dns.addr.to_string());
     assert_eq!(

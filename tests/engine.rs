@@ -5,6 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use probe::diagnose::{Cause, Hop};
 use probe::observe::{CertProblem, ErrorKind, Phase, Route};
 use probe::Status;
 use support::pki::{Pki, SITE};
@@ -42,7 +43,7 @@ async fn healthy_site_over_http2_and_http11() {
     ])
     .await;
 
-    assert_eq!(report.status, Status::Ok, "{:?}", report.reasons);
+    assert_eq!(report.status, Status::Ok, "{:?}", report.diagnosis);
     assert!(report.origin_given);
     assert!(report.resolution.is_none(), "--edge means no DNS");
     assert_eq!(report.observations.len(), 2);
@@ -98,7 +99,7 @@ async fn certificate_problems_are_recorded_and_the_response_behind_them_still_se
         name_matches: bool,
         self_signed: bool,
         status: Status,
-        reason: &'static str,
+        cause: Cause,
     }
     let cases = [
         Case {
@@ -108,7 +109,7 @@ async fn certificate_problems_are_recorded_and_the_response_behind_them_still_se
             name_matches: true,
             self_signed: false,
             status: Status::Degraded,
-            reason: "certificate not valid (expired)",
+            cause: Cause::OriginCertExpired,
         },
         Case {
             name: "self-signed",
@@ -117,7 +118,7 @@ async fn certificate_problems_are_recorded_and_the_response_behind_them_still_se
             name_matches: true,
             self_signed: true,
             status: Status::Degraded,
-            reason: "certificate not valid (untrusted)",
+            cause: Cause::OriginCertUntrusted,
         },
         Case {
             name: "wrong name",
@@ -126,7 +127,7 @@ async fn certificate_problems_are_recorded_and_the_response_behind_them_still_se
             name_matches: false,
             self_signed: false,
             status: Status::Degraded,
-            reason: "certificate not valid (name_mismatch)",
+            cause: Cause::OriginCertNameMismatch,
         },
         Case {
             name: "expiring in 5 days",
@@ -135,7 +136,7 @@ async fn certificate_problems_are_recorded_and_the_response_behind_them_still_se
             name_matches: true,
             self_signed: false,
             status: Status::Degraded,
-            reason: "expires in 5 days",
+            cause: Cause::CertExpiring,
         },
     ];
     for case in cases {
@@ -174,13 +175,20 @@ async fn certificate_problems_are_recorded_and_the_response_behind_them_still_se
         assert_eq!(
             report.status, case.status,
             "{}: {:?}",
-            case.name, report.reasons
+            case.name, report.diagnosis
+        );
+        assert_eq!(
+            report.diagnosis.cause, case.cause,
+            "{}: {:?}",
+            case.name, report.diagnosis
         );
         assert!(
-            report.reasons.iter().any(|r| r.contains(case.reason)),
+            report.diagnosis.evidence[0]
+                .starts_with(&format!("origin {} page: certificate", origin.addr))
+                || case.cause == Cause::CertExpiring,
             "{}: {:?}",
             case.name,
-            report.reasons
+            report.diagnosis.evidence
         );
     }
 
@@ -194,7 +202,8 @@ async fn certificate_problems_are_recorded_and_the_response_behind_them_still_se
         &lab.ca,
     ])
     .await;
-    assert_eq!(report.status, Status::Down, "{:?}", report.reasons);
+    assert_eq!(report.status, Status::Down, "{:?}", report.diagnosis);
+    assert_eq!(report.diagnosis.cause, Cause::EdgeCertInvalid);
     let leaf = report.observations[0]
         .tls
         .as_ref()
@@ -216,7 +225,7 @@ async fn the_test_ca_is_only_trusted_when_given() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_origin_is_critical() {
+async fn a_refused_origin_behind_a_working_edge_is_degraded_and_named() {
     let lab = lab();
     let edge = tls_server(&lab.pki.good(), Alpn::H2AndHttp11, Behaviour::ok()).await;
     let closed = refused_port();
@@ -230,16 +239,34 @@ async fn a_refused_origin_is_critical() {
         &lab.ca,
     ])
     .await;
-    assert_eq!(report.status, Status::Down);
     let error = report.observations[1].error.as_ref().unwrap();
     assert_eq!(
         (error.phase, error.kind),
         (Phase::Connect, ErrorKind::Refused)
     );
+    let d = &report.diagnosis;
+    assert_eq!(
+        (d.hop, d.cause),
+        (Hop::EdgeOrigin, Cause::OriginRefused),
+        "{d:?}"
+    );
+    assert_eq!(
+        report.status,
+        Status::Degraded,
+        "visitors are still served: {d:?}"
+    );
     assert!(
-        report.reasons[0].starts_with(&format!("origin {closed} page: connect refused")),
-        "{:?}",
-        report.reasons
+        d.evidence[0].starts_with(&format!("origin {closed} page: connect refused")),
+        "{d:?}"
+    );
+
+    // The same refusal on the only edge address: visitors get nothing.
+    let (report, _) = run_json(&[URL, "--edge", &closed.to_string()]).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (d.hop, d.cause, report.status),
+        (Hop::VisitorEdge, Cause::EdgeUnreachable, Status::Down),
+        "{d:?}"
     );
 }
 
@@ -353,7 +380,7 @@ async fn the_table_shows_each_route_and_says_when_the_origin_is_missing() {
     }
     assert!(table.contains("90 days left · verified"), "{table}");
     assert!(table.contains("origin  not given"), "{table}");
-    assert!(table.contains("status  OK (OK)"), "{table}");
+    assert!(table.contains("OK  none · ok (high)"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 
 mod support;
 
+use probe::diagnose::Cause;
 use probe::Status;
 use support::nginx::Nginx;
 use support::pki::Pki;
@@ -39,7 +40,7 @@ async fn real_nginx_over_tls_and_http2() {
     ])
     .await;
 
-    assert_eq!(report.status, Status::Ok, "{:?}", report.reasons);
+    assert_eq!(report.status, Status::Ok, "{:?}", report.diagnosis);
     assert_eq!(
         report.observations.len(),
         4,
@@ -95,10 +96,12 @@ async fn a_missing_static_file_on_real_nginx_is_a_warning() {
         &ca,
     ])
     .await;
-    assert_eq!(report.status, Status::Degraded, "{:?}", report.reasons);
-    assert_eq!(
-        report.reasons,
-        vec!["edge static: answered 404".to_string()]
+    assert_eq!(report.status, Status::Degraded, "{:?}", report.diagnosis);
+    assert_eq!(report.diagnosis.cause, Cause::Unknown);
+    assert!(
+        report.diagnosis.summary.contains("edge static answers 404"),
+        "{}",
+        report.diagnosis.summary
     );
 }
 

@@ -1,0 +1,149 @@
+//! What to do next for each cause: the commands that confirm it on the server, and the causes
+//! that outside evidence cannot rule out. Text only; the rules choose which applies.
+
+use super::Cause;
+
+/// What the commands are filled with: the site's name, the page URL, an origin `IP:PORT`.
+pub struct AdviceContext<'a> {
+    pub host: &'a str,
+    pub url: &'a str,
+    pub origin: Option<String>,
+}
+
+/// Exact commands (and what each shows) that confirm `cause` or tell its alternatives apart.
+pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
+    let host = ctx.host;
+    let url = ctx.url;
+    let origin = ctx.origin.clone().unwrap_or_else(|| "ORIGIN_IP:443".into());
+    let lines: Vec<String> = match cause {
+        Cause::Ok | Cause::CertExpiring | Cause::Slow | Cause::Unknown => vec![],
+        Cause::DnsFailure => vec![
+            format!("dig +trace {host}    # which server gives the failing answer"),
+            format!("dig NS {host} && dig SOA {host}    # delegation and zone still in place?"),
+            "check the domain's registration and the DNS provider's status page".into(),
+        ],
+        Cause::EdgeUnreachable => vec![
+            format!("curl -sv https://{host}/ -o /dev/null    # from another network too"),
+            format!("mtr -rwc 20 {host}    # where packets stop"),
+            "check the CDN / load balancer status page and your DNS records pointing at it".into(),
+        ],
+        Cause::EdgeCertInvalid => vec![
+            format!("echo | openssl s_client -connect {host}:443 -servername {host} 2>/dev/null | openssl x509 -noout -subject -issuer -dates -ext subjectAltName"),
+            "renew or re-issue the edge certificate (Cloudflare: SSL/TLS → Edge Certificates)".into(),
+        ],
+        Cause::EdgeInternal => vec![
+            "check https://www.cloudflarestatus.com/ for the colo in the cf-ray suffix".into(),
+            format!("curl -sv https://{host}/ -o /dev/null 2>&1 | grep -i cf-ray    # again: a new colo or ray?"),
+        ],
+        Cause::OriginDnsFailure => vec![
+            "in the Cloudflare dashboard, check the DNS record the site points to (CNAME target must resolve)".into(),
+            "dig +short <the CNAME target>    # does the origin hostname resolve publicly?".into(),
+        ],
+        Cause::OriginRefused => vec![
+            "systemctl status nginx    # is the web server running?".into(),
+            "ss -ltnp | grep -E ':(80|443) '    # is anything listening on the web ports?".into(),
+            format!("curl -skv --connect-to ::{origin} {url} -o /dev/null"),
+        ],
+        Cause::OriginTimeout => vec![
+            "iptables -S; nft list ruleset    # a firewall dropping packets?".into(),
+            "check the cloud provider's security group / firewall for ports 80 and 443".into(),
+            format!("curl -skv --connect-timeout 5 --connect-to ::{origin} {url} -o /dev/null"),
+        ],
+        Cause::OriginBlocksEdge => vec![
+            "iptables -S | grep -iE 'drop|reject'; nft list ruleset    # are Cloudflare's ranges allowed?".into(),
+            "compare the allow-list with https://www.cloudflare.com/ips-v4 and /ips-v6".into(),
+            "grep -rn 'deny\\|allow' /etc/nginx/    # nginx access rules or fail2ban banning edge IPs".into(),
+        ],
+        Cause::OriginTlsHandshake => vec![
+            format!("echo | openssl s_client -connect {origin} -servername {host}    # does the origin complete a handshake for this name?"),
+            "grep -rn 'ssl_certificate\\|ssl_protocols\\|listen' /etc/nginx/sites-enabled/".into(),
+        ],
+        Cause::OriginCertExpired => vec![
+            format!("echo | openssl s_client -connect {origin} -servername {host} 2>/dev/null | openssl x509 -noout -dates"),
+            "certbot renew && systemctl reload nginx    # or install a Cloudflare Origin CA certificate (valid up to 15 years)".into(),
+        ],
+        Cause::OriginCertUntrusted => vec![
+            format!("echo | openssl s_client -connect {origin} -servername {host} 2>/dev/null | openssl x509 -noout -issuer -subject"),
+            "use a public CA or a Cloudflare Origin CA certificate, or set SSL mode to Full (not strict) knowingly".into(),
+        ],
+        Cause::OriginCertNameMismatch => vec![
+            format!("echo | openssl s_client -connect {origin} -servername {host} 2>/dev/null | openssl x509 -noout -ext subjectAltName"),
+            "grep -rn 'server_name\\|ssl_certificate' /etc/nginx/sites-enabled/    # the right server block and certificate for this name?".into(),
+        ],
+        Cause::OriginBadResponse => vec![
+            "tail -n 50 /var/log/nginx/error.log".into(),
+            format!("curl -skv --connect-to ::{origin} {url} -o /dev/null    # empty reply or oversized headers?"),
+            "journalctl -u php*-fpm -n 50 | grep -iE 'signal|segfault'".into(),
+        ],
+        Cause::FpmUnreachable => vec![
+            "grep -rn fastcgi_pass /etc/nginx/sites-enabled/    # which socket does nginx use?".into(),
+            "ls -la /var/run/php/    # does that socket exist? PHP upgrades rename php7.4-fpm.sock".into(),
+            "systemctl status 'php*-fpm'".into(),
+            "tail -n 20 /var/log/nginx/error.log | grep -E 'connect\\(\\) to unix|Connection refused|Permission denied'".into(),
+        ],
+        Cause::FpmSaturated => vec![
+            "journalctl -u 'php*-fpm' | grep max_children    # 'server reached pm.max_children'".into(),
+            "grep -rn 'request_slowlog_timeout\\|slowlog' /etc/php/*/fpm/pool.d/    # enable the slow log to find the request holding workers".into(),
+            "tail -n 20 /var/log/nginx/error.log | grep -E 'upstream timed out|Resource temporarily unavailable'".into(),
+        ],
+        Cause::FpmWorkerDied => vec![
+            "journalctl -u 'php*-fpm' | grep -iE 'exited on signal|segfault|execution timed out'".into(),
+            "dmesg -T | grep -iE 'out of memory|killed process|segfault'    # OOM kill or crash?".into(),
+            "tail -n 20 /var/log/nginx/error.log | grep 'Connection reset by peer'".into(),
+        ],
+        Cause::OriginSlow => vec![
+            "grep -rn 'request_slowlog_timeout\\|slowlog' /etc/php/*/fpm/pool.d/    # find the slow script".into(),
+            format!("curl -sk -o /dev/null -w 'ttfb %{{time_starttransfer}}s\\n' --connect-to ::{origin} {url}"),
+            "mysqladmin processlist    # slow queries holding PHP?".into(),
+        ],
+        Cause::DatabaseUnreachable => vec![
+            "systemctl status mariadb mysql".into(),
+            "grep -E \"DB_(HOST|NAME|USER)\" /var/www/*/wp-config.php    # right host and credentials?".into(),
+            "mysqladmin -h <DB_HOST> -u <DB_USER> -p status".into(),
+        ],
+        Cause::AppError => vec![
+            "tail -n 50 /var/log/php*-fpm.log; grep -i 'PHP Fatal' /var/log/nginx/error.log | tail".into(),
+            "wp plugin list --status=active    # a recently updated plugin or theme?".into(),
+        ],
+        Cause::Maintenance => vec![
+            "ls -la /var/www/*/.maintenance    # a leftover file keeps the site in maintenance after a failed update".into(),
+            "wp core verify-checksums; wp plugin list --update=available".into(),
+        ],
+    };
+    lines
+}
+
+/// Causes the outside evidence cannot rule out, with why.
+pub fn alternatives(cause: Cause) -> Vec<(Cause, &'static str)> {
+    match cause {
+        Cause::FpmUnreachable => vec![(
+            Cause::FpmUnreachable,
+            "PHP-FPM stopped, its socket renamed by a PHP upgrade, or its permissions wrong: the same instant 502 from outside",
+        )],
+        Cause::FpmWorkerDied => vec![
+            (Cause::FpmWorkerDied, "a segfault and an OOM kill look the same from outside; so does request_terminate_timeout"),
+            (Cause::FpmSaturated, "a worker recycled under load can also cut a request"),
+        ],
+        Cause::FpmSaturated => vec![(
+            Cause::OriginSlow,
+            "one very slow request holding every worker looks the same as many ordinary ones",
+        )],
+        Cause::OriginSlow => vec![(
+            Cause::FpmSaturated,
+            "requests queueing for a busy pool wait as long as one slow script",
+        )],
+        Cause::OriginRefused => vec![(
+            Cause::OriginBlocksEdge,
+            "a firewall rejecting only the edge's addresses refuses the edge, not us",
+        )],
+        Cause::OriginTimeout => vec![(
+            Cause::OriginBlocksEdge,
+            "a firewall silently dropping the edge's addresses times out the edge, not us",
+        )],
+        Cause::OriginBadResponse => vec![(
+            Cause::FpmWorkerDied,
+            "a PHP worker dying before any byte was sent leaves nginx, and then the edge, with an empty reply",
+        )],
+        _ => vec![],
+    }
+}
