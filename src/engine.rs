@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::cli::ProbeSettings;
 use crate::cloudflare::is_cloudflare_address;
 use crate::connect::connect;
-use crate::diagnose::recognise::generator;
+use crate::diagnose::recognise::made_by_cloudflare;
 use crate::diagnose::{diagnose, DiagnoseSettings};
 use crate::http::{exchange, HttpExchange, HttpRequestSpec};
 use crate::observe::{
@@ -138,10 +138,7 @@ async fn ask_cloudflare_for_details(
 ) {
     let found = results.iter_mut().find_map(|(index, observations)| {
         let observation = observations.iter_mut().find(|o| {
-            o.route == Route::Edge
-                && o.response
-                    .as_ref()
-                    .is_some_and(|r| r.status >= 500 && generator(r).is_cloudflare())
+            o.route == Route::Edge && o.response.as_ref().is_some_and(made_by_cloudflare)
         })?;
         Some((&requests[*index], observation))
     });

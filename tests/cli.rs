@@ -130,3 +130,54 @@ fn exit_codes_follow_the_site() {
     assert_eq!(doc["schema"], 1);
     assert_eq!(doc["status"], "down");
 }
+
+#[test]
+fn a_saved_report_is_diagnosed_again_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = refused_port();
+    let live = probe(&[
+        "https://probe.test/",
+        "--edge",
+        &closed.to_string(),
+        "--json",
+    ]);
+    assert_eq!(live.status.code(), Some(2));
+    let saved = dir.path().join("run.json");
+    std::fs::write(&saved, &live.stdout).unwrap();
+
+    let replay = probe(&["diagnose", saved.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        replay.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let live: serde_json::Value = serde_json::from_slice(&live.stdout).unwrap();
+    let again: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(again["diagnosis"], live["diagnosis"]);
+    assert_eq!(again["diagnosis"]["cause"], "edge_unreachable");
+    assert_eq!(again["observations"], live["observations"]);
+
+    let table = probe(&["diagnose", saved.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("DOWN  visitor_edge · edge_unreachable (high)"),
+        "{text}"
+    );
+
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"schema\": 1, \"observations\": 3}").unwrap();
+    let output = probe(&["diagnose", broken.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(3));
+    let line = stderr_line(&output);
+    assert!(
+        line.starts_with(&format!(
+            "probe: UNKNOWN: {}: not a `probe --json` report",
+            broken.display()
+        )),
+        "{line}"
+    );
+    let missing = probe(&["diagnose", "/nonexistent/run.json"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(stderr_line(&missing).contains("/nonexistent/run.json: cannot read it"));
+}

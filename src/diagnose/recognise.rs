@@ -97,6 +97,14 @@ pub fn via_cloudflare(response: &ResponseFacts) -> bool {
     server.starts_with("cloudflare") || response.headers.cf_ray.is_some()
 }
 
+/// The edge generated this error itself: its own page or JSON, or a status only Cloudflare uses
+/// (520–530), which stands even when the page is not one we know.
+pub fn made_by_cloudflare(response: &ResponseFacts) -> bool {
+    via_cloudflare(response)
+        && response.status >= 500
+        && (generator(response).is_cloudflare() || (520..=530).contains(&response.status))
+}
+
 /// Decides who generated `response`.
 pub fn generator(response: &ResponseFacts) -> Generator {
     let body = response.body_excerpt.as_str();

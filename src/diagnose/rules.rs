@@ -192,15 +192,11 @@ fn edge_certificate(view: &View<'_>) -> Option<Verdict> {
 
 /// The edge answered with an error page or JSON of its own making.
 fn cloudflare_error(view: &View<'_>) -> Option<Verdict> {
-    let (edge, generator) = view
-        .edge_page
-        .iter()
-        .filter(|o| is_failing(o))
-        .find_map(|o| {
-            let r = o.response.as_ref()?;
-            let g = recognise::generator(r);
-            g.is_cloudflare().then_some((*o, g))
-        })?;
+    let (edge, generator) = view.edge_page.iter().find_map(|o| {
+        let r = o.response.as_ref()?;
+        (o.cloudflare_error.is_some() || recognise::made_by_cloudflare(r))
+            .then(|| (*o, recognise::generator(r)))
+    })?;
     let response = edge.response.as_ref()?;
     let code = cloudflare_code(edge, &generator).unwrap_or(response.status);
     let source = match generator {

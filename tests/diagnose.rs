@@ -1,0 +1,514 @@
+//! The diagnosis, table-driven over observations shaped like what each failure shows (FACTS.md:
+//! Cloudflare's codes and pages, nginx's stock pages and timings, WordPress's pages). No network.
+
+use probe::diagnose::{diagnose, Cause, Confidence, DiagnoseSettings, Hop};
+use probe::observe::{
+    CertFacts, CertProblem, CloudflareErrorDetails, ErrorKind, Observation, ObservedError,
+    PathRole, Phase, PhaseTimings, ResponseFacts, ResponseHeaders, Route, Status, TlsFacts,
+};
+
+const HOST: &str = "example.com";
+const EDGE: &str = "104.16.1.1:443";
+const ORIGIN: &str = "203.0.113.10:443";
+
+const NGINX_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
+const NGINX_504: &str = "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
+const WP_DB: &str = "<!DOCTYPE html><html><head><title>Database Error</title></head><body><h1>Error establishing a database connection</h1></body></html>";
+const WP_MAINTENANCE: &str = "<!DOCTYPE html><html><head><title>Maintenance</title></head><body><h1>Briefly unavailable for scheduled maintenance. Check back in a minute.</h1></body></html>";
+const WP_CRITICAL: &str =
+    "<html><body><p>There has been a critical error on this website.</p></body></html>";
+const CF_PLAIN_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n";
+
+/// Cloudflare's branded error page for `code`, with `source` ("browser", "cloudflare", "host")
+/// marked as the failing box.
+fn cf_branded(code: u16, source: &str) -> String {
+    let mark = |b: &str| if b == source { " cf-error-source" } else { "" };
+    format!(
+        r#"<!DOCTYPE html><html><head><title>example.com | {code}: error</title></head><body>
+<div id="cf-wrapper"><div id="cf-error-details" class="p-0">
+<h1><span class="inline-block">Error</span><span class="code-label">Error code {code}</span></h1>
+<div id="cf-browser-status" class="cf-column cf-status-item cf-browser-status{}">You Browser Working</div>
+<div id="cf-cloudflare-status" class="cf-column cf-status-item cf-cloudflare-status{}">Cloudflare</div>
+<div id="cf-host-status" class="cf-column cf-status-item cf-host-status{}">Host</div>
+</div><p>Cloudflare Ray ID: <strong>8f1c2d3e4f5a6b7c</strong></p></div></body></html>"#,
+        mark("browser"),
+        mark("cloudflare"),
+        mark("host")
+    )
+}
+
+// ---- observation builders ---------------------------------------------------------------------
+
+fn observation(route: Route, role: PathRole) -> Observation {
+    Observation {
+        route,
+        path_role: role,
+        sample: 1,
+        address: Some(
+            if route == Route::Edge { EDGE } else { ORIGIN }
+                .parse()
+                .unwrap(),
+        ),
+        cloudflare_address: route == Route::Edge,
+        url: format!("https://{HOST}/"),
+        started_at: "2026-11-25T12:00:00Z".into(),
+        timings_ms: PhaseTimings {
+            dns: None,
+            connect: Some(1.0),
+            tls: Some(3.0),
+            ttfb: None,
+            transfer: None,
+            total: 0.0,
+        },
+        tls: Some(tls(90, None)),
+        response: None,
+        error: None,
+        cloudflare_error: None,
+    }
+}
+
+fn tls(days_left: i64, problem: Option<CertProblem>) -> TlsFacts {
+    TlsFacts {
+        version: Some("TLSv1.3".into()),
+        cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
+        alpn: Some("h2".into()),
+        verified: problem.is_none(),
+        verify_error: problem,
+        verify_message: problem.map(|p| format!("invalid peer certificate: {}", p.as_str())),
+        name_matches: Some(problem != Some(CertProblem::NameMismatch)),
+        chain: vec![CertFacts {
+            subject: format!("CN={HOST}"),
+            issuer: "CN=Some CA".into(),
+            sans: vec![HOST.into()],
+            not_before: "2026-01-01T00:00:00Z".into(),
+            not_after: "2027-01-01T00:00:00Z".into(),
+            days_left,
+            self_signed: problem == Some(CertProblem::Untrusted),
+            cloudflare_origin_ca: false,
+            sha256: "00".repeat(32),
+        }],
+    }
+}
+
+/// A response: `status` after `ttfb` ms, from `server`, with `body`.
+fn answered(
+    route: Route,
+    role: PathRole,
+    status: u16,
+    ttfb: f64,
+    server: &str,
+    body: &str,
+) -> Observation {
+    let mut o = observation(route, role);
+    let via_cloudflare = route == Route::Edge && server == "cloudflare";
+    o.timings_ms.ttfb = Some(ttfb);
+    o.timings_ms.transfer = Some(0.1);
+    o.timings_ms.total = 4.0 + ttfb + 0.1;
+    o.response = Some(ResponseFacts {
+        status,
+        http_version: "HTTP/2".into(),
+        headers: ResponseHeaders {
+            server: Some(server.into()),
+            cf_ray: via_cloudflare.then(|| "8f1c2d3e4f5a6b7c-LHR".into()),
+            content_type: Some("text/html".into()),
+            ..ResponseHeaders::default()
+        },
+        body_excerpt: body.into(),
+        body_bytes: body.len() as u64,
+        body_complete: true,
+        body_read_limit_hit: false,
+    });
+    o
+}
+
+fn failed(route: Route, role: PathRole, phase: Phase, kind: ErrorKind, total: f64) -> Observation {
+    let mut o = observation(route, role);
+    if matches!(phase, Phase::Dns | Phase::Connect) {
+        o.tls = None;
+        o.timings_ms.tls = None;
+    }
+    if phase == Phase::Dns {
+        o.address = None;
+        o.timings_ms.connect = None;
+    }
+    if phase == Phase::Tls {
+        o.tls = None;
+    }
+    o.timings_ms.total = total;
+    o.error = Some(ObservedError {
+        phase,
+        kind,
+        message: format!("{} {}", phase.as_str(), kind.as_str()),
+    });
+    o
+}
+
+use PathRole::{Page, Static};
+use Route::{Edge, Origin};
+
+fn edge_ok() -> Observation {
+    answered(Edge, Page, 200, 40.0, "cloudflare", "<html>welcome</html>")
+}
+fn origin_ok() -> Observation {
+    answered(
+        Origin,
+        Page,
+        200,
+        35.0,
+        "nginx/1.22.1",
+        "<html>welcome</html>",
+    )
+}
+fn static_ok(route: Route) -> Observation {
+    answered(route, Static, 200, 0.6, "nginx/1.22.1", ".dashicons{}")
+}
+fn cf_error(code: u16, source: &str) -> Observation {
+    answered(
+        Edge,
+        Page,
+        code,
+        30.0,
+        "cloudflare",
+        &cf_branded(code, source),
+    )
+}
+
+struct Case {
+    name: &'static str,
+    observations: Vec<Observation>,
+    status: Status,
+    hop: Hop,
+    cause: Cause,
+    confidence: Confidence,
+    /// Words the first evidence line must contain (the decisive observation).
+    evidence: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    let with_tls = |mut o: Observation, problem: CertProblem, days: i64| {
+        o.tls = Some(tls(days, Some(problem)));
+        o
+    };
+    let mut json_522 = answered(
+        Edge,
+        Page,
+        522,
+        19_000.0,
+        "cloudflare",
+        "<html>error</html>",
+    );
+    json_522.cloudflare_error = Some(CloudflareErrorDetails {
+        error_code: Some(522),
+        error_name: Some("connection_timed_out".into()),
+        error_category: Some("origin".into()),
+        ray_id: Some("8f1c2d3e4f5a6b7c".into()),
+        retryable: Some(true),
+    });
+    let mut expiring = edge_ok();
+    expiring.tls = Some(tls(5, None));
+    vec![
+        Case {
+            name: "healthy",
+            observations: vec![edge_ok(), origin_ok(), static_ok(Origin)],
+            status: Status::Ok, hop: Hop::None, cause: Cause::Ok, confidence: Confidence::High,
+            evidence: "edge page 200",
+        },
+        Case {
+            name: "healthy but a slow static file: slow, never down",
+            observations: vec![edge_ok(), answered(Edge, Static, 200, 3500.0, "cloudflare", ".x{}"), origin_ok()],
+            status: Status::Degraded, hop: Hop::None, cause: Cause::Slow, confidence: Confidence::High,
+            evidence: "edge static 200 in 3500 ms",
+        },
+        Case {
+            name: "certificate expiring",
+            observations: vec![expiring, origin_ok()],
+            status: Status::Degraded, hop: Hop::None, cause: Cause::CertExpiring, confidence: Confidence::High,
+            evidence: "expires in 5 days",
+        },
+        Case {
+            name: "NXDOMAIN",
+            observations: vec![failed(Edge, Page, Phase::Dns, ErrorKind::Nxdomain, 12.0)],
+            status: Status::Down, hop: Hop::Dns, cause: Cause::DnsFailure, confidence: Confidence::High,
+            evidence: "dns: dns nxdomain",
+        },
+        Case {
+            name: "edge refuses",
+            observations: vec![failed(Edge, Page, Phase::Connect, ErrorKind::Refused, 1.0), origin_ok()],
+            status: Status::Down, hop: Hop::VisitorEdge, cause: Cause::EdgeUnreachable, confidence: Confidence::High,
+            evidence: "edge page: connect refused",
+        },
+        Case {
+            name: "edge certificate expired",
+            observations: vec![with_tls(edge_ok(), CertProblem::Expired, -2)],
+            status: Status::Down, hop: Hop::VisitorEdge, cause: Cause::EdgeCertInvalid, confidence: Confidence::High,
+            evidence: "certificate not valid (expired)",
+        },
+        Case {
+            name: "521 and the origin refuses us too",
+            observations: vec![cf_error(521, "host"), failed(Origin, Page, Phase::Connect, ErrorKind::Refused, 30.0)],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginRefused, confidence: Confidence::High,
+            evidence: "edge page 521",
+        },
+        Case {
+            name: "521 while the origin answers us",
+            observations: vec![cf_error(521, "host"), origin_ok()],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginBlocksEdge, confidence: Confidence::High,
+            evidence: "Cloudflare branded error page 521, host box = error",
+        },
+        Case {
+            name: "522 and our connect times out too",
+            observations: vec![cf_error(522, "host"), failed(Origin, Page, Phase::Connect, ErrorKind::Timeout, 10_000.0)],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginTimeout, confidence: Confidence::High,
+            evidence: "edge page 522",
+        },
+        Case {
+            name: "522 without an origin to compare",
+            observations: vec![cf_error(522, "host")],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginTimeout, confidence: Confidence::Medium,
+            evidence: "edge page 522",
+        },
+        Case {
+            name: "522 known from Cloudflare's JSON only",
+            observations: vec![json_522],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginTimeout, confidence: Confidence::Medium,
+            evidence: "Cloudflare JSON error 522 (origin)",
+        },
+        Case {
+            name: "525 and the origin handshake fails",
+            observations: vec![cf_error(525, "host"), failed(Origin, Page, Phase::Tls, ErrorKind::TlsAlert, 5.0)],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginTlsHandshake, confidence: Confidence::High,
+            evidence: "edge page 525",
+        },
+        Case {
+            name: "526 with an expired origin certificate",
+            observations: vec![cf_error(526, "host"), with_tls(origin_ok(), CertProblem::Expired, -3)],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginCertExpired, confidence: Confidence::High,
+            evidence: "edge page 526",
+        },
+        Case {
+            name: "526 with a self-signed origin certificate",
+            observations: vec![cf_error(526, "host"), with_tls(origin_ok(), CertProblem::Untrusted, 300)],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginCertUntrusted, confidence: Confidence::High,
+            evidence: "edge page 526",
+        },
+        Case {
+            name: "526 with an origin certificate for another name",
+            observations: vec![cf_error(526, "host"), with_tls(origin_ok(), CertProblem::NameMismatch, 300)],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginCertNameMismatch, confidence: Confidence::High,
+            evidence: "edge page 526",
+        },
+        Case {
+            name: "530 / 1016",
+            observations: vec![answered(Edge, Page, 530, 20.0, "cloudflare", "<title>Origin DNS error</title><div id=\"cf-error-details\"><span class=\"cf-error-code\">1016</span></div>")],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginDnsFailure, confidence: Confidence::High,
+            evidence: "edge page 530",
+        },
+        Case {
+            name: "520",
+            observations: vec![cf_error(520, "host"), failed(Origin, Page, Phase::Headers, ErrorKind::Closed, 3.0)],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::OriginBadResponse, confidence: Confidence::High,
+            evidence: "edge page 520",
+        },
+        Case {
+            name: "524",
+            observations: vec![cf_error(524, "host"), failed(Origin, Page, Phase::Headers, ErrorKind::Timeout, 10_000.0)],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::OriginSlow, confidence: Confidence::High,
+            evidence: "edge page 524",
+        },
+        Case {
+            name: "Cloudflare's own plain 502",
+            observations: vec![answered(Edge, Page, 502, 5.0, "cloudflare", CF_PLAIN_502), origin_ok()],
+            status: Status::Down, hop: Hop::VisitorEdge, cause: Cause::EdgeInternal, confidence: Confidence::High,
+            evidence: "Cloudflare's own plain error page",
+        },
+        Case {
+            name: "branded 502 (host) + origin nginx 502 in 0.8 ms + static fine",
+            observations: vec![
+                cf_error(502, "host"),
+                answered(Origin, Page, 502, 0.8, "nginx/1.22.1", NGINX_502),
+                static_ok(Origin),
+            ],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::FpmUnreachable, confidence: Confidence::High,
+            evidence: "Cloudflare branded error page 502, host box = error",
+        },
+        Case {
+            name: "branded 502 without an origin: low confidence",
+            observations: vec![cf_error(502, "host")],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::FpmUnreachable, confidence: Confidence::Low,
+            evidence: "edge page 502",
+        },
+        Case {
+            name: "no CDN: nginx 502 in 0.5 ms, static fine",
+            observations: vec![
+                answered(Edge, Page, 502, 0.5, "nginx/1.22.1", NGINX_502),
+                static_ok(Edge),
+            ],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::FpmUnreachable, confidence: Confidence::High,
+            evidence: "edge page 502 in 0.5 ms, server nginx/1.22.1, stock nginx page",
+        },
+        Case {
+            name: "origin nginx 504 at the read timeout",
+            observations: vec![
+                cf_error(504, "host"),
+                answered(Origin, Page, 504, 3000.4, "nginx/1.22.1", NGINX_504),
+                static_ok(Origin),
+            ],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::FpmSaturated, confidence: Confidence::Medium,
+            evidence: "edge page 504",
+        },
+        Case {
+            name: "origin 502 after 490 ms: a worker died",
+            observations: vec![
+                answered(Edge, Page, 502, 495.0, "nginx/1.22.1", NGINX_502),
+                answered(Origin, Page, 502, 490.0, "nginx/1.22.1", NGINX_502),
+                static_ok(Origin),
+            ],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::FpmWorkerDied, confidence: Confidence::Medium,
+            evidence: "origin 203.0.113.10:443 page 502 in 490 ms",
+        },
+        Case {
+            name: "fast 502s for some requests only: backlog full",
+            observations: vec![
+                edge_ok(),
+                origin_ok(),
+                answered(Origin, Page, 502, 3.0, "nginx/1.22.1", NGINX_502),
+                origin_ok(),
+            ],
+            status: Status::Degraded, hop: Hop::OriginFpm, cause: Cause::FpmSaturated, confidence: Confidence::Medium,
+            evidence: "origin 203.0.113.10:443 page 502 in 3.0 ms",
+        },
+        Case {
+            name: "WordPress database error",
+            observations: vec![
+                answered(Edge, Page, 500, 5.0, "cloudflare", WP_DB),
+                answered(Origin, Page, 500, 1.9, "nginx/1.22.1", WP_DB),
+            ],
+            status: Status::Down, hop: Hop::FpmDatabase, cause: Cause::DatabaseUnreachable, confidence: Confidence::High,
+            evidence: "WordPress database error page",
+        },
+        Case {
+            name: "WordPress maintenance",
+            observations: vec![answered(Edge, Page, 503, 5.0, "cloudflare", WP_MAINTENANCE)],
+            status: Status::Down, hop: Hop::App, cause: Cause::Maintenance, confidence: Confidence::High,
+            evidence: "WordPress maintenance page",
+        },
+        Case {
+            name: "WordPress critical error",
+            observations: vec![answered(Edge, Page, 500, 50.0, "cloudflare", WP_CRITICAL), answered(Origin, Page, 500, 45.0, "nginx", WP_CRITICAL)],
+            status: Status::Down, hop: Hop::App, cause: Cause::AppError, confidence: Confidence::High,
+            evidence: "WordPress critical error page",
+        },
+        Case {
+            name: "origin refuses while the edge still serves",
+            observations: vec![edge_ok(), failed(Origin, Page, Phase::Connect, ErrorKind::Refused, 1.0)],
+            status: Status::Degraded, hop: Hop::EdgeOrigin, cause: Cause::OriginRefused, confidence: Confidence::Medium,
+            evidence: "origin 203.0.113.10:443 page: connect refused",
+        },
+        Case {
+            name: "a body cut short",
+            observations: vec![{
+                let mut o = answered(Edge, Page, 200, 20.0, "nginx", "<html>partial");
+                o.error = Some(ObservedError { phase: Phase::Body, kind: ErrorKind::Reset, message: "reset".into() });
+                o.response.as_mut().unwrap().body_complete = false;
+                o
+            }],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::FpmWorkerDied, confidence: Confidence::Medium,
+            evidence: "then body reset",
+        },
+    ]
+}
+
+#[test]
+fn every_cause_from_its_evidence() {
+    let settings = DiagnoseSettings::default();
+    for case in cases() {
+        let d = diagnose(HOST, &case.observations, &settings);
+        let got = (d.status, d.hop, d.cause, d.confidence);
+        let want = (case.status, case.hop, case.cause, case.confidence);
+        assert_eq!(got, want, "{}: {}\n{:#?}", case.name, d.summary, d.evidence);
+        assert_eq!(d.hop, d.cause.hop(), "{}", case.name);
+        assert!(
+            d.evidence
+                .first()
+                .is_some_and(|e| e.contains(case.evidence)),
+            "{}: first evidence should contain {:?}: {:#?}",
+            case.name,
+            case.evidence,
+            d.evidence
+        );
+        assert!(!d.summary.is_empty(), "{}", case.name);
+        let healthy = matches!(d.cause, Cause::Ok | Cause::Slow | Cause::CertExpiring);
+        assert_eq!(
+            d.next_steps.is_empty(),
+            healthy || d.cause == Cause::Unknown,
+            "{}: next steps {:?}",
+            case.name,
+            d.next_steps
+        );
+    }
+}
+
+#[test]
+fn causes_that_cannot_be_told_apart_name_their_alternatives() {
+    let settings = DiagnoseSettings::default();
+    let died = diagnose(
+        HOST,
+        &[
+            answered(Origin, Page, 502, 490.0, "nginx", NGINX_502),
+            edge_ok(),
+        ],
+        &settings,
+    );
+    assert_eq!(died.cause, Cause::FpmWorkerDied);
+    assert!(
+        died.alternatives.iter().any(|a| a.why.contains("OOM")),
+        "{:?}",
+        died.alternatives
+    );
+    assert!(
+        died.next_steps.iter().any(|s| s.contains("dmesg")),
+        "{:?}",
+        died.next_steps
+    );
+
+    let unreachable = diagnose(
+        HOST,
+        &[
+            answered(Origin, Page, 502, 0.8, "nginx", NGINX_502),
+            static_ok(Origin),
+            cf_error(502, "host"),
+        ],
+        &settings,
+    );
+    assert!(unreachable
+        .next_steps
+        .iter()
+        .any(|s| s.contains("grep -rn fastcgi_pass")));
+    assert!(unreachable
+        .next_steps
+        .iter()
+        .any(|s| s.contains("ls -la /var/run/php/")));
+}
+
+#[test]
+fn a_slow_static_file_never_makes_a_healthy_site_down() {
+    let settings = DiagnoseSettings::default();
+    for ttfb in [2500.0, 9000.0, 60_000.0] {
+        let d = diagnose(
+            HOST,
+            &[
+                edge_ok(),
+                answered(Edge, Static, 200, ttfb, "cloudflare", ".x{}"),
+                origin_ok(),
+                static_ok(Origin),
+            ],
+            &settings,
+        );
+        assert_eq!(
+            (d.status, d.cause),
+            (Status::Degraded, Cause::Slow),
+            "{ttfb}: {}",
+            d.summary
+        );
+    }
+}
