@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod lab;
 pub mod nginx;
+pub mod php_fpm;
 pub mod pki;
 pub mod servers;
 
@@ -67,5 +69,5 @@ pub fn require_program(name: &str, usual_path: &str) -> PathBuf {
             return candidate;
         }
     }
-    panic!("{name} is not installed: run `apt-get install nginx dnsmasq-base` (see .ci/run)");
+    panic!("{name} is not installed: run ./scripts/install-test-deps.sh");
 }

@@ -26,6 +26,18 @@ impl Nginx {
     /// Starts nginx on 127.0.0.1 with `leaf` as its certificate, serving `files` (path, content)
     /// from a document root in `dir`; `http_extra` is added to the `http` block.
     pub fn start(dir: &Path, leaf: &Leaf, files: &[(&str, &str)], http_extra: &str) -> Nginx {
+        Self::start_with(dir, leaf, files, http_extra, "location / { }")
+    }
+
+    /// Like `start`, with `locations` as the server block's locations (and any other directives
+    /// of the server block).
+    pub fn start_with(
+        dir: &Path,
+        leaf: &Leaf,
+        files: &[(&str, &str)],
+        http_extra: &str,
+        locations: &str,
+    ) -> Nginx {
         let nginx = require_program("nginx", "/usr/sbin/nginx");
         let root = dir.join("www");
         for (path, content) in files {
@@ -39,7 +51,7 @@ impl Nginx {
         for _attempt in 0..3 {
             let port = free_tcp_port();
             let conf = dir.join("nginx.conf");
-            fs::write(&conf, config(dir, &root, port, leaf, http_extra)).unwrap();
+            fs::write(&conf, config(dir, &root, port, leaf, http_extra, locations)).unwrap();
             let mut child = Command::new(&nginx)
                 .arg("-p")
                 .arg(dir)
@@ -68,7 +80,14 @@ impl Nginx {
     }
 }
 
-fn config(dir: &Path, root: &Path, port: u16, leaf: &Leaf, http_extra: &str) -> String {
+fn config(
+    dir: &Path,
+    root: &Path,
+    port: u16,
+    leaf: &Leaf,
+    http_extra: &str,
+    locations: &str,
+) -> String {
     let d = dir.display();
     format!(
         r#"daemon off;
@@ -93,7 +112,7 @@ http {{
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
         root {root};
-        location / {{ }}
+        {locations}
     }}
 }}
 "#,
@@ -104,7 +123,7 @@ http {{
     )
 }
 
-fn make_readable(dir: &Path) {
+pub fn make_readable(dir: &Path) {
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {

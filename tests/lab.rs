@@ -1,0 +1,182 @@
+//! End-to-end: each failure reproduced for real on nginx + PHP-FPM, and the diagnosis naming the
+//! hop and cause, with the decisive observation in its evidence.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use probe::diagnose::{Cause, Confidence, Hop};
+use probe::Status;
+use support::lab::{Lab, OriginSettings};
+use support::php_fpm::PoolSettings;
+use support::run_json;
+
+async fn probe(args: &[String]) -> probe::ProbeReport {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_json(&args).await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_lab_is_ok_fifty_times_in_a_row() {
+    let lab = Lab::start(&OriginSettings::default());
+    for run in 0..50 {
+        let report = probe(&lab.probe_args("/")).await;
+        let d = &report.diagnosis;
+        assert_eq!(
+            (report.status, d.cause),
+            (Status::Ok, Cause::Ok),
+            "run {run}: {d:#?}"
+        );
+        let page = report.observations[0].response.as_ref().unwrap();
+        assert!(
+            page.body_excerpt.contains("hello from PHP-FPM"),
+            "run {run}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fastcgi_pass_naming_the_old_php_socket_is_fpm_unreachable() {
+    let lab = Lab::start(&OriginSettings {
+        fastcgi_pass: Some("/run/php/php7.4-fpm.sock".into()),
+        ..OriginSettings::default()
+    });
+    let report = probe(&lab.probe_args("/")).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause, d.confidence),
+        (
+            Status::Down,
+            Hop::OriginFpm,
+            Cause::FpmUnreachable,
+            Confidence::High
+        ),
+        "{d:#?}"
+    );
+    assert!(
+        d.evidence[0].contains("page 502 in") && d.evidence[0].contains("stock nginx page"),
+        "{:#?}",
+        d.evidence
+    );
+    assert!(
+        d.evidence.iter().any(|e| e.contains("static 200")),
+        "{:#?}",
+        d.evidence
+    );
+    let log = std::fs::read_to_string(lab.origin.nginx.dir.join("error.log")).unwrap();
+    assert!(
+        log.contains("No such file or directory"),
+        "nginx saw the missing socket: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_fpm_stopped_is_fpm_unreachable() {
+    let mut lab = Lab::start(&OriginSettings::default());
+    lab.origin.fpm.stop();
+    let report = probe(&lab.probe_args("/")).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause),
+        (Status::Down, Hop::OriginFpm, Cause::FpmUnreachable),
+        "{d:#?}"
+    );
+    assert!(
+        d.next_steps
+            .iter()
+            .any(|s| s.contains("systemctl status 'php*-fpm'")),
+        "{:#?}",
+        d.next_steps
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_behind_a_short_read_timeout_is_fpm_saturated() {
+    let lab = Lab::start(&OriginSettings {
+        pool: PoolSettings {
+            max_children: 1,
+            ..PoolSettings::default()
+        },
+        fastcgi_read_timeout: Duration::from_secs(1),
+        ..OriginSettings::default()
+    });
+    // One long request holds the only worker.
+    let mut holder = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "--max-time", "5", "--connect-to"])
+        .arg(format!("::{}", lab.origin.address()))
+        .arg("https://probe.test/sleep.php?ms=3000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl runs");
+    std::thread::sleep(Duration::from_millis(300));
+    let report = probe(&lab.probe_args("/")).await;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause),
+        (Status::Down, Hop::OriginFpm, Cause::FpmSaturated),
+        "{d:#?}"
+    );
+    let page = report
+        .observations
+        .iter()
+        .find(|o| o.response.as_ref().is_some_and(|r| r.status == 504))
+        .expect("a 504");
+    let ttfb = page.timings_ms.ttfb.unwrap();
+    assert!(
+        (950.0..1500.0).contains(&ttfb),
+        "504 at the 1 s read timeout, got {ttfb} ms"
+    );
+    assert!(
+        d.alternatives.iter().any(|a| a.cause == Cause::OriginSlow),
+        "{:#?}",
+        d.alternatives
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_request_is_fpm_worker_died() {
+    let lab = Lab::start(&OriginSettings::default());
+    let report = probe(&lab.probe_args("/die.php?ms=400")).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause),
+        (Status::Down, Hop::OriginFpm, Cause::FpmWorkerDied),
+        "{d:#?}"
+    );
+    let ttfb = report.observations[0].timings_ms.ttfb.unwrap();
+    assert!(
+        (390.0..900.0).contains(&ttfb),
+        "502 at the moment of death, got {ttfb} ms"
+    );
+    assert!(d.evidence[0].contains("502 in"), "{:#?}", d.evidence);
+    assert!(
+        d.next_steps.iter().any(|s| s.contains("dmesg")),
+        "{:#?}",
+        d.next_steps
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_port_closed_is_origin_refused() {
+    let lab = Lab::start(&OriginSettings::default());
+    let closed = support::servers::refused_port().to_string();
+    let mut args = lab.probe_args("/");
+    let at = args.iter().position(|a| a == "--origin").unwrap() + 1;
+    args[at] = closed.clone();
+    let report = probe(&args).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (d.hop, d.cause),
+        (Hop::EdgeOrigin, Cause::OriginRefused),
+        "{d:#?}"
+    );
+    assert!(
+        d.evidence[0].contains(&format!("origin {closed} page: connect refused")),
+        "{:#?}",
+        d.evidence
+    );
+}

@@ -1,0 +1,120 @@
+//! The origin lab: real nginx in front of real PHP-FPM 8.2 (Debian's packages), over TLS with
+//! certificates made by the test, serving PHP pages and a static file the way a WordPress server
+//! does. Each piece can be broken the way it breaks in the field (FACTS.md).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::nginx::Nginx;
+use super::php_fpm::{PhpFpm, PoolSettings};
+use super::pki::{Leaf, Pki};
+
+/// A file nginx serves without PHP.
+pub const STATIC_PATH: &str = "/wp-includes/css/dashicons.min.css";
+
+/// PHP scripts of the lab: a page, one that works for `ms` milliseconds, and one whose worker
+/// dies (SIGKILL, as the OOM killer does) after `ms` milliseconds.
+const SCRIPTS: &[(&str, &str)] = &[
+    (
+        "/index.php",
+        "<?php echo \"<html><body>hello from PHP-FPM</body></html>\";\n",
+    ),
+    (
+        "/sleep.php",
+        "<?php usleep(intval($_GET['ms'] ?? 0) * 1000); echo \"slept\";\n",
+    ),
+    (
+        "/die.php",
+        "<?php usleep(intval($_GET['ms'] ?? 0) * 1000); posix_kill(getmypid(), 9);\n",
+    ),
+    (STATIC_PATH, ".dashicons{display:inline-block}\n"),
+];
+
+/// How to build (or break) the origin.
+#[derive(Clone, Debug)]
+pub struct OriginSettings {
+    pub pool: PoolSettings,
+    /// Socket nginx passes PHP requests to; `None` means PHP-FPM's real socket. A stale path
+    /// reproduces "fastcgi_pass still names the old PHP version's socket".
+    pub fastcgi_pass: Option<String>,
+    pub fastcgi_read_timeout: Duration,
+}
+
+impl Default for OriginSettings {
+    fn default() -> Self {
+        Self {
+            pool: PoolSettings::default(),
+            fastcgi_pass: None,
+            fastcgi_read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A running origin: nginx → PHP-FPM.
+pub struct OriginLab {
+    pub nginx: Nginx,
+    pub fpm: PhpFpm,
+}
+
+impl OriginLab {
+    /// Starts PHP-FPM, then nginx, in `dir`, with `leaf` as nginx's certificate.
+    pub fn start(dir: &Path, leaf: &Leaf, settings: &OriginSettings) -> OriginLab {
+        let fpm = PhpFpm::start(dir, &settings.pool);
+        let pass = settings
+            .fastcgi_pass
+            .clone()
+            .unwrap_or_else(|| fpm.socket.display().to_string());
+        let locations = format!(
+            r#"index index.php;
+        location / {{ try_files $uri $uri/ /index.php?$args; }}
+        location ~ \.php$ {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_param HTTP_HOST $http_host;
+            fastcgi_pass unix:{pass};
+            fastcgi_read_timeout {read}s;
+        }}"#,
+            read = settings.fastcgi_read_timeout.as_secs().max(1),
+        );
+        let nginx = Nginx::start_with(dir, leaf, SCRIPTS, "", &locations);
+        OriginLab { nginx, fpm }
+    }
+
+    /// `127.0.0.1:PORT` of nginx.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.nginx.port)
+    }
+}
+
+/// Everything one lab test needs: a temp dir, a CA, and the origin.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+    pub origin: OriginLab,
+}
+
+impl Lab {
+    pub fn start(settings: &OriginSettings) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        let origin = OriginLab::start(dir.path(), &pki.good(), settings);
+        Lab { dir, pki, origin }
+    }
+
+    /// Arguments probing `path` on the lab with the origin as both the edge (no CDN in front)
+    /// and the origin route, the static file beside it.
+    pub fn probe_args(&self, path: &str) -> Vec<String> {
+        let address = self.origin.address();
+        vec![
+            format!("https://probe.test{path}"),
+            "--edge".into(),
+            address.clone(),
+            "--origin".into(),
+            address,
+            "--static-path".into(),
+            STATIC_PATH.into(),
+            "--ca-file".into(),
+            self.pki.ca_path.display().to_string(),
+        ]
+    }
+}
