@@ -4,6 +4,7 @@ mod support;
 
 use std::time::Duration;
 
+use probe::diagnose::{Cause, Hop};
 use probe::observe::{ErrorKind, Phase};
 use probe::resolve::{DnsClient, Nameserver};
 use probe::Status;
@@ -86,6 +87,17 @@ async fn nxdomain_and_no_records_are_recorded_kinds() {
         assert!(o.address.is_none(), "{url}: nothing to dial");
         let error = o.error.as_ref().unwrap();
         assert_eq!((error.phase, error.kind), (Phase::Dns, kind), "{url}");
+        let d = &report.diagnosis;
+        assert_eq!(
+            (d.hop, d.cause),
+            (Hop::Dns, Cause::DnsFailure),
+            "{url}: {d:#?}"
+        );
+        assert!(
+            d.evidence[0].starts_with("dns: "),
+            "{url}: {:#?}",
+            d.evidence
+        );
     }
 
     // A name with only an AAAA record: the A answer says "no records", and the edge route

@@ -118,3 +118,47 @@ impl Lab {
         ]
     }
 }
+
+/// The lab behind a Cloudflare-faithful edge: visitor → edge → nginx → PHP-FPM.
+pub struct EdgeLab {
+    pub lab: Lab,
+    pub edge: super::servers::TestServer,
+}
+
+impl EdgeLab {
+    /// Starts the origin lab with the certificate `origin_leaf` makes from the lab's CA (a good
+    /// one when `None`), then an edge in `mode` that reaches the origin at `edge_origin` (the
+    /// lab's nginx when `None`).
+    pub async fn start(
+        settings: &OriginSettings,
+        origin_leaf: Option<fn(&Pki) -> Leaf>,
+        mode: super::edge::SslMode,
+        edge_origin: Option<std::net::SocketAddr>,
+    ) -> EdgeLab {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        let leaf = origin_leaf.map_or_else(|| pki.good(), |make| make(&pki));
+        let origin = OriginLab::start(dir.path(), &leaf, settings);
+        let lab = Lab { dir, pki, origin };
+        let edge = super::edge::cloudflare_edge(
+            &lab.pki.good(),
+            super::edge::EdgeSettings {
+                origin: edge_origin.unwrap_or_else(|| lab.origin.address().parse().unwrap()),
+                mode,
+                trusted: vec![lab.pki.ca_der()],
+                connect_timeout: Duration::from_secs(1),
+                response_timeout: Duration::from_secs(2),
+            },
+        )
+        .await;
+        EdgeLab { lab, edge }
+    }
+
+    /// Arguments probing `path` through the edge, with the lab's nginx as the origin route.
+    pub fn probe_args(&self, path: &str) -> Vec<String> {
+        let mut args = self.lab.probe_args(path);
+        let at = args.iter().position(|a| a == "--edge").unwrap() + 1;
+        args[at] = self.edge.addr.to_string();
+        args
+    }
+}

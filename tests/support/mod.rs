@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod edge;
 pub mod lab;
 pub mod nginx;
 pub mod php_fpm;

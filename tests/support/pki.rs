@@ -102,6 +102,11 @@ impl Pki {
         }
     }
 
+    /// The CA certificate, DER.
+    pub fn ca_der(&self) -> CertificateDer<'static> {
+        self.ca_der.clone()
+    }
+
     pub fn good(&self) -> Leaf {
         self.leaf(&[SITE], -1, 90, false)
     }

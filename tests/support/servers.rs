@@ -33,6 +33,8 @@ pub enum Behaviour {
     Silent,
     /// Announces a 1000-byte body, sends 100 bytes, and closes.
     CloseMidBody,
+    /// Reads the request and closes the connection without a byte of answer.
+    CloseWithoutAnswer,
     /// HTTP/2 only: on the first request, starts a graceful shutdown (GOAWAY, NO_ERROR) and then
     /// answers that request in full, as nginx does with `keepalive_timeout 0`.
     GoAwayThenAnswer,
@@ -59,7 +61,7 @@ pub enum Alpn {
 /// A running server; stopped when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
-    task: JoinHandle<()>,
+    pub(crate) task: JoinHandle<()>,
 }
 
 impl Drop for TestServer {
@@ -165,6 +167,10 @@ where
             // Keep driving the connection until the client has what it asked for.
             while let Some(Ok(_)) = conn.accept().await {}
         }
+        Behaviour::CloseWithoutAnswer => {
+            read_request_head(&mut stream).await;
+            let _ = stream.shutdown().await;
+        }
         Behaviour::CloseMidBody => {
             read_request_head(&mut stream).await;
             let head = "HTTP/1.1 200 OK\r\nServer: test-server\r\nContent-Length: 1000\r\n\r\n";
@@ -212,4 +218,28 @@ pub async fn raw_tcp_server(reply: Option<&'static [u8]>) -> TestServer {
         }
     });
     TestServer { addr, task }
+}
+
+/// An address whose TCP handshakes time out, without touching any other host: a listener with a
+/// backlog of 0 whose one queue slot is taken by a connection never accepted, so the kernel drops
+/// every further SYN (FACTS.md).
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _filler: std::net::TcpStream,
+}
+
+pub async fn black_hole() -> BlackHole {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let filler = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    let probe = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    assert!(probe.is_err(), "the black hole accepted a second handshake");
+    BlackHole {
+        addr,
+        _listener: listener,
+        _filler: filler,
+    }
 }
