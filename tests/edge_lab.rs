@@ -15,6 +15,9 @@ use support::pki::Pki;
 use support::run_json;
 use support::servers::{black_hole, raw_tcp_server, refused_port, tls_server, Alpn, Behaviour};
 
+/// Makes an origin certificate from the lab's CA.
+type MakeLeaf = fn(&Pki) -> support::pki::Leaf;
+
 async fn probe(args: &[String]) -> ProbeReport {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run_json(&args).await.0
@@ -103,7 +106,7 @@ async fn a_stale_fastcgi_socket_behind_the_edge_is_fpm_unreachable_with_cloudfla
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_certificates_refused_by_full_strict_are_named() {
-    let cases: [(fn(&Pki) -> support::pki::Leaf, Cause); 3] = [
+    let cases: [(MakeLeaf, Cause); 3] = [
         (Pki::expired, Cause::OriginCertExpired),
         (Pki::self_signed, Cause::OriginCertUntrusted),
         (Pki::wrong_name, Cause::OriginCertNameMismatch),
