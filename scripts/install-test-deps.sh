@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# Installs the real servers the tests run against (Debian/Ubuntu): nginx (origin, TLS + HTTP/2),
-# PHP-FPM 8.2 (behind nginx), dnsmasq (DNS), openssl and curl. Does nothing when they are there.
+# Installs the real servers the tests run against (Debian 12): nginx (origin, TLS + HTTP/2),
+# PHP-FPM 8.2 behind it, MariaDB and WordPress (Debian's packages) for the application cases,
+# dnsmasq (DNS), openssl and curl. Does nothing when they are all there.
 set -euo pipefail
 
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
-[ -x /usr/sbin/php-fpm8.2 ] || need+=(php8.2-fpm)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-[ ${#need[@]} -eq 0 ] && exit 0
+base=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || base+=(nginx-light)
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || base+=(dnsmasq-base)
+[ -x /usr/sbin/php-fpm8.2 ] || base+=(php8.2-fpm php8.2-mysql)
+[ -x /usr/sbin/mariadbd ] || base+=(mariadb-server)
+command -v openssl >/dev/null 2>&1 || base+=(openssl)
+command -v curl >/dev/null 2>&1 || base+=(curl)
+app=()
+[ -f /usr/share/wordpress/wp-settings.php ] || app+=(wordpress php php8.2)
+[ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || app+=(wordpress-theme-twentytwentythree)
+[ ${#base[@]} -eq 0 ] && [ ${#app[@]} -eq 0 ] && exit 0
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "installing: ${need[*]}" >&2
+install() {
+  echo "installing: $*" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+[ ${#base[@]} -eq 0 ] || install "${base[@]}"
+# WordPress after PHP-FPM, naming php and php8.2, so that apt takes the installed PHP-FPM for
+# WordPress's PHP dependency instead of pulling in Apache's module (FACTS.md).
+[ ${#app[@]} -eq 0 ] || install "${app[@]}"

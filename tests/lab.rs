@@ -180,3 +180,61 @@ async fn the_origin_port_closed_is_origin_refused() {
         d.evidence
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wordpress_in_maintenance_and_without_its_database() {
+    let mut wp = support::lab::WordPressLab::start();
+
+    let report = probe(&wp.lab.probe_args("/")).await;
+    assert_eq!(
+        (report.status, report.diagnosis.cause),
+        (Status::Ok, Cause::Ok),
+        "{:#?}",
+        report.diagnosis
+    );
+    let page = report.observations[0].response.as_ref().unwrap();
+    assert!(
+        page.body_excerpt.contains("probe lab"),
+        "the installed blog's front page: {}",
+        page.body_excerpt
+    );
+
+    wp.start_maintenance();
+    let report = probe(&wp.lab.probe_args("/")).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause),
+        (Status::Down, Hop::App, Cause::Maintenance),
+        "{d:#?}"
+    );
+    let page = report.observations[0].response.as_ref().unwrap();
+    assert_eq!(
+        (page.status, page.headers.retry_after.as_deref()),
+        (503, Some("600"))
+    );
+    assert!(
+        d.evidence[0].contains("WordPress maintenance page"),
+        "{:#?}",
+        d.evidence
+    );
+    wp.end_maintenance();
+
+    wp.db.stop();
+    let report = probe(&wp.lab.probe_args("/")).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause, d.confidence),
+        (
+            Status::Down,
+            Hop::FpmDatabase,
+            Cause::DatabaseUnreachable,
+            Confidence::High
+        ),
+        "{d:#?}"
+    );
+    assert!(
+        d.evidence[0].contains("500") && d.evidence[0].contains("WordPress database error page"),
+        "{:#?}",
+        d.evidence
+    );
+}

@@ -57,8 +57,19 @@ pub struct OriginLab {
 }
 
 impl OriginLab {
-    /// Starts PHP-FPM, then nginx, in `dir`, with `leaf` as nginx's certificate.
+    /// Starts PHP-FPM, then nginx, in `dir`, with `leaf` as nginx's certificate, serving the
+    /// lab's scripts.
     pub fn start(dir: &Path, leaf: &Leaf, settings: &OriginSettings) -> OriginLab {
+        Self::start_serving(dir, leaf, settings, SCRIPTS)
+    }
+
+    /// Like `start`, serving `files` (path, content) instead of the lab's scripts.
+    pub fn start_serving(
+        dir: &Path,
+        leaf: &Leaf,
+        settings: &OriginSettings,
+        files: &[(&str, &str)],
+    ) -> OriginLab {
         let fpm = PhpFpm::start(dir, &settings.pool);
         let pass = settings
             .fastcgi_pass
@@ -76,7 +87,7 @@ impl OriginLab {
         }}"#,
             read = settings.fastcgi_read_timeout.as_secs().max(1),
         );
-        let nginx = Nginx::start_with(dir, leaf, SCRIPTS, "", &locations);
+        let nginx = Nginx::start_with(dir, leaf, files, "", &locations);
         OriginLab { nginx, fpm }
     }
 
@@ -160,5 +171,133 @@ impl EdgeLab {
         let at = args.iter().position(|a| a == "--edge").unwrap() + 1;
         args[at] = self.edge.addr.to_string();
         args
+    }
+}
+
+/// WordPress (Debian's package) in the lab: its PHP entry points and wp-admin copied into the
+/// document root so that ABSPATH, wp-config.php and .maintenance are the lab's own; wp-includes
+/// linked.
+pub struct WordPressLab {
+    pub lab: Lab,
+    pub db: super::mariadb::MariaDb,
+    pub root: std::path::PathBuf,
+}
+
+/// Where Debian installs WordPress.
+const WORDPRESS: &str = "/usr/share/wordpress";
+
+impl WordPressLab {
+    /// Starts MariaDB, PHP-FPM and nginx with WordPress, and runs WordPress's installer.
+    pub fn start() -> WordPressLab {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::mariadb::MariaDb::start(dir.path());
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        for entry in std::fs::read_dir(WORDPRESS)
+            .expect("WordPress is installed (apt-get install wordpress)")
+        {
+            let entry = entry.unwrap();
+            let name = entry.file_name();
+            let target = root.join(&name);
+            if name == "wp-config.php" || name == ".htaccess" {
+                continue;
+            }
+            if name == "wp-includes" {
+                // The big library folder only uses ABSPATH: linking it is enough.
+                std::os::unix::fs::symlink(entry.path(), &target).unwrap();
+            } else if entry.path().is_dir() {
+                // wp-admin finds wp-load.php relative to its own real path: it must be a copy.
+                let copied = std::process::Command::new("cp")
+                    .arg("-r")
+                    .arg(entry.path())
+                    .arg(&target)
+                    .status()
+                    .unwrap();
+                assert!(copied.success(), "copying {}", entry.path().display());
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+        std::fs::write(
+            root.join("wp-config.php"),
+            format!(
+                "<?php\ndefine('DB_NAME', 'wordpress');\ndefine('DB_USER', 'wp');\ndefine('DB_PASSWORD', 'wp');\n\
+                 define('DB_HOST', 'localhost:{socket}');\ndefine('DB_CHARSET', 'utf8mb4');\ndefine('DB_COLLATE', '');\n\
+                 $table_prefix = 'wp_';\ndefine('WP_DEBUG', false);\ndefine('WP_HOME', 'https://probe.test');\n\
+                 define('WP_SITEURL', 'https://probe.test');\nif (!defined('ABSPATH')) define('ABSPATH', __DIR__ . '/');\n\
+                 require_once ABSPATH . 'wp-settings.php';\n",
+                socket = db.socket.display()
+            ),
+        )
+        .unwrap();
+        let pki = Pki::new(dir.path());
+        let static_file = [(STATIC_PATH, ".dashicons{display:inline-block}\n")];
+        let origin = OriginLab::start_serving(
+            dir.path(),
+            &pki.good(),
+            &OriginSettings::default(),
+            &static_file,
+        );
+        let lab = Lab { dir, pki, origin };
+        let wordpress = WordPressLab { lab, db, root };
+        wordpress.install();
+        wordpress
+    }
+
+    /// Runs WordPress's web installer (step 2) with curl, as a person would in a browser.
+    fn install(&self) {
+        let output = std::process::Command::new("curl")
+            .args([
+                "-sk",
+                "-w",
+                "\\n%{http_code}",
+                "--max-time",
+                "60",
+                "--connect-to",
+            ])
+            .arg(format!("::{}", self.lab.origin.address()))
+            .args([
+                "--data-urlencode",
+                "weblog_title=probe lab",
+                "--data-urlencode",
+                "user_name=admin",
+                "--data-urlencode",
+                "admin_password=correct horse battery staple",
+                "--data-urlencode",
+                "admin_password2=correct horse battery staple",
+                "--data-urlencode",
+                "pw_weak=1",
+                "--data-urlencode",
+                "admin_email=admin@probe.test",
+                "--data-urlencode",
+                "blog_public=0",
+                "https://probe.test/wp-admin/install.php?step=2",
+            ])
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let body: String = body.chars().take(600).collect();
+        let log = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+        assert_eq!(
+            code,
+            "200",
+            "WordPress's installer answered {code}: {body}\nnginx: {}\nphp-fpm: {}",
+            log(self.lab.origin.nginx.dir.join("error.log")),
+            log(self.lab.origin.fpm.log.clone())
+        );
+    }
+
+    /// Puts WordPress in maintenance mode, as an update in progress does.
+    pub fn start_maintenance(&self) {
+        std::fs::write(
+            self.root.join(".maintenance"),
+            "<?php $upgrading = time(); ?>\n",
+        )
+        .unwrap();
+    }
+
+    pub fn end_maintenance(&self) {
+        let _ = std::fs::remove_file(self.root.join(".maintenance"));
     }
 }

@@ -5,6 +5,7 @@
 pub mod dnsmasq;
 pub mod edge;
 pub mod lab;
+pub mod mariadb;
 pub mod nginx;
 pub mod php_fpm;
 pub mod pki;

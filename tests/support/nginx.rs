@@ -127,11 +127,14 @@ pub fn make_readable(dir: &Path) {
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                make_readable(&path);
-            } else {
-                let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o644));
+            // Never through a link: the WordPress lab links system folders into its root.
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                make_readable(&entry.path());
+            } else if kind.is_file() {
+                let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o644));
             }
         }
     }
