@@ -18,9 +18,12 @@ use support::servers::{black_hole, raw_tcp_server, refused_port, tls_server, Alp
 /// Makes an origin certificate from the lab's CA.
 type MakeLeaf = fn(&Pki) -> support::pki::Leaf;
 
-async fn probe(args: &[String]) -> ProbeReport {
+/// Probes, and records the report as fixture `name` when asked to (see `record_fixture`).
+async fn probe(name: &str, args: &[String]) -> ProbeReport {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_json(&args).await.0
+    let report = run_json(&args).await.0;
+    support::record_fixture(name, &report);
+    report
 }
 
 /// Replaces the value of `flag` in `args`.
@@ -52,7 +55,7 @@ fn assert_diagnosis(report: &ProbeReport, want: (Status, Hop, Cause), evidence: 
 async fn a_healthy_site_behind_the_edge_is_ok_fifty_times_in_a_row() {
     let lab = EdgeLab::start(&OriginSettings::default(), None, SslMode::Strict, None).await;
     for run in 0..50 {
-        let report = probe(&lab.probe_args("/")).await;
+        let report = probe("edge_healthy", &lab.probe_args("/")).await;
         assert_eq!(
             (report.status, report.diagnosis.cause),
             (Status::Ok, Cause::Ok),
@@ -77,7 +80,7 @@ async fn a_stale_fastcgi_socket_behind_the_edge_is_fpm_unreachable_with_cloudfla
         ..OriginSettings::default()
     };
     let lab = EdgeLab::start(&settings, None, SslMode::Strict, None).await;
-    let report = probe(&lab.probe_args("/")).await;
+    let report = probe("edge_stale_fastcgi_socket", &lab.probe_args("/")).await;
     assert_diagnosis(
         &report,
         (Status::Down, Hop::OriginFpm, Cause::FpmUnreachable),
@@ -119,7 +122,7 @@ async fn origin_certificates_refused_by_full_strict_are_named() {
             None,
         )
         .await;
-        let report = probe(&lab.probe_args("/")).await;
+        let report = probe(&format!("edge_{}", cause.as_str()), &lab.probe_args("/")).await;
         assert_diagnosis(
             &report,
             (Status::Down, Hop::EdgeOrigin, cause),
@@ -138,7 +141,7 @@ async fn the_same_bad_certificate_under_full_mode_still_serves_but_is_flagged() 
         None,
     )
     .await;
-    let report = probe(&lab.probe_args("/")).await;
+    let report = probe("edge_full_mode_self_signed", &lab.probe_args("/")).await;
     assert_diagnosis(
         &report,
         (
@@ -160,7 +163,11 @@ async fn an_origin_port_closed_to_everyone_is_origin_refused() {
         Some(closed),
     )
     .await;
-    let report = probe(&with(lab.probe_args("/"), "--origin", &closed.to_string())).await;
+    let report = probe(
+        "edge_origin_port_closed",
+        &with(lab.probe_args("/"), "--origin", &closed.to_string()),
+    )
+    .await;
     assert_diagnosis(
         &report,
         (Status::Down, Hop::EdgeOrigin, Cause::OriginRefused),
@@ -182,7 +189,7 @@ async fn an_origin_that_refuses_only_the_edge_blocks_the_edge() {
         Some(refused_port()),
     )
     .await;
-    let report = probe(&lab.probe_args("/")).await;
+    let report = probe("edge_blocked_refused", &lab.probe_args("/")).await;
     assert_diagnosis(
         &report,
         (Status::Down, Hop::EdgeOrigin, Cause::OriginBlocksEdge),
@@ -197,7 +204,7 @@ async fn an_origin_that_refuses_only_the_edge_blocks_the_edge() {
         Some(silent.addr),
     )
     .await;
-    let report = probe(&lab.probe_args("/")).await;
+    let report = probe("edge_blocked_dropped", &lab.probe_args("/")).await;
     assert_diagnosis(
         &report,
         (Status::Down, Hop::EdgeOrigin, Cause::OriginBlocksEdge),
@@ -220,7 +227,7 @@ async fn a_connect_timeout_to_everyone_is_origin_timeout() {
         "--timeout",
         "2s",
     );
-    let report = probe(&args).await;
+    let report = probe("edge_origin_connect_timeout", &args).await;
     assert_diagnosis(
         &report,
         (Status::Down, Hop::EdgeOrigin, Cause::OriginTimeout),
@@ -255,11 +262,10 @@ async fn a_failing_tls_handshake_at_the_origin_is_525() {
         Some(plain.addr),
     )
     .await;
-    let report = probe(&with(
-        lab.probe_args("/"),
-        "--origin",
-        &plain.addr.to_string(),
-    ))
+    let report = probe(
+        "edge_origin_tls_handshake",
+        &with(lab.probe_args("/"), "--origin", &plain.addr.to_string()),
+    )
     .await;
     assert_diagnosis(
         &report,
@@ -287,7 +293,7 @@ async fn an_empty_reply_from_the_origin_is_520() {
         vec!["--ca-file".into(), pki.ca_path.display().to_string()],
     ]
     .concat();
-    let report = probe(&args).await;
+    let report = probe("edge_origin_empty_reply", &args).await;
     assert_diagnosis(
         &report,
         (Status::Down, Hop::OriginFpm, Cause::OriginBadResponse),
@@ -300,7 +306,7 @@ async fn an_empty_reply_from_the_origin_is_520() {
 async fn a_script_slower_than_the_edge_waits_is_origin_slow() {
     let lab = EdgeLab::start(&OriginSettings::default(), None, SslMode::Strict, None).await;
     let args = with(lab.probe_args("/sleep.php?ms=3500"), "--timeout", "3s");
-    let report = probe(&args).await;
+    let report = probe("edge_origin_slow", &args).await;
     assert_diagnosis(
         &report,
         (Status::Down, Hop::OriginFpm, Cause::OriginSlow),
@@ -326,7 +332,7 @@ async fn a_busy_pool_behind_the_edge_is_fpm_saturated() {
         .spawn()
         .expect("curl runs");
     std::thread::sleep(Duration::from_millis(300));
-    let report = probe(&lab.probe_args("/")).await;
+    let report = probe("edge_busy_pool", &lab.probe_args("/")).await;
     let _ = holder.kill();
     let _ = holder.wait();
     assert_diagnosis(
@@ -339,7 +345,7 @@ async fn a_busy_pool_behind_the_edge_is_fpm_saturated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_behind_the_edge_is_fpm_worker_died() {
     let lab = EdgeLab::start(&OriginSettings::default(), None, SslMode::Strict, None).await;
-    let report = probe(&lab.probe_args("/die.php?ms=400")).await;
+    let report = probe("edge_worker_killed", &lab.probe_args("/die.php?ms=400")).await;
     assert_diagnosis(
         &report,
         (Status::Down, Hop::OriginFpm, Cause::FpmWorkerDied),
@@ -365,11 +371,10 @@ async fn an_edge_certificate_expiring_soon_is_a_warning() {
         Behaviour::ok(),
     )
     .await;
-    let report = probe(&with(
-        lab.probe_args("/"),
-        "--edge",
-        &expiring.addr.to_string(),
-    ))
+    let report = probe(
+        "edge_cert_expiring",
+        &with(lab.probe_args("/"), "--edge", &expiring.addr.to_string()),
+    )
     .await;
     assert_diagnosis(
         &report,

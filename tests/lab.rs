@@ -12,16 +12,19 @@ use support::lab::{Lab, OriginSettings};
 use support::php_fpm::PoolSettings;
 use support::run_json;
 
-async fn probe(args: &[String]) -> probe::ProbeReport {
+/// Probes, and records the report as fixture `name` when asked to (see `record_fixture`).
+async fn probe(name: &str, args: &[String]) -> probe::ProbeReport {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_json(&args).await.0
+    let report = run_json(&args).await.0;
+    support::record_fixture(name, &report);
+    report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_lab_is_ok_fifty_times_in_a_row() {
     let lab = Lab::start(&OriginSettings::default());
     for run in 0..50 {
-        let report = probe(&lab.probe_args("/")).await;
+        let report = probe("lab_healthy", &lab.probe_args("/")).await;
         let d = &report.diagnosis;
         assert_eq!(
             (report.status, d.cause),
@@ -42,7 +45,7 @@ async fn fastcgi_pass_naming_the_old_php_socket_is_fpm_unreachable() {
         fastcgi_pass: Some("/run/php/php7.4-fpm.sock".into()),
         ..OriginSettings::default()
     });
-    let report = probe(&lab.probe_args("/")).await;
+    let report = probe("lab_stale_fastcgi_socket", &lab.probe_args("/")).await;
     let d = &report.diagnosis;
     assert_eq!(
         (report.status, d.hop, d.cause, d.confidence),
@@ -75,7 +78,7 @@ async fn fastcgi_pass_naming_the_old_php_socket_is_fpm_unreachable() {
 async fn php_fpm_stopped_is_fpm_unreachable() {
     let mut lab = Lab::start(&OriginSettings::default());
     lab.origin.fpm.stop();
-    let report = probe(&lab.probe_args("/")).await;
+    let report = probe("lab_fpm_stopped", &lab.probe_args("/")).await;
     let d = &report.diagnosis;
     assert_eq!(
         (report.status, d.hop, d.cause),
@@ -111,7 +114,7 @@ async fn a_busy_pool_behind_a_short_read_timeout_is_fpm_saturated() {
         .spawn()
         .expect("curl runs");
     std::thread::sleep(Duration::from_millis(300));
-    let report = probe(&lab.probe_args("/")).await;
+    let report = probe("lab_busy_pool", &lab.probe_args("/")).await;
     let _ = holder.kill();
     let _ = holder.wait();
     let d = &report.diagnosis;
@@ -140,7 +143,7 @@ async fn a_busy_pool_behind_a_short_read_timeout_is_fpm_saturated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_request_is_fpm_worker_died() {
     let lab = Lab::start(&OriginSettings::default());
-    let report = probe(&lab.probe_args("/die.php?ms=400")).await;
+    let report = probe("lab_worker_killed", &lab.probe_args("/die.php?ms=400")).await;
     let d = &report.diagnosis;
     assert_eq!(
         (report.status, d.hop, d.cause),
@@ -167,7 +170,7 @@ async fn the_origin_port_closed_is_origin_refused() {
     let mut args = lab.probe_args("/");
     let at = args.iter().position(|a| a == "--origin").unwrap() + 1;
     args[at] = closed.clone();
-    let report = probe(&args).await;
+    let report = probe("lab_origin_port_closed", &args).await;
     let d = &report.diagnosis;
     assert_eq!(
         (d.hop, d.cause),
@@ -185,7 +188,7 @@ async fn the_origin_port_closed_is_origin_refused() {
 async fn wordpress_in_maintenance_and_without_its_database() {
     let mut wp = support::lab::WordPressLab::start();
 
-    let report = probe(&wp.lab.probe_args("/")).await;
+    let report = probe("wordpress_healthy", &wp.lab.probe_args("/")).await;
     assert_eq!(
         (report.status, report.diagnosis.cause),
         (Status::Ok, Cause::Ok),
@@ -200,7 +203,7 @@ async fn wordpress_in_maintenance_and_without_its_database() {
     );
 
     wp.start_maintenance();
-    let report = probe(&wp.lab.probe_args("/")).await;
+    let report = probe("wordpress_maintenance", &wp.lab.probe_args("/")).await;
     let d = &report.diagnosis;
     assert_eq!(
         (report.status, d.hop, d.cause),
@@ -220,7 +223,7 @@ async fn wordpress_in_maintenance_and_without_its_database() {
     wp.end_maintenance();
 
     wp.db.stop();
-    let report = probe(&wp.lab.probe_args("/")).await;
+    let report = probe("wordpress_database_down", &wp.lab.probe_args("/")).await;
     let d = &report.diagnosis;
     assert_eq!(
         (report.status, d.hop, d.cause, d.confidence),

@@ -165,3 +165,17 @@ fn every_error_kind_is_in_the_schema() {
         );
     }
 }
+
+#[test]
+fn recorded_fixtures_match_the_schema() {
+    let validator = validator();
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_valid(&validator, &path.display().to_string(), &doc);
+        seen += 1;
+    }
+    assert!(seen >= 20, "only {seen} fixtures");
+}

@@ -73,3 +73,16 @@ pub fn require_program(name: &str, usual_path: &str) -> PathBuf {
     }
     panic!("{name} is not installed: run ./scripts/install-test-deps.sh");
 }
+
+/// Saves `report` as `tests/fixtures/NAME.json` when `PROBE_RECORD_FIXTURES` is set: the lab's
+/// real observations become the recorded fixtures the diagnosis is checked against offline
+/// (`tests/fixtures.rs`). Without the variable, it does nothing.
+pub fn record_fixture(name: &str, report: &ProbeReport) {
+    if std::env::var_os("PROBE_RECORD_FIXTURES").is_none() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = probe::report::render_json(report);
+    std::fs::write(dir.join(format!("{name}.json")), text).unwrap();
+}

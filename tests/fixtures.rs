@@ -1,0 +1,143 @@
+//! The diagnosis over recorded observations: each file in tests/fixtures/ is a report the lab
+//! produced for real (`PROBE_RECORD_FIXTURES=1 cargo test --test lab --test edge_lab` records
+//! them anew). Offline, the diagnosis must still name the cause the table below expects, and
+//! agree with what was recorded.
+
+use std::path::PathBuf;
+
+use probe::diagnose::{diagnose, Cause, DiagnoseSettings};
+use probe::{ProbeReport, Status};
+
+/// Fixture → the cause and status it must be diagnosed as.
+const EXPECTED: &[(&str, Cause, Status)] = &[
+    ("lab_healthy", Cause::Ok, Status::Ok),
+    (
+        "lab_stale_fastcgi_socket",
+        Cause::FpmUnreachable,
+        Status::Down,
+    ),
+    ("lab_fpm_stopped", Cause::FpmUnreachable, Status::Down),
+    ("lab_busy_pool", Cause::FpmSaturated, Status::Down),
+    ("lab_worker_killed", Cause::FpmWorkerDied, Status::Down),
+    (
+        "lab_origin_port_closed",
+        Cause::OriginRefused,
+        Status::Degraded,
+    ),
+    ("wordpress_healthy", Cause::Ok, Status::Ok),
+    ("wordpress_maintenance", Cause::Maintenance, Status::Down),
+    (
+        "wordpress_database_down",
+        Cause::DatabaseUnreachable,
+        Status::Down,
+    ),
+    ("edge_healthy", Cause::Ok, Status::Ok),
+    (
+        "edge_stale_fastcgi_socket",
+        Cause::FpmUnreachable,
+        Status::Down,
+    ),
+    (
+        "edge_origin_cert_expired",
+        Cause::OriginCertExpired,
+        Status::Down,
+    ),
+    (
+        "edge_origin_cert_untrusted",
+        Cause::OriginCertUntrusted,
+        Status::Down,
+    ),
+    (
+        "edge_origin_cert_name_mismatch",
+        Cause::OriginCertNameMismatch,
+        Status::Down,
+    ),
+    (
+        "edge_full_mode_self_signed",
+        Cause::OriginCertUntrusted,
+        Status::Degraded,
+    ),
+    (
+        "edge_origin_port_closed",
+        Cause::OriginRefused,
+        Status::Down,
+    ),
+    (
+        "edge_blocked_refused",
+        Cause::OriginBlocksEdge,
+        Status::Down,
+    ),
+    (
+        "edge_blocked_dropped",
+        Cause::OriginBlocksEdge,
+        Status::Down,
+    ),
+    (
+        "edge_origin_connect_timeout",
+        Cause::OriginTimeout,
+        Status::Down,
+    ),
+    (
+        "edge_origin_tls_handshake",
+        Cause::OriginTlsHandshake,
+        Status::Down,
+    ),
+    (
+        "edge_origin_empty_reply",
+        Cause::OriginBadResponse,
+        Status::Down,
+    ),
+    ("edge_origin_slow", Cause::OriginSlow, Status::Down),
+    ("edge_busy_pool", Cause::FpmSaturated, Status::Down),
+    ("edge_worker_killed", Cause::FpmWorkerDied, Status::Down),
+    ("edge_cert_expiring", Cause::CertExpiring, Status::Degraded),
+];
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+#[test]
+fn recorded_lab_runs_are_diagnosed_as_expected() {
+    let settings = DiagnoseSettings::default();
+    for (name, cause, status) in EXPECTED {
+        let path = fixtures().join(format!("{name}.json"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let recorded: ProbeReport =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let d = diagnose(&recorded.host, &recorded.observations, &settings);
+        assert_eq!(
+            (d.cause, d.status),
+            (*cause, *status),
+            "{name}: {}\n{:#?}",
+            d.summary,
+            d.evidence
+        );
+        let was = &recorded.diagnosis;
+        assert_eq!(
+            (d.hop, d.cause, d.confidence, d.status),
+            (was.hop, was.cause, was.confidence, was.status),
+            "{name}: the diagnosis drifted from the recorded one; re-record the fixtures if intended"
+        );
+        assert_eq!(d.evidence.first(), was.evidence.first(), "{name}");
+    }
+}
+
+#[test]
+fn every_fixture_is_in_the_table() {
+    let listed: Vec<&str> = EXPECTED.iter().map(|(name, _, _)| *name).collect();
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let name = entry
+            .unwrap()
+            .path()
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            listed.contains(&name.as_str()),
+            "{name}.json has no expected cause in the table"
+        );
+    }
+}
