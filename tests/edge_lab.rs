@@ -325,16 +325,9 @@ async fn a_busy_pool_behind_the_edge_is_fpm_saturated() {
         ..OriginSettings::default()
     };
     let lab = EdgeLab::start(&settings, None, SslMode::Strict, None).await;
-    let mut holder = std::process::Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "--max-time", "5", "--connect-to"])
-        .arg(format!("::{}", lab.lab.origin.address()))
-        .arg("https://probe.test/sleep.php?ms=4000")
-        .spawn()
-        .expect("curl runs");
-    std::thread::sleep(Duration::from_millis(300));
+    let holder = lab.lab.origin.hold_a_worker(4000);
     let report = probe("edge_busy_pool", &lab.probe_args("/")).await;
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     assert_diagnosis(
         &report,
         (Status::Down, Hop::OriginFpm, Cause::FpmSaturated),

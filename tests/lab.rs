@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use probe::diagnose::{Cause, Confidence, Hop};
@@ -105,18 +104,9 @@ async fn a_busy_pool_behind_a_short_read_timeout_is_fpm_saturated() {
         ..OriginSettings::default()
     });
     // One long request holds the only worker.
-    let mut holder = Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "--max-time", "5", "--connect-to"])
-        .arg(format!("::{}", lab.origin.address()))
-        .arg("https://probe.test/sleep.php?ms=3000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("curl runs");
-    std::thread::sleep(Duration::from_millis(300));
+    let holder = lab.origin.hold_a_worker(4000);
     let report = probe("lab_busy_pool", &lab.probe_args("/")).await;
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     let d = &report.diagnosis;
     assert_eq!(
         (report.status, d.hop, d.cause),

@@ -21,7 +21,8 @@ const SCRIPTS: &[(&str, &str)] = &[
     ),
     (
         "/sleep.php",
-        "<?php usleep(intval($_GET['ms'] ?? 0) * 1000); echo \"slept\";\n",
+        "<?php if (isset($_GET['mark'])) { touch(__DIR__ . '/../marks/' . basename($_GET['mark'])); }\n\
+         usleep(intval($_GET['ms'] ?? 0) * 1000); echo \"slept\";\n",
     ),
     (
         "/die.php",
@@ -54,6 +55,17 @@ impl Default for OriginSettings {
 pub struct OriginLab {
     pub nginx: Nginx,
     pub fpm: PhpFpm,
+    marks: std::path::PathBuf,
+}
+
+/// A request holding a PHP-FPM worker busy; ended when dropped.
+pub struct BusyWorker(std::process::Child);
+
+impl Drop for BusyWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl OriginLab {
@@ -88,7 +100,37 @@ impl OriginLab {
             read = settings.fastcgi_read_timeout.as_secs().max(1),
         );
         let nginx = Nginx::start_with(dir, leaf, files, "", &locations);
-        OriginLab { nginx, fpm }
+        // Where scripts leave marks the tests wait for (PHP runs as www-data).
+        let marks = dir.join("marks");
+        std::fs::create_dir_all(&marks).unwrap();
+        std::fs::set_permissions(&marks, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        OriginLab { nginx, fpm, marks }
+    }
+
+    /// Sends a request that keeps one PHP-FPM worker busy for `ms`, and returns once PHP is
+    /// running it (its script left a mark), so a test's next request finds the worker taken.
+    pub fn hold_a_worker(&self, ms: u64) -> BusyWorker {
+        let mark = self.marks.join("held");
+        let _ = std::fs::remove_file(&mark);
+        let child = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "--max-time", "30", "--connect-to"])
+            .arg(format!("::{}", self.address()))
+            .arg(format!("https://probe.test/sleep.php?ms={ms}&mark=held"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("curl runs");
+        let busy = BusyWorker(child);
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !mark.exists() {
+            assert!(
+                std::time::Instant::now() < until,
+                "the holding request never reached PHP"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        busy
     }
 
     /// `127.0.0.1:PORT` of nginx.
