@@ -23,10 +23,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 use super::pki::{Leaf, SITE};
-use super::servers::TestServer;
+use super::servers::{tls_acceptor, Alpn, TestServer};
 
 /// Cloudflare's SSL modes for the edge → origin leg.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,16 +54,7 @@ pub struct EdgeSettings {
 
 /// Starts the edge on 127.0.0.1 with `leaf` as the certificate visitors get.
 pub async fn cloudflare_edge(leaf: &Leaf, settings: EdgeSettings) -> TestServer {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(leaf.chain.clone(), leaf.key())
-    .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_acceptor(leaf, Alpn::H2AndHttp11);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let settings = Arc::new(settings);

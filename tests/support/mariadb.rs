@@ -107,21 +107,8 @@ impl MariaDb {
 
     /// Stops the server (SIGTERM, a clean shutdown), at most 20 s, then kills it.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let until = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = self.child.take() {
+            super::stop_gracefully(child, Duration::from_secs(20));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }

@@ -86,3 +86,21 @@ pub fn record_fixture(name: &str, report: &ProbeReport) {
     let text = probe::report::render_json(report);
     std::fs::write(dir.join(format!("{name}.json")), text).unwrap();
 }
+
+/// Ends a server process as its service manager would: SIGTERM, then at most `grace` for a clean
+/// shutdown, then SIGKILL.
+pub fn stop_gracefully(mut child: Child, grace: Duration) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let until = Instant::now() + grace;
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -78,8 +78,8 @@ pub fn refused_port() -> SocketAddr {
     addr
 }
 
-/// Starts a TLS server with `leaf` that behaves as asked.
-pub async fn tls_server(leaf: &Leaf, alpn: Alpn, behaviour: Behaviour) -> TestServer {
+/// A TLS acceptor presenting `leaf`, offering the ALPN protocols asked for.
+pub fn tls_acceptor(leaf: &Leaf, alpn: Alpn) -> TlsAcceptor {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -92,7 +92,12 @@ pub async fn tls_server(leaf: &Leaf, alpn: Alpn, behaviour: Behaviour) -> TestSe
         Alpn::H2AndHttp11 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         Alpn::Http11Only => vec![b"http/1.1".to_vec()],
     };
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// Starts a TLS server with `leaf` that behaves as asked.
+pub async fn tls_server(leaf: &Leaf, alpn: Alpn, behaviour: Behaviour) -> TestServer {
+    let acceptor = tls_acceptor(leaf, alpn);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
