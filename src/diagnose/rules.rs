@@ -212,6 +212,14 @@ fn cloudflare_error(view: &View<'_>) -> Option<Verdict> {
         evidence.push(describe(o));
     }
     let no_origin = || " Probe the origin directly (--origin ADDR) to tell more.".to_string();
+    let edge_internal = |code: u16| {
+        Some(Verdict::new(
+            Cause::EdgeInternal,
+            Confidence::High,
+            format!("Cloudflare itself fails ({code}): its own error page, not the origin's."),
+            vec![describe(edge)],
+        ))
+    };
     let verdict = |cause, confidence, summary: String| {
         Some(Verdict::new(cause, confidence, summary, evidence.clone()))
     };
@@ -305,12 +313,12 @@ fn cloudflare_error(view: &View<'_>) -> Option<Verdict> {
             if code == 1016 || code == 530 { Confidence::High } else { Confidence::Medium },
             format!("Cloudflare cannot resolve the origin's hostname (error {code}): the DNS record points to a name that does not resolve."),
         ),
-        (502 | 504, Some(CloudflareBox::Host)) => origin_behind_edge(view, edge, code, evidence),
-        (_, Some(CloudflareBox::Cloudflare)) | (500..=599, None) if generator == Generator::CloudflarePlain || source.is_some() => verdict(
-            Cause::EdgeInternal,
-            Confidence::High,
-            format!("Cloudflare itself fails ({code}): its own error page, not the origin's."),
-        ),
+        // Cloudflare's own failure: its plain page, or its branded page blaming itself.
+        (_, Some(CloudflareBox::Cloudflare)) => edge_internal(code),
+        _ if generator == Generator::CloudflarePlain => edge_internal(code),
+        // The origin's nginx answered 502/504: Cloudflare wraps it in its branded page with the
+        // host marked (or says "origin" in its JSON).
+        (502 | 504, _) => origin_behind_edge(view, edge, code, evidence),
         _ => verdict(
             Cause::Unknown,
             Confidence::Low,
