@@ -8,7 +8,7 @@ use std::time::Duration;
 use probe::diagnose::{Cause, Confidence, Hop};
 use probe::observe::Route;
 use probe::{ProbeReport, Status};
-use support::edge::SslMode;
+use support::edge::{OriginTarget, SslMode};
 use support::lab::{EdgeLab, OriginSettings};
 use support::php_fpm::PoolSettings;
 use support::pki::Pki;
@@ -373,5 +373,54 @@ async fn an_edge_certificate_expiring_soon_is_a_warning() {
         &report,
         (Status::Degraded, Hop::None, Cause::CertExpiring),
         "expires in 5 days",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_name_that_does_not_resolve_is_origin_dns_failure() {
+    // The site's DNS record at Cloudflare points to a host name that no longer exists.
+    let dns = support::dnsmasq::Dnsmasq::start(&[], &[]);
+    let lab = EdgeLab::start_custom(&OriginSettings::default(), None, |edge| {
+        edge.origin = OriginTarget::Name {
+            name: "origin-gone.test".into(),
+            port: 443,
+            resolver: dns.addr,
+        };
+    })
+    .await;
+    let report = probe("edge_origin_dns_failure", &lab.probe_args("/")).await;
+    assert_diagnosis(
+        &report,
+        (Status::Down, Hop::EdgeOrigin, Cause::OriginDnsFailure),
+        "edge page 530",
+    );
+    let details = report.observations[0].cloudflare_error.as_ref().unwrap();
+    assert_eq!(
+        (details.error_code, details.error_category.as_deref()),
+        (Some(1016), Some("dns"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_failing_itself_is_edge_internal() {
+    let lab = EdgeLab::start_custom(&OriginSettings::default(), None, |edge| {
+        edge.fails_itself = true
+    })
+    .await;
+    let report = probe("edge_internal", &lab.probe_args("/")).await;
+    assert_diagnosis(
+        &report,
+        (Status::Down, Hop::VisitorEdge, Cause::EdgeInternal),
+        "Cloudflare's own plain error page",
+    );
+    // The origin answers us directly: the fault is not behind the edge.
+    assert!(
+        report
+            .diagnosis
+            .evidence
+            .iter()
+            .any(|e| e.contains("origin") && e.contains(" 200 ")),
+        "{:#?}",
+        report.diagnosis.evidence
     );
 }

@@ -25,6 +25,8 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
+use probe::resolve::{DnsClient, Nameserver};
+
 use super::pki::{Leaf, SITE};
 use super::servers::{tls_acceptor, Alpn, TestServer};
 
@@ -37,12 +39,24 @@ pub enum SslMode {
     Strict,
 }
 
+/// Where the edge finds the origin, as a Cloudflare DNS record would say.
+#[derive(Clone, Debug)]
+pub enum OriginTarget {
+    /// An A record: the address itself. A blocked path is modelled by an address that refuses or
+    /// drops the edge.
+    Address(SocketAddr),
+    /// A CNAME to a host name the edge resolves (with `resolver`) before connecting to `port`.
+    Name {
+        name: String,
+        port: u16,
+        resolver: SocketAddr,
+    },
+}
+
 /// How the edge reaches the origin.
 #[derive(Clone, Debug)]
 pub struct EdgeSettings {
-    /// Where the edge connects: the origin as *it* reaches it (a blocked path is modelled by an
-    /// address that refuses or drops the edge).
-    pub origin: SocketAddr,
+    pub origin: OriginTarget,
     pub mode: SslMode,
     /// CA certificates Full (strict) trusts (the test CA stands in for the public ones).
     pub trusted: Vec<CertificateDer<'static>>,
@@ -50,7 +64,12 @@ pub struct EdgeSettings {
     pub connect_timeout: Duration,
     /// Cloudflare waits 100 s for the origin's answer; the lab waits less.
     pub response_timeout: Duration,
+    /// The edge itself fails (Cloudflare's own plain 502), whatever the origin does.
+    pub fails_itself: bool,
 }
+
+/// Cloudflare's own 502, in the plain style of nginx, when Cloudflare itself fails.
+const PLAIN_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n";
 
 /// Starts the edge on 127.0.0.1 with `leaf` as the certificate visitors get.
 pub async fn cloudflare_edge(leaf: &Leaf, settings: EdgeSettings) -> TestServer {
@@ -89,7 +108,10 @@ pub async fn cloudflare_edge(leaf: &Leaf, settings: EdgeSettings) -> TestServer 
 /// What the origin leg produced.
 enum OriginOutcome {
     Answered(Response<Bytes>),
+    /// Cloudflare's error code for what it met (1016: the origin's name does not resolve).
     Failed(u16),
+    /// The edge itself failed.
+    EdgeFailed,
 }
 
 async fn answer(
@@ -106,7 +128,11 @@ async fn answer(
         .uri()
         .path_and_query()
         .map_or("/".to_string(), |p| p.to_string());
-    let outcome = fetch_from_origin(settings, &path).await;
+    let outcome = if settings.fails_itself {
+        OriginOutcome::EdgeFailed
+    } else {
+        fetch_from_origin(settings, &path).await
+    };
     let (status, body, content_type) = match outcome {
         OriginOutcome::Answered(response) if matches!(response.status().as_u16(), 502 | 504) => {
             // The origin's own gateway error: Cloudflare shows its branded page, host marked.
@@ -124,6 +150,15 @@ async fn answer(
             (status, response.into_body(), content_type)
         }
         OriginOutcome::Failed(code) => error_body(code, wants_json, ray),
+        OriginOutcome::EdgeFailed if wants_json => {
+            let doc = problem_json(502, "bad_gateway", "Bad gateway", "cloudflare", ray);
+            (502, doc, "application/problem+json".into())
+        }
+        OriginOutcome::EdgeFailed => (
+            502,
+            Bytes::from_static(PLAIN_502.as_bytes()),
+            "text/html".into(),
+        ),
     };
     let mut builder = Response::builder()
         .status(status)
@@ -139,19 +174,30 @@ async fn answer(
 
 /// The edge → origin leg: TCP, TLS as the SSL mode says, one HTTP/1.1 request.
 async fn fetch_from_origin(settings: &EdgeSettings, path: &str) -> OriginOutcome {
-    let tcp = match tokio::time::timeout(
-        settings.connect_timeout,
-        TcpStream::connect(settings.origin),
-    )
-    .await
-    {
-        Err(_) => return OriginOutcome::Failed(522),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return OriginOutcome::Failed(521)
+    let address = match &settings.origin {
+        OriginTarget::Address(address) => *address,
+        OriginTarget::Name {
+            name,
+            port,
+            resolver,
+        } => {
+            let dns = DnsClient::new(Nameserver::At(*resolver), Duration::from_secs(2)).unwrap();
+            let resolution = dns.resolve(name).await;
+            match resolution.a.addresses.first() {
+                Some(ip) => SocketAddr::new(*ip, *port),
+                None => return OriginOutcome::Failed(1016),
+            }
         }
-        Ok(Err(_)) => return OriginOutcome::Failed(523),
-        Ok(Ok(tcp)) => tcp,
     };
+    let tcp =
+        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(address)).await {
+            Err(_) => return OriginOutcome::Failed(522),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return OriginOutcome::Failed(521)
+            }
+            Ok(Err(_)) => return OriginOutcome::Failed(523),
+            Ok(Ok(tcp)) => tcp,
+        };
     // As Cloudflare's proxies do: no Nagle delay on small writes (40 ms stalls otherwise).
     let _ = tcp.set_nodelay(true);
     let verifier = Arc::new(ModeVerifier::new(settings));
@@ -223,6 +269,7 @@ fn error_name(code: u16) -> (&'static str, &'static str, &'static str) {
         524 => ("a_timeout_occurred", "A timeout occurred", "origin"),
         525 => ("ssl_handshake_failed", "SSL handshake failed", "ssl"),
         526 => ("invalid_ssl_certificate", "Invalid SSL certificate", "ssl"),
+        1016 => ("origin_dns_error", "Origin DNS error", "dns"),
         _ => ("unknown_error", "Unknown error", "cloudflare"),
     }
 }
@@ -231,25 +278,11 @@ fn error_name(code: u16) -> (&'static str, &'static str, &'static str) {
 /// marked as the error source.
 fn error_body(code: u16, json: bool, ray: &str) -> (u16, Bytes, String) {
     let (name, title, category) = error_name(code);
+    // 1xxx errors are configuration errors, served with status 530.
+    let status = if code >= 1000 { 530 } else { code };
     if json {
-        let doc = serde_json::json!({
-            "type": format!("https://developers.cloudflare.com/support/troubleshooting/http-status-codes/cloudflare-5xx-errors/error-{code}/"),
-            "title": format!("Error {code}: {title}"),
-            "status": code,
-            "detail": title,
-            "instance": ray,
-            "cloudflare_error": true,
-            "error_code": code,
-            "error_name": name,
-            "error_category": category,
-            "ray_id": ray,
-            "retryable": retryable(code),
-        });
-        return (
-            code,
-            Bytes::from(doc.to_string()),
-            "application/problem+json".into(),
-        );
+        let doc = problem_json(code, name, title, category, ray);
+        return (status, doc, "application/problem+json".into());
     }
     let page = format!(
         r#"<!DOCTYPE html>
@@ -274,7 +307,25 @@ fn error_body(code: u16, json: bool, ray: &str) -> (u16, Bytes, String) {
 </div></div></body></html>
 "#
     );
-    (code, Bytes::from(page), "text/html; charset=UTF-8".into())
+    (status, Bytes::from(page), "text/html; charset=UTF-8".into())
+}
+
+/// Cloudflare's RFC 9457 problem document for an error it generated.
+fn problem_json(code: u16, name: &str, title: &str, category: &str, ray: &str) -> Bytes {
+    let doc = serde_json::json!({
+        "type": format!("https://developers.cloudflare.com/support/troubleshooting/http-status-codes/cloudflare-5xx-errors/error-{code}/"),
+        "title": format!("Error {code}: {title}"),
+        "status": if code >= 1000 { 530 } else { code },
+        "detail": title,
+        "instance": ray,
+        "cloudflare_error": true,
+        "error_code": code,
+        "error_name": name,
+        "error_category": category,
+        "ray_id": ray,
+        "retryable": retryable(code),
+    });
+    Bytes::from(doc.to_string())
 }
 
 /// The edge's view of the origin certificate: Full takes anything, Full (strict) verifies.

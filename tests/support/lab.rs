@@ -188,22 +188,37 @@ impl EdgeLab {
         mode: super::edge::SslMode,
         edge_origin: Option<std::net::SocketAddr>,
     ) -> EdgeLab {
+        Self::start_custom(settings, origin_leaf, |edge| {
+            edge.mode = mode;
+            if let Some(address) = edge_origin {
+                edge.origin = super::edge::OriginTarget::Address(address);
+            }
+        })
+        .await
+    }
+
+    /// Starts the lab and an edge whose settings (strict mode, reaching the lab's nginx) `edit`
+    /// may change first.
+    pub async fn start_custom(
+        settings: &OriginSettings,
+        origin_leaf: Option<fn(&Pki) -> Leaf>,
+        edit: impl FnOnce(&mut super::edge::EdgeSettings),
+    ) -> EdgeLab {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());
         let leaf = origin_leaf.map_or_else(|| pki.good(), |make| make(&pki));
         let origin = OriginLab::start(dir.path(), &leaf, settings);
         let lab = Lab { dir, pki, origin };
-        let edge = super::edge::cloudflare_edge(
-            &lab.pki.good(),
-            super::edge::EdgeSettings {
-                origin: edge_origin.unwrap_or_else(|| lab.origin.address().parse().unwrap()),
-                mode,
-                trusted: vec![lab.pki.ca_der()],
-                connect_timeout: Duration::from_secs(1),
-                response_timeout: Duration::from_secs(2),
-            },
-        )
-        .await;
+        let mut edge_settings = super::edge::EdgeSettings {
+            origin: super::edge::OriginTarget::Address(lab.origin.address().parse().unwrap()),
+            mode: super::edge::SslMode::Strict,
+            trusted: vec![lab.pki.ca_der()],
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(2),
+            fails_itself: false,
+        };
+        edit(&mut edge_settings);
+        let edge = super::edge::cloudflare_edge(&lab.pki.good(), edge_settings).await;
         EdgeLab { lab, edge }
     }
 
