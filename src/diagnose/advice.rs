@@ -79,7 +79,7 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
             "grep -rn fastcgi_pass /etc/nginx/sites-enabled/    # which socket does nginx use?".into(),
             "ls -la /var/run/php/    # does that socket exist? PHP upgrades rename php7.4-fpm.sock".into(),
             "systemctl status 'php*-fpm'".into(),
-            "tail -n 20 /var/log/nginx/error.log | grep -E 'connect\\(\\) to unix|Connection refused|Permission denied'".into(),
+            "tail -n 20 /var/log/nginx/error.log | grep -E 'connect\\(\\) to unix|Connection refused|Permission denied|Resource temporarily unavailable'".into(),
         ],
         Cause::FpmSaturated => vec![
             "journalctl -u 'php*-fpm' | grep max_children    # 'server reached pm.max_children'".into(),
@@ -116,10 +116,16 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
 /// Causes the outside evidence cannot rule out, with why.
 pub fn alternatives(cause: Cause) -> Vec<(Cause, &'static str)> {
     match cause {
-        Cause::FpmUnreachable => vec![(
-            Cause::FpmUnreachable,
-            "PHP-FPM stopped, its socket renamed by a PHP upgrade, or its permissions wrong: the same instant 502 from outside",
-        )],
+        Cause::FpmUnreachable => vec![
+            (
+                Cause::FpmUnreachable,
+                "PHP-FPM stopped, its socket renamed by a PHP upgrade, or its permissions wrong: the same instant 502 from outside",
+            ),
+            (
+                Cause::FpmSaturated,
+                "a full listen backlog under load turns the overflow away with the same instant 502, but it comes and goes",
+            ),
+        ],
         Cause::FpmWorkerDied => vec![
             (Cause::FpmWorkerDied, "a segfault and an OOM kill look the same from outside; so does request_terminate_timeout"),
             (Cause::FpmSaturated, "a worker recycled under load can also cut a request"),
