@@ -91,7 +91,11 @@ const EXPECTED: &[(&str, Cause, Status)] = &[
     ("edge_busy_pool", Cause::FpmSaturated, Status::Down),
     ("edge_worker_killed", Cause::FpmWorkerDied, Status::Down),
     ("edge_cert_expiring", Cause::CertExpiring, Status::Degraded),
-    ("edge_origin_dns_failure", Cause::OriginDnsFailure, Status::Down),
+    (
+        "edge_origin_dns_failure",
+        Cause::OriginDnsFailure,
+        Status::Down,
+    ),
     ("edge_internal", Cause::EdgeInternal, Status::Down),
 ];
 
