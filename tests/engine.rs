@@ -8,28 +8,15 @@ use std::time::{Duration, Instant};
 use probe::diagnose::{Cause, Hop};
 use probe::observe::{CertProblem, ErrorKind, Phase, Route};
 use probe::Status;
-use support::pki::{Pki, SITE};
+use support::pki::{TempPki, SITE};
 use support::servers::{raw_tcp_server, refused_port, tls_server, Alpn, Behaviour};
 use support::{run_cli, run_json};
 
 const URL: &str = "https://probe.test/";
 
-struct Lab {
-    _dir: tempfile::TempDir,
-    pki: Pki,
-    ca: String,
-}
-
-fn lab() -> Lab {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let ca = pki.ca_path.display().to_string();
-    Lab { _dir: dir, pki, ca }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_site_over_http2_and_http11() {
-    let lab = lab();
+    let lab = TempPki::new();
     let edge = tls_server(&lab.pki.good(), Alpn::H2AndHttp11, Behaviour::ok()).await;
     let origin = tls_server(&lab.pki.good(), Alpn::Http11Only, Behaviour::ok()).await;
     let (report, _) = run_json(&[
@@ -90,7 +77,7 @@ async fn healthy_site_over_http2_and_http11() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_problems_are_recorded_and_the_response_behind_them_still_seen() {
-    let lab = lab();
+    let lab = TempPki::new();
     let good_edge = tls_server(&lab.pki.good(), Alpn::H2AndHttp11, Behaviour::ok()).await;
     struct Case {
         name: &'static str,
@@ -216,7 +203,7 @@ async fn certificate_problems_are_recorded_and_the_response_behind_them_still_se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_ca_is_only_trusted_when_given() {
-    let lab = lab();
+    let lab = TempPki::new();
     let edge = tls_server(&lab.pki.good(), Alpn::H2AndHttp11, Behaviour::ok()).await;
     let (report, _) = run_json(&[URL, "--edge", &edge.addr.to_string()]).await;
     let tls = report.observations[0].tls.as_ref().unwrap();
@@ -226,7 +213,7 @@ async fn the_test_ca_is_only_trusted_when_given() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_origin_behind_a_working_edge_is_degraded_and_named() {
-    let lab = lab();
+    let lab = TempPki::new();
     let edge = tls_server(&lab.pki.good(), Alpn::H2AndHttp11, Behaviour::ok()).await;
     let closed = refused_port();
     let (report, _) = run_json(&[
@@ -272,7 +259,7 @@ async fn a_refused_origin_behind_a_working_edge_is_degraded_and_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_server_is_cut_at_the_deadline_in_the_headers_phase() {
-    let lab = lab();
+    let lab = TempPki::new();
     let silent = tls_server(&lab.pki.good(), Alpn::H2AndHttp11, Behaviour::Silent).await;
     let started = Instant::now();
     let (report, _) = run_json(&[
@@ -307,7 +294,7 @@ async fn a_silent_server_is_cut_at_the_deadline_in_the_headers_phase() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_cut_short_is_recorded_with_what_arrived() {
-    let lab = lab();
+    let lab = TempPki::new();
     let server = tls_server(&lab.pki.good(), Alpn::Http11Only, Behaviour::CloseMidBody).await;
     let (report, _) = run_json(&[
         URL,
@@ -334,7 +321,7 @@ async fn a_body_cut_short_is_recorded_with_what_arrived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_goaway_before_the_answer_does_not_lose_it() {
-    let lab = lab();
+    let lab = TempPki::new();
     let server = tls_server(
         &lab.pki.good(),
         Alpn::H2AndHttp11,
@@ -359,7 +346,7 @@ async fn a_graceful_goaway_before_the_answer_does_not_lose_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_shows_each_route_and_says_when_the_origin_is_missing() {
-    let lab = lab();
+    let lab = TempPki::new();
     let edge = tls_server(&lab.pki.good(), Alpn::H2AndHttp11, Behaviour::ok()).await;
     let (status, table) =
         run_cli(&[URL, "--edge", &edge.addr.to_string(), "--ca-file", &lab.ca]).await;

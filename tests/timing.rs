@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use probe::observe::Route;
-use support::pki::Pki;
+use support::pki::TempPki;
 use support::run_json;
 use support::servers::{tls_server, Alpn, Behaviour};
 
@@ -16,23 +16,10 @@ const URL: &str = "https://probe.test/";
 /// The tests of this file measure time: they take turns.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct Lab {
-    _dir: tempfile::TempDir,
-    pki: Pki,
-    ca: String,
-}
-
-fn lab() -> Lab {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let ca = pki.ca_path.display().to_string();
-    Lab { _dir: dir, pki, ca }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttfb_measures_the_server_wait_and_connect_stays_small() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let lab = lab();
+    let lab = TempPki::new();
     let slow = Behaviour::Answer {
         status: 200,
         body: "slow",
@@ -58,7 +45,7 @@ async fn ttfb_measures_the_server_wait_and_connect_stays_small() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_and_origin_run_concurrently_and_samples_one_after_another() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let lab = lab();
+    let lab = TempPki::new();
     let slow = Behaviour::Answer {
         status: 200,
         body: "slow",

@@ -123,3 +123,20 @@ impl Pki {
         self.leaf(&[SITE], -1, 90, true)
     }
 }
+
+/// A CA in a temp dir of its own, with its certificate's path ready for `--ca-file`.
+pub struct TempPki {
+    _dir: tempfile::TempDir,
+    pub pki: Pki,
+    /// The CA certificate's path, as an argument.
+    pub ca: String,
+}
+
+impl TempPki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        let ca = pki.ca_path.display().to_string();
+        Self { _dir: dir, pki, ca }
+    }
+}
