@@ -308,9 +308,11 @@ fn cloudflare_error(view: &View<'_>) -> Option<Verdict> {
             evidence.extend(certificate_line);
             Some(Verdict::new(cause, confidence, format!("Cloudflare (Full strict) refuses the origin certificate (526): it {what}."), evidence))
         }
-        (530 | 1000..=1099, _) => verdict(
+        // 1016: origin DNS error; 1000-1002: the record points nowhere usable; a bare 530 is
+        // how Cloudflare serves them. Other 1xxx codes (access denied, rate limits) are not DNS.
+        (530 | 1000..=1002 | 1016, _) => verdict(
             Cause::OriginDnsFailure,
-            if code == 1016 || code == 530 { Confidence::High } else { Confidence::Medium },
+            if code == 1016 { Confidence::High } else { Confidence::Medium },
             format!("Cloudflare cannot resolve the origin's hostname (error {code}): the DNS record points to a name that does not resolve."),
         ),
         // Cloudflare's own failure: its plain page, or its branded page blaming itself.
