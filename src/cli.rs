@@ -1,14 +1,14 @@
 //! Command-line arguments: clap parses them raw (`Cli`), `Cli::settings` checks them into the
 //! `ProbeSettings` the library uses. Every rejection names the argument and what was expected.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use rustls::pki_types::CertificateDer;
 
-use crate::plan::{Target, TargetError};
+use crate::plan::{parse_ip_port, Target, TargetError};
 use crate::resolve::Nameserver;
 use crate::tls::{load_ca_file, TlsSetupError};
 
@@ -75,6 +75,28 @@ pub struct DiagnoseCli {
     pub json: bool,
 }
 
+/// `probe check-config -c probes.yaml`: validate and explain a config file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "probe check-config",
+    version,
+    about = "Check probes.yaml and explain what it will do."
+)]
+pub struct CheckConfigCli {
+    /// The config file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "probes.yaml"
+    )]
+    pub config: PathBuf,
+
+    /// Print the JSON Schema of the config file (for editors) instead.
+    #[arg(long)]
+    pub schema: bool,
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {
@@ -82,6 +104,8 @@ pub enum Invocation {
     Probe(Cli),
     /// `probe diagnose FILE`: replay a saved report.
     Diagnose(DiagnoseCli),
+    /// `probe check-config -c FILE`: validate a config.
+    CheckConfig(CheckConfigCli),
 }
 
 /// Parses the command line (`args` includes the program name). A first argument naming a
@@ -98,6 +122,11 @@ where
             let rest = std::iter::once(std::ffi::OsString::from("probe diagnose"))
                 .chain(args.into_iter().skip(2));
             DiagnoseCli::try_parse_from(rest).map(Invocation::Diagnose)
+        }
+        Some("check-config") => {
+            let rest = std::iter::once(std::ffi::OsString::from("probe check-config"))
+                .chain(args.into_iter().skip(2));
+            CheckConfigCli::try_parse_from(rest).map(Invocation::CheckConfig)
         }
         _ => Cli::try_parse_from(args).map(Invocation::Probe),
     }
@@ -202,26 +231,16 @@ impl Cli {
     }
 }
 
-/// Parses `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT`.
+/// Parses an address argument (`IP[:PORT]`), naming `flag` when it is not one.
 pub fn parse_address(
     flag: &'static str,
     value: &str,
     default_port: u16,
 ) -> Result<SocketAddr, UsageError> {
-    let bad = || UsageError::Address {
+    parse_ip_port(value, default_port).ok_or_else(|| UsageError::Address {
         flag,
         value: value.to_string(),
-    };
-    if let Ok(address) = value.parse::<SocketAddr>() {
-        return Ok(address);
-    }
-    let bare = value
-        .strip_prefix('[')
-        .and_then(|v| v.strip_suffix(']'))
-        .unwrap_or(value);
-    bare.parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, default_port))
-        .map_err(|_| bad())
+    })
 }
 
 fn parse_timeout(value: &str) -> Result<Duration, UsageError> {

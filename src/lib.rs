@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod cloudflare;
+pub mod config;
 pub mod connect;
 pub mod diagnose;
 pub mod engine;
@@ -20,7 +21,8 @@ pub mod tls;
 use std::io::Write;
 
 pub use cli::{
-    parse_invocation, Cli, DiagnoseCli, Invocation, OutputFormat, ProbeSettings, UsageError,
+    parse_invocation, CheckConfigCli, Cli, DiagnoseCli, Invocation, OutputFormat, ProbeSettings,
+    UsageError,
 };
 pub use engine::{probe_site, ProbeError};
 pub use observe::{Observation, ProbeReport, Status};
@@ -36,6 +38,9 @@ pub enum RunError {
     Probe(#[from] ProbeError),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// The config file cannot be used.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// A saved report could not be read.
     #[error("{path}: {reason}")]
     Report { path: String, reason: String },
@@ -113,4 +118,17 @@ pub fn run_diagnose(cli: &DiagnoseCli, out: &mut dyn Write) -> Result<Status, Ru
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(report.status)
+}
+
+/// Checks a config file and explains what it will do; problems come back as
+/// `RunError::Config`, every one of them with file:line:column and the field's path.
+pub fn run_check_config(cli: &CheckConfigCli, out: &mut dyn Write) -> Result<Status, RunError> {
+    if cli.schema {
+        out.write_all(config::json_schema().as_bytes())?;
+        return Ok(Status::Ok);
+    }
+    let loaded = config::load(&cli.config)?;
+    out.write_all(config::explain(&cli.config, &loaded).as_bytes())?;
+    out.flush()?;
+    Ok(Status::Ok)
 }

@@ -31,6 +31,20 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     let cli = match invocation {
         Invocation::Probe(cli) => cli,
+        Invocation::CheckConfig(check) => {
+            return match probe::run_check_config(&check, &mut stdout) {
+                Ok(status) => ExitCode::from(status.exit_code()),
+                Err(probe::RunError::Config(e)) => {
+                    // Every problem on its own line, file:line:column first, as compilers do.
+                    eprintln!("{e}");
+                    ExitCode::from(Status::Unknown.exit_code())
+                }
+                Err(e) => {
+                    eprintln!("probe: UNKNOWN: {e}");
+                    ExitCode::from(Status::Unknown.exit_code())
+                }
+            };
+        }
         Invocation::Diagnose(diagnose) => {
             return match probe::run_diagnose(&diagnose, &mut stdout) {
                 Ok(status) => ExitCode::from(status.exit_code()),

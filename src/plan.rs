@@ -24,6 +24,20 @@ pub enum TargetError {
     NotQualified(String),
 }
 
+/// Parses `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` (no host names: an address is what is dialled).
+pub fn parse_ip_port(value: &str, default_port: u16) -> Option<SocketAddr> {
+    if let Ok(address) = value.parse::<SocketAddr>() {
+        return Some(address);
+    }
+    let bare = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    bare.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, default_port))
+}
+
 /// Scheme of the site URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {

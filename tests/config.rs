@@ -1,0 +1,211 @@
+//! probes.yaml: the shipped example is valid, every broken file is rejected with file:line:column
+//! and the field's path, all semantic problems come out at once, and the committed JSON Schema is
+//! the one the types generate.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use probe::config::{self, ConfigError};
+
+fn shipped() -> (PathBuf, String) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("probes.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    (path, text)
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match config::parse("probes.yaml", text, Path::new(".")) {
+        Ok(_) => vec![],
+        Err(ConfigError::Invalid { .. }) => {
+            let e = config::parse("probes.yaml", text, Path::new(".")).unwrap_err();
+            e.to_string().lines().map(str::to_string).collect()
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let (path, _) = shipped();
+    let loaded = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let c = &loaded.config;
+    assert_eq!(c.sites.len(), 2);
+    assert_eq!(c.sites[0].name, "example.com");
+    assert_eq!(c.sites[0].origins[0].to_string(), "203.0.113.10:443");
+    assert_eq!(c.sites[1].name, "shop");
+    assert_eq!(c.sites[1].origins[0].to_string(), "203.0.113.20:8443");
+    assert_eq!(c.sites[1].interval.as_secs(), 30);
+    assert_eq!(
+        c.sites[1].alert_to,
+        vec!["shop-oncall@example.com".to_string()]
+    );
+    assert_eq!(c.sites[0].alert_to, vec!["ops@example.com".to_string()]);
+    let smtp = c.smtp.as_ref().unwrap();
+    assert_eq!(
+        (smtp.port, smtp.password_env.as_deref()),
+        (587, Some("SMTP_PASSWORD"))
+    );
+    assert_eq!(c.maintenance.len(), 1);
+    assert_eq!(c.control_checks.len(), 2);
+}
+
+/// Each top-level section of the shipped example, and each site, with one unknown key added at
+/// its first line: rejected, naming the key and its line.
+#[test]
+fn an_unknown_key_anywhere_in_the_shipped_example_is_rejected() {
+    let (_, text) = shipped();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut tried = 0;
+    for (n, line) in lines.iter().enumerate() {
+        let content = line.trim_start();
+        let indent = line.len() - content.len();
+        // A key line that opens a block: add a sibling key right after it at the child indent.
+        let opens_block = content.ends_with(':') && !content.starts_with('#');
+        let opens_item = content.starts_with("- url:")
+            || content.starts_with("- name:")
+            || content.starts_with("- sites:");
+        // A block whose children are list items (`sites:`) takes no key of its own.
+        let next_is_item = lines
+            .get(n + 1)
+            .is_some_and(|l| l.trim_start().starts_with("- "));
+        if (!opens_block || next_is_item) && !opens_item {
+            continue;
+        }
+        let child = indent + 2;
+        let mut broken: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+        broken.insert(n + 1, format!("{}colour: blue", " ".repeat(child)));
+        let got = problems(&broken.join("\n"));
+        assert_eq!(got.len(), 1, "line {}: {got:?}", n + 1);
+        let expected_start = format!("probes.yaml:{}:{}: ", n + 2, child + 1);
+        assert!(
+            got[0].starts_with(&expected_start),
+            "line {}: {}",
+            n + 1,
+            got[0]
+        );
+        assert!(got[0].contains("unknown field `colour`"), "{}", got[0]);
+        tried += 1;
+    }
+    // defaults, both sites, alerts, smtp, store, the maintenance window.
+    assert_eq!(tried, 7, "places tried");
+}
+
+#[test]
+fn broken_files_get_exact_messages() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "sites:\n  - url: example.com\n    origins: [203.0.113.10, db.internal]\n",
+            "probes.yaml:3:29: sites[0].origins[1]: \"db.internal\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)",
+        ),
+        (
+            "sites:\n  - url: not-a-url\n",
+            "probes.yaml:2:10: sites[0].url: \"not-a-url\" is not a fully qualified host name; expected e.g. example.com or https://example.com/",
+        ),
+        (
+            "sites:\n  - url: example.com\n    interval: soon\n",
+            "probes.yaml:3:15: sites[0].interval: \"soon\" is not a duration (expected number at 0); write e.g. 30s, 5m, 1h",
+        ),
+        (
+            "sites:\n  - url: example.com\n    url: example.org\n",
+            "probes.yaml:3:5: sites[0].url: duplicate mapping key: url",
+        ),
+        (
+            "sites:\n  - url: example.com\n    origin: [203.0.113.10]\n",
+            "probes.yaml:3:5: sites[0].origin: unknown field `origin`, expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, expect_status, alert_to",
+        ),
+        (
+            "sites: example.com\n",
+            "probes.yaml:1:8: sites: expected sequence start",
+        ),
+        (
+            "sites:\n  - url: example.com\n    timeout: 2m\n",
+            "probes.yaml:3:14: sites[0].timeout: the timeout (2m) must be shorter than the interval (1m)",
+        ),
+        (
+            "sites:\n  - url: example.com\nsmtp:\n  host: mail.example.com\n  from: probe@example.com\n  password_env: hunter2\n",
+            "probes.yaml:6:17: smtp.password_env: \"hunter2\" is not an environment variable name (e.g. SMTP_PASSWORD); the password itself never goes in this file",
+        ),
+        (
+            "sites:\n  - url: example.com\nmaintenance:\n  - sites: [shop]\n    start: 2026-12-01T02:00:00Z\n    end: 2026-12-01T01:00:00Z\n",
+            "probes.yaml:4:13: maintenance[0].sites[0]: no site is named \"shop\"",
+        ),
+        ("sites: []\n", "probes.yaml:1:1: sites: no site to probe: add at least one under `sites:`"),
+    ];
+    for (text, expected) in cases {
+        let got = problems(text);
+        assert_eq!(
+            got.first().map(String::as_str),
+            Some(*expected),
+            "{text}\n{got:#?}"
+        );
+    }
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let text = "sites:\n  - url: example.com\n    origins: [nope]\n    static_path: style.css\n  - url: example.com\nalerts:\n  to: [not-an-address]\n";
+    let got = problems(text);
+    let paths: Vec<&str> = got
+        .iter()
+        .map(|l| l.split(": ").nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "sites[0].origins[0]",
+            "sites[0].static_path",
+            "sites[1].name",
+            "alerts.to[0]"
+        ],
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn the_committed_schema_is_the_generated_one() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schema/probes.schema.json"
+    ))
+    .unwrap();
+    assert_eq!(
+        committed,
+        config::json_schema(),
+        "regenerate: probe check-config --schema > schema/probes.schema.json"
+    );
+}
+
+#[test]
+fn check_config_exits_3_and_lists_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(
+        &path,
+        "sites:\n  - url: example.com\n    origins: [nope]\n    interval: soon\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["check-config", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{}:3:15: sites[0].origins[0]:", path.display())),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{}:4:15: sites[0].interval:", path.display())),
+        "{stderr}"
+    );
+
+    let (shipped, _) = shipped();
+    let ok = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["check-config", "-c", shipped.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains(": OK, 2 sites"));
+}
