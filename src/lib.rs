@@ -5,6 +5,7 @@
 //! `resolve` (DNS) → `connect` (TCP) → `tls` (handshake, certificate facts) → `http` (one exchange)
 //! → `observe` (the evidence types) → `diagnose` → `report`. `engine` drives the stages.
 
+pub mod alert;
 pub mod cli;
 pub mod cloudflare;
 pub mod config;

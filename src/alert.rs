@@ -1,0 +1,347 @@
+//! The per-site alert state machine: ok → suspect → down → recovering → ok.
+//!
+//! Pure: given a site's state, the verdict of one run and the policy, it returns the next state
+//! and the notifications to send. The store keeps the state between runs (so a one-shot `probe
+//! run` every minute never repeats an alert); the mailer sends what comes out. No clock is read
+//! here: the run's time comes in.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::Alerts;
+use crate::diagnose::{Cause, Diagnosis};
+use crate::observe::Status;
+
+/// Where a site stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Healthy.
+    Ok,
+    /// Failing, not yet confirmed.
+    Suspect,
+    /// Confirmed failing: an incident is open.
+    Down,
+    /// Healthy again, not yet confirmed.
+    Recovering,
+}
+
+/// A site's alert state, kept between runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertState {
+    pub phase: Phase,
+    /// Consecutive failing runs (in `Suspect`) or healthy runs (in `Recovering`).
+    pub streak: u32,
+    /// The open incident's current cause.
+    pub cause: Option<Cause>,
+    /// When the open incident began (its first failing run).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    /// When the open incident was last notified (opened, changed or reminded).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_notified: Option<OffsetDateTime>,
+    /// Counts the incidents of this site; part of every notification's identity.
+    pub incident: u64,
+}
+
+impl Default for AlertState {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Ok,
+            streak: 0,
+            cause: None,
+            since: None,
+            last_notified: None,
+            incident: 0,
+        }
+    }
+}
+
+/// What happened, worth a mail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    /// An incident opened.
+    Opened { incident: u64, diagnosis: Diagnosis },
+    /// The open incident's cause changed.
+    CauseChanged {
+        incident: u64,
+        from: Cause,
+        diagnosis: Diagnosis,
+    },
+    /// The incident is still open.
+    Reminder {
+        incident: u64,
+        open_for: Duration,
+        diagnosis: Diagnosis,
+    },
+    /// The incident closed.
+    Recovered { incident: u64, lasted: Duration },
+}
+
+impl Notification {
+    /// A stable identity: the same event always gets the same id, so a retried or repeated send
+    /// can be recognised (it becomes the mail's Message-ID).
+    pub fn key(&self, site: &str) -> String {
+        match self {
+            Notification::Opened { incident, .. } => format!("{site}/{incident}/opened"),
+            Notification::CauseChanged {
+                incident,
+                diagnosis,
+                ..
+            } => {
+                format!("{site}/{incident}/cause/{}", diagnosis.cause.as_str())
+            }
+            Notification::Reminder {
+                incident, open_for, ..
+            } => {
+                format!("{site}/{incident}/reminder/{}", open_for.as_secs())
+            }
+            Notification::Recovered { incident, .. } => format!("{site}/{incident}/recovered"),
+        }
+    }
+}
+
+/// The verdict of one run of one site (after in-run retries).
+#[derive(Debug, Clone)]
+pub struct RunVerdict {
+    pub at: OffsetDateTime,
+    pub diagnosis: Diagnosis,
+    /// A maintenance window covers the site now: nothing is sent, and failures do not open an
+    /// incident.
+    pub in_maintenance: bool,
+}
+
+impl RunVerdict {
+    fn failing(&self) -> bool {
+        self.diagnosis.status == Status::Down
+    }
+}
+
+/// Advances `state` by one run and says what to send.
+pub fn step(
+    state: &AlertState,
+    run: &RunVerdict,
+    policy: &Alerts,
+) -> (AlertState, Vec<Notification>) {
+    let mut next = state.clone();
+    let mut out = Vec::new();
+    let failing = run.failing();
+    let cause = run.diagnosis.cause;
+    match (state.phase, failing) {
+        (Phase::Ok, false) => {
+            next.streak = 0;
+        }
+        (Phase::Ok | Phase::Suspect, true) if run.in_maintenance => {
+            // A failure inside a maintenance window is expected: it neither counts nor alerts.
+        }
+        (Phase::Ok, true) | (Phase::Suspect, true) => {
+            next.streak = if state.phase == Phase::Ok {
+                1
+            } else {
+                state.streak + 1
+            };
+            if next.streak == 1 {
+                next.since = Some(run.at);
+            }
+            if next.streak >= policy.confirm_runs {
+                next.phase = Phase::Down;
+                next.streak = 0;
+                next.incident = state.incident + 1;
+                next.cause = Some(cause);
+                next.last_notified = Some(run.at);
+                out.push(Notification::Opened {
+                    incident: next.incident,
+                    diagnosis: run.diagnosis.clone(),
+                });
+            } else {
+                next.phase = Phase::Suspect;
+            }
+        }
+        (Phase::Suspect, false) => {
+            next = AlertState {
+                incident: state.incident,
+                ..AlertState::default()
+            };
+        }
+        (Phase::Down | Phase::Recovering, true) => {
+            next.phase = Phase::Down;
+            next.streak = 0;
+            if state.cause != Some(cause) {
+                let from = state.cause.unwrap_or(Cause::Unknown);
+                next.cause = Some(cause);
+                next.last_notified = Some(run.at);
+                out.push(Notification::CauseChanged {
+                    incident: state.incident,
+                    from,
+                    diagnosis: run.diagnosis.clone(),
+                });
+            } else if state
+                .last_notified
+                .is_some_and(|t| elapsed(t, run.at) >= policy.remind_every)
+            {
+                next.last_notified = Some(run.at);
+                out.push(Notification::Reminder {
+                    incident: state.incident,
+                    open_for: state.since.map_or(Duration::ZERO, |s| elapsed(s, run.at)),
+                    diagnosis: run.diagnosis.clone(),
+                });
+            }
+        }
+        (Phase::Down | Phase::Recovering, false) => {
+            let streak = if state.phase == Phase::Down {
+                1
+            } else {
+                state.streak + 1
+            };
+            if streak >= policy.recover_runs {
+                let lasted = state.since.map_or(Duration::ZERO, |s| elapsed(s, run.at));
+                out.push(Notification::Recovered {
+                    incident: state.incident,
+                    lasted,
+                });
+                next = AlertState {
+                    incident: state.incident,
+                    ..AlertState::default()
+                };
+            } else {
+                next.phase = Phase::Recovering;
+                next.streak = streak;
+            }
+        }
+    }
+    if run.in_maintenance {
+        out.clear();
+    }
+    (next, out)
+}
+
+fn elapsed(from: OffsetDateTime, to: OffsetDateTime) -> Duration {
+    Duration::try_from(to - from).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::Confidence;
+
+    fn policy(confirm_runs: u32, recover_runs: u32) -> Alerts {
+        Alerts {
+            to: vec!["ops@example.com".into()],
+            confirm_retries: 2,
+            retry_spacing: Duration::from_secs(5),
+            confirm_runs,
+            recover_runs,
+            remind_every: Duration::from_secs(3600),
+        }
+    }
+
+    fn verdict(minute: i64, cause: Cause) -> RunVerdict {
+        let status = match cause {
+            Cause::Ok => Status::Ok,
+            Cause::CertExpiring | Cause::Slow => Status::Degraded,
+            _ => Status::Down,
+        };
+        RunVerdict {
+            at: OffsetDateTime::from_unix_timestamp(1_800_000_000 + minute * 60).unwrap(),
+            diagnosis: Diagnosis {
+                status,
+                hop: cause.hop(),
+                cause,
+                confidence: Confidence::High,
+                summary: String::new(),
+                evidence: vec![],
+                next_steps: vec![],
+                alternatives: vec![],
+            },
+            in_maintenance: false,
+        }
+    }
+
+    /// Runs a sequence of (minute, cause) and returns the notifications as short strings.
+    fn run(policy: &Alerts, runs: &[(i64, Cause)]) -> Vec<String> {
+        let mut state = AlertState::default();
+        let mut sent = Vec::new();
+        for (minute, cause) in runs {
+            let (next, out) = step(&state, &verdict(*minute, *cause), policy);
+            state = next;
+            sent.extend(out.iter().map(|n| n.key("site")));
+        }
+        sent
+    }
+
+    use Cause::{FpmUnreachable as Fpm, Ok as Up, OriginRefused as Refused};
+
+    #[test]
+    fn one_incident_one_opening_reminders_a_cause_change_and_one_recovery() {
+        let p = policy(2, 2);
+        let runs: Vec<(i64, Cause)> = vec![
+            (0, Up),
+            (1, Fpm), // suspect
+            (2, Fpm), // confirmed: opened
+            (3, Fpm),
+            (62, Fpm),     // an hour after opening: reminder
+            (63, Refused), // cause changed
+            (64, Up),      // recovering
+            (65, Up),      // recovered
+            (66, Up),
+        ];
+        assert_eq!(
+            run(&p, &runs),
+            [
+                "site/1/opened",
+                "site/1/reminder/3660",
+                "site/1/cause/origin_refused",
+                "site/1/recovered"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_flapping_site_does_not_storm() {
+        // Failing every other minute for 20 minutes, with confirmation over 2 runs: never
+        // confirmed, never mailed.
+        let p = policy(2, 2);
+        let runs: Vec<(i64, Cause)> = (0..20)
+            .map(|m| (m, if m % 2 == 0 { Fpm } else { Up }))
+            .collect();
+        assert!(run(&p, &runs).is_empty());
+        // Confirmed at once (1 run) but needing 2 healthy runs to recover: one incident, open
+        // throughout, reminded once an hour at most.
+        let p = policy(1, 2);
+        assert_eq!(run(&p, &runs), ["site/1/opened"]);
+    }
+
+    #[test]
+    fn degraded_is_not_down() {
+        let p = policy(1, 1);
+        assert!(run(&p, &[(0, Cause::CertExpiring), (1, Cause::Slow)]).is_empty());
+    }
+
+    #[test]
+    fn maintenance_silences_and_does_not_open() {
+        let p = policy(1, 1);
+        let mut state = AlertState::default();
+        let mut quiet = verdict(0, Fpm);
+        quiet.in_maintenance = true;
+        let (next, out) = step(&state, &quiet, &p);
+        assert!(out.is_empty());
+        assert_eq!(next.phase, Phase::Ok);
+        state = next;
+        let (next, out) = step(&state, &verdict(1, Fpm), &p);
+        assert_eq!(next.phase, Phase::Down);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn the_state_survives_a_round_trip_through_json() {
+        let p = policy(1, 2);
+        let (state, _) = step(&AlertState::default(), &verdict(0, Fpm), &p);
+        let text = serde_json::to_string(&state).unwrap();
+        let back: AlertState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(back.cause, Some(Fpm));
+        assert!(text.contains("\"phase\":\"down\""));
+    }
+}
