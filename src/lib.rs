@@ -17,6 +17,7 @@ pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod resolve;
+pub mod store;
 pub mod tls;
 
 use std::io::Write;

@@ -1,0 +1,407 @@
+//! The store: results (with their diagnosis), incidents with their cause history, each site's
+//! alert state, and the outbox of notifications to deliver. One SQLite file in WAL mode.
+//!
+//! Everything a run decides is written in one transaction (`record_run`), so a process killed at
+//! any moment leaves either the whole run or none of it: no result without its alert state, no
+//! alert state without its queued mail. Callers use the `Store` trait, so a PostgreSQL backend for
+//! multi-region deployments can come later without touching them.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use time::OffsetDateTime;
+
+use crate::alert::AlertState;
+use crate::observe::ProbeReport;
+
+/// Why the store failed (the tool failing, not a site).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    /// A stored value could not be read back.
+    #[error("store {path}: corrupt {what}: {reason}")]
+    Corrupt {
+        path: String,
+        what: &'static str,
+        reason: String,
+    },
+    /// The file was written by a newer probe.
+    #[error("store {path}: schema version {found} is newer than this probe's ({supported}); upgrade probe")]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+}
+
+/// A notification waiting to be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub id: i64,
+    /// The notification's stable key; also the mail's Message-ID.
+    pub key: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+    pub attempts: u32,
+}
+
+/// A notification to queue, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub key: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+}
+
+/// Everything one run of one site decided.
+#[derive(Debug, Clone)]
+pub struct RunRecord<'a> {
+    pub site: &'a str,
+    pub at: OffsetDateTime,
+    pub report: &'a ProbeReport,
+    pub state: &'a AlertState,
+    pub messages: &'a [NewMessage],
+}
+
+/// What the scheduler, alerting and feeds need from storage.
+pub trait Store {
+    /// The site's alert state (default when never seen).
+    fn alert_state(&self, site: &str) -> Result<AlertState, StoreError>;
+    /// Saves a run's result, the site's new alert state and its queued messages, atomically.
+    /// Messages whose key is already queued or sent are not queued again.
+    fn record_run(&mut self, run: &RunRecord<'_>) -> Result<(), StoreError>;
+    /// Messages not yet delivered whose next attempt is due at `now`.
+    fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// Marks a message delivered.
+    fn mark_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Records a failed attempt and when to try again.
+    fn mark_failed(
+        &mut self,
+        id: i64,
+        error: &str,
+        retry_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Deletes raw results older than `before`; incidents and the outbox stay.
+    fn prune_results(&mut self, before: OffsetDateTime) -> Result<usize, StoreError>;
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    conn: Connection,
+    path: String,
+}
+
+/// Schema migrations, in order; `PRAGMA user_version` says how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE results (
+         id INTEGER PRIMARY KEY,
+         site TEXT NOT NULL,
+         at INTEGER NOT NULL,
+         status TEXT NOT NULL,
+         hop TEXT NOT NULL,
+         cause TEXT NOT NULL,
+         report TEXT NOT NULL
+     );
+     CREATE INDEX results_site_at ON results (site, at);
+     CREATE TABLE incidents (
+         id INTEGER PRIMARY KEY,
+         site TEXT NOT NULL,
+         number INTEGER NOT NULL,
+         opened_at INTEGER NOT NULL,
+         closed_at INTEGER,
+         UNIQUE (site, number)
+     );
+     CREATE TABLE incident_causes (
+         incident_id INTEGER NOT NULL REFERENCES incidents (id),
+         at INTEGER NOT NULL,
+         cause TEXT NOT NULL,
+         summary TEXT NOT NULL
+     );
+     CREATE TABLE alert_state (
+         site TEXT PRIMARY KEY,
+         state TEXT NOT NULL
+     );
+     CREATE TABLE outbox (
+         id INTEGER PRIMARY KEY,
+         key TEXT NOT NULL UNIQUE,
+         created_at INTEGER NOT NULL,
+         recipients TEXT NOT NULL,
+         subject TEXT NOT NULL,
+         body_text TEXT NOT NULL,
+         body_html TEXT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at INTEGER NOT NULL,
+         last_error TEXT,
+         sent_at INTEGER
+     );",
+];
+
+/// Times are stored as Unix seconds (UTC): they compare and sort as numbers, whatever the
+/// fraction of a second.
+fn stamp(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let sqlite = |source| StoreError::Sqlite {
+            path: shown.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sqlite)?;
+        // WAL: readers (the feed server) never block the writer; synchronous=FULL makes each
+        // committed transaction survive a kill -9 or power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite)?;
+        let mut store = Self { conn, path: shown };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|e| self.sqlite(e))?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                supported,
+            });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            tx.execute_batch(sql)
+                .and_then(|_| tx.pragma_update(None, "user_version", (index + 1) as i64))
+                .and_then(|_| tx.commit())
+                .map_err(|e| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`: "ok" for a sound file.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        self.conn
+            .pragma_query_value(None, "integrity_check", |row| row.get(0))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Number of stored results for a site.
+    pub fn result_count(&self, site: &str) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM results WHERE site = ?1",
+                [site],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+}
+
+impl Store for SqliteStore {
+    fn alert_state(&self, site: &str) -> Result<AlertState, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT state FROM alert_state WHERE site = ?1",
+                [site],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))?;
+        match text {
+            None => Ok(AlertState::default()),
+            Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "alert state",
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn record_run(&mut self, run: &RunRecord<'_>) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let report = serde_json::to_string(run.report).expect("a report serialises");
+        let state = serde_json::to_string(run.state).expect("an alert state serialises");
+        let at = stamp(run.at);
+        let d = &run.report.diagnosis;
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        tx.execute(
+            "INSERT INTO results (site, at, status, hop, cause, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![run.site, at, d.status.as_str(), d.hop.as_str(), d.cause.as_str(), report],
+        )
+        .map_err(sqlite)?;
+        tx.execute(
+            "INSERT INTO alert_state (site, state) VALUES (?1, ?2)
+             ON CONFLICT (site) DO UPDATE SET state = excluded.state",
+            params![run.site, state],
+        )
+        .map_err(sqlite)?;
+        // The incident this state belongs to, and its cause history.
+        if run.state.incident > 0 {
+            let open = run.state.cause.is_some();
+            let opened_at = run.state.since.map_or(at, stamp);
+            tx.execute(
+                "INSERT INTO incidents (site, number, opened_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (site, number) DO NOTHING",
+                params![run.site, run.state.incident as i64, opened_at],
+            )
+            .map_err(sqlite)?;
+            let incident_id: i64 = tx
+                .query_row(
+                    "SELECT id FROM incidents WHERE site = ?1 AND number = ?2",
+                    params![run.site, run.state.incident as i64],
+                    |row| row.get(0),
+                )
+                .map_err(sqlite)?;
+            if let Some(cause) = run.state.cause {
+                let last: Option<String> = tx
+                    .query_row(
+                        "SELECT cause FROM incident_causes WHERE incident_id = ?1 ORDER BY rowid DESC LIMIT 1",
+                        [incident_id],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(sqlite)?;
+                if last.as_deref() != Some(cause.as_str()) {
+                    tx.execute(
+                        "INSERT INTO incident_causes (incident_id, at, cause, summary) VALUES (?1, ?2, ?3, ?4)",
+                        params![incident_id, at, cause.as_str(), d.summary],
+                    )
+                    .map_err(sqlite)?;
+                }
+            }
+            if !open {
+                tx.execute(
+                    "UPDATE incidents SET closed_at = ?1 WHERE id = ?2 AND closed_at IS NULL",
+                    params![at, incident_id],
+                )
+                .map_err(sqlite)?;
+            }
+        }
+        for message in run.messages {
+            let recipients = serde_json::to_string(&message.recipients).expect("strings serialise");
+            tx.execute(
+                "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2)
+                 ON CONFLICT (key) DO NOTHING",
+                params![message.key, at, recipients, message.subject, message.body_text, message.body_html],
+            )
+            .map_err(sqlite)?;
+        }
+        tx.commit().map_err(sqlite)
+    }
+
+    fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, key, recipients, subject, body_text, body_html, attempts FROM outbox
+                 WHERE sent_at IS NULL AND next_attempt_at <= ?1 ORDER BY id",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map([stamp(now)], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, u32>(6)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, key, recipients, subject, body_text, body_html, attempts) =
+                row.map_err(|e| self.sqlite(e))?;
+            let recipients =
+                serde_json::from_str(&recipients).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: "outbox recipients",
+                    reason: e.to_string(),
+                })?;
+            out.push(OutboxMessage {
+                id,
+                key,
+                recipients,
+                subject,
+                body_text,
+                body_html,
+                attempts,
+            });
+        }
+        Ok(out)
+    }
+
+    fn mark_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET sent_at = ?1, attempts = attempts + 1 WHERE id = ?2",
+                params![stamp(at), id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    fn mark_failed(
+        &mut self,
+        id: i64,
+        error: &str,
+        retry_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2 WHERE id = ?3",
+                params![error, stamp(retry_at), id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    fn prune_results(&mut self, before: OffsetDateTime) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM results WHERE at < ?1", [stamp(before)])
+            .map_err(|e| self.sqlite(e))
+    }
+}

@@ -1,0 +1,238 @@
+//! The SQLite store: schema migrations, atomic runs (result + alert state + queued mail), the
+//! outbox's never-lost / never-twice rules, incidents with their cause history, retention, and a
+//! writer killed with SIGKILL mid-stream leaving a sound file with whole runs only.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use probe::alert::{AlertState, Phase};
+use probe::diagnose::Cause;
+use probe::store::{NewMessage, RunRecord, SqliteStore, Store};
+use probe::ProbeReport;
+use time::OffsetDateTime;
+
+fn report(name: &str) -> ProbeReport {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn at(minute: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000 + minute * 60).unwrap()
+}
+
+fn message(key: &str) -> NewMessage {
+    NewMessage {
+        key: key.into(),
+        recipients: vec!["ops@example.com".into()],
+        subject: format!("[DOWN] {key}"),
+        body_text: "text".into(),
+        body_html: "<p>html</p>".into(),
+    }
+}
+
+fn down(incident: u64, cause: Cause, since: i64) -> AlertState {
+    AlertState {
+        phase: Phase::Down,
+        streak: 0,
+        cause: Some(cause),
+        since: Some(at(since)),
+        last_notified: Some(at(since)),
+        incident,
+    }
+}
+
+fn count(path: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+#[test]
+fn a_new_store_is_created_and_reopened_without_migrating_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.sqlite");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.alert_state("nobody").unwrap(), AlertState::default());
+    assert_eq!(count(&path, "PRAGMA user_version"), 1);
+    let mode: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn a_store_from_a_newer_probe_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.sqlite");
+    drop(SqliteStore::open(&path).unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = SqliteStore::open(&path).err().expect("refused");
+    assert!(
+        err.to_string().contains("schema version 99 is newer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn runs_incidents_and_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.sqlite");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let failing = report("lab_fpm_stopped");
+    let healthy = report("lab_healthy");
+
+    // An incident opens, with its mail queued in the same transaction.
+    let opened = down(1, Cause::FpmUnreachable, 0);
+    store
+        .record_run(&RunRecord {
+            site: "shop",
+            at: at(0),
+            report: &failing,
+            state: &opened,
+            messages: &[message("shop/1/opened")],
+        })
+        .unwrap();
+    assert_eq!(store.alert_state("shop").unwrap(), opened);
+    let due = store.due_messages(at(0)).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].key.as_str(), due[0].attempts), ("shop/1/opened", 0));
+
+    // Delivery fails: it waits, and is due again after the backoff.
+    store
+        .mark_failed(due[0].id, "421 try later", at(2))
+        .unwrap();
+    assert!(store.due_messages(at(1)).unwrap().is_empty());
+    let again = store.due_messages(at(2)).unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+
+    // The same notification decided again (a rerun) is not queued twice.
+    store
+        .record_run(&RunRecord {
+            site: "shop",
+            at: at(1),
+            report: &failing,
+            state: &opened,
+            messages: &[message("shop/1/opened")],
+        })
+        .unwrap();
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM outbox"), 1);
+    store.mark_sent(again[0].id, at(2)).unwrap();
+    assert!(
+        store.due_messages(at(100)).unwrap().is_empty(),
+        "sent means never again"
+    );
+
+    // The cause changes, then the site recovers: the incident keeps its cause history and closes.
+    let changed = down(1, Cause::OriginRefused, 0);
+    store
+        .record_run(&RunRecord {
+            site: "shop",
+            at: at(3),
+            report: &failing,
+            state: &changed,
+            messages: &[message("shop/1/cause/origin_refused")],
+        })
+        .unwrap();
+    let recovered = AlertState {
+        incident: 1,
+        ..AlertState::default()
+    };
+    store
+        .record_run(&RunRecord {
+            site: "shop",
+            at: at(5),
+            report: &healthy,
+            state: &recovered,
+            messages: &[message("shop/1/recovered")],
+        })
+        .unwrap();
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM incidents"), 1);
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM incident_causes"), 2);
+    assert_eq!(
+        count(
+            &path,
+            "SELECT COUNT(*) FROM incidents WHERE closed_at IS NOT NULL"
+        ),
+        1
+    );
+    assert_eq!(store.result_count("shop").unwrap(), 4);
+    assert_eq!(store.due_messages(at(5)).unwrap().len(), 2);
+
+    // Retention removes old results, not incidents or mail.
+    assert_eq!(store.prune_results(at(2)).unwrap(), 2);
+    assert_eq!(store.result_count("shop").unwrap(), 2);
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM incidents"), 1);
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM outbox"), 3);
+}
+
+/// Run by `a_writer_killed_mid_run_leaves_whole_runs_only` in a child process: records runs as
+/// fast as it can until killed.
+#[test]
+fn writer_child() {
+    let Some(path) = std::env::var_os("PROBE_STORE_WRITER") else {
+        return; // only runs as the child
+    };
+    let mut store = SqliteStore::open(Path::new(&path)).unwrap();
+    let failing = report("lab_fpm_stopped");
+    for n in 0..100_000i64 {
+        let state = down(n as u64 + 1, Cause::FpmUnreachable, n);
+        let key = format!("site/{n}/opened");
+        store
+            .record_run(&RunRecord {
+                site: "site",
+                at: at(n),
+                report: &failing,
+                state: &state,
+                messages: &[message(&key)],
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_writer_killed_mid_run_leaves_whole_runs_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.sqlite");
+    drop(SqliteStore::open(&path).unwrap());
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "writer_child", "--nocapture"])
+        .env("PROBE_STORE_WRITER", &path)
+        .spawn()
+        .unwrap();
+    // Let it commit some runs, then kill it without warning, mid-stream.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while count(&path, "SELECT COUNT(*) FROM results") < 20 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the writer made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let results = count(&path, "SELECT COUNT(*) FROM results");
+    let mails = count(&path, "SELECT COUNT(*) FROM outbox");
+    let incidents = count(&path, "SELECT COUNT(*) FROM incidents");
+    assert!(results >= 20);
+    assert_eq!(
+        (mails, incidents),
+        (results, results),
+        "every committed run is whole: its mail and incident with it"
+    );
+    let state = store.alert_state("site").unwrap();
+    assert_eq!(
+        state.incident as i64, results,
+        "the alert state is the last committed run's"
+    );
+}
