@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers the tests run against (Debian 12): nginx (origin, TLS + HTTP/2),
 # PHP-FPM 8.2 behind it, MariaDB and WordPress (Debian's packages) for the application cases,
-# dnsmasq (DNS), openssl and curl. Does nothing when they are all there.
+# dnsmasq (DNS), aiosmtpd (SMTP), openssl and curl. Does nothing when they are all there.
 set -euo pipefail
 
 base=()
@@ -9,6 +9,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || base+=(nginx-light
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || base+=(dnsmasq-base)
 [ -x /usr/sbin/php-fpm8.2 ] || base+=(php8.2-fpm php8.2-mysql)
 [ -x /usr/sbin/mariadbd ] || base+=(mariadb-server)
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || base+=(python3-aiosmtpd)
 command -v openssl >/dev/null 2>&1 || base+=(openssl)
 command -v curl >/dev/null 2>&1 || base+=(curl)
 app=()

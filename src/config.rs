@@ -150,6 +150,9 @@ pub struct SmtpConfig {
     /// A PEM file of CA certificates to trust for the SMTP server.
     #[schemars(with = "Option<String>")]
     pub ca_file: Option<Text>,
+    /// Bound on one delivery (default `30s`).
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Text>,
 }
 
 /// The store.
@@ -220,6 +223,8 @@ pub struct Smtp {
     pub password_env: Option<String>,
     pub from: String,
     pub ca_file: Option<PathBuf>,
+    /// Bound on one delivery, the whole SMTP conversation.
+    pub timeout: Duration,
 }
 
 /// A maintenance window.
@@ -747,6 +752,11 @@ impl Checker {
             password_env: raw.password_env.as_ref().map(|p| p.value.clone()),
             from: from.to_string(),
             ca_file: raw.ca_file.as_ref().map(|p| base.join(p.value.trim())),
+            timeout: self.duration(
+                raw.timeout.as_ref(),
+                "smtp.timeout",
+                Duration::from_secs(30),
+            ),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod connect;
 pub mod diagnose;
 pub mod engine;
 pub mod http;
+pub mod mail;
 pub mod observe;
 pub mod plan;
 pub mod report;

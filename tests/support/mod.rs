@@ -10,6 +10,7 @@ pub mod nginx;
 pub mod php_fpm;
 pub mod pki;
 pub mod servers;
+pub mod smtp;
 
 use std::net::TcpStream;
 use std::path::PathBuf;

@@ -133,6 +133,11 @@ pub struct TempPki {
 }
 
 impl TempPki {
+    /// The temp dir (removed on drop).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());

@@ -1,0 +1,168 @@
+//! Alert mail through a real SMTP server (aiosmtpd with STARTTLS and AUTH): rendered, queued in
+//! the store, delivered once; kept and retried when the server is down; never sent twice.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use probe::alert::Notification;
+use probe::config::{Smtp, SmtpSecurity};
+use probe::mail::{flush_outbox, render};
+use probe::store::{RunRecord, SqliteStore, Store};
+use probe::ProbeReport;
+use support::pki::TempPki;
+use support::smtp::{SmtpServer, PASSWORD, USER};
+use time::OffsetDateTime;
+
+fn report(name: &str) -> ProbeReport {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn smtp(port: u16, ca: &str, password_env: &str) -> Smtp {
+    Smtp {
+        host: "127.0.0.1".into(),
+        port,
+        security: SmtpSecurity::Starttls,
+        username: Some(USER.into()),
+        password_env: Some(password_env.into()),
+        from: "probe <probe@example.com>".into(),
+        ca_file: Some(ca.into()),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+/// Queues the "opened" alert of the lab's stale-socket incident, as a run would.
+fn queue_opened(store: &mut SqliteStore, now: OffsetDateTime) -> String {
+    let report = report("edge_stale_fastcgi_socket");
+    let notification = Notification::Opened {
+        incident: 1,
+        diagnosis: report.diagnosis.clone(),
+    };
+    let message = render(
+        "example.com",
+        &report.target,
+        &notification,
+        &["ops@example.com".to_string()],
+    );
+    let state = probe::alert::AlertState::default();
+    store
+        .record_run(&RunRecord {
+            site: "example.com",
+            at: now,
+            report: &report,
+            state: &state,
+            messages: &[message.clone()],
+        })
+        .unwrap();
+    message.key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_is_delivered_once_over_starttls_with_auth() {
+    let pki = TempPki::new();
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_A", PASSWORD);
+    let server = SmtpServer::start(pki.dir(), &pki.pki, None);
+    let settings = smtp(server.port, &pki.ca, "PROBE_TEST_SMTP_PASSWORD_A");
+    let mut store = SqliteStore::open(&pki.dir().join("probe.sqlite")).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let key = queue_opened(&mut store, now);
+
+    let summary = flush_outbox(&mut store, &settings, now).await.unwrap();
+    assert_eq!((summary.sent, summary.failed), (1, 0));
+    let again = flush_outbox(&mut store, &settings, now + Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(again.sent, 0, "a delivered message is never sent again");
+
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    let mail = &messages[0];
+    assert!(
+        mail.contains(
+            "Subject: [DOWN] example.com: 502 between nginx and PHP-FPM (fpm_unreachable)"
+        ),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!("Message-ID: <{key}@example.com>")),
+        "{mail}"
+    );
+    assert!(mail.contains("multipart/alternative"), "{mail}");
+    assert!(
+        mail.contains("origin_fpm") && mail.contains("grep -rn fastcgi_pass"),
+        "the diagnosis and next steps: {mail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_queued_while_the_server_is_down_is_delivered_after_it_returns_exactly_once() {
+    let pki = TempPki::new();
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_B", PASSWORD);
+    let port = support::free_tcp_port();
+    let settings = smtp(port, &pki.ca, "PROBE_TEST_SMTP_PASSWORD_B");
+    let mut store = SqliteStore::open(&pki.dir().join("probe.sqlite")).unwrap();
+    let now = OffsetDateTime::now_utc();
+    queue_opened(&mut store, now);
+
+    // Nothing listens: the attempt fails, the message waits with a backoff.
+    let summary = flush_outbox(&mut store, &settings, now).await.unwrap();
+    assert_eq!((summary.sent, summary.failed), (0, 1));
+    assert!(
+        store
+            .due_messages(now + Duration::from_secs(30))
+            .unwrap()
+            .is_empty(),
+        "backing off"
+    );
+
+    // The server comes back; once the backoff has passed, one delivery.
+    let server = SmtpServer::start(pki.dir(), &pki.pki, Some(port));
+    let later = now + Duration::from_secs(61);
+    assert_eq!(
+        flush_outbox(&mut store, &settings, later)
+            .await
+            .unwrap()
+            .sent,
+        1
+    );
+    assert_eq!(
+        flush_outbox(&mut store, &settings, later)
+            .await
+            .unwrap()
+            .sent,
+        0
+    );
+    assert_eq!(server.messages().len(), 1);
+}
+
+/// aiosmtpd never answers a refused AUTH (a tarpit): the delivery must still end, at the bound,
+/// and the mail stay queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_keeps_the_mail_queued() {
+    let pki = TempPki::new();
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_C", "wrong");
+    let server = SmtpServer::start(pki.dir(), &pki.pki, None);
+    let settings = smtp(server.port, &pki.ca, "PROBE_TEST_SMTP_PASSWORD_C");
+    let mut store = SqliteStore::open(&pki.dir().join("probe.sqlite")).unwrap();
+    let now = OffsetDateTime::now_utc();
+    queue_opened(&mut store, now);
+    let started = std::time::Instant::now();
+    let summary = flush_outbox(&mut store, &settings, now).await.unwrap();
+    assert_eq!((summary.sent, summary.failed), (0, 1));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "bounded by the 5 s delivery timeout"
+    );
+    assert!(server.messages().is_empty());
+    assert_eq!(
+        store
+            .due_messages(now + Duration::from_secs(61))
+            .unwrap()
+            .len(),
+        1,
+        "still queued"
+    );
+}
