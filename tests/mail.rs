@@ -54,7 +54,7 @@ fn queue_opened(store: &mut SqliteStore, now: OffsetDateTime) -> String {
             at: now,
             report: &report,
             state: &state,
-            messages: &[message.clone()],
+            messages: std::slice::from_ref(&message),
         })
         .unwrap();
     message.key
