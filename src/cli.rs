@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use rustls::pki_types::CertificateDer;
 
+use crate::diagnose::DiagnoseSettings;
 use crate::plan::{parse_ip_port, Target, TargetError};
 use crate::resolve::Nameserver;
 use crate::tls::{load_ca_file, TlsSetupError};
@@ -97,6 +98,24 @@ pub struct CheckConfigCli {
     pub schema: bool,
 }
 
+/// `probe run -c probes.yaml`: one pass over every site.
+#[derive(Debug, Parser)]
+#[command(
+    name = "probe run",
+    version,
+    about = "Probe every site of probes.yaml once, alert, store the results."
+)]
+pub struct RunCli {
+    /// The config file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "probes.yaml"
+    )]
+    pub config: PathBuf,
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {
@@ -106,6 +125,8 @@ pub enum Invocation {
     Diagnose(DiagnoseCli),
     /// `probe check-config -c FILE`: validate a config.
     CheckConfig(CheckConfigCli),
+    /// `probe run -c FILE`: one pass over every site.
+    Run(RunCli),
 }
 
 /// Parses the command line (`args` includes the program name). A first argument naming a
@@ -122,6 +143,11 @@ where
             let rest = std::iter::once(std::ffi::OsString::from("probe diagnose"))
                 .chain(args.into_iter().skip(2));
             DiagnoseCli::try_parse_from(rest).map(Invocation::Diagnose)
+        }
+        Some("run") => {
+            let rest = std::iter::once(std::ffi::OsString::from("probe run"))
+                .chain(args.into_iter().skip(2));
+            RunCli::try_parse_from(rest).map(Invocation::Run)
         }
         Some("check-config") => {
             let rest = std::iter::once(std::ffi::OsString::from("probe check-config"))
@@ -151,6 +177,8 @@ pub struct ProbeSettings {
     pub timeout: Duration,
     pub samples: u32,
     pub output: OutputFormat,
+    /// Thresholds of the diagnosis (certificate warning window, slowness budget).
+    pub diagnose: DiagnoseSettings,
 }
 
 /// A command-line argument that cannot be used. The message names the argument.
@@ -222,6 +250,7 @@ impl Cli {
             extra_roots,
             timeout,
             samples: self.samples,
+            diagnose: DiagnoseSettings::default(),
             output: if self.json {
                 OutputFormat::Json
             } else {

@@ -63,6 +63,9 @@ pub struct SiteDefaults {
     pub cert_warning_days: Option<u32>,
     /// Statuses the page may answer with while healthy. Default: any 2xx or 3xx.
     pub expect_status: Option<Vec<u16>>,
+    /// Extra trusted CA certificates (PEM) for every site, on both routes (a private CA).
+    #[schemars(with = "Option<String>")]
+    pub ca_file: Option<Text>,
 }
 
 /// One site.
@@ -241,6 +244,8 @@ pub struct MaintenanceWindow {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub sites: Vec<Site>,
+    /// Extra trusted roots for every site (`defaults.ca_file`).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub alerts: Alerts,
     pub smtp: Option<Smtp>,
     pub store_path: PathBuf,
@@ -676,8 +681,19 @@ impl Checker {
                 }
             })
             .collect();
+        let extra_roots = match &raw.defaults.ca_file {
+            Some(file) => match crate::tls::load_ca_file(&base.join(file.value.trim())) {
+                Ok(roots) => roots,
+                Err(e) => {
+                    self.problem(file, "defaults.ca_file", e.to_string());
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
         Config {
             sites,
+            extra_roots,
             alerts,
             smtp,
             store_path,

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use crate::cli::ProbeSettings;
 use crate::cloudflare::is_cloudflare_address;
 use crate::connect::connect;
+use crate::diagnose::diagnose;
 use crate::diagnose::recognise::made_by_cloudflare;
-use crate::diagnose::{diagnose, DiagnoseSettings};
 use crate::http::{exchange, HttpExchange, HttpRequestSpec};
 use crate::observe::{
     millis, CloudflareErrorDetails, Observation, PhaseTimings, ProbeReport, Route, SCHEMA_VERSION,
@@ -110,7 +110,7 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
             "observed"
         );
     }
-    let diagnosis = diagnose(&target.host, &observations, &DiagnoseSettings::default());
+    let diagnosis = diagnose(&target.host, &observations, &settings.diagnose);
     Ok(ProbeReport {
         schema: SCHEMA_VERSION,
         target: target.url.clone(),

@@ -18,6 +18,7 @@ pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod resolve;
+pub mod schedule;
 pub mod store;
 pub mod tls;
 
@@ -25,7 +26,7 @@ use std::io::Write;
 
 pub use cli::{
     parse_invocation, CheckConfigCli, Cli, DiagnoseCli, Invocation, OutputFormat, ProbeSettings,
-    UsageError,
+    RunCli, UsageError,
 };
 pub use engine::{probe_site, ProbeError};
 pub use observe::{Observation, ProbeReport, Status};
@@ -44,6 +45,9 @@ pub enum RunError {
     /// The config file cannot be used.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// A scheduled pass failed (the store, or the probe itself).
+    #[error(transparent)]
+    Schedule(#[from] schedule::ScheduleError),
     /// A saved report could not be read.
     #[error("{path}: {reason}")]
     Report { path: String, reason: String },
@@ -134,4 +138,35 @@ pub fn run_check_config(cli: &CheckConfigCli, out: &mut dyn Write) -> Result<Sta
     out.write_all(config::explain(&cli.config, &loaded).as_bytes())?;
     out.flush()?;
     Ok(Status::Ok)
+}
+
+/// `probe run`: one pass over every site of the config; prints one line per site and returns the
+/// worst status.
+pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunError> {
+    let loaded = config::load(&cli.config)?;
+    let mut store = store::SqliteStore::open(&loaded.config.store_path)
+        .map_err(|e| RunError::Schedule(e.into()))?;
+    let outcome =
+        schedule::run_once(&loaded.config, &mut store, time::OffsetDateTime::now_utc()).await?;
+    for (site, report) in &outcome.sites {
+        let d = &report.diagnosis;
+        writeln!(
+            out,
+            "{:<8} {site}  {} · {} ({})  {}",
+            d.status.as_str().to_uppercase(),
+            d.hop.as_str(),
+            d.cause.as_str(),
+            d.confidence.as_str(),
+            d.summary
+        )?;
+    }
+    if outcome.mails_sent + outcome.mails_waiting > 0 {
+        writeln!(
+            out,
+            "mail: {} sent, {} waiting for retry",
+            outcome.mails_sent, outcome.mails_waiting
+        )?;
+    }
+    out.flush()?;
+    Ok(outcome.worst())
 }

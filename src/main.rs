@@ -31,6 +31,29 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     let cli = match invocation {
         Invocation::Probe(cli) => cli,
+        Invocation::Run(run) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("probe: UNKNOWN: cannot start the runtime: {e}");
+                    return ExitCode::from(Status::Unknown.exit_code());
+                }
+            };
+            return match runtime.block_on(probe::run_pass(&run, &mut stdout)) {
+                Ok(status) => ExitCode::from(status.exit_code()),
+                Err(probe::RunError::Config(e)) => {
+                    eprintln!("{e}");
+                    ExitCode::from(Status::Unknown.exit_code())
+                }
+                Err(e) => {
+                    eprintln!("probe: UNKNOWN: {e}");
+                    ExitCode::from(Status::Unknown.exit_code())
+                }
+            };
+        }
         Invocation::CheckConfig(check) => {
             return match probe::run_check_config(&check, &mut stdout) {
                 Ok(status) => ExitCode::from(status.exit_code()),

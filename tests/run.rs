@@ -1,0 +1,198 @@
+//! `probe run` end to end on real parts: the lab's nginx + PHP-FPM, a real SMTP server, the SQLite
+//! store, and compressed time (each run stamped a minute or an hour later). A site goes down, is
+//! confirmed, alerts once, reminds, recovers; mail waits while the SMTP server is down and is
+//! delivered once when it returns.
+
+mod support;
+
+use std::path::Path;
+
+use probe::config;
+use probe::schedule::run_once;
+use probe::store::SqliteStore;
+use probe::Status;
+use support::lab::{Lab, OriginSettings, STATIC_PATH};
+use support::php_fpm::{PhpFpm, PoolSettings};
+use support::smtp::{SmtpServer, PASSWORD, USER};
+use time::OffsetDateTime;
+
+fn write_config(lab: &Lab, smtp_port: u16, password_env: &str) -> std::path::PathBuf {
+    let address = lab.origin.address();
+    let ca = lab.pki.ca_path.display();
+    let text = format!(
+        r#"defaults:
+  timeout: 3s
+  ca_file: {ca}
+sites:
+  - name: lab
+    url: https://probe.test/
+    edge: "{address}"
+    origins: ["{address}"]
+    static_path: {STATIC_PATH}
+alerts:
+  to: [ops@example.com]
+  confirm_retries: 0
+  confirm_runs: 2
+  recover_runs: 2
+  remind_every: 1h
+smtp:
+  host: 127.0.0.1
+  port: {smtp_port}
+  security: starttls
+  username: {USER}
+  password_env: {password_env}
+  from: "probe <probe@example.com>"
+  ca_file: {ca}
+  timeout: 5s
+store:
+  path: probe.sqlite
+"#
+    );
+    let path = lab.dir.path().join("probes.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn minute(n: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_900_000_000 + n * 60).unwrap()
+}
+
+/// The Subject of every received mail, with folded header lines joined again.
+fn subjects(server: &SmtpServer) -> Vec<String> {
+    server
+        .messages()
+        .iter()
+        .map(|m| {
+            let lines: Vec<&str> = m.lines().collect();
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with("Subject: "))
+                .unwrap_or(0);
+            let mut subject = lines[at].trim_start_matches("Subject: ").to_string();
+            for more in lines[at + 1..]
+                .iter()
+                .take_while(|l| l.starts_with([' ', '\t']))
+            {
+                subject.push_str(more.trim_start_matches(['\t']));
+            }
+            subject
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_is_down() {
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_RUN", PASSWORD);
+    let mut lab = Lab::start(&OriginSettings::default());
+    let smtp_port = support::free_tcp_port();
+    let path = write_config(&lab, smtp_port, "PROBE_TEST_SMTP_PASSWORD_RUN");
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
+    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let server_dir = tempfile::tempdir().unwrap();
+
+    // Healthy: nothing to say.
+    let pass = run_once(&config, &mut store, minute(0)).await.unwrap();
+    assert_eq!(pass.worst(), Status::Ok, "{:#?}", pass.sites[0].1.diagnosis);
+
+    // PHP-FPM stops. The first failing run is only suspect; the second confirms and alerts, but
+    // the SMTP server is down: the mail waits.
+    lab.origin.fpm.stop();
+    let pass = run_once(&config, &mut store, minute(1)).await.unwrap();
+    assert_eq!(pass.worst(), Status::Down);
+    assert_eq!(
+        (pass.mails_sent, pass.mails_waiting),
+        (0, 0),
+        "not confirmed yet"
+    );
+    let pass = run_once(&config, &mut store, minute(2)).await.unwrap();
+    assert_eq!(
+        (pass.mails_sent, pass.mails_waiting),
+        (0, 1),
+        "confirmed, but no SMTP server"
+    );
+
+    // The SMTP server is back: the waiting mail goes out once its backoff has passed, once.
+    let server = SmtpServer::start(server_dir.path(), &lab.pki, Some(smtp_port));
+    let pass = run_once(&config, &mut store, minute(4)).await.unwrap();
+    assert_eq!(pass.mails_sent, 1);
+    for m in 5..10 {
+        let pass = run_once(&config, &mut store, minute(m)).await.unwrap();
+        assert_eq!(
+            (pass.mails_sent, pass.mails_waiting),
+            (0, 0),
+            "minute {m}: no repeat"
+        );
+    }
+    // An hour after the alert: a reminder.
+    let pass = run_once(&config, &mut store, minute(63)).await.unwrap();
+    assert_eq!(pass.mails_sent, 1);
+
+    // PHP-FPM is back: two healthy runs close the incident with one recovery mail.
+    lab.origin.fpm = PhpFpm::start(lab.dir.path(), &PoolSettings::default());
+    let pass = run_once(&config, &mut store, minute(64)).await.unwrap();
+    assert_eq!((pass.worst(), pass.mails_sent), (Status::Ok, 0));
+    let pass = run_once(&config, &mut store, minute(65)).await.unwrap();
+    assert_eq!(pass.mails_sent, 1);
+
+    let got = subjects(&server);
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert_eq!(
+        got[0],
+        "[DOWN] lab: 502 between nginx and PHP-FPM (fpm_unreachable)"
+    );
+    assert!(
+        got[1].starts_with(
+            "[STILL DOWN] lab: 502 between nginx and PHP-FPM (fpm_unreachable) for 1h0"
+        ),
+        "{}",
+        got[1]
+    );
+    assert!(
+        got[2].starts_with("[RECOVERED] lab after 1h0"),
+        "{}",
+        got[2]
+    );
+    let opened = &server.messages()[0];
+    assert!(
+        opened.contains("grep -rn fastcgi_pass"),
+        "next steps in the mail"
+    );
+    assert!(
+        opened.contains("Message-ID: <lab/1/opened@example.com>"),
+        "{opened}"
+    );
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    assert_eq!(store.result_count("lab").unwrap(), 12, "every run stored");
+}
+
+#[test]
+fn probe_run_exits_with_the_worst_status_and_says_why() {
+    let lab = Lab::start(&OriginSettings::default());
+    let path = write_config(&lab, support::free_tcp_port(), "PROBE_TEST_UNSET_PASSWORD");
+    let run = |path: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(["run", "-c", path.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let ok = run(&path);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(out.starts_with("OK       lab  none · ok (high)"), "{out}");
+
+    let mut broken = std::fs::read_to_string(&path).unwrap();
+    broken = broken.replace("confirm_runs: 2", "confirm_runs: two");
+    std::fs::write(&path, broken).unwrap();
+    let bad = run(&path);
+    assert_eq!(bad.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("probes.yaml:"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
