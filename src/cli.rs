@@ -20,7 +20,13 @@ const MAX_SAMPLES: u32 = 100;
 
 /// Look at a site along the edge route and the origin route, and show what each one saw.
 #[derive(Debug, Parser)]
-#[command(name = "probe", version, about, long_about = None)]
+#[command(
+    name = "probe",
+    version,
+    about,
+    long_about = None,
+    after_help = "Other commands:\n  probe run [-c probes.yaml]           one pass over every configured site: probe, confirm, alert, store\n  probe check-config [-c probes.yaml]  validate and explain a config (--schema prints its JSON Schema)\n  probe diagnose FILE.json             diagnose a saved --json report again, offline"
+)]
 pub struct Cli {
     /// The site: a host name or URL (`example.com` means `https://example.com/`).
     pub target: String,
@@ -138,22 +144,15 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    // A subcommand parses the rest of the line under its own name, for its own --help.
+    fn rest<T: Parser>(name: &str, args: &[std::ffi::OsString]) -> Result<T, clap::Error> {
+        let words = std::iter::once(std::ffi::OsString::from(format!("probe {name}")));
+        T::try_parse_from(words.chain(args.iter().skip(2).cloned()))
+    }
     match args.get(1).and_then(|a| a.to_str()) {
-        Some("diagnose") => {
-            let rest = std::iter::once(std::ffi::OsString::from("probe diagnose"))
-                .chain(args.into_iter().skip(2));
-            DiagnoseCli::try_parse_from(rest).map(Invocation::Diagnose)
-        }
-        Some("run") => {
-            let rest = std::iter::once(std::ffi::OsString::from("probe run"))
-                .chain(args.into_iter().skip(2));
-            RunCli::try_parse_from(rest).map(Invocation::Run)
-        }
-        Some("check-config") => {
-            let rest = std::iter::once(std::ffi::OsString::from("probe check-config"))
-                .chain(args.into_iter().skip(2));
-            CheckConfigCli::try_parse_from(rest).map(Invocation::CheckConfig)
-        }
+        Some("diagnose") => rest("diagnose", &args).map(Invocation::Diagnose),
+        Some("run") => rest("run", &args).map(Invocation::Run),
+        Some("check-config") => rest("check-config", &args).map(Invocation::CheckConfig),
         _ => Cli::try_parse_from(args).map(Invocation::Probe),
     }
 }

@@ -42,6 +42,9 @@ pub enum RunError {
     Probe(#[from] ProbeError),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
     /// The config file cannot be used.
     #[error(transparent)]
     Config(#[from] config::ConfigError),

@@ -1,10 +1,11 @@
 //! The `probe` binary: parse arguments, run the library, map the outcome to a monitoring-plugins
 //! exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use probe::{Invocation, Status};
+use probe::{Invocation, RunError, Status};
 
 fn main() -> ExitCode {
     let invocation = match probe::parse_invocation(std::env::args_os()) {
@@ -29,70 +30,31 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut stdout = std::io::stdout().lock();
-    let cli = match invocation {
-        Invocation::Probe(cli) => cli,
-        Invocation::Run(run) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("probe: UNKNOWN: cannot start the runtime: {e}");
-                    return ExitCode::from(Status::Unknown.exit_code());
-                }
-            };
-            return match runtime.block_on(probe::run_pass(&run, &mut stdout)) {
-                Ok(status) => ExitCode::from(status.exit_code()),
-                Err(probe::RunError::Config(e)) => {
-                    eprintln!("{e}");
-                    ExitCode::from(Status::Unknown.exit_code())
-                }
-                Err(e) => {
-                    eprintln!("probe: UNKNOWN: {e}");
-                    ExitCode::from(Status::Unknown.exit_code())
-                }
-            };
-        }
-        Invocation::CheckConfig(check) => {
-            return match probe::run_check_config(&check, &mut stdout) {
-                Ok(status) => ExitCode::from(status.exit_code()),
-                Err(probe::RunError::Config(e)) => {
-                    // Every problem on its own line, file:line:column first, as compilers do.
-                    eprintln!("{e}");
-                    ExitCode::from(Status::Unknown.exit_code())
-                }
-                Err(e) => {
-                    eprintln!("probe: UNKNOWN: {e}");
-                    ExitCode::from(Status::Unknown.exit_code())
-                }
-            };
-        }
-        Invocation::Diagnose(diagnose) => {
-            return match probe::run_diagnose(&diagnose, &mut stdout) {
-                Ok(status) => ExitCode::from(status.exit_code()),
-                Err(e) => {
-                    eprintln!("probe: UNKNOWN: {e}");
-                    ExitCode::from(Status::Unknown.exit_code())
-                }
-            };
-        }
+    let outcome = match invocation {
+        Invocation::Probe(cli) => block_on(probe::run(&cli, &mut stdout)),
+        Invocation::Run(run) => block_on(probe::run_pass(&run, &mut stdout)),
+        Invocation::CheckConfig(check) => probe::run_check_config(&check, &mut stdout),
+        Invocation::Diagnose(diagnose) => probe::run_diagnose(&diagnose, &mut stdout),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("probe: UNKNOWN: cannot start the runtime: {e}");
-            return ExitCode::from(Status::Unknown.exit_code());
-        }
-    };
-    match runtime.block_on(probe::run(&cli, &mut stdout)) {
+    match outcome {
         Ok(status) => ExitCode::from(status.exit_code()),
+        Err(RunError::Config(e)) => {
+            // Every config problem on its own line, file:line:column first, as compilers do.
+            eprintln!("{e}");
+            ExitCode::from(Status::Unknown.exit_code())
+        }
         Err(e) => {
             eprintln!("probe: UNKNOWN: {e}");
             ExitCode::from(Status::Unknown.exit_code())
         }
     }
+}
+
+/// Runs the library's async entry points on a multi-threaded runtime.
+fn block_on(future: impl Future<Output = Result<Status, RunError>>) -> Result<Status, RunError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    runtime.block_on(future)
 }
