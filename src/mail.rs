@@ -257,7 +257,10 @@ fn transport(smtp: &Smtp) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailErro
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FlushSummary {
     pub sent: usize,
+    /// Tried and refused or unreachable: waiting for their backoff.
     pub failed: usize,
+    /// Not tried this pass, because the server had just failed: still due next pass.
+    pub deferred: usize,
 }
 
 /// The wait before the next attempt after `attempts` failures: 1 min, doubling, at most 1 h.
@@ -265,14 +268,18 @@ pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(60u64.saturating_mul(1 << attempts.min(6)).min(3600))
 }
 
-/// Tries every due message once; delivered ones are marked sent, the others wait their backoff.
+/// Tries the due messages; delivered ones are marked sent, a failed one waits its backoff. When
+/// the server itself fails (unreachable, refusing, timing out), the pass stops there: the other
+/// messages would only wait out the same timeout one after another, holding the run.
 pub async fn flush_outbox(
     store: &mut dyn Store,
     smtp: &Smtp,
     now: OffsetDateTime,
 ) -> Result<FlushSummary, StoreError> {
     let mut summary = FlushSummary::default();
-    for message in store.due_messages(now)? {
+    let due = store.due_messages(now)?;
+    let total = due.len();
+    for message in due {
         match send(smtp, &message).await {
             Ok(()) => {
                 store.mark_sent(message.id, OffsetDateTime::now_utc())?;
@@ -282,6 +289,10 @@ pub async fn flush_outbox(
                 tracing::warn!(key = %message.key, attempts = message.attempts + 1, error = %e, "mail not delivered; will retry");
                 store.mark_failed(message.id, &e.to_string(), now + backoff(message.attempts))?;
                 summary.failed += 1;
+                if matches!(e, MailError::Delivery(_)) {
+                    summary.deferred = total - summary.sent - summary.failed;
+                    break;
+                }
             }
         }
     }

@@ -145,7 +145,7 @@ pub async fn run_once(
     if let Some(smtp) = &config.smtp {
         let summary = mail::flush_outbox(store, smtp, now).await?;
         mails_sent = summary.sent;
-        mails_waiting = summary.failed;
+        mails_waiting = summary.failed + summary.deferred;
     }
     let before = now - config.retention;
     store.prune_results(before)?;

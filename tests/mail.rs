@@ -106,19 +106,42 @@ async fn a_mail_queued_while_the_server_is_down_is_delivered_after_it_returns_ex
     let mut store = SqliteStore::open(&pki.dir().join("probe.sqlite")).unwrap();
     let now = OffsetDateTime::now_utc();
     queue_opened(&mut store, now);
+    let report = report("lab_healthy");
+    let second = probe::store::NewMessage {
+        key: "example.com/0/other".into(),
+        recipients: vec!["ops@example.com".into()],
+        subject: "another".into(),
+        body_text: "text".into(),
+        body_html: "<p>html</p>".into(),
+    };
+    let state = probe::alert::AlertState::default();
+    store
+        .record_run(&RunRecord {
+            site: "other",
+            at: now,
+            report: &report,
+            state: &state,
+            messages: &[second],
+        })
+        .unwrap();
 
-    // Nothing listens: the attempt fails, the message waits with a backoff.
+    // Nothing listens: the first attempt fails and the pass stops there instead of waiting out
+    // the same failure for every message; both stay queued.
     let summary = flush_outbox(&mut store, &settings, now).await.unwrap();
-    assert_eq!((summary.sent, summary.failed), (0, 1));
-    assert!(
-        store
-            .due_messages(now + Duration::from_secs(30))
-            .unwrap()
-            .is_empty(),
-        "backing off"
+    assert_eq!((summary.sent, summary.failed, summary.deferred), (0, 1, 1));
+    let due: Vec<String> = store
+        .due_messages(now + Duration::from_secs(30))
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(
+        due,
+        ["example.com/0/other"],
+        "the tried one backs off, the deferred one is still due"
     );
 
-    // The server comes back; once the backoff has passed, one delivery.
+    // The server comes back; once the backoff has passed, both are delivered.
     let server = SmtpServer::start(pki.dir(), &pki.pki, Some(port));
     let later = now + Duration::from_secs(61);
     assert_eq!(
@@ -126,7 +149,7 @@ async fn a_mail_queued_while_the_server_is_down_is_delivered_after_it_returns_ex
             .await
             .unwrap()
             .sent,
-        1
+        2
     );
     assert_eq!(
         flush_outbox(&mut store, &settings, later)
@@ -135,7 +158,7 @@ async fn a_mail_queued_while_the_server_is_down_is_delivered_after_it_returns_ex
             .sent,
         0
     );
-    assert_eq!(server.messages().len(), 1);
+    assert_eq!(server.messages().len(), 2, "each delivered exactly once");
 }
 
 /// aiosmtpd never answers a refused AUTH (a tarpit): the delivery must still end, at the bound,
