@@ -82,6 +82,19 @@ pub struct DiagnoseCli {
     pub json: bool,
 }
 
+/// `-c FILE`, shared by the commands that read probes.yaml.
+#[derive(Debug, clap::Args)]
+pub struct ConfigPath {
+    /// The config file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "probes.yaml"
+    )]
+    pub path: PathBuf,
+}
+
 /// `probe check-config -c probes.yaml`: validate and explain a config file.
 #[derive(Debug, Parser)]
 #[command(
@@ -90,14 +103,8 @@ pub struct DiagnoseCli {
     about = "Check probes.yaml and explain what it will do."
 )]
 pub struct CheckConfigCli {
-    /// The config file.
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        default_value = "probes.yaml"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigPath,
 
     /// Print the JSON Schema of the config file (for editors) instead.
     #[arg(long)]
@@ -112,14 +119,8 @@ pub struct CheckConfigCli {
     about = "Probe every site of probes.yaml once, alert, store the results."
 )]
 pub struct RunCli {
-    /// The config file.
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        default_value = "probes.yaml"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigPath,
 }
 
 /// What the command line asks for.

@@ -137,8 +137,8 @@ pub fn run_check_config(cli: &CheckConfigCli, out: &mut dyn Write) -> Result<Sta
         out.write_all(config::json_schema().as_bytes())?;
         return Ok(Status::Ok);
     }
-    let loaded = config::load(&cli.config)?;
-    out.write_all(config::explain(&cli.config, &loaded).as_bytes())?;
+    let loaded = config::load(&cli.config.path)?;
+    out.write_all(config::explain(&cli.config.path, &loaded).as_bytes())?;
     out.flush()?;
     Ok(Status::Ok)
 }
@@ -146,7 +146,7 @@ pub fn run_check_config(cli: &CheckConfigCli, out: &mut dyn Write) -> Result<Sta
 /// `probe run`: one pass over every site of the config; prints one line per site and returns the
 /// worst status.
 pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunError> {
-    let loaded = config::load(&cli.config)?;
+    let loaded = config::load(&cli.config.path)?;
     let mut store = store::SqliteStore::open(&loaded.config.store_path)
         .map_err(|e| RunError::Schedule(e.into()))?;
     let outcome =
