@@ -61,6 +61,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub samples: u32,
 
+    /// Statuses the page may answer with while healthy, e.g. 200,401 for a site behind a login
+    /// (default: any status below 400).
+    #[arg(long, value_name = "CODE,…", value_delimiter = ',')]
+    pub expect_status: Vec<u16>,
+
     /// Print one JSON object (schema 1) instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -200,6 +205,9 @@ pub enum UsageError {
     /// The static path is not an absolute path.
     #[error("--static-path {value:?}: must be a path starting with '/', e.g. /wp-includes/css/dashicons.min.css")]
     StaticPath { value: String },
+    /// An expected status is not an HTTP status.
+    #[error("--expect-status {value}: not an HTTP status (100-599)")]
+    ExpectStatus { value: u16 },
     /// A CA file cannot be used.
     #[error("--ca-file: {0}")]
     CaFile(#[from] TlsSetupError),
@@ -237,6 +245,13 @@ impl Cli {
                 value: self.samples,
             });
         }
+        if let Some(&bad) = self
+            .expect_status
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            return Err(UsageError::ExpectStatus { value: bad });
+        }
         let mut extra_roots = Vec::new();
         for path in &self.ca_files {
             extra_roots.extend(load_ca_file(path)?);
@@ -250,7 +265,10 @@ impl Cli {
             extra_roots,
             timeout,
             samples: self.samples,
-            diagnose: DiagnoseSettings::default(),
+            diagnose: DiagnoseSettings {
+                expect_status: self.expect_status.clone(),
+                ..DiagnoseSettings::default()
+            },
             output: if self.json {
                 OutputFormat::Json
             } else {
@@ -332,6 +350,10 @@ mod tests {
             (&["example.com", "--timeout", "soon"], "--timeout \"soon\""),
             (&["example.com", "--timeout", "0s"], "--timeout \"0s\""),
             (&["example.com", "--samples", "0"], "--samples 0"),
+            (
+                &["example.com", "--expect-status", "200,999"],
+                "--expect-status 999",
+            ),
             (
                 &["example.com", "--static-path", "style.css"],
                 "--static-path \"style.css\"",

@@ -63,6 +63,7 @@ fn settings_for(site: &Site, config: &Config) -> ProbeSettings {
         output: OutputFormat::Json,
         diagnose: DiagnoseSettings {
             cert_warning_days: i64::from(site.cert_warning_days),
+            expect_status: site.expect_status.clone(),
             ..DiagnoseSettings::default()
         },
     }

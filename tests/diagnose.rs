@@ -512,3 +512,80 @@ fn a_slow_static_file_never_makes_a_healthy_site_down() {
         );
     }
 }
+
+#[test]
+fn expect_status_decides_what_a_healthy_page_answers() {
+    let login =
+        |route: Route| answered(route, Page, 401, 30.0, "nginx/1.22.1", "<html>login</html>");
+    let moved = |route: Route| answered(route, Page, 301, 30.0, "nginx/1.22.1", "");
+    let expecting = |codes: &[u16]| DiagnoseSettings {
+        expect_status: codes.to_vec(),
+        ..DiagnoseSettings::default()
+    };
+    // (observations, expected statuses, status, cause, summary contains)
+    let cases: Vec<(Vec<Observation>, Vec<u16>, Status, Cause, &str)> = vec![
+        // A site behind a login answers 401 on purpose.
+        (
+            vec![login(Edge), login(Origin)],
+            vec![200, 401],
+            Status::Ok,
+            Cause::Ok,
+            "as expected",
+        ),
+        // Without the expectation the same 401 is a question about the path.
+        (
+            vec![login(Edge), login(Origin)],
+            vec![],
+            Status::Degraded,
+            Cause::Unknown,
+            "is the path right?",
+        ),
+        // A redirect is healthy by default, but not where only 200 will do.
+        (
+            vec![moved(Edge), moved(Origin)],
+            vec![],
+            Status::Ok,
+            Cause::Ok,
+            "as expected",
+        ),
+        (
+            vec![moved(Edge), moved(Origin)],
+            vec![200],
+            Status::Degraded,
+            Cause::Unknown,
+            "answers 301: expected 200",
+        ),
+        // The expectation is the page's: a static file must still answer below 400.
+        (
+            vec![
+                login(Edge),
+                answered(Origin, Static, 404, 1.0, "nginx/1.22.1", ""),
+            ],
+            vec![401],
+            Status::Degraded,
+            Cause::Unknown,
+            "static answers 404",
+        ),
+        // Expecting a status never hides a failure.
+        (
+            vec![
+                cf_error(502, "host"),
+                answered(Origin, Page, 502, 1.0, "nginx/1.22.1", NGINX_502),
+            ],
+            vec![200, 502],
+            Status::Down,
+            Cause::FpmUnreachable,
+            "",
+        ),
+    ];
+    for (observations, codes, status, cause, summary) in cases {
+        let d = diagnose(HOST, &observations, &expecting(&codes));
+        assert_eq!(
+            (d.status, d.cause),
+            (status, cause),
+            "{codes:?}: {}",
+            d.summary
+        );
+        assert!(d.summary.contains(summary), "{codes:?}: {}", d.summary);
+    }
+}

@@ -14,6 +14,9 @@ pub struct DiagnoseSettings {
     pub cert_warning_days: i64,
     /// A healthy answer slower than this (time to first byte) degrades the site.
     pub slow_ttfb_ms: f64,
+    /// Statuses the page may answer with while healthy (e.g. 401 for a site behind a login);
+    /// empty: any status below 400. Static files must always answer below 400.
+    pub expect_status: Vec<u16>,
 }
 
 impl Default for DiagnoseSettings {
@@ -21,6 +24,7 @@ impl Default for DiagnoseSettings {
         Self {
             cert_warning_days: 14,
             slow_ttfb_ms: 2000.0,
+            expect_status: Vec::new(),
         }
     }
 }
@@ -99,9 +103,9 @@ pub(super) fn diagnose(
         .or_else(|| cloudflare_error(&view))
         .or_else(|| failing_chain(&view))
         .or_else(|| healthy(&view, settings))
-        .or_else(|| client_error(&view))
+        .or_else(|| unexpected_answer(&view, settings))
         .unwrap_or_else(|| unknown(&view));
-    finish(host, &view, verdict)
+    finish(host, &view, settings, verdict)
 }
 
 // ---- the rules ---------------------------------------------------------------------------
@@ -559,7 +563,7 @@ fn origin_cause(
 
 fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
     let all: Vec<&Observation> = view.groups().into_iter().flatten().copied().collect();
-    if all.is_empty() || !all.iter().all(|o| is_healthy(o)) {
+    if all.is_empty() || !all.iter().all(|o| as_expected(o, settings)) {
         return None;
     }
     let mut evidence: Vec<String> = view
@@ -676,20 +680,27 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
     ))
 }
 
-/// Nothing fails, but some path answers 4xx: most often a wrong path in the probe's settings.
-fn client_error(view: &View<'_>) -> Option<Verdict> {
-    let o = view.groups().into_iter().flatten().find(|o| {
-        o.error.is_none()
-            && o.response
-                .as_ref()
-                .is_some_and(|r| (400..500).contains(&r.status))
-    })?;
+/// Nothing fails, but some path answers what it should not: a 4xx (most often a wrong path in
+/// the probe's settings) or a status outside the site's `expect_status`.
+fn unexpected_answer(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
+    let o = view
+        .groups()
+        .into_iter()
+        .flatten()
+        .find(|o| !is_failing(o) && !as_expected(o, settings))?;
     let status = o.response.as_ref()?.status;
+    let expected = &settings.expect_status;
+    let what = if o.path_role == PathRole::Page && !expected.is_empty() {
+        let list: Vec<String> = expected.iter().map(u16::to_string).collect();
+        format!("expected {}", list.join(" or "))
+    } else {
+        "is the path right?".to_string()
+    };
     Some(Verdict::new(
         Cause::Unknown,
         Confidence::Low,
         format!(
-            "Nothing fails, but the {} {} answers {status}: is the path right?",
+            "Nothing fails, but the {} {} answers {status}: {what}.",
             o.route.as_str(),
             o.path_role.as_str()
         ),
@@ -713,7 +724,12 @@ fn unknown(view: &View<'_>) -> Verdict {
 
 // ---- assembling the diagnosis ---------------------------------------------------------------
 
-fn finish(host: &str, view: &View<'_>, mut verdict: Verdict) -> Diagnosis {
+fn finish(
+    host: &str,
+    view: &View<'_>,
+    settings: &DiagnoseSettings,
+    mut verdict: Verdict,
+) -> Diagnosis {
     // Every route's view follows the decisive lines, once.
     for group in view.groups() {
         if let Some(o) = worst(group) {
@@ -723,7 +739,7 @@ fn finish(host: &str, view: &View<'_>, mut verdict: Verdict) -> Diagnosis {
             }
         }
     }
-    let status = status(view, verdict.cause);
+    let status = status(view, settings, verdict.cause);
     let origin = view
         .origin_page
         .first()
@@ -755,7 +771,7 @@ fn finish(host: &str, view: &View<'_>, mut verdict: Verdict) -> Diagnosis {
 
 /// Visitors' view decides: every edge page request failing is down, some failing (or only the
 /// origin failing) is degraded.
-fn status(view: &View<'_>, cause: Cause) -> Status {
+fn status(view: &View<'_>, settings: &DiagnoseSettings, cause: Cause) -> Status {
     match cause {
         Cause::Ok => return Status::Ok,
         Cause::CertExpiring | Cause::Slow => return Status::Degraded,
@@ -763,7 +779,11 @@ fn status(view: &View<'_>, cause: Cause) -> Status {
     }
     let edge = &view.edge_page;
     let edge_bad = |o: &&Observation| is_failing(o) || o.tls.as_ref().is_some_and(|t| !t.verified);
-    let anything_wrong = view.groups().into_iter().flatten().any(|o| !is_healthy(o));
+    let anything_wrong = view
+        .groups()
+        .into_iter()
+        .flatten()
+        .any(|o| !as_expected(o, settings));
     if !edge.is_empty() && edge.iter().all(edge_bad) {
         Status::Down
     } else if cause != Cause::Unknown || anything_wrong {
@@ -785,6 +805,16 @@ fn is_failing(o: &Observation) -> bool {
 
 fn is_healthy(o: &Observation) -> bool {
     o.error.is_none() && o.response.as_ref().is_some_and(|r| r.status < 400)
+}
+
+/// Healthy by the site's own measure: the page's status in `expect_status` when one is set.
+fn as_expected(o: &Observation, settings: &DiagnoseSettings) -> bool {
+    match &o.response {
+        Some(r) if o.path_role == PathRole::Page && !settings.expect_status.is_empty() => {
+            o.error.is_none() && settings.expect_status.contains(&r.status)
+        }
+        _ => is_healthy(o),
+    }
 }
 
 /// The most telling observation of a group: an error first, then the highest status.
