@@ -523,7 +523,8 @@ fn expect_status_decides_what_a_healthy_page_answers() {
         ..DiagnoseSettings::default()
     };
     // (observations, expected statuses, status, cause, summary contains)
-    let cases: Vec<(Vec<Observation>, Vec<u16>, Status, Cause, &str)> = vec![
+    type ExpectCase = (Vec<Observation>, Vec<u16>, Status, Cause, &'static str);
+    let cases: Vec<ExpectCase> = vec![
         // A site behind a login answers 401 on purpose.
         (
             vec![login(Edge), login(Origin)],
