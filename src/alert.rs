@@ -78,7 +78,19 @@ pub enum Notification {
     },
     /// The incident closed.
     Recovered { incident: u64, lasted: Duration },
+    /// The prober itself is cut off: every site and every control check failed in one run.
+    /// `evidence` says what each of them saw.
+    ConnectivityLost {
+        incident: u64,
+        evidence: Vec<String>,
+    },
+    /// The prober reaches the network again.
+    ConnectivityRestored { incident: u64, lasted: Duration },
 }
+
+/// The key the prober's own connectivity state is kept under, beside the sites' (a site name
+/// cannot start with `@`).
+pub const PROBER: &str = "@prober";
 
 impl Notification {
     /// A stable identity: the same event always gets the same id, so a retried or repeated send
@@ -99,6 +111,10 @@ impl Notification {
                 format!("{site}/{incident}/reminder/{}", open_for.as_secs())
             }
             Notification::Recovered { incident, .. } => format!("{site}/{incident}/recovered"),
+            Notification::ConnectivityLost { incident, .. } => format!("{site}/{incident}/lost"),
+            Notification::ConnectivityRestored { incident, .. } => {
+                format!("{site}/{incident}/restored")
+            }
         }
     }
 }
@@ -217,6 +233,47 @@ pub fn step(
     (next, out)
 }
 
+/// Advances the prober's own state: `cut_off` holds the evidence when every site and every
+/// control check failed in this run. One notice when the prober is cut off, one when it is back;
+/// nothing in between, however many runs it lasts.
+pub fn connectivity_step(
+    state: &AlertState,
+    cut_off: Option<&[String]>,
+    at: OffsetDateTime,
+) -> (AlertState, Vec<Notification>) {
+    match (state.phase, cut_off) {
+        (Phase::Ok, Some(evidence)) => {
+            let next = AlertState {
+                phase: Phase::Down,
+                streak: 0,
+                cause: None,
+                since: Some(at),
+                last_notified: Some(at),
+                incident: state.incident + 1,
+            };
+            let notice = Notification::ConnectivityLost {
+                incident: next.incident,
+                evidence: evidence.to_vec(),
+            };
+            (next, vec![notice])
+        }
+        (Phase::Ok, None) => (state.clone(), Vec::new()),
+        (_, Some(_)) => (state.clone(), Vec::new()),
+        (_, None) => {
+            let lasted = state.since.map_or(Duration::ZERO, |s| elapsed(s, at));
+            let next = AlertState {
+                incident: state.incident,
+                ..AlertState::default()
+            };
+            let notice = Notification::ConnectivityRestored {
+                incident: state.incident,
+                lasted,
+            };
+            (next, vec![notice])
+        }
+    }
+}
+
 fn elapsed(from: OffsetDateTime, to: OffsetDateTime) -> Duration {
     Duration::try_from(to - from).unwrap_or(Duration::ZERO)
 }
@@ -332,6 +389,34 @@ mod tests {
         let (next, out) = step(&state, &verdict(1, Fpm), &p);
         assert_eq!(next.phase, Phase::Down);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn connectivity_is_lost_once_and_restored_once() {
+        let at = |minute: i64| verdict(minute, Up).at;
+        let evidence = vec!["control https://a.example/: connect timeout".to_string()];
+        let mut state = AlertState::default();
+        let mut keys = Vec::new();
+        let runs = [false, true, true, true, false, false, true, false];
+        for (minute, cut_off) in runs.iter().enumerate() {
+            let (next, out) = connectivity_step(
+                &state,
+                cut_off.then_some(evidence.as_slice()),
+                at(minute as i64),
+            );
+            state = next;
+            keys.extend(out.iter().map(|n| n.key(PROBER)));
+        }
+        assert_eq!(
+            keys,
+            [
+                "@prober/1/lost",
+                "@prober/1/restored",
+                "@prober/2/lost",
+                "@prober/2/restored"
+            ]
+        );
+        assert_eq!(state.phase, Phase::Ok);
     }
 
     #[test]

@@ -612,7 +612,14 @@ impl Checker {
                 (None, Some(t)) => t.host.clone(),
                 (None, None) => String::new(),
             };
-            if !name.is_empty() && !names.insert(name.clone()) {
+            if name.starts_with('@') {
+                let spot = site.name.as_ref().unwrap_or(&site.url);
+                self.problem(
+                    spot,
+                    format!("{at}.name"),
+                    format!("{name:?}: names starting with '@' are reserved for the prober itself"),
+                );
+            } else if !name.is_empty() && !names.insert(name.clone()) {
                 let spot = site.name.as_ref().unwrap_or(&site.url);
                 self.problem(
                     spot,

@@ -163,6 +163,12 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
             d.summary
         )?;
     }
+    if outcome.cut_off {
+        writeln!(
+            out,
+            "every site and every control check failed: the prober itself looks cut off; site alerts held"
+        )?;
+    }
     if outcome.mails_sent + outcome.mails_waiting > 0 {
         writeln!(
             out,

@@ -41,6 +41,7 @@ pub fn render(
     notification: &Notification,
     recipients: &[String],
 ) -> NewMessage {
+    let mut evidence: &[String] = &[];
     let (subject, lead, diagnosis) = match notification {
         Notification::Opened { diagnosis, .. } => (
             format!(
@@ -86,17 +87,47 @@ pub fn render(
             format!("{site} answers again after {} down.", human(*lasted)),
             None,
         ),
+        Notification::ConnectivityLost { evidence: seen, .. } => {
+            evidence = seen;
+            (
+                "[PROBE OFFLINE] the prober lost its own connectivity".to_string(),
+                "Every site and every control check failed in the same run: the prober's own \
+                 network is the likely fault, not the sites. Per-site alerts are held until it \
+                 reaches the network again."
+                    .to_string(),
+                None,
+            )
+        }
+        Notification::ConnectivityRestored { lasted, .. } => (
+            format!("[PROBE ONLINE] the prober is back after {}", human(*lasted)),
+            format!(
+                "The prober reaches the network again after {} cut off; per-site alerting resumes.",
+                human(*lasted)
+            ),
+            None,
+        ),
     };
-    let mut text = format!("{lead}\n{url}\n");
-    let mut html = format!(
-        "<p><strong>{}</strong><br><a href=\"{}\">{}</a></p>\n",
-        escape(&lead),
-        escape(url),
-        escape(url)
-    );
+    // The prober's own notices are about no one URL.
+    let (mut text, mut html) = if url.is_empty() {
+        (
+            format!("{lead}\n"),
+            format!("<p><strong>{}</strong></p>\n", escape(&lead)),
+        )
+    } else {
+        (
+            format!("{lead}\n{url}\n"),
+            format!(
+                "<p><strong>{}</strong><br><a href=\"{}\">{}</a></p>\n",
+                escape(&lead),
+                escape(url),
+                escape(url)
+            ),
+        )
+    };
     if let Some(d) = diagnosis {
         append_diagnosis(&mut text, &mut html, d);
     }
+    append_list(&mut text, &mut html, "Evidence", evidence);
     text.push_str("\n-- \nprobe\n");
     NewMessage {
         key: notification.key(site),
@@ -127,19 +158,8 @@ fn append_diagnosis(text: &mut String, html: &mut String, d: &Diagnosis) {
         d.confidence.as_str(),
         escape(&d.summary)
     );
-    let sections = [("Evidence", &d.evidence), ("Next steps", &d.next_steps)];
-    for (title, lines) in sections {
-        if lines.is_empty() {
-            continue;
-        }
-        let _ = writeln!(text, "\n{title}:");
-        let _ = writeln!(html, "<h3>{title}</h3><ul>");
-        for line in lines {
-            let _ = writeln!(text, "  {line}");
-            let _ = writeln!(html, "<li><code>{}</code></li>", escape(line));
-        }
-        html.push_str("</ul>\n");
-    }
+    append_list(text, html, "Evidence", &d.evidence);
+    append_list(text, html, "Next steps", &d.next_steps);
     if !d.alternatives.is_empty() {
         let _ = writeln!(text, "\nAlso possible:");
         let _ = writeln!(html, "<h3>Also possible</h3><ul>");
@@ -149,6 +169,21 @@ fn append_diagnosis(text: &mut String, html: &mut String, d: &Diagnosis) {
         }
         html.push_str("</ul>\n");
     }
+}
+
+/// A titled list of lines (evidence, commands), skipped when empty.
+fn append_list(text: &mut String, html: &mut String, title: &str, lines: &[String]) {
+    use std::fmt::Write as _;
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(text, "\n{title}:");
+    let _ = writeln!(html, "<h3>{title}</h3><ul>");
+    for line in lines {
+        let _ = writeln!(text, "  {line}");
+        let _ = writeln!(html, "<li><code>{}</code></li>", escape(line));
+    }
+    html.push_str("</ul>\n");
 }
 
 fn escape(s: &str) -> String {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
-use crate::alert::{self, RunVerdict};
+use crate::alert::{self, RunVerdict, PROBER};
 use crate::cli::{OutputFormat, ProbeSettings};
 use crate::config::{Config, Site};
 use crate::diagnose::DiagnoseSettings;
@@ -20,6 +20,10 @@ use crate::store::{RunRecord, Store, StoreError};
 
 /// Sites probed at once in one pass.
 const CONCURRENCY: usize = 32;
+/// Deadline of one control-check request.
+const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Sites named in the prober's own notice; the rest are counted.
+const CUT_OFF_SITES_SHOWN: usize = 10;
 
 /// Why a pass could not complete.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,9 @@ pub struct PassOutcome {
     pub sites: Vec<(String, ProbeReport)>,
     pub mails_sent: usize,
     pub mails_waiting: usize,
+    /// Every site and every control check failed: the prober itself is cut off, and the sites'
+    /// alert states were left as they were.
+    pub cut_off: bool,
 }
 
 impl PassOutcome {
@@ -67,6 +74,63 @@ fn settings_for(site: &Site, config: &Config) -> ProbeSettings {
             ..DiagnoseSettings::default()
         },
     }
+}
+
+/// Probes the control checks (edge route only). When every one of them fails to get any
+/// answer, returns what each saw; `None` when at least one got through.
+async fn control_checks_fail(config: &Config) -> Result<Option<Vec<String>>, ProbeError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for target in &config.control_checks {
+        let settings = ProbeSettings {
+            target: target.clone(),
+            origins: Vec::new(),
+            edge: None,
+            static_path: None,
+            nameserver: Nameserver::System,
+            extra_roots: config.extra_roots.clone(),
+            timeout: CONTROL_TIMEOUT,
+            samples: 1,
+            output: OutputFormat::Json,
+            diagnose: DiagnoseSettings::default(),
+        };
+        tasks.spawn(async move { probe_site(&settings).await });
+    }
+    let mut evidence = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let report = match joined {
+            Ok(result) => result?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => continue,
+        };
+        // Any answer at all, whatever its status, proves the network works.
+        if report.observations.iter().any(|o| o.response.is_some()) {
+            return Ok(None);
+        }
+        let seen = report
+            .observations
+            .iter()
+            .find_map(|o| o.error.as_ref())
+            .map_or("no answer".to_string(), |e| {
+                format!("{} {}: {}", e.phase.as_str(), e.kind.as_str(), e.message)
+            });
+        evidence.push(format!("control {}: {seen}", report.target));
+    }
+    evidence.sort();
+    Ok(Some(evidence))
+}
+
+/// Who hears about the prober itself: `alerts.to`, else everyone any site alerts.
+fn prober_recipients(config: &Config) -> Vec<String> {
+    if !config.alerts.to.is_empty() {
+        return config.alerts.to.clone();
+    }
+    let mut all: Vec<String> = Vec::new();
+    for to in config.sites.iter().flat_map(|s| &s.alert_to) {
+        if !all.contains(to) {
+            all.push(to.clone());
+        }
+    }
+    all
 }
 
 /// Probes a site; while it is down, tries again (up to `confirm_retries` times, `retry_spacing`
@@ -110,20 +174,61 @@ pub async fn run_once(
     }
     reports.sort_by_key(|(index, _)| *index);
 
+    // Every site unanswering at once may be the prober's own network: the control checks tell.
+    // (A site that answers, even 502, proves the network works.)
+    let all_silent = !reports.is_empty()
+        && reports
+            .iter()
+            .all(|(_, r)| r.observations.iter().all(|o| o.response.is_none()));
+    let cut_off = if all_silent && !config.control_checks.is_empty() {
+        control_checks_fail(config).await?.map(|mut evidence| {
+            for (index, report) in reports.iter().take(CUT_OFF_SITES_SHOWN) {
+                let name = &config.sites[*index].name;
+                evidence.push(format!("site {name}: {}", report.diagnosis.summary));
+            }
+            if reports.len() > CUT_OFF_SITES_SHOWN {
+                let more = reports.len() - CUT_OFF_SITES_SHOWN;
+                evidence.push(format!("… and {more} more sites, none answering"));
+            }
+            evidence
+        })
+    } else {
+        None
+    };
+    let prober = store.alert_state(PROBER)?;
+    let (next, notices) = alert::connectivity_step(&prober, cut_off.as_deref(), now);
+    if next != prober {
+        let recipients = prober_recipients(config);
+        let messages: Vec<_> = if recipients.is_empty() {
+            Vec::new()
+        } else {
+            notices
+                .iter()
+                .map(|n| mail::render(PROBER, "", n, &recipients))
+                .collect()
+        };
+        store.record_state(PROBER, now, &next, &messages)?;
+    }
+
     let mut sites = Vec::new();
     for (index, report) in reports {
         let site = &config.sites[index];
         let state = store.alert_state(&site.name)?;
-        let verdict = RunVerdict {
-            at: now,
-            diagnosis: report.diagnosis.clone(),
-            in_maintenance: config.maintenance.iter().any(|w| {
-                w.start <= now
-                    && now < w.end
-                    && (w.sites.is_empty() || w.sites.contains(&site.name))
-            }),
+        // Cut off, this run says nothing about the sites: their states stay as they were.
+        let (next, notifications) = if cut_off.is_some() {
+            (state, Vec::new())
+        } else {
+            let verdict = RunVerdict {
+                at: now,
+                diagnosis: report.diagnosis.clone(),
+                in_maintenance: config.maintenance.iter().any(|w| {
+                    w.start <= now
+                        && now < w.end
+                        && (w.sites.is_empty() || w.sites.contains(&site.name))
+                }),
+            };
+            alert::step(&state, &verdict, &config.alerts)
         };
-        let (next, notifications) = alert::step(&state, &verdict, &config.alerts);
         let messages: Vec<_> = if site.alert_to.is_empty() {
             Vec::new()
         } else {
@@ -154,5 +259,6 @@ pub async fn run_once(
         sites,
         mails_sent,
         mails_waiting,
+        cut_off: cut_off.is_some(),
     })
 }

@@ -80,6 +80,15 @@ pub trait Store {
     /// Saves a run's result, the site's new alert state and its queued messages, atomically.
     /// Messages whose key is already queued or sent are not queued again.
     fn record_run(&mut self, run: &RunRecord<'_>) -> Result<(), StoreError>;
+    /// Saves an alert state that has no result of its own (the prober's connectivity, under
+    /// `alert::PROBER`) with its queued messages, atomically.
+    fn record_state(
+        &mut self,
+        key: &str,
+        at: OffsetDateTime,
+        state: &AlertState,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError>;
     /// Messages not yet delivered whose next attempt is due at `now`.
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError>;
     /// Marks a message delivered.
@@ -269,12 +278,7 @@ impl Store for SqliteStore {
             params![run.site, at, d.status.as_str(), d.hop.as_str(), d.cause.as_str(), report],
         )
         .map_err(sqlite)?;
-        tx.execute(
-            "INSERT INTO alert_state (site, state) VALUES (?1, ?2)
-             ON CONFLICT (site) DO UPDATE SET state = excluded.state",
-            params![run.site, state],
-        )
-        .map_err(sqlite)?;
+        save_state(&tx, run.site, &state).map_err(sqlite)?;
         // The incident this state belongs to, and its cause history.
         if run.state.incident > 0 {
             let open = run.state.cause.is_some();
@@ -317,16 +321,26 @@ impl Store for SqliteStore {
                 .map_err(sqlite)?;
             }
         }
-        for message in run.messages {
-            let recipients = serde_json::to_string(&message.recipients).expect("strings serialise");
-            tx.execute(
-                "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2)
-                 ON CONFLICT (key) DO NOTHING",
-                params![message.key, at, recipients, message.subject, message.body_text, message.body_html],
-            )
-            .map_err(sqlite)?;
-        }
+        queue(&tx, at, run.messages).map_err(sqlite)?;
+        tx.commit().map_err(sqlite)
+    }
+
+    fn record_state(
+        &mut self,
+        key: &str,
+        at: OffsetDateTime,
+        state: &AlertState,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let state = serde_json::to_string(state).expect("an alert state serialises");
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        save_state(&tx, key, &state).map_err(sqlite)?;
+        queue(&tx, stamp(at), messages).map_err(sqlite)?;
         tx.commit().map_err(sqlite)
     }
 
@@ -404,4 +418,27 @@ impl Store for SqliteStore {
             .execute("DELETE FROM results WHERE at < ?1", [stamp(before)])
             .map_err(|e| self.sqlite(e))
     }
+}
+
+fn save_state(tx: &rusqlite::Transaction<'_>, key: &str, state: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO alert_state (site, state) VALUES (?1, ?2)
+         ON CONFLICT (site) DO UPDATE SET state = excluded.state",
+        params![key, state],
+    )
+    .map(|_| ())
+}
+
+/// Queues messages; one whose key is already queued or sent is not queued again.
+fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> rusqlite::Result<()> {
+    for message in messages {
+        let recipients = serde_json::to_string(&message.recipients).expect("strings serialise");
+        tx.execute(
+            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2)
+             ON CONFLICT (key) DO NOTHING",
+            params![message.key, at, recipients, message.subject, message.body_text, message.body_html],
+        )?;
+    }
+    Ok(())
 }

@@ -130,6 +130,10 @@ fn broken_files_get_exact_messages() {
             "probes.yaml:4:13: maintenance[0].sites[0]: no site is named \"shop\"",
         ),
         ("sites: []\n", "probes.yaml:1:1: sites: no site to probe: add at least one under `sites:`"),
+        (
+            "sites:\n  - name: \"@prober\"\n    url: example.com\n",
+            "probes.yaml:2:11: sites[0].name: \"@prober\": names starting with '@' are reserved for the prober itself",
+        ),
     ];
     for (text, expected) in cases {
         let got = problems(text);

@@ -196,3 +196,113 @@ fn probe_run_exits_with_the_worst_status_and_says_why() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// A loopback port bound but not listening: connections are refused until `listen` is called,
+/// and no other test can take the port meanwhile.
+fn closed_port() -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket
+}
+
+/// Starts answering every request on `socket` with a small page, as any website would.
+fn answer_on(socket: tokio::net::TcpSocket) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = socket.listen(16).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prober_cut_off_sends_one_notice_instead_of_one_alert_per_site() {
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_CUT", PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let server = SmtpServer::start(dir.path(), &pki, None);
+    let sites = closed_port();
+    let control = closed_port();
+    let (site_address, control_port) = (
+        sites.local_addr().unwrap(),
+        control.local_addr().unwrap().port(),
+    );
+    let text = format!(
+        r#"defaults:
+  timeout: 2s
+sites:
+  - {{ name: a, url: "http://a.example/", edge: "{site_address}" }}
+  - {{ name: b, url: "http://b.example/", edge: "{site_address}" }}
+alerts:
+  to: [ops@example.com]
+  confirm_retries: 0
+  confirm_runs: 1
+  recover_runs: 1
+smtp:
+  host: 127.0.0.1
+  port: {port}
+  username: {USER}
+  password_env: PROBE_TEST_SMTP_PASSWORD_CUT
+  from: "probe <probe@example.com>"
+  ca_file: {ca}
+  timeout: 5s
+store:
+  path: probe.sqlite
+control_checks: ["http://127.0.0.1:{control_port}/"]
+"#,
+        port = server.port,
+        ca = pki.ca_path.display(),
+    );
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
+    let mut store = SqliteStore::open(&config.store_path).unwrap();
+
+    // Nothing answers, the control check neither: one notice, the sites' alerts held.
+    for m in 0..3 {
+        let pass = run_once(&config, &mut store, minute(m)).await.unwrap();
+        assert!(pass.cut_off, "minute {m}");
+        assert_eq!(pass.worst(), Status::Down);
+    }
+    assert_eq!(
+        subjects(&server),
+        ["[PROBE OFFLINE] the prober lost its own connectivity"]
+    );
+    let notice = &server.messages()[0];
+    assert!(
+        notice.contains(&format!(
+            "control http://127.0.0.1:{control_port}/: connect refused"
+        )),
+        "{notice}"
+    );
+    assert!(notice.contains("site a: "), "{notice}");
+
+    // The control check answers again while the sites still do not: the prober is back, and
+    // the sites' own incidents open now, one mail each.
+    let _control = answer_on(control);
+    let pass = run_once(&config, &mut store, minute(3)).await.unwrap();
+    assert!(!pass.cut_off);
+    let got = subjects(&server);
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert_eq!(got[1], "[PROBE ONLINE] the prober is back after 3m");
+    assert!(got[2].starts_with("[DOWN] a: "), "{}", got[2]);
+    assert!(got[3].starts_with("[DOWN] b: "), "{}", got[3]);
+
+    // The sites answer: each recovers after the one minute it was down; no more notices.
+    let _sites = answer_on(sites);
+    let pass = run_once(&config, &mut store, minute(4)).await.unwrap();
+    assert_eq!(pass.worst(), Status::Ok);
+    let got = subjects(&server);
+    assert_eq!(got.len(), 6, "{got:#?}");
+    assert_eq!(got[4], "[RECOVERED] a after 1m");
+    assert_eq!(got[5], "[RECOVERED] b after 1m");
+}
