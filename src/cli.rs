@@ -25,7 +25,7 @@ const MAX_SAMPLES: u32 = 100;
     version,
     about,
     long_about = None,
-    after_help = "Other commands:\n  probe run [-c probes.yaml]           one pass over every configured site: probe, confirm, alert, store\n  probe check-config [-c probes.yaml]  validate and explain a config (--schema prints its JSON Schema)\n  probe diagnose FILE.json             diagnose a saved --json report again, offline"
+    after_help = "Other commands:\n  probe run [-c probes.yaml]           one pass over every configured site: probe, confirm, alert, store\n  probe watch [-c probes.yaml]         the same, each site on its interval, until SIGTERM (SIGHUP reloads)\n  probe check-config [-c probes.yaml]  validate and explain a config (--schema prints its JSON Schema)\n  probe diagnose FILE.json             diagnose a saved --json report again, offline"
 )]
 pub struct Cli {
     /// The site: a host name or URL (`example.com` means `https://example.com/`).
@@ -116,6 +116,23 @@ pub struct CheckConfigCli {
     pub schema: bool,
 }
 
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `--log-format`, shared by the scheduled commands.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log lines as text or as JSON objects (levels via PROBE_LOG, e.g. PROBE_LOG=debug).
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "text")]
+    pub format: LogFormat,
+}
+
 /// `probe run -c probes.yaml`: one pass over every site.
 #[derive(Debug, Parser)]
 #[command(
@@ -126,6 +143,22 @@ pub struct CheckConfigCli {
 pub struct RunCli {
     #[command(flatten)]
     pub config: ConfigPath,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `probe watch -c probes.yaml`: probe every site on its interval until stopped.
+#[derive(Debug, Parser)]
+#[command(
+    name = "probe watch",
+    version,
+    about = "Probe every site of probes.yaml on its interval, alert, store; SIGHUP reloads the config, SIGTERM stops gracefully."
+)]
+pub struct WatchCli {
+    #[command(flatten)]
+    pub config: ConfigPath,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// What the command line asks for.
@@ -139,6 +172,8 @@ pub enum Invocation {
     CheckConfig(CheckConfigCli),
     /// `probe run -c FILE`: one pass over every site.
     Run(RunCli),
+    /// `probe watch -c FILE`: every site on its interval, until stopped.
+    Watch(WatchCli),
 }
 
 /// Parses the command line (`args` includes the program name). A first argument naming a
@@ -158,6 +193,7 @@ where
     match args.get(1).and_then(|a| a.to_str()) {
         Some("diagnose") => rest("diagnose", &args).map(Invocation::Diagnose),
         Some("run") => rest("run", &args).map(Invocation::Run),
+        Some("watch") => rest("watch", &args).map(Invocation::Watch),
         Some("check-config") => rest("check-config", &args).map(Invocation::CheckConfig),
         _ => Cli::try_parse_from(args).map(Invocation::Probe),
     }

@@ -21,12 +21,13 @@ pub mod resolve;
 pub mod schedule;
 pub mod store;
 pub mod tls;
+pub mod watch;
 
 use std::io::Write;
 
 pub use cli::{
-    parse_invocation, CheckConfigCli, Cli, DiagnoseCli, Invocation, OutputFormat, ProbeSettings,
-    RunCli, UsageError,
+    parse_invocation, CheckConfigCli, Cli, DiagnoseCli, Invocation, LogFormat, OutputFormat,
+    ProbeSettings, RunCli, UsageError, WatchCli,
 };
 pub use engine::{probe_site, ProbeError};
 pub use observe::{Observation, ProbeReport, Status};
@@ -51,6 +52,9 @@ pub enum RunError {
     /// A scheduled pass failed (the store, or the probe itself).
     #[error(transparent)]
     Schedule(#[from] schedule::ScheduleError),
+    /// The watch could not start.
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
     /// A saved report could not be read.
     #[error("{path}: {reason}")]
     Report { path: String, reason: String },
@@ -178,4 +182,18 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
     }
     out.flush()?;
     Ok(outcome.worst())
+}
+
+/// `probe watch`: every site on its interval until SIGTERM/SIGINT; OK once stopped gracefully.
+pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
+    let loaded = config::load(&cli.config.path)?;
+    for warning in &loaded.warnings {
+        tracing::warn!(warning = %warning, "config");
+    }
+    let mut store = store::SqliteStore::open(&loaded.config.store_path)
+        .map_err(|e| RunError::Schedule(e.into()))?;
+    watch::Watch::new(cli.config.path.clone(), loaded.config, &mut store)
+        .run()
+        .await?;
+    Ok(Status::Ok)
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use probe::{Invocation, RunError, Status};
+use probe::{Invocation, LogFormat, RunError, Status};
 
 fn main() -> ExitCode {
     let invocation = match probe::parse_invocation(std::env::args_os()) {
@@ -21,18 +21,25 @@ fn main() -> ExitCode {
             };
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PROBE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let (log_format, default_level) = match &invocation {
+        Invocation::Watch(watch) => (watch.log.format, "info"),
+        Invocation::Run(run) => (run.log.format, "warn"),
+        _ => (LogFormat::Text, "warn"),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROBE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let mut stdout = std::io::stdout().lock();
     let outcome = match invocation {
         Invocation::Probe(cli) => block_on(probe::run(&cli, &mut stdout)),
         Invocation::Run(run) => block_on(probe::run_pass(&run, &mut stdout)),
+        Invocation::Watch(watch) => block_on(probe::run_watch(&watch)),
         Invocation::CheckConfig(check) => probe::run_check_config(&check, &mut stdout),
         Invocation::Diagnose(diagnose) => probe::run_diagnose(&diagnose, &mut stdout),
     };

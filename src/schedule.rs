@@ -18,8 +18,8 @@ use crate::observe::{ProbeReport, Status};
 use crate::resolve::Nameserver;
 use crate::store::{RunRecord, Store, StoreError};
 
-/// Sites probed at once in one pass.
-const CONCURRENCY: usize = 32;
+/// Sites probed at once.
+pub const CONCURRENCY: usize = 32;
 /// Deadline of one control-check request.
 const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Sites named in the prober's own notice; the rest are counted.
@@ -78,7 +78,7 @@ fn settings_for(site: &Site, config: &Config) -> ProbeSettings {
 
 /// Probes the control checks (edge route only). When every one of them fails to get any
 /// answer, returns what each saw; `None` when at least one got through.
-async fn control_checks_fail(config: &Config) -> Result<Option<Vec<String>>, ProbeError> {
+pub async fn control_checks_fail(config: &Config) -> Result<Option<Vec<String>>, ProbeError> {
     let mut tasks = tokio::task::JoinSet::new();
     for target in &config.control_checks {
         let settings = ProbeSettings {
@@ -135,7 +135,7 @@ fn prober_recipients(config: &Config) -> Vec<String> {
 
 /// Probes a site; while it is down, tries again (up to `confirm_retries` times, `retry_spacing`
 /// apart) so one lost packet does not count as a failure.
-async fn probe_confirmed(site: &Site, config: &Config) -> Result<ProbeReport, ProbeError> {
+pub async fn probe_confirmed(site: &Site, config: &Config) -> Result<ProbeReport, ProbeError> {
     let settings = settings_for(site, config);
     let mut report = probe_site(&settings).await?;
     for _ in 0..config.alerts.confirm_retries {
@@ -146,6 +146,116 @@ async fn probe_confirmed(site: &Site, config: &Config) -> Result<ProbeReport, Pr
         report = probe_site(&settings).await?;
     }
     Ok(report)
+}
+
+/// A report in which no request got any answer: what a cut-off prober sees.
+pub fn is_silent(report: &ProbeReport) -> bool {
+    report.observations.iter().all(|o| o.response.is_none())
+}
+
+/// The prober's notice: what the control checks saw, then the silent sites (`silent`: each
+/// one's name and summary; `total`: how many sites there are).
+pub fn cut_off_evidence(
+    controls: &[String],
+    silent: &[(String, String)],
+    total: usize,
+) -> Vec<String> {
+    let mut evidence = controls.to_vec();
+    for (name, summary) in silent.iter().take(CUT_OFF_SITES_SHOWN) {
+        evidence.push(format!("site {name}: {summary}"));
+    }
+    if total > CUT_OFF_SITES_SHOWN {
+        let more = total - CUT_OFF_SITES_SHOWN;
+        evidence.push(format!("… and {more} more sites, none answering"));
+    }
+    evidence
+}
+
+/// Steps the prober's own connectivity state and stores it with its notice, if it changed.
+/// Returns whether the prober is cut off now.
+pub fn record_prober(
+    config: &Config,
+    store: &mut dyn Store,
+    cut_off: Option<&[String]>,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let prober = store.alert_state(PROBER)?;
+    let (next, notices) = alert::connectivity_step(&prober, cut_off, now);
+    if next != prober {
+        let recipients = prober_recipients(config);
+        let messages: Vec<_> = if recipients.is_empty() {
+            Vec::new()
+        } else {
+            notices
+                .iter()
+                .map(|n| mail::render(PROBER, "", n, &recipients))
+                .collect()
+        };
+        for n in &notices {
+            tracing::warn!(key = %n.key(PROBER), "prober connectivity changed");
+        }
+        store.record_state(PROBER, now, &next, &messages)?;
+    }
+    Ok(cut_off.is_some())
+}
+
+/// Steps a site's alert state with its confirmed report and stores the result, the new state
+/// and any mail, in one transaction. `held`: the prober is cut off, so the report says nothing
+/// about the site and its state stays as it was.
+pub fn record_site(
+    config: &Config,
+    store: &mut dyn Store,
+    site: &Site,
+    report: &ProbeReport,
+    held: bool,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let state = store.alert_state(&site.name)?;
+    let (next, notifications) = if held {
+        (state, Vec::new())
+    } else {
+        let verdict = RunVerdict {
+            at: now,
+            diagnosis: report.diagnosis.clone(),
+            in_maintenance: config.maintenance.iter().any(|w| {
+                w.start <= now
+                    && now < w.end
+                    && (w.sites.is_empty() || w.sites.contains(&site.name))
+            }),
+        };
+        alert::step(&state, &verdict, &config.alerts)
+    };
+    for n in &notifications {
+        tracing::warn!(site = %site.name, key = %n.key(&site.name), "alert");
+    }
+    let messages: Vec<_> = if site.alert_to.is_empty() {
+        Vec::new()
+    } else {
+        notifications
+            .iter()
+            .map(|n| mail::render(&site.name, &site.target.url, n, &site.alert_to))
+            .collect()
+    };
+    store.record_run(&RunRecord {
+        site: &site.name,
+        at: now,
+        report,
+        state: &next,
+        messages: &messages,
+    })
+}
+
+/// Delivers the due mail, if there is an SMTP server; returns (sent, waiting for retry).
+pub async fn flush_mail(
+    config: &Config,
+    store: &mut dyn Store,
+    now: OffsetDateTime,
+) -> Result<(usize, usize), StoreError> {
+    let Some(smtp) = &config.smtp else {
+        return Ok((0, 0));
+    };
+    let summary = mail::flush_outbox(store, smtp, now).await?;
+    Ok((summary.sent, summary.failed + summary.deferred))
 }
 
 /// One pass over every site; `now` stamps the run (a parameter so tests can compress time).
@@ -176,89 +286,34 @@ pub async fn run_once(
 
     // Every site unanswering at once may be the prober's own network: the control checks tell.
     // (A site that answers, even 502, proves the network works.)
-    let all_silent = !reports.is_empty()
-        && reports
-            .iter()
-            .all(|(_, r)| r.observations.iter().all(|o| o.response.is_none()));
-    let cut_off = if all_silent && !config.control_checks.is_empty() {
-        control_checks_fail(config).await?.map(|mut evidence| {
-            for (index, report) in reports.iter().take(CUT_OFF_SITES_SHOWN) {
-                let name = &config.sites[*index].name;
-                evidence.push(format!("site {name}: {}", report.diagnosis.summary));
-            }
-            if reports.len() > CUT_OFF_SITES_SHOWN {
-                let more = reports.len() - CUT_OFF_SITES_SHOWN;
-                evidence.push(format!("… and {more} more sites, none answering"));
-            }
-            evidence
-        })
+    let silent: Vec<(String, String)> = reports
+        .iter()
+        .filter(|(_, r)| is_silent(r))
+        .map(|(i, r)| (config.sites[*i].name.clone(), r.diagnosis.summary.clone()))
+        .collect();
+    let all_silent = !reports.is_empty() && silent.len() == reports.len();
+    let evidence = if all_silent && !config.control_checks.is_empty() {
+        control_checks_fail(config)
+            .await?
+            .map(|controls| cut_off_evidence(&controls, &silent, reports.len()))
     } else {
         None
     };
-    let prober = store.alert_state(PROBER)?;
-    let (next, notices) = alert::connectivity_step(&prober, cut_off.as_deref(), now);
-    if next != prober {
-        let recipients = prober_recipients(config);
-        let messages: Vec<_> = if recipients.is_empty() {
-            Vec::new()
-        } else {
-            notices
-                .iter()
-                .map(|n| mail::render(PROBER, "", n, &recipients))
-                .collect()
-        };
-        store.record_state(PROBER, now, &next, &messages)?;
-    }
+    let cut_off = record_prober(config, store, evidence.as_deref(), now)?;
 
     let mut sites = Vec::new();
     for (index, report) in reports {
         let site = &config.sites[index];
-        let state = store.alert_state(&site.name)?;
-        // Cut off, this run says nothing about the sites: their states stay as they were.
-        let (next, notifications) = if cut_off.is_some() {
-            (state, Vec::new())
-        } else {
-            let verdict = RunVerdict {
-                at: now,
-                diagnosis: report.diagnosis.clone(),
-                in_maintenance: config.maintenance.iter().any(|w| {
-                    w.start <= now
-                        && now < w.end
-                        && (w.sites.is_empty() || w.sites.contains(&site.name))
-                }),
-            };
-            alert::step(&state, &verdict, &config.alerts)
-        };
-        let messages: Vec<_> = if site.alert_to.is_empty() {
-            Vec::new()
-        } else {
-            notifications
-                .iter()
-                .map(|n| mail::render(&site.name, &site.target.url, n, &site.alert_to))
-                .collect()
-        };
-        store.record_run(&RunRecord {
-            site: &site.name,
-            at: now,
-            report: &report,
-            state: &next,
-            messages: &messages,
-        })?;
+        record_site(config, store, site, &report, cut_off, now)?;
         sites.push((site.name.clone(), report));
     }
 
-    let (mut mails_sent, mut mails_waiting) = (0, 0);
-    if let Some(smtp) = &config.smtp {
-        let summary = mail::flush_outbox(store, smtp, now).await?;
-        mails_sent = summary.sent;
-        mails_waiting = summary.failed + summary.deferred;
-    }
-    let before = now - config.retention;
-    store.prune_results(before)?;
+    let (mails_sent, mails_waiting) = flush_mail(config, store, now).await?;
+    store.prune_results(now - config.retention)?;
     Ok(PassOutcome {
         sites,
         mails_sent,
         mails_waiting,
-        cut_off: cut_off.is_some(),
+        cut_off,
     })
 }

@@ -1,0 +1,413 @@
+//! `probe watch`: every site on its own interval until stopped.
+//!
+//! One loop owns the config, the store and the schedule; probes run as tasks, at most
+//! `CONCURRENCY` at once, each site never twice at the same time. A finished probe is judged and
+//! stored by the loop (the same steps as `probe run`), and its mail sent. SIGHUP reloads the
+//! config (a bad file is logged and the running config kept); SIGTERM or SIGINT stops launching,
+//! lets the probes in flight finish within their deadline, stores them, and sends what is queued.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::task::{Id, JoinError, JoinSet};
+use tokio::time::Instant;
+
+use crate::config::{self, Config, Site};
+use crate::engine::ProbeError;
+use crate::observe::{ProbeReport, Status};
+use crate::schedule::{self, CONCURRENCY};
+use crate::store::Store;
+
+/// How often queued mail is retried and old results pruned, besides after every probe.
+const HOUSEKEEPING: Duration = Duration::from_secs(30);
+/// How long the control checks' verdict is reused while every site stays silent.
+const CONTROL_VERDICT_TTL: Duration = Duration::from_secs(30);
+/// How often raw results past their retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Grace beyond a probe's own deadline before a stopping watch cuts it.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the watch could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// One site's place in the schedule.
+struct Slot {
+    site: Site,
+    next_due: Instant,
+    in_flight: bool,
+    /// The status of the site's last report, to log changes.
+    last_status: Option<Status>,
+    /// The last report got no answer at all: its summary, for the prober's notice.
+    silent: Option<String>,
+}
+
+impl Slot {
+    fn new(site: Site, now: Instant) -> Self {
+        // The first probes are spread over one interval, so a thousand sites do not start at once.
+        let next_due = now + site.interval.mul_f64(random_fraction());
+        Self {
+            site,
+            next_due,
+            in_flight: false,
+            last_status: None,
+            silent: None,
+        }
+    }
+}
+
+type ProbeOutcome = (String, Result<ProbeReport, ProbeError>);
+
+/// The running watch.
+pub struct Watch<'a> {
+    path: PathBuf,
+    config: Arc<Config>,
+    slots: Vec<Slot>,
+    store: &'a mut dyn Store,
+    tasks: JoinSet<ProbeOutcome>,
+    /// Which site each running task probes.
+    running: HashMap<Id, String>,
+    /// When the control checks were last probed, and what they said (`Some`: all failed).
+    control_verdict: Option<(Instant, Option<Vec<String>>)>,
+    last_prune: Option<Instant>,
+}
+
+impl<'a> Watch<'a> {
+    /// A watch over `config` (read from `path`, reread on SIGHUP), storing into `store`.
+    pub fn new(path: PathBuf, config: Config, store: &'a mut dyn Store) -> Self {
+        let now = Instant::now();
+        let slots = config
+            .sites
+            .iter()
+            .map(|s| Slot::new(s.clone(), now))
+            .collect();
+        Self {
+            path,
+            config: Arc::new(config),
+            slots,
+            store,
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            control_verdict: None,
+            last_prune: None,
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT, then stops gracefully.
+    pub async fn run(mut self) -> Result<(), WatchError> {
+        let listen = |kind| signal(kind).map_err(WatchError::Signals);
+        let mut terminate = listen(SignalKind::terminate())?;
+        let mut interrupt = listen(SignalKind::interrupt())?;
+        let mut hangup = listen(SignalKind::hangup())?;
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        tracing::info!(
+            sites = self.slots.len(),
+            config = %self.path.display(),
+            "watching"
+        );
+        loop {
+            self.launch_due();
+            let wake = self.next_wake();
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.finished(joined).await;
+                }
+                _ = housekeeping.tick() => self.housekeeping().await,
+                _ = hangup.recv() => self.reload(),
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        self.stop(&mut terminate, &mut interrupt).await;
+        Ok(())
+    }
+
+    /// Starts the due sites, most overdue first, while there is room.
+    fn launch_due(&mut self) {
+        let room = CONCURRENCY.saturating_sub(self.tasks.len());
+        if room == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut due: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| !self.slots[i].in_flight && self.slots[i].next_due <= now)
+            .collect();
+        due.sort_by_key(|&i| self.slots[i].next_due);
+        for i in due.into_iter().take(room) {
+            let slot = &mut self.slots[i];
+            slot.in_flight = true;
+            slot.next_due = now + jittered(slot.site.interval);
+            let (site, config) = (slot.site.clone(), self.config.clone());
+            let name = site.name.clone();
+            let handle = self.tasks.spawn(async move {
+                let result = schedule::probe_confirmed(&site, &config).await;
+                (site.name, result)
+            });
+            self.running.insert(handle.id(), name);
+        }
+    }
+
+    /// When the next idle site falls due (far ahead when there is no room: a finishing probe
+    /// wakes the loop).
+    fn next_wake(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        if self.tasks.len() >= CONCURRENCY {
+            return far;
+        }
+        self.slots
+            .iter()
+            .filter(|s| !s.in_flight)
+            .map(|s| s.next_due)
+            .min()
+            .unwrap_or(far)
+    }
+
+    async fn finished(&mut self, joined: Result<(Id, ProbeOutcome), JoinError>) {
+        let (name, result) = match joined {
+            Ok((id, outcome)) => {
+                self.running.remove(&id);
+                outcome
+            }
+            Err(e) => {
+                let name = self.running.remove(&e.id()).unwrap_or_default();
+                if e.is_panic() {
+                    tracing::error!(site = %name, "the probe task panicked: {e}");
+                }
+                if let Some(slot) = self.slots.iter_mut().find(|s| s.site.name == name) {
+                    slot.in_flight = false;
+                }
+                return;
+            }
+        };
+        let Some(index) = self.slots.iter().position(|s| s.site.name == name) else {
+            tracing::debug!(site = %name, "result of a site no longer configured, dropped");
+            return;
+        };
+        self.slots[index].in_flight = false;
+        match result {
+            Ok(report) => self.record(index, &report).await,
+            Err(e) => tracing::error!(site = %name, error = %e, "cannot probe"),
+        }
+    }
+
+    /// Judges and stores one site's report (the same steps as `probe run`), then sends mail.
+    async fn record(&mut self, index: usize, report: &ProbeReport) {
+        let now = OffsetDateTime::now_utc();
+        let d = &report.diagnosis;
+        let slot = &mut self.slots[index];
+        slot.silent = schedule::is_silent(report).then(|| d.summary.clone());
+        let changed = slot.last_status != Some(d.status);
+        slot.last_status = Some(d.status);
+        if changed || d.status != Status::Ok {
+            tracing::info!(site = %slot.site.name, status = d.status.as_str(), hop = d.hop.as_str(), cause = d.cause.as_str(), summary = %d.summary, "probed");
+        } else {
+            tracing::debug!(site = %slot.site.name, status = d.status.as_str(), "probed");
+        }
+        let evidence = self.cut_off_evidence().await;
+        let config = self.config.clone();
+        let stored = schedule::record_prober(&config, self.store, evidence.as_deref(), now)
+            .and_then(|cut_off| {
+                let site = &self.slots[index].site;
+                schedule::record_site(&config, self.store, site, report, cut_off, now)
+            });
+        if let Err(e) = stored {
+            tracing::error!(site = %self.slots[index].site.name, error = %e, "cannot store the result");
+        }
+        self.send_mail(now).await;
+    }
+
+    /// When every site's last report is silent, whether the control checks fail too (the prober
+    /// is cut off): the evidence for its notice.
+    async fn cut_off_evidence(&mut self) -> Option<Vec<String>> {
+        if self.config.control_checks.is_empty() || self.slots.iter().any(|s| s.silent.is_none()) {
+            return None;
+        }
+        let fresh = self
+            .control_verdict
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < CONTROL_VERDICT_TTL);
+        if !fresh {
+            let verdict = match schedule::control_checks_fail(&self.config).await {
+                Ok(verdict) => verdict,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot probe the control checks");
+                    None
+                }
+            };
+            self.control_verdict = Some((Instant::now(), verdict));
+        }
+        let controls = self.control_verdict.as_ref()?.1.as_ref()?;
+        let silent: Vec<(String, String)> = self
+            .slots
+            .iter()
+            .filter_map(|s| Some((s.site.name.clone(), s.silent.clone()?)))
+            .collect();
+        Some(schedule::cut_off_evidence(
+            controls,
+            &silent,
+            self.slots.len(),
+        ))
+    }
+
+    async fn send_mail(&mut self, now: OffsetDateTime) {
+        match schedule::flush_mail(&self.config, self.store, now).await {
+            Ok((sent, waiting)) if sent + waiting > 0 => {
+                tracing::info!(sent, waiting, "mail")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read or update the outbox"),
+        }
+    }
+
+    async fn housekeeping(&mut self) {
+        let now = OffsetDateTime::now_utc();
+        self.send_mail(now).await;
+        if self.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            self.last_prune = Some(Instant::now());
+            match self.store.prune_results(now - self.config.retention) {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "old results deleted"),
+                Err(e) => tracing::error!(error = %e, "cannot prune old results"),
+            }
+        }
+    }
+
+    /// Rereads the config file. A file with problems is rejected, each problem logged, and the
+    /// running config kept; a good one replaces it, sites keeping their place in the schedule.
+    fn reload(&mut self) {
+        let loaded = match config::load(&self.path) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                for problem in e.to_string().lines() {
+                    tracing::error!(problem, "config reload rejected; the running config stays");
+                }
+                return;
+            }
+        };
+        for warning in &loaded.warnings {
+            tracing::warn!(warning = %warning, "config");
+        }
+        let new = loaded.config;
+        if new.store_path != self.config.store_path {
+            tracing::warn!(
+                store = %self.config.store_path.display(),
+                "a new store path takes a restart; still using the old one"
+            );
+        }
+        let now = Instant::now();
+        let mut old: HashMap<String, Slot> = self
+            .slots
+            .drain(..)
+            .map(|s| (s.site.name.clone(), s))
+            .collect();
+        let (mut added, mut kept) = (0, 0);
+        self.slots = new
+            .sites
+            .iter()
+            .map(|site| match old.remove(&site.name) {
+                Some(mut slot) => {
+                    kept += 1;
+                    // A shorter interval takes effect now, not after the old one.
+                    slot.next_due = slot.next_due.min(now + jittered(site.interval));
+                    slot.site = site.clone();
+                    slot
+                }
+                None => {
+                    added += 1;
+                    Slot::new(site.clone(), now)
+                }
+            })
+            .collect();
+        self.config = Arc::new(new);
+        self.control_verdict = None;
+        tracing::info!(
+            sites = self.slots.len(),
+            added,
+            kept,
+            removed = old.len(),
+            "config reloaded"
+        );
+    }
+
+    /// Stops: no new probe; those in flight finish within their own deadline (cut after it), are
+    /// stored, and the queued mail is sent. A second signal stops at once.
+    async fn stop(&mut self, terminate: &mut Signal, interrupt: &mut Signal) {
+        let budget = self
+            .slots
+            .iter()
+            .filter(|s| s.in_flight)
+            .map(|s| probe_budget(&s.site, &self.config))
+            .max()
+            .unwrap_or_default();
+        tracing::info!(
+            in_flight = self.tasks.len(),
+            wait_at_most = ?budget + STOP_GRACE,
+            "stopping"
+        );
+        let deadline = Instant::now() + budget + STOP_GRACE;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(joined) = self.tasks.join_next_with_id() => self.finished(joined).await,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(cut = self.tasks.len(), "probes still running at the deadline, cut");
+                    break;
+                }
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        self.tasks.abort_all();
+        self.send_mail(OffsetDateTime::now_utc()).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// The longest one confirmed probe of `site` can take: every try at its deadline, with the
+/// spacing between tries.
+fn probe_budget(site: &Site, config: &Config) -> Duration {
+    let retries = config.alerts.confirm_retries;
+    // A try is DNS, then every request in parallel, then perhaps one re-ask of the edge: each
+    // bounded by the timeout, so four of them bound it with room.
+    let per_try = site.timeout * 4;
+    per_try * (retries + 1) + config.alerts.retry_spacing * retries
+}
+
+/// `interval`, give or take 10 %, so sites with the same interval drift apart.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * random_fraction())
+}
+
+/// A number in [0, 1) from the standard library's randomly keyed hasher (no RNG crate needed
+/// for jitter).
+fn random_fraction() -> f64 {
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent_and_varies() {
+        let interval = Duration::from_secs(60);
+        let samples: Vec<Duration> = (0..1000).map(|_| jittered(interval)).collect();
+        assert!(samples
+            .iter()
+            .all(|d| *d >= Duration::from_secs(54) && *d <= Duration::from_secs(66)));
+        let distinct: std::collections::HashSet<_> = samples.iter().collect();
+        assert!(distinct.len() > 900, "{} distinct", distinct.len());
+    }
+}

@@ -1,0 +1,232 @@
+//! `probe watch` as a process, on the lab's real nginx + PHP-FPM: it probes each site on its
+//! interval, logs JSON, takes a new config on SIGHUP (keeping the running one when the new file
+//! is broken), and on SIGTERM lets the probe in flight finish and stores it before exiting 0.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use probe::store::SqliteStore;
+use serde_json::Value;
+use support::lab::{Lab, OriginSettings, STATIC_PATH};
+
+/// A running `probe watch`, its JSON log lines arriving on a channel.
+struct WatchProcess {
+    child: Child,
+    logs: Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Drop for WatchProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WatchProcess {
+    fn start(config: &Path) -> WatchProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args([
+                "watch",
+                "-c",
+                config.to_str().unwrap(),
+                "--log-format",
+                "json",
+            ])
+            .env("PROBE_LOG", "probe=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (send, logs) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+                if send.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        WatchProcess {
+            child,
+            logs,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most `within`) for a log line matching `wanted`, and returns it.
+    fn wait_for(&mut self, what: &str, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "no log line {what} within {within:?}; seen: {:#?}",
+                        self.seen
+                    )
+                }
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+fn field<'a>(line: &'a Value, name: &str) -> &'a str {
+    line["fields"][name].as_str().unwrap_or_default()
+}
+
+fn probed(site: &'static str) -> impl Fn(&Value) -> bool {
+    move |line| field(line, "message") == "probed" && field(line, "site") == site
+}
+
+fn config_text(lab: &Lab, extra_site: &str) -> String {
+    let address = lab.origin.address();
+    format!(
+        r#"defaults:
+  interval: 1s
+  timeout: 900ms
+  ca_file: {ca}
+sites:
+  - name: lab
+    url: https://probe.test/
+    edge: "{address}"
+    origins: ["{address}"]
+    static_path: {STATIC_PATH}
+  - name: slow
+    url: https://probe.test/sleep.php?ms=600&mark=slow
+    edge: "{address}"
+    interval: 2s
+{extra_site}alerts:
+  confirm_retries: 0
+store:
+  path: probe.sqlite
+"#,
+        ca = lab.pki.ca_path.display(),
+    )
+}
+
+fn results(store: &Path, site: &str) -> i64 {
+    SqliteStore::open(store)
+        .unwrap()
+        .result_count(site)
+        .unwrap()
+}
+
+#[test]
+fn watch_probes_on_interval_reloads_on_sighup_and_stops_gracefully_on_sigterm() {
+    let lab = Lab::start(&OriginSettings::default());
+    let config: PathBuf = lab.dir.path().join("probes.yaml");
+    let store = lab.dir.path().join("probe.sqlite");
+    std::fs::write(&config, config_text(&lab, "")).unwrap();
+    let mut watch = WatchProcess::start(&config);
+
+    // Each site is probed, and probed again on its interval.
+    watch.wait_for("`watching`", Duration::from_secs(10), |l| {
+        field(l, "message") == "watching"
+    });
+    let first = watch.wait_for("lab probed", Duration::from_secs(10), probed("lab"));
+    assert_eq!(field(&first, "status"), "ok", "{first}");
+    watch.wait_for("slow probed", Duration::from_secs(10), probed("slow"));
+    for _ in 0..3 {
+        watch.wait_for("lab probed again", Duration::from_secs(5), probed("lab"));
+    }
+
+    // A broken config is rejected with its file:line:column, and the old one keeps running.
+    std::fs::write(
+        &config,
+        config_text(&lab, "").replace("interval: 1s", "interval: often"),
+    )
+    .unwrap();
+    watch.signal("HUP");
+    let rejected = watch.wait_for("reload rejected", Duration::from_secs(10), |l| {
+        l["level"] == "ERROR"
+    });
+    let problem = field(&rejected, "problem");
+    assert!(
+        problem.starts_with(&format!("{}:2:13: defaults.interval:", config.display())),
+        "{rejected}"
+    );
+    for _ in 0..2 {
+        watch.wait_for("lab still probed", Duration::from_secs(5), probed("lab"));
+    }
+
+    // A good config with one more site: reloaded, the new site probed.
+    let extra = format!(
+        "  - name: added\n    url: https://probe.test/\n    edge: \"{}\"\n",
+        lab.origin.address()
+    );
+    std::fs::write(&config, config_text(&lab, &extra)).unwrap();
+    watch.signal("HUP");
+    let reloaded = watch.wait_for("config reloaded", Duration::from_secs(10), |l| {
+        field(l, "message") == "config reloaded"
+    });
+    assert_eq!(reloaded["fields"]["added"], 1, "{reloaded}");
+    assert_eq!(reloaded["fields"]["kept"], 2, "{reloaded}");
+    watch.wait_for("added probed", Duration::from_secs(10), probed("added"));
+
+    // SIGTERM while the slow site's request is inside PHP: that probe finishes, is stored, and
+    // the process exits 0.
+    let mark = lab.dir.path().join("marks/slow");
+    let _ = std::fs::remove_file(&mark);
+    let until = Instant::now() + Duration::from_secs(10);
+    while !mark.exists() {
+        assert!(Instant::now() < until, "the slow site was not probed again");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stored_before = results(&store, "slow");
+    watch.signal("TERM");
+    let stopping = watch.wait_for("stopping", Duration::from_secs(5), |l| {
+        field(l, "message") == "stopping"
+    });
+    assert!(
+        stopping["fields"]["in_flight"].as_u64().unwrap() >= 1,
+        "{stopping}"
+    );
+    watch.wait_for(
+        "the slow probe's result",
+        Duration::from_secs(5),
+        probed("slow"),
+    );
+    watch.wait_for("stopped", Duration::from_secs(5), |l| {
+        field(l, "message") == "stopped"
+    });
+    let until = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = watch.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < until, "watch did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        results(&store, "slow"),
+        stored_before + 1,
+        "the probe in flight at SIGTERM was stored"
+    );
+    assert!(results(&store, "lab") >= 6);
+    assert!(results(&store, "added") >= 1);
+}
