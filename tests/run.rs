@@ -1,7 +1,8 @@
 //! `probe run` end to end on real parts: the lab's nginx + PHP-FPM, a real SMTP server, the SQLite
 //! store, and compressed time (each run stamped a minute or an hour later). A site goes down, is
-//! confirmed, alerts once, reminds, recovers; mail waits while the SMTP server is down and is
-//! delivered once when it returns.
+//! confirmed, alerts once, reminds, changes cause, recovers; mail waits while the SMTP server is
+//! down and is delivered once when it returns; a flapping site does not storm; a prober cut off
+//! sends one notice.
 
 mod support;
 
@@ -25,7 +26,7 @@ fn write_config(lab: &Lab, smtp_port: u16, password_env: &str) -> std::path::Pat
   ca_file: {ca}
 sites:
   - name: lab
-    url: https://probe.test/
+    url: https://probe.test/switch.php
     edge: "{address}"
     origins: ["{address}"]
     static_path: {STATIC_PATH}
@@ -127,15 +128,24 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
     let pass = run_once(&config, &mut store, minute(63)).await.unwrap();
     assert_eq!(pass.mails_sent, 1);
 
-    // PHP-FPM is back: two healthy runs close the incident with one recovery mail.
+    // PHP-FPM is back, but the page now fails in PHP itself: the same incident, a new cause.
+    lab.origin.fail_with(Some(500));
     lab.origin.fpm = PhpFpm::start(lab.dir.path(), &PoolSettings::default());
     let pass = run_once(&config, &mut store, minute(64)).await.unwrap();
-    assert_eq!((pass.worst(), pass.mails_sent), (Status::Ok, 0));
+    assert_eq!(pass.worst(), Status::Down);
+    assert_eq!(pass.mails_sent, 1);
     let pass = run_once(&config, &mut store, minute(65)).await.unwrap();
+    assert_eq!(pass.mails_sent, 0, "the same cause again: no mail");
+
+    // The page works again: two healthy runs close the incident with one recovery mail.
+    lab.origin.fail_with(None);
+    let pass = run_once(&config, &mut store, minute(66)).await.unwrap();
+    assert_eq!((pass.worst(), pass.mails_sent), (Status::Ok, 0));
+    let pass = run_once(&config, &mut store, minute(67)).await.unwrap();
     assert_eq!(pass.mails_sent, 1);
 
     let got = subjects(&server);
-    assert_eq!(got.len(), 3, "{got:#?}");
+    assert_eq!(got.len(), 4, "{got:#?}");
     assert_eq!(
         got[0],
         "[DOWN] lab: 502 between nginx and PHP-FPM (fpm_unreachable)"
@@ -147,10 +157,19 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
         "{}",
         got[1]
     );
+    assert_eq!(
+        got[2],
+        "[CHANGED] lab: now the application fails (app_error, was fpm_unreachable)"
+    );
     assert!(
-        got[2].starts_with("[RECOVERED] lab after 1h0"),
+        got[3].starts_with("[RECOVERED] lab after 1h0"),
         "{}",
-        got[2]
+        got[3]
+    );
+    let changed = &server.messages()[2];
+    assert!(
+        changed.contains("Message-ID: <lab/1/cause/app_error@example.com>"),
+        "{changed}"
     );
     let opened = &server.messages()[0];
     assert!(
@@ -162,7 +181,7 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
         "{opened}"
     );
     assert_eq!(store.integrity_check().unwrap(), "ok");
-    assert_eq!(store.result_count("lab").unwrap(), 12, "every run stored");
+    assert_eq!(store.result_count("lab").unwrap(), 14, "every run stored");
 }
 
 #[test]
@@ -305,4 +324,45 @@ control_checks: ["http://127.0.0.1:{control_port}/"]
     assert_eq!(got.len(), 6, "{got:#?}");
     assert_eq!(got[4], "[RECOVERED] a after 1m");
     assert_eq!(got[5], "[RECOVERED] b after 1m");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_site_run_every_minute_for_twenty_runs_does_not_storm() {
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_FLAP", PASSWORD);
+    let lab = Lab::start(&OriginSettings::default());
+    let server = SmtpServer::start(lab.dir.path(), &lab.pki, None);
+    let path = write_config(&lab, server.port, "PROBE_TEST_SMTP_PASSWORD_FLAP");
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
+    let mut store = SqliteStore::open(&config.store_path).unwrap();
+
+    // PHP answers 500 every other minute: never two failing runs in a row, never confirmed.
+    let mut statuses = Vec::new();
+    for m in 0..20 {
+        lab.origin.fail_with((m % 2 == 1).then_some(500));
+        let pass = run_once(&config, &mut store, minute(m)).await.unwrap();
+        statuses.push(pass.worst());
+        assert_eq!((pass.mails_sent, pass.mails_waiting), (0, 0), "minute {m}");
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Status::Down).count(),
+        10,
+        "the site really failed every other run: {statuses:?}"
+    );
+    assert!(subjects(&server).is_empty());
+
+    // Failing two minutes out of three: confirmed once, and held open (recovery needs two
+    // healthy runs in a row) — one mail for the whole stretch, not one per failure.
+    for m in 20..40 {
+        lab.origin.fail_with((m % 3 != 0).then_some(500));
+        run_once(&config, &mut store, minute(m)).await.unwrap();
+    }
+    lab.origin.fail_with(None);
+    for m in 40..42 {
+        run_once(&config, &mut store, minute(m)).await.unwrap();
+    }
+    let got = subjects(&server);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[0].starts_with("[DOWN] lab: "), "{}", got[0]);
+    assert!(got[1].starts_with("[RECOVERED] lab after "), "{}", got[1]);
+    assert_eq!(store.result_count("lab").unwrap(), 42);
 }

@@ -12,8 +12,9 @@ use super::pki::{Leaf, Pki};
 /// A file nginx serves without PHP.
 pub const STATIC_PATH: &str = "/wp-includes/css/dashicons.min.css";
 
-/// PHP scripts of the lab: a page, one that works for `ms` milliseconds, and one whose worker
-/// dies (SIGKILL, as the OOM killer does) after `ms` milliseconds.
+/// PHP scripts of the lab: a page, one that works for `ms` milliseconds, one whose worker dies
+/// (SIGKILL, as the OOM killer does) after `ms` milliseconds, and a page that fails with the
+/// status written in `marks/fail` while that file exists (`OriginLab::fail_with`).
 const SCRIPTS: &[(&str, &str)] = &[
     (
         "/index.php",
@@ -27,6 +28,12 @@ const SCRIPTS: &[(&str, &str)] = &[
     (
         "/die.php",
         "<?php usleep(intval($_GET['ms'] ?? 0) * 1000); posix_kill(getmypid(), 9);\n",
+    ),
+    (
+        "/switch.php",
+        "<?php $f = __DIR__ . '/../marks/fail';\n\
+         if (is_file($f)) { http_response_code(intval(file_get_contents($f))); echo 'failing on purpose'; exit; }\n\
+         echo \"<html><body>hello from PHP-FPM</body></html>\";\n",
     ),
     (STATIC_PATH, ".dashicons{display:inline-block}\n"),
 ];
@@ -131,6 +138,17 @@ impl OriginLab {
             std::thread::sleep(Duration::from_millis(10));
         }
         busy
+    }
+
+    /// Makes `/switch.php` answer `status` from PHP (`None`: answer normally again).
+    pub fn fail_with(&self, status: Option<u16>) {
+        let flag = self.marks.join("fail");
+        match status {
+            Some(status) => std::fs::write(flag, status.to_string()).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(flag);
+            }
+        }
     }
 
     /// `127.0.0.1:PORT` of nginx.
