@@ -7,6 +7,7 @@
 mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
 use probe::config;
 use probe::schedule::run_once;
@@ -365,4 +366,78 @@ async fn a_flapping_site_run_every_minute_for_twenty_runs_does_not_storm() {
     assert!(got[0].starts_with("[DOWN] lab: "), "{}", got[0]);
     assert!(got[1].starts_with("[RECOVERED] lab after "), "{}", got[1]);
     assert_eq!(store.result_count("lab").unwrap(), 42);
+}
+
+/// `probe run` over 40 failing sites, killed with SIGKILL at different moments of its pass, then
+/// run again: the file stays sound, no site is Down without its queued mail, and the final pass
+/// leaves exactly one opening mail per site waiting (the SMTP server is unreachable) — none lost,
+/// none doubled.
+#[test]
+fn probe_run_killed_at_any_moment_then_restarted_loses_nothing() {
+    let lab = Lab::start(&OriginSettings::default());
+    lab.origin.fail_with(Some(500));
+    let address = lab.origin.address();
+    let mut text = format!(
+        "defaults:\n  timeout: 3s\n  ca_file: {}\nsites:\n",
+        lab.pki.ca_path.display()
+    );
+    for i in 0..40 {
+        text.push_str(&format!(
+            "  - {{ name: s{i}, url: \"https://probe.test/switch.php?site={i}\", edge: \"{address}\" }}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "alerts:\n  to: [ops@example.com]\n  confirm_retries: 0\n  confirm_runs: 1\nsmtp:\n  host: 127.0.0.1\n  port: {}\n  security: plain\n  from: probe@example.com\n  timeout: 2s\nstore:\n  path: probe.sqlite\n",
+        support::servers::refused_port().port()
+    ));
+    let path = lab.dir.path().join("probes.yaml");
+    std::fs::write(&path, text).unwrap();
+    let store_path = lab.dir.path().join("probe.sqlite");
+    let probe_run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(["run", "-c", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let check = |when: &str| {
+        let store = SqliteStore::open(&store_path).unwrap();
+        assert_eq!(store.integrity_check().unwrap(), "ok", "{when}");
+        let far = OffsetDateTime::now_utc() + time::Duration::days(30);
+        let queued: Vec<String> = store
+            .due_messages(far)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        let mut down = 0;
+        for i in 0..40 {
+            let site = format!("s{i}");
+            let state = store.alert_state(&site).unwrap();
+            if state.phase == probe::alert::Phase::Down {
+                down += 1;
+                assert!(
+                    queued.contains(&format!("{site}/1/opened")),
+                    "{when}: {site} is down without its mail"
+                );
+            }
+        }
+        assert_eq!(queued.len(), down, "{when}: mail without its state");
+        down
+    };
+    use probe::store::Store;
+    for (k, delay_ms) in [5u64, 30, 80, 150, 250, 400].into_iter().enumerate() {
+        let mut child = probe_run();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let down = check(&format!("after kill {k} at {delay_ms} ms"));
+        eprintln!("killed at {delay_ms} ms: {down} sites down");
+    }
+    let started = std::time::Instant::now();
+    let status = probe_run().wait().unwrap();
+    eprintln!("a whole pass took {:?}", started.elapsed());
+    assert_eq!(status.code(), Some(2), "every site is down: CRITICAL");
+    assert_eq!(check("after a whole run"), 40);
 }
