@@ -1,7 +1,10 @@
 # probe: a slim, non-root runtime image.
 #   docker build -t probe .
 #   docker run --rm probe example.com --origin 203.0.113.10
-#   (scheduled mode, once it lands: mount probes.yaml at /etc/probe/probes.yaml, state at /var/lib/probe)
+#   scheduled: mount your probes.yaml (with `store: {path: /var/lib/probe/probe.sqlite}`) and run
+#   docker run -d -v $PWD/probes.yaml:/etc/probe/probes.yaml:ro -v probe-state:/var/lib/probe \
+#     -e SMTP_PASSWORD probe watch -c /etc/probe/probes.yaml --log-format json
+#   (`docker kill -s HUP` reloads the config; `docker stop` sends SIGTERM: probes in flight finish.)
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -10,7 +13,7 @@ COPY data ./data
 RUN cargo build --release --locked && strip target/release/probe
 
 FROM debian:bookworm-slim
-# Public roots are compiled in (webpki-roots); ca-certificates is for tools and future SMTP trust.
+# Public roots are compiled in (webpki-roots, for sites and SMTP); ca-certificates is for tools.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \

@@ -1,0 +1,85 @@
+"""Pieces shared by the benchmarks: a test CA and certificate made with openssl, and Debian's
+nginx serving a static file over TLS 1.3 with keep-alive off (a fresh connection per probe, as a
+prober must make), all on 127.0.0.1."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+SITE = "probe.test"
+STATIC = "/static.css"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBE = os.path.join(ROOT, "target", "release", "probe")
+
+
+def build_probe():
+    """A release build of probe (skipped when BENCH_NO_BUILD is set and one exists)."""
+    if not os.path.exists(PROBE) or os.environ.get("BENCH_NO_BUILD") is None:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+
+
+def wait_for_port(port, proc, what):
+    for _ in range(250):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    sys.exit(f"{what} did not start")
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def make_certs(d):
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem", "-days", "30", "-subj", "/CN=bench CA"])
+    run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", f"{d}/leaf.key", "-out", f"{d}/leaf.csr", "-subj", f"/CN={SITE}"])
+    with open(f"{d}/ext.cnf", "w") as f:
+        f.write(f"subjectAltName=DNS:{SITE}\n")
+    run(["openssl", "x509", "-req", "-in", f"{d}/leaf.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
+         "-CAcreateserial", "-out", f"{d}/leaf.pem", "-days", "30", "-extfile", f"{d}/ext.cnf"])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nginx(d):
+    port = free_port()
+    os.makedirs(f"{d}/www", exist_ok=True)
+    with open(f"{d}/www{STATIC}", "w") as f:
+        f.write(".bench{color:red}\n" * 64)
+    with open(f"{d}/nginx.conf", "w") as f:
+        f.write(f"""daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+  access_log off; keepalive_timeout 0;
+  client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;
+  uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
+  server {{
+    listen 127.0.0.1:{port} ssl http2; server_name {SITE};
+    ssl_certificate {d}/leaf.pem; ssl_certificate_key {d}/leaf.key; ssl_protocols TLSv1.3;
+    root {d}/www;
+  }}
+}}
+""")
+    for dirpath, _, files in os.walk(d):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen([nginx, "-p", d, "-c", f"{d}/nginx.conf", "-e", f"{d}/error.log"])
+    wait_for_port(port, proc, "nginx")
+    return proc, port
+
+
