@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers the tests run against (Debian 12): nginx (origin, TLS + HTTP/2),
 # PHP-FPM 8.2 behind it, MariaDB and WordPress (Debian's packages) for the application cases,
-# dnsmasq (DNS), aiosmtpd (SMTP), openssl and curl. Does nothing when they are all there.
+# dnsmasq (DNS), aiosmtpd (SMTP), openssl, curl and kill(1). Does nothing when they are all there.
 set -euo pipefail
 
 base=()
@@ -12,6 +12,8 @@ command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || base+=(dnsmasq
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || base+=(python3-aiosmtpd)
 command -v openssl >/dev/null 2>&1 || base+=(openssl)
 command -v curl >/dev/null 2>&1 || base+=(curl)
+# The tests signal processes (SIGTERM, SIGHUP) with kill(1), from procps.
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || base+=(procps)
 app=()
 [ -f /usr/share/wordpress/wp-settings.php ] || app+=(wordpress php php8.2)
 [ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || app+=(wordpress-theme-twentytwentythree)
