@@ -258,6 +258,20 @@ pub async fn flush_mail(
     Ok((summary.sent, summary.failed + summary.deferred))
 }
 
+/// How long hourly uptime counts are kept: the longest uptime window (90 days) and a day.
+const UPTIME_KEPT: time::Duration = time::Duration::days(91);
+
+/// Deletes raw results past the configured retention and uptime counts past 91 days; returns
+/// how many results went.
+pub fn prune(
+    config: &Config,
+    store: &mut dyn Store,
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
+    store.prune_uptime(now - UPTIME_KEPT)?;
+    store.prune_results(now - config.retention)
+}
+
 /// One pass over every site; `now` stamps the run (a parameter so tests can compress time).
 pub async fn run_once(
     config: &Config,
@@ -309,7 +323,7 @@ pub async fn run_once(
     }
 
     let (mails_sent, mails_waiting) = flush_mail(config, store, now).await?;
-    store.prune_results(now - config.retention)?;
+    prune(config, store, now)?;
     Ok(PassOutcome {
         sites,
         mails_sent,

@@ -73,6 +73,44 @@ pub struct RunRecord<'a> {
     pub messages: &'a [NewMessage],
 }
 
+/// A site's latest stored result.
+#[derive(Debug, Clone)]
+pub struct LatestResult {
+    pub site: String,
+    pub at: OffsetDateTime,
+    pub report: ProbeReport,
+}
+
+/// One cause of an incident, from when it was seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CauseRecord {
+    pub at: OffsetDateTime,
+    /// The cause's id (`fpm_unreachable`).
+    pub cause: String,
+    pub summary: String,
+    pub evidence: Vec<String>,
+}
+
+/// An incident with its cause history, oldest cause first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRecord {
+    pub site: String,
+    /// The site's incident number (1, 2, …).
+    pub number: u64,
+    pub opened_at: OffsetDateTime,
+    pub closed_at: Option<OffsetDateTime>,
+    pub causes: Vec<CauseRecord>,
+}
+
+/// How many results of a site fell in one UTC hour, and how many of them were `down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UptimeHour {
+    /// Unix seconds of the hour's start.
+    pub hour: i64,
+    pub total: u32,
+    pub down: u32,
+}
+
 /// What the scheduler, alerting and feeds need from storage.
 pub trait Store {
     /// The site's alert state (default when never seen).
@@ -102,6 +140,14 @@ pub trait Store {
     ) -> Result<(), StoreError>;
     /// Deletes raw results older than `before`; incidents and the outbox stay.
     fn prune_results(&mut self, before: OffsetDateTime) -> Result<usize, StoreError>;
+    /// Deletes hourly uptime counts older than `before`.
+    fn prune_uptime(&mut self, before: OffsetDateTime) -> Result<usize, StoreError>;
+    /// Every site's latest result.
+    fn latest_results(&self) -> Result<Vec<LatestResult>, StoreError>;
+    /// Incidents still open or closed after `since`, newest first, with their causes.
+    fn incidents(&self, since: OffsetDateTime) -> Result<Vec<IncidentRecord>, StoreError>;
+    /// Hourly uptime counts of every site from `since` on, per site in time order.
+    fn uptime_hours(&self, since: OffsetDateTime) -> Result<Vec<(String, UptimeHour)>, StoreError>;
 }
 
 /// The SQLite store.
@@ -154,6 +200,27 @@ const MIGRATIONS: &[&str] = &[
          last_error TEXT,
          sent_at INTEGER
      );",
+    // 2: what the feeds read: each site's latest report, hourly uptime counts (kept longer than
+    // raw results, for 90-day figures), and the evidence behind each incident cause.
+    "ALTER TABLE incident_causes ADD COLUMN evidence TEXT NOT NULL DEFAULT '[]';
+     CREATE TABLE latest (
+         site TEXT PRIMARY KEY,
+         at INTEGER NOT NULL,
+         report TEXT NOT NULL
+     );
+     INSERT INTO latest (site, at, report)
+         SELECT site, at, report FROM results
+         WHERE id IN (SELECT MAX(id) FROM results GROUP BY site);
+     CREATE TABLE uptime_hourly (
+         site TEXT NOT NULL,
+         hour INTEGER NOT NULL,
+         total INTEGER NOT NULL,
+         down INTEGER NOT NULL,
+         PRIMARY KEY (site, hour)
+     );
+     INSERT INTO uptime_hourly (site, hour, total, down)
+         SELECT site, at - at % 3600, COUNT(*), SUM(status = 'down') FROM results
+         GROUP BY site, at - at % 3600;",
 ];
 
 /// Times are stored as Unix seconds (UTC): they compare and sort as numbers, whatever the
@@ -279,6 +346,22 @@ impl Store for SqliteStore {
         )
         .map_err(sqlite)?;
         save_state(&tx, run.site, &state).map_err(sqlite)?;
+        tx.execute(
+            "INSERT INTO latest (site, at, report) VALUES (?1, ?2, ?3)
+             ON CONFLICT (site) DO UPDATE SET at = excluded.at, report = excluded.report",
+            params![run.site, at, report],
+        )
+        .map_err(sqlite)?;
+        tx.execute(
+            "INSERT INTO uptime_hourly (site, hour, total, down) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (site, hour) DO UPDATE SET total = total + 1, down = down + excluded.down",
+            params![
+                run.site,
+                at - at.rem_euclid(3600),
+                i64::from(d.status == crate::observe::Status::Down)
+            ],
+        )
+        .map_err(sqlite)?;
         // The incident this state belongs to, and its cause history.
         if run.state.incident > 0 {
             let open = run.state.cause.is_some();
@@ -306,9 +389,10 @@ impl Store for SqliteStore {
                     .optional()
                     .map_err(sqlite)?;
                 if last.as_deref() != Some(cause.as_str()) {
+                    let evidence = serde_json::to_string(&d.evidence).expect("strings serialise");
                     tx.execute(
-                        "INSERT INTO incident_causes (incident_id, at, cause, summary) VALUES (?1, ?2, ?3, ?4)",
-                        params![incident_id, at, cause.as_str(), d.summary],
+                        "INSERT INTO incident_causes (incident_id, at, cause, summary, evidence) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![incident_id, at, cause.as_str(), d.summary, evidence],
                     )
                     .map_err(sqlite)?;
                 }
@@ -417,6 +501,141 @@ impl Store for SqliteStore {
         self.conn
             .execute("DELETE FROM results WHERE at < ?1", [stamp(before)])
             .map_err(|e| self.sqlite(e))
+    }
+
+    fn prune_uptime(&mut self, before: OffsetDateTime) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM uptime_hourly WHERE hour < ?1", [stamp(before)])
+            .map_err(|e| self.sqlite(e))
+    }
+
+    fn latest_results(&self) -> Result<Vec<LatestResult>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT site, at, report FROM latest ORDER BY site")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (site, at, report) = row.map_err(|e| self.sqlite(e))?;
+            out.push(LatestResult {
+                site,
+                at: self.time(at)?,
+                report: serde_json::from_str(&report).map_err(|e| self.corrupt("report", e))?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn incidents(&self, since: OffsetDateTime) -> Result<Vec<IncidentRecord>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT i.id, i.site, i.number, i.opened_at, i.closed_at, c.at, c.cause, c.summary, c.evidence
+                 FROM incidents i LEFT JOIN incident_causes c ON c.incident_id = i.id
+                 WHERE i.closed_at IS NULL OR i.closed_at >= ?1
+                 ORDER BY i.opened_at DESC, i.id DESC, c.rowid",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        type Row = (
+            i64,
+            String,
+            i64,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows = statement
+            .query_map([stamp(since)], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                    row.get(7)?,
+                    row.get(8)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut out: Vec<IncidentRecord> = Vec::new();
+        let mut last_id = None;
+        for row in rows {
+            let (id, site, number, opened, closed, at, cause, summary, evidence): Row =
+                row.map_err(|e| self.sqlite(e))?;
+            if last_id != Some(id) {
+                last_id = Some(id);
+                out.push(IncidentRecord {
+                    site,
+                    number: number as u64,
+                    opened_at: self.time(opened)?,
+                    closed_at: closed.map(|t| self.time(t)).transpose()?,
+                    causes: Vec::new(),
+                });
+            }
+            if let (Some(at), Some(cause)) = (at, cause) {
+                let evidence = evidence.unwrap_or_else(|| "[]".into());
+                let record = CauseRecord {
+                    at: self.time(at)?,
+                    cause,
+                    summary: summary.unwrap_or_default(),
+                    evidence: serde_json::from_str(&evidence)
+                        .map_err(|e| self.corrupt("incident evidence", e))?,
+                };
+                out.last_mut().expect("pushed above").causes.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    fn uptime_hours(&self, since: OffsetDateTime) -> Result<Vec<(String, UptimeHour)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT site, hour, total, down FROM uptime_hourly WHERE hour >= ?1
+                 ORDER BY site, hour",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map([stamp(since) - stamp(since).rem_euclid(3600)], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    UptimeHour {
+                        hour: row.get(1)?,
+                        total: row.get(2)?,
+                        down: row.get(3)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+}
+
+impl SqliteStore {
+    fn time(&self, unix: i64) -> Result<OffsetDateTime, StoreError> {
+        OffsetDateTime::from_unix_timestamp(unix).map_err(|e| self.corrupt("timestamp", e))
+    }
+
+    fn corrupt(&self, what: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            what,
+            reason: e.to_string(),
+        }
     }
 }
 

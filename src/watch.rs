@@ -274,7 +274,7 @@ impl<'a> Watch<'a> {
         self.send_mail(now).await;
         if self.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             self.last_prune = Some(Instant::now());
-            match self.store.prune_results(now - self.config.retention) {
+            match schedule::prune(&self.config, self.store, now) {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "old results deleted"),
                 Err(e) => tracing::error!(error = %e, "cannot prune old results"),

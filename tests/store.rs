@@ -57,7 +57,7 @@ fn a_new_store_is_created_and_reopened_without_migrating_twice() {
     drop(store);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.alert_state("nobody").unwrap(), AlertState::default());
-    assert_eq!(count(&path, "PRAGMA user_version"), 1);
+    assert_eq!(count(&path, "PRAGMA user_version"), 2);
     let mode: String = rusqlite::Connection::open(&path)
         .unwrap()
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -166,11 +166,76 @@ fn runs_incidents_and_the_outbox() {
     assert_eq!(store.result_count("shop").unwrap(), 4);
     assert_eq!(store.due_messages(at(5)).unwrap().len(), 2);
 
-    // Retention removes old results, not incidents or mail.
+    // What the feeds read: the latest report, the incident with both causes and their evidence,
+    // hourly uptime counts.
+    let latest = store.latest_results().unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!((latest[0].site.as_str(), latest[0].at), ("shop", at(5)));
+    assert_eq!(latest[0].report.status, healthy.status);
+    let incidents = store.incidents(at(0)).unwrap();
+    assert_eq!(incidents.len(), 1);
+    let incident = &incidents[0];
+    assert_eq!(
+        (incident.number, incident.opened_at, incident.closed_at),
+        (1, at(0), Some(at(5)))
+    );
+    let causes: Vec<&str> = incident.causes.iter().map(|c| c.cause.as_str()).collect();
+    assert_eq!(causes, ["fpm_unreachable", "origin_refused"]);
+    assert_eq!(incident.causes[0].evidence, failing.diagnosis.evidence);
+    assert!(
+        store.incidents(at(6)).unwrap().is_empty(),
+        "closed before the window"
+    );
+    let hours = store.uptime_hours(at(0)).unwrap();
+    let (total, down) = hours
+        .iter()
+        .fold((0, 0), |(t, d), (_, h)| (t + h.total, d + h.down));
+    assert_eq!((total, down), (4, 3), "{hours:?}");
+
+    // Retention removes old results, not incidents, mail or uptime counts.
     assert_eq!(store.prune_results(at(2)).unwrap(), 2);
     assert_eq!(store.result_count("shop").unwrap(), 2);
     assert_eq!(count(&path, "SELECT COUNT(*) FROM incidents"), 1);
     assert_eq!(count(&path, "SELECT COUNT(*) FROM outbox"), 3);
+    assert_eq!(store.uptime_hours(at(0)).unwrap(), hours);
+    assert!(store.prune_uptime(at(24 * 60)).unwrap() >= 1);
+    assert!(store.uptime_hours(at(0)).unwrap().is_empty());
+}
+
+#[test]
+fn a_version_1_store_is_migrated_with_its_results_carried_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        // The first schema, as probe wrote it, with two results of one site.
+        conn.execute_batch(
+            "CREATE TABLE results (id INTEGER PRIMARY KEY, site TEXT NOT NULL, at INTEGER NOT NULL, status TEXT NOT NULL, hop TEXT NOT NULL, cause TEXT NOT NULL, report TEXT NOT NULL);
+             CREATE TABLE incidents (id INTEGER PRIMARY KEY, site TEXT NOT NULL, number INTEGER NOT NULL, opened_at INTEGER NOT NULL, closed_at INTEGER, UNIQUE (site, number));
+             CREATE TABLE incident_causes (incident_id INTEGER NOT NULL REFERENCES incidents (id), at INTEGER NOT NULL, cause TEXT NOT NULL, summary TEXT NOT NULL);
+             CREATE TABLE alert_state (site TEXT PRIMARY KEY, state TEXT NOT NULL);
+             CREATE TABLE outbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL, recipients TEXT NOT NULL, subject TEXT NOT NULL, body_text TEXT NOT NULL, body_html TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, last_error TEXT, sent_at INTEGER);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        for (minute, name) in [(0, "lab_fpm_stopped"), (1, "lab_healthy")] {
+            let r = report(name);
+            conn.execute(
+                "INSERT INTO results (site, at, status, hop, cause, report) VALUES ('shop', ?1, ?2, 'x', 'x', ?3)",
+                rusqlite::params![at(minute).unix_timestamp(), r.status.as_str(), serde_json::to_string(&r).unwrap()],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(count(&path, "PRAGMA user_version"), 2);
+    let latest = store.latest_results().unwrap();
+    assert_eq!((latest.len(), latest[0].at), (1, at(1)));
+    let hours = store.uptime_hours(at(0)).unwrap();
+    let (total, down) = hours
+        .iter()
+        .fold((0, 0), |(t, d), (_, h)| (t + h.total, d + h.down));
+    assert_eq!((total, down), (2, 1));
 }
 
 /// Run by `a_writer_killed_mid_run_leaves_whole_runs_only` in a child process: records runs as
