@@ -145,6 +145,10 @@ pub struct RunCli {
     pub config: ConfigPath,
     #[command(flatten)]
     pub log: LogArgs,
+    /// After the pass, write the status feeds here (status.json, incidents.atom, metrics,
+    /// index.html, badge/*.svg), each file replaced atomically.
+    #[arg(long, value_name = "DIR")]
+    pub feeds_dir: Option<PathBuf>,
 }
 
 /// `probe watch -c probes.yaml`: probe every site on its interval until stopped.
@@ -159,6 +163,10 @@ pub struct WatchCli {
     pub config: ConfigPath,
     #[command(flatten)]
     pub log: LogArgs,
+    /// Serve the status feeds over HTTP on this address (e.g. 127.0.0.1:9115): /, status.json,
+    /// incidents.atom, metrics, badge/SITE.svg.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// What the command line asks for.

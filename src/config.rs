@@ -42,6 +42,9 @@ pub struct ConfigFile {
     /// Periods during which alerts are silenced.
     #[serde(default)]
     pub maintenance: Vec<MaintenanceConfig>,
+    /// The status feeds (status.json, incidents.atom, metrics, the HTML page, badges).
+    #[serde(default)]
+    pub feeds: FeedsConfig,
     /// Well-known URLs probed alongside the sites: if every site fails *and* these fail too, the
     /// prober lost its own connectivity and sends one notice instead of one alert per site.
     #[serde(default)]
@@ -170,6 +173,18 @@ pub struct StoreConfig {
     pub retention: Option<Text>,
 }
 
+/// How the status feeds present the sites.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedsConfig {
+    /// The status page's title (default `Status`).
+    #[schemars(with = "Option<String>")]
+    pub title: Option<Text>,
+    /// Where the page is published (e.g. `https://status.example.com/`), for links in the feeds.
+    #[schemars(with = "Option<String>")]
+    pub url: Option<Text>,
+}
+
 /// A period without alerts.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +255,14 @@ pub struct MaintenanceWindow {
     pub reason: Option<String>,
 }
 
+/// The feeds' presentation, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Feeds {
+    pub title: String,
+    /// The published page's URL, ending in `/`.
+    pub url: Option<String>,
+}
+
 /// probes.yaml, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -252,6 +275,7 @@ pub struct Config {
     pub retention: Duration,
     pub maintenance: Vec<MaintenanceWindow>,
     pub control_checks: Vec<Target>,
+    pub feeds: Feeds,
 }
 
 /// One problem in the file, where it is.
@@ -698,6 +722,7 @@ impl Checker {
             },
             None => Vec::new(),
         };
+        let feeds = self.feeds(&raw.feeds);
         Config {
             sites,
             extra_roots,
@@ -707,7 +732,38 @@ impl Checker {
             retention,
             maintenance,
             control_checks,
+            feeds,
         }
+    }
+
+    fn feeds(&mut self, raw: &FeedsConfig) -> Feeds {
+        let title = raw
+            .title
+            .as_ref()
+            .map_or("Status".to_string(), |t| t.value.trim().to_string());
+        let url = raw.url.as_ref().and_then(|u| {
+            let value = u.value.trim();
+            match url::Url::parse(value) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                    let mut text = parsed.to_string();
+                    if !text.ends_with('/') {
+                        text.push('/');
+                    }
+                    Some(text)
+                }
+                _ => {
+                    self.problem(
+                        u,
+                        "feeds.url",
+                        format!(
+                            "{value:?} is not an http(s) URL (e.g. https://status.example.com/)"
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        Feeds { title, url }
     }
 
     fn alerts(&mut self, raw: &AlertConfig) -> Alerts {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod connect;
 pub mod diagnose;
 pub mod engine;
+pub mod feeds;
 pub mod http;
 pub mod mail;
 pub mod observe;
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod report;
 pub mod resolve;
 pub mod schedule;
+pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod watch;
@@ -55,6 +57,15 @@ pub enum RunError {
     /// The watch could not start.
     #[error(transparent)]
     Watch(#[from] watch::WatchError),
+    /// The feed server cannot listen.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The feeds could not be written.
+    #[error("cannot write the feeds to {dir}: {source}")]
+    Feeds { dir: String, source: std::io::Error },
     /// A saved report could not be read.
     #[error("{path}: {reason}")]
     Report { path: String, reason: String },
@@ -153,8 +164,16 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
     let loaded = config::load(&cli.config.path)?;
     let mut store = store::SqliteStore::open(&loaded.config.store_path)
         .map_err(|e| RunError::Schedule(e.into()))?;
-    let outcome =
-        schedule::run_once(&loaded.config, &mut store, time::OffsetDateTime::now_utc()).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let outcome = schedule::run_once(&loaded.config, &mut store, now).await?;
+    if let Some(dir) = &cli.feeds_dir {
+        let snapshot = feeds::snapshot(&loaded.config, &store, now)
+            .map_err(|e| RunError::Schedule(e.into()))?;
+        feeds::write_dir(dir, &feeds::render_all(&snapshot)).map_err(|source| RunError::Feeds {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    }
     for (site, report) in &outcome.sites {
         let d = &report.diagnosis;
         writeln!(
@@ -192,8 +211,20 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
     }
     let mut store = store::SqliteStore::open(&loaded.config.store_path)
         .map_err(|e| RunError::Schedule(e.into()))?;
-    watch::Watch::new(cli.config.path.clone(), loaded.config, &mut store)
-        .run()
-        .await?;
+    let mut watch = watch::Watch::new(cli.config.path.clone(), loaded.config, &mut store);
+    let server = match cli.listen {
+        Some(address) => {
+            let listener = serve::bind(address)
+                .await
+                .map_err(|source| RunError::Listen { address, source })?;
+            tracing::info!(%address, "serving the feeds");
+            Some(tokio::spawn(serve::serve(listener, watch.publish_feeds())))
+        }
+        None => None,
+    };
+    watch.run().await?;
+    if let Some(server) = server {
+        server.abort();
+    }
     Ok(Status::Ok)
 }

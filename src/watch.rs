@@ -14,13 +14,16 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::config::{self, Config, Site};
 use crate::engine::ProbeError;
+use crate::feeds;
 use crate::observe::{ProbeReport, Status};
 use crate::schedule::{self, CONCURRENCY};
+use crate::serve::Published;
 use crate::store::Store;
 
 /// How often queued mail is retried and old results pruned, besides after every probe.
@@ -29,6 +32,8 @@ const HOUSEKEEPING: Duration = Duration::from_secs(30);
 const CONTROL_VERDICT_TTL: Duration = Duration::from_secs(30);
 /// How often raw results past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often the served feeds are rendered again when results came in.
+const FEEDS_REFRESH: Duration = Duration::from_secs(5);
 /// Grace beyond a probe's own deadline before a stopping watch cuts it.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -79,6 +84,10 @@ pub struct Watch<'a> {
     /// When the control checks were last probed, and what they said (`Some`: all failed).
     control_verdict: Option<(Instant, Option<Vec<String>>)>,
     last_prune: Option<Instant>,
+    /// Where freshly rendered feeds go, when they are served; `feeds_dirty`: results came in
+    /// since the last rendering.
+    feeds: Option<watch::Sender<Arc<Published>>>,
+    feeds_dirty: bool,
 }
 
 impl<'a> Watch<'a> {
@@ -99,6 +108,38 @@ impl<'a> Watch<'a> {
             running: HashMap::new(),
             control_verdict: None,
             last_prune: None,
+            feeds: None,
+            feeds_dirty: false,
+        }
+    }
+
+    /// Starts publishing the feeds: rendered now, then again whenever results came in (at most
+    /// every few seconds). The server reads from the returned receiver.
+    pub fn publish_feeds(&mut self) -> crate::serve::Feeds {
+        let (sender, receiver) = watch::channel(Arc::new(Published::default()));
+        self.feeds = Some(sender);
+        self.feeds_dirty = true;
+        self.refresh_feeds();
+        receiver
+    }
+
+    /// Renders the feeds from the store, if they are served and anything changed.
+    fn refresh_feeds(&mut self) {
+        let Some(sender) = &self.feeds else {
+            return;
+        };
+        if !self.feeds_dirty {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        match feeds::snapshot(&self.config, self.store, now) {
+            Ok(snapshot) => {
+                let files = feeds::render_all(&snapshot);
+                let next = sender.borrow().next(files, now);
+                sender.send_replace(Arc::new(next));
+                self.feeds_dirty = false;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the store for the feeds"),
         }
     }
 
@@ -109,6 +150,7 @@ impl<'a> Watch<'a> {
         let mut interrupt = listen(SignalKind::interrupt())?;
         let mut hangup = listen(SignalKind::hangup())?;
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let mut feeds_tick = tokio::time::interval(FEEDS_REFRESH);
         tracing::info!(
             sites = self.slots.len(),
             config = %self.path.display(),
@@ -123,6 +165,7 @@ impl<'a> Watch<'a> {
                     self.finished(joined).await;
                 }
                 _ = housekeeping.tick() => self.housekeeping().await,
+                _ = feeds_tick.tick(), if self.feeds.is_some() => self.refresh_feeds(),
                 _ = hangup.recv() => self.reload(),
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
@@ -223,6 +266,7 @@ impl<'a> Watch<'a> {
         if let Err(e) = stored {
             tracing::error!(site = %self.slots[index].site.name, error = %e, "cannot store the result");
         }
+        self.feeds_dirty = true;
         self.send_mail(now).await;
     }
 
@@ -330,6 +374,7 @@ impl<'a> Watch<'a> {
             .collect();
         self.config = Arc::new(new);
         self.control_verdict = None;
+        self.feeds_dirty = true;
         tracing::info!(
             sites = self.slots.len(),
             added,

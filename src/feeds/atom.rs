@@ -1,0 +1,128 @@
+//! `incidents.atom`: an Atom feed (RFC 4287), one entry per incident of the history. An entry's
+//! `updated` moves when the cause changes and when the incident is resolved, so feed readers
+//! show it again; its content is the cause history with the evidence of each cause.
+
+use std::fmt::Write as _;
+
+use super::status::cause_title;
+use super::{escape, rfc3339, short_id, FeedSnapshot};
+
+pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
+    let feed_id = format!("urn:probe:feed:{}", short_id(&snapshot.title));
+    // The feed changes when its newest entry does; an empty feed keeps the snapshot's time.
+    let updated = snapshot
+        .incidents
+        .iter()
+        .map(entry_updated)
+        .max()
+        .unwrap_or(snapshot.generated_at);
+    let mut out = String::new();
+    let _ = writeln!(out, r#"<?xml version="1.0" encoding="utf-8"?>"#);
+    let _ = writeln!(out, r#"<feed xmlns="http://www.w3.org/2005/Atom">"#);
+    let _ = writeln!(out, "  <id>{feed_id}</id>");
+    let _ = writeln!(
+        out,
+        "  <title>{} — incidents</title>",
+        escape(&snapshot.title)
+    );
+    let _ = writeln!(out, "  <updated>{}</updated>", rfc3339(updated));
+    let _ = writeln!(out, "  <author><name>probe</name></author>");
+    let _ = writeln!(out, r#"  <generator>probe</generator>"#);
+    if let Some(url) = &snapshot.url {
+        let _ = writeln!(
+            out,
+            r#"  <link rel="alternate" type="text/html" href="{}"/>"#,
+            escape(url)
+        );
+        let _ = writeln!(
+            out,
+            r#"  <link rel="self" type="application/atom+xml" href="{}incidents.atom"/>"#,
+            escape(url)
+        );
+    }
+    for incident in &snapshot.incidents {
+        let id = format!(
+            "urn:probe:incident:{}:{}",
+            short_id(&format!("site:{}", incident.site)),
+            incident.number
+        );
+        let last = incident.causes.last();
+        let what = last.map_or("down".to_string(), |c| {
+            format!("{} ({})", cause_title(&c.cause), c.cause)
+        });
+        let title = match incident.closed_at {
+            Some(_) => format!("[RESOLVED] {}: {what}", incident.site),
+            None => format!("[DOWN] {}: {what}", incident.site),
+        };
+        let mut html = String::new();
+        let _ = write!(
+            html,
+            "<p>{} went down at {}.",
+            escape(&incident.site),
+            rfc3339(incident.opened_at)
+        );
+        match incident.closed_at {
+            Some(closed) => {
+                let minutes = (closed - incident.opened_at).whole_minutes();
+                let _ = write!(
+                    html,
+                    " Resolved at {} after {minutes} min.</p>",
+                    rfc3339(closed)
+                );
+            }
+            None => html.push_str(" Still down.</p>"),
+        }
+        for cause in &incident.causes {
+            let _ = write!(
+                html,
+                "<h3>{} · {} ({})</h3><p>{}</p>",
+                rfc3339(cause.at),
+                escape(&cause_title(&cause.cause)),
+                escape(&cause.cause),
+                escape(&cause.summary)
+            );
+            if !cause.evidence.is_empty() {
+                html.push_str("<ul>");
+                for line in &cause.evidence {
+                    let _ = write!(html, "<li><code>{}</code></li>", escape(line));
+                }
+                html.push_str("</ul>");
+            }
+        }
+        let _ = writeln!(out, "  <entry>");
+        let _ = writeln!(out, "    <id>{id}</id>");
+        let _ = writeln!(out, "    <title>{}</title>", escape(&title));
+        let _ = writeln!(
+            out,
+            "    <published>{}</published>",
+            rfc3339(incident.opened_at)
+        );
+        let _ = writeln!(
+            out,
+            "    <updated>{}</updated>",
+            rfc3339(entry_updated(incident))
+        );
+        if let Some(url) = &snapshot.url {
+            let _ = writeln!(out, r#"    <link rel="alternate" href="{}"/>"#, escape(url));
+        }
+        if let Some(cause) = last {
+            let _ = writeln!(out, "    <summary>{}</summary>", escape(&cause.summary));
+        }
+        let _ = writeln!(
+            out,
+            r#"    <content type="html">{}</content>"#,
+            escape(&html)
+        );
+        let _ = writeln!(out, "  </entry>");
+    }
+    out.push_str("</feed>\n");
+    out
+}
+
+/// When an incident last changed: its resolution, else its latest cause, else its opening.
+fn entry_updated(incident: &crate::store::IncidentRecord) -> time::OffsetDateTime {
+    incident
+        .closed_at
+        .or(incident.causes.last().map(|c| c.at))
+        .unwrap_or(incident.opened_at)
+}

@@ -1,0 +1,205 @@
+//! The HTML status page (server-rendered, no script, readable on a phone) and the SVG badges.
+
+use std::fmt::Write as _;
+
+use super::status::{cause_title, component_status};
+use super::{escape, file_name, percent, rfc3339, FeedSnapshot, SiteFeed, WINDOWS};
+
+/// Words and colour for a Statuspage component status.
+fn presentation(status: &str) -> (&'static str, &'static str) {
+    match status {
+        "operational" => ("Operational", "#1a7f37"),
+        "degraded_performance" => ("Degraded performance", "#9a6700"),
+        "partial_outage" => ("Partial outage", "#bc4c00"),
+        "major_outage" => ("Major outage", "#cf222e"),
+        "under_maintenance" => ("Under maintenance", "#0969da"),
+        _ => ("No data", "#6e7781"),
+    }
+}
+
+/// The colour class of one day's bar.
+fn day_class(total: u32, down: u32) -> &'static str {
+    match (total, down) {
+        (0, _) => "none",
+        (_, 0) => "up",
+        (t, d) if f64::from(d) / f64::from(t) <= 0.01 => "blip",
+        _ => "down",
+    }
+}
+
+const STYLE: &str = "body{font:16px/1.45 system-ui,sans-serif;margin:0 auto;max-width:56rem;padding:1rem;color:#1f2328}\
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}\
+.overall{padding:.75rem 1rem;border-radius:.4rem;color:#fff;font-weight:600}\
+ul{list-style:none;padding:0}.site,.incident{border:1px solid #d0d7de;border-radius:.4rem;padding:.75rem 1rem;margin:.5rem 0}\
+.head{display:flex;justify-content:space-between;gap:1rem;flex-wrap:wrap}.state{font-weight:600}\
+.summary{margin:.25rem 0;color:#57606a}.uptime{font-size:.85rem;color:#57606a}\
+.bars{display:flex;gap:1px;height:1.6rem;margin:.4rem 0}.bars span{flex:1;border-radius:1px}\
+.up{background:#2da44e}.blip{background:#d4a72c}.down{background:#cf222e}.none{background:#d0d7de}\
+footer{margin-top:2rem;font-size:.8rem;color:#6e7781}code{font-size:.85em}";
+
+pub(super) fn page(snapshot: &FeedSnapshot) -> String {
+    let mut out = String::new();
+    let title = escape(&snapshot.title);
+    let statuses: Vec<&str> = snapshot.sites.iter().map(component_status).collect();
+    let worst = [
+        "major_outage",
+        "partial_outage",
+        "degraded_performance",
+        "under_maintenance",
+    ]
+    .into_iter()
+    .find(|s| statuses.contains(s))
+    .unwrap_or("operational");
+    let overall = match worst {
+        "operational" => "All systems operational",
+        "under_maintenance" => "Maintenance in progress",
+        _ => "Some systems are not working as they should",
+    };
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{title}</title><link rel=\"alternate\" type=\"application/atom+xml\" href=\"incidents.atom\">\
+         <style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n\
+         <p class=\"overall\" id=\"overall\" data-status=\"{worst}\" style=\"background:{}\">{overall}</p>\n",
+        presentation(worst).1
+    );
+
+    let open: Vec<_> = snapshot
+        .incidents
+        .iter()
+        .filter(|i| i.closed_at.is_none())
+        .collect();
+    if !open.is_empty() {
+        out.push_str("<h2>Open incidents</h2>\n<ul id=\"open-incidents\">\n");
+        for incident in open {
+            let last = incident.causes.last();
+            let _ = writeln!(
+                out,
+                "<li class=\"incident\" data-site=\"{}\"><div class=\"head\"><strong>{}</strong><span>since {}</span></div>\
+                 <p class=\"summary\">{}</p></li>",
+                escape(&incident.site),
+                escape(&format!(
+                    "{}: {}",
+                    incident.site,
+                    last.map_or("down".to_string(), |c| cause_title(&c.cause))
+                )),
+                rfc3339(incident.opened_at),
+                escape(last.map_or("", |c| c.summary.as_str()))
+            );
+        }
+        out.push_str("</ul>\n");
+    }
+
+    out.push_str("<h2>Sites</h2>\n<ul id=\"sites\">\n");
+    for site in &snapshot.sites {
+        site_item(&mut out, site);
+    }
+    out.push_str("</ul>\n");
+
+    let resolved: Vec<_> = snapshot
+        .incidents
+        .iter()
+        .filter(|i| i.closed_at.is_some())
+        .take(10)
+        .collect();
+    if !resolved.is_empty() {
+        out.push_str("<h2>Resolved incidents</h2>\n<ul id=\"resolved-incidents\">\n");
+        for incident in resolved {
+            let _ = writeln!(
+                out,
+                "<li class=\"incident\" data-site=\"{}\"><div class=\"head\"><strong>{}</strong><span>{} – {}</span></div></li>",
+                escape(&incident.site),
+                escape(&format!(
+                    "{}: {}",
+                    incident.site,
+                    incident
+                        .causes
+                        .last()
+                        .map_or("down".to_string(), |c| cause_title(&c.cause))
+                )),
+                rfc3339(incident.opened_at),
+                incident.closed_at.map(rfc3339).unwrap_or_default()
+            );
+        }
+        out.push_str("</ul>\n");
+    }
+    let _ = writeln!(
+        out,
+        "<footer>Updated {} · <a href=\"status.json\">status.json</a> · \
+         <a href=\"incidents.atom\">incidents.atom</a> · <a href=\"metrics\">metrics</a> · \
+         uptime is the share of probes that were not down</footer>\n</body></html>",
+        rfc3339(snapshot.generated_at)
+    );
+    out
+}
+
+fn site_item(out: &mut String, site: &SiteFeed) {
+    let status = component_status(site);
+    let (words, colour) = presentation(status);
+    let name = escape(&site.name);
+    let _ = write!(
+        out,
+        "<li class=\"site\" data-site=\"{name}\" data-status=\"{status}\">\
+         <div class=\"head\"><strong>{name}</strong>\
+         <span class=\"state\" style=\"color:{colour}\">{words}</span></div>"
+    );
+    if let Some((at, report)) = &site.latest {
+        let d = &report.diagnosis;
+        let _ = write!(
+            out,
+            "<p class=\"summary\">{} <code>{} · {}</code> <span title=\"{}\">checked {}</span></p>",
+            escape(&d.summary),
+            d.hop.as_str(),
+            d.cause.as_str(),
+            rfc3339(*at),
+            rfc3339(*at)
+        );
+    }
+    out.push_str("<div class=\"bars\" aria-label=\"uptime per day, last 90 days\">");
+    for (day, total, down) in &site.days {
+        let date = day.date();
+        let share = if *total == 0 {
+            "no data".to_string()
+        } else {
+            percent(Some(f64::from(total - down) / f64::from(*total)))
+        };
+        let _ = write!(
+            out,
+            "<span class=\"{}\" title=\"{date}: {share}\"></span>",
+            day_class(*total, *down)
+        );
+    }
+    out.push_str("</div><p class=\"uptime\">");
+    let windows: Vec<String> = WINDOWS
+        .iter()
+        .zip(site.uptime)
+        .map(|((label, _), share)| format!("{label} {}", percent(share)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{} · <a href=\"badge/{}.svg\">badge</a></p></li>",
+        windows.join(" · "),
+        escape(&file_name(&site.name))
+    );
+}
+
+/// A shields-style badge: the site's name, then its state in its colour.
+pub(super) fn badge(site: &SiteFeed) -> String {
+    let (words, colour) = presentation(component_status(site));
+    let words = words.to_lowercase();
+    // Verdana 11px averages about 7 px a character.
+    let width = |text: &str| 10 + 7 * text.chars().count();
+    let (left, right) = (width(&site.name), width(&words));
+    let total = left + right;
+    let name = escape(&site.name);
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{total}\" height=\"20\" role=\"img\" aria-label=\"{name}: {words}\">\
+<title>{name}: {words}</title>\
+<rect width=\"{left}\" height=\"20\" fill=\"#555\"/><rect x=\"{left}\" width=\"{right}\" height=\"20\" fill=\"{colour}\"/>\
+<g fill=\"#fff\" text-anchor=\"middle\" font-family=\"Verdana,DejaVu Sans,sans-serif\" font-size=\"11\">\
+<text x=\"{}\" y=\"14\">{name}</text><text x=\"{}\" y=\"14\">{words}</text></g></svg>\n",
+        left / 2,
+        left + right / 2
+    )
+}

@@ -1,0 +1,180 @@
+//! `status.json` in the shape of Statuspage's v2 `summary.json` (page, status, components,
+//! incidents, scheduled_maintenances), so status-page consumers and aggregators read it
+//! unchanged. Each component also carries our diagnosis and uptime under `probe`.
+
+use serde_json::{json, Value};
+
+use super::{rfc3339, short_id, FeedSnapshot, SiteFeed, WINDOWS};
+use crate::diagnose::Cause;
+use crate::observe::Status;
+
+/// A Statuspage component status for a site.
+pub(super) fn component_status(site: &SiteFeed) -> &'static str {
+    if site.in_maintenance {
+        return "under_maintenance";
+    }
+    match site
+        .latest
+        .as_ref()
+        .map(|(_, r)| (r.status, r.diagnosis.cause))
+    {
+        None => "operational",
+        Some((Status::Ok, _)) => "operational",
+        // Working but slow or a certificate close to expiry: performance, not an outage.
+        Some((Status::Degraded, Cause::Slow | Cause::CertExpiring)) => "degraded_performance",
+        Some((Status::Degraded | Status::Unknown, _)) => "partial_outage",
+        Some((Status::Down, _)) => "major_outage",
+    }
+}
+
+/// The page's overall indicator and its description, from the components.
+fn indicator(sites: &[SiteFeed]) -> (&'static str, &'static str) {
+    let statuses: Vec<&str> = sites.iter().map(component_status).collect();
+    let count = |s: &str| statuses.iter().filter(|x| **x == s).count();
+    if !statuses.is_empty() && count("major_outage") == statuses.len() {
+        ("critical", "Major System Outage")
+    } else if count("major_outage") > 0 {
+        ("major", "Partial System Outage")
+    } else if count("partial_outage") > 0 {
+        ("minor", "Partial System Outage")
+    } else if count("degraded_performance") > 0 {
+        ("minor", "Degraded System Service")
+    } else if count("under_maintenance") > 0 {
+        ("maintenance", "Service Under Maintenance")
+    } else {
+        ("none", "All Systems Operational")
+    }
+}
+
+pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
+    let page_id = short_id(&snapshot.title);
+    let updated = rfc3339(snapshot.generated_at);
+    let components: Vec<Value> = snapshot
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(position, site)| {
+            let diagnosis = site.latest.as_ref().map(|(at, r)| {
+                let d = &r.diagnosis;
+                json!({
+                    "checked_at": rfc3339(*at),
+                    "status": d.status.as_str(),
+                    "hop": d.hop.as_str(),
+                    "cause": d.cause.as_str(),
+                    "confidence": d.confidence.as_str(),
+                    "summary": d.summary,
+                })
+            });
+            let uptime: serde_json::Map<String, Value> = WINDOWS
+                .iter()
+                .zip(site.uptime)
+                .map(|((label, _), share)| (label.to_string(), json!(share)))
+                .collect();
+            json!({
+                "id": short_id(&format!("site:{}", site.name)),
+                "name": site.name,
+                "status": component_status(site),
+                "created_at": Value::Null,
+                "updated_at": site.latest.as_ref().map(|(at, _)| rfc3339(*at)),
+                "position": position + 1,
+                "description": site.url,
+                "showcase": true,
+                "start_date": Value::Null,
+                "group_id": Value::Null,
+                "page_id": page_id,
+                "group": false,
+                "only_show_if_degraded": false,
+                "probe": {
+                    "url": site.url,
+                    "diagnosis": diagnosis,
+                    "uptime": uptime,
+                },
+            })
+        })
+        .collect();
+    // summary.json lists the unresolved incidents only.
+    let incidents: Vec<Value> = snapshot
+        .incidents
+        .iter()
+        .filter(|i| i.closed_at.is_none())
+        .map(|incident| {
+            let id = short_id(&format!("incident:{}/{}", incident.site, incident.number));
+            let component = snapshot.sites.iter().find(|s| s.name == incident.site);
+            let impact = match component.map(component_status) {
+                Some("major_outage") => "critical",
+                Some("partial_outage") => "major",
+                _ => "minor",
+            };
+            let last = incident.causes.last();
+            let updates: Vec<Value> = incident
+                .causes
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(n, cause)| {
+                    json!({
+                        "id": short_id(&format!("update:{}/{}/{n}", incident.site, incident.number)),
+                        "status": "identified",
+                        "body": format!("{} ({})", cause.summary, cause.cause),
+                        "incident_id": id,
+                        "created_at": rfc3339(cause.at),
+                        "updated_at": rfc3339(cause.at),
+                        "display_at": rfc3339(cause.at),
+                        "affected_components": Value::Null,
+                        "deliver_notifications": true,
+                        "custom_tweet": Value::Null,
+                        "tweet_id": Value::Null,
+                    })
+                })
+                .collect();
+            let name = match last {
+                Some(cause) => format!("{}: {}", incident.site, cause_title(&cause.cause)),
+                None => format!("{} is down", incident.site),
+            };
+            json!({
+                "id": id,
+                "name": name,
+                "status": "identified",
+                "created_at": rfc3339(incident.opened_at),
+                "updated_at": rfc3339(last.map_or(incident.opened_at, |c| c.at)),
+                "monitoring_at": Value::Null,
+                "resolved_at": Value::Null,
+                "impact": impact,
+                "shortlink": snapshot.url,
+                "started_at": rfc3339(incident.opened_at),
+                "page_id": page_id,
+                "incident_updates": updates,
+                "components": component.map(|s| vec![json!({
+                    "id": short_id(&format!("site:{}", s.name)),
+                    "name": s.name,
+                    "status": component_status(s),
+                })]).unwrap_or_default(),
+                "probe": { "site": incident.site, "number": incident.number, "cause": last.map(|c| c.cause.clone()) },
+            })
+        })
+        .collect();
+    let (indicator, description) = indicator(&snapshot.sites);
+    let body = json!({
+        "page": {
+            "id": page_id,
+            "name": snapshot.title,
+            "url": snapshot.url,
+            "time_zone": "Etc/UTC",
+            "updated_at": updated,
+        },
+        "status": { "indicator": indicator, "description": description },
+        "components": components,
+        "incidents": incidents,
+        "scheduled_maintenances": [],
+    });
+    let mut text = serde_json::to_string_pretty(&body).expect("JSON values serialise");
+    text.push('\n');
+    text
+}
+
+/// A cause id's title (`fpm_unreachable` → "502 between nginx and PHP-FPM"); the id itself when
+/// this version does not know it.
+pub(super) fn cause_title(id: &str) -> String {
+    serde_json::from_value::<Cause>(Value::String(id.to_string()))
+        .map_or_else(|_| id.to_string(), |c| c.title().to_string())
+}
