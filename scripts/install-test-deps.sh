@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real servers the tests run against (Debian 12): nginx (origin, TLS + HTTP/2),
 # PHP-FPM 8.2 behind it, MariaDB and WordPress (Debian's packages) for the application cases,
-# dnsmasq (DNS), aiosmtpd (SMTP), openssl, curl and kill(1). Does nothing when they are all there.
+# dnsmasq (DNS), aiosmtpd (SMTP), openssl, curl, kill(1), and the feeds' consumers (promtool,
+# feedparser, Chromium). Does nothing when they are all there.
 set -euo pipefail
 
 base=()
@@ -14,6 +15,10 @@ command -v openssl >/dev/null 2>&1 || base+=(openssl)
 command -v curl >/dev/null 2>&1 || base+=(curl)
 # The tests signal processes (SIGTERM, SIGHUP) with kill(1), from procps.
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || base+=(procps)
+# The feeds' consumers: promtool (Prometheus), feedparser (Atom), headless Chromium (the page).
+command -v promtool >/dev/null 2>&1 || base+=(prometheus)
+/usr/bin/python3 -c 'import feedparser' >/dev/null 2>&1 || base+=(python3-feedparser)
+[ -x /usr/bin/chromium ] || base+=(chromium)
 app=()
 [ -f /usr/share/wordpress/wp-settings.php ] || app+=(wordpress php php8.2)
 [ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || app+=(wordpress-theme-twentytwentythree)

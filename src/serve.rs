@@ -141,7 +141,7 @@ async fn respond(
     }
     let path = match uri.path() {
         "/" => "index.html",
-        other => other.trim_start_matches('/'),
+        other => other.strip_prefix('/').unwrap_or(other),
     };
     let published = feeds.borrow().clone();
     let Some(entry) = published.files.get(path) else {

@@ -140,7 +140,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
                 "monitoring_at": Value::Null,
                 "resolved_at": Value::Null,
                 "impact": impact,
-                "shortlink": snapshot.url,
+                "shortlink": snapshot.url.clone().unwrap_or_default(),
                 "started_at": rfc3339(incident.opened_at),
                 "page_id": page_id,
                 "incident_updates": updates,
@@ -158,7 +158,8 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
         "page": {
             "id": page_id,
             "name": snapshot.title,
-            "url": snapshot.url,
+            // Statuspage always has a URL; consumers that expect a string get an empty one.
+            "url": snapshot.url.clone().unwrap_or_default(),
             "time_zone": "Etc/UTC",
             "updated_at": updated,
         },

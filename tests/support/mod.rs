@@ -105,3 +105,47 @@ pub fn stop_gracefully(mut child: Child, grace: Duration) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// An HTTP/1.1 exchange over a plain TCP connection: sends `request` as written (so tests can
+/// send what no client library would) and reads until the server closes. Returns the status, the
+/// header lines and the body. Bounded by a 10 s read timeout.
+pub fn raw_http(addr: std::net::SocketAddr, request: &str) -> (u16, Vec<String>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&answer)));
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let body = answer[split + 4..].to_vec();
+    let mut lines = head.lines().map(str::to_string);
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, lines.collect(), body)
+}
+
+/// `GET path` with `Connection: close`.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<String>, Vec<u8>) {
+    raw_http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: status.test\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// The value of header `name` (case-insensitive) among `headers`.
+pub fn header<'a>(headers: &'a [String], name: &str) -> Option<&'a str> {
+    headers.iter().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
