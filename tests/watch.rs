@@ -1,10 +1,11 @@
 //! `probe watch` as a process, on the lab's real nginx + PHP-FPM: it probes each site on its
-//! interval, logs JSON, takes a new config on SIGHUP (keeping the running one when the new file
+//! interval, logs JSON, serves the feeds (`--listen`), takes a new config on SIGHUP (keeping the running one when the new file
 //! is broken), and on SIGTERM lets the probe in flight finish and stores it before exiting 0.
 
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -29,7 +30,7 @@ impl Drop for WatchProcess {
 }
 
 impl WatchProcess {
-    fn start(config: &Path) -> WatchProcess {
+    fn start(config: &Path, listen: SocketAddr) -> WatchProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
             .args([
                 "watch",
@@ -38,6 +39,7 @@ impl WatchProcess {
                 "--log-format",
                 "json",
             ])
+            .arg(format!("--listen={listen}"))
             .env("PROBE_LOG", "probe=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -141,7 +143,10 @@ fn watch_probes_on_interval_reloads_on_sighup_and_stops_gracefully_on_sigterm() 
     let config: PathBuf = lab.dir.path().join("probes.yaml");
     let store = lab.dir.path().join("probe.sqlite");
     std::fs::write(&config, config_text(&lab, "")).unwrap();
-    let mut watch = WatchProcess::start(&config);
+    let listen: SocketAddr = format!("127.0.0.1:{}", support::free_tcp_port())
+        .parse()
+        .unwrap();
+    let mut watch = WatchProcess::start(&config, listen);
 
     // Each site is probed, and probed again on its interval.
     watch.wait_for("`watching`", Duration::from_secs(10), |l| {
@@ -153,6 +158,30 @@ fn watch_probes_on_interval_reloads_on_sighup_and_stops_gracefully_on_sigterm() 
     for _ in 0..3 {
         watch.wait_for("lab probed again", Duration::from_secs(5), probed("lab"));
     }
+
+    // The feeds are served, and follow the results (rendered again within a few seconds).
+    let until = Instant::now() + Duration::from_secs(15);
+    let metrics = loop {
+        let (status, _, body) = support::http_get(listen, "/metrics");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if status == 200 && body.contains("probe_success{site=\"lab\",route=\"origin\"") {
+            break body;
+        }
+        assert!(
+            Instant::now() < until,
+            "no lab metrics served: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        metrics.contains("probe_diagnosis_info{site=\"lab\",status=\"ok\""),
+        "{metrics}"
+    );
+    let (status, _, body) = support::http_get(listen, "/status.json");
+    assert_eq!(status, 200);
+    let summary: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(summary["components"][0]["name"], "lab");
+    assert_eq!(summary["components"][0]["status"], "operational");
 
     // A broken config is rejected with its file:line:column, and the old one keeps running.
     std::fs::write(
