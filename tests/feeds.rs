@@ -50,6 +50,11 @@ alerts:
   recover_runs: 1
 store:
   path: probe.sqlite
+maintenance:
+  - sites: [blog]
+    start: 2031-01-01T02:00:00Z
+    end: 2031-01-01T03:00:00Z
+    reason: database upgrade
 feeds:
   title: Lab status
   url: https://status.example.com/
@@ -202,6 +207,19 @@ async fn feeds_of_a_real_history_pass_real_consumers() {
     let incidents = status["incidents"].as_array().unwrap();
     assert_eq!(incidents.len(), 1, "only unresolved incidents");
     assert!(incidents[0]["name"].as_str().unwrap().starts_with("shop: "));
+    let maintenance = &status["scheduled_maintenances"][0];
+    assert_eq!(
+        (
+            &maintenance["name"],
+            &maintenance["status"],
+            &maintenance["components"][0]["name"]
+        ),
+        (
+            &Value::from("database upgrade"),
+            &Value::from("scheduled"),
+            &Value::from("blog")
+        )
+    );
 
     // metrics: promtool accepts them; blackbox names with our labels; the same uptime figure.
     let metrics = &file(&files, "metrics").body;

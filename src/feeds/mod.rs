@@ -17,7 +17,7 @@ use ring::digest::{digest, SHA256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::config::Config;
+use crate::config::{Config, MaintenanceWindow};
 use crate::observe::{ProbeReport, Status};
 use crate::store::{IncidentRecord, Store, StoreError, UptimeHour};
 
@@ -42,6 +42,8 @@ pub struct FeedSnapshot {
     pub sites: Vec<SiteFeed>,
     /// Incidents open now or closed within the history, newest first.
     pub incidents: Vec<IncidentRecord>,
+    /// Maintenance windows in progress or to come.
+    pub maintenance: Vec<MaintenanceWindow>,
 }
 
 /// One site as the feeds show it.
@@ -132,6 +134,12 @@ pub fn snapshot(
         url: config.feeds.url.clone(),
         sites,
         incidents,
+        maintenance: config
+            .maintenance
+            .iter()
+            .filter(|w| w.end > now)
+            .cloned()
+            .collect(),
     })
 }
 

@@ -153,6 +153,47 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
             })
         })
         .collect();
+    let maintenances: Vec<Value> = snapshot
+        .maintenance
+        .iter()
+        .map(|w| {
+            let affected: Vec<Value> = snapshot
+                .sites
+                .iter()
+                .filter(|s| w.sites.is_empty() || w.sites.contains(&s.name))
+                .map(|s| {
+                    json!({
+                        "id": short_id(&format!("site:{}", s.name)),
+                        "name": s.name,
+                        "status": component_status(s),
+                    })
+                })
+                .collect();
+            let status = if w.start <= snapshot.generated_at {
+                "in_progress"
+            } else {
+                "scheduled"
+            };
+            let name = w.reason.clone().unwrap_or_else(|| "Maintenance".into());
+            json!({
+                "id": short_id(&format!("maintenance:{}:{}", rfc3339(w.start), name)),
+                "name": name,
+                "status": status,
+                "created_at": rfc3339(w.start),
+                "updated_at": rfc3339(w.start),
+                "monitoring_at": Value::Null,
+                "resolved_at": Value::Null,
+                "impact": "maintenance",
+                "shortlink": snapshot.url.clone().unwrap_or_default(),
+                "started_at": rfc3339(w.start),
+                "page_id": page_id,
+                "incident_updates": [],
+                "components": affected,
+                "scheduled_for": rfc3339(w.start),
+                "scheduled_until": rfc3339(w.end),
+            })
+        })
+        .collect();
     let (indicator, description) = indicator(&snapshot.sites);
     let body = json!({
         "page": {
@@ -166,7 +207,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
         "status": { "indicator": indicator, "description": description },
         "components": components,
         "incidents": incidents,
-        "scheduled_maintenances": [],
+        "scheduled_maintenances": maintenances,
     });
     let mut text = serde_json::to_string_pretty(&body).expect("JSON values serialise");
     text.push('\n');
