@@ -45,6 +45,9 @@ pub struct ConfigFile {
     /// The status feeds (status.json, incidents.atom, metrics, the HTML page, badges).
     #[serde(default)]
     pub feeds: FeedsConfig,
+    /// URLs that receive every incident transition as a JSON POST (status-page providers, chat).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
     /// Well-known URLs probed alongside the sites: if every site fails *and* these fail too, the
     /// prober lost its own connectivity and sends one notice instead of one alert per site.
     #[serde(default)]
@@ -185,6 +188,22 @@ pub struct FeedsConfig {
     pub url: Option<Text>,
 }
 
+/// A webhook: every incident transition POSTed as JSON, retried through the outbox like mail.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST (http or https).
+    #[schemars(with = "String")]
+    pub url: Text,
+    /// The environment variable holding a shared secret: each body's HMAC-SHA256 is sent in
+    /// `X-Probe-Signature: sha256=HEX`.
+    #[schemars(with = "Option<String>")]
+    pub secret_env: Option<Text>,
+    /// Site names; all sites when absent.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub sites: Option<Vec<Text>>,
+}
+
 /// A period without alerts.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -255,6 +274,15 @@ pub struct MaintenanceWindow {
     pub reason: Option<String>,
 }
 
+/// A webhook, checked; the secret is read from the environment when a delivery is signed.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    pub secret_env: Option<String>,
+    /// Empty: every site.
+    pub sites: Vec<String>,
+}
+
 /// The feeds' presentation, with defaults applied.
 #[derive(Debug, Clone)]
 pub struct Feeds {
@@ -276,6 +304,7 @@ pub struct Config {
     pub maintenance: Vec<MaintenanceWindow>,
     pub control_checks: Vec<Target>,
     pub feeds: Feeds,
+    pub webhooks: Vec<Webhook>,
 }
 
 /// One problem in the file, where it is.
@@ -723,6 +752,7 @@ impl Checker {
             None => Vec::new(),
         };
         let feeds = self.feeds(&raw.feeds);
+        let webhooks = self.webhooks(&raw.webhooks, &names);
         Config {
             sites,
             extra_roots,
@@ -733,6 +763,7 @@ impl Checker {
             maintenance,
             control_checks,
             feeds,
+            webhooks,
         }
     }
 
@@ -785,23 +816,69 @@ impl Checker {
         }
     }
 
+    /// Checks the name of the environment variable that holds a secret (never the secret).
+    fn secret_variable(&mut self, var: &Text, path: &str, example: &str, what: &str) {
+        let valid = !var.value.is_empty()
+            && var
+                .value
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            && !var.value.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            self.problem(var, path, format!("{:?} is not an environment variable name (e.g. {example}); the {what} itself never goes in this file", var.value));
+        } else if std::env::var_os(&var.value).is_none() {
+            self.warnings.push(format!(
+                "{path}: {} is not set in this environment",
+                var.value
+            ));
+        }
+    }
+
+    fn webhooks(&mut self, raw: &[WebhookConfig], names: &HashSet<String>) -> Vec<Webhook> {
+        let mut out = Vec::new();
+        for (i, hook) in raw.iter().enumerate() {
+            let at = format!("webhooks[{i}]");
+            let value = hook.url.value.trim();
+            let url = match url::Url::parse(value) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+                _ => {
+                    self.problem(
+                        &hook.url,
+                        format!("{at}.url"),
+                        format!("{value:?} is not an http(s) URL"),
+                    );
+                    continue;
+                }
+            };
+            if let Some(var) = &hook.secret_env {
+                self.secret_variable(var, &format!("{at}.secret_env"), "WEBHOOK_SECRET", "secret");
+            }
+            let mut sites = Vec::new();
+            for (j, site) in hook.sites.iter().flatten().enumerate() {
+                let name = site.value.trim();
+                if names.contains(name) {
+                    sites.push(name.to_string());
+                } else {
+                    self.problem(
+                        site,
+                        format!("{at}.sites[{j}]"),
+                        format!("no site is named {name:?}"),
+                    );
+                }
+            }
+            out.push(Webhook {
+                url: url.to_string(),
+                secret_env: hook.secret_env.as_ref().map(|v| v.value.clone()),
+                sites,
+            });
+        }
+        out
+    }
+
     fn smtp(&mut self, raw: &SmtpConfig, base: &Path) -> Smtp {
         let security = raw.security.unwrap_or(SmtpSecurity::Starttls);
         if let Some(var) = &raw.password_env {
-            let valid = !var.value.is_empty()
-                && var
-                    .value
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                && !var.value.starts_with(|c: char| c.is_ascii_digit());
-            if !valid {
-                self.problem(var, "smtp.password_env", format!("{:?} is not an environment variable name (e.g. SMTP_PASSWORD); the password itself never goes in this file", var.value));
-            } else if std::env::var_os(&var.value).is_none() {
-                self.warnings.push(format!(
-                    "smtp.password_env: {} is not set in this environment",
-                    var.value
-                ));
-            }
+            self.secret_variable(var, "smtp.password_env", "SMTP_PASSWORD", "password");
         }
         if raw.username.is_some() && raw.password_env.is_none() {
             self.warnings.push(

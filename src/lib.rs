@@ -24,6 +24,7 @@ pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod watch;
+pub mod webhook;
 
 use std::io::Write;
 

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use crate::alert::Notification;
 use crate::config::{Smtp, SmtpSecurity};
 use crate::diagnose::Diagnosis;
-use crate::store::{NewMessage, OutboxMessage, Store, StoreError};
+use crate::store::{Channel, NewMessage, OutboxMessage, Store, StoreError};
 
 /// Why a message could not be delivered (it stays queued).
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +130,7 @@ pub fn render(
     append_list(&mut text, &mut html, "Evidence", evidence);
     text.push_str("\n-- \nprobe\n");
     NewMessage {
+        channel: Channel::Mail,
         key: notification.key(site),
         recipients: recipients.to_vec(),
         subject,
@@ -312,7 +313,11 @@ pub async fn flush_outbox(
     now: OffsetDateTime,
 ) -> Result<FlushSummary, StoreError> {
     let mut summary = FlushSummary::default();
-    let due = store.due_messages(now)?;
+    let due: Vec<_> = store
+        .due_messages(now)?
+        .into_iter()
+        .filter(|m| m.channel == Channel::Mail)
+        .collect();
     let total = due.len();
     for message in due {
         match send(smtp, &message).await {

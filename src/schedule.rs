@@ -13,10 +13,10 @@ use crate::cli::{OutputFormat, ProbeSettings};
 use crate::config::{Config, Site};
 use crate::diagnose::DiagnoseSettings;
 use crate::engine::{probe_site, ProbeError};
-use crate::mail;
 use crate::observe::{ProbeReport, Status};
 use crate::resolve::Nameserver;
 use crate::store::{RunRecord, Store, StoreError};
+use crate::{mail, webhook};
 
 /// Sites probed at once.
 pub const CONCURRENCY: usize = 32;
@@ -183,7 +183,7 @@ pub fn record_prober(
     let (next, notices) = alert::connectivity_step(&prober, cut_off, now);
     if next != prober {
         let recipients = prober_recipients(config);
-        let messages: Vec<_> = if recipients.is_empty() {
+        let mut messages: Vec<_> = if recipients.is_empty() {
             Vec::new()
         } else {
             notices
@@ -191,6 +191,9 @@ pub fn record_prober(
                 .map(|n| mail::render(PROBER, "", n, &recipients))
                 .collect()
         };
+        for n in &notices {
+            messages.extend(webhook::render(PROBER, "", n, &config.webhooks, now));
+        }
         for n in &notices {
             tracing::warn!(key = %n.key(PROBER), "prober connectivity changed");
         }
@@ -228,7 +231,7 @@ pub fn record_site(
     for n in &notifications {
         tracing::warn!(site = %site.name, key = %n.key(&site.name), "alert");
     }
-    let messages: Vec<_> = if site.alert_to.is_empty() {
+    let mut messages: Vec<_> = if site.alert_to.is_empty() {
         Vec::new()
     } else {
         notifications
@@ -236,6 +239,10 @@ pub fn record_site(
             .map(|n| mail::render(&site.name, &site.target.url, n, &site.alert_to))
             .collect()
     };
+    for n in &notifications {
+        let url = &site.target.url;
+        messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
+    }
     store.record_run(&RunRecord {
         site: &site.name,
         at: now,
@@ -245,17 +252,23 @@ pub fn record_site(
     })
 }
 
-/// Delivers the due mail, if there is an SMTP server; returns (sent, waiting for retry).
-pub async fn flush_mail(
+/// Delivers what is due in the outbox: mail (if there is an SMTP server) and webhook calls;
+/// returns (sent, waiting for retry).
+pub async fn deliver_outbox(
     config: &Config,
     store: &mut dyn Store,
     now: OffsetDateTime,
 ) -> Result<(usize, usize), StoreError> {
-    let Some(smtp) = &config.smtp else {
-        return Ok((0, 0));
-    };
-    let summary = mail::flush_outbox(store, smtp, now).await?;
-    Ok((summary.sent, summary.failed + summary.deferred))
+    let (mut sent, mut waiting) = (0, 0);
+    if let Some(smtp) = &config.smtp {
+        let summary = mail::flush_outbox(store, smtp, now).await?;
+        sent += summary.sent;
+        waiting += summary.failed + summary.deferred;
+    }
+    let summary = webhook::flush(store, &config.webhooks, &config.extra_roots, now).await?;
+    sent += summary.sent;
+    waiting += summary.failed + summary.deferred;
+    Ok((sent, waiting))
 }
 
 /// How long hourly uptime counts are kept: the longest uptime window (90 days) and a day.
@@ -322,7 +335,7 @@ pub async fn run_once(
         sites.push((site.name.clone(), report));
     }
 
-    let (mails_sent, mails_waiting) = flush_mail(config, store, now).await?;
+    let (mails_sent, mails_waiting) = deliver_outbox(config, store, now).await?;
     prune(config, store, now)?;
     Ok(PassOutcome {
         sites,

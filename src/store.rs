@@ -40,10 +40,29 @@ pub enum StoreError {
     },
 }
 
+/// How a queued notification is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// By SMTP: `recipients` are addresses, the bodies text and HTML.
+    Mail,
+    /// By HTTP POST: `recipients` holds the URL, `body_text` the JSON payload.
+    Webhook,
+}
+
+impl Channel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Channel::Mail => "mail",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
 /// A notification waiting to be delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
     pub id: i64,
+    pub channel: Channel,
     /// The notification's stable key; also the mail's Message-ID.
     pub key: String,
     pub recipients: Vec<String>,
@@ -56,6 +75,7 @@ pub struct OutboxMessage {
 /// A notification to queue, rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
+    pub channel: Channel,
     pub key: String,
     pub recipients: Vec<String>,
     pub subject: String,
@@ -221,6 +241,8 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO uptime_hourly (site, hour, total, down)
          SELECT site, at - at % 3600, COUNT(*), SUM(status = 'down') FROM results
          GROUP BY site, at - at % 3600;",
+    // 3: the outbox carries webhook deliveries beside mail.
+    "ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'mail';",
 ];
 
 /// Times are stored as Unix seconds (UTC): they compare and sort as numbers, whatever the
@@ -432,7 +454,7 @@ impl Store for SqliteStore {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT id, key, recipients, subject, body_text, body_html, attempts FROM outbox
+                "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel FROM outbox
                  WHERE sent_at IS NULL AND next_attempt_at <= ?1 ORDER BY id",
             )
             .map_err(|e| self.sqlite(e))?;
@@ -446,13 +468,19 @@ impl Store for SqliteStore {
                     row.get::<_, String>(4)?,
                     row.get::<_, String>(5)?,
                     row.get::<_, u32>(6)?,
+                    row.get::<_, String>(7)?,
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, key, recipients, subject, body_text, body_html, attempts) =
+            let (id, key, recipients, subject, body_text, body_html, attempts, channel) =
                 row.map_err(|e| self.sqlite(e))?;
+            let channel = match channel.as_str() {
+                "mail" => Channel::Mail,
+                "webhook" => Channel::Webhook,
+                other => return Err(self.corrupt("outbox channel", other)),
+            };
             let recipients =
                 serde_json::from_str(&recipients).map_err(|e| StoreError::Corrupt {
                     path: self.path.clone(),
@@ -461,6 +489,7 @@ impl Store for SqliteStore {
                 })?;
             out.push(OutboxMessage {
                 id,
+                channel,
                 key,
                 recipients,
                 subject,
@@ -653,10 +682,10 @@ fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> ru
     for message in messages {
         let recipients = serde_json::to_string(&message.recipients).expect("strings serialise");
         tx.execute(
-            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2)
+            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7)
              ON CONFLICT (key) DO NOTHING",
-            params![message.key, at, recipients, message.subject, message.body_text, message.body_html],
+            params![message.key, at, recipients, message.subject, message.body_text, message.body_html, message.channel.as_str()],
         )?;
     }
     Ok(())

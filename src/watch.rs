@@ -267,7 +267,7 @@ impl<'a> Watch<'a> {
             tracing::error!(site = %self.slots[index].site.name, error = %e, "cannot store the result");
         }
         self.feeds_dirty = true;
-        self.send_mail(now).await;
+        self.deliver(now).await;
     }
 
     /// When every site's last report is silent, whether the control checks fail too (the prober
@@ -303,10 +303,10 @@ impl<'a> Watch<'a> {
         ))
     }
 
-    async fn send_mail(&mut self, now: OffsetDateTime) {
-        match schedule::flush_mail(&self.config, self.store, now).await {
+    async fn deliver(&mut self, now: OffsetDateTime) {
+        match schedule::deliver_outbox(&self.config, self.store, now).await {
             Ok((sent, waiting)) if sent + waiting > 0 => {
-                tracing::info!(sent, waiting, "mail")
+                tracing::info!(sent, waiting, "outbox delivered")
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot read or update the outbox"),
@@ -315,7 +315,7 @@ impl<'a> Watch<'a> {
 
     async fn housekeeping(&mut self) {
         let now = OffsetDateTime::now_utc();
-        self.send_mail(now).await;
+        self.deliver(now).await;
         if self.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             self.last_prune = Some(Instant::now());
             match schedule::prune(&self.config, self.store, now) {
@@ -412,7 +412,7 @@ impl<'a> Watch<'a> {
             }
         }
         self.tasks.abort_all();
-        self.send_mail(OffsetDateTime::now_utc()).await;
+        self.deliver(OffsetDateTime::now_utc()).await;
         tracing::info!("stopped");
     }
 }

@@ -86,8 +86,8 @@ fn an_unknown_key_anywhere_in_the_shipped_example_is_rejected() {
         assert!(got[0].contains("unknown field `colour`"), "{}", got[0]);
         tried += 1;
     }
-    // defaults, both sites, alerts, smtp, store, the maintenance window, feeds.
-    assert_eq!(tried, 8, "places tried");
+    // defaults, both sites, alerts, smtp, store, the maintenance window, feeds, the webhook.
+    assert_eq!(tried, 9, "places tried");
 }
 
 #[test]

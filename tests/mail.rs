@@ -108,6 +108,7 @@ async fn a_mail_queued_while_the_server_is_down_is_delivered_after_it_returns_ex
     queue_opened(&mut store, now);
     let report = report("lab_healthy");
     let second = probe::store::NewMessage {
+        channel: probe::store::Channel::Mail,
         key: "example.com/0/other".into(),
         recipients: vec!["ops@example.com".into()],
         subject: "another".into(),

@@ -24,6 +24,7 @@ fn at(minute: i64) -> OffsetDateTime {
 
 fn message(key: &str) -> NewMessage {
     NewMessage {
+        channel: probe::store::Channel::Mail,
         key: key.into(),
         recipients: vec!["ops@example.com".into()],
         subject: format!("[DOWN] {key}"),
@@ -57,7 +58,7 @@ fn a_new_store_is_created_and_reopened_without_migrating_twice() {
     drop(store);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.alert_state("nobody").unwrap(), AlertState::default());
-    assert_eq!(count(&path, "PRAGMA user_version"), 2);
+    assert_eq!(count(&path, "PRAGMA user_version"), 3);
     let mode: String = rusqlite::Connection::open(&path)
         .unwrap()
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -228,7 +229,7 @@ fn a_version_1_store_is_migrated_with_its_results_carried_over() {
         }
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(count(&path, "PRAGMA user_version"), 2);
+    assert_eq!(count(&path, "PRAGMA user_version"), 3);
     let latest = store.latest_results().unwrap();
     assert_eq!((latest.len(), latest[0].at), (1, at(1)));
     let hours = store.uptime_hours(at(0)).unwrap();
