@@ -162,12 +162,29 @@ pub trait Store {
     fn prune_results(&mut self, before: OffsetDateTime) -> Result<usize, StoreError>;
     /// Deletes hourly uptime counts older than `before`.
     fn prune_uptime(&mut self, before: OffsetDateTime) -> Result<usize, StoreError>;
-    /// Every site's latest result.
-    fn latest_results(&self) -> Result<Vec<LatestResult>, StoreError>;
+    /// Calls `each` with every site's latest result, one at a time (reports can be large).
+    fn each_latest(&self, each: &mut dyn FnMut(LatestResult)) -> Result<(), StoreError>;
+    /// Every site's latest result, collected.
+    fn latest_results(&self) -> Result<Vec<LatestResult>, StoreError> {
+        let mut out = Vec::new();
+        self.each_latest(&mut |latest| out.push(latest))?;
+        Ok(out)
+    }
     /// Incidents still open or closed after `since`, newest first, with their causes.
     fn incidents(&self, since: OffsetDateTime) -> Result<Vec<IncidentRecord>, StoreError>;
-    /// Hourly uptime counts of every site from `since` on, per site in time order.
-    fn uptime_hours(&self, since: OffsetDateTime) -> Result<Vec<(String, UptimeHour)>, StoreError>;
+    /// Calls `each` with the hourly uptime counts of every site from `since` on, per site in
+    /// time order, one row at a time (90 days of many sites need not fit in memory).
+    fn each_uptime_hour(
+        &self,
+        since: OffsetDateTime,
+        each: &mut dyn FnMut(&str, UptimeHour),
+    ) -> Result<(), StoreError>;
+    /// The hourly uptime counts from `since` on, collected.
+    fn uptime_hours(&self, since: OffsetDateTime) -> Result<Vec<(String, UptimeHour)>, StoreError> {
+        let mut out = Vec::new();
+        self.each_uptime_hour(since, &mut |site, hour| out.push((site.to_string(), hour)))?;
+        Ok(out)
+    }
 }
 
 /// The SQLite store.
@@ -538,30 +555,24 @@ impl Store for SqliteStore {
             .map_err(|e| self.sqlite(e))
     }
 
-    fn latest_results(&self) -> Result<Vec<LatestResult>, StoreError> {
+    fn each_latest(&self, each: &mut dyn FnMut(LatestResult)) -> Result<(), StoreError> {
         let mut statement = self
             .conn
             .prepare("SELECT site, at, report FROM latest ORDER BY site")
             .map_err(|e| self.sqlite(e))?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(|e| self.sqlite(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (site, at, report) = row.map_err(|e| self.sqlite(e))?;
-            out.push(LatestResult {
+        let mut rows = statement.query([]).map_err(|e| self.sqlite(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            let read = || -> rusqlite::Result<(String, i64, String)> {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            };
+            let (site, at, report) = read().map_err(|e| self.sqlite(e))?;
+            each(LatestResult {
                 site,
                 at: self.time(at)?,
                 report: serde_json::from_str(&report).map_err(|e| self.corrupt("report", e))?,
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     fn incidents(&self, since: OffsetDateTime) -> Result<Vec<IncidentRecord>, StoreError> {
@@ -630,7 +641,11 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn uptime_hours(&self, since: OffsetDateTime) -> Result<Vec<(String, UptimeHour)>, StoreError> {
+    fn each_uptime_hour(
+        &self,
+        since: OffsetDateTime,
+        each: &mut dyn FnMut(&str, UptimeHour),
+    ) -> Result<(), StoreError> {
         let mut statement = self
             .conn
             .prepare(
@@ -638,19 +653,24 @@ impl Store for SqliteStore {
                  ORDER BY site, hour",
             )
             .map_err(|e| self.sqlite(e))?;
-        let rows = statement
-            .query_map([stamp(since) - stamp(since).rem_euclid(3600)], |row| {
+        let mut rows = statement
+            .query([stamp(since) - stamp(since).rem_euclid(3600)])
+            .map_err(|e| self.sqlite(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            let read = || -> rusqlite::Result<(String, UptimeHour)> {
                 Ok((
-                    row.get::<_, String>(0)?,
+                    row.get(0)?,
                     UptimeHour {
                         hour: row.get(1)?,
                         total: row.get(2)?,
                         down: row.get(3)?,
                     },
                 ))
-            })
-            .map_err(|e| self.sqlite(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+            };
+            let (site, hour) = read().map_err(|e| self.sqlite(e))?;
+            each(&site, hour);
+        }
+        Ok(())
     }
 }
 

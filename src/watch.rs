@@ -88,6 +88,8 @@ pub struct Watch<'a> {
     /// since the last rendering.
     feeds: Option<watch::Sender<Arc<Published>>>,
     feeds_dirty: bool,
+    /// When the feeds were last rendered, and how long that took.
+    feeds_rendered: Option<(Instant, Duration)>,
 }
 
 impl<'a> Watch<'a> {
@@ -110,6 +112,7 @@ impl<'a> Watch<'a> {
             last_prune: None,
             feeds: None,
             feeds_dirty: false,
+            feeds_rendered: None,
         }
     }
 
@@ -131,6 +134,15 @@ impl<'a> Watch<'a> {
         if !self.feeds_dirty {
             return;
         }
+        if self
+            .feeds_rendered
+            .is_some_and(|(at, cost)| at.elapsed() < cost * 50)
+        {
+            // Rendering is proportional to the sites and their history: with many sites it
+            // waits longer, so it never takes more than ~2 % of the time.
+            return;
+        }
+        let started = Instant::now();
         let now = OffsetDateTime::now_utc();
         match feeds::snapshot(&self.config, self.store, now) {
             Ok(snapshot) => {
@@ -141,6 +153,7 @@ impl<'a> Watch<'a> {
             }
             Err(e) => tracing::error!(error = %e, "cannot read the store for the feeds"),
         }
+        self.feeds_rendered = Some((started, started.elapsed()));
     }
 
     /// Runs until SIGTERM or SIGINT, then stops gracefully.

@@ -144,8 +144,8 @@ fn site_item(out: &mut String, site: &SiteFeed) {
          <div class=\"head\"><strong>{name}</strong>\
          <span class=\"state\" style=\"color:{colour}\">{words}</span></div>"
     );
-    if let Some((at, report)) = &site.latest {
-        let d = &report.diagnosis;
+    if let Some(latest) = &site.latest {
+        let (at, d) = (&latest.at, &latest.diagnosis);
         let _ = write!(
             out,
             "<p class=\"summary\">{} <code>{} · {}</code> <span title=\"{}\">checked {}</span></p>",

@@ -4,11 +4,7 @@
 
 use std::fmt::Write as _;
 
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
-
 use super::{FeedSnapshot, WINDOWS};
-use crate::observe::{Observation, PathRole};
 
 /// One metric family: its samples are written together, after its HELP and TYPE.
 struct Family {
@@ -86,11 +82,11 @@ pub(super) fn exposition(snapshot: &FeedSnapshot) -> String {
                 uptime.add(&[("site", name), ("window", window)], share);
             }
         }
-        let Some((at, report)) = &site.latest else {
+        let Some(latest) = &site.latest else {
             continue;
         };
-        last_run.add(&[("site", name)], at.unix_timestamp() as f64);
-        let d = &report.diagnosis;
+        last_run.add(&[("site", name)], latest.at.unix_timestamp() as f64);
+        let d = &latest.diagnosis;
         info.add(
             &[
                 ("site", name),
@@ -101,19 +97,17 @@ pub(super) fn exposition(snapshot: &FeedSnapshot) -> String {
             ],
             1.0,
         );
-        for o in page_requests(&report.observations) {
-            let address = o.address.map(|a| a.to_string()).unwrap_or_default();
+        for request in &latest.requests {
+            let address = request.address.map(|a| a.to_string()).unwrap_or_default();
             let labels = [
                 ("site", name),
-                ("route", o.route.as_str()),
+                ("route", request.route.as_str()),
                 ("address", address.as_str()),
             ];
-            let status = o.response.as_ref().map_or(0, |r| r.status);
-            let answered = o.error.is_none() && (1..400).contains(&status);
-            success.add(&labels, if answered { 1.0 } else { 0.0 });
-            duration.add(&labels, o.timings_ms.total / 1000.0);
-            status_code.add(&labels, f64::from(status));
-            let t = &o.timings_ms;
+            success.add(&labels, if request.answered { 1.0 } else { 0.0 });
+            let t = &request.timings;
+            duration.add(&labels, t.total / 1000.0);
+            status_code.add(&labels, f64::from(request.status));
             // blackbox_exporter's phase names.
             for (phase, ms) in [
                 ("resolve", t.dns),
@@ -129,14 +123,8 @@ pub(super) fn exposition(snapshot: &FeedSnapshot) -> String {
             if let Some(ms) = t.dns {
                 dns.add(&labels, ms / 1000.0);
             }
-            let earliest = o
-                .tls
-                .iter()
-                .flat_map(|tls| &tls.chain)
-                .filter_map(|c| OffsetDateTime::parse(&c.not_after, &Rfc3339).ok())
-                .min();
-            if let Some(expiry) = earliest {
-                cert_expiry.add(&labels, expiry.unix_timestamp() as f64);
+            if let Some(expiry) = request.earliest_cert_expiry {
+                cert_expiry.add(&labels, expiry as f64);
             }
         }
     }
@@ -172,11 +160,4 @@ fn number(value: f64) -> String {
         let text = format!("{value:.6}");
         text.trim_end_matches('0').trim_end_matches('.').to_string()
     }
-}
-
-/// The page requests of the first sample, one per route and address.
-fn page_requests(observations: &[Observation]) -> impl Iterator<Item = &Observation> {
-    observations
-        .iter()
-        .filter(|o| o.path_role == PathRole::Page && o.sample == 1)
 }

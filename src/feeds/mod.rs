@@ -11,6 +11,8 @@ mod html;
 mod metrics;
 mod status;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use ring::digest::{digest, SHA256};
@@ -18,7 +20,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::config::{Config, MaintenanceWindow};
-use crate::observe::{ProbeReport, Status};
+use crate::diagnose::Diagnosis;
+use crate::observe::{PathRole, PhaseTimings, ProbeReport, Route, Status};
 use crate::store::{IncidentRecord, Store, StoreError, UptimeHour};
 
 /// Days of history the feeds show (uptime bars, the longest uptime window, incidents).
@@ -51,8 +54,8 @@ pub struct FeedSnapshot {
 pub struct SiteFeed {
     pub name: String,
     pub url: String,
-    /// The latest result: when, and the report.
-    pub latest: Option<(OffsetDateTime, ProbeReport)>,
+    /// What the latest result showed.
+    pub latest: Option<LatestFacts>,
     /// A maintenance window covers the site now.
     pub in_maintenance: bool,
     /// Share of results not `down`, per window of `WINDOWS`; `None` without results.
@@ -66,7 +69,62 @@ impl SiteFeed {
     pub fn status(&self) -> Status {
         self.latest
             .as_ref()
-            .map_or(Status::Unknown, |(_, r)| r.status)
+            .map_or(Status::Unknown, |l| l.diagnosis.status)
+    }
+}
+
+/// What the feeds show of a site's latest result: its diagnosis and each page request.
+#[derive(Debug, Clone)]
+pub struct LatestFacts {
+    pub at: OffsetDateTime,
+    pub diagnosis: Diagnosis,
+    /// The first sample's page request on each route and address.
+    pub requests: Vec<RequestFacts>,
+}
+
+/// One page request, as the metrics show it.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    pub route: Route,
+    pub address: Option<SocketAddr>,
+    /// The HTTP status (0: no answer).
+    pub status: u16,
+    /// No error, and an answer below 400.
+    pub answered: bool,
+    pub timings: PhaseTimings,
+    /// The earliest `not_after` of the certificates presented, in Unix seconds.
+    pub earliest_cert_expiry: Option<i64>,
+}
+
+impl LatestFacts {
+    fn of(at: OffsetDateTime, report: ProbeReport) -> Self {
+        let requests = report
+            .observations
+            .iter()
+            .filter(|o| o.path_role == PathRole::Page && o.sample == 1)
+            .map(|o| {
+                let status = o.response.as_ref().map_or(0, |r| r.status);
+                RequestFacts {
+                    route: o.route,
+                    address: o.address,
+                    status,
+                    answered: o.error.is_none() && (1..400).contains(&status),
+                    timings: o.timings_ms.clone(),
+                    earliest_cert_expiry: o
+                        .tls
+                        .iter()
+                        .flat_map(|tls| &tls.chain)
+                        .filter_map(|c| OffsetDateTime::parse(&c.not_after, &Rfc3339).ok())
+                        .map(OffsetDateTime::unix_timestamp)
+                        .min(),
+                }
+            })
+            .collect();
+        Self {
+            at,
+            diagnosis: report.diagnosis,
+            requests,
+        }
     }
 }
 
@@ -94,8 +152,24 @@ pub fn snapshot(
     now: OffsetDateTime,
 ) -> Result<FeedSnapshot, StoreError> {
     let history_start = now - time::Duration::days(HISTORY_DAYS);
-    let latest = store.latest_results()?;
-    let hours = store.uptime_hours(history_start)?;
+    // Reports are reduced to what the feeds show as they stream by: a full report per site
+    // would not fit in memory for thousands of sites.
+    let mut latest: HashMap<String, LatestFacts> = HashMap::new();
+    store.each_latest(&mut |l| {
+        latest.insert(l.site.clone(), LatestFacts::of(l.at, l.report));
+    })?;
+    let mut tallies: HashMap<String, Tally> = HashMap::new();
+    store.each_uptime_hour(
+        history_start,
+        &mut |site, hour| match tallies.get_mut(site) {
+            Some(tally) => tally.add(hour, now),
+            None => {
+                let mut tally = Tally::default();
+                tally.add(hour, now);
+                tallies.insert(site.to_string(), tally);
+            }
+        },
+    )?;
     let names: Vec<&str> = config.sites.iter().map(|s| s.name.as_str()).collect();
     let incidents = store
         .incidents(history_start)?
@@ -106,25 +180,18 @@ pub fn snapshot(
         .sites
         .iter()
         .map(|site| {
-            let site_hours: Vec<UptimeHour> = hours
-                .iter()
-                .filter(|(name, _)| *name == site.name)
-                .map(|(_, h)| *h)
-                .collect();
+            let tally = tallies.remove(&site.name).unwrap_or_default();
             SiteFeed {
                 name: site.name.clone(),
                 url: site.target.url.clone(),
-                latest: latest
-                    .iter()
-                    .find(|l| l.site == site.name)
-                    .map(|l| (l.at, l.report.clone())),
+                latest: latest.remove(&site.name),
                 in_maintenance: config.maintenance.iter().any(|w| {
                     w.start <= now
                         && now < w.end
                         && (w.sites.is_empty() || w.sites.contains(&site.name))
                 }),
-                uptime: WINDOWS.map(|(_, seconds)| uptime(&site_hours, now, seconds)),
-                days: days(&site_hours, now),
+                uptime: tally.shares(),
+                days: tally.days(now),
             }
         })
         .collect();
@@ -143,33 +210,54 @@ pub fn snapshot(
     })
 }
 
-/// The share of results that were not `down` in the hours that began within `seconds` of `now`.
-fn uptime(hours: &[UptimeHour], now: OffsetDateTime, seconds: i64) -> Option<f64> {
-    let start = now.unix_timestamp() - seconds;
-    let (total, down) = hours
-        .iter()
-        .filter(|h| h.hour + 3600 > start)
-        .fold((0u64, 0u64), |(t, d), h| {
-            (t + u64::from(h.total), d + u64::from(h.down))
-        });
-    (total > 0).then(|| (total - down) as f64 / total as f64)
+/// A site's uptime counts, added up hour by hour as the store streams them: per window of
+/// `WINDOWS` and per day of the history.
+#[derive(Debug, Default)]
+struct Tally {
+    /// (results, down results) per window.
+    windows: [(u64, u64); 4],
+    /// (results, down results) per day, indexed by days before today (0 = today).
+    days: HashMap<i64, (u32, u32)>,
 }
 
-/// The history as UTC days, oldest first, today last.
-fn days(hours: &[UptimeHour], now: OffsetDateTime) -> Vec<(OffsetDateTime, u32, u32)> {
-    let today = now.unix_timestamp() - now.unix_timestamp().rem_euclid(86_400);
-    (0..HISTORY_DAYS)
-        .rev()
-        .map(|back| {
-            let start = today - back * 86_400;
-            let (total, down) = hours
-                .iter()
-                .filter(|h| h.hour >= start && h.hour < start + 86_400)
-                .fold((0, 0), |(t, d), h| (t + h.total, d + h.down));
-            let day = OffsetDateTime::from_unix_timestamp(start).expect("a day within range");
-            (day, total, down)
-        })
-        .collect()
+impl Tally {
+    fn add(&mut self, hour: UptimeHour, now: OffsetDateTime) {
+        let now = now.unix_timestamp();
+        for ((_, seconds), (total, down)) in WINDOWS.iter().zip(self.windows.iter_mut()) {
+            // An hour counts when any of it falls inside the window.
+            if hour.hour + 3600 > now - seconds {
+                *total += u64::from(hour.total);
+                *down += u64::from(hour.down);
+            }
+        }
+        let today = now - now.rem_euclid(86_400);
+        let back = (today - (hour.hour - hour.hour.rem_euclid(86_400))) / 86_400;
+        if (0..HISTORY_DAYS).contains(&back) {
+            let day = self.days.entry(back).or_default();
+            day.0 += hour.total;
+            day.1 += hour.down;
+        }
+    }
+
+    /// The share of results that were not `down`, per window; `None` without results.
+    fn shares(&self) -> [Option<f64>; 4] {
+        self.windows
+            .map(|(total, down)| (total > 0).then(|| (total - down) as f64 / total as f64))
+    }
+
+    /// The history as UTC days, oldest first, today last.
+    fn days(&self, now: OffsetDateTime) -> Vec<(OffsetDateTime, u32, u32)> {
+        let today = now.unix_timestamp() - now.unix_timestamp().rem_euclid(86_400);
+        (0..HISTORY_DAYS)
+            .rev()
+            .map(|back| {
+                let (total, down) = self.days.get(&back).copied().unwrap_or_default();
+                let start = today - back * 86_400;
+                let day = OffsetDateTime::from_unix_timestamp(start).expect("a day within range");
+                (day, total, down)
+            })
+            .collect()
+    }
 }
 
 /// Every feed file, rendered from one snapshot.
@@ -286,11 +374,12 @@ mod tests {
             down,
         };
         // Down the whole hour two days ago, healthy in the last hour.
-        let hours = [hour(48, 60, 60), hour(0, 60, 0)];
-        assert_eq!(uptime(&hours, now, 86_400), Some(1.0));
-        assert_eq!(uptime(&hours, now, 7 * 86_400), Some(0.5));
-        assert_eq!(uptime(&[], now, 86_400), None);
-        let bars = days(&hours, now);
+        let mut tally = Tally::default();
+        tally.add(hour(48, 60, 60), now);
+        tally.add(hour(0, 60, 0), now);
+        assert_eq!(tally.shares(), [Some(1.0), Some(0.5), Some(0.5), Some(0.5)]);
+        assert_eq!(Tally::default().shares(), [None; 4]);
+        let bars = tally.days(now);
         assert_eq!(bars.len(), 90);
         assert_eq!(bars[89].1, 60, "today last");
         assert_eq!(bars.iter().map(|d| d.2).sum::<u32>(), 60);

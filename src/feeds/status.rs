@@ -16,7 +16,7 @@ pub(super) fn component_status(site: &SiteFeed) -> &'static str {
     match site
         .latest
         .as_ref()
-        .map(|(_, r)| (r.status, r.diagnosis.cause))
+        .map(|l| (l.diagnosis.status, l.diagnosis.cause))
     {
         None => "operational",
         Some((Status::Ok, _)) => "operational",
@@ -54,10 +54,10 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
         .iter()
         .enumerate()
         .map(|(position, site)| {
-            let diagnosis = site.latest.as_ref().map(|(at, r)| {
-                let d = &r.diagnosis;
+            let diagnosis = site.latest.as_ref().map(|l| {
+                let d = &l.diagnosis;
                 json!({
-                    "checked_at": rfc3339(*at),
+                    "checked_at": rfc3339(l.at),
                     "status": d.status.as_str(),
                     "hop": d.hop.as_str(),
                     "cause": d.cause.as_str(),
@@ -75,7 +75,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
                 "name": site.name,
                 "status": component_status(site),
                 "created_at": Value::Null,
-                "updated_at": site.latest.as_ref().map(|(at, _)| rfc3339(*at)),
+                "updated_at": site.latest.as_ref().map(|l| rfc3339(l.at)),
                 "position": position + 1,
                 "description": site.url,
                 "showcase": true,
