@@ -3,8 +3,8 @@
 //! site down now — rendered to a directory and served over HTTP, then:
 //! `promtool check metrics` (Debian's prometheus) on the metrics, Python's feedparser on the Atom
 //! feed at each step of the incident, the committed Statuspage-shape schema on status.json,
-//! headless Chromium on the HTML page (DOM asserted, screenshot saved under target/), and the
-//! served bytes equal to the written files. The server's hardening is tested on its own.
+//! headless Chromium on the HTML page (DOM asserted, screenshot saved under target/), a real
+//! Prometheus scraping the served metrics, and the served bytes equal to the written files. The server's hardening is tested on its own.
 
 mod support;
 
@@ -372,7 +372,96 @@ async fn feeds_of_a_real_history_pass_real_consumers() {
         "{} bytes",
         png.len()
     );
+
+    // A real Prometheus scrapes the served metrics and answers a query on them.
+    let samples = tokio::task::spawn_blocking(move || {
+        prometheus_query(addr, "probe_success{route=\"edge\"}")
+    })
+    .await
+    .unwrap();
+    let by_site: Vec<(String, String)> = samples
+        .iter()
+        .map(|s| {
+            (
+                s["metric"]["site"].as_str().unwrap().to_string(),
+                s["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        by_site.contains(&("blog".into(), "1".into())),
+        "{by_site:?}"
+    );
+    assert!(
+        by_site.contains(&("shop".into(), "0".into())),
+        "{by_site:?}"
+    );
     server.abort();
+}
+
+/// Starts Debian's Prometheus scraping `target`/metrics every second and returns the result of
+/// `query` once the scrape has succeeded (bounded: 30 s).
+fn prometheus_query(target: SocketAddr, query: &str) -> Vec<Value> {
+    let prometheus = require_program("prometheus (Debian's)", "/usr/bin/prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+             scrape_configs:\n  - job_name: probe\n    static_configs: [{{ targets: ['{target}'] }}]\n"
+        ),
+    )
+    .unwrap();
+    let port = support::free_tcp_port();
+    let child = Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(child);
+    let api: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let encoded: String = query
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(api).is_ok() {
+            let (status, _, body) = http_get(api, &format!("/api/v1/query?query={encoded}"));
+            if status == 200 {
+                let answer: Value = serde_json::from_slice(&body).unwrap();
+                let result = answer["data"]["result"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if !result.is_empty() {
+                    return result;
+                }
+            }
+        }
+        assert!(Instant::now() < until, "Prometheus never had the metrics");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Runs a command to completion, killing it after `limit`.
