@@ -17,6 +17,8 @@ use crate::tls::{load_ca_file, TlsSetupError};
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most --samples accepted for one ad-hoc run.
 const MAX_SAMPLES: u32 = 100;
+/// Most redirects followed for one request: each is a full request with its own deadline.
+pub const MAX_REDIRECTS: u32 = 5;
 
 /// Look at a site along the edge route and the origin route, and show what each one saw.
 #[derive(Debug, Parser)]
@@ -65,6 +67,11 @@ pub struct Cli {
     /// (default: any status below 400).
     #[arg(long, value_name = "CODE,…", value_delimiter = ',')]
     pub expect_status: Vec<u16>,
+
+    /// Follow up to N redirects to the same scheme, host and port (at most 5; default: none,
+    /// a redirect is recorded as it is). Redirects elsewhere are never followed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub follow_redirects: u32,
 
     /// Print one JSON object (schema 1) instead of the table.
     #[arg(long)]
@@ -228,6 +235,8 @@ pub struct ProbeSettings {
     pub output: OutputFormat,
     /// Thresholds of the diagnosis (certificate warning window, slowness budget).
     pub diagnose: DiagnoseSettings,
+    /// Redirects followed per request (same scheme, host and port only).
+    pub follow_redirects: u32,
 }
 
 /// A command-line argument that cannot be used. The message names the argument.
@@ -249,6 +258,9 @@ pub enum UsageError {
     /// The static path is not an absolute path.
     #[error("--static-path {value:?}: must be a path starting with '/', e.g. /wp-includes/css/dashicons.min.css")]
     StaticPath { value: String },
+    /// Too many redirects to follow.
+    #[error("--follow-redirects {value}: at most {MAX_REDIRECTS}")]
+    FollowRedirects { value: u32 },
     /// An expected status is not an HTTP status.
     #[error("--expect-status {value}: not an HTTP status (100-599)")]
     ExpectStatus { value: u16 },
@@ -296,6 +308,11 @@ impl Cli {
         {
             return Err(UsageError::ExpectStatus { value: bad });
         }
+        if self.follow_redirects > MAX_REDIRECTS {
+            return Err(UsageError::FollowRedirects {
+                value: self.follow_redirects,
+            });
+        }
         let mut extra_roots = Vec::new();
         for path in &self.ca_files {
             extra_roots.extend(load_ca_file(path)?);
@@ -309,6 +326,7 @@ impl Cli {
             extra_roots,
             timeout,
             samples: self.samples,
+            follow_redirects: self.follow_redirects,
             diagnose: DiagnoseSettings {
                 expect_status: self.expect_status.clone(),
                 ..DiagnoseSettings::default()

@@ -72,6 +72,8 @@ pub struct SiteDefaults {
     /// Extra trusted CA certificates (PEM) for every site, on both routes (a private CA).
     #[schemars(with = "Option<String>")]
     pub ca_file: Option<Text>,
+    /// Redirects followed per request, same scheme, host and port only (0-5). Default 0.
+    pub follow_redirects: Option<u32>,
 }
 
 /// One site.
@@ -100,6 +102,7 @@ pub struct SiteConfig {
     pub timeout: Option<Text>,
     pub cert_warning_days: Option<u32>,
     pub expect_status: Option<Vec<u16>>,
+    pub follow_redirects: Option<u32>,
     /// Addresses this site's alerts go to, instead of `alerts.to`.
     #[schemars(with = "Option<Vec<String>>")]
     pub alert_to: Option<Vec<Text>>,
@@ -235,6 +238,8 @@ pub struct Site {
     pub cert_warning_days: u32,
     /// Empty: any 2xx or 3xx.
     pub expect_status: Vec<u16>,
+    /// Redirects followed per request (same scheme, host and port only).
+    pub follow_redirects: u32,
     pub alert_to: Vec<String>,
 }
 
@@ -656,6 +661,20 @@ impl Checker {
                     );
                 }
             }
+            let follow_redirects = site
+                .follow_redirects
+                .or(defaults.follow_redirects)
+                .unwrap_or(0);
+            if follow_redirects > crate::cli::MAX_REDIRECTS {
+                self.problem(
+                    &site.url,
+                    format!("{at}.follow_redirects"),
+                    format!(
+                        "{follow_redirects}: at most {} redirects are followed",
+                        crate::cli::MAX_REDIRECTS
+                    ),
+                );
+            }
             let alert_to = match &site.alert_to {
                 Some(list) => self.emails(list, &format!("{at}.alert_to")),
                 None => alerts.to.clone(),
@@ -699,6 +718,7 @@ impl Checker {
                         .or(defaults.cert_warning_days)
                         .unwrap_or(14),
                     expect_status,
+                    follow_redirects,
                     alert_to,
                 });
             }

@@ -77,11 +77,11 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
     let mut tasks = JoinSet::new();
     for (index, request) in requests.iter().cloned().enumerate() {
         let shared = shared.clone();
-        let samples = settings.samples;
+        let (samples, follow) = (settings.samples, settings.follow_redirects);
         tasks.spawn(async move {
             let mut observations = Vec::with_capacity(samples as usize);
             for sample in 1..=samples {
-                observations.push(observe(&shared, &request, sample, ACCEPT_ANY).await);
+                observations.push(observe_following(&shared, &request, sample, follow).await);
             }
             (index, observations)
         });
@@ -152,6 +152,54 @@ async fn ask_cloudflare_for_details(
         .and_then(|r| CloudflareErrorDetails::from_json(&r.body_excerpt));
 }
 
+/// Makes one request and follows up to `follow` redirects that stay on the same scheme, host
+/// and port (a redirect elsewhere is recorded, never followed). The observation is the last
+/// request's, with the URLs followed listed in `redirects`.
+async fn observe_following(
+    shared: &Shared,
+    request: &PlannedRequest,
+    sample: u32,
+    follow: u32,
+) -> Observation {
+    let mut observation = observe(shared, request, sample, ACCEPT_ANY).await;
+    let mut followed = Vec::new();
+    let mut next = request.clone();
+    while followed.len() < follow as usize {
+        let Some((url, path)) = same_site_redirect(&observation) else {
+            break;
+        };
+        followed.push(url);
+        next.path = path;
+        // The lookup was paid for by the first request.
+        next.dns_ms = None;
+        observation = observe(shared, &next, sample, ACCEPT_ANY).await;
+    }
+    observation.redirects = followed;
+    observation
+}
+
+/// Where a redirect points, when it stays on the site's scheme, host and port: (URL, path).
+fn same_site_redirect(o: &Observation) -> Option<(String, String)> {
+    let response = o.response.as_ref()?;
+    if !matches!(response.status, 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = response.headers.location.as_deref()?;
+    let base = url::Url::parse(&o.url).ok()?;
+    let next = base.join(location).ok()?;
+    let same = next.scheme() == base.scheme()
+        && next.host_str() == base.host_str()
+        && next.port_or_known_default() == base.port_or_known_default();
+    if !same {
+        return None;
+    }
+    let mut path = next.path().to_string();
+    if let Some(query) = next.query() {
+        path = format!("{path}?{query}");
+    }
+    Some((next.to_string(), path))
+}
+
 /// What every request of one probe shares.
 struct Shared {
     target: Target,
@@ -193,6 +241,7 @@ async fn observe(
         response: None,
         error: None,
         cloudflare_error: None,
+        redirects: Vec::new(),
     };
     let finish = |mut observation: Observation| {
         observation.timings_ms.total =

@@ -63,6 +63,9 @@ pub fn render_table(report: &ProbeReport) -> String {
         if let Some(tls) = &o.tls {
             let _ = writeln!(out, "  cert   {}", cert_summary(tls));
         }
+        for url in &o.redirects {
+            let _ = writeln!(out, "  via    {url}");
+        }
         if let Some(e) = &o.error {
             let _ = writeln!(
                 out,

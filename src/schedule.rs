@@ -68,6 +68,7 @@ fn settings_for(site: &Site, config: &Config) -> ProbeSettings {
         timeout: site.timeout,
         samples: 1,
         output: OutputFormat::Json,
+        follow_redirects: site.follow_redirects,
         diagnose: DiagnoseSettings {
             cert_warning_days: i64::from(site.cert_warning_days),
             expect_status: site.expect_status.clone(),
@@ -91,6 +92,7 @@ pub async fn control_checks_fail(config: &Config) -> Result<Option<Vec<String>>,
             timeout: CONTROL_TIMEOUT,
             samples: 1,
             output: OutputFormat::Json,
+            follow_redirects: 0,
             diagnose: DiagnoseSettings::default(),
         };
         tasks.spawn(async move { probe_site(&settings).await });

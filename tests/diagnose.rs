@@ -64,6 +64,7 @@ fn observation(route: Route, role: PathRole) -> Observation {
         response: None,
         error: None,
         cloudflare_error: None,
+        redirects: Vec::new(),
     }
 }
 

@@ -690,7 +690,12 @@ fn unexpected_answer(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Ver
         .find(|o| !is_failing(o) && !as_expected(o, settings))?;
     let status = o.response.as_ref()?.status;
     let expected = &settings.expect_status;
-    let what = if o.path_role == PathRole::Page && !expected.is_empty() {
+    let what = if still_redirecting(o) {
+        format!(
+            "still a redirect after following {} (a redirect loop?)",
+            o.redirects.len()
+        )
+    } else if o.path_role == PathRole::Page && !expected.is_empty() {
         let list: Vec<String> = expected.iter().map(u16::to_string).collect();
         format!("expected {}", list.join(" or "))
     } else {
@@ -803,12 +808,25 @@ fn is_failing(o: &Observation) -> bool {
     o.error.is_some() || o.response.as_ref().is_none_or(|r| r.status >= 500)
 }
 
+/// Redirects were followed, and the last answer is a redirect again: a loop, or a chain longer
+/// than the limit.
+fn still_redirecting(o: &Observation) -> bool {
+    !o.redirects.is_empty()
+        && o.response
+            .as_ref()
+            .is_some_and(|r| (300..400).contains(&r.status))
+}
+
 fn is_healthy(o: &Observation) -> bool {
     o.error.is_none() && o.response.as_ref().is_some_and(|r| r.status < 400)
 }
 
-/// Healthy by the site's own measure: the page's status in `expect_status` when one is set.
+/// Healthy by the site's own measure: the page's status in `expect_status` when one is set, and
+/// not still redirecting after the redirects we were allowed to follow.
 fn as_expected(o: &Observation, settings: &DiagnoseSettings) -> bool {
+    if still_redirecting(o) {
+        return false;
+    }
     match &o.response {
         Some(r) if o.path_role == PathRole::Page && !settings.expect_status.is_empty() => {
             o.error.is_none() && settings.expect_status.contains(&r.status)
