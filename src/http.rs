@@ -26,6 +26,8 @@ pub const BODY_EXCERPT_BYTES: usize = 64 * 1024;
 /// Bytes of body read at most; past this we stop (a prober must not download a huge file each
 /// time) and say so, without blaming the site.
 pub const BODY_READ_LIMIT: u64 = 8 * 1024 * 1024;
+/// Most bytes of response headers accepted over HTTP/2 (hyper's HTTP/1.1 limit is ~400 KiB).
+const MAX_HEADER_BYTES: u32 = 256 * 1024;
 /// Longest header value kept.
 const HEADER_VALUE_MAX: usize = 512;
 
@@ -227,7 +229,11 @@ where
     let request = with_common_headers(request, spec)
         .body(())
         .map_err(request_build_error)?;
-    let handshake = h2::client::handshake(io);
+    // h2 accepts 16 MiB of response headers by default; a hostile server could make each probe
+    // hold that much. 256 KiB is far beyond any real site's headers.
+    let handshake = h2::client::Builder::new()
+        .max_header_list_size(MAX_HEADER_BYTES)
+        .handshake::<_, Bytes>(io);
     let (sender, conn) = within(deadline, Phase::Request, handshake, h2_error).await?;
     let connection = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;

@@ -505,6 +505,22 @@ const GOAWAY: u8 = 0x7;
 const RST_STREAM: u8 = 0x3;
 const HEADERS: u8 = 0x1;
 const DATA: u8 = 0x0;
+const CONTINUATION: u8 = 0x9;
+
+/// An HPACK string length (7-bit prefix integer, no Huffman).
+fn hpack_length(value: usize) -> Vec<u8> {
+    if value < 127 {
+        return vec![value as u8];
+    }
+    let mut out = vec![127];
+    let mut rest = value - 127;
+    while rest >= 128 {
+        out.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    out.push(rest as u8);
+    out
+}
 
 /// Sends `frames` after our SETTINGS (and an ACK of the client's), reading the client meanwhile.
 fn h2_script(frames: Vec<Vec<u8>>, delay: Duration) -> Script {
@@ -613,6 +629,26 @@ async fn h2_cases(pki: &Pki) -> Vec<Case> {
             let r = o.response.as_ref().unwrap();
             r.status == 200 && r.http_version == "HTTP/2" && r.body_excerpt == "ok"
         }),
+    );
+    // 300 KB of response headers, over HEADERS and CONTINUATION frames: refused, not buffered.
+    let mut block = vec![0x88, 0x00, 5];
+    block.extend_from_slice(b"x-big");
+    block.extend(hpack_length(300_000));
+    block.extend(std::iter::repeat_n(b'a', 300_000));
+    let mut frames = vec![settings.clone(), ack.clone()];
+    let pieces: Vec<&[u8]> = block.chunks(16_384).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let kind = if i == 0 { HEADERS } else { CONTINUATION };
+        let flags = if i + 1 == pieces.len() { 0x4 } else { 0 };
+        frames.push(frame(kind, flags, 1, piece));
+    }
+    add(
+        "300 KB of HTTP/2 response headers",
+        scripted(tls(), h2_script(frames, Duration::from_millis(100))).await,
+        Expect::ErrorOneOf(
+            Phase::Headers,
+            &[ErrorKind::Protocol, ErrorKind::Reset, ErrorKind::Closed],
+        ),
     );
     // Headers promised, then silence on the stream.
     add(
