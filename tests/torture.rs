@@ -687,6 +687,25 @@ async fn every_hostile_server_ends_in_a_classified_observation_within_the_deadli
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    // Memory stays bounded: a 100 MB body, a 1 MB header line and 300 KB of HTTP/2 headers
+    // went by. The whole process (servers included) stays under the stated bound.
+    let peak = peak_rss_mb();
+    eprintln!("peak RSS after the suite: {peak:.1} MB");
+    assert!(peak < PEAK_RSS_BOUND_MB, "peak RSS {peak:.1} MB");
+}
+
+/// The stated bound on the suite's peak RSS (measured: ~15 MB release, see README).
+const PEAK_RSS_BOUND_MB: f64 = 64.0;
+
+/// This process's peak resident set (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024.0
 }
 
 /// Runs the futures concurrently and returns their outputs in order.
