@@ -54,7 +54,11 @@ def free_port():
 
 
 def start_nginx(d):
+    """nginx on a TLS port; `d/plain_port` holds the port of a plain-HTTP listener beside it."""
     port = free_port()
+    plain = free_port()
+    with open(f"{d}/plain_port", "w") as f:
+        f.write(str(plain))
     os.makedirs(f"{d}/www", exist_ok=True)
     with open(f"{d}/www{STATIC}", "w") as f:
         f.write(".bench{color:red}\n" * 64)
@@ -67,7 +71,7 @@ http {{
   client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;
   uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
   server {{
-    listen 127.0.0.1:{port} ssl http2; server_name {SITE};
+    listen 127.0.0.1:{port} ssl http2; listen 127.0.0.1:{plain}; server_name {SITE};
     ssl_certificate {d}/leaf.pem; ssl_certificate_key {d}/leaf.key; ssl_protocols TLSv1.3;
     root {d}/www;
   }}
@@ -83,3 +87,47 @@ http {{
     return proc, port
 
 
+
+
+def start_relay(target_port, first_reply_delay):
+    """A TCP relay on a loopback port in front of `target_port` that holds back the server's
+    first bytes for `first_reply_delay` seconds (the ServerHello over TLS, the response head over
+    plain HTTP), then relays both ways untouched: a known delay injected without netem. Returns
+    the relay's port; it runs in a daemon thread."""
+    import asyncio
+    import threading
+
+    port = free_port()
+    ready = threading.Event()
+
+    async def pipe(reader, writer, delay):
+        first = True
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if first and delay:
+                    await asyncio.sleep(delay)
+                first = False
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_reader, client_writer):
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(client_reader, server_writer, 0),
+                             pipe(server_reader, client_writer, first_reply_delay))
+
+    def run():
+        loop = asyncio.new_event_loop()
+        server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", port))
+        ready.set()
+        loop.run_until_complete(server.serve_forever())
+
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait(5)
+    return port

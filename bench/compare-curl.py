@@ -2,11 +2,16 @@
 """Side-by-side benchmark: probe's phase timings and wall time against curl, on the same local
 HTTPS target (Debian's nginx, TLS, HTTP/2, a static file), in one run.
 
-It prints two tables:
+It prints:
   1. per phase (connect, tls, ttfb, transfer, total): the median of probe and of curl -w over the
-     same number of interleaved requests, and the difference of the medians;
-  2. the wall time of one `probe` run that looks at the edge and the origin (two routes) against
-     two curl runs one after the other.
+     same number of interleaved requests, the difference of the medians, and the median absolute
+     difference between each probe request and the curl request made right after it;
+  2. injected delays: a relay (bench/benchlib.py) holds the server's first bytes back by a known
+     delay; probe's tls (over HTTPS) and ttfb (over plain HTTP) through the relay with and without
+     the delay must differ by that delay;
+  3. the wall time of one `probe` run that looks at the edge and the origin (two routes) against
+     two curl runs one after the other, and against its slowest route when both routes are
+     slowed (so the routes must run side by side).
 
 Everything listens on 127.0.0.1. Needs: nginx, openssl, curl, a release build of probe
 (`cargo build --release`; this script builds it). Usage: python3 bench/compare-curl.py [RUNS]
@@ -23,13 +28,13 @@ import sys
 import tempfile
 import time
 
-from benchlib import PROBE, SITE, STATIC, build_probe, make_certs, run, start_nginx
+from benchlib import PROBE, SITE, STATIC, build_probe, make_certs, run, start_nginx, start_relay
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 50
 
 
-def probe_phases(d, port):
-    out = subprocess.run([PROBE, f"https://{SITE}{STATIC}", "--edge", f"127.0.0.1:{port}",
+def probe_phases(d, port, scheme="https"):
+    out = subprocess.run([PROBE, f"{scheme}://{SITE}{STATIC}", "--edge", f"127.0.0.1:{port}",
                           "--ca-file", f"{d}/ca.pem", "--json"], capture_output=True, text=True)
     obs = json.loads(out.stdout)["observations"][0]
     assert obs["error"] is None, obs["error"]
@@ -63,6 +68,45 @@ def python_tls_handshake(d, port):
     return statistics.median(times)
 
 
+def injected(d, port):
+    """Known delays through a relay: the measured phase must move by the delay."""
+    with open(f"{d}/plain_port") as f:
+        plain = int(f.read())
+    print()
+    print(f"Injected delay, median of {RUNS} runs through a relay without and with it (ms)")
+    print(f"{'phase':<22}{'injected':>10}{'without':>10}{'with':>10}{'measured':>10}{'error':>10}")
+    for phase, scheme, target in (("tls (https)", "https", port), ("ttfb (plain http)", "http", plain)):
+        key = phase.split()[0]
+        for delay_ms in (50, 200):
+            base, slowed = start_relay(target, 0), start_relay(target, delay_ms / 1000)
+            without, with_delay = [], []
+            for _ in range(RUNS):
+                without.append(probe_phases(d, base, scheme)[key])
+                with_delay.append(probe_phases(d, slowed, scheme)[key])
+            a, b = statistics.median(without), statistics.median(with_delay)
+            print(f"{phase:<22}{delay_ms:>10}{a:>10.3f}{b:>10.3f}{b - a:>10.3f}{b - a - delay_ms:>+10.3f}")
+
+
+def side_by_side(d, port):
+    """Both routes slowed by a different known delay: one probe must take about the slower one."""
+    edge, origin = start_relay(port, 0.100), start_relay(port, 0.200)
+    both = [PROBE, f"https://{SITE}{STATIC}", "--edge", f"127.0.0.1:{edge}", "--origin",
+            f"127.0.0.1:{origin}", "--ca-file", f"{d}/ca.pem", "--json"]
+    walls, slowest = [], []
+    for _ in range(RUNS):
+        t0 = time.perf_counter()
+        out = subprocess.run(both, capture_output=True, text=True)
+        walls.append((time.perf_counter() - t0) * 1000)
+        report = json.loads(out.stdout)
+        slowest.append(max(o["timings_ms"]["total"] for o in report["observations"]))
+    w, s = statistics.median(walls), statistics.median(slowest)
+    print()
+    print(f"One ad-hoc probe, edge slowed 100 ms and origin 200 ms, median of {RUNS} (ms)")
+    print(f"{'probe wall time (process start included)':<44}{w:>10.2f}")
+    print(f"{'its slowest route (origin page, total)':<44}{s:>10.2f}")
+    print(f"{'ratio':<44}{w / s:>10.3f}")
+
+
 def main():
     build_probe()
     d = tempfile.mkdtemp(prefix="probe-bench-")
@@ -76,11 +120,13 @@ def main():
             samples["probe"].append(probe_phases(d, port))
             samples["curl"].append(curl_phases(d, port))
         print(f"Phase timings on loopback, median of {RUNS} interleaved requests each (ms)")
-        print(f"{'phase':<10}{'probe':>10}{'curl':>10}{'diff':>10}")
+        print(f"{'phase':<10}{'probe':>10}{'curl':>10}{'diff':>10}{'median |diff|':>15}")
         for phase in ("connect", "tls", "ttfb", "transfer", "total"):
             p = statistics.median(s[phase] for s in samples["probe"])
             c = statistics.median(s[phase] for s in samples["curl"])
-            print(f"{phase:<10}{p:>10.3f}{c:>10.3f}{p - c:>+10.3f}")
+            pairs = statistics.median(abs(a[phase] - b[phase])
+                                      for a, b in zip(samples["probe"], samples["curl"]))
+            print(f"{phase:<10}{p:>10.3f}{c:>10.3f}{p - c:>+10.3f}{pairs:>15.3f}")
         print(f"reference: bare OpenSSL handshake, context prebuilt (python ssl): "
               f"{python_tls_handshake(d, port):.3f} ms")
 
@@ -104,6 +150,9 @@ def main():
         print(f"{'probe (edge+origin, one run)':<34}{p:>10.2f}")
         print(f"{'curl (two runs in sequence)':<34}{c:>10.2f}")
         print(f"{'ratio probe/curl':<34}{p / c:>10.2f}")
+
+        injected(d, port)
+        side_by_side(d, port)
     finally:
         nginx.kill()
         nginx.wait()

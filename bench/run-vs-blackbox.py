@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: one `probe run` pass over N sites (default 1,000) against
 prometheus-blackbox-exporter (Debian's package) probing the same N targets through its /probe
-endpoint at the same concurrency (32), in one run.
+endpoint at the same concurrency (32), and against `curl` run once per target (32 at a time), in
+one run.
 
 The targets: Debian's nginx serving a static file over TLS 1.3 with keep-alive off, so each probe
 makes a fresh connection and handshake; every site is the same server under its own URL. Both
@@ -12,8 +13,9 @@ Measured for each prober:
   wall      first request to last answer (probe: the whole process, start to exit, including
             reading the config and writing every result to its SQLite store);
   CPU       user + system seconds of the prober's process only (not nginx, not the Python driver
-            that plays Prometheus for blackbox);
-  peak RSS  the process's high-water mark (getrusage for probe, VmHWM for the exporter).
+            that plays Prometheus for blackbox; for curl, all its processes);
+  peak RSS  the process's high-water mark (getrusage for probe and for each curl, VmHWM for the
+            exporter).
 
 Everything listens on 127.0.0.1. Needs: nginx, openssl, prometheus-blackbox-exporter, a release
 build of probe (built here). Usage: python3 bench/run-vs-blackbox.py [SITES] [ROUNDS]
@@ -102,6 +104,25 @@ def peak_rss_mb(pid):
     return float("nan")
 
 
+def curl_round(d, port):
+    def one(i):
+        proc = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2",
+                                 "--cacert", f"{d}/ca.pem", "--connect-to", f"{SITE}:443:127.0.0.1:{port}",
+                                 f"https://{SITE}{STATIC}?site={i}"], stdout=subprocess.PIPE)
+        out = proc.stdout.read()
+        _, _, usage = os.wait4(proc.pid, 0)
+        return out == b"200", usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
+        results = list(pool.map(one, range(SITES)))
+    wall = time.perf_counter() - t0
+    failed = sum(1 for ok, _, _ in results if not ok)
+    if failed:
+        sys.exit(f"curl: {failed} of {SITES} requests failed")
+    return wall, sum(cpu for _, cpu, _ in results), max(rss for _, _, rss in results)
+
+
 def blackbox_round(listen, port):
     def one(i):
         target = f"https://127.0.0.1:{port}{STATIC}?site={i}"
@@ -145,24 +166,25 @@ def main():
         wait_for_port(bb_port, bb, "blackbox exporter")
         config = probe_config(d, port)
         version = http_version(listen, port)
-        rows = {"probe run": [], "blackbox_exporter": []}
+        rows = {"probe run": [], "blackbox_exporter": [], "curl, one per target": []}
         for _ in range(ROUNDS):  # interleaved, so drift hits both alike
             os.remove(f"{d}/probe.sqlite") if os.path.exists(f"{d}/probe.sqlite") else None
             rows["probe run"].append(run_probe(config))
             before = cpu_seconds(bb.pid)
             wall = blackbox_round(listen, port)
             rows["blackbox_exporter"].append((wall, cpu_seconds(bb.pid) - before, peak_rss_mb(bb.pid)))
+            rows["curl, one per target"].append(curl_round(d, port))
         print(f"{SITES} sites, concurrency {CONCURRENCY}, median of {ROUNDS} rounds "
               f"(blackbox spoke HTTP/{version}, probe HTTP/2)")
-        print(f"{'prober':<20}{'wall s':>10}{'CPU s':>10}{'CPU ms/probe':>14}{'probes/CPU s':>14}{'peak RSS MB':>13}")
+        print(f"{'prober':<22}{'wall s':>10}{'CPU s':>10}{'CPU ms/probe':>14}{'probes/CPU s':>14}{'peak RSS MB':>13}")
         medians = {}
         for name, samples in rows.items():
             wall, cpu = (statistics.median(s[i] for s in samples) for i in (0, 1))
             rss = max(s[2] for s in samples)
             medians[name] = (wall, cpu, rss)
-            print(f"{name:<20}{wall:>10.2f}{cpu:>10.2f}{cpu * 1000 / SITES:>14.2f}{SITES / cpu:>14.0f}{rss:>13.1f}")
+            print(f"{name:<22}{wall:>10.2f}{cpu:>10.2f}{cpu * 1000 / SITES:>14.2f}{SITES / cpu:>14.0f}{rss:>13.1f}")
         (pw, pc, pr), (bw, bc, br) = medians["probe run"], medians["blackbox_exporter"]
-        print(f"{'ratio probe/blackbox':<20}{pw / bw:>10.2f}{pc / bc:>10.2f}{'':>14}{bc / pc:>13.2f}x{pr / br:>13.2f}")
+        print(f"{'ratio probe/blackbox':<22}{pw / bw:>10.2f}{pc / bc:>10.2f}{'':>14}{bc / pc:>13.2f}x{pr / br:>13.2f}")
     finally:
         bb.terminate()
         bb.wait()

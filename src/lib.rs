@@ -13,6 +13,8 @@ pub mod connect;
 pub mod diagnose;
 pub mod engine;
 pub mod feeds;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod mail;
 pub mod observe;
@@ -100,6 +102,34 @@ struct RecordedRun {
     observations: Vec<Observation>,
 }
 
+/// Diagnoses the text of a saved `--json` report again; the error says why it cannot be read.
+pub fn rediagnose(text: &str) -> Result<ProbeReport, String> {
+    let recorded: RecordedRun =
+        serde_json::from_str(text).map_err(|e| format!("not a `probe --json` report: {e}"))?;
+    if recorded.schema != observe::SCHEMA_VERSION {
+        return Err(format!(
+            "schema {} is not supported (this probe reads schema {})",
+            recorded.schema,
+            observe::SCHEMA_VERSION
+        ));
+    }
+    let diagnosis = diagnose::diagnose(
+        &recorded.host,
+        &recorded.observations,
+        &diagnose::DiagnoseSettings::default(),
+    );
+    Ok(ProbeReport {
+        schema: observe::SCHEMA_VERSION,
+        target: recorded.target,
+        host: recorded.host,
+        status: diagnosis.status,
+        diagnosis,
+        origin_given: recorded.origin_given,
+        resolution: recorded.resolution,
+        observations: recorded.observations,
+    })
+}
+
 /// Diagnoses a saved report again and writes the result like a live probe would.
 pub fn run_diagnose(cli: &DiagnoseCli, out: &mut dyn Write) -> Result<Status, RunError> {
     let path = cli.file.display().to_string();
@@ -112,30 +142,7 @@ pub fn run_diagnose(cli: &DiagnoseCli, out: &mut dyn Write) -> Result<Status, Ru
     } else {
         std::fs::read_to_string(&cli.file).map_err(|e| bad(format!("cannot read it ({e})")))?
     };
-    let recorded: RecordedRun = serde_json::from_str(&text)
-        .map_err(|e| bad(format!("not a `probe --json` report: {e}")))?;
-    if recorded.schema != observe::SCHEMA_VERSION {
-        return Err(bad(format!(
-            "schema {} is not supported (this probe reads schema {})",
-            recorded.schema,
-            observe::SCHEMA_VERSION
-        )));
-    }
-    let diagnosis = diagnose::diagnose(
-        &recorded.host,
-        &recorded.observations,
-        &diagnose::DiagnoseSettings::default(),
-    );
-    let report = ProbeReport {
-        schema: observe::SCHEMA_VERSION,
-        target: recorded.target,
-        host: recorded.host,
-        status: diagnosis.status,
-        diagnosis,
-        origin_given: recorded.origin_given,
-        resolution: recorded.resolution,
-        observations: recorded.observations,
-    };
+    let report = rediagnose(&text).map_err(bad)?;
     let text = if cli.json {
         report::render_json(&report)
     } else {

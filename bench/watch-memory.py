@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Peak RSS of `probe watch` with 1,000 and 10,000 configured sites, all probed for real: every
+site is the local nginx (TLS 1.3, keep-alive off) under its own URL, on a 30 s interval, so the
+whole list is probed once within the first interval (first probes spread over it). The watch
+runs for the interval plus 10 s, with the feed server on (`--listen`, rendering the feeds from the
+store), then its high-water mark (VmHWM) is read and it is stopped with SIGTERM.
+
+Usage: python3 bench/watch-memory.py [SITES ...]   (default: 1000 10000)"""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import shutil
+
+from benchlib import PROBE, SITE, STATIC, build_probe, free_port, make_certs, start_nginx
+
+INTERVAL = 30
+
+
+def config(d, port, sites):
+    lines = ["defaults:", f"  interval: {INTERVAL}s", "  timeout: 5s", f"  ca_file: {d}/ca.pem", "sites:"]
+    for i in range(sites):
+        lines.append(f'  - {{ name: s{i}, url: "https://{SITE}{STATIC}?site={i}", edge: "127.0.0.1:{port}" }}')
+    lines += ["alerts:", "  confirm_retries: 0", "store:", f"  path: {d}/watch-{sites}.sqlite", ""]
+    path = f"{d}/watch-{sites}.yaml"
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+def vm(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main():
+    counts = [int(a) for a in sys.argv[1:]] or [1000, 10000]
+    build_probe()
+    d = tempfile.mkdtemp(prefix="probe-bench-")
+    os.chmod(d, 0o755)
+    make_certs(d)
+    nginx, port = start_nginx(d)
+    rows = []
+    try:
+        for sites in counts:
+            path = config(d, port, sites)
+            proc = subprocess.Popen([PROBE, "watch", "-c", path, "--listen", f"127.0.0.1:{free_port()}"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(INTERVAL + 10)
+            peak, now = vm(proc.pid, "VmHWM"), vm(proc.pid, "VmRSS")
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+            with sqlite3.connect(f"{d}/watch-{sites}.sqlite") as db:
+                probed = db.execute("SELECT COUNT(DISTINCT site) FROM results").fetchone()[0]
+                results = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            rows.append((sites, probed, results, peak, now))
+        print(f"probe watch, {INTERVAL} s interval, run {INTERVAL + 10} s, feeds served")
+        print(f"{'sites':>8}{'probed':>8}{'results':>9}{'peak RSS MB':>13}{'RSS at end MB':>15}")
+        for sites, probed, results, peak, now in rows:
+            print(f"{sites:>8}{probed:>8}{results:>9}{peak:>13.1f}{now:>15.1f}")
+    finally:
+        nginx.kill()
+        nginx.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
