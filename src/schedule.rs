@@ -15,7 +15,8 @@ use crate::diagnose::DiagnoseSettings;
 use crate::engine::{probe_site, ProbeError};
 use crate::observe::{ProbeReport, Status};
 use crate::resolve::Nameserver;
-use crate::store::{RunRecord, Store, StoreError};
+use crate::alert::AlertState;
+use crate::store::{NewMessage, RunRecord, Store, StoreError};
 use crate::{mail, webhook};
 
 /// Sites probed at once.
@@ -204,17 +205,17 @@ pub fn record_prober(
     Ok(cut_off.is_some())
 }
 
-/// Steps a site's alert state with its confirmed report and stores the result, the new state
-/// and any mail, in one transaction. `held`: the prober is cut off, so the report says nothing
-/// about the site and its state stays as it was.
-pub fn record_site(
+/// Steps a site's alert state with its confirmed report: the new state and the messages it
+/// decided. `held`: the prober is cut off, so the report says nothing about the site and its
+/// state stays as it was.
+pub fn judge_site(
     config: &Config,
-    store: &mut dyn Store,
+    store: &dyn Store,
     site: &Site,
     report: &ProbeReport,
     held: bool,
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> Result<(AlertState, Vec<NewMessage>), StoreError> {
     let state = store.alert_state(&site.name)?;
     let (next, notifications) = if held {
         (state, Vec::new())
@@ -245,11 +246,25 @@ pub fn record_site(
         let url = &site.target.url;
         messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
     }
+    Ok((next, messages))
+}
+
+/// Judges one site's report and stores the result, the new state and any mail, in one
+/// transaction (`probe watch`, one site at a time).
+pub fn record_site(
+    config: &Config,
+    store: &mut dyn Store,
+    site: &Site,
+    report: &ProbeReport,
+    held: bool,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let (state, messages) = judge_site(config, store, site, report, held, now)?;
     store.record_run(&RunRecord {
         site: &site.name,
         at: now,
         report,
-        state: &next,
+        state: &state,
         messages: &messages,
     })
 }
@@ -330,12 +345,29 @@ pub async fn run_once(
     };
     let cut_off = record_prober(config, store, evidence.as_deref(), now)?;
 
-    let mut sites = Vec::new();
-    for (index, report) in reports {
-        let site = &config.sites[index];
-        record_site(config, store, site, &report, cut_off, now)?;
-        sites.push((site.name.clone(), report));
+    // The whole pass in one transaction: all of it or none, and one sync to disk, not one per
+    // site.
+    let mut decided = Vec::with_capacity(reports.len());
+    for (index, report) in &reports {
+        let site = &config.sites[*index];
+        decided.push(judge_site(config, store, site, report, cut_off, now)?);
     }
+    let records: Vec<RunRecord<'_>> = reports
+        .iter()
+        .zip(&decided)
+        .map(|((index, report), (state, messages))| RunRecord {
+            site: &config.sites[*index].name,
+            at: now,
+            report,
+            state,
+            messages,
+        })
+        .collect();
+    store.record_runs(&records)?;
+    let sites = reports
+        .into_iter()
+        .map(|(index, report)| (config.sites[index].name.clone(), report))
+        .collect();
 
     let (mails_sent, mails_waiting) = deliver_outbox(config, store, now).await?;
     prune(config, store, now)?;

@@ -137,7 +137,11 @@ pub trait Store {
     fn alert_state(&self, site: &str) -> Result<AlertState, StoreError>;
     /// Saves a run's result, the site's new alert state and its queued messages, atomically.
     /// Messages whose key is already queued or sent are not queued again.
-    fn record_run(&mut self, run: &RunRecord<'_>) -> Result<(), StoreError>;
+    fn record_run(&mut self, run: &RunRecord<'_>) -> Result<(), StoreError> {
+        self.record_runs(std::slice::from_ref(run))
+    }
+    /// Saves several runs (a whole `probe run` pass) in one transaction: all of them or none.
+    fn record_runs(&mut self, runs: &[RunRecord<'_>]) -> Result<(), StoreError>;
     /// Saves an alert state that has no result of its own (the prober's connectivity, under
     /// `alert::PROBER`) with its queued messages, atomically.
     fn record_state(
@@ -368,83 +372,16 @@ impl Store for SqliteStore {
         }
     }
 
-    fn record_run(&mut self, run: &RunRecord<'_>) -> Result<(), StoreError> {
+    fn record_runs(&mut self, runs: &[RunRecord<'_>]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sqlite = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        let report = serde_json::to_string(run.report).expect("a report serialises");
-        let state = serde_json::to_string(run.state).expect("an alert state serialises");
-        let at = stamp(run.at);
-        let d = &run.report.diagnosis;
         let tx = self.conn.transaction().map_err(sqlite)?;
-        tx.execute(
-            "INSERT INTO results (site, at, status, hop, cause, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![run.site, at, d.status.as_str(), d.hop.as_str(), d.cause.as_str(), report],
-        )
-        .map_err(sqlite)?;
-        save_state(&tx, run.site, &state).map_err(sqlite)?;
-        tx.execute(
-            "INSERT INTO latest (site, at, report) VALUES (?1, ?2, ?3)
-             ON CONFLICT (site) DO UPDATE SET at = excluded.at, report = excluded.report",
-            params![run.site, at, report],
-        )
-        .map_err(sqlite)?;
-        tx.execute(
-            "INSERT INTO uptime_hourly (site, hour, total, down) VALUES (?1, ?2, 1, ?3)
-             ON CONFLICT (site, hour) DO UPDATE SET total = total + 1, down = down + excluded.down",
-            params![
-                run.site,
-                at - at.rem_euclid(3600),
-                i64::from(d.status == crate::observe::Status::Down)
-            ],
-        )
-        .map_err(sqlite)?;
-        // The incident this state belongs to, and its cause history.
-        if run.state.incident > 0 {
-            let open = run.state.cause.is_some();
-            let opened_at = run.state.since.map_or(at, stamp);
-            tx.execute(
-                "INSERT INTO incidents (site, number, opened_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (site, number) DO NOTHING",
-                params![run.site, run.state.incident as i64, opened_at],
-            )
-            .map_err(sqlite)?;
-            let incident_id: i64 = tx
-                .query_row(
-                    "SELECT id FROM incidents WHERE site = ?1 AND number = ?2",
-                    params![run.site, run.state.incident as i64],
-                    |row| row.get(0),
-                )
-                .map_err(sqlite)?;
-            if let Some(cause) = run.state.cause {
-                let last: Option<String> = tx
-                    .query_row(
-                        "SELECT cause FROM incident_causes WHERE incident_id = ?1 ORDER BY rowid DESC LIMIT 1",
-                        [incident_id],
-                        |row| row.get(0),
-                    )
-                    .optional()
-                    .map_err(sqlite)?;
-                if last.as_deref() != Some(cause.as_str()) {
-                    let evidence = serde_json::to_string(&d.evidence).expect("strings serialise");
-                    tx.execute(
-                        "INSERT INTO incident_causes (incident_id, at, cause, summary, evidence) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![incident_id, at, cause.as_str(), d.summary, evidence],
-                    )
-                    .map_err(sqlite)?;
-                }
-            }
-            if !open {
-                tx.execute(
-                    "UPDATE incidents SET closed_at = ?1 WHERE id = ?2 AND closed_at IS NULL",
-                    params![at, incident_id],
-                )
-                .map_err(sqlite)?;
-            }
+        for run in runs {
+            write_run(&tx, run).map_err(sqlite)?;
         }
-        queue(&tx, at, run.messages).map_err(sqlite)?;
         tx.commit().map_err(sqlite)
     }
 
@@ -709,4 +646,70 @@ fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> ru
         )?;
     }
     Ok(())
+}
+
+/// Writes one run (result, latest report, uptime count, alert state, incident and its causes,
+/// queued messages) inside the caller's transaction.
+fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::Result<()> {
+    let report = serde_json::to_string(run.report).expect("a report serialises");
+    let state = serde_json::to_string(run.state).expect("an alert state serialises");
+    let at = stamp(run.at);
+    let d = &run.report.diagnosis;
+    tx.execute(
+        "INSERT INTO results (site, at, status, hop, cause, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![run.site, at, d.status.as_str(), d.hop.as_str(), d.cause.as_str(), report],
+    )?;
+    save_state(tx, run.site, &state)?;
+    tx.execute(
+        "INSERT INTO latest (site, at, report) VALUES (?1, ?2, ?3)
+         ON CONFLICT (site) DO UPDATE SET at = excluded.at, report = excluded.report",
+        params![run.site, at, report],
+    )?;
+    tx.execute(
+        "INSERT INTO uptime_hourly (site, hour, total, down) VALUES (?1, ?2, 1, ?3)
+         ON CONFLICT (site, hour) DO UPDATE SET total = total + 1, down = down + excluded.down",
+        params![
+            run.site,
+            at - at.rem_euclid(3600),
+            i64::from(d.status == crate::observe::Status::Down)
+        ],
+    )?;
+    // The incident this state belongs to, and its cause history.
+    if run.state.incident > 0 {
+        let open = run.state.cause.is_some();
+        let opened_at = run.state.since.map_or(at, stamp);
+        tx.execute(
+            "INSERT INTO incidents (site, number, opened_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (site, number) DO NOTHING",
+            params![run.site, run.state.incident as i64, opened_at],
+        )?;
+        let incident_id: i64 = tx.query_row(
+            "SELECT id FROM incidents WHERE site = ?1 AND number = ?2",
+            params![run.site, run.state.incident as i64],
+            |row| row.get(0),
+        )?;
+        if let Some(cause) = run.state.cause {
+            let last: Option<String> = tx
+                .query_row(
+                    "SELECT cause FROM incident_causes WHERE incident_id = ?1 ORDER BY rowid DESC LIMIT 1",
+                    [incident_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if last.as_deref() != Some(cause.as_str()) {
+                let evidence = serde_json::to_string(&d.evidence).expect("strings serialise");
+                tx.execute(
+                    "INSERT INTO incident_causes (incident_id, at, cause, summary, evidence) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![incident_id, at, cause.as_str(), d.summary, evidence],
+                )?;
+            }
+        }
+        if !open {
+            tx.execute(
+                "UPDATE incidents SET closed_at = ?1 WHERE id = ?2 AND closed_at IS NULL",
+                params![at, incident_id],
+            )?;
+        }
+    }
+    queue(tx, at, run.messages)
 }
