@@ -5,7 +5,7 @@ whole list is probed once within the first interval (first probes spread over it
 runs for the interval plus 10 s, with the feed server on (`--listen`, rendering the feeds from the
 store), then its high-water mark (VmHWM) is read and it is stopped with SIGTERM.
 
-Usage: python3 bench/watch-memory.py [SITES ...]   (default: 1000 10000)"""
+Usage: python3 bench/watch-memory.py [--no-feeds] [SITES ...]   (default: 1000 10000)"""
 
 import os
 import signal
@@ -41,7 +41,8 @@ def vm(pid, key):
 
 
 def main():
-    counts = [int(a) for a in sys.argv[1:]] or [1000, 10000]
+    feeds = "--no-feeds" not in sys.argv
+    counts = [int(a) for a in sys.argv[1:] if a.isdigit()] or [1000, 10000]
     build_probe()
     d = tempfile.mkdtemp(prefix="probe-bench-")
     os.chmod(d, 0o755)
@@ -51,7 +52,8 @@ def main():
     try:
         for sites in counts:
             path = config(d, port, sites)
-            proc = subprocess.Popen([PROBE, "watch", "-c", path, "--listen", f"127.0.0.1:{free_port()}"],
+            listen = ["--listen", f"127.0.0.1:{free_port()}"] if feeds else []
+            proc = subprocess.Popen([PROBE, "watch", "-c", path, *listen],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(INTERVAL + 10)
             peak, now = vm(proc.pid, "VmHWM"), vm(proc.pid, "VmRSS")
@@ -61,7 +63,8 @@ def main():
                 probed = db.execute("SELECT COUNT(DISTINCT site) FROM results").fetchone()[0]
                 results = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             rows.append((sites, probed, results, peak, now))
-        print(f"probe watch, {INTERVAL} s interval, run {INTERVAL + 10} s, feeds served")
+        served = "feeds served" if feeds else "no feed server"
+        print(f"probe watch, {INTERVAL} s interval, run {INTERVAL + 10} s, {served}")
         print(f"{'sites':>8}{'probed':>8}{'results':>9}{'peak RSS MB':>13}{'RSS at end MB':>15}")
         for sites, probed, results, peak, now in rows:
             print(f"{sites:>8}{probed:>8}{results:>9}{peak:>13.1f}{now:>15.1f}")

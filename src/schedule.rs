@@ -8,6 +8,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+use crate::alert::AlertState;
 use crate::alert::{self, RunVerdict, PROBER};
 use crate::cli::{OutputFormat, ProbeSettings};
 use crate::config::{Config, Site};
@@ -15,7 +16,6 @@ use crate::diagnose::DiagnoseSettings;
 use crate::engine::{probe_site, ProbeError};
 use crate::observe::{ProbeReport, Status};
 use crate::resolve::Nameserver;
-use crate::alert::AlertState;
 use crate::store::{NewMessage, RunRecord, Store, StoreError};
 use crate::{mail, webhook};
 

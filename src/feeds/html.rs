@@ -157,17 +157,32 @@ fn site_item(out: &mut String, site: &SiteFeed) {
         );
     }
     out.push_str("<div class=\"bars\" aria-label=\"uptime per day, last 90 days\">");
-    for (day, total, down) in &site.days {
-        let date = day.date();
-        let share = if *total == 0 {
+    // Days of the same colour side by side make one bar as wide as they are: the page stays
+    // small with thousands of sites, and each bar's title gives its days and their uptime.
+    let mut days = site.days.iter().peekable();
+    while let Some(&(first, total, down)) = days.next() {
+        let class = day_class(total, down);
+        let (mut last, mut sum_total, mut sum_down, mut width) = (first, total, down, 1);
+        while let Some(&&(day, t, d)) = days.peek() {
+            if day_class(t, d) != class {
+                break;
+            }
+            days.next();
+            (last, sum_total, sum_down, width) = (day, sum_total + t, sum_down + d, width + 1);
+        }
+        let share = if sum_total == 0 {
             "no data".to_string()
         } else {
-            percent(Some(f64::from(total - down) / f64::from(*total)))
+            percent(Some(f64::from(sum_total - sum_down) / f64::from(sum_total)))
+        };
+        let dates = if width == 1 {
+            first.date().to_string()
+        } else {
+            format!("{} – {}", first.date(), last.date())
         };
         let _ = write!(
             out,
-            "<span class=\"{}\" title=\"{date}: {share}\"></span>",
-            day_class(*total, *down)
+            "<span class=\"{class}\" style=\"flex:{width}\" title=\"{dates}: {share}\"></span>"
         );
     }
     out.push_str("</div><p class=\"uptime\">");

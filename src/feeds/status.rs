@@ -209,7 +209,8 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
         "incidents": incidents,
         "scheduled_maintenances": maintenances,
     });
-    let mut text = serde_json::to_string_pretty(&body).expect("JSON values serialise");
+    // Compact: with thousands of components, indentation alone would be megabytes.
+    let mut text = serde_json::to_string(&body).expect("JSON values serialise");
     text.push('\n');
     text
 }
