@@ -69,9 +69,13 @@ pub struct Cli {
     pub expect_status: Vec<u16>,
 
     /// Follow up to N redirects to the same scheme, host and port (at most 5; default: none,
-    /// a redirect is recorded as it is). Redirects elsewhere are never followed.
+    /// a redirect is recorded as it is). Other hosts only when named by --redirect-host.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub follow_redirects: u32,
+
+    /// Another host a followed redirect may go to (e.g. www.example.com). Repeatable.
+    #[arg(long = "redirect-host", value_name = "NAME")]
+    pub redirect_hosts: Vec<String>,
 
     /// Print one JSON object (schema 1) instead of the table.
     #[arg(long)]
@@ -235,8 +239,10 @@ pub struct ProbeSettings {
     pub output: OutputFormat,
     /// Thresholds of the diagnosis (certificate warning window, slowness budget).
     pub diagnose: DiagnoseSettings,
-    /// Redirects followed per request (same scheme, host and port only).
+    /// Redirects followed per request (same scheme, host and port, or `redirect_hosts`).
     pub follow_redirects: u32,
+    /// Other hosts a followed redirect may go to.
+    pub redirect_hosts: Vec<String>,
 }
 
 /// A command-line argument that cannot be used. The message names the argument.
@@ -327,6 +333,11 @@ impl Cli {
             timeout,
             samples: self.samples,
             follow_redirects: self.follow_redirects,
+            redirect_hosts: self
+                .redirect_hosts
+                .iter()
+                .map(|h| h.trim().trim_end_matches('.').to_lowercase())
+                .collect(),
             diagnose: DiagnoseSettings {
                 expect_status: self.expect_status.clone(),
                 ..DiagnoseSettings::default()

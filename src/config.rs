@@ -74,6 +74,8 @@ pub struct SiteDefaults {
     pub ca_file: Option<Text>,
     /// Redirects followed per request, same scheme, host and port only (0-5). Default 0.
     pub follow_redirects: Option<u32>,
+    /// Other hosts a followed redirect may go to (e.g. `www.example.com`).
+    pub redirect_hosts: Option<Vec<String>>,
 }
 
 /// One site.
@@ -103,6 +105,7 @@ pub struct SiteConfig {
     pub cert_warning_days: Option<u32>,
     pub expect_status: Option<Vec<u16>>,
     pub follow_redirects: Option<u32>,
+    pub redirect_hosts: Option<Vec<String>>,
     /// Addresses this site's alerts go to, instead of `alerts.to`.
     #[schemars(with = "Option<Vec<String>>")]
     pub alert_to: Option<Vec<Text>>,
@@ -238,8 +241,10 @@ pub struct Site {
     pub cert_warning_days: u32,
     /// Empty: any 2xx or 3xx.
     pub expect_status: Vec<u16>,
-    /// Redirects followed per request (same scheme, host and port only).
+    /// Redirects followed per request (same scheme, host and port, or `redirect_hosts`).
     pub follow_redirects: u32,
+    /// Other hosts a followed redirect may go to.
+    pub redirect_hosts: Vec<String>,
     pub alert_to: Vec<String>,
 }
 
@@ -719,6 +724,14 @@ impl Checker {
                         .unwrap_or(14),
                     expect_status,
                     follow_redirects,
+                    redirect_hosts: site
+                        .redirect_hosts
+                        .clone()
+                        .or_else(|| defaults.redirect_hosts.clone())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|h| h.trim().trim_end_matches('.').to_lowercase())
+                        .collect(),
                     alert_to,
                 });
             }

@@ -21,7 +21,7 @@ use crate::observe::{
     millis, CloudflareErrorDetails, Observation, PhaseTimings, ProbeReport, Route, SCHEMA_VERSION,
 };
 use crate::plan::{plan, EdgeAddresses, PlannedRequest, Scheme, Target};
-use crate::resolve::{DnsClient, ResolveSetupError};
+use crate::resolve::{DnsClient, Nameserver, ResolveSetupError};
 use crate::tls::{handshake, TlsSetupError, TrustRoots};
 
 /// ALPN we offer: HTTP/2 first, as browsers do.
@@ -73,6 +73,8 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
         roots,
         timeout: settings.timeout,
         user_agent: format!("probe/{}", env!("CARGO_PKG_VERSION")),
+        redirect_hosts: settings.redirect_hosts.clone(),
+        nameserver: settings.nameserver,
     });
     let mut tasks = JoinSet::new();
     for (index, request) in requests.iter().cloned().enumerate() {
@@ -145,59 +147,95 @@ async fn ask_cloudflare_for_details(
     let Some((request, observation)) = found else {
         return;
     };
-    let again = observe(shared, request, observation.sample, ACCEPT_JSON).await;
+    let again = observe(
+        shared,
+        &shared.target,
+        request,
+        observation.sample,
+        ACCEPT_JSON,
+    )
+    .await;
     observation.cloudflare_error = again
         .response
         .as_ref()
         .and_then(|r| CloudflareErrorDetails::from_json(&r.body_excerpt));
 }
 
-/// Makes one request and follows up to `follow` redirects that stay on the same scheme, host
-/// and port (a redirect elsewhere is recorded, never followed). The observation is the last
-/// request's, with the URLs followed listed in `redirects`.
+/// Makes one request and follows up to `follow` redirects: on the same scheme, host and port
+/// over the same connection target, and to another host only when it is listed in
+/// `redirect_hosts` (resolved then like the edge). Anything else is recorded, never followed. The
+/// observation is the last request's, with the URLs followed listed in `redirects`.
 async fn observe_following(
     shared: &Shared,
     request: &PlannedRequest,
     sample: u32,
     follow: u32,
 ) -> Observation {
-    let mut observation = observe(shared, request, sample, ACCEPT_ANY).await;
+    let mut target = shared.target.clone();
+    let mut observation = observe(shared, &target, request, sample, ACCEPT_ANY).await;
     let mut followed = Vec::new();
     let mut next = request.clone();
     while followed.len() < follow as usize {
-        let Some((url, path)) = same_site_redirect(&observation) else {
+        let Some(location) = redirect_location(&observation) else {
             break;
         };
-        followed.push(url);
-        next.path = path;
-        // The lookup was paid for by the first request.
-        next.dns_ms = None;
-        observation = observe(shared, &next, sample, ACCEPT_ANY).await;
+        let base = url::Url::parse(&observation.url).ok();
+        let Some(url) = base.and_then(|b| b.join(&location).ok()) else {
+            break;
+        };
+        let Ok(hop) = Target::parse(url.as_str()) else {
+            break;
+        };
+        let same =
+            hop.scheme == target.scheme && hop.host == target.host && hop.port == target.port;
+        if !same {
+            if !shared
+                .redirect_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(&hop.host))
+            {
+                break;
+            }
+            // Another host: dialled where DNS (or its URL) says, like an edge.
+            let (address, dns_ms) = match hop.host_ip {
+                Some(ip) => (Some(SocketAddr::new(ip, hop.port)), None),
+                None => match DnsClient::new(shared.nameserver, shared.timeout) {
+                    Ok(dns) => {
+                        let answer = dns.resolve(&hop.host).await;
+                        let ip = answer.a.addresses.first().or(answer.aaaa.addresses.first());
+                        (
+                            ip.map(|ip| SocketAddr::new(*ip, hop.port)),
+                            Some(answer.a.duration_ms),
+                        )
+                    }
+                    Err(_) => (None, None),
+                },
+            };
+            let Some(address) = address else {
+                break;
+            };
+            next.address = Some(address);
+            next.dns_ms = dns_ms;
+        } else {
+            // The lookup, if any, was paid for by the first request.
+            next.dns_ms = None;
+        }
+        next.path = hop.path.clone();
+        followed.push(url.to_string());
+        target = hop;
+        observation = observe(shared, &target, &next, sample, ACCEPT_ANY).await;
     }
     observation.redirects = followed;
     observation
 }
 
-/// Where a redirect points, when it stays on the site's scheme, host and port: (URL, path).
-fn same_site_redirect(o: &Observation) -> Option<(String, String)> {
+/// Where a redirect answer points, if it is one.
+fn redirect_location(o: &Observation) -> Option<String> {
     let response = o.response.as_ref()?;
     if !matches!(response.status, 301 | 302 | 303 | 307 | 308) {
         return None;
     }
-    let location = response.headers.location.as_deref()?;
-    let base = url::Url::parse(&o.url).ok()?;
-    let next = base.join(location).ok()?;
-    let same = next.scheme() == base.scheme()
-        && next.host_str() == base.host_str()
-        && next.port_or_known_default() == base.port_or_known_default();
-    if !same {
-        return None;
-    }
-    let mut path = next.path().to_string();
-    if let Some(query) = next.query() {
-        path = format!("{path}?{query}");
-    }
-    Some((next.to_string(), path))
+    response.headers.location.clone()
 }
 
 /// What every request of one probe shares.
@@ -206,16 +244,19 @@ struct Shared {
     roots: TrustRoots,
     timeout: Duration,
     user_agent: String,
+    /// Other hosts redirects may be followed to.
+    redirect_hosts: Vec<String>,
+    nameserver: Nameserver,
 }
 
 /// Makes one request and records everything it saw.
 async fn observe(
     shared: &Shared,
+    target: &Target,
     request: &PlannedRequest,
     sample: u32,
     accept: &str,
 ) -> Observation {
-    let target = &shared.target;
     let started_at = OffsetDateTime::now_utc();
     let start = Instant::now();
     // The lookup behind an edge address counts against the same deadline.

@@ -277,7 +277,7 @@ pub struct Observation {
     /// When the edge answered with an error of Cloudflare's own making: Cloudflare's account of
     /// it, asked for once more with `Accept: application/json` (RFC 9457).
     pub cloudflare_error: Option<CloudflareErrorDetails>,
-    /// Redirects followed (same scheme, host and port only), each target URL in order; the
+    /// Redirects followed (same site, or hosts allowed by `redirect_hosts`), each URL in order; the
     /// timings and the response are the last request's. Absent when none was followed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redirects: Vec<String>,

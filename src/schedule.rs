@@ -70,6 +70,7 @@ fn settings_for(site: &Site, config: &Config) -> ProbeSettings {
         samples: 1,
         output: OutputFormat::Json,
         follow_redirects: site.follow_redirects,
+        redirect_hosts: site.redirect_hosts.clone(),
         diagnose: DiagnoseSettings {
             cert_warning_days: i64::from(site.cert_warning_days),
             expect_status: site.expect_status.clone(),
@@ -94,6 +95,7 @@ pub async fn control_checks_fail(config: &Config) -> Result<Option<Vec<String>>,
             samples: 1,
             output: OutputFormat::Json,
             follow_redirects: 0,
+            redirect_hosts: Vec::new(),
             diagnose: DiagnoseSettings::default(),
         };
         tasks.spawn(async move { probe_site(&settings).await });

@@ -111,7 +111,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n    origin: [203.0.113.10]\n",
-            "probes.yaml:3:5: sites[0].origin: unknown field `origin`, expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, expect_status, follow_redirects, alert_to",
+            "probes.yaml:3:5: sites[0].origin: unknown field `origin`, expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, expect_status, follow_redirects, redirect_hosts, alert_to",
         ),
         (
             "sites: example.com\n",

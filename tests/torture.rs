@@ -127,6 +127,7 @@ async fn probe(scheme: &str, addr: SocketAddr, ca: &str) -> (ProbeReport, Durati
         samples: 1,
         expect_status: vec![],
         follow_redirects: 0,
+        redirect_hosts: vec![],
         json: true,
     };
     let settings = cli.settings().unwrap();
@@ -808,6 +809,7 @@ fn dns_answer(query: &[u8], over_tcp: bool) -> Option<Vec<u8>> {
     };
     match first.as_str() {
         "servfail" => rcode = 2,
+        "allowed" if qtype == 1 => answers.push(record(1, &[127, 0, 0, 1])),
         "silent" => return None,
         "truncated" if qtype == 1 => {
             if over_tcp {
@@ -907,6 +909,7 @@ async fn probe_name(name: &str, resolver: SocketAddr, port: u16) -> (ProbeReport
         samples: 1,
         expect_status: vec![],
         follow_redirects: 0,
+        redirect_hosts: vec![],
         json: true,
     };
     let settings = cli.settings().unwrap();
@@ -976,20 +979,33 @@ async fn redirects_are_followed_a_few_times_and_never_to_another_host() {
         }
         let text = String::from_utf8_lossy(&head).into_owned();
         let path = text.split(' ').nth(1).unwrap_or("/").to_string();
-        let location = if path == "/away" {
-            "http://elsewhere.test/".to_string()
-        } else {
-            let n: u32 = path.trim_start_matches("/step").parse().unwrap_or(0);
-            format!("/step{}", n + 1)
+        let port = text
+            .lines()
+            .find_map(|l| l.strip_prefix("host: ").or(l.strip_prefix("Host: ")))
+            .and_then(|h| h.rsplit_once(':'))
+            .map_or("80", |(_, p)| p.trim())
+            .to_string();
+        let location = match path.as_str() {
+            "/away" => "http://elsewhere.test/".to_string(),
+            "/other" => format!("http://allowed.torture.test:{port}/landing"),
+            _ => {
+                let n: u32 = path.trim_start_matches("/step").parse().unwrap_or(0);
+                format!("/step{}", n + 1)
+            }
         };
-        let reply = format!(
-            "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
+        let reply = if path == "/landing" {
+            "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nlanded".to_string()
+        } else {
+            format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        };
         let _ = io.write_all(reply.as_bytes()).await;
         let _ = io.shutdown().await;
     });
     let addr = scripted(Transport::Tcp, chain).await;
-    let run = |path: &'static str, follow: u32| async move {
+    let resolver = hostile_dns().await;
+    let run_allowing = |path: &'static str, follow: u32, hosts: Vec<String>| async move {
         let cli = probe::Cli {
             target: format!("http://{SITE}:{}{path}", addr.port()),
             origins: vec![],
@@ -1001,10 +1017,14 @@ async fn redirects_are_followed_a_few_times_and_never_to_another_host() {
             samples: 1,
             expect_status: vec![],
             follow_redirects: follow,
+            redirect_hosts: hosts,
             json: true,
         };
-        probe::probe_site(&cli.settings().unwrap()).await.unwrap()
+        let mut settings = cli.settings().unwrap();
+        settings.nameserver = probe::resolve::Nameserver::At(resolver);
+        probe::probe_site(&settings).await.unwrap()
     };
+    let run = |path: &'static str, follow: u32| run_allowing(path, follow, vec![]);
 
     // Not following (the default): the redirect itself is the answer, healthy.
     let report = run("/", 0).await;
@@ -1039,4 +1059,16 @@ async fn redirects_are_followed_a_few_times_and_never_to_another_host() {
         o.response.as_ref().unwrap().headers.location.as_deref(),
         Some("http://elsewhere.test/")
     );
+
+    // Another host named in redirect_hosts is followed, resolved like an edge.
+    let report = run("/other", 3).await;
+    assert!(report.observations[0].redirects.is_empty(), "not allowed");
+    let report = run_allowing("/other", 3, vec!["allowed.torture.test".into()]).await;
+    let o = &report.observations[0];
+    let landing = format!("http://allowed.torture.test:{}/landing", addr.port());
+    assert_eq!(o.redirects, std::slice::from_ref(&landing));
+    assert_eq!(o.url, landing);
+    let r = o.response.as_ref().unwrap();
+    assert_eq!((r.status, r.body_excerpt.as_str()), (200, "landed"));
+    assert_eq!(report.status, probe::Status::Ok);
 }
