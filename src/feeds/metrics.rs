@@ -6,11 +6,12 @@ use std::fmt::Write as _;
 
 use super::{FeedSnapshot, WINDOWS};
 
-/// One metric family: its samples are written together, after its HELP and TYPE.
+/// One metric family: its samples are written together, after its HELP and TYPE. Sample lines
+/// go straight into text (no per-sample allocations kept: thousands of sites make megabytes).
 struct Family {
     name: &'static str,
     help: &'static str,
-    samples: Vec<(String, f64)>,
+    lines: String,
 }
 
 impl Family {
@@ -18,16 +19,20 @@ impl Family {
         Self {
             name,
             help,
-            samples: Vec::new(),
+            lines: String::new(),
         }
     }
 
     fn add(&mut self, labels: &[(&str, &str)], value: f64) {
-        let labels: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", label_value(v)))
-            .collect();
-        self.samples.push((labels.join(","), value));
+        self.lines.push_str(self.name);
+        self.lines.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                self.lines.push(',');
+            }
+            let _ = write!(self.lines, "{k}=\"{}\"", label_value(v));
+        }
+        let _ = writeln!(self.lines, "}} {}", number(value));
     }
 }
 
@@ -140,14 +145,12 @@ pub(super) fn exposition(snapshot: &FeedSnapshot) -> String {
         uptime,
         last_run,
     ] {
-        if family.samples.is_empty() {
+        if family.lines.is_empty() {
             continue;
         }
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(out, "# TYPE {} gauge", family.name);
-        for (labels, value) in family.samples {
-            let _ = writeln!(out, "{}{{{labels}}} {}", family.name, number(value));
-        }
+        out.push_str(&family.lines);
     }
     out
 }

@@ -49,7 +49,9 @@ fn indicator(sites: &[SiteFeed]) -> (&'static str, &'static str) {
 pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
     let page_id = short_id(&snapshot.title);
     let updated = rfc3339(snapshot.generated_at);
-    let components: Vec<Value> = snapshot
+    // Each component is serialised as soon as it is built: with thousands of sites, one tree of
+    // them all would cost several times the text.
+    let components: Vec<String> = snapshot
         .sites
         .iter()
         .enumerate()
@@ -90,6 +92,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
                     "uptime": uptime,
                 },
             })
+            .to_string()
         })
         .collect();
     // summary.json lists the unresolved incidents only.
@@ -195,24 +198,22 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
         })
         .collect();
     let (indicator, description) = indicator(&snapshot.sites);
-    let body = json!({
-        "page": {
-            "id": page_id,
-            "name": snapshot.title,
-            // Statuspage always has a URL; consumers that expect a string get an empty one.
-            "url": snapshot.url.clone().unwrap_or_default(),
-            "time_zone": "Etc/UTC",
-            "updated_at": updated,
-        },
-        "status": { "indicator": indicator, "description": description },
-        "components": components,
-        "incidents": incidents,
-        "scheduled_maintenances": maintenances,
+    let page = json!({
+        "id": page_id,
+        "name": snapshot.title,
+        // Statuspage always has a URL; consumers that expect a string get an empty one.
+        "url": snapshot.url.clone().unwrap_or_default(),
+        "time_zone": "Etc/UTC",
+        "updated_at": updated,
     });
-    // Compact: with thousands of components, indentation alone would be megabytes.
-    let mut text = serde_json::to_string(&body).expect("JSON values serialise");
-    text.push('\n');
-    text
+    let status = json!({ "indicator": indicator, "description": description });
+    // Compact, and assembled from its pieces: indentation alone would be megabytes.
+    format!(
+        "{{\"page\":{page},\"status\":{status},\"components\":[{}],\"incidents\":{},\"scheduled_maintenances\":{}}}\n",
+        components.join(","),
+        Value::Array(incidents),
+        Value::Array(maintenances)
+    )
 }
 
 /// A cause id's title (`fpm_unreachable` → "502 between nginx and PHP-FPM"); the id itself when
