@@ -131,3 +131,16 @@ def start_relay(target_port, first_reply_delay):
     threading.Thread(target=run, daemon=True).start()
     ready.wait(5)
     return port
+
+
+def sites_config(d, port, sites, interval, name):
+    """Writes `d/NAME.yaml`: `sites` sites, each the local nginx under its own URL (pinned edge,
+    no DNS), no in-run retries, the store at `d/NAME.sqlite`. Returns the file's path."""
+    lines = ["defaults:", f"  interval: {interval}", "  timeout: 5s", f"  ca_file: {d}/ca.pem", "sites:"]
+    for i in range(sites):
+        lines.append(f'  - {{ name: s{i}, url: "https://{SITE}{STATIC}?site={i}", edge: "127.0.0.1:{port}" }}')
+    lines += ["alerts:", "  confirm_retries: 0", "store:", f"  path: {d}/{name}.sqlite", ""]
+    path = f"{d}/{name}.yaml"
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path

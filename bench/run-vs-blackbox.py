@@ -32,29 +32,13 @@ import time
 import urllib.parse
 import urllib.request
 
-from benchlib import PROBE, SITE, STATIC, build_probe, free_port, make_certs, start_nginx, wait_for_port
+from benchlib import (PROBE, SITE, STATIC, build_probe, free_port, make_certs, sites_config, start_nginx,
+                      wait_for_port)
 
 SITES = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 CONCURRENCY = 32  # probe's own bound on probes at once (src/schedule.rs)
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def probe_config(d, port):
-    lines = [
-        "defaults:",
-        "  interval: 10m",
-        "  timeout: 5s",
-        f"  ca_file: {d}/ca.pem",
-        "sites:",
-    ]
-    for i in range(SITES):
-        lines.append(f'  - {{ name: s{i}, url: "https://{SITE}{STATIC}?site={i}", edge: "127.0.0.1:{port}" }}')
-    lines += ["alerts:", "  confirm_retries: 0", "store:", f"  path: {d}/probe.sqlite", ""]
-    path = f"{d}/probes.yaml"
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    return path
 
 
 def run_probe(config):
@@ -164,7 +148,7 @@ def main():
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(bb_port, bb, "blackbox exporter")
-        config = probe_config(d, port)
+        config = sites_config(d, port, SITES, "10m", "probe")
         version = http_version(listen, port)
         rows = {"probe run": [], "blackbox_exporter": [], "curl, one per target": []}
         for _ in range(ROUNDS):  # interleaved, so drift hits both alike

@@ -16,20 +16,9 @@ import tempfile
 import time
 import shutil
 
-from benchlib import PROBE, SITE, STATIC, build_probe, free_port, make_certs, start_nginx
+from benchlib import PROBE, build_probe, free_port, make_certs, sites_config, start_nginx
 
 INTERVAL = 30
-
-
-def config(d, port, sites):
-    lines = ["defaults:", f"  interval: {INTERVAL}s", "  timeout: 5s", f"  ca_file: {d}/ca.pem", "sites:"]
-    for i in range(sites):
-        lines.append(f'  - {{ name: s{i}, url: "https://{SITE}{STATIC}?site={i}", edge: "127.0.0.1:{port}" }}')
-    lines += ["alerts:", "  confirm_retries: 0", "store:", f"  path: {d}/watch-{sites}.sqlite", ""]
-    path = f"{d}/watch-{sites}.yaml"
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    return path
 
 
 def vm(pid, key):
@@ -51,7 +40,7 @@ def main():
     rows = []
     try:
         for sites in counts:
-            path = config(d, port, sites)
+            path = sites_config(d, port, sites, f"{INTERVAL}s", f"watch-{sites}")
             listen = ["--listen", f"127.0.0.1:{free_port()}"] if feeds else []
             proc = subprocess.Popen([PROBE, "watch", "-c", path, *listen],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

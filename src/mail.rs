@@ -312,9 +312,19 @@ pub async fn flush_outbox(
     smtp: &Smtp,
     now: OffsetDateTime,
 ) -> Result<FlushSummary, StoreError> {
+    let due = store.due_messages(now)?;
+    send_due(store, smtp, due, now).await
+}
+
+/// Like `flush_outbox`, over outbox messages already read (the mail among them).
+pub async fn send_due(
+    store: &mut dyn Store,
+    smtp: &Smtp,
+    due: Vec<OutboxMessage>,
+    now: OffsetDateTime,
+) -> Result<FlushSummary, StoreError> {
     let mut summary = FlushSummary::default();
-    let due: Vec<_> = store
-        .due_messages(now)?
+    let due: Vec<_> = due
         .into_iter()
         .filter(|m| m.channel == Channel::Mail)
         .collect();

@@ -177,13 +177,13 @@ pub fn cut_off_evidence(
 }
 
 /// Steps the prober's own connectivity state and stores it with its notice, if it changed.
-/// Returns whether the prober is cut off now.
+/// Returns whether the prober is cut off now, and how many messages were queued.
 pub fn record_prober(
     config: &Config,
     store: &mut dyn Store,
     cut_off: Option<&[String]>,
     now: OffsetDateTime,
-) -> Result<bool, StoreError> {
+) -> Result<(bool, usize), StoreError> {
     let prober = store.alert_state(PROBER)?;
     let (next, notices) = alert::connectivity_step(&prober, cut_off, now);
     if next != prober {
@@ -203,8 +203,9 @@ pub fn record_prober(
             tracing::warn!(key = %n.key(PROBER), "prober connectivity changed");
         }
         store.record_state(PROBER, now, &next, &messages)?;
+        return Ok((cut_off.is_some(), messages.len()));
     }
-    Ok(cut_off.is_some())
+    Ok((cut_off.is_some(), 0))
 }
 
 /// Steps a site's alert state with its confirmed report: the new state and the messages it
@@ -252,7 +253,7 @@ pub fn judge_site(
 }
 
 /// Judges one site's report and stores the result, the new state and any mail, in one
-/// transaction (`probe watch`, one site at a time).
+/// transaction (`probe watch`, one site at a time). Returns how many messages were queued.
 pub fn record_site(
     config: &Config,
     store: &mut dyn Store,
@@ -260,7 +261,7 @@ pub fn record_site(
     report: &ProbeReport,
     held: bool,
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let (state, messages) = judge_site(config, store, site, report, held, now)?;
     store.record_run(&RunRecord {
         site: &site.name,
@@ -268,7 +269,8 @@ pub fn record_site(
         report,
         state: &state,
         messages: &messages,
-    })
+    })?;
+    Ok(messages.len())
 }
 
 /// Delivers what is due in the outbox: mail (if there is an SMTP server) and webhook calls;
@@ -278,13 +280,21 @@ pub async fn deliver_outbox(
     store: &mut dyn Store,
     now: OffsetDateTime,
 ) -> Result<(usize, usize), StoreError> {
+    // One read of the outbox for both channels.
+    let due = store.due_messages(now)?;
+    if due.is_empty() {
+        return Ok((0, 0));
+    }
+    let (mails, hooks): (Vec<_>, Vec<_>) = due
+        .into_iter()
+        .partition(|m| m.channel == crate::store::Channel::Mail);
     let (mut sent, mut waiting) = (0, 0);
     if let Some(smtp) = &config.smtp {
-        let summary = mail::flush_outbox(store, smtp, now).await?;
+        let summary = mail::send_due(store, smtp, mails, now).await?;
         sent += summary.sent;
         waiting += summary.failed + summary.deferred;
     }
-    let summary = webhook::flush(store, &config.webhooks, &config.extra_roots, now).await?;
+    let summary = webhook::flush(store, &config.webhooks, &config.extra_roots, hooks, now).await?;
     sent += summary.sent;
     waiting += summary.failed + summary.deferred;
     Ok((sent, waiting))
@@ -345,7 +355,7 @@ pub async fn run_once(
     } else {
         None
     };
-    let cut_off = record_prober(config, store, evidence.as_deref(), now)?;
+    let (cut_off, _) = record_prober(config, store, evidence.as_deref(), now)?;
 
     // The whole pass in one transaction: all of it or none, and one sync to disk, not one per
     // site.

@@ -77,6 +77,8 @@ pub struct Watch<'a> {
     path: PathBuf,
     config: Arc<Config>,
     slots: Vec<Slot>,
+    /// Each slot's place by site name (results come back by name: a reload may reorder).
+    by_name: HashMap<String, usize>,
     store: &'a mut dyn Store,
     tasks: JoinSet<ProbeOutcome>,
     /// Which site each running task probes.
@@ -96,7 +98,7 @@ impl<'a> Watch<'a> {
     /// A watch over `config` (read from `path`, reread on SIGHUP), storing into `store`.
     pub fn new(path: PathBuf, config: Config, store: &'a mut dyn Store) -> Self {
         let now = Instant::now();
-        let slots = config
+        let slots: Vec<Slot> = config
             .sites
             .iter()
             .map(|s| Slot::new(s.clone(), now))
@@ -104,6 +106,7 @@ impl<'a> Watch<'a> {
         Self {
             path,
             config: Arc::new(config),
+            by_name: index_by_name(&slots),
             slots,
             store,
             tasks: JoinSet::new(),
@@ -239,13 +242,13 @@ impl<'a> Watch<'a> {
                 if e.is_panic() {
                     tracing::error!(site = %name, "the probe task panicked: {e}");
                 }
-                if let Some(slot) = self.slots.iter_mut().find(|s| s.site.name == name) {
-                    slot.in_flight = false;
+                if let Some(&index) = self.by_name.get(&name) {
+                    self.slots[index].in_flight = false;
                 }
                 return;
             }
         };
-        let Some(index) = self.slots.iter().position(|s| s.site.name == name) else {
+        let Some(&index) = self.by_name.get(&name) else {
             tracing::debug!(site = %name, "result of a site no longer configured, dropped");
             return;
         };
@@ -272,15 +275,21 @@ impl<'a> Watch<'a> {
         let evidence = self.cut_off_evidence().await;
         let config = self.config.clone();
         let stored = schedule::record_prober(&config, self.store, evidence.as_deref(), now)
-            .and_then(|cut_off| {
+            .and_then(|(cut_off, notices)| {
                 let site = &self.slots[index].site;
                 schedule::record_site(&config, self.store, site, report, cut_off, now)
+                    .map(|queued| notices + queued)
             });
-        if let Err(e) = stored {
-            tracing::error!(site = %self.slots[index].site.name, error = %e, "cannot store the result");
-        }
         self.feeds_dirty = true;
-        self.deliver(now).await;
+        match stored {
+            // Fresh mail goes out now; retries wait for the housekeeping tick, so the outbox is
+            // not read after every probe.
+            Ok(queued) if queued > 0 => self.deliver(now).await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(site = %self.slots[index].site.name, error = %e, "cannot store the result")
+            }
+        }
     }
 
     /// When every site's last report is silent, whether the control checks fail too (the prober
@@ -385,6 +394,7 @@ impl<'a> Watch<'a> {
                 }
             })
             .collect();
+        self.by_name = index_by_name(&self.slots);
         self.config = Arc::new(new);
         self.control_verdict = None;
         self.feeds_dirty = true;
@@ -428,6 +438,14 @@ impl<'a> Watch<'a> {
         self.deliver(OffsetDateTime::now_utc()).await;
         tracing::info!("stopped");
     }
+}
+
+fn index_by_name(slots: &[Slot]) -> HashMap<String, usize> {
+    slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.site.name.clone(), i))
+        .collect()
 }
 
 /// The longest one confirmed probe of `site` can take: every try at its deadline, with the

@@ -135,16 +135,17 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
     Some(payload)
 }
 
-/// Delivers the due webhook deliveries. A URL that fails (unreachable, timing out, refusing) is
+/// Delivers the due webhook deliveries among `due` (the outbox messages read for this pass). A
+/// URL that fails (unreachable, timing out, refusing) is
 /// not tried again in this pass; its other deliveries wait, still due.
 pub async fn flush(
     store: &mut dyn Store,
     hooks: &[Webhook],
     extra_roots: &[CertificateDer<'static>],
+    due: Vec<OutboxMessage>,
     now: OffsetDateTime,
 ) -> Result<FlushSummary, StoreError> {
-    let due: Vec<OutboxMessage> = store
-        .due_messages(now)?
+    let due: Vec<OutboxMessage> = due
         .into_iter()
         .filter(|m| m.channel == Channel::Webhook)
         .collect();

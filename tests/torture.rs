@@ -74,7 +74,7 @@ async fn scripted(transport: Transport, script: Script) -> SocketAddr {
     addr
 }
 
-/// Reads until the end of a request head, or whatever comes within 200 ms.
+/// Reads until the end of a request head, or whatever comes within 200 ms (a TLS ClientHello).
 async fn read_request(io: &mut Box<dyn Io>) {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
@@ -415,27 +415,17 @@ async fn tls_cases(pki: &Pki) -> Vec<Case> {
         "a handshake_failure alert",
         scripted(
             Transport::Tcp,
-            script(|mut io| async move {
-                let mut hello = [0u8; 2048];
-                let _ = io.read(&mut hello).await;
-                let _ = io.write_all(b"\x15\x03\x03\x00\x02\x02\x28").await;
-                hold(io).await;
-            }),
+            reply_and_hold(b"\x15\x03\x03\x00\x02\x02\x28".to_vec()),
         )
         .await,
         Expect::Error(Phase::Tls, ErrorKind::TlsAlert),
     );
     add(
         "a server that stalls mid-handshake",
+        // The start of a ServerHello record, then nothing.
         scripted(
             Transport::Tcp,
-            script(|mut io| async move {
-                let mut hello = [0u8; 2048];
-                let _ = io.read(&mut hello).await;
-                // The start of a ServerHello record, then nothing.
-                let _ = io.write_all(b"\x16\x03\x03\x00\x7a\x02\x00\x00").await;
-                hold(io).await;
-            }),
+            reply_and_hold(b"\x16\x03\x03\x00\x7a\x02\x00\x00".to_vec()),
         )
         .await,
         Expect::Error(Phase::Tls, ErrorKind::Timeout),
