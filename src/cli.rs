@@ -9,8 +9,11 @@ use clap::Parser;
 use rustls::pki_types::CertificateDer;
 
 use crate::diagnose::DiagnoseSettings;
-use crate::plan::{parse_ip_port, Target, TargetError};
+use crate::plan::{
+    check_static_path, is_port_zero, parse_ip_port, StaticPathError, Target, TargetError,
+};
 use crate::resolve::Nameserver;
+use crate::text::url_for_display;
 use crate::tls::{load_ca_file, TlsSetupError};
 
 /// Longest --timeout accepted: a prober that waits longer than this is not measuring anything.
@@ -76,6 +79,12 @@ pub struct Cli {
     /// Another host a followed redirect may go to (e.g. www.example.com). Repeatable.
     #[arg(long = "redirect-host", value_name = "NAME")]
     pub redirect_hosts: Vec<String>,
+
+    /// The edge is Cloudflare although its address is outside Cloudflare's published ranges (a
+    /// Cloudflare Tunnel, a private edge address, a test stand-in): its Cloudflare headers and
+    /// pages are then taken as proof, not as a claim.
+    #[arg(long)]
+    pub cloudflare_edge: bool,
 
     /// Print one JSON object (schema 1) instead of the table.
     #[arg(long)]
@@ -255,15 +264,21 @@ pub enum UsageError {
     /// An address argument is not IP[:PORT].
     #[error("{flag} {value:?}: not an IP address with an optional port (expected e.g. 203.0.113.10, 203.0.113.10:8443 or [2001:db8::1]:443)")]
     Address { flag: &'static str, value: String },
+    /// An address argument names port 0.
+    #[error("{flag} {value:?}: port 0 is not a port a server can listen on")]
+    PortZero { flag: &'static str, value: String },
     /// The timeout is not a positive duration.
     #[error("--timeout {value:?}: {reason}")]
     Timeout { value: String, reason: String },
     /// The sample count is out of range.
     #[error("--samples {value}: must be between 1 and {MAX_SAMPLES}")]
     Samples { value: u32 },
-    /// The static path is not an absolute path.
-    #[error("--static-path {value:?}: must be a path starting with '/', e.g. /wp-includes/css/dashicons.min.css")]
-    StaticPath { value: String },
+    /// The static path cannot be used.
+    #[error("--static-path {value:?}: {reason}")]
+    StaticPath {
+        value: String,
+        reason: StaticPathError,
+    },
     /// Too many redirects to follow.
     #[error("--follow-redirects {value}: at most {MAX_REDIRECTS}")]
     FollowRedirects { value: u32 },
@@ -278,8 +293,9 @@ pub enum UsageError {
 impl Cli {
     /// Checks every argument; the first problem found is returned.
     pub fn settings(&self) -> Result<ProbeSettings, UsageError> {
+        // The value is shown as every URL is: never a password, never a control character.
         let target = Target::parse(&self.target).map_err(|reason| UsageError::Target {
-            value: self.target.clone(),
+            value: url_for_display(&self.target),
             reason,
         })?;
         let origins = self
@@ -296,11 +312,17 @@ impl Cli {
             Some(value) => Nameserver::At(parse_address("--resolver", value, 53)?),
             None => Nameserver::System,
         };
-        let static_path = match &self.static_path {
-            Some(p) if p.starts_with('/') && !p.chars().any(char::is_whitespace) => Some(p.clone()),
-            Some(p) => return Err(UsageError::StaticPath { value: p.clone() }),
-            None => None,
-        };
+        let static_path = self
+            .static_path
+            .as_deref()
+            .map(|p| {
+                // Debug formatting (`{value:?}`) shows control characters escaped.
+                check_static_path(p).map_err(|reason| UsageError::StaticPath {
+                    value: p.to_string(),
+                    reason,
+                })
+            })
+            .transpose()?;
         let timeout = parse_timeout(&self.timeout)?;
         if !(1..=MAX_SAMPLES).contains(&self.samples) {
             return Err(UsageError::Samples {
@@ -340,6 +362,7 @@ impl Cli {
                 .collect(),
             diagnose: DiagnoseSettings {
                 expect_status: self.expect_status.clone(),
+                cloudflare_edge_declared: self.cloudflare_edge,
                 ..DiagnoseSettings::default()
             },
             output: if self.json {
@@ -357,9 +380,19 @@ pub fn parse_address(
     value: &str,
     default_port: u16,
 ) -> Result<SocketAddr, UsageError> {
-    parse_ip_port(value, default_port).ok_or_else(|| UsageError::Address {
-        flag,
-        value: value.to_string(),
+    let value_shown = value.to_string();
+    parse_ip_port(value, default_port).ok_or_else(|| {
+        if is_port_zero(value) {
+            UsageError::PortZero {
+                flag,
+                value: value_shown,
+            }
+        } else {
+            UsageError::Address {
+                flag,
+                value: value_shown,
+            }
+        }
     })
 }
 
@@ -430,6 +463,26 @@ mod tests {
             (
                 &["example.com", "--static-path", "style.css"],
                 "--static-path \"style.css\"",
+            ),
+            (
+                &["example.com", "--static-path", "/a\u{1b}[2Jb.css"],
+                "--static-path \"/a\\u{1b}[2Jb.css\": holds a space or a control character",
+            ),
+            (
+                &["example.com", "--static-path", "//evil.example/x.css"],
+                "--static-path \"//evil.example/x.css\": starts with '//'",
+            ),
+            (
+                &["example.com", "--origin", "127.0.0.1:0"],
+                "--origin \"127.0.0.1:0\": port 0 is not a port",
+            ),
+            (
+                &["https://example.com:0/"],
+                "target \"https://example.com:0/\": port 0",
+            ),
+            (
+                &["https://admin:hunter2@example.com/"],
+                "target \"https://example.com/\": carries a user name or password",
             ),
             (
                 &["example.com", "--ca-file", "/nonexistent/ca.pem"],

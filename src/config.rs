@@ -76,6 +76,9 @@ pub struct SiteDefaults {
     pub follow_redirects: Option<u32>,
     /// Other hosts a followed redirect may go to (e.g. `www.example.com`).
     pub redirect_hosts: Option<Vec<String>>,
+    /// The edge is Cloudflare although its address is outside Cloudflare's published ranges (a
+    /// Cloudflare Tunnel, a private edge address): its headers count as proof. Default false.
+    pub cloudflare_edge: Option<bool>,
 }
 
 /// One site.
@@ -106,6 +109,7 @@ pub struct SiteConfig {
     pub expect_status: Option<Vec<u16>>,
     pub follow_redirects: Option<u32>,
     pub redirect_hosts: Option<Vec<String>>,
+    pub cloudflare_edge: Option<bool>,
     /// Addresses this site's alerts go to, instead of `alerts.to`.
     #[schemars(with = "Option<Vec<String>>")]
     pub alert_to: Option<Vec<Text>>,
@@ -159,6 +163,9 @@ pub struct SmtpConfig {
     /// The environment variable holding the password (never the password itself).
     #[schemars(with = "Option<String>")]
     pub password_env: Option<Text>,
+    /// Send the password even over an unencrypted connection (`security: plain`). Default false:
+    /// such a config is refused, since anyone on the path reads the password.
+    pub allow_plaintext_auth: Option<bool>,
     /// The sender, e.g. `probe <probe@example.com>`.
     #[schemars(with = "String")]
     pub from: Text,
@@ -245,6 +252,8 @@ pub struct Site {
     pub follow_redirects: u32,
     /// Other hosts a followed redirect may go to.
     pub redirect_hosts: Vec<String>,
+    /// The user declared the edge to be Cloudflare.
+    pub cloudflare_edge: bool,
     pub alert_to: Vec<String>,
 }
 
@@ -268,6 +277,8 @@ pub struct Smtp {
     pub security: SmtpSecurity,
     pub username: Option<String>,
     pub password_env: Option<String>,
+    /// The password may go over an unencrypted connection (only with `security: plain`).
+    pub allow_plaintext_auth: bool,
     pub from: String,
     pub ca_file: Option<PathBuf>,
     /// Bound on one delivery, the whole SMTP conversation.
@@ -373,10 +384,33 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses and checks config text; `file` names it in messages, `base` anchors relative paths.
 pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError> {
-    let raw: ConfigFile = serde_saphyr::from_str(text).map_err(|e| ConfigError::Invalid {
+    parse_within(file, text, base, MAX_CONFIG_NODES)
+}
+
+fn parse_within(
+    file: &str,
+    text: &str,
+    base: &Path,
+    max_nodes: usize,
+) -> Result<Loaded, ConfigError> {
+    let invalid = |problem| ConfigError::Invalid {
         file: file.to_string(),
-        problems: vec![syntax_problem(text, &e)],
-    })?;
+        problems: vec![problem],
+    };
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(invalid(ConfigProblem {
+            line: 1,
+            column: 1,
+            path: "(top)".into(),
+            message: format!(
+                "the file is {} MiB; probe reads at most {} MiB of config (about a million sites)",
+                text.len() >> 20,
+                MAX_CONFIG_BYTES >> 20
+            ),
+        }));
+    }
+    let raw: ConfigFile = serde_saphyr::from_str_with_options(text, parse_options(max_nodes))
+        .map_err(|e| invalid(syntax_problem(text, &e, max_nodes)))?;
     let mut checker = Checker::default();
     let config = checker.check(raw, base);
     if checker.problems.is_empty() {
@@ -393,11 +427,40 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
     }
 }
 
+/// Largest config file read: 100,000 sites take about 10 MiB.
+const MAX_CONFIG_BYTES: usize = 128 << 20;
+/// The parser's limits, raised from its defaults (250,000 nodes: about 19,000 sites) so that
+/// large site lists load, still bounded so a hostile file cannot exhaust memory. Nodes are the
+/// file's values, lists and maps.
+const MAX_CONFIG_NODES: usize = 20_000_000;
+
+fn parse_options(max_nodes: usize) -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    let mut budget = options.budget.clone().unwrap_or_default();
+    budget.max_nodes = max_nodes;
+    budget.max_events = 2 * max_nodes;
+    budget.max_total_scalar_bytes = MAX_CONFIG_BYTES;
+    options.budget = Some(budget);
+    options
+}
+
 /// A serde-saphyr error as a problem: its position, the path of the key there, its message
 /// without the source snippet.
-fn syntax_problem(text: &str, e: &serde_saphyr::Error) -> ConfigProblem {
+fn syntax_problem(text: &str, e: &serde_saphyr::Error, max_nodes: usize) -> ConfigProblem {
     let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
     let first = e.to_string().lines().next().unwrap_or_default().to_string();
+    if first.contains("budget breached") {
+        return ConfigProblem {
+            line: line.max(1),
+            column: column.max(1),
+            path: "(top)".into(),
+            message: format!(
+                "the file is too large to read: probe reads at most {max_nodes} values, lists and maps ({} sites of a few settings each) and {} MiB of text",
+                max_nodes / 20,
+                MAX_CONFIG_BYTES >> 20
+            ),
+        };
+    }
     let message = match first.split_once(&format!("column {column}: ")) {
         Some((_, rest)) => rest.to_string(),
         None => first.trim_start_matches("error: ").to_string(),
@@ -482,11 +545,53 @@ fn path_at(text: &str, line: u64) -> String {
     }
 }
 
-/// A target problem, naming the value once.
+/// A target problem, naming the value once (as URLs are shown: never a password).
 fn target_message(value: &str, e: &crate::plan::TargetError) -> String {
     match e {
         crate::plan::TargetError::NotQualified(_) => e.to_string(),
-        _ => format!("{value:?}: {e}"),
+        _ => format!("{:?}: {e}", crate::text::url_for_display(value)),
+    }
+}
+
+/// What a site name may hold, for the message that refuses one.
+const SITE_NAME_RULE: &str = "a site name is 1 to 100 characters: letters, digits, spaces and punctuation, with no control or invisible formatting characters, not starting with '@' or a space";
+
+/// Whether `name` is a usable site name: it appears in subjects, log lines, file names and
+/// XML, so nothing in it may act on a terminal or break a format.
+fn valid_site_name(name: &str) -> bool {
+    let count = name.chars().count();
+    (1..=100).contains(&count)
+        && !name.starts_with(char::is_whitespace)
+        && !name.ends_with(char::is_whitespace)
+        && !name.chars().any(crate::text::is_unsafe)
+}
+
+/// An address problem: port 0 said as such, anything else as "not an address".
+fn address_message(value: &str, example: bool) -> String {
+    if crate::plan::is_port_zero(value.trim()) {
+        format!("{value:?}: port 0 is not a port a server can listen on")
+    } else if example {
+        format!("{value:?} is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)")
+    } else {
+        format!("{value:?} is not an IP address with an optional port")
+    }
+}
+
+/// Why `value` is not one mail address the mailer can send to (`None` when it is).
+fn mailbox_problem(value: &str) -> Option<String> {
+    if value.contains(',') || value.contains(';') {
+        return Some(format!(
+            "{value:?} holds several addresses; give each its own list entry"
+        ));
+    }
+    match value.parse::<lettre::message::Mailbox>() {
+        Ok(mailbox) if mailbox.email.domain().contains('.') || mailbox.email.domain() == "localhost" => None,
+        Ok(_) => Some(format!(
+            "{value:?}: the domain has no dot (e.g. ops@example.com)"
+        )),
+        Err(e) => Some(format!(
+            "{value:?} is not an email address ({e}); write e.g. ops@example.com or \"Ops <ops@example.com>\""
+        )),
     }
 }
 
@@ -534,22 +639,14 @@ impl Checker {
         }
     }
 
+    /// Each address parsed by the mailer's own parser, so what passes here can be sent.
     fn emails(&mut self, list: &[Text], path: &str) -> Vec<String> {
         let mut out = Vec::new();
         for (i, address) in list.iter().enumerate() {
             let value = address.value.trim();
-            let bare = value
-                .rsplit_once('<')
-                .map_or(value, |(_, a)| a.trim_end_matches('>'));
-            match bare.split_once('@') {
-                Some((user, domain)) if !user.is_empty() && domain.contains('.') => {
-                    out.push(value.to_string())
-                }
-                _ => self.problem(
-                    address,
-                    format!("{path}[{i}]"),
-                    format!("{value:?} is not an email address"),
-                ),
+            match mailbox_problem(value) {
+                None => out.push(value.to_string()),
+                Some(why) => self.problem(address, format!("{path}[{i}]"), why),
             }
         }
         out
@@ -597,7 +694,11 @@ impl Checker {
             for (j, origin) in site.origins.iter().enumerate() {
                 match parse_ip_port(origin.value.trim(), port) {
                     Some(a) => origins.push(a),
-                    None => self.problem(origin, format!("{at}.origins[{j}]"), format!("{:?} is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)", origin.value)),
+                    None => self.problem(
+                        origin,
+                        format!("{at}.origins[{j}]"),
+                        address_message(&origin.value, true),
+                    ),
                 }
             }
             let edge = site.edge.as_ref().and_then(|edge| {
@@ -606,24 +707,22 @@ impl Checker {
                     self.problem(
                         edge,
                         format!("{at}.edge"),
-                        format!(
-                            "{:?} is not an IP address with an optional port",
-                            edge.value
-                        ),
+                        address_message(&edge.value, false),
                     );
                 }
                 parsed
             });
             let static_path = site.static_path.as_ref().and_then(|p| {
-                if p.value.starts_with('/') && !p.value.contains(char::is_whitespace) {
-                    Some(p.value.clone())
-                } else {
-                    self.problem(
-                        p,
-                        format!("{at}.static_path"),
-                        format!("{:?} must be a path starting with '/'", p.value),
-                    );
-                    None
+                match crate::plan::check_static_path(&p.value) {
+                    Ok(path) => Some(path),
+                    Err(e) => {
+                        self.problem(
+                            p,
+                            format!("{at}.static_path"),
+                            format!("{:?}: {e}", p.value),
+                        );
+                        None
+                    }
                 }
             });
             let interval = self.duration(
@@ -696,6 +795,13 @@ impl Checker {
                     format!("{at}.name"),
                     format!("{name:?}: names starting with '@' are reserved for the prober itself"),
                 );
+            } else if target.is_some() && !valid_site_name(&name) {
+                let spot = site.name.as_ref().unwrap_or(&site.url);
+                self.problem(
+                    spot,
+                    format!("{at}.name"),
+                    format!("{name:?}: {SITE_NAME_RULE}"),
+                );
             } else if !name.is_empty() && !names.insert(name.clone()) {
                 let spot = site.name.as_ref().unwrap_or(&site.url);
                 self.problem(
@@ -724,6 +830,10 @@ impl Checker {
                         .unwrap_or(14),
                     expect_status,
                     follow_redirects,
+                    cloudflare_edge: site
+                        .cloudflare_edge
+                        .or(defaults.cloudflare_edge)
+                        .unwrap_or(false),
                     redirect_hosts: site
                         .redirect_hosts
                         .clone()
@@ -858,7 +968,8 @@ impl Checker {
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
             && !var.value.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
-            self.problem(var, path, format!("{:?} is not an environment variable name (e.g. {example}); the {what} itself never goes in this file", var.value));
+            // The value is never repeated: it may well be the secret itself.
+            self.problem(var, path, format!("this looks like a secret, not a variable name: name the environment variable that holds the {what} (e.g. {example}: A-Z, 0-9 and _); the {what} itself never goes in this file"));
         } else if std::env::var_os(&var.value).is_none() {
             self.warnings.push(format!(
                 "{path}: {} is not set in this environment",
@@ -918,16 +1029,24 @@ impl Checker {
                 "smtp.username is set without smtp.password_env: AUTH will be skipped".into(),
             );
         }
+        let allow_plaintext_auth = raw.allow_plaintext_auth.unwrap_or(false);
+        let logs_in = raw.username.is_some() && raw.password_env.is_some();
+        if security == SmtpSecurity::Plain && logs_in {
+            if allow_plaintext_auth {
+                self.warnings.push("smtp: security is plain and allow_plaintext_auth is true: the SMTP password crosses the network unencrypted, readable by anyone on the path".into());
+            } else {
+                let spot = raw.password_env.as_ref().unwrap_or(&raw.host);
+                self.problem(spot, "smtp.password_env", "security: plain would send the password unencrypted: use security: starttls (587) or tls (465), or, on a network you trust, set allow_plaintext_auth: true");
+            }
+        }
+        if let Some(file) = &raw.ca_file {
+            if let Err(e) = crate::tls::load_ca_file(&base.join(file.value.trim())) {
+                self.problem(file, "smtp.ca_file", e.to_string());
+            }
+        }
         let from = raw.from.value.trim();
-        let bare = from
-            .rsplit_once('<')
-            .map_or(from, |(_, a)| a.trim_end_matches('>'));
-        if !bare.contains('@') {
-            self.problem(
-                &raw.from,
-                "smtp.from",
-                format!("{from:?} is not an email address"),
-            );
+        if let Some(why) = mailbox_problem(from) {
+            self.problem(&raw.from, "smtp.from", why);
         }
         Smtp {
             host: raw.host.value.trim().to_string(),
@@ -939,6 +1058,7 @@ impl Checker {
             security,
             username: raw.username.as_ref().map(|u| u.value.clone()),
             password_env: raw.password_env.as_ref().map(|p| p.value.clone()),
+            allow_plaintext_auth,
             from: from.to_string(),
             ca_file: raw.ca_file.as_ref().map(|p| base.join(p.value.trim())),
             timeout: self.duration(
@@ -1094,6 +1214,22 @@ pub fn json_schema() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_past_the_parser_limits_is_refused_in_plain_words() {
+        let mut text = String::from("sites:\n");
+        for i in 0..100 {
+            text.push_str(&format!("  - url: site{i}.example\n"));
+        }
+        let e = parse_within("probes.yaml", &text, Path::new("."), 100).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.contains("the file is too large to read: probe reads at most 100 values, lists and maps (5 sites"),
+            "{message}"
+        );
+        assert!(!message.contains("budget"), "{message}");
+        assert!(parse_within("probes.yaml", &text, Path::new("."), 1000).is_ok());
+    }
 
     #[test]
     fn paths_from_indentation() {

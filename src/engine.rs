@@ -22,6 +22,7 @@ use crate::observe::{
 };
 use crate::plan::{plan, EdgeAddresses, PlannedRequest, Scheme, Target};
 use crate::resolve::{DnsClient, Nameserver, ResolveSetupError};
+use crate::text::url_for_display;
 use crate::tls::{handshake, TlsSetupError, TrustRoots};
 
 /// ALPN we offer: HTTP/2 first, as browsers do.
@@ -122,6 +123,7 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
         origin_given: !settings.origins.is_empty(),
         resolution,
         observations,
+        cloudflare_edge_declared: settings.diagnose.cloudflare_edge_declared,
     })
 }
 
@@ -179,7 +181,8 @@ async fn observe_following(
         let Some(location) = redirect_location(&observation) else {
             break;
         };
-        let base = url::Url::parse(&observation.url).ok();
+        // The URL as requested (the observation shows it with secrets masked).
+        let base = url::Url::parse(&target.request_url(&next.path)).ok();
         let Some(url) = base.and_then(|b| b.join(&location).ok()) else {
             break;
         };
@@ -221,11 +224,19 @@ async fn observe_following(
             next.dns_ms = None;
         }
         next.path = hop.path.clone();
-        followed.push(url.to_string());
+        followed.push(url_for_display(url.as_str()));
         target = hop;
         observation = observe(shared, &target, &next, sample, ACCEPT_ANY).await;
     }
     observation.redirects = followed;
+    // Followed (or not) as the server gave it; shown like every other URL.
+    if let Some(location) = observation
+        .response
+        .as_mut()
+        .and_then(|r| r.headers.location.as_mut())
+    {
+        *location = url_for_display(location);
+    }
     observation
 }
 

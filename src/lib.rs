@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cloudflare;
 pub mod config;
 pub mod connect;
+pub mod delivery;
 pub mod diagnose;
 pub mod engine;
 pub mod feeds;
@@ -24,6 +25,7 @@ pub mod resolve;
 pub mod schedule;
 pub mod serve;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod watch;
 pub mod webhook;
@@ -100,6 +102,8 @@ struct RecordedRun {
     #[serde(default)]
     resolution: Option<observe::Resolution>,
     observations: Vec<Observation>,
+    #[serde(default)]
+    cloudflare_edge_declared: bool,
 }
 
 /// Diagnoses the text of a saved `--json` report again; the error says why it cannot be read.
@@ -116,7 +120,10 @@ pub fn rediagnose(text: &str) -> Result<ProbeReport, String> {
     let diagnosis = diagnose::diagnose(
         &recorded.host,
         &recorded.observations,
-        &diagnose::DiagnoseSettings::default(),
+        &diagnose::DiagnoseSettings {
+            cloudflare_edge_declared: recorded.cloudflare_edge_declared,
+            ..diagnose::DiagnoseSettings::default()
+        },
     );
     Ok(ProbeReport {
         schema: observe::SCHEMA_VERSION,
@@ -127,6 +134,7 @@ pub fn rediagnose(text: &str) -> Result<ProbeReport, String> {
         origin_given: recorded.origin_given,
         resolution: recorded.resolution,
         observations: recorded.observations,
+        cloudflare_edge_declared: recorded.cloudflare_edge_declared,
     })
 }
 
@@ -186,12 +194,13 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
         let d = &report.diagnosis;
         writeln!(
             out,
-            "{:<8} {site}  {} · {} ({})  {}",
+            "{:<8} {}  {} · {} ({})  {}",
             d.status.as_str().to_uppercase(),
+            text::printable(site),
             d.hop.as_str(),
             d.cause.as_str(),
             d.confidence.as_str(),
-            d.summary
+            text::printable(&d.summary)
         )?;
     }
     if outcome.cut_off {
@@ -200,11 +209,11 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
             "every site and every control check failed: the prober itself looks cut off; site alerts held"
         )?;
     }
-    if outcome.mails_sent + outcome.mails_waiting > 0 {
+    if outcome.mails_sent + outcome.mails_waiting + outcome.mails_given_up > 0 {
         writeln!(
             out,
-            "mail: {} sent, {} waiting for retry",
-            outcome.mails_sent, outcome.mails_waiting
+            "notifications: {} sent, {} waiting for retry, {} refused for good",
+            outcome.mails_sent, outcome.mails_waiting, outcome.mails_given_up
         )?;
     }
     out.flush()?;
@@ -219,7 +228,13 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
     }
     let mut store = store::SqliteStore::open(&loaded.config.store_path)
         .map_err(|e| RunError::Schedule(e.into()))?;
-    let mut watch = watch::Watch::new(cli.config.path.clone(), loaded.config, &mut store);
+    let delivery_store = store.reopen().map_err(|e| RunError::Schedule(e.into()))?;
+    let mut watch = watch::Watch::new(
+        cli.config.path.clone(),
+        loaded.config,
+        &mut store,
+        Box::new(delivery_store),
+    );
     let server = match cli.listen {
         Some(address) => {
             let listener = serve::bind(address)

@@ -1,46 +1,45 @@
 //! Alert mail: rendering a notification (plain text + HTML) and delivering the outbox over SMTP.
 //!
-//! Delivery goes through the store's outbox: a message is queued in the same transaction as the
-//! run that decided it, sent later, and marked sent only once the server accepted it; a failure
-//! (server down, 4xx) leaves it queued with a backoff. Its Message-ID is derived from the
-//! notification's stable key, so the same alert is recognisably the same mail. The SMTP password
-//! comes from the environment at send time and is never logged.
+//! Delivery goes through the store's outbox: a notification is queued as one message per
+//! recipient in the same transaction as the run that decided it, sent later, and marked sent only
+//! once the server accepted it. A recipient the server refuses for good (5xx to MAIL, RCPT or
+//! DATA) is given up with the server's reply and never retried, and never holds back the other
+//! recipients; a refusal for now (4xx) or a server that cannot be reached waits with a backoff.
+//! Failures before any message is offered (connecting, STARTTLS, the login) are about the server
+//! or our settings, not a message: the queue waits for them, however the server words it.
+//!
+//! The Message-ID comes from the notification's key, so every recipient's copy and every retry is
+//! recognisably the same mail. The password comes from the environment at send time, is never
+//! logged, and is never sent over an unencrypted connection unless the config says
+//! `allow_plaintext_auth: true`.
 
 use std::time::Duration;
 
+use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::Message;
 use time::OffsetDateTime;
 
 use crate::alert::Notification;
 use crate::config::{Smtp, SmtpSecurity};
+use crate::delivery::{stable_id, Attempt, FlushSummary, Recorder};
 use crate::diagnose::Diagnosis;
 use crate::store::{Channel, NewMessage, OutboxMessage, Store, StoreError};
+use crate::text::{printable, xml};
 
-/// Why a message could not be delivered (it stays queued).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MailError {
-    /// The SMTP settings cannot be used (CA file, password variable, addresses).
-    #[error("SMTP settings: {0}")]
-    Settings(String),
-    /// The message could not be built.
-    #[error("cannot build the message: {0}")]
-    Message(String),
-    /// The server refused or could not be reached.
-    #[error("SMTP delivery failed: {0}")]
-    Delivery(String),
-}
-
-/// Renders a notification about `site` into a message for `recipients`.
+/// Renders a notification about `site` into one message per recipient.
 pub fn render(
     site: &str,
     url: &str,
     notification: &Notification,
     recipients: &[String],
-) -> NewMessage {
+) -> Vec<NewMessage> {
+    let key = notification.key(site);
+    let site = printable(site);
+    let url = printable(url);
     let mut evidence: &[String] = &[];
     let (subject, lead, diagnosis) = match notification {
         Notification::Opened { diagnosis, .. } => (
@@ -111,16 +110,16 @@ pub fn render(
     let (mut text, mut html) = if url.is_empty() {
         (
             format!("{lead}\n"),
-            format!("<p><strong>{}</strong></p>\n", escape(&lead)),
+            format!("<p><strong>{}</strong></p>\n", xml(&lead)),
         )
     } else {
         (
             format!("{lead}\n{url}\n"),
             format!(
                 "<p><strong>{}</strong><br><a href=\"{}\">{}</a></p>\n",
-                escape(&lead),
-                escape(url),
-                escape(url)
+                xml(&lead),
+                xml(&url),
+                xml(&url)
             ),
         )
     };
@@ -129,35 +128,36 @@ pub fn render(
     }
     append_list(&mut text, &mut html, "Evidence", evidence);
     text.push_str("\n-- \nprobe\n");
-    NewMessage {
-        channel: Channel::Mail,
-        key: notification.key(site),
-        recipients: recipients.to_vec(),
-        subject,
-        body_text: text,
-        body_html: format!("<!DOCTYPE html><html><body>\n{html}</body></html>\n"),
-    }
+    let html = format!("<!DOCTYPE html><html><body>\n{html}</body></html>\n");
+    recipients
+        .iter()
+        .map(|to| NewMessage {
+            channel: Channel::Mail,
+            key: format!("{key}#mail-{to}"),
+            notification: key.clone(),
+            recipients: vec![to.clone()],
+            subject: subject.clone(),
+            body_text: text.clone(),
+            body_html: html.clone(),
+        })
+        .collect()
 }
 
 fn append_diagnosis(text: &mut String, html: &mut String, d: &Diagnosis) {
     use std::fmt::Write as _;
-    let _ = write!(
-        text,
-        "\n{} · {} · {} ({} confidence)\n{}\n",
+    let verdict = format!(
+        "{} · {} · {}",
         d.status.as_str().to_uppercase(),
         d.hop.as_str(),
-        d.cause.as_str(),
-        d.confidence.as_str(),
-        d.summary
+        d.cause.as_str()
     );
+    let summary = printable(&d.summary);
+    let confidence = d.confidence.as_str();
+    let _ = write!(text, "\n{verdict} ({confidence} confidence)\n{summary}\n");
     let _ = writeln!(
         html,
-        "<p><strong>{} · {} · {}</strong> ({} confidence)<br>{}</p>",
-        d.status.as_str().to_uppercase(),
-        d.hop.as_str(),
-        d.cause.as_str(),
-        d.confidence.as_str(),
-        escape(&d.summary)
+        "<p><strong>{verdict}</strong> ({confidence} confidence)<br>{}</p>",
+        xml(&summary)
     );
     append_list(text, html, "Evidence", &d.evidence);
     append_list(text, html, "Next steps", &d.next_steps);
@@ -165,8 +165,9 @@ fn append_diagnosis(text: &mut String, html: &mut String, d: &Diagnosis) {
         let _ = writeln!(text, "\nAlso possible:");
         let _ = writeln!(html, "<h3>Also possible</h3><ul>");
         for a in &d.alternatives {
-            let _ = writeln!(text, "  {}: {}", a.cause.as_str(), a.why);
-            let _ = writeln!(html, "<li>{}: {}</li>", a.cause.as_str(), escape(&a.why));
+            let why = printable(&a.why);
+            let _ = writeln!(text, "  {}: {why}", a.cause.as_str());
+            let _ = writeln!(html, "<li>{}: {}</li>", a.cause.as_str(), xml(&why));
         }
         html.push_str("</ul>\n");
     }
@@ -181,17 +182,10 @@ fn append_list(text: &mut String, html: &mut String, title: &str, lines: &[Strin
     let _ = writeln!(text, "\n{title}:");
     let _ = writeln!(html, "<h3>{title}</h3><ul>");
     for line in lines {
-        let _ = writeln!(text, "  {line}");
-        let _ = writeln!(html, "<li><code>{}</code></li>", escape(line));
+        let _ = writeln!(text, "  {}", printable(line));
+        let _ = writeln!(html, "<li><code>{}</code></li>", xml(line));
     }
     html.push_str("</ul>\n");
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn human(d: Duration) -> String {
@@ -203,150 +197,230 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// A Message-ID from a notification key: characters outside RFC 5322's atext become `-`.
-fn message_id(key: &str, from: &Mailbox) -> String {
-    let local: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("<{local}@{}>", from.email.domain())
+/// The Message-ID of every mail of a notification: its key made into a stable id (distinct keys
+/// never share one), at the sender's domain.
+pub fn message_id(notification: &str, from: &Mailbox) -> String {
+    format!("<{}@{}>", stable_id(notification), from.email.domain())
 }
 
-/// Delivers one message.
-pub async fn send(smtp: &Smtp, message: &OutboxMessage) -> Result<(), MailError> {
-    let from: Mailbox = smtp
-        .from
-        .parse()
-        .map_err(|e| MailError::Settings(format!("from {:?}: {e}", smtp.from)))?;
-    let mut builder = Message::builder()
-        .from(from.clone())
-        .subject(message.subject.clone())
-        .message_id(Some(message_id(&message.key, &from)));
-    for to in &message.recipients {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|e| MailError::Message(format!("recipient {to:?}: {e}")))?;
-        builder = builder.to(to);
-    }
-    let email = builder
-        .multipart(MultiPart::alternative_plain_html(
-            message.body_text.clone(),
-            message.body_html.clone(),
-        ))
-        .map_err(|e| MailError::Message(e.to_string()))?;
-    // One bound on the whole conversation: a server that stops answering must not hold the
-    // run (lettre's own timeout applies per command).
-    let transport = transport(smtp)?;
-    let sending = transport.send(email);
-    match tokio::time::timeout(smtp.timeout, sending).await {
-        Ok(result) => result
-            .map(|_| ())
-            .map_err(|e| MailError::Delivery(e.to_string())),
-        Err(_) => Err(MailError::Delivery(format!(
-            "no answer from {}:{} within {:?}",
-            smtp.host, smtp.port, smtp.timeout
-        ))),
-    }
+/// A failure before any message could be offered: the queue waits for the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MailError {
+    /// The SMTP settings cannot be used (CA file, password variable, sender, plaintext login).
+    #[error("SMTP settings: {0}")]
+    Settings(String),
+    /// The server could not be reached, refused the connection, STARTTLS or the login, or did
+    /// not answer in time.
+    #[error("SMTP server {server}: {reason}")]
+    Server { server: String, reason: String },
 }
 
-fn transport(smtp: &Smtp) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
-    let mut tls = TlsParameters::builder(smtp.host.clone());
-    if let Some(path) = &smtp.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| MailError::Settings(format!("ca_file {}: {e}", path.display())))?;
-        let certificate = Certificate::from_pem(&pem)
-            .map_err(|e| MailError::Settings(format!("ca_file {}: {e}", path.display())))?;
-        tls = tls.add_root_certificate(certificate);
-    }
-    let tls = || {
-        tls.clone()
-            .build_rustls()
-            .map_err(|e| MailError::Settings(e.to_string()))
-    };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.clone())
-        .port(smtp.port)
-        .timeout(Some(smtp.timeout));
-    builder = match smtp.security {
-        SmtpSecurity::Starttls => builder.tls(Tls::Required(tls()?)),
-        SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls()?)),
-        SmtpSecurity::Plain => builder.tls(Tls::None),
-    };
-    if let (Some(user), Some(var)) = (&smtp.username, &smtp.password_env) {
-        let password = std::env::var(var)
-            .map_err(|_| MailError::Settings(format!("the password variable {var} is not set")))?;
-        // PLAIN only, and only over TLS (lettre refuses it in the clear): a refused password is
-        // then one clear 535, not a second mechanism's exchange that some servers leave hanging.
-        builder = builder
-            .credentials(Credentials::new(user.clone(), password))
-            .authentication(vec![Mechanism::Plain]);
-    }
-    Ok(builder.build())
-}
-
-/// What one pass over the outbox did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct FlushSummary {
-    pub sent: usize,
-    /// Tried and refused or unreachable: waiting for their backoff.
-    pub failed: usize,
-    /// Not tried this pass, because the server had just failed: still due next pass.
-    pub deferred: usize,
-}
-
-/// The wait before the next attempt after `attempts` failures: 1 min, doubling, at most 1 h.
-pub fn backoff(attempts: u32) -> Duration {
-    Duration::from_secs(60u64.saturating_mul(1 << attempts.min(6)).min(3600))
-}
-
-/// Tries the due messages; delivered ones are marked sent, a failed one waits its backoff. When
-/// the server itself fails (unreachable, refusing, timing out), the pass stops there: the other
-/// messages would only wait out the same timeout one after another, holding the run.
-pub async fn flush_outbox(
-    store: &mut dyn Store,
-    smtp: &Smtp,
-    now: OffsetDateTime,
-) -> Result<FlushSummary, StoreError> {
-    let due = store.due_messages(now)?;
-    send_due(store, smtp, due, now).await
-}
-
-/// Like `flush_outbox`, over outbox messages already read (the mail among them).
+/// Delivers the due mail among `due` (the outbox messages read for this pass) over one
+/// connection. When the server itself fails, the pass stops there: the other messages would only
+/// wait out the same failure one after another.
 pub async fn send_due(
     store: &mut dyn Store,
     smtp: &Smtp,
     due: Vec<OutboxMessage>,
     now: OffsetDateTime,
+    recorder: &mut Recorder,
 ) -> Result<FlushSummary, StoreError> {
-    let mut summary = FlushSummary::default();
-    let due: Vec<_> = due
+    let mails: Vec<OutboxMessage> = due
         .into_iter()
         .filter(|m| m.channel == Channel::Mail)
         .collect();
-    let total = due.len();
-    for message in due {
-        match send(smtp, &message).await {
-            Ok(()) => {
-                store.mark_sent(message.id, OffsetDateTime::now_utc())?;
-                summary.sent += 1;
-            }
-            Err(e) => {
-                tracing::warn!(key = %message.key, attempts = message.attempts + 1, error = %e, "mail not delivered; will retry");
-                store.mark_failed(message.id, &e.to_string(), now + backoff(message.attempts))?;
-                summary.failed += 1;
-                if matches!(e, MailError::Delivery(_)) {
-                    summary.deferred = total - summary.sent - summary.failed;
-                    break;
+    let mut summary = FlushSummary::default();
+    let mut connection: Option<AsyncSmtpConnection> = None;
+    for (index, message) in mails.iter().enumerate() {
+        if connection.as_ref().is_none_or(|c| c.has_broken()) {
+            match tokio::time::timeout(smtp.timeout, connect(smtp)).await {
+                Ok(Ok(fresh)) => connection = Some(fresh),
+                outcome => {
+                    let reason = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {:?}", smtp.timeout),
+                    };
+                    let attempt = Attempt::Transient(reason);
+                    recorder
+                        .record(store, message, &attempt, now, &mut summary)
+                        .await?;
+                    summary.deferred += mails.len() - index - 1;
+                    return Ok(summary);
                 }
             }
         }
+        let conn = connection.as_mut().expect("connected above");
+        let (attempt, server_failed) = offer(conn, smtp, message).await;
+        recorder
+            .record(store, message, &attempt, now, &mut summary)
+            .await?;
+        if server_failed {
+            summary.deferred += mails.len() - index - 1;
+            connection = None;
+            break;
+        }
+    }
+    if let Some(mut conn) = connection {
+        if !conn.has_broken() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
+        }
     }
     Ok(summary)
+}
+
+/// Reads the due messages and sends the mail among them (for tests and one-off flushes).
+pub async fn flush_outbox(
+    store: &mut dyn Store,
+    smtp: &Smtp,
+    now: OffsetDateTime,
+) -> Result<FlushSummary, StoreError> {
+    let mut recorder = Recorder::default();
+    let due = recorder.due(store, now)?;
+    send_due(store, smtp, due, now, &mut recorder).await
+}
+
+/// Offers one message on an open connection. Returns what came of it, and whether the server
+/// itself failed (no answer, a broken connection) rather than refusing this message.
+async fn offer(
+    conn: &mut AsyncSmtpConnection,
+    smtp: &Smtp,
+    message: &OutboxMessage,
+) -> (Attempt, bool) {
+    let (envelope, bytes) = match build(smtp, message) {
+        Ok(built) => built,
+        // A message that cannot be built now never can be.
+        Err(reason) => return (Attempt::Permanent(reason), false),
+    };
+    match tokio::time::timeout(smtp.timeout, conn.send(&envelope, &bytes)).await {
+        Ok(Ok(_)) => (Attempt::Delivered, false),
+        Ok(Err(e)) if e.is_permanent() || e.is_client() => {
+            (Attempt::Permanent(format!("refused: {e}")), false)
+        }
+        Ok(Err(e)) if e.is_transient() => (Attempt::Transient(format!("deferred: {e}")), false),
+        Ok(Err(e)) => (Attempt::Transient(e.to_string()), true),
+        Err(_) => (
+            Attempt::Transient(format!(
+                "no answer from {}:{} within {:?}",
+                smtp.host, smtp.port, smtp.timeout
+            )),
+            true,
+        ),
+    }
+}
+
+/// The envelope (our sender, this one recipient) and the formatted message.
+fn build(smtp: &Smtp, message: &OutboxMessage) -> Result<(Envelope, Vec<u8>), String> {
+    let from: Mailbox = smtp
+        .from
+        .parse()
+        .map_err(|e| format!("sender {:?}: {e}", smtp.from))?;
+    let to_text = message
+        .recipients
+        .first()
+        .ok_or_else(|| "no recipient".to_string())?;
+    let to: Mailbox = to_text
+        .parse()
+        .map_err(|e| format!("recipient {to_text:?}: {e}"))?;
+    let envelope = Envelope::new(Some(from.email.clone()), vec![to.email.clone()])
+        .map_err(|e| e.to_string())?;
+    let notification = if message.notification.is_empty() {
+        &message.key
+    } else {
+        &message.notification
+    };
+    let email = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(printable(&message.subject).into_owned())
+        .message_id(Some(message_id(notification, &from)))
+        .multipart(MultiPart::alternative_plain_html(
+            message.body_text.clone(),
+            message.body_html.clone(),
+        ))
+        .map_err(|e| e.to_string())?;
+    Ok((envelope, email.formatted()))
+}
+
+/// Opens a ready connection: TLS as configured, then the login, if any. The password is never
+/// sent unencrypted unless the config allows it.
+async fn connect(smtp: &Smtp) -> Result<AsyncSmtpConnection, MailError> {
+    let server = format!("{}:{}", smtp.host, smtp.port);
+    let failed = |reason: String| MailError::Server {
+        server: server.clone(),
+        reason,
+    };
+    let credentials = match (&smtp.username, &smtp.password_env) {
+        (Some(user), Some(var)) => {
+            let password = std::env::var(var).map_err(|_| {
+                MailError::Settings(format!("the password variable {var} is not set"))
+            })?;
+            Some(Credentials::new(user.clone(), password))
+        }
+        _ => None,
+    };
+    let plaintext_login_refused = || {
+        MailError::Settings(
+            "refusing to send the SMTP password over an unencrypted connection: use security \
+             starttls or tls, or set allow_plaintext_auth: true if this network is trusted"
+                .into(),
+        )
+    };
+    if credentials.is_some() && smtp.security == SmtpSecurity::Plain && !smtp.allow_plaintext_auth {
+        return Err(plaintext_login_refused());
+    }
+    let hello = ClientId::default();
+    let tls = match smtp.security {
+        SmtpSecurity::Plain => None,
+        SmtpSecurity::Starttls | SmtpSecurity::Tls => Some(tls_parameters(smtp)?),
+    };
+    let wrapper = tls.clone().filter(|_| smtp.security == SmtpSecurity::Tls);
+    let mut conn = AsyncSmtpConnection::connect_tokio1(
+        (smtp.host.as_str(), smtp.port),
+        Some(smtp.timeout),
+        &hello,
+        wrapper,
+        None,
+    )
+    .await
+    .map_err(|e| failed(e.to_string()))?;
+    if let (SmtpSecurity::Starttls, Some(tls)) = (smtp.security, tls) {
+        if !conn.can_starttls() {
+            return Err(failed(
+                "does not offer STARTTLS (security: starttls)".into(),
+            ));
+        }
+        conn.starttls(tls, &hello)
+            .await
+            .map_err(|e| failed(format!("STARTTLS: {e}")))?;
+    }
+    if let Some(credentials) = credentials {
+        if !conn.is_encrypted() && !smtp.allow_plaintext_auth {
+            conn.abort().await;
+            return Err(plaintext_login_refused());
+        }
+        // PLAIN only: a refused password is then one clear 535, not a second mechanism's
+        // exchange that some servers leave hanging.
+        conn.auth(&[Mechanism::Plain], &credentials)
+            .await
+            .map_err(|e| failed(format!("login refused: {e}")))?;
+    }
+    Ok(conn)
+}
+
+fn tls_parameters(smtp: &Smtp) -> Result<TlsParameters, MailError> {
+    let mut tls = TlsParameters::builder(smtp.host.clone());
+    if let Some(path) = &smtp.ca_file {
+        let roots = crate::tls::load_ca_file(path)
+            .map_err(|e| MailError::Settings(format!("ca_file: {e}")))?;
+        for der in roots {
+            let certificate = Certificate::from_der(der.to_vec())
+                .map_err(|e| MailError::Settings(format!("ca_file {}: {e}", path.display())))?;
+            tls = tls.add_root_certificate(certificate);
+        }
+    }
+    tls.build_rustls()
+        .map_err(|e| MailError::Settings(e.to_string()))
 }
 
 #[cfg(test)]
@@ -354,21 +428,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_an_hour() {
-        let secs: Vec<u64> = (0..9).map(|a| backoff(a).as_secs()).collect();
-        assert_eq!(secs, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
-    }
-
-    #[test]
-    fn message_ids_are_stable_and_valid() {
+    fn message_ids_are_stable_valid_and_distinct() {
         let from: Mailbox = "probe <probe@example.com>".parse().unwrap();
-        assert_eq!(
-            message_id("shop eu/3/opened", &from),
-            "<shop-eu/3/opened@example.com>"
-        );
-        assert_eq!(
-            message_id("shop eu/3/opened", &from),
-            message_id("shop eu/3/opened", &from)
+        let id = message_id("shop eu/3/opened", &from);
+        assert!(id.starts_with("<shop-eu-3-opened."), "{id}");
+        assert!(id.ends_with("@example.com>"), "{id}");
+        assert_eq!(id, message_id("shop eu/3/opened", &from));
+        assert_ne!(id, message_id("shop-eu/3/opened", &from));
+        assert_ne!(
+            message_id("café/1/opened", &from),
+            message_id("cafè/1/opened", &from)
         );
     }
 }

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use probe::{Invocation, LogFormat, RunError, Status};
+use tracing_subscriber::field::MakeExt;
 
 fn main() -> ExitCode {
     let invocation = match probe::parse_invocation(std::env::args_os()) {
@@ -32,8 +33,26 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match log_format {
+        // JSON escapes control characters itself.
         LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Field values can hold what a server sent (a certificate's name, an error page's text):
+        // every control character is shown escaped, so none can forge a line or drive the
+        // terminal.
+        LogFormat::Text => {
+            let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+                let text = format!("{value:?}");
+                let shown = probe::text::printable(&text);
+                if field.name() == "message" {
+                    write!(writer, "{shown}")
+                } else {
+                    write!(writer, "{field}={shown}")
+                }
+            })
+            .delimited(" ");
+            logs.with_ansi(std::io::stderr().is_terminal())
+                .fmt_fields(fields)
+                .init()
+        }
     }
     let mut stdout = std::io::stdout().lock();
     let outcome = match invocation {
@@ -47,11 +66,13 @@ fn main() -> ExitCode {
         Ok(status) => ExitCode::from(status.exit_code()),
         Err(RunError::Config(e)) => {
             // Every config problem on its own line, file:line:column first, as compilers do.
-            eprintln!("{e}");
+            for line in e.to_string().lines() {
+                eprintln!("{}", probe::text::printable(line));
+            }
             ExitCode::from(Status::Unknown.exit_code())
         }
         Err(e) => {
-            eprintln!("probe: UNKNOWN: {e}");
+            eprintln!("probe: UNKNOWN: {}", probe::text::printable(&e.to_string()));
             ExitCode::from(Status::Unknown.exit_code())
         }
     }

@@ -403,6 +403,10 @@ pub struct ProbeReport {
     /// DNS lookups behind the edge route; absent when `--edge` or an IP literal was given.
     pub resolution: Option<Resolution>,
     pub observations: Vec<Observation>,
+    /// The user declared the edge to be Cloudflare (`--cloudflare-edge`, `cloudflare_edge:`)
+    /// although its address may be outside Cloudflare's ranges; absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cloudflare_edge_declared: bool,
 }
 
 /// A duration in milliseconds, rounded to the microsecond (what the JSON carries).

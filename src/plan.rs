@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use url::{Host, Url};
 
 use crate::observe::{DnsFailure, ErrorKind, ObservedError, PathRole, Phase, Resolution, Route};
+use crate::text::url_for_display;
 
 /// At most this many addresses of each family are dialled on the edge route.
 pub const MAX_EDGE_ADDRESSES_PER_FAMILY: usize = 2;
@@ -22,10 +23,25 @@ pub enum TargetError {
     NoHost,
     #[error("{0:?} is not a fully qualified host name; expected e.g. example.com or https://example.com/")]
     NotQualified(String),
+    /// User name or password in the URL: never sent, and they would be shown in every output.
+    #[error("carries a user name or password; probe does not send credentials from a URL: remove them (secrets come from the environment, never from probes.yaml or the command line)")]
+    Credentials,
+    #[error("port 0 is not a port a server can listen on")]
+    PortZero,
 }
 
-/// Parses `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` (no host names: an address is what is dialled).
+/// Parses `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` (no host names: an address is what is
+/// dialled); port 0 is refused.
 pub fn parse_ip_port(value: &str, default_port: u16) -> Option<SocketAddr> {
+    parse_any_ip_port(value, default_port).filter(|a| a.port() != 0)
+}
+
+/// Whether `value` is an address whose port is 0 (to say so rather than "not an address").
+pub fn is_port_zero(value: &str) -> bool {
+    parse_any_ip_port(value, 1).is_some_and(|a| a.port() == 0)
+}
+
+fn parse_any_ip_port(value: &str, default_port: u16) -> Option<SocketAddr> {
     if let Ok(address) = value.parse::<SocketAddr>() {
         return Some(address);
     }
@@ -38,6 +54,44 @@ pub fn parse_ip_port(value: &str, default_port: u16) -> Option<SocketAddr> {
         .map(|ip| SocketAddr::new(ip, default_port))
 }
 
+/// Why a static path cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StaticPathError {
+    #[error("must be a path starting with '/', e.g. /wp-includes/css/dashicons.min.css")]
+    NotAbsolute,
+    #[error("starts with '//', which a URL reads as another host")]
+    OtherHost,
+    #[error("holds a space or a control character; percent-encode it (%20)")]
+    BadCharacter,
+    #[error("is longer than {MAX_PATH_BYTES} bytes")]
+    TooLong,
+}
+
+/// Longest path accepted for a static file (longer URLs are refused by many servers anyway).
+pub const MAX_PATH_BYTES: usize = 2048;
+
+/// Checks a path for the static file (`--static-path`, `static_path:`), as both the command line
+/// and the config accept it.
+pub fn check_static_path(path: &str) -> Result<String, StaticPathError> {
+    if !path.starts_with('/') {
+        return Err(StaticPathError::NotAbsolute);
+    }
+    if path.starts_with("//") {
+        return Err(StaticPathError::OtherHost);
+    }
+    if path
+        .chars()
+        .any(|c| c.is_whitespace() || crate::text::is_unsafe(c))
+    {
+        return Err(StaticPathError::BadCharacter);
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(StaticPathError::TooLong);
+    }
+    Ok(path.to_string())
+}
+
 /// Scheme of the site URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -48,7 +102,8 @@ pub enum Scheme {
 /// The site as every route addresses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// Normalised URL (`example.com` → `https://example.com/`).
+    /// Normalised URL (`example.com` → `https://example.com/`) as every output shows it: secret
+    /// query values masked (`text::url_for_display`). Requests use `path`.
     pub url: String,
     pub scheme: Scheme,
     /// Host name (or IP literal, without brackets): SNI and certificate name.
@@ -72,6 +127,9 @@ impl Target {
             format!("https://{text}")
         };
         let url = Url::parse(&with_scheme).map_err(|e| TargetError::Unparsable(e.to_string()))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(TargetError::Credentials);
+        }
         let scheme = match url.scheme() {
             "https" => Scheme::Https,
             "http" => Scheme::Http,
@@ -90,6 +148,9 @@ impl Target {
             None => return Err(TargetError::NoHost),
         };
         let port = url.port_or_known_default().ok_or(TargetError::NoHost)?;
+        if port == 0 {
+            return Err(TargetError::PortZero);
+        }
         let authority = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&host)),
             None => url.host_str().unwrap_or(&host).to_string(),
@@ -99,7 +160,7 @@ impl Target {
             None => url.path().to_string(),
         };
         Ok(Self {
-            url: url.to_string(),
+            url: url_for_display(url.as_str()),
             scheme,
             host,
             host_ip,
@@ -109,8 +170,14 @@ impl Target {
         })
     }
 
-    /// The URL of another path on the same site.
+    /// The URL of another path on the same site, as outputs show it (secret query values
+    /// masked).
     pub fn url_for(&self, path: &str) -> String {
+        url_for_display(&self.request_url(path))
+    }
+
+    /// The URL of another path on the same site, as requested.
+    pub fn request_url(&self, path: &str) -> String {
         let scheme = match self.scheme {
             Scheme::Https => "https",
             Scheme::Http => "http",
@@ -292,6 +359,31 @@ mod tests {
             Target::parse("exa mple.com"),
             Err(TargetError::Unparsable(_))
         ));
+        assert!(matches!(
+            Target::parse("https://admin:pw@example.com/"),
+            Err(TargetError::Credentials)
+        ));
+        assert!(matches!(
+            Target::parse("https://example.com:0/"),
+            Err(TargetError::PortZero)
+        ));
+        assert_eq!(parse_ip_port("127.0.0.1:0", 443), None);
+        assert_eq!(
+            parse_ip_port("127.0.0.1", 443),
+            Some("127.0.0.1:443".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn secret_query_values_are_masked_where_shown_and_kept_where_requested() {
+        let t = Target::parse("https://shop.example/feed?token=s3cret&page=2").unwrap();
+        assert_eq!(t.url, "https://shop.example/feed?token=***&page=2");
+        assert_eq!(t.path, "/feed?token=s3cret&page=2");
+        assert_eq!(
+            t.request_url(&t.path),
+            "https://shop.example/feed?token=s3cret&page=2"
+        );
+        assert_eq!(t.url_for(&t.path), t.url);
     }
 
     fn answer(kind: &str, ips: &[&str], error: Option<ErrorKind>) -> DnsAnswer {

@@ -1,9 +1,14 @@
 //! Output: the terminal table and the `--json` document. Reads a `ProbeReport`; decides nothing.
+//!
+//! Everything in the table that a server or the user wrote (headers, certificate names, error
+//! messages, the evidence quoting them) goes through `text::printable`: no control character
+//! reaches the terminal. JSON escapes them itself.
 
 use std::fmt::Write as _;
 
 use crate::diagnose::Diagnosis;
 use crate::observe::{DnsAnswer, Observation, ProbeReport, TlsFacts};
+use crate::text::printable;
 
 /// The report as one JSON object (schema 1), pretty-printed, with a trailing newline.
 pub fn render_json(report: &ProbeReport) -> String {
@@ -15,16 +20,16 @@ pub fn render_json(report: &ProbeReport) -> String {
 /// The report as a human-readable table.
 pub fn render_table(report: &ProbeReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "probe {}", report.target);
+    let _ = writeln!(out, "probe {}", printable(&report.target));
     match &report.resolution {
         Some(r) => {
             let _ = writeln!(
                 out,
                 "dns     {} via {}: {} · {}",
-                r.name,
-                r.resolver,
-                dns_answer(&r.a),
-                dns_answer(&r.aaaa)
+                printable(&r.name),
+                printable(&r.resolver),
+                printable(&dns_answer(&r.a)),
+                printable(&dns_answer(&r.aaaa))
             );
         }
         None => {
@@ -44,7 +49,8 @@ pub fn render_table(report: &ProbeReport) -> String {
     ]);
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for o in &report.observations {
-        rows.push(row(o, several_samples));
+        let cells = row(o, several_samples);
+        rows.push(cells.iter().map(|c| printable(c).into_owned()).collect());
     }
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -61,10 +67,10 @@ pub fn render_table(report: &ProbeReport) -> String {
         }
         let o = &report.observations[i - 1];
         if let Some(tls) = &o.tls {
-            let _ = writeln!(out, "  cert   {}", cert_summary(tls));
+            let _ = writeln!(out, "  cert   {}", printable(&cert_summary(tls)));
         }
         for url in &o.redirects {
-            let _ = writeln!(out, "  via    {url}");
+            let _ = writeln!(out, "  via    {}", printable(url));
         }
         if let Some(e) = &o.error {
             let _ = writeln!(
@@ -72,7 +78,7 @@ pub fn render_table(report: &ProbeReport) -> String {
                 "  error  {} {}: {}",
                 e.phase.as_str(),
                 e.kind.as_str(),
-                e.message
+                printable(&e.message)
             );
         }
     }
@@ -98,11 +104,11 @@ fn render_diagnosis(out: &mut String, d: &Diagnosis) {
         d.cause.as_str(),
         d.confidence.as_str()
     );
-    let _ = writeln!(out, "{}", d.summary);
+    let _ = writeln!(out, "{}", printable(&d.summary));
     let labelled = |out: &mut String, label: &str, lines: &[String]| {
         for (i, line) in lines.iter().enumerate() {
             let head = if i == 0 { label } else { "" };
-            let _ = writeln!(out, "{head:<11}{line}");
+            let _ = writeln!(out, "{head:<11}{}", printable(line));
         }
     };
     labelled(out, "evidence:", &d.evidence);

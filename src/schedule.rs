@@ -12,6 +12,7 @@ use crate::alert::AlertState;
 use crate::alert::{self, RunVerdict, PROBER};
 use crate::cli::{OutputFormat, ProbeSettings};
 use crate::config::{Config, Site};
+use crate::delivery::{FlushSummary, Recorder};
 use crate::diagnose::DiagnoseSettings;
 use crate::engine::{probe_site, ProbeError};
 use crate::observe::{ProbeReport, Status};
@@ -42,6 +43,8 @@ pub struct PassOutcome {
     pub sites: Vec<(String, ProbeReport)>,
     pub mails_sent: usize,
     pub mails_waiting: usize,
+    /// Refused for good by their destination this pass.
+    pub mails_given_up: usize,
     /// Every site and every control check failed: the prober itself is cut off, and the sites'
     /// alert states were left as they were.
     pub cut_off: bool,
@@ -74,6 +77,7 @@ fn settings_for(site: &Site, config: &Config) -> ProbeSettings {
         diagnose: DiagnoseSettings {
             cert_warning_days: i64::from(site.cert_warning_days),
             expect_status: site.expect_status.clone(),
+            cloudflare_edge_declared: site.cloudflare_edge,
             ..DiagnoseSettings::default()
         },
     }
@@ -193,7 +197,7 @@ pub fn record_prober(
         } else {
             notices
                 .iter()
-                .map(|n| mail::render(PROBER, "", n, &recipients))
+                .flat_map(|n| mail::render(PROBER, "", n, &recipients))
                 .collect()
         };
         for n in &notices {
@@ -242,7 +246,7 @@ pub fn judge_site(
     } else {
         notifications
             .iter()
-            .map(|n| mail::render(&site.name, &site.target.url, n, &site.alert_to))
+            .flat_map(|n| mail::render(&site.name, &site.target.url, n, &site.alert_to))
             .collect()
     };
     for n in &notifications {
@@ -273,31 +277,37 @@ pub fn record_site(
     Ok(messages.len())
 }
 
-/// Delivers what is due in the outbox: mail (if there is an SMTP server) and webhook calls;
-/// returns (sent, waiting for retry).
+/// Delivers what is due in the outbox: mail (if there is an SMTP server) and webhook calls.
+/// `recorder` remembers, across passes of one process, what was delivered but could not be
+/// recorded yet.
 pub async fn deliver_outbox(
     config: &Config,
     store: &mut dyn Store,
     now: OffsetDateTime,
-) -> Result<(usize, usize), StoreError> {
+    recorder: &mut Recorder,
+) -> Result<FlushSummary, StoreError> {
     // One read of the outbox for both channels.
-    let due = store.due_messages(now)?;
+    let due = recorder.due(store, now)?;
     if due.is_empty() {
-        return Ok((0, 0));
+        return Ok(FlushSummary::default());
     }
     let (mails, hooks): (Vec<_>, Vec<_>) = due
         .into_iter()
         .partition(|m| m.channel == crate::store::Channel::Mail);
-    let (mut sent, mut waiting) = (0, 0);
+    let mut summary = FlushSummary::default();
     if let Some(smtp) = &config.smtp {
-        let summary = mail::send_due(store, smtp, mails, now).await?;
-        sent += summary.sent;
-        waiting += summary.failed + summary.deferred;
+        summary = summary.plus(mail::send_due(store, smtp, mails, now, recorder).await?);
     }
-    let summary = webhook::flush(store, &config.webhooks, &config.extra_roots, hooks, now).await?;
-    sent += summary.sent;
-    waiting += summary.failed + summary.deferred;
-    Ok((sent, waiting))
+    let hooks = webhook::flush(
+        store,
+        &config.webhooks,
+        &config.extra_roots,
+        hooks,
+        now,
+        recorder,
+    )
+    .await?;
+    Ok(summary.plus(hooks))
 }
 
 /// How long hourly uptime counts are kept: the longest uptime window (90 days) and a day.
@@ -381,12 +391,13 @@ pub async fn run_once(
         .map(|(index, report)| (config.sites[index].name.clone(), report))
         .collect();
 
-    let (mails_sent, mails_waiting) = deliver_outbox(config, store, now).await?;
+    let delivered = deliver_outbox(config, store, now, &mut Recorder::default()).await?;
     prune(config, store, now)?;
     Ok(PassOutcome {
         sites,
-        mails_sent,
-        mails_waiting,
+        mails_sent: delivered.sent,
+        mails_waiting: delivered.waiting(),
+        mails_given_up: delivered.given_up,
         cut_off,
     })
 }

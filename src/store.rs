@@ -5,8 +5,17 @@
 //! any moment leaves either the whole run or none of it: no result without its alert state, no
 //! alert state without its queued mail. Callers use the `Store` trait, so a PostgreSQL backend for
 //! multi-region deployments can come later without touching them.
+//!
+//! One process writes to a store at a time: `SqliteStore::open` takes the store's writer lock (an
+//! advisory lock on `FILE.lock`, released by the kernel however the process ends) before it
+//! migrates or writes anything, so two `probe run`s never deliver the same alert twice and never
+//! race the migrations. A file that is not a probe store is refused before anything is changed.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
@@ -38,6 +47,45 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    /// The file is not a probe store (another program's database, or not SQLite at all); it was
+    /// left as it was.
+    #[error("store {path}: not a probe store ({what}); it was left untouched: give store.path a file of its own")]
+    Foreign { path: String, what: String },
+    /// Another process holds the store's writer lock.
+    #[error("store {path}: in use by another probe process{holder}; waited {waited:?} for it. One process writes to a store at a time: let the other finish, or give each its own store.path")]
+    Busy {
+        path: String,
+        /// ` (pid N)` when the holder wrote its pid.
+        holder: String,
+        waited: Duration,
+    },
+    /// The lock file cannot be created or locked.
+    #[error("store {path}: cannot lock {lock}: {source}")]
+    Lock {
+        path: String,
+        lock: String,
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether trying again later can help (a locked or busy file, a full disk) rather than the
+    /// file itself being unusable.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                )
+            ),
+            StoreError::Busy { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// How a queued notification is delivered.
@@ -58,13 +106,18 @@ impl Channel {
     }
 }
 
-/// A notification waiting to be delivered.
+/// A delivery waiting to be made: one notification to one destination (a mail recipient, a
+/// webhook URL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
     pub id: i64,
     pub channel: Channel,
-    /// The notification's stable key; also the mail's Message-ID.
+    /// The delivery's stable key (unique in the outbox).
     pub key: String,
+    /// The key of the notification it carries, shared by all its deliveries (the mail's
+    /// Message-ID comes from it).
+    pub notification: String,
+    /// The destination: one mail address, or the webhook's URL.
     pub recipients: Vec<String>,
     pub subject: String,
     pub body_text: String,
@@ -72,11 +125,15 @@ pub struct OutboxMessage {
     pub attempts: u32,
 }
 
-/// A notification to queue, rendered.
+/// A delivery to queue, rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     pub channel: Channel,
+    /// Unique per delivery: the notification's key and the destination.
     pub key: String,
+    /// The notification's key.
+    pub notification: String,
+    /// The one destination.
     pub recipients: Vec<String>,
     pub subject: String,
     pub body_text: String,
@@ -131,8 +188,9 @@ pub struct UptimeHour {
     pub down: u32,
 }
 
-/// What the scheduler, alerting and feeds need from storage.
-pub trait Store {
+/// What the scheduler, alerting and feeds need from storage. `Send`: delivery runs in a task of
+/// its own, on its own connection.
+pub trait Store: Send {
     /// The site's alert state (default when never seen).
     fn alert_state(&self, site: &str) -> Result<AlertState, StoreError>;
     /// Saves a run's result, the site's new alert state and its queued messages, atomically.
@@ -151,7 +209,7 @@ pub trait Store {
         state: &AlertState,
         messages: &[NewMessage],
     ) -> Result<(), StoreError>;
-    /// Messages not yet delivered whose next attempt is due at `now`.
+    /// Messages not yet delivered nor given up whose next attempt is due at `now`.
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError>;
     /// Marks a message delivered.
     fn mark_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError>;
@@ -162,6 +220,9 @@ pub trait Store {
         error: &str,
         retry_at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+    /// Records a permanent failure (the server refused this delivery for good): never tried again.
+    fn mark_given_up(&mut self, id: i64, error: &str, at: OffsetDateTime)
+        -> Result<(), StoreError>;
     /// Deletes raw results older than `before`; incidents and the outbox stay.
     fn prune_results(&mut self, before: OffsetDateTime) -> Result<usize, StoreError>;
     /// Deletes hourly uptime counts older than `before`.
@@ -195,6 +256,123 @@ pub trait Store {
 pub struct SqliteStore {
     conn: Connection,
     path: String,
+    /// The writer lock, shared by every connection this process opened on the store; `None` for
+    /// a read-only look.
+    lock: Option<Arc<WriterLock>>,
+}
+
+/// `PRAGMA application_id` of a probe store ("prob"), so the file says whose it is.
+const APPLICATION_ID: i64 = 0x7072_6f62;
+/// How long `open` waits for another process to release the store.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// Tables every probe store has had since schema 1.
+const OUR_TABLES: [&str; 4] = ["results", "incidents", "alert_state", "outbox"];
+
+/// The advisory lock one writer holds on `FILE.lock` (flock; the kernel drops it when the process
+/// ends, even by SIGKILL). The file holds the holder's pid, for the message others get.
+pub struct WriterLock {
+    _file: File,
+}
+
+impl WriterLock {
+    /// Takes the lock of the store at `path`, waiting at most `wait` for another holder.
+    pub fn acquire(path: &Path, wait: Duration) -> Result<Self, StoreError> {
+        let lock_path = lock_path(path);
+        let shown = path.display().to_string();
+        let failed = |source| StoreError::Lock {
+            path: shown.clone(),
+            lock: lock_path.display().to_string(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(failed)?;
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut pid = String::new();
+                    let _ = file.read_to_string(&mut pid);
+                    let pid = pid.trim();
+                    return Err(StoreError::Busy {
+                        path: shown,
+                        holder: if pid.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (pid {pid})")
+                        },
+                        waited: wait,
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+            }
+        }
+        // The pid is only for messages: failing to write it does not matter.
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Ok(Self { _file: file })
+    }
+}
+
+/// `probe.sqlite` → `probe.sqlite.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Whether the database behind `conn` is a probe store (or an empty file to make one of),
+/// reading only: nothing is changed when it is not.
+fn check_ours(conn: &Connection, path: &str) -> Result<(), StoreError> {
+    let foreign = |what: String| StoreError::Foreign {
+        path: path.to_string(),
+        what,
+    };
+    let read = || -> rusqlite::Result<(i64, i64, Vec<String>)> {
+        let id = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+        let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let mut statement =
+            conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+        let tables = statement
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok((id, version, tables))
+    };
+    let (id, version, tables) = match read() {
+        Ok(facts) => facts,
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+            return Err(foreign("not an SQLite database".into()))
+        }
+        Err(source) => {
+            return Err(StoreError::Sqlite {
+                path: path.to_string(),
+                source,
+            })
+        }
+    };
+    let ours = id == APPLICATION_ID
+        || (id == 0 && version == 0 && tables.is_empty())
+        || (id == 0 && version >= 1 && OUR_TABLES.iter().all(|t| tables.iter().any(|n| n == t)));
+    if ours {
+        return Ok(());
+    }
+    let what = if id != 0 {
+        format!("its application id is {id:#x}")
+    } else {
+        let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+        let more = if tables.len() > 5 { ", …" } else { "" };
+        format!("an SQLite database with tables {}{more}", shown.join(", "))
+    };
+    Err(foreign(what))
 }
 
 /// Schema migrations, in order; `PRAGMA user_version` says how many have run.
@@ -264,6 +442,23 @@ const MIGRATIONS: &[&str] = &[
          GROUP BY site, at - at % 3600;",
     // 3: the outbox carries webhook deliveries beside mail.
     "ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'mail';",
+    // 4: the file says it is a probe store; one outbox row per destination (a refused mail
+    // recipient no longer holds back the others), each with the notification it carries, and
+    // deliveries refused for good are given up instead of retried forever.
+    "PRAGMA application_id = 1886547810;
+     ALTER TABLE outbox ADD COLUMN notification TEXT NOT NULL DEFAULT '';
+     ALTER TABLE outbox ADD COLUMN given_up_at INTEGER;
+     UPDATE outbox SET notification = key WHERE channel = 'mail';
+     UPDATE outbox SET notification = substr(key, 1, instr(key, '#webhook-') - 1)
+         WHERE channel = 'webhook' AND instr(key, '#webhook-') > 0;
+     INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, attempts,
+                         next_attempt_at, last_error, sent_at, channel, notification)
+         SELECT o.key || '#mail-' || r.value, o.created_at, json_array(r.value), o.subject,
+                o.body_text, o.body_html, o.attempts, o.next_attempt_at, o.last_error, o.sent_at,
+                o.channel, o.notification
+         FROM outbox o, json_each(o.recipients) r WHERE o.channel = 'mail';
+     DELETE FROM outbox WHERE channel = 'mail' AND instr(key, '#mail-') = 0;
+     CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE sent_at IS NULL AND given_up_at IS NULL;",
 ];
 
 /// Times are stored as Unix seconds (UTC): they compare and sort as numbers, whatever the
@@ -273,14 +468,71 @@ fn stamp(t: OffsetDateTime) -> i64 {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the store at `path` for writing: refuses a file that is not a
+    /// probe store before changing anything, takes the writer lock (waiting at most `LOCK_WAIT`
+    /// for another process), and brings the schema up to date under it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_waiting(path, LOCK_WAIT)
+    }
+
+    /// `open`, waiting at most `wait` for the writer lock.
+    pub fn open_waiting(path: &Path, wait: Duration) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
         let sqlite = |source| StoreError::Sqlite {
             path: shown.clone(),
             source,
         };
+        // Opening reads nothing and writes nothing yet; the check only reads.
         let conn = Connection::open(path).map_err(sqlite)?;
+        check_ours(&conn, &shown)?;
+        let lock = Arc::new(WriterLock::acquire(path, wait)?);
+        let mut store = Self::configured(conn, shown, Some(lock))?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Another connection to the same store for this process (the delivery task of `probe
+    /// watch`), sharing its writer lock.
+    pub fn reopen(&self) -> Result<Self, StoreError> {
+        let sqlite = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let conn = Connection::open(&self.path).map_err(sqlite)?;
+        Self::configured(conn, self.path.clone(), self.lock.clone())
+    }
+
+    /// A read-only look at a store another process may be writing (tests, inspection): no lock,
+    /// no migration.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| StoreError::Sqlite {
+                path: shown.clone(),
+                source,
+            })?;
+        check_ours(&conn, &shown)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|source| StoreError::Sqlite {
+                path: shown.clone(),
+                source,
+            })?;
+        Ok(Self {
+            conn,
+            path: shown,
+            lock: None,
+        })
+    }
+
+    fn configured(
+        conn: Connection,
+        path: String,
+        lock: Option<Arc<WriterLock>>,
+    ) -> Result<Self, StoreError> {
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         // WAL: readers (the feed server) never block the writer; synchronous=FULL makes each
         // committed transaction survive a kill -9 or power loss.
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -289,11 +541,8 @@ impl SqliteStore {
             .map_err(sqlite)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sqlite)?;
-        let mut store = Self { conn, path: shown };
-        store.migrate()?;
-        Ok(store)
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+        Ok(Self { conn, path, lock })
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> StoreError {
@@ -408,8 +657,9 @@ impl Store for SqliteStore {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel FROM outbox
-                 WHERE sent_at IS NULL AND next_attempt_at <= ?1 ORDER BY id",
+                "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification
+                 FROM outbox
+                 WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= ?1 ORDER BY id",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = statement
@@ -423,13 +673,23 @@ impl Store for SqliteStore {
                     row.get::<_, String>(5)?,
                     row.get::<_, u32>(6)?,
                     row.get::<_, String>(7)?,
+                    row.get::<_, String>(8)?,
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, key, recipients, subject, body_text, body_html, attempts, channel) =
-                row.map_err(|e| self.sqlite(e))?;
+            let (
+                id,
+                key,
+                recipients,
+                subject,
+                body_text,
+                body_html,
+                attempts,
+                channel,
+                notification,
+            ) = row.map_err(|e| self.sqlite(e))?;
             let channel = match channel.as_str() {
                 "mail" => Channel::Mail,
                 "webhook" => Channel::Webhook,
@@ -445,6 +705,7 @@ impl Store for SqliteStore {
                 id,
                 channel,
                 key,
+                notification,
                 recipients,
                 subject,
                 body_text,
@@ -475,6 +736,21 @@ impl Store for SqliteStore {
             .execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2 WHERE id = ?3",
                 params![error, stamp(retry_at), id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    fn mark_given_up(
+        &mut self,
+        id: i64,
+        error: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, given_up_at = ?2 WHERE id = ?3",
+                params![error, stamp(at), id],
             )
             .map(|_| ())
             .map_err(|e| self.sqlite(e))
@@ -639,10 +915,10 @@ fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> ru
     for message in messages {
         let recipients = serde_json::to_string(&message.recipients).expect("strings serialise");
         tx.execute(
-            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7)
+            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8)
              ON CONFLICT (key) DO NOTHING",
-            params![message.key, at, recipients, message.subject, message.body_text, message.body_html, message.channel.as_str()],
+            params![message.key, at, recipients, message.subject, message.body_text, message.body_html, message.channel.as_str(), message.notification],
         )?;
     }
     Ok(())

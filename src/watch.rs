@@ -2,9 +2,12 @@
 //!
 //! One loop owns the config, the store and the schedule; probes run as tasks, at most
 //! `CONCURRENCY` at once, each site never twice at the same time. A finished probe is judged and
-//! stored by the loop (the same steps as `probe run`), and its mail sent. SIGHUP reloads the
-//! config (a bad file is logged and the running config kept); SIGTERM or SIGINT stops launching,
-//! lets the probes in flight finish within their deadline, stores them, and sends what is queued.
+//! stored by the loop (the same steps as `probe run`). Delivery runs beside it, in a task of its
+//! own on its own store connection, woken when something is queued: a slow or tarpitting mail
+//! server or webhook delays only the mail, never a probe. SIGHUP reloads the config (a bad file is
+//! logged and the running config kept); SIGTERM or SIGINT stops launching, lets the probes in
+//! flight finish within their deadline, stores them, and gives delivery a last, bounded pass; a
+//! second signal exits at once, whatever is running.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -13,12 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::watch;
-use tokio::task::{Id, JoinError, JoinSet};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Notify};
+use tokio::task::{Id, JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::config::{self, Config, Site};
+use crate::delivery::Recorder;
 use crate::engine::ProbeError;
 use crate::feeds;
 use crate::observe::{ProbeReport, Status};
@@ -26,8 +30,10 @@ use crate::schedule::{self, CONCURRENCY};
 use crate::serve::Published;
 use crate::store::Store;
 
-/// How often queued mail is retried and old results pruned, besides after every probe.
+/// How often the outbox is read for retries, and old results considered for pruning.
 const HOUSEKEEPING: Duration = Duration::from_secs(30);
+/// How long a stopping watch waits for delivery's last pass before leaving the rest queued.
+const STOP_DELIVERY_GRACE: Duration = Duration::from_secs(10);
 /// How long the control checks' verdict is reused while every site stays silent.
 const CONTROL_VERDICT_TTL: Duration = Duration::from_secs(30);
 /// How often raw results past their retention are deleted.
@@ -43,6 +49,75 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 pub enum WatchError {
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
+}
+
+/// The delivery task and how the loop talks to it.
+struct Delivery {
+    /// Something was queued: deliver now.
+    wake: Arc<Notify>,
+    /// The config in force (reloads reach delivery too).
+    config: watch::Sender<Arc<Config>>,
+    /// Set when the watch stops: one last pass, then the task ends.
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Delivery {
+    fn start(config: Arc<Config>, store: Box<dyn Store>) -> Self {
+        let wake = Arc::new(Notify::new());
+        let (config, config_rx) = watch::channel(config);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(deliver_until_stopped(
+            store,
+            config_rx,
+            wake.clone(),
+            stop_rx,
+        ));
+        Self {
+            wake,
+            config,
+            stop,
+            task,
+        }
+    }
+}
+
+/// Delivers what is due whenever woken, every `HOUSEKEEPING` for retries, and once more when
+/// told to stop.
+async fn deliver_until_stopped(
+    mut store: Box<dyn Store>,
+    config: watch::Receiver<Arc<Config>>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut recorder = Recorder::default();
+    let mut retries = tokio::time::interval(HOUSEKEEPING);
+    retries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = *stop.borrow_and_update();
+        let current = config.borrow().clone();
+        let now = OffsetDateTime::now_utc();
+        match schedule::deliver_outbox(&current, store.as_mut(), now, &mut recorder).await {
+            Ok(s) if s.sent + s.waiting() + s.given_up > 0 => {
+                tracing::info!(
+                    sent = s.sent,
+                    waiting = s.waiting(),
+                    given_up = s.given_up,
+                    "outbox delivered"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read or update the outbox"),
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = retries.tick() => {}
+            _ = wake.notified() => {}
+            _ = stop.changed() => {}
+        }
+    }
 }
 
 /// One site's place in the schedule.
@@ -86,6 +161,7 @@ pub struct Watch<'a> {
     /// When the control checks were last probed, and what they said (`Some`: all failed).
     control_verdict: Option<(Instant, Option<Vec<String>>)>,
     last_prune: Option<Instant>,
+    delivery: Delivery,
     /// Where freshly rendered feeds go, when they are served; `feeds_dirty`: results came in
     /// since the last rendering.
     feeds: Option<watch::Sender<Arc<Published>>>,
@@ -95,17 +171,26 @@ pub struct Watch<'a> {
 }
 
 impl<'a> Watch<'a> {
-    /// A watch over `config` (read from `path`, reread on SIGHUP), storing into `store`.
-    pub fn new(path: PathBuf, config: Config, store: &'a mut dyn Store) -> Self {
+    /// A watch over `config` (read from `path`, reread on SIGHUP), storing into `store`;
+    /// delivery runs in a task of its own on `delivery_store`, another connection to the same
+    /// store. Starts the delivery task: call from inside the runtime.
+    pub fn new(
+        path: PathBuf,
+        config: Config,
+        store: &'a mut dyn Store,
+        delivery_store: Box<dyn Store>,
+    ) -> Self {
         let now = Instant::now();
         let slots: Vec<Slot> = config
             .sites
             .iter()
             .map(|s| Slot::new(s.clone(), now))
             .collect();
+        let config = Arc::new(config);
         Self {
             path,
-            config: Arc::new(config),
+            delivery: Delivery::start(config.clone(), delivery_store),
+            config,
             by_name: index_by_name(&slots),
             slots,
             store,
@@ -159,7 +244,7 @@ impl<'a> Watch<'a> {
         self.feeds_rendered = Some((started, started.elapsed()));
     }
 
-    /// Runs until SIGTERM or SIGINT, then stops gracefully.
+    /// Runs until SIGTERM or SIGINT, then stops gracefully; a second signal exits at once.
     pub async fn run(mut self) -> Result<(), WatchError> {
         let listen = |kind| signal(kind).map_err(WatchError::Signals);
         let mut terminate = listen(SignalKind::terminate())?;
@@ -180,14 +265,24 @@ impl<'a> Watch<'a> {
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.finished(joined).await;
                 }
-                _ = housekeeping.tick() => self.housekeeping().await,
+                _ = housekeeping.tick() => self.housekeeping(),
                 _ = feeds_tick.tick(), if self.feeds.is_some() => self.refresh_feeds(),
                 _ = hangup.recv() => self.reload(),
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
             }
         }
-        self.stop(&mut terminate, &mut interrupt).await;
+        // From here on, a second signal ends the process at once, whatever is still running:
+        // every result stored so far is committed, and what is queued stays queued.
+        tokio::spawn(async move {
+            let code = tokio::select! {
+                _ = terminate.recv() => 128 + 15,
+                _ = interrupt.recv() => 128 + 2,
+            };
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(code);
+        });
+        self.stop().await;
         Ok(())
     }
 
@@ -282,9 +377,9 @@ impl<'a> Watch<'a> {
             });
         self.feeds_dirty = true;
         match stored {
-            // Fresh mail goes out now; retries wait for the housekeeping tick, so the outbox is
-            // not read after every probe.
-            Ok(queued) if queued > 0 => self.deliver(now).await,
+            // Fresh mail goes out now, from the delivery task; retries wait for its own tick, so
+            // the outbox is not read after every probe.
+            Ok(queued) if queued > 0 => self.delivery.wake.notify_one(),
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(site = %self.slots[index].site.name, error = %e, "cannot store the result")
@@ -325,20 +420,9 @@ impl<'a> Watch<'a> {
         ))
     }
 
-    async fn deliver(&mut self, now: OffsetDateTime) {
-        match schedule::deliver_outbox(&self.config, self.store, now).await {
-            Ok((sent, waiting)) if sent + waiting > 0 => {
-                tracing::info!(sent, waiting, "outbox delivered")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "cannot read or update the outbox"),
-        }
-    }
-
-    async fn housekeeping(&mut self) {
-        let now = OffsetDateTime::now_utc();
-        self.deliver(now).await;
+    fn housekeeping(&mut self) {
         if self.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            let now = OffsetDateTime::now_utc();
             self.last_prune = Some(Instant::now());
             match schedule::prune(&self.config, self.store, now) {
                 Ok(0) => {}
@@ -396,6 +480,7 @@ impl<'a> Watch<'a> {
             .collect();
         self.by_name = index_by_name(&self.slots);
         self.config = Arc::new(new);
+        self.delivery.config.send_replace(self.config.clone());
         self.control_verdict = None;
         self.feeds_dirty = true;
         tracing::info!(
@@ -407,9 +492,10 @@ impl<'a> Watch<'a> {
         );
     }
 
-    /// Stops: no new probe; those in flight finish within their own deadline (cut after it), are
-    /// stored, and the queued mail is sent. A second signal stops at once.
-    async fn stop(&mut self, terminate: &mut Signal, interrupt: &mut Signal) {
+    /// Stops: no new probe; those in flight finish within their own deadline (cut after it) and
+    /// are stored; then delivery gets one last pass, cut after `STOP_DELIVERY_GRACE` (what it did
+    /// not send stays queued for the next start).
+    async fn stop(&mut self) {
         let budget = self
             .slots
             .iter()
@@ -430,12 +516,21 @@ impl<'a> Watch<'a> {
                     tracing::warn!(cut = self.tasks.len(), "probes still running at the deadline, cut");
                     break;
                 }
-                _ = terminate.recv() => break,
-                _ = interrupt.recv() => break,
             }
         }
         self.tasks.abort_all();
-        self.deliver(OffsetDateTime::now_utc()).await;
+        self.delivery.stop.send_replace(true);
+        let task = &mut self.delivery.task;
+        if tokio::time::timeout(STOP_DELIVERY_GRACE, &mut *task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            tracing::warn!(
+                waited = ?STOP_DELIVERY_GRACE,
+                "delivery still busy at the deadline, cut: what it did not send stays queued for the next start"
+            );
+        }
         tracing::info!("stopped");
     }
 }

@@ -21,14 +21,16 @@ use tokio::net::TcpStream;
 
 use crate::alert::Notification;
 use crate::config::Webhook;
+use crate::delivery::{stable_id, Attempt, FlushSummary, Recorder};
 use crate::feeds::short_id;
-use crate::mail::{backoff, FlushSummary};
 use crate::store::{Channel, NewMessage, OutboxMessage, Store, StoreError};
+use crate::text::endpoint_for_display;
 
 /// Bound on one delivery: connect, TLS, request and answer.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a delivery failed (it stays queued).
+/// Why a delivery failed. URLs are shown by their host only: chat and paging webhooks carry
+/// their token in the path or the query.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookError {
@@ -42,6 +44,35 @@ pub enum WebhookError {
     Timeout { url: String },
     #[error("the secret variable {0} is not set")]
     Secret(String),
+    /// The request cannot be built from this message (it never can be).
+    #[error("cannot build the request to {url}: {reason}")]
+    Request { url: String, reason: String },
+}
+
+impl WebhookError {
+    /// What the attempt came to, and whether the URL itself is failing (so its other deliveries
+    /// wait for the next pass) rather than this one message being refused.
+    fn attempt(&self) -> (Attempt, bool) {
+        let reason = self.to_string();
+        match self {
+            WebhookError::Url(_) | WebhookError::Request { .. } => {
+                (Attempt::Permanent(reason), false)
+            }
+            WebhookError::Unreachable { .. }
+            | WebhookError::Timeout { .. }
+            | WebhookError::Secret(_) => (Attempt::Transient(reason), true),
+            // The receiver asks us to slow down, or is down: its other deliveries wait too.
+            WebhookError::Refused {
+                status: 429 | 502 | 503 | 504,
+                ..
+            } => (Attempt::Transient(reason), true),
+            WebhookError::Refused { status, .. } if *status == 408 || *status >= 500 => {
+                (Attempt::Transient(reason), false)
+            }
+            // Any other 4xx is about this request: sending it again gets the same answer.
+            WebhookError::Refused { .. } => (Attempt::Permanent(reason), false),
+        }
+    }
 }
 
 /// The webhook deliveries of one notification about `site` (`alert::PROBER` for the prober's
@@ -66,6 +97,7 @@ pub fn render(
         .map(|hook| NewMessage {
             channel: Channel::Webhook,
             key: format!("{key}#webhook-{}", short_id(&hook.url)),
+            notification: key.clone(),
             recipients: vec![hook.url.clone()],
             subject: payload["event"].as_str().unwrap_or_default().to_string(),
             body_text: body.clone(),
@@ -136,14 +168,15 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
 }
 
 /// Delivers the due webhook deliveries among `due` (the outbox messages read for this pass). A
-/// URL that fails (unreachable, timing out, refusing) is
-/// not tried again in this pass; its other deliveries wait, still due.
+/// URL that cannot be reached (or asks us to back off) is not tried again in this pass; its other
+/// deliveries wait, still due. A delivery refused on its own account never holds back the others.
 pub async fn flush(
     store: &mut dyn Store,
     hooks: &[Webhook],
     extra_roots: &[CertificateDer<'static>],
     due: Vec<OutboxMessage>,
     now: OffsetDateTime,
+    recorder: &mut Recorder,
 ) -> Result<FlushSummary, StoreError> {
     let due: Vec<OutboxMessage> = due
         .into_iter()
@@ -163,18 +196,16 @@ pub async fn flush(
             .iter()
             .find(|h| h.url == url)
             .and_then(|h| h.secret_env.as_deref());
-        match deliver(&url, &message, secret_env, extra_roots).await {
-            Ok(()) => {
-                store.mark_sent(message.id, OffsetDateTime::now_utc())?;
-                summary.sent += 1;
-            }
-            Err(e) => {
-                tracing::warn!(key = %message.key, attempts = message.attempts + 1, error = %e, "webhook not delivered; will retry");
-                store.mark_failed(message.id, &e.to_string(), now + backoff(message.attempts))?;
-                summary.failed += 1;
-                failing.push(url);
-            }
+        let (attempt, url_failing) = match deliver(&url, &message, secret_env, extra_roots).await {
+            Ok(()) => (Attempt::Delivered, false),
+            Err(e) => e.attempt(),
+        };
+        if url_failing {
+            failing.push(url);
         }
+        recorder
+            .record(store, &message, &attempt, now, &mut summary)
+            .await?;
     }
     Ok(summary)
 }
@@ -200,7 +231,7 @@ pub async fn deliver(
     match tokio::time::timeout(DELIVERY_TIMEOUT, attempt).await {
         Ok(result) => result,
         Err(_) => Err(WebhookError::Timeout {
-            url: url.to_string(),
+            url: endpoint_for_display(url),
         }),
     }
 }
@@ -211,22 +242,16 @@ async fn post(
     signature: Option<String>,
     extra_roots: &[CertificateDer<'static>],
 ) -> Result<(), WebhookError> {
-    let parsed = url::Url::parse(url).map_err(|_| WebhookError::Url(url.to_string()))?;
+    let shown = endpoint_for_display(url);
+    let parsed = url::Url::parse(url).map_err(|_| WebhookError::Url(shown.clone()))?;
     let host = parsed
         .host_str()
-        .ok_or_else(|| WebhookError::Url(url.to_string()))?
+        .ok_or_else(|| WebhookError::Url(shown.clone()))?
         .trim_matches(|c| c == '[' || c == ']')
         .to_string();
     let port = parsed
         .port_or_known_default()
-        .ok_or_else(|| WebhookError::Url(url.to_string()))?;
-    let unreachable = |reason: String| WebhookError::Unreachable {
-        url: url.to_string(),
-        reason,
-    };
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+        .ok_or_else(|| WebhookError::Url(shown.clone()))?;
     let mut path = parsed.path().to_string();
     if let Some(query) = parsed.query() {
         path = format!("{path}?{query}");
@@ -235,6 +260,9 @@ async fn post(
         Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or_default()),
         None => parsed.host_str().unwrap_or_default().to_string(),
     };
+    // Built before connecting: a request that cannot be built is this message's fault, and no
+    // connection is wasted on it. Every header value is ours (the delivery id is a stable id,
+    // never the raw key), so a site's name cannot make it unsendable.
     let mut request = hyper::Request::post(path)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -243,12 +271,22 @@ async fn post(
             concat!("probe/", env!("CARGO_PKG_VERSION")),
         )
         .header("X-Probe-Event", message.subject.as_str())
-        .header("X-Probe-Delivery", message.key.as_str());
+        .header("X-Probe-Delivery", stable_id(&message.key));
     if let Some(signature) = signature {
         request = request.header("X-Probe-Signature", signature);
     }
     let request = request
         .body(Full::new(Bytes::from(message.body_text.clone())))
+        .map_err(|e| WebhookError::Request {
+            url: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    let unreachable = |reason: String| WebhookError::Unreachable {
+        url: shown.clone(),
+        reason,
+    };
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
         .map_err(|e| unreachable(e.to_string()))?;
     let status = if parsed.scheme() == "https" {
         let mut roots = RootCertStore {
@@ -264,22 +302,19 @@ async fn post(
             .with_root_certificates(roots)
             .with_no_client_auth();
         let name =
-            ServerName::try_from(host.clone()).map_err(|_| WebhookError::Url(url.to_string()))?;
+            ServerName::try_from(host.clone()).map_err(|_| WebhookError::Url(shown.clone()))?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
             .map_err(|e| unreachable(format!("TLS: {e}")))?;
-        exchange(tls, request, url).await?
+        exchange(tls, request, &shown).await?
     } else {
-        exchange(tcp, request, url).await?
+        exchange(tcp, request, &shown).await?
     };
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(WebhookError::Refused {
-            url: url.to_string(),
-            status,
-        })
+        Err(WebhookError::Refused { url: shown, status })
     }
 }
 

@@ -195,6 +195,26 @@ async fn an_origin_that_refuses_only_the_edge_blocks_the_edge() {
         (Status::Down, Hop::EdgeOrigin, Cause::OriginBlocksEdge),
         "edge page 521",
     );
+    assert_eq!(report.diagnosis.confidence, Confidence::High);
+
+    // The same answers from an edge nobody declared, at an address outside Cloudflare's ranges:
+    // its `server: cloudflare` and 521 page are a claim anyone can make, so the same cause is at
+    // most medium, and the evidence says why.
+    let undeclared: Vec<String> = lab
+        .probe_args("/")
+        .into_iter()
+        .filter(|a| a != "--cloudflare-edge")
+        .collect();
+    let undeclared: Vec<&str> = undeclared.iter().map(String::as_str).collect();
+    let claimed = run_json(&undeclared).await.0;
+    assert_eq!(claimed.diagnosis.cause, Cause::OriginBlocksEdge);
+    assert_eq!(claimed.diagnosis.confidence, Confidence::Medium);
+    assert!(
+        claimed.diagnosis.evidence.iter().any(|e| e
+            .contains("edge 127.0.0.1 is not in Cloudflare's published ranges: its Cloudflare headers are a claim, not proof")),
+        "{:#?}",
+        claimed.diagnosis.evidence
+    );
 
     let silent = black_hole().await;
     let lab = EdgeLab::start(

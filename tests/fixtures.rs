@@ -105,13 +105,16 @@ fn fixtures() -> PathBuf {
 
 #[test]
 fn recorded_lab_runs_are_diagnosed_as_expected() {
-    let settings = DiagnoseSettings::default();
     for (name, cause, status) in EXPECTED {
         let path = fixtures().join(format!("{name}.json"));
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let recorded: ProbeReport =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let settings = DiagnoseSettings {
+            cloudflare_edge_declared: recorded.cloudflare_edge_declared,
+            ..DiagnoseSettings::default()
+        };
         let d = diagnose(&recorded.host, &recorded.observations, &settings);
         assert_eq!(
             (d.cause, d.status),

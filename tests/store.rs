@@ -26,6 +26,7 @@ fn message(key: &str) -> NewMessage {
     NewMessage {
         channel: probe::store::Channel::Mail,
         key: key.into(),
+        notification: key.into(),
         recipients: vec!["ops@example.com".into()],
         subject: format!("[DOWN] {key}"),
         body_text: "text".into(),
@@ -58,7 +59,12 @@ fn a_new_store_is_created_and_reopened_without_migrating_twice() {
     drop(store);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.alert_state("nobody").unwrap(), AlertState::default());
-    assert_eq!(count(&path, "PRAGMA user_version"), 3);
+    assert_eq!(count(&path, "PRAGMA user_version"), 4);
+    assert_eq!(
+        count(&path, "PRAGMA application_id"),
+        0x7072_6f62,
+        "the file says it is a probe store"
+    );
     let mode: String = rusqlite::Connection::open(&path)
         .unwrap()
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -229,7 +235,7 @@ fn a_version_1_store_is_migrated_with_its_results_carried_over() {
         }
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(count(&path, "PRAGMA user_version"), 3);
+    assert_eq!(count(&path, "PRAGMA user_version"), 4);
     let latest = store.latest_results().unwrap();
     assert_eq!((latest.len(), latest[0].at), (1, at(1)));
     let hours = store.uptime_hours(at(0)).unwrap();
@@ -301,4 +307,147 @@ fn a_writer_killed_mid_run_leaves_whole_runs_only() {
         state.incident as i64, results,
         "the alert state is the last committed run's"
     );
+}
+
+#[test]
+fn a_version_3_outbox_is_split_into_one_delivery_per_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.sqlite");
+    drop(SqliteStore::open(&path).unwrap());
+    {
+        // Back to schema 3's outbox: one row for every recipient of a mail.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP INDEX outbox_due;
+             ALTER TABLE outbox DROP COLUMN notification;
+             ALTER TABLE outbox DROP COLUMN given_up_at;
+             INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel)
+                 VALUES ('shop/1/opened', 0, '[\"a@example.com\",\"b@example.com\"]', 's', 't', 'h', 0, 'mail'),
+                        ('shop/1/opened#webhook-abc', 0, '[\"http://127.0.0.1:9/\"]', 'incident.opened', '{}', '', 0, 'webhook');
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let due = store.due_messages(at(0)).unwrap();
+    let rows: Vec<(&str, &str, &[String])> = due
+        .iter()
+        .map(|m| {
+            (
+                m.key.as_str(),
+                m.notification.as_str(),
+                m.recipients.as_slice(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.contains(&(
+        "shop/1/opened#mail-a@example.com",
+        "shop/1/opened",
+        &["a@example.com".to_string()][..]
+    )));
+    assert!(rows.contains(&(
+        "shop/1/opened#mail-b@example.com",
+        "shop/1/opened",
+        &["b@example.com".to_string()][..]
+    )));
+    assert!(rows.contains(&(
+        "shop/1/opened#webhook-abc",
+        "shop/1/opened",
+        &["http://127.0.0.1:9/".to_string()][..]
+    )));
+}
+
+#[test]
+fn a_delivery_given_up_is_never_due_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.sqlite");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let healthy = report("lab_healthy");
+    store
+        .record_run(&RunRecord {
+            site: "shop",
+            at: at(0),
+            report: &healthy,
+            state: &AlertState::default(),
+            messages: &[message("shop/1/opened#mail-bad@example.com")],
+        })
+        .unwrap();
+    let id = store.due_messages(at(0)).unwrap()[0].id;
+    store
+        .mark_given_up(id, "550 5.1.1 no such user", at(0))
+        .unwrap();
+    assert!(store.due_messages(at(100_000)).unwrap().is_empty());
+    let reason: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT last_error FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(reason, "550 5.1.1 no such user");
+}
+
+/// Another program's database, or a file that is not SQLite at all, given as the store: refused
+/// with a clear message, and left byte for byte as it was (not switched to WAL first).
+#[test]
+fn a_file_that_is_not_a_probe_store_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("shop.db");
+    {
+        let conn = rusqlite::Connection::open(&foreign).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('ada');",
+        )
+        .unwrap();
+    }
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not a database, just notes\n".repeat(100)).unwrap();
+    for (path, what) in [
+        (&foreign, "an SQLite database with tables customers"),
+        (&text, "not an SQLite database"),
+    ] {
+        let before = std::fs::read(path).unwrap();
+        let err = SqliteStore::open(path).err().expect("refused");
+        let message = err.to_string();
+        assert!(
+            message.contains("not a probe store") && message.contains(what),
+            "{message}"
+        );
+        assert!(message.contains("left untouched"), "{message}");
+        assert_eq!(std::fs::read(path).unwrap(), before, "{}", path.display());
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        assert!(!std::path::Path::new(&wal).exists(), "no WAL beside it");
+    }
+    let mode: String = rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete", "still in its own journal mode");
+}
+
+/// One writer at a time: while a store is open for writing, another open waits, then says who
+/// holds it; once released, it opens.
+#[test]
+fn a_store_has_one_writer_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.sqlite");
+    let first = SqliteStore::open(&path).unwrap();
+    let started = std::time::Instant::now();
+    let err = SqliteStore::open_waiting(&path, Duration::from_millis(300))
+        .err()
+        .expect("the second writer is refused");
+    assert!(started.elapsed() >= Duration::from_millis(300), "it waited");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!(
+            "in use by another probe process (pid {})",
+            std::process::id()
+        )),
+        "{message}"
+    );
+    assert!(err.is_transient());
+    // A reader is never refused.
+    let reader = SqliteStore::open_read_only(&path).unwrap();
+    assert_eq!(reader.alert_state("x").unwrap(), AlertState::default());
+    drop(first);
+    SqliteStore::open_waiting(&path, Duration::from_millis(300)).unwrap();
 }

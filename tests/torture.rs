@@ -128,6 +128,7 @@ async fn probe(scheme: &str, addr: SocketAddr, ca: &str) -> (ProbeReport, Durati
         expect_status: vec![],
         follow_redirects: 0,
         redirect_hosts: vec![],
+        cloudflare_edge: false,
         json: true,
     };
     let settings = cli.settings().unwrap();
@@ -900,6 +901,7 @@ async fn probe_name(name: &str, resolver: SocketAddr, port: u16) -> (ProbeReport
         expect_status: vec![],
         follow_redirects: 0,
         redirect_hosts: vec![],
+        cloudflare_edge: false,
         json: true,
     };
     let settings = cli.settings().unwrap();
@@ -1008,6 +1010,7 @@ async fn redirects_are_followed_a_few_times_and_never_to_another_host() {
             expect_status: vec![],
             follow_redirects: follow,
             redirect_hosts: hosts,
+            cloudflare_edge: false,
             json: true,
         };
         let mut settings = cli.settings().unwrap();

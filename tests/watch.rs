@@ -131,7 +131,7 @@ store:
 }
 
 fn results(store: &Path, site: &str) -> i64 {
-    SqliteStore::open(store)
+    SqliteStore::open_read_only(store)
         .unwrap()
         .result_count(site)
         .unwrap()

@@ -171,7 +171,10 @@ webhooks:
             format!("sha256={hex}")
         );
     }
-    assert!(header(&got[0], "X-Probe-Delivery").starts_with("lab/1/opened#webhook-"));
+    assert!(header(&got[0], "X-Probe-Delivery").starts_with("lab-1-opened-webhook-"));
+    let ids: std::collections::HashSet<&str> =
+        got.iter().map(|d| header(d, "X-Probe-Delivery")).collect();
+    assert_eq!(ids.len(), 3, "one delivery id per transition");
     let opened: Value = serde_json::from_str(got[0]["body"].as_str().unwrap()).unwrap();
     assert_eq!(opened["event"], "incident.opened");
     assert_eq!(opened["site"], "lab");

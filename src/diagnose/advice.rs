@@ -1,20 +1,35 @@
 //! What to do next for each cause: the commands that confirm it on the server, and the causes
 //! that outside evidence cannot rule out. Text only; the rules choose which applies.
 
+use super::recognise::Proxy;
 use super::Cause;
 
-/// What the commands are filled with: the site's name, the page URL, an origin `IP:PORT`.
+/// What the commands are filled with: the site's name, the page URL, an origin `IP:PORT`, and
+/// the proxy that answered when it is not the usual nginx.
 pub struct AdviceContext<'a> {
     pub host: &'a str,
     pub url: &'a str,
     pub origin: Option<String>,
+    pub proxy: Option<Proxy>,
 }
 
 /// Exact commands (and what each shows) that confirm `cause` or tell its alternatives apart.
+/// The server-side commands assume a Debian-style layout with systemd (paths say so where they
+/// differ elsewhere).
 pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
     let host = ctx.host;
     let url = ctx.url;
     let origin = ctx.origin.clone().unwrap_or_else(|| "ORIGIN_IP:443".into());
+    // The edge's host:port as the URL names it (not always 443).
+    let edge = url::Url::parse(url)
+        .ok()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+        .unwrap_or_else(|| format!("{host}:443"));
+    if let Some(proxy) = ctx.proxy.as_ref().filter(|p| **p != Proxy::Nginx) {
+        if let Some(lines) = proxy_steps(proxy, cause, url, &origin) {
+            return lines;
+        }
+    }
     let lines: Vec<String> = match cause {
         Cause::Ok | Cause::CertExpiring | Cause::Slow | Cause::Unknown => vec![],
         Cause::DnsFailure => vec![
@@ -23,17 +38,17 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
             "check the domain's registration and the DNS provider's status page".into(),
         ],
         Cause::EdgeUnreachable => vec![
-            format!("curl -sv https://{host}/ -o /dev/null    # from another network too"),
+            format!("curl -sv '{url}' -o /dev/null    # from another network too"),
             format!("mtr -rwc 20 {host}    # where packets stop"),
             "check the CDN / load balancer status page and your DNS records pointing at it".into(),
         ],
         Cause::EdgeCertInvalid => vec![
-            format!("echo | openssl s_client -connect {host}:443 -servername {host} 2>/dev/null | openssl x509 -noout -subject -issuer -dates -ext subjectAltName"),
+            format!("echo | openssl s_client -connect {edge} -servername {host} 2>/dev/null | openssl x509 -noout -subject -issuer -dates -ext subjectAltName"),
             "renew or re-issue the edge certificate (Cloudflare: SSL/TLS → Edge Certificates)".into(),
         ],
         Cause::EdgeInternal => vec![
             "check https://www.cloudflarestatus.com/ for the colo in the cf-ray suffix".into(),
-            format!("curl -sv https://{host}/ -o /dev/null 2>&1 | grep -i cf-ray    # again: a new colo or ray?"),
+            format!("curl -sv '{url}' -o /dev/null 2>&1 | grep -i cf-ray    # again: a new colo or ray?"),
         ],
         Cause::OriginDnsFailure => vec![
             "in the Cloudflare dashboard, check the DNS record the site points to (CNAME target must resolve)".into(),
@@ -111,6 +126,49 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
         ],
     };
     lines
+}
+
+/// The commands for a proxy other than nginx whose upstream failed (`None`: the cause is not about
+/// the proxy's upstream, the usual steps apply).
+fn proxy_steps(proxy: &Proxy, cause: Cause, url: &str, origin: &str) -> Option<Vec<String>> {
+    if !matches!(
+        cause,
+        Cause::FpmUnreachable | Cause::FpmSaturated | Cause::FpmWorkerDied
+    ) {
+        return None;
+    }
+    let lines: Vec<String> = match proxy {
+        Proxy::Nginx => return None,
+        Proxy::Apache => vec![
+            "tail -n 50 /var/log/apache2/error.log | grep -E 'AH01114|AH01079|AH00957|AH01102|proxy_fcgi|proxy:error'    # which upstream, and why (Debian path; /var/log/httpd/error_log on RHEL)".into(),
+            "grep -rn 'ProxyPass\\|SetHandler.*proxy:' /etc/apache2/    # where Apache sends PHP (a socket or host:port)".into(),
+            "systemctl status 'php*-fpm'; ls -la /run/php/    # is that upstream running, its socket there?".into(),
+        ],
+        Proxy::Envoy => vec![
+            "curl -s localhost:9901/clusters | grep -E 'health_flags|cx_connect_fail|::cx_active'    # Envoy's admin port: is the cluster's endpoint healthy, are connects failing?".into(),
+            "journalctl -u envoy -n 200 | grep -E 'upstream connect error| UF | UH '    # (docker logs ENVOY_CONTAINER in a container) access-log flags: UF connect failure, UH no healthy host".into(),
+            "check the cluster's address and port in the Envoy config against what the application listens on".into(),
+        ],
+        Proxy::Traefik => vec![
+            "docker logs TRAEFIK_CONTAINER 2>&1 | grep -iE 'bad gateway|dial tcp|connection refused' | tail    # which backend, and why".into(),
+            "check the service's port (label traefik.http.services.NAME.loadbalancer.server.port) and that the container is on Traefik's network".into(),
+            "curl -s localhost:8080/api/http/services    # Traefik's API (if enabled): the service's servers and their status".into(),
+        ],
+        Proxy::Caddy => vec![
+            "journalctl -u caddy -n 50 | grep -iE 'dial tcp|dial unix|reverse_proxy|no upstreams'    # (docker logs CADDY_CONTAINER in a container)".into(),
+            "grep -nE 'reverse_proxy|php_fastcgi' /etc/caddy/Caddyfile    # the upstream Caddy dials; is it listening?".into(),
+            "systemctl status 'php*-fpm'; ls -la /run/php/    # for php_fastcgi: the socket Caddy names".into(),
+        ],
+        Proxy::LiteSpeed => vec![
+            "tail -n 50 /usr/local/lsws/logs/error.log | grep -iE 'lsphp|external app|503|502'".into(),
+            "check the External App (lsphp) settings: max connections, the socket, and that lsphp runs".into(),
+        ],
+        Proxy::Other(_) => vec![
+            format!("curl -skv --connect-to ::{origin} '{url}' -o /dev/null 2>&1 | grep -i '^< server'    # which server answers on the origin"),
+            "find that server's error log: it names the upstream it cannot reach (nginx: /var/log/nginx/error.log; Apache: /var/log/apache2/error.log; containers: docker logs)".into(),
+        ],
+    };
+    Some(lines)
 }
 
 /// Causes the outside evidence cannot rule out, with why.

@@ -37,6 +37,14 @@ pub enum Generator {
     ApacheStock,
     /// LiteSpeed's built-in error page.
     LiteSpeedStock,
+    /// Apache mod_proxy's "Proxy Error" page (502: an invalid answer from its upstream).
+    ApacheProxyError,
+    /// Envoy's plain-text "upstream connect error or disconnect/reset before headers".
+    EnvoyStock,
+    /// Traefik's plain-text "Bad Gateway" / "Gateway Timeout" (no Server header).
+    TraefikStock,
+    /// Caddy's reverse proxy failing: an empty 502 or 504 with `Server: Caddy`.
+    CaddyStock,
     /// WordPress could not reach its database.
     WordPressDatabaseError,
     /// WordPress's fatal-error handler page.
@@ -78,6 +86,10 @@ impl Generator {
             Generator::NginxStock => "stock nginx page".into(),
             Generator::ApacheStock => "stock Apache page".into(),
             Generator::LiteSpeedStock => "stock LiteSpeed page".into(),
+            Generator::ApacheProxyError => "Apache mod_proxy error page".into(),
+            Generator::EnvoyStock => "Envoy's upstream error text".into(),
+            Generator::TraefikStock => "Traefik's plain error text".into(),
+            Generator::CaddyStock => "Caddy's empty error answer".into(),
             Generator::WordPressDatabaseError => "WordPress database error page".into(),
             Generator::WordPressCriticalError => "WordPress critical error page".into(),
             Generator::WordPressMaintenance => "WordPress maintenance page".into(),
@@ -137,6 +149,28 @@ pub fn generator(response: &ResponseFacts) -> Generator {
         if lower.contains("<center>nginx") {
             return Generator::NginxStock;
         }
+        if lower.contains("<title>502 proxy error</title>")
+            || lower.contains("the proxy server received an invalid")
+        {
+            return Generator::ApacheProxyError;
+        }
+        if lower.contains("upstream connect error or disconnect/reset before headers")
+            || (server_is(response, "envoy") && lower.starts_with("upstream"))
+        {
+            return Generator::EnvoyStock;
+        }
+        if server_is(response, "caddy") && body.trim().is_empty() {
+            return Generator::CaddyStock;
+        }
+        // Traefik answers with the bare reason phrase as text/plain and sends no Server header.
+        if response.headers.server.is_none()
+            && matches!(
+                body.trim(),
+                "Bad Gateway" | "Gateway Timeout" | "Service Unavailable"
+            )
+        {
+            return Generator::TraefikStock;
+        }
         if lower.contains("<address>apache")
             || (lower.contains("<title>") && lower.contains("apache/2"))
         {
@@ -147,6 +181,71 @@ pub fn generator(response: &ResponseFacts) -> Generator {
         }
     }
     Generator::Unrecognised
+}
+
+fn server_is(response: &ResponseFacts, name: &str) -> bool {
+    response
+        .headers
+        .server
+        .as_deref()
+        .is_some_and(|s| s.trim().to_ascii_lowercase().starts_with(name))
+}
+
+/// The web server or proxy that answered on the origin's side, by its page or its `Server`
+/// header: the one whose upstream a 502 or 504 is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proxy {
+    Nginx,
+    Apache,
+    Envoy,
+    Traefik,
+    Caddy,
+    LiteSpeed,
+    /// Not recognised; the `Server` header, if any.
+    Other(Option<String>),
+}
+
+impl Proxy {
+    /// Its name in a sentence.
+    pub fn name(&self) -> String {
+        match self {
+            Proxy::Nginx => "nginx".into(),
+            Proxy::Apache => "Apache".into(),
+            Proxy::Envoy => "Envoy".into(),
+            Proxy::Traefik => "Traefik".into(),
+            Proxy::Caddy => "Caddy".into(),
+            Proxy::LiteSpeed => "LiteSpeed".into(),
+            Proxy::Other(Some(server)) => format!("the origin's web server ({server})"),
+            Proxy::Other(None) => "the origin's web server".into(),
+        }
+    }
+}
+
+/// Which proxy answered `response` (its own error page first, then its `Server` header).
+pub fn proxy(response: &ResponseFacts) -> Proxy {
+    match generator(response) {
+        Generator::NginxStock => return Proxy::Nginx,
+        Generator::ApacheStock | Generator::ApacheProxyError => return Proxy::Apache,
+        Generator::EnvoyStock => return Proxy::Envoy,
+        Generator::TraefikStock => return Proxy::Traefik,
+        Generator::CaddyStock => return Proxy::Caddy,
+        Generator::LiteSpeedStock => return Proxy::LiteSpeed,
+        _ => {}
+    }
+    let known = [
+        ("nginx", Proxy::Nginx),
+        ("apache", Proxy::Apache),
+        ("envoy", Proxy::Envoy),
+        ("traefik", Proxy::Traefik),
+        ("caddy", Proxy::Caddy),
+        ("litespeed", Proxy::LiteSpeed),
+    ];
+    for (name, proxy) in known {
+        if server_is(response, name) {
+            return proxy;
+        }
+    }
+    Proxy::Other(response.headers.server.clone())
 }
 
 fn is_cloudflare_branded(lower: &str) -> bool {
@@ -301,6 +400,44 @@ mod tests {
         assert!(!generator(&r).is_cloudflare());
     }
 
+    /// Apache 2.4 mod_proxy's 502 page, as httpd's own error document writes it.
+    const APACHE_PROXY_502: &str = "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>502 Proxy Error</title>\n</head><body>\n<h1>Proxy Error</h1>\n<p>The proxy server received an invalid\r\nresponse from an upstream server.<br />\r\nThe proxy server could not handle the request<p>Reason: <strong>Error reading from remote server</strong></p></p>\n<hr>\n<address>Apache/2.4.57 (Debian) Server at example.com Port 443</address>\n</body></html>\n";
+    /// Envoy's local reply when it cannot connect to its upstream cluster.
+    const ENVOY_503: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: delayed connect error: 111";
+
+    #[test]
+    fn proxies_are_told_apart() {
+        let mut traefik = response(502, "", false, "Bad Gateway");
+        traefik.headers.server = None;
+        traefik.headers.content_type = Some("text/plain; charset=utf-8".into());
+        let cases = [
+            (
+                response(502, "nginx/1.22.1", false, "<center>nginx</center>"),
+                Proxy::Nginx,
+            ),
+            (
+                response(502, "Apache/2.4.57 (Debian)", false, APACHE_PROXY_502),
+                Proxy::Apache,
+            ),
+            (response(503, "envoy", false, ENVOY_503), Proxy::Envoy),
+            (traefik, Proxy::Traefik),
+            (response(502, "Caddy", false, ""), Proxy::Caddy),
+            (
+                response(502, "gunicorn", false, "oops"),
+                Proxy::Other(Some("gunicorn".into())),
+            ),
+        ];
+        for (r, expected) in cases {
+            assert_eq!(
+                proxy(&r),
+                expected,
+                "{:?} {}",
+                r.headers.server,
+                r.body_excerpt
+            );
+        }
+    }
+
     #[test]
     fn origin_and_application_pages() {
         let nginx_502 = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
@@ -312,6 +449,9 @@ mod tests {
             (response(500, "nginx", false, "<p>There has been a critical error on this website.</p>"), Generator::WordPressCriticalError),
             (response(503, "nginx", false, "Briefly unavailable for scheduled maintenance. Check back in a minute."), Generator::WordPressMaintenance),
             (response(200, "nginx", false, "<h1>hello</h1>"), Generator::Unrecognised),
+            (response(502, "Apache/2.4.57 (Debian)", false, APACHE_PROXY_502), Generator::ApacheProxyError),
+            (response(503, "envoy", false, ENVOY_503), Generator::EnvoyStock),
+            (response(502, "Caddy", false, ""), Generator::CaddyStock),
             // Through Cloudflare, the origin's own page passes unchanged.
             (response(500, "cloudflare", true, "<h1>Error establishing a database connection</h1>"), Generator::WordPressDatabaseError),
         ];

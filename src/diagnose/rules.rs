@@ -4,7 +4,7 @@
 use crate::observe::{CertProblem, ErrorKind, Observation, PathRole, Phase, Route, Status};
 
 use super::advice::{self, AdviceContext};
-use super::recognise::{self, CloudflareBox, Generator};
+use super::recognise::{self, CloudflareBox, Generator, Proxy};
 use super::{Alternative, Cause, Confidence, Diagnosis};
 
 /// Thresholds the rules use.
@@ -17,6 +17,9 @@ pub struct DiagnoseSettings {
     /// Statuses the page may answer with while healthy (e.g. 401 for a site behind a login);
     /// empty: any status below 400. Static files must always answer below 400.
     pub expect_status: Vec<u16>,
+    /// The user declared the edge to be Cloudflare: its headers count as proof even from an
+    /// address outside Cloudflare's published ranges (a Tunnel, a private edge, a stand-in).
+    pub cloudflare_edge_declared: bool,
 }
 
 impl Default for DiagnoseSettings {
@@ -25,6 +28,7 @@ impl Default for DiagnoseSettings {
             cert_warning_days: 14,
             slow_ttfb_ms: 2000.0,
             expect_status: Vec::new(),
+            cloudflare_edge_declared: false,
         }
     }
 }
@@ -39,6 +43,8 @@ struct Verdict {
     confidence: Confidence,
     summary: String,
     evidence: Vec<String>,
+    /// The proxy whose upstream failed, when it answered itself (its own next steps).
+    proxy: Option<Proxy>,
 }
 
 impl Verdict {
@@ -53,7 +59,13 @@ impl Verdict {
             confidence,
             summary: summary.into(),
             evidence,
+            proxy: None,
         }
+    }
+
+    fn answered_by(mut self, proxy: Proxy) -> Self {
+        self.proxy = Some(proxy);
+        self
     }
 }
 
@@ -100,7 +112,7 @@ pub(super) fn diagnose(
     let verdict = dns(&view)
         .or_else(|| edge_connection(&view))
         .or_else(|| edge_certificate(&view))
-        .or_else(|| cloudflare_error(&view))
+        .or_else(|| cloudflare_error(&view).map(|v| claimed_edge(&view, settings, v)))
         .or_else(|| failing_chain(&view))
         .or_else(|| healthy(&view, settings))
         .or_else(|| unexpected_answer(&view, settings))
@@ -333,6 +345,29 @@ fn cloudflare_error(view: &View<'_>) -> Option<Verdict> {
     }
 }
 
+/// Cloudflare's headers are a claim anyone can make: from an address outside Cloudflare's
+/// published ranges (and an edge the user did not declare), what they say is at most `medium`,
+/// and the evidence says why.
+fn claimed_edge(view: &View<'_>, settings: &DiagnoseSettings, mut verdict: Verdict) -> Verdict {
+    if settings.cloudflare_edge_declared {
+        return verdict;
+    }
+    let claimed = view
+        .edge_page
+        .iter()
+        .find(|o| o.response.as_ref().is_some_and(recognise::via_cloudflare));
+    let Some(o) = claimed.filter(|o| !o.cloudflare_address) else {
+        return verdict;
+    };
+    verdict.confidence = verdict.confidence.min(Confidence::Medium);
+    let address = o
+        .address
+        .map_or_else(|| "the edge".to_string(), |a| format!("edge {}", a.ip()));
+    let line = format!("{address} is not in Cloudflare's published ranges: its Cloudflare headers are a claim, not proof (if it is Cloudflare, e.g. a Tunnel, declare it: --cloudflare-edge / cloudflare_edge: true)");
+    verdict.evidence.insert(verdict.evidence.len().min(1), line);
+    verdict
+}
+
 /// Cloudflare's branded 502/504 with the host marked: the origin's nginx answered it.
 fn origin_behind_edge(
     view: &View<'_>,
@@ -466,6 +501,7 @@ fn origin_cause(
 
     let response = o.response.as_ref()?;
     let generator = recognise::generator(response);
+    let proxy = recognise::proxy(response);
     let ttfb = o.timings_ms.ttfb.unwrap_or(o.timings_ms.total);
     let fast_limit = if through_edge {
         3.0 * FAST_ANSWER_MS
@@ -507,7 +543,9 @@ fn origin_cause(
             ),
             evidence,
         ),
-        (502, _) if ttfb <= fast_limit => Verdict::new(
+        // Only nginx's own page with the static file served proves nginx is up and PHP-FPM is
+        // what it cannot reach; another proxy's 502 says its upstream fails, not which one.
+        (502, _) if ttfb <= fast_limit && proxy == Proxy::Nginx => Verdict::new(
             Cause::FpmUnreachable,
             if static_ok { Confidence::High } else { Confidence::Medium },
             format!(
@@ -516,35 +554,60 @@ fn origin_cause(
                 format_ms(ttfb)
             ),
             evidence,
-        ),
+        )
+        .answered_by(proxy),
+        (502 | 503, Generator::EnvoyStock) | (502, _) if ttfb <= fast_limit => Verdict::new(
+            Cause::FpmUnreachable,
+            Confidence::Medium,
+            format!(
+                "{} answers {} in {}{static_note}: it cannot reach its upstream, the application server behind it{}.",
+                capitalised(&proxy.name()),
+                response.status,
+                format_ms(ttfb),
+                if matches!(proxy, Proxy::Other(_)) { " (the page is not one we recognise: which proxy and which upstream is a guess)" } else { "" }
+            ),
+            evidence,
+        )
+        .answered_by(proxy),
         (502, _) => {
             let boundary = at_round_timeout(ttfb);
+            let who = capitalised(&proxy.name());
             Verdict::new(
                 Cause::FpmWorkerDied,
                 Confidence::Medium,
                 if boundary {
-                    format!("nginx answers 502 after {}, a round number: PHP-FPM's request_terminate_timeout killed the worker.", format_ms(ttfb))
+                    format!("{who} answers 502 after {}, a round number: a timeout behind it (PHP-FPM's request_terminate_timeout?) ended the request.", format_ms(ttfb))
                 } else {
-                    format!("nginx answers 502 after {} of work, not at a timeout: the PHP worker died mid-request (crash or OOM kill).", format_ms(ttfb))
+                    format!("{who} answers 502 after {} of work, not at a timeout: the worker behind it died mid-request (crash or OOM kill).", format_ms(ttfb))
                 },
                 evidence,
             )
+            .answered_by(proxy)
         }
         (504, _) => Verdict::new(
             Cause::FpmSaturated,
             Confidence::Medium,
-            format!(
-                "nginx gives up waiting for PHP-FPM after {} (504){static_note}: no worker answered within fastcgi_read_timeout.",
-                format_ms(ttfb)
-            ),
+            match proxy {
+                Proxy::Nginx => format!(
+                    "nginx gives up waiting for PHP-FPM after {} (504){static_note}: no worker answered within fastcgi_read_timeout.",
+                    format_ms(ttfb)
+                ),
+                _ => format!(
+                    "{} gives up waiting for its upstream after {} (504){static_note}: no worker answered in time.",
+                    capitalised(&proxy.name()),
+                    format_ms(ttfb)
+                ),
+            },
             evidence,
-        ),
+        )
+        .answered_by(proxy),
         (503, Generator::ApacheStock) => Verdict::new(
             Cause::FpmUnreachable,
             Confidence::Medium,
             "Apache answers 503: mod_proxy_fcgi cannot reach PHP-FPM.",
             evidence,
-        ),
+        )
+        .answered_by(Proxy::Apache),
         (500, _) => Verdict::new(
             Cause::AppError,
             Confidence::Medium,
@@ -751,7 +814,12 @@ fn finish(
         .and_then(|o| o.address)
         .map(|a| a.to_string());
     let url = view.edge_page.first().map_or("", |o| o.url.as_str());
-    let ctx = AdviceContext { host, url, origin };
+    let ctx = AdviceContext {
+        host,
+        url,
+        origin,
+        proxy: verdict.proxy.clone(),
+    };
     let origin_probed = !view.origin_page.is_empty();
     let alternatives = advice::alternatives(verdict.cause)
         .into_iter()
@@ -873,6 +941,14 @@ fn who(o: &Observation) -> String {
     match (o.route, o.address) {
         (Route::Origin, Some(a)) => format!("origin {a} {}", o.path_role.as_str()),
         _ => format!("{} {}", o.route.as_str(), o.path_role.as_str()),
+    }
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 

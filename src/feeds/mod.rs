@@ -343,13 +343,9 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).expect("a UTC time formats")
 }
 
-/// Escapes text for HTML and XML.
+/// Escapes text for HTML and XML (control characters shown as visible escapes).
 pub(crate) fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+    crate::text::xml(s)
 }
 
 /// An uptime share as a percentage with three decimals, as status pages show it.

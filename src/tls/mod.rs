@@ -38,6 +38,12 @@ pub enum TlsSetupError {
     /// The CA file holds no usable certificate.
     #[error("CA file {path} holds no PEM certificate")]
     EmptyCaFile { path: String },
+    /// The CA file is a device, a pipe or a directory.
+    #[error("CA file {path} is not a regular file (a PEM file of CA certificates is expected)")]
+    NotAFile { path: String },
+    /// The CA file is larger than any bundle of CA certificates.
+    #[error("CA file {path} is {bytes} bytes; a CA file is at most 1 MiB (all public roots take about 200 KiB)")]
+    TooLarge { path: String, bytes: u64 },
     /// A certificate in the CA file was rejected as a trust anchor.
     #[error("CA file {path}: {reason}")]
     BadCaCertificate { path: String, reason: String },
@@ -84,13 +90,40 @@ impl TrustRoots {
     }
 }
 
-/// Reads every certificate of a PEM file (`--ca-file`).
+/// Largest CA file read: a bundle of every public root is about 200 KiB.
+pub const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads every certificate of a PEM file (`--ca-file`, `ca_file:`): a regular file of at most
+/// `MAX_CA_FILE_BYTES` (a device or a pipe could be endless).
 pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    use std::io::Read as _;
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| TlsSetupError::ReadCaFile {
+    let unreadable = |source| TlsSetupError::ReadCaFile {
         path: shown.clone(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let metadata = file.metadata().map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(TlsSetupError::NotAFile { path: shown });
+    }
+    if metadata.len() > MAX_CA_FILE_BYTES {
+        return Err(TlsSetupError::TooLarge {
+            path: shown,
+            bytes: metadata.len(),
+        });
+    }
+    let mut bytes = Vec::new();
+    // Bounded again while reading: the file may grow after the check.
+    file.take(MAX_CA_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(TlsSetupError::TooLarge {
+            path: shown,
+            bytes: bytes.len() as u64,
+        });
+    }
     let certs = pem_certificates(&bytes);
     if certs.is_empty() {
         return Err(TlsSetupError::EmptyCaFile { path: shown });

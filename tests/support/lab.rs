@@ -245,6 +245,9 @@ impl EdgeLab {
         let mut args = self.lab.probe_args(path);
         let at = args.iter().position(|a| a == "--edge").unwrap() + 1;
         args[at] = self.edge.addr.to_string();
+        // The stand-in listens on loopback, outside Cloudflare's ranges: declared as the
+        // Cloudflare edge, as a user would declare a Tunnel.
+        args.push("--cloudflare-edge".into());
         args
     }
 }
