@@ -3,13 +3,16 @@
 //! anything else and no internal error can leak.
 //!
 //! Hardened for the open internet: GET and HEAD only; no request body; a 2 KiB URI; 16 KiB of
-//! headers read within 5 s; every connection closed after 30 s; at most 256 at once. Responses
-//! carry ETag and Last-Modified (and answer conditional requests with 304) and a short cache
-//! lifetime, since the status moves.
+//! headers read within 5 s; every connection closed after 30 s; at most 256 at once and 32 from
+//! one client address. When all 256 are taken, the connection idle the longest (kept alive between
+//! requests, or still sending its headers) is closed to make room, so clients that merely hold
+//! connections open cannot lock everyone else out. Responses carry ETag and Last-Modified (and
+//! answer conditional requests with 304) and a short cache lifetime, since the status moves.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -22,11 +25,14 @@ use hyper_util::service::TowerToHyperService;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use crate::feeds::FeedFile;
 
 const MAX_CONNECTIONS: usize = 256;
+/// Connections one client address may hold: a single client cannot take every slot.
+const MAX_PER_CLIENT: usize = 32;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -76,10 +82,96 @@ impl Published {
 /// Where the feed server takes its files from; the watch loop sends each new rendering.
 pub type Feeds = watch::Receiver<Arc<Published>>;
 
+/// One open connection, as the accept loop sees it.
+struct OpenConnection {
+    peer: IpAddr,
+    opened: Instant,
+    /// Requests being answered right now (0: idle between requests, or still reading headers).
+    busy: Arc<AtomicUsize>,
+    /// Told to close as soon as it is idle.
+    close: Arc<Notify>,
+    /// Already told to close: no longer counts against the limit.
+    closing: bool,
+}
+
+/// The open connections, shared by the accept loop and the connection tasks.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<(u64, HashMap<u64, OpenConnection>)>,
+}
+
+/// What the accept loop does with a new connection.
+enum Admission {
+    Admit(u64, Arc<AtomicUsize>, Arc<Notify>),
+    /// Too many from this address, or every slot busy answering.
+    Refuse,
+}
+
+impl Connections {
+    fn admit(&self, peer: IpAddr) -> Admission {
+        let mut guard = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (next, open) = &mut *guard;
+        let live = || open.values().filter(|c| !c.closing);
+        if live().filter(|c| c.peer == peer).count() >= MAX_PER_CLIENT {
+            return Admission::Refuse;
+        }
+        if live().count() >= MAX_CONNECTIONS {
+            // Room is made by closing the connection idle since the longest: a client waiting
+            // for an answer is never cut for one that only holds a connection.
+            let idlest = open
+                .iter_mut()
+                .filter(|(_, c)| !c.closing && c.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|(_, c)| c.opened);
+            match idlest {
+                Some((_, c)) => {
+                    c.closing = true;
+                    c.close.notify_one();
+                }
+                None => return Admission::Refuse,
+            }
+        }
+        *next += 1;
+        let busy = Arc::new(AtomicUsize::new(0));
+        let close = Arc::new(Notify::new());
+        open.insert(
+            *next,
+            OpenConnection {
+                peer,
+                opened: Instant::now(),
+                busy: busy.clone(),
+                close: close.clone(),
+                closing: false,
+            },
+        );
+        Admission::Admit(*next, busy, close)
+    }
+
+    fn closed(&self, id: u64) {
+        let mut guard = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        guard.1.remove(&id);
+    }
+}
+
+/// Counts a request as being answered while its handler runs.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Serves the feeds on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, feeds: Feeds) {
     let router = Router::new().fallback(respond).with_state(feeds);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Connections::default());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -90,23 +182,54 @@ pub async fn serve(listener: TcpListener, feeds: Feeds) {
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "feed server: too many connections, closed");
-            continue;
+        let (id, busy, close) = match connections.admit(peer.ip()) {
+            Admission::Admit(id, busy, close) => (id, busy, close),
+            Admission::Refuse => {
+                tracing::debug!(%peer, "feed server: too many connections, closed");
+                continue;
+            }
         };
-        let service = TowerToHyperService::new(router.clone());
+        let inner = TowerToHyperService::new(router.clone());
+        let service = hyper::service::service_fn(move |request| {
+            let busy = Busy::new(&busy);
+            let answer = hyper::service::Service::call(&inner, request);
+            async move {
+                let response = answer.await;
+                drop(busy);
+                response
+            }
+        });
+        let connections = connections.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "feed server: connection ended"),
-                Err(_) => tracing::debug!(%peer, "feed server: connection lifetime reached"),
-                Ok(Ok(())) => {}
+            tokio::pin!(connection);
+            let lifetime = tokio::time::sleep(CONNECTION_LIFETIME);
+            tokio::pin!(lifetime);
+            let mut told = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "feed server: connection ended");
+                        }
+                        break;
+                    }
+                    _ = close.notified(), if !told => {
+                        // Closes at once when idle, after the answer in progress otherwise.
+                        told = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    _ = &mut lifetime => {
+                        tracing::debug!(%peer, "feed server: connection lifetime reached");
+                        break;
+                    }
+                }
             }
+            connections.closed(id);
         });
     }
 }

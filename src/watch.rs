@@ -33,7 +33,7 @@ use crate::store::Store;
 /// How often the outbox is read for retries, and old results considered for pruning.
 const HOUSEKEEPING: Duration = Duration::from_secs(30);
 /// How long a stopping watch waits for delivery's last pass before leaving the rest queued.
-const STOP_DELIVERY_GRACE: Duration = Duration::from_secs(10);
+const STOP_DELIVERY_GRACE: Duration = Duration::from_secs(5);
 /// How long the control checks' verdict is reused while every site stays silent.
 const CONTROL_VERDICT_TTL: Duration = Duration::from_secs(30);
 /// How often raw results past their retention are deleted.

@@ -12,7 +12,7 @@ use probe::mail::{flush_outbox, render};
 use probe::store::{RunRecord, SqliteStore, Store};
 use probe::ProbeReport;
 use support::pki::TempPki;
-use support::smtp::{SmtpServer, PASSWORD, USER};
+use support::smtp::{SmtpOptions, SmtpServer, PASSWORD, USER};
 use time::OffsetDateTime;
 
 fn report(name: &str) -> ProbeReport {
@@ -197,4 +197,169 @@ async fn a_wrong_password_keeps_the_mail_queued() {
         1,
         "still queued"
     );
+}
+
+/// Queues the "opened" alert of the lab's stale-socket incident for `recipients`.
+fn queue_for(store: &mut SqliteStore, now: OffsetDateTime, recipients: &[&str]) {
+    let report = report("edge_stale_fastcgi_socket");
+    let notification = Notification::Opened {
+        incident: 1,
+        diagnosis: report.diagnosis.clone(),
+    };
+    let to: Vec<String> = recipients.iter().map(|r| r.to_string()).collect();
+    let messages = render("example.com", &report.target, &notification, &to);
+    store
+        .record_run(&RunRecord {
+            site: "example.com",
+            at: now,
+            report: &report,
+            state: &probe::alert::AlertState::default(),
+            messages: &messages,
+        })
+        .unwrap();
+}
+
+fn header_value<'a>(mail: &'a str, name: &str) -> &'a str {
+    mail.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_default()
+}
+
+/// `security: plain` with a login: the password is never sent unless the config says
+/// `allow_plaintext_auth: true` (lettre itself would send AUTH PLAIN in the clear).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_never_crosses_an_unencrypted_connection_unless_allowed() {
+    let pki = TempPki::new();
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_PLAIN", PASSWORD);
+    let options = SmtpOptions {
+        plain: true,
+        ..SmtpOptions::default()
+    };
+    let server = SmtpServer::start_with(pki.dir(), &pki.pki, None, &options);
+    let mut settings = smtp(server.port, &pki.ca, "PROBE_TEST_SMTP_PASSWORD_PLAIN");
+    settings.security = SmtpSecurity::Plain;
+    settings.ca_file = None;
+    let mut store = SqliteStore::open(&pki.dir().join("probe.sqlite")).unwrap();
+    let now = OffsetDateTime::now_utc();
+    queue_for(&mut store, now, &["ops@example.com"]);
+
+    let summary = flush_outbox(&mut store, &settings, now).await.unwrap();
+    assert_eq!(
+        (summary.sent, summary.failed),
+        (0, 1),
+        "refused, kept queued"
+    );
+    assert!(
+        server.auth_attempts().is_empty(),
+        "no AUTH was sent: {:?}",
+        server.auth_attempts()
+    );
+    assert!(server.messages().is_empty());
+
+    // Allowed explicitly: it logs in (in the clear, as asked) and delivers.
+    settings.allow_plaintext_auth = true;
+    let later = now + Duration::from_secs(61);
+    let summary = flush_outbox(&mut store, &settings, later).await.unwrap();
+    assert_eq!(summary.sent, 1);
+    assert_eq!(
+        server.auth_attempts(),
+        [("plain".to_string(), USER.to_string(), PASSWORD.to_string())]
+    );
+}
+
+/// One recipient refused with 550 does not hold back the others: they get the mail (the same
+/// Message-ID each), the refused one is given up with the server's reply and never retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_recipient_is_given_up_and_the_others_still_get_the_mail() {
+    let pki = TempPki::new();
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_RCPT", PASSWORD);
+    let options = SmtpOptions {
+        reject: vec!["bad@example.com".into()],
+        ..SmtpOptions::default()
+    };
+    let server = SmtpServer::start_with(pki.dir(), &pki.pki, None, &options);
+    let settings = smtp(server.port, &pki.ca, "PROBE_TEST_SMTP_PASSWORD_RCPT");
+    let path = pki.dir().join("probe.sqlite");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let now = OffsetDateTime::now_utc();
+    queue_for(
+        &mut store,
+        now,
+        &["good@example.com", "bad@example.com", "also@example.com"],
+    );
+
+    let summary = flush_outbox(&mut store, &settings, now).await.unwrap();
+    assert_eq!(
+        (
+            summary.sent,
+            summary.given_up,
+            summary.failed,
+            summary.deferred
+        ),
+        (2, 1, 0, 0)
+    );
+    let good = server.messages_for("good@example.com");
+    let also = server.messages_for("also@example.com");
+    assert_eq!((good.len(), also.len()), (1, 1));
+    assert!(server.messages_for("bad@example.com").is_empty());
+    assert_eq!(
+        header_value(&good[0], "Message-ID"),
+        header_value(&also[0], "Message-ID"),
+        "one notification, one Message-ID"
+    );
+
+    // Never retried, however long we wait; the reason is kept.
+    let far = now + Duration::from_secs(30 * 86_400);
+    assert!(store.due_messages(far).unwrap().is_empty());
+    assert_eq!(
+        flush_outbox(&mut store, &settings, far).await.unwrap().sent,
+        0
+    );
+    let reason: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT last_error FROM outbox WHERE key LIKE '%#mail-bad@example.com'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(reason.contains("550"), "{reason}");
+    assert_eq!(server.messages().len(), 2, "nothing sent twice");
+}
+
+/// A 554 at the end of DATA is permanent: given up once with the reply, not "will retry".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_rejection_of_the_message_is_never_retried() {
+    let pki = TempPki::new();
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_554", PASSWORD);
+    let options = SmtpOptions {
+        reject_data: true,
+        ..SmtpOptions::default()
+    };
+    let server = SmtpServer::start_with(pki.dir(), &pki.pki, None, &options);
+    let settings = smtp(server.port, &pki.ca, "PROBE_TEST_SMTP_PASSWORD_554");
+    let path = pki.dir().join("probe.sqlite");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let now = OffsetDateTime::now_utc();
+    queue_for(&mut store, now, &["ops@example.com"]);
+
+    let summary = flush_outbox(&mut store, &settings, now).await.unwrap();
+    assert_eq!((summary.sent, summary.given_up, summary.failed), (0, 1, 0));
+    for hours in [1u64, 24, 24 * 30] {
+        let later = now + Duration::from_secs(hours * 3600);
+        let again = flush_outbox(&mut store, &settings, later).await.unwrap();
+        assert_eq!(
+            again,
+            probe::delivery::FlushSummary::default(),
+            "{hours} h later"
+        );
+    }
+    let (reason, attempts): (String, i64) = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT last_error, attempts FROM outbox", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(reason.contains("554"), "{reason}");
+    assert_eq!(attempts, 1, "tried once");
 }

@@ -24,10 +24,35 @@ impl Drop for SmtpServer {
     }
 }
 
+/// How the test server misbehaves, besides requiring STARTTLS and AUTH.
+#[derive(Debug, Default, Clone)]
+pub struct SmtpOptions {
+    /// No TLS at all; AUTH accepted in the clear.
+    pub plain: bool,
+    /// Recipients answered 550 at RCPT TO.
+    pub reject: Vec<String>,
+    /// Every message answered 554 at the end of DATA.
+    pub reject_data: bool,
+    /// Seconds waited before every reply.
+    pub tarpit_secs: Option<f64>,
+    /// On DATA, SQLite's write lock on this store is taken and held this long after the 250.
+    pub lock_store: Option<(PathBuf, f64)>,
+}
+
 impl SmtpServer {
     /// Starts the server on `port` (a free one when `None`) with a certificate for 127.0.0.1 from
     /// `pki`, saving messages under `dir/inbox`.
     pub fn start(dir: &Path, pki: &Pki, port: Option<u16>) -> SmtpServer {
+        Self::start_with(dir, pki, port, &SmtpOptions::default())
+    }
+
+    /// `start`, misbehaving as `options` say.
+    pub fn start_with(
+        dir: &Path,
+        pki: &Pki,
+        port: Option<u16>,
+        options: &SmtpOptions,
+    ) -> SmtpServer {
         let python =
             super::require_program("python3 (Debian's, with aiosmtpd)", "/usr/bin/python3");
         let inbox = dir.join("inbox");
@@ -35,13 +60,30 @@ impl SmtpServer {
         let leaf = pki.leaf(&["127.0.0.1"], -1, 90, false);
         let port = port.unwrap_or_else(free_tcp_port);
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
-        let mut child = Command::new(python)
+        let mut command = Command::new(python);
+        command
             .arg(script)
             .arg(&inbox)
             .arg(port.to_string())
             .arg(&leaf.cert_path)
             .arg(&leaf.key_path)
-            .args([USER, PASSWORD])
+            .args([USER, PASSWORD]);
+        if options.plain {
+            command.arg("--plain");
+        }
+        for address in &options.reject {
+            command.args(["--reject", address]);
+        }
+        if options.reject_data {
+            command.arg("--reject-data");
+        }
+        if let Some(secs) = options.tarpit_secs {
+            command.args(["--tarpit", &secs.to_string()]);
+        }
+        if let Some((path, secs)) = &options.lock_store {
+            command.arg("--lock-store").arg(path).arg(secs.to_string());
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -53,6 +95,30 @@ impl SmtpServer {
             .unwrap();
         assert_eq!(line.trim(), "ready", "the SMTP server did not start");
         SmtpServer { child, port, inbox }
+    }
+
+    /// Every AUTH attempt the server saw: ("encrypted" or "plain", login, password).
+    pub fn auth_attempts(&self) -> Vec<(String, String, String)> {
+        std::fs::read_to_string(self.inbox.join("auth.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.splitn(3, ' ');
+                Some((
+                    parts.next()?.to_string(),
+                    parts.next()?.to_string(),
+                    parts.next()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The messages received so far for `recipient`.
+    pub fn messages_for(&self, recipient: &str) -> Vec<String> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.lines().any(|l| l == format!("To: {recipient}")))
+            .collect()
     }
 
     /// The messages received so far, oldest first.
