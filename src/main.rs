@@ -27,7 +27,8 @@ fn main() -> ExitCode {
         Invocation::Run(run) => (run.log.format, "warn"),
         _ => (LogFormat::Text, "warn"),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PROBE_LOG")
+    let asked = std::env::var("PROBE_LOG").unwrap_or_default();
+    let filter = tracing_subscriber::EnvFilter::try_new(log_directives(&asked, default_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -76,6 +77,21 @@ fn main() -> ExitCode {
             ExitCode::from(Status::Unknown.exit_code())
         }
     }
+}
+
+/// The log filter: a bare level in `PROBE_LOG` (`debug`) is ours, and other crates stay at
+/// `warn` unless named (`PROBE_LOG=debug,h2=trace`): their debug lines (HTTP/2 frames with
+/// their headers, paths and queries) would drown ours and could carry a URL's secrets.
+fn log_directives(asked: &str, default_level: &str) -> String {
+    let mut directives = vec!["warn".to_string(), format!("probe={default_level}")];
+    for directive in asked.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if directive.contains('=') || directive.contains('[') {
+            directives.push(directive.to_string());
+        } else {
+            directives.push(format!("probe={directive}"));
+        }
+    }
+    directives.join(",")
 }
 
 /// Runs the library's async entry points on a multi-threaded runtime.

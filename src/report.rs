@@ -12,7 +12,7 @@ use crate::text::printable;
 
 /// The report as one JSON object (schema 1), pretty-printed, with a trailing newline.
 pub fn render_json(report: &ProbeReport) -> String {
-    let mut text = serde_json::to_string_pretty(report).expect("a report always serialises");
+    let mut text = crate::text::json_pretty(report);
     text.push('\n');
     text
 }

@@ -63,6 +63,91 @@ pub fn xml(text: &str) -> String {
     out
 }
 
+/// `value` as compact JSON whose strings escape every unsafe character (`\u202e`, `\u0085`):
+/// the same data, but nothing in the text itself acts on a terminal or a viewer. JSON alone
+/// escapes only C0 controls.
+pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    encode(value, serde_json::ser::CompactFormatter)
+}
+
+/// `json`, pretty-printed.
+pub fn json_pretty<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    encode(value, serde_json::ser::PrettyFormatter::new())
+}
+
+fn encode<T, F>(value: &T, formatter: F) -> String
+where
+    T: serde::Serialize + ?Sized,
+    F: serde_json::ser::Formatter,
+{
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, SafeStrings(formatter));
+    value
+        .serialize(&mut serializer)
+        .expect("our values serialise to JSON");
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// A JSON formatter that writes unsafe characters in strings as `\uXXXX` escapes (all of them
+/// are in the Basic Multilingual Plane) and leaves layout to the one it wraps.
+struct SafeStrings<F>(F);
+
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeStrings<F> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (at, c) in fragment.char_indices() {
+            if is_unsafe(c) {
+                writer.write_all(fragment[start..at].as_bytes())?;
+                write!(writer, "\\u{:04x}", c as u32)?;
+                start = at + c.len_utf8();
+            }
+        }
+        writer.write_all(fragment[start..].as_bytes())
+    }
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn end_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_key(w)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
 /// Words in a query parameter's name that say its value is a secret (`?token=`, `api_key=`,
 /// `X-Amz-Signature=`, `password=`).
 const SECRET_NAMES: [&str; 10] = [
@@ -140,6 +225,16 @@ mod tests {
         );
         assert!(!shown.chars().any(is_unsafe));
         assert!(matches!(printable("plain café — ok"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn json_strings_escape_what_json_alone_leaves_raw() {
+        let value = serde_json::json!({"name": "a\u{202e}b\u{85}c\x1bd", "n": [1, 2]});
+        let text = json(&value);
+        assert_eq!(text, r#"{"name":"a\u202eb\u0085c\u001bd","n":[1,2]}"#);
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, value, "the same data");
+        assert!(json_pretty(&value).contains("\n  \"n\": ["));
     }
 
     #[test]

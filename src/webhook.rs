@@ -87,7 +87,7 @@ pub fn render(
     let Some(payload) = payload(site, url, notification, at) else {
         return Vec::new();
     };
-    let body = serde_json::to_string(&payload).expect("JSON values serialise");
+    let body = crate::text::json(&payload);
     let key = notification.key(site);
     hooks
         .iter()

@@ -41,6 +41,31 @@ fn unusable_arguments_exit_3_with_one_line_naming_them() {
             &["example.com", "--timeout", "forever"],
             "probe: UNKNOWN: --timeout \"forever\"",
         ),
+        // Port 0 is never dialled (it used to be, and reported DOWN).
+        (
+            &["example.com", "--origin", "127.0.0.1:0"],
+            "probe: UNKNOWN: --origin \"127.0.0.1:0\": port 0 is not a port a server can listen on",
+        ),
+        (
+            &["https://example.com:0/"],
+            "probe: UNKNOWN: target \"https://example.com:0/\": port 0 is not a port",
+        ),
+        // A control character in a path is an argument error (it used to make the site degraded).
+        (
+            &["example.com", "--static-path", "/style\u{7}.css"],
+            "probe: UNKNOWN: --static-path \"/style\\u{7}.css\": holds a space or a control character",
+        ),
+        // Credentials in a URL are refused, and never repeated.
+        (
+            &["https://admin:hunter2@example.com/?token=abc"],
+            "probe: UNKNOWN: target \"https://example.com/?token=***\": carries a user name or password",
+        ),
+        // Not a file, or far too large for one: refused before reading (it used to read
+        // /dev/zero until memory ran out).
+        (
+            &["example.com", "--ca-file", "/dev/zero"],
+            "probe: UNKNOWN: --ca-file: CA file /dev/zero is not a regular file",
+        ),
     ];
     for (args, expected) in cases {
         let output = probe(args);
@@ -48,7 +73,22 @@ fn unusable_arguments_exit_3_with_one_line_naming_them() {
         assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
         let line = stderr_line(&output);
         assert!(line.starts_with(expected), "{args:?}: {line}");
+        assert!(!line.contains("hunter2"), "{line}");
     }
+}
+
+#[test]
+fn a_ca_file_larger_than_any_bundle_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.pem");
+    std::fs::write(&path, vec![b'A'; 2 << 20]).unwrap();
+    let output = probe(&["example.com", "--ca-file", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(3));
+    let line = stderr_line(&output);
+    assert!(
+        line.contains("is 2097152 bytes; a CA file is at most 1 MiB"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -17,6 +17,10 @@ const WP_DB: &str = "<!DOCTYPE html><html><head><title>Database Error</title></h
 const WP_MAINTENANCE: &str = "<!DOCTYPE html><html><head><title>Maintenance</title></head><body><h1>Briefly unavailable for scheduled maintenance. Check back in a minute.</h1></body></html>";
 const WP_CRITICAL: &str =
     "<html><body><p>There has been a critical error on this website.</p></body></html>";
+/// Envoy's local reply when it cannot connect to its upstream cluster (text/plain).
+const ENVOY_UPSTREAM: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: delayed connect error: 111";
+/// Apache 2.4 mod_proxy's 502 page.
+const APACHE_PROXY_502: &str = "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>502 Proxy Error</title>\n</head><body>\n<h1>Proxy Error</h1>\n<p>The proxy server received an invalid\r\nresponse from an upstream server.<br />\r\nThe proxy server could not handle the request<p>Reason: <strong>Error reading from remote server</strong></p></p>\n<hr>\n<address>Apache/2.4.57 (Debian) Server at example.com Port 443</address>\n</body></html>\n";
 const CF_PLAIN_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n";
 
 /// Cloudflare's branded error page for `code`, with `source` ("browser", "cloudflare", "host")
@@ -119,6 +123,14 @@ fn answered(
         body_complete: true,
         body_read_limit_hit: false,
     });
+    o
+}
+
+/// `o` with its `Server` header set to `server` (or none) and its content type.
+fn with_server(mut o: Observation, server: Option<&str>, content_type: &str) -> Observation {
+    let r = o.response.as_mut().unwrap();
+    r.headers.server = server.map(str::to_string);
+    r.headers.content_type = Some(content_type.into());
     o
 }
 
@@ -348,6 +360,56 @@ fn cases() -> Vec<Case> {
             evidence: "edge page 502 in 0.5 ms, server nginx/1.22.1, stock nginx page",
         },
         Case {
+            name: "no CDN: Envoy's upstream connect error in 1 ms: named, medium",
+            observations: vec![
+                with_server(answered(Edge, Page, 503, 1.0, "envoy", ENVOY_UPSTREAM), Some("envoy"), "text/plain"),
+                static_ok(Edge),
+            ],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::FpmUnreachable, confidence: Confidence::Medium,
+            evidence: "Envoy's upstream error text",
+        },
+        Case {
+            name: "no CDN: Traefik's bare Bad Gateway in 0.7 ms: named, medium",
+            observations: vec![
+                with_server(answered(Edge, Page, 502, 0.7, "", "Bad Gateway"), None, "text/plain; charset=utf-8"),
+                static_ok(Edge),
+            ],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::FpmUnreachable, confidence: Confidence::Medium,
+            evidence: "Traefik's plain error text",
+        },
+        Case {
+            name: "no CDN: Caddy's empty 502 in 0.9 ms: named, medium",
+            observations: vec![
+                answered(Edge, Page, 502, 0.9, "Caddy", ""),
+                static_ok(Edge),
+            ],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::FpmUnreachable, confidence: Confidence::Medium,
+            evidence: "Caddy's empty error answer",
+        },
+        Case {
+            name: "no CDN: Apache mod_proxy's 502 in 2 ms: named, medium",
+            observations: vec![
+                answered(Edge, Page, 502, 2.0, "Apache/2.4.57 (Debian)", APACHE_PROXY_502),
+                static_ok(Edge),
+            ],
+            status: Status::Down, hop: Hop::OriginFpm, cause: Cause::FpmUnreachable, confidence: Confidence::Medium,
+            evidence: "Apache mod_proxy error page",
+        },
+        Case {
+            name: "an edge outside Cloudflare's ranges claiming a 521 while the origin answers: medium",
+            observations: vec![
+                {
+                    let mut o = cf_error(521, "host");
+                    o.address = Some("198.51.100.66:443".parse().unwrap());
+                    o.cloudflare_address = false;
+                    o
+                },
+                origin_ok(),
+            ],
+            status: Status::Down, hop: Hop::EdgeOrigin, cause: Cause::OriginBlocksEdge, confidence: Confidence::Medium,
+            evidence: "edge page 521",
+        },
+        Case {
             name: "origin nginx 504 at the read timeout",
             observations: vec![
                 cf_error(504, "host"),
@@ -417,6 +479,125 @@ fn cases() -> Vec<Case> {
             evidence: "then body reset",
         },
     ]
+}
+
+/// A 502 from a proxy that is not nginx names that proxy, not nginx, and gives its own next
+/// steps; `high` stays for nginx's own page with the static file served.
+#[test]
+fn other_proxies_are_named_with_their_own_next_steps() {
+    let settings = DiagnoseSettings::default();
+    let cases: [(Observation, &str, &str); 4] = [
+        (
+            with_server(
+                answered(Edge, Page, 503, 1.0, "envoy", ENVOY_UPSTREAM),
+                Some("envoy"),
+                "text/plain",
+            ),
+            "Envoy answers 503",
+            "localhost:9901/clusters",
+        ),
+        (
+            with_server(
+                answered(Edge, Page, 502, 0.7, "", "Bad Gateway"),
+                None,
+                "text/plain",
+            ),
+            "Traefik answers 502",
+            "traefik.http.services",
+        ),
+        (
+            answered(Edge, Page, 502, 0.9, "Caddy", ""),
+            "Caddy answers 502",
+            "/etc/caddy/Caddyfile",
+        ),
+        (
+            answered(
+                Edge,
+                Page,
+                502,
+                2.0,
+                "Apache/2.4.57 (Debian)",
+                APACHE_PROXY_502,
+            ),
+            "Apache answers 502",
+            "/var/log/apache2/error.log",
+        ),
+    ];
+    for (observation, summary, step) in cases {
+        let d = diagnose(HOST, &[observation, static_ok(Edge)], &settings);
+        assert!(d.summary.starts_with(summary), "{}", d.summary);
+        assert!(!d.summary.contains("nginx"), "{}", d.summary);
+        assert!(
+            d.next_steps.iter().any(|s| s.contains(step)),
+            "{summary}: {:#?}",
+            d.next_steps
+        );
+        assert!(
+            !d.next_steps
+                .iter()
+                .any(|s| s.contains("fastcgi_pass /etc/nginx")),
+            "{summary}: nginx's steps for another proxy: {:#?}",
+            d.next_steps
+        );
+    }
+}
+
+/// Cloudflare's headers from an address outside its ranges are a claim: the evidence says so.
+#[test]
+fn a_claimed_cloudflare_edge_is_said_to_be_a_claim() {
+    let mut edge = cf_error(521, "host");
+    edge.address = Some("198.51.100.66:443".parse().unwrap());
+    edge.cloudflare_address = false;
+    let d = diagnose(
+        HOST,
+        &[edge.clone(), origin_ok()],
+        &DiagnoseSettings::default(),
+    );
+    assert!(
+        d.evidence.iter().any(|e| e.contains(
+            "edge 198.51.100.66 is not in Cloudflare's published ranges: its Cloudflare headers are a claim, not proof"
+        )),
+        "{:#?}",
+        d.evidence
+    );
+    // Declared by the user (a Tunnel, a private edge): proof again.
+    let declared = DiagnoseSettings {
+        cloudflare_edge_declared: true,
+        ..DiagnoseSettings::default()
+    };
+    let d = diagnose(HOST, &[edge, origin_ok()], &declared);
+    assert_eq!(
+        (d.cause, d.confidence),
+        (Cause::OriginBlocksEdge, Confidence::High)
+    );
+}
+
+/// Next steps name the site's own scheme and port, not `https://HOST/` on 443.
+#[test]
+fn next_steps_use_the_real_url() {
+    let mut edge = failed(Edge, Page, Phase::Connect, ErrorKind::Refused, 1.0);
+    edge.url = "https://example.com:8443/shop".into();
+    let d = diagnose(HOST, &[edge], &DiagnoseSettings::default());
+    assert_eq!(d.cause, Cause::EdgeUnreachable);
+    assert!(
+        d.next_steps
+            .iter()
+            .any(|s| s.starts_with("curl -sv 'https://example.com:8443/shop'")),
+        "{:#?}",
+        d.next_steps
+    );
+    let mut edge = answered(Edge, Page, 200, 10.0, "nginx", "ok");
+    edge.url = "https://example.com:8443/".into();
+    edge.tls = Some(tls(90, Some(CertProblem::Expired)));
+    let d = diagnose(HOST, &[edge], &DiagnoseSettings::default());
+    assert_eq!(d.cause, Cause::EdgeCertInvalid);
+    assert!(
+        d.next_steps
+            .iter()
+            .any(|s| s.contains("-connect example.com:8443 ")),
+        "{:#?}",
+        d.next_steps
+    );
 }
 
 #[test]

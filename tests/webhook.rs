@@ -5,79 +5,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
 use probe::config;
 use probe::schedule::run_once;
 use probe::store::SqliteStore;
 use serde_json::Value;
 use support::lab::{Lab, OriginSettings};
+use support::webhook::Receiver;
 use time::OffsetDateTime;
 
 const SECRET: &str = "shared webhook secret";
-
-struct Receiver {
-    child: Child,
-    port: u16,
-    inbox: PathBuf,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Receiver {
-    fn start(dir: &Path) -> Receiver {
-        let python = support::require_program("python3", "/usr/bin/python3");
-        let inbox = dir.join("hooks");
-        std::fs::create_dir_all(&inbox).unwrap();
-        let port = support::free_tcp_port();
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/webhook_receiver.py"
-        );
-        let mut child = Command::new(python)
-            .arg(script)
-            .arg(&inbox)
-            .arg(port.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-        Receiver { child, port, inbox }
-    }
-
-    fn answer(&self, status: Option<u16>) {
-        let flag = self.inbox.join("answer");
-        match status {
-            Some(s) => std::fs::write(flag, s.to_string()).unwrap(),
-            None => std::fs::remove_file(flag).unwrap(),
-        }
-    }
-
-    fn received(&self) -> Vec<Value> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.inbox)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
-            .collect()
-    }
-}
 
 fn minute(n: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_900_000_000 + n * 60).unwrap()
@@ -192,4 +128,56 @@ webhooks:
     );
     let resolved: Value = serde_json::from_str(got[2]["body"].as_str().unwrap()).unwrap();
     assert_eq!(resolved["duration_seconds"], 180);
+}
+
+/// A delivery its receiver refuses for good (400) is given up on its own: the other deliveries
+/// to the same URL go out in the same pass instead of waiting behind it, and it is never retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_refused_for_good_does_not_hold_back_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    std::fs::write(
+        receiver.inbox.join("refuse-containing"),
+        "\"site\":\"poison\"",
+    )
+    .unwrap();
+    let mut text = String::from("defaults:\n  timeout: 1s\nsites:\n");
+    for name in ["poison", "fine", "also-fine"] {
+        text.push_str(&format!(
+            "  - name: {name}\n    url: https://probe.test/\n    edge: \"{}\"\n",
+            support::servers::refused_port()
+        ));
+    }
+    text.push_str(&format!(
+        "alerts:\n  confirm_retries: 0\n  confirm_runs: 1\nstore:\n  path: probe.sqlite\nwebhooks:\n  - url: http://127.0.0.1:{}/hook\n",
+        receiver.port
+    ));
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
+    let mut store = SqliteStore::open(&config.store_path).unwrap();
+
+    let pass = run_once(&config, &mut store, minute(0)).await.unwrap();
+    assert_eq!(
+        (pass.mails_sent, pass.mails_waiting, pass.mails_given_up),
+        (2, 0, 1),
+        "the two others delivered in the same pass, the refused one given up"
+    );
+    let sites: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|d| {
+            let body: Value = serde_json::from_str(d["body"].as_str().unwrap()).unwrap();
+            body["site"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(sites, ["fine", "also-fine"]);
+    for m in 1..4 {
+        let pass = run_once(&config, &mut store, minute(m * 60)).await.unwrap();
+        assert_eq!(
+            (pass.mails_sent, pass.mails_waiting, pass.mails_given_up),
+            (0, 0, 0),
+            "hour {m}: never retried"
+        );
+    }
 }

@@ -36,9 +36,11 @@ impl Family {
     }
 }
 
-/// Escapes a label value as the text format requires: backslash, double quote, newline.
+/// Escapes a label value as the text format requires (backslash, double quote, newline), after
+/// showing any other control character as a visible escape.
 fn label_value(v: &str) -> String {
-    v.replace('\\', "\\\\")
+    crate::text::printable(v)
+        .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }

@@ -72,7 +72,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
                 .zip(site.uptime)
                 .map(|((label, _), share)| (label.to_string(), json!(share)))
                 .collect();
-            json!({
+            let component = json!({
                 "id": short_id(&format!("site:{}", site.name)),
                 "name": site.name,
                 "status": component_status(site),
@@ -91,8 +91,8 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
                     "diagnosis": diagnosis,
                     "uptime": uptime,
                 },
-            })
-            .to_string()
+            });
+            crate::text::json(&component)
         })
         .collect();
     // summary.json lists the unresolved incidents only.
@@ -209,10 +209,11 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
     let status = json!({ "indicator": indicator, "description": description });
     // Compact, and assembled from its pieces: indentation alone would be megabytes.
     format!(
-        "{{\"page\":{page},\"status\":{status},\"components\":[{}],\"incidents\":{},\"scheduled_maintenances\":{}}}\n",
+        "{{\"page\":{},\"status\":{status},\"components\":[{}],\"incidents\":{},\"scheduled_maintenances\":{}}}\n",
+        crate::text::json(&page),
         components.join(","),
-        Value::Array(incidents),
-        Value::Array(maintenances)
+        crate::text::json(&incidents),
+        crate::text::json(&maintenances)
     )
 }
 

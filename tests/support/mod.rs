@@ -11,6 +11,7 @@ pub mod php_fpm;
 pub mod pki;
 pub mod servers;
 pub mod smtp;
+pub mod webhook;
 
 use std::net::TcpStream;
 use std::path::PathBuf;

@@ -63,11 +63,25 @@ impl Pki {
     /// A leaf for `names`, valid from `now + from_days` to `now + to_days`, signed by the CA
     /// (or by itself when `self_signed`).
     pub fn leaf(&self, names: &[&str], from_days: i64, to_days: i64, self_signed: bool) -> Leaf {
+        self.leaf_named(names, names[0], from_days, to_days, self_signed)
+    }
+
+    /// `leaf`, with `common_name` as the subject's CN (anything, control characters included:
+    /// what a hostile server may present).
+    pub fn leaf_named(
+        &self,
+        names: &[&str],
+        common_name: &str,
+        from_days: i64,
+        to_days: i64,
+        self_signed: bool,
+    ) -> Leaf {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names[0].clone());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            rcgen::DnValue::Utf8String(common_name.to_string()),
+        );
         let now = OffsetDateTime::now_utc();
         params.not_before = now + Duration::days(from_days);
         // An hour more than asked, so "5 days" still reads 5 whole days when the probe runs.

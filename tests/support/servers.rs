@@ -38,6 +38,11 @@ pub enum Behaviour {
     /// HTTP/2 only: on the first request, starts a graceful shutdown (GOAWAY, NO_ERROR) and then
     /// answers that request in full, as nginx does with `keepalive_timeout 0`.
     GoAwayThenAnswer,
+    /// Answers `status` with a fixed body, and records every request's path and query.
+    Record {
+        status: u16,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    },
 }
 
 impl Behaviour {
@@ -139,6 +144,27 @@ where
                         .body(Full::new(Bytes::from_static(body.as_bytes())))
                         .unwrap(),
                 )
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+        Behaviour::Record { status, seen } => {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let seen = seen.clone();
+                async move {
+                    let uri = req.uri();
+                    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+                    seen.lock().unwrap().push(path.to_string());
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .header("server", "test-server")
+                            .header("content-type", "text/plain")
+                            .body(Full::new(Bytes::from_static(b"recorded")))
+                            .unwrap(),
+                    )
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
