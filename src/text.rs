@@ -101,12 +101,12 @@ impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeStrings<F
         let mut start = 0;
         for (at, c) in fragment.char_indices() {
             if is_unsafe(c) {
-                writer.write_all(fragment[start..at].as_bytes())?;
+                writer.write_all(&fragment.as_bytes()[start..at])?;
                 write!(writer, "\\u{:04x}", c as u32)?;
                 start = at + c.len_utf8();
             }
         }
-        writer.write_all(fragment[start..].as_bytes())
+        writer.write_all(&fragment.as_bytes()[start..])
     }
     fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.0.begin_array(w)
