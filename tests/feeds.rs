@@ -289,13 +289,9 @@ async fn feeds_of_a_real_history_pass_real_consumers() {
         assert!(written == *body, "{path}: served and written differ");
         assert_eq!(*content_type, file(&files, name).content_type, "{path}");
     }
-    let mut written: Vec<String> = walk(dir.path())
+    let mut written: Vec<String> = support::walk(dir.path())
         .iter()
-        .map(|p| {
-            p.strip_prefix(&format!("{}/", dir.path().display()))
-                .unwrap()
-                .to_string()
-        })
+        .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
         .collect();
     written.sort();
     assert_eq!(
@@ -487,19 +483,6 @@ fn run_bounded(mut command: Command, limit: Duration) -> std::process::Output {
             panic!("{command:?} did not finish within {limit:?}");
         }
     }
-}
-
-fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path.display().to_string());
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

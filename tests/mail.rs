@@ -82,9 +82,10 @@ async fn an_alert_is_delivered_once_over_starttls_with_auth() {
     let messages = server.messages();
     assert_eq!(messages.len(), 1);
     let mail = &messages[0];
+    let unfolded = mail.replace("\r\n ", " ").replace("\n ", " ");
     assert!(
-        mail.contains(
-            "Subject: [DOWN] example.com: 502 between nginx and PHP-FPM (fpm_unreachable)"
+        unfolded.contains(
+            "Subject: [DOWN] example.com: the web server cannot reach PHP-FPM (fpm_unreachable)"
         ),
         "{mail}"
     );

@@ -149,11 +149,11 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
     assert_eq!(got.len(), 4, "{got:#?}");
     assert_eq!(
         got[0],
-        "[DOWN] lab: 502 between nginx and PHP-FPM (fpm_unreachable)"
+        "[DOWN] lab: the web server cannot reach PHP-FPM (fpm_unreachable)"
     );
     assert!(
         got[1].starts_with(
-            "[STILL DOWN] lab: 502 between nginx and PHP-FPM (fpm_unreachable) for 1h0"
+            "[STILL DOWN] lab: the web server cannot reach PHP-FPM (fpm_unreachable) for 1h0"
         ),
         "{}",
         got[1]

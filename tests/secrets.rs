@@ -279,7 +279,7 @@ async fn no_secret_reaches_any_output() {
     }
 
     // What was written and sent.
-    for entry in walk(&feeds) {
+    for entry in support::walk(&feeds) {
         assert_no_secret(
             &entry.display().to_string(),
             &std::fs::read_to_string(&entry).unwrap(),
@@ -308,17 +308,4 @@ async fn no_secret_reaches_any_output() {
             .any(|p| p == &format!("/status?token={URL_TOKEN}&page=1")),
         "{paths:?}"
     );
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

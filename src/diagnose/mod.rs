@@ -148,7 +148,7 @@ impl Cause {
             Cause::OriginCertUntrusted => "the origin certificate is not trusted",
             Cause::OriginCertNameMismatch => "the origin certificate is for another name",
             Cause::OriginBadResponse => "the origin sends an empty or broken reply",
-            Cause::FpmUnreachable => "502 between nginx and PHP-FPM",
+            Cause::FpmUnreachable => "the web server cannot reach PHP-FPM",
             Cause::FpmSaturated => "PHP-FPM has no free worker",
             Cause::FpmWorkerDied => "a PHP-FPM worker died mid-request",
             Cause::OriginSlow => "the origin answers too slowly",

@@ -217,7 +217,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
     )
 }
 
-/// A cause id's title (`fpm_unreachable` → "502 between nginx and PHP-FPM"); the id itself when
+/// A cause id's title (`fpm_unreachable` → "the web server cannot reach PHP-FPM"); the id itself when
 /// this version does not know it.
 pub(super) fn cause_title(id: &str) -> String {
     serde_json::from_value::<Cause>(Value::String(id.to_string()))

@@ -150,3 +150,17 @@ pub fn header<'a>(headers: &'a [String], name: &str) -> Option<&'a str> {
         key.eq_ignore_ascii_case(name).then(|| value.trim())
     })
 }
+
+/// Every file below `dir`, at any depth.
+pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
