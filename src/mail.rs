@@ -2,11 +2,12 @@
 //!
 //! Delivery goes through the store's outbox: a notification is queued as one message per
 //! recipient in the same transaction as the run that decided it, sent later, and marked sent only
-//! once the server accepted it. A recipient the server refuses for good (5xx to MAIL, RCPT or
-//! DATA) is given up with the server's reply and never retried, and never holds back the other
+//! once the server accepted it. A recipient or a message the server refuses for good (5xx to RCPT
+//! or DATA) is given up with the server's reply and never retried, and never holds back the other
 //! recipients; a refusal for now (4xx) or a server that cannot be reached waits with a backoff.
-//! Failures before any message is offered (connecting, STARTTLS, the login) are about the server
-//! or our settings, not a message: the queue waits for them, however the server words it.
+//! Failures that are about the server or our settings rather than one message (connecting,
+//! STARTTLS, the login, our sender refused at MAIL FROM) hold the whole queue, however the server
+//! words them: fixing the settings delivers what waited.
 //!
 //! The Message-ID comes from the notification's key, so every recipient's copy and every retry is
 //! recognisably the same mail. The password comes from the environment at send time, is never
@@ -19,7 +20,9 @@ use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
 use lettre::Message;
 use time::OffsetDateTime;
 
@@ -129,8 +132,13 @@ pub fn render(
     append_list(&mut text, &mut html, "Evidence", evidence);
     text.push_str("\n-- \nprobe\n");
     let html = format!("<!DOCTYPE html><html><body>\n{html}</body></html>\n");
-    recipients
-        .iter()
+    let mut once: Vec<&String> = Vec::with_capacity(recipients.len());
+    for to in recipients {
+        if !once.contains(&to) {
+            once.push(to);
+        }
+    }
+    once.into_iter()
         .map(|to| NewMessage {
             channel: Channel::Mail,
             key: format!("{key}#mail-{to}"),
@@ -280,8 +288,33 @@ pub async fn flush_outbox(
     send_due(store, smtp, due, now, &mut recorder).await
 }
 
-/// Offers one message on an open connection. Returns what came of it, and whether the server
-/// itself failed (no answer, a broken connection) rather than refusing this message.
+/// What one SMTP step came to.
+enum Step {
+    Done,
+    /// The server answered no (4xx or 5xx).
+    Refused(lettre::transport::smtp::Error),
+    /// No answer, a broken connection, a reply we cannot read: the server failed.
+    Broken(String),
+}
+
+async fn step(
+    smtp: &Smtp,
+    sending: impl std::future::Future<Output = Result<Response, lettre::transport::smtp::Error>>,
+) -> Step {
+    match tokio::time::timeout(smtp.timeout, sending).await {
+        Ok(Ok(_)) => Step::Done,
+        Ok(Err(e)) if e.is_permanent() || e.is_transient() => Step::Refused(e),
+        Ok(Err(e)) => Step::Broken(e.to_string()),
+        Err(_) => Step::Broken(format!(
+            "no answer from {}:{} within {:?}",
+            smtp.host, smtp.port, smtp.timeout
+        )),
+    }
+}
+
+/// Offers one message on an open connection, a step at a time, so that each refusal is read for
+/// what it is about. Returns what came of it, and whether the server or our settings failed
+/// (the pass stops) rather than this message or recipient being refused.
 async fn offer(
     conn: &mut AsyncSmtpConnection,
     smtp: &Smtp,
@@ -292,21 +325,71 @@ async fn offer(
         // A message that cannot be built now never can be.
         Err(reason) => return (Attempt::Permanent(reason), false),
     };
-    match tokio::time::timeout(smtp.timeout, conn.send(&envelope, &bytes)).await {
-        Ok(Ok(_)) => (Attempt::Delivered, false),
-        Ok(Err(e)) if e.is_permanent() || e.is_client() => {
-            (Attempt::Permanent(format!("refused: {e}")), false)
+    let (Some(from), [to]) = (envelope.from(), envelope.to()) else {
+        return (
+            Attempt::Permanent("no sender or no recipient".into()),
+            false,
+        );
+    };
+    let mut parameters = Vec::new();
+    let info = conn.server_info();
+    let ascii = |a: &lettre::Address| AsRef::<str>::as_ref(a).is_ascii();
+    if !ascii(from) || !ascii(to) {
+        if !info.supports_feature(Extension::SmtpUtfEight) {
+            let why = "a non-ASCII address, and the server does not offer SMTPUTF8";
+            return (Attempt::Permanent(why.into()), false);
         }
-        Ok(Err(e)) if e.is_transient() => (Attempt::Transient(format!("deferred: {e}")), false),
-        Ok(Err(e)) => (Attempt::Transient(e.to_string()), true),
-        Err(_) => (
-            Attempt::Transient(format!(
-                "no answer from {}:{} within {:?}",
-                smtp.host, smtp.port, smtp.timeout
-            )),
-            true,
-        ),
+        parameters.push(MailParameter::SmtpUtfEight);
     }
+    if !bytes.is_ascii() {
+        if !info.supports_feature(Extension::EightBitMime) {
+            let why = "a non-ASCII message, and the server does not offer 8BITMIME";
+            return (Attempt::Permanent(why.into()), false);
+        }
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    // MAIL FROM is about our sender and our settings (a sender refused, "530 authentication
+    // required"), the same for every message: the queue waits, nothing is given up.
+    match step(
+        smtp,
+        conn.command(Mail::new(Some(from.clone()), parameters)),
+    )
+    .await
+    {
+        Step::Done => {}
+        Step::Refused(e) => {
+            conn.abort().await;
+            let reason = format!("the server refuses our sender (MAIL FROM): {e}");
+            return (Attempt::Transient(reason), true);
+        }
+        Step::Broken(reason) => return (Attempt::Transient(reason), true),
+    }
+    // RCPT TO is about this recipient; DATA and the message itself about this message.
+    for stage in 0..3 {
+        let (what, result) = match stage {
+            0 => (
+                "the recipient",
+                step(smtp, conn.command(Rcpt::new(to.clone(), Vec::new()))).await,
+            ),
+            1 => ("the message", step(smtp, conn.command(Data)).await),
+            _ => ("the message", step(smtp, conn.message(&bytes)).await),
+        };
+        match result {
+            Step::Done => {}
+            Step::Refused(e) => {
+                // The transaction is left half done: the next message opens a new connection.
+                conn.abort().await;
+                let attempt = if e.is_permanent() {
+                    Attempt::Permanent(format!("{what} refused: {e}"))
+                } else {
+                    Attempt::Transient(format!("{what} deferred: {e}"))
+                };
+                return (attempt, false);
+            }
+            Step::Broken(reason) => return (Attempt::Transient(reason), true),
+        }
+    }
+    (Attempt::Delivered, false)
 }
 
 /// The envelope (our sender, this one recipient) and the formatted message.
@@ -366,9 +449,6 @@ async fn connect(smtp: &Smtp) -> Result<AsyncSmtpConnection, MailError> {
                 .into(),
         )
     };
-    if credentials.is_some() && smtp.security == SmtpSecurity::Plain && !smtp.allow_plaintext_auth {
-        return Err(plaintext_login_refused());
-    }
     let hello = ClientId::default();
     let tls = match smtp.security {
         SmtpSecurity::Plain => None,
@@ -395,6 +475,8 @@ async fn connect(smtp: &Smtp) -> Result<AsyncSmtpConnection, MailError> {
             .map_err(|e| failed(format!("STARTTLS: {e}")))?;
     }
     if let Some(credentials) = credentials {
+        // Checked on the connection itself: whatever the settings say, a password only goes
+        // over one that is encrypted, unless the config allows it in the clear.
         if !conn.is_encrypted() && !smtp.allow_plaintext_auth {
             conn.abort().await;
             return Err(plaintext_login_refused());

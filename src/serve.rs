@@ -3,15 +3,18 @@
 //! anything else and no internal error can leak.
 //!
 //! Hardened for the open internet: GET and HEAD only; no request body; a 2 KiB URI; 16 KiB of
-//! headers read within 5 s; every connection closed after 30 s; at most 256 at once and 32 from
-//! one client address. When all 256 are taken, the connection idle the longest (kept alive between
-//! requests, or still sending its headers) is closed to make room, so clients that merely hold
-//! connections open cannot lock everyone else out. Responses carry ETag and Last-Modified (and
-//! answer conditional requests with 304) and a short cache lifetime, since the status moves.
+//! headers read within 5 s; every connection closed after 30 s; at most 256 at once, 32 of them
+//! from one client address. When a newcomer finds no room, the connection idle the longest (kept
+//! alive between requests, or still sending its headers) is closed for it — among its own
+//! connections when the client is at its limit (a reverse proxy in front rotates its own) — so
+//! clients that merely hold connections open cannot lock everyone else out. Closing connections
+//! are cut within 250 ms, and at most 64 of them may still hold a socket. Responses carry ETag and
+//! Last-Modified (and answer conditional requests with 304) and a short cache lifetime, since the
+//! status moves.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,45 +88,79 @@ pub type Feeds = watch::Receiver<Arc<Published>>;
 /// One open connection, as the accept loop sees it.
 struct OpenConnection {
     peer: IpAddr,
-    opened: Instant,
-    /// Requests being answered right now (0: idle between requests, or still reading headers).
-    busy: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
     /// Told to close as soon as it is idle.
     close: Arc<Notify>,
-    /// Already told to close: no longer counts against the limit.
+    /// Already told to close: it no longer holds one of the `MAX_CONNECTIONS` slots, but counts
+    /// against `MAX_CLOSING` until it is gone (a closing connection still holds a socket).
     closing: bool,
 }
 
-/// The open connections, shared by the accept loop and the connection tasks.
+/// What a connection is doing, for choosing the one to close.
 #[derive(Default)]
+struct Activity {
+    /// Requests being answered right now (0: idle between requests, or still sending headers).
+    busy: AtomicUsize,
+    /// When it last started or finished answering a request (or opened), in milliseconds since
+    /// the server started.
+    last_ms: AtomicU64,
+}
+
+/// Sockets a closing connection may still hold beyond the limit, at most: closing connections
+/// are cut after `CLOSE_GRACE`, so this drains within a fraction of a second.
+const MAX_CLOSING: usize = 64;
+/// How long a connection told to close may take to finish the answer it is sending.
+const CLOSE_GRACE: Duration = Duration::from_millis(250);
+
+/// The open connections, shared by the accept loop and the connection tasks.
 struct Connections {
+    started: Instant,
     open: Mutex<(u64, HashMap<u64, OpenConnection>)>,
 }
 
 /// What the accept loop does with a new connection.
 enum Admission {
-    Admit(u64, Arc<AtomicUsize>, Arc<Notify>),
-    /// Too many from this address, or every slot busy answering.
+    Admit(u64, Arc<Activity>, Arc<Notify>),
+    /// Every slot it could have is busy answering, or too many sockets are still closing.
     Refuse,
 }
 
 impl Connections {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Admits a connection from `peer`. A client at its own limit makes room from its own
+    /// connections; a full server closes the connection idle the longest. A connection that is
+    /// answering a request is never closed for a newcomer.
     fn admit(&self, peer: IpAddr) -> Admission {
         let mut guard = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let (next, open) = &mut *guard;
-        let live = || open.values().filter(|c| !c.closing);
-        if live().filter(|c| c.peer == peer).count() >= MAX_PER_CLIENT {
+        let closing = open.values().filter(|c| c.closing).count();
+        if closing >= MAX_CLOSING {
             return Admission::Refuse;
         }
-        if live().count() >= MAX_CONNECTIONS {
-            // Room is made by closing the connection idle since the longest: a client waiting
-            // for an answer is never cut for one that only holds a connection.
+        let from_peer = open
+            .values()
+            .filter(|c| !c.closing && c.peer == peer)
+            .count();
+        let live = open.len() - closing;
+        if from_peer >= MAX_PER_CLIENT || live >= MAX_CONNECTIONS {
+            let own_only = from_peer >= MAX_PER_CLIENT;
             let idlest = open
-                .iter_mut()
-                .filter(|(_, c)| !c.closing && c.busy.load(Ordering::Acquire) == 0)
-                .min_by_key(|(_, c)| c.opened);
+                .values_mut()
+                .filter(|c| !c.closing && (!own_only || c.peer == peer))
+                .filter(|c| c.activity.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|c| c.activity.last_ms.load(Ordering::Acquire));
             match idlest {
-                Some((_, c)) => {
+                Some(c) => {
                     c.closing = true;
                     c.close.notify_one();
                 }
@@ -131,19 +168,19 @@ impl Connections {
             }
         }
         *next += 1;
-        let busy = Arc::new(AtomicUsize::new(0));
+        let activity = Arc::new(Activity::default());
+        activity.last_ms.store(self.now_ms(), Ordering::Release);
         let close = Arc::new(Notify::new());
         open.insert(
             *next,
             OpenConnection {
                 peer,
-                opened: Instant::now(),
-                busy: busy.clone(),
+                activity: activity.clone(),
                 close: close.clone(),
                 closing: false,
             },
         );
-        Admission::Admit(*next, busy, close)
+        Admission::Admit(*next, activity, close)
     }
 
     fn closed(&self, id: u64) {
@@ -152,26 +189,50 @@ impl Connections {
     }
 }
 
+/// Removes a connection from the table when its task ends, however it ends.
+struct Registered {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.connections.closed(self.id);
+    }
+}
+
 /// Counts a request as being answered while its handler runs.
-struct Busy(Arc<AtomicUsize>);
+struct Busy {
+    activity: Arc<Activity>,
+    connections: Arc<Connections>,
+}
 
 impl Busy {
-    fn new(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        Self(counter.clone())
+    fn new(activity: &Arc<Activity>, connections: &Arc<Connections>) -> Self {
+        activity.busy.fetch_add(1, Ordering::AcqRel);
+        activity
+            .last_ms
+            .store(connections.now_ms(), Ordering::Release);
+        Self {
+            activity: activity.clone(),
+            connections: connections.clone(),
+        }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.activity
+            .last_ms
+            .store(self.connections.now_ms(), Ordering::Release);
+        self.activity.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Serves the feeds on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, feeds: Feeds) {
     let router = Router::new().fallback(respond).with_state(feeds);
-    let connections = Arc::new(Connections::default());
+    let connections = Arc::new(Connections::new());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -182,16 +243,21 @@ pub async fn serve(listener: TcpListener, feeds: Feeds) {
                 continue;
             }
         };
-        let (id, busy, close) = match connections.admit(peer.ip()) {
-            Admission::Admit(id, busy, close) => (id, busy, close),
+        let (id, activity, close) = match connections.admit(peer.ip()) {
+            Admission::Admit(id, activity, close) => (id, activity, close),
             Admission::Refuse => {
                 tracing::debug!(%peer, "feed server: too many connections, closed");
                 continue;
             }
         };
+        let registered = Registered {
+            connections: connections.clone(),
+            id,
+        };
         let inner = TowerToHyperService::new(router.clone());
+        let for_requests = connections.clone();
         let service = hyper::service::service_fn(move |request| {
-            let busy = Busy::new(&busy);
+            let busy = Busy::new(&activity, &for_requests);
             let answer = hyper::service::Service::call(&inner, request);
             async move {
                 let response = answer.await;
@@ -199,8 +265,8 @@ pub async fn serve(listener: TcpListener, feeds: Feeds) {
                 response
             }
         });
-        let connections = connections.clone();
         tokio::spawn(async move {
+            let _registered = registered;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -219,9 +285,11 @@ pub async fn serve(listener: TcpListener, feeds: Feeds) {
                         break;
                     }
                     _ = close.notified(), if !told => {
-                        // Closes at once when idle, after the answer in progress otherwise.
+                        // Closes at once when idle between requests; an answer being sent gets
+                        // `CLOSE_GRACE` to finish; a client still sending its headers is cut then.
                         told = true;
                         connection.as_mut().graceful_shutdown();
+                        lifetime.as_mut().reset(Instant::now() + CLOSE_GRACE);
                     }
                     _ = &mut lifetime => {
                         tracing::debug!(%peer, "feed server: connection lifetime reached");
@@ -229,7 +297,6 @@ pub async fn serve(listener: TcpListener, feeds: Feeds) {
                     }
                 }
             }
-            connections.closed(id);
         });
     }
 }

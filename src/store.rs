@@ -451,8 +451,8 @@ const MIGRATIONS: &[&str] = &[
      UPDATE outbox SET notification = key WHERE channel = 'mail';
      UPDATE outbox SET notification = substr(key, 1, instr(key, '#webhook-') - 1)
          WHERE channel = 'webhook' AND instr(key, '#webhook-') > 0;
-     INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, attempts,
-                         next_attempt_at, last_error, sent_at, channel, notification)
+     INSERT OR IGNORE INTO outbox (key, created_at, recipients, subject, body_text, body_html,
+                         attempts, next_attempt_at, last_error, sent_at, channel, notification)
          SELECT o.key || '#mail-' || r.value, o.created_at, json_array(r.value), o.subject,
                 o.body_text, o.body_html, o.attempts, o.next_attempt_at, o.last_error, o.sent_at,
                 o.channel, o.notification

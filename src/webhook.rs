@@ -69,6 +69,13 @@ impl WebhookError {
             WebhookError::Refused { status, .. } if *status == 408 || *status >= 500 => {
                 (Attempt::Transient(reason), false)
             }
+            // A redirect (the endpoint moved) or a refused login (a rotated token) is about the
+            // webhook's settings, the same for every delivery: they wait for the fix.
+            WebhookError::Refused { status, .. }
+                if *status < 400 || matches!(status, 401 | 403 | 407) =>
+            {
+                (Attempt::Transient(reason), true)
+            }
             // Any other 4xx is about this request: sending it again gets the same answer.
             WebhookError::Refused { .. } => (Attempt::Permanent(reason), false),
         }

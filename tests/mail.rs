@@ -364,3 +364,39 @@ async fn a_permanent_rejection_of_the_message_is_never_retried() {
     assert!(reason.contains("554"), "{reason}");
     assert_eq!(attempts, 1, "tried once");
 }
+
+/// A refused sender (553 at MAIL FROM) is about our settings, the same for every message: the
+/// alerts wait, none is given up, and the pass stops at the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sender_holds_the_queue_instead_of_throwing_it_away() {
+    let pki = TempPki::new();
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_553", PASSWORD);
+    let options = SmtpOptions {
+        reject_sender: true,
+        ..SmtpOptions::default()
+    };
+    let server = SmtpServer::start_with(pki.dir(), &pki.pki, None, &options);
+    let settings = smtp(server.port, &pki.ca, "PROBE_TEST_SMTP_PASSWORD_553");
+    let mut store = SqliteStore::open(&pki.dir().join("probe.sqlite")).unwrap();
+    let now = OffsetDateTime::now_utc();
+    queue_for(&mut store, now, &["a@example.com", "b@example.com"]);
+
+    let summary = flush_outbox(&mut store, &settings, now).await.unwrap();
+    assert_eq!(
+        (
+            summary.sent,
+            summary.failed,
+            summary.deferred,
+            summary.given_up
+        ),
+        (0, 1, 1, 0)
+    );
+    assert_eq!(
+        store
+            .due_messages(now + Duration::from_secs(3600))
+            .unwrap()
+            .len(),
+        2,
+        "both still queued"
+    );
+}

@@ -309,53 +309,67 @@ fn a_writer_killed_mid_run_leaves_whole_runs_only() {
     );
 }
 
+/// A store written by the first schema, its outbox holding a pending mail for two recipients
+/// (one listed twice), a mail already sent and one that failed once, migrated all the way: one
+/// delivery per recipient, what was sent still sent, attempts and errors carried over.
 #[test]
-fn a_version_3_outbox_is_split_into_one_delivery_per_recipient() {
+fn an_old_outbox_is_split_into_one_delivery_per_recipient() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("probe.sqlite");
-    drop(SqliteStore::open(&path).unwrap());
     {
-        // Back to schema 3's outbox: one row for every recipient of a mail.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP INDEX outbox_due;
-             ALTER TABLE outbox DROP COLUMN notification;
-             ALTER TABLE outbox DROP COLUMN given_up_at;
-             INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel)
-                 VALUES ('shop/1/opened', 0, '[\"a@example.com\",\"b@example.com\"]', 's', 't', 'h', 0, 'mail'),
-                        ('shop/1/opened#webhook-abc', 0, '[\"http://127.0.0.1:9/\"]', 'incident.opened', '{}', '', 0, 'webhook');
-             PRAGMA user_version = 3;",
+            "CREATE TABLE results (id INTEGER PRIMARY KEY, site TEXT NOT NULL, at INTEGER NOT NULL, status TEXT NOT NULL, hop TEXT NOT NULL, cause TEXT NOT NULL, report TEXT NOT NULL);
+             CREATE TABLE incidents (id INTEGER PRIMARY KEY, site TEXT NOT NULL, number INTEGER NOT NULL, opened_at INTEGER NOT NULL, closed_at INTEGER, UNIQUE (site, number));
+             CREATE TABLE incident_causes (incident_id INTEGER NOT NULL REFERENCES incidents (id), at INTEGER NOT NULL, cause TEXT NOT NULL, summary TEXT NOT NULL);
+             CREATE TABLE alert_state (site TEXT PRIMARY KEY, state TEXT NOT NULL);
+             CREATE TABLE outbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL, recipients TEXT NOT NULL, subject TEXT NOT NULL, body_text TEXT NOT NULL, body_html TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, last_error TEXT, sent_at INTEGER);
+             INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, attempts, next_attempt_at, last_error, sent_at) VALUES
+                 ('shop/1/opened', 0, '[\"a@example.com\",\"b@example.com\",\"a@example.com\"]', 's', 't', 'h', 2, 0, '421 try later', NULL),
+                 ('shop/0/opened', 0, '[\"a@example.com\"]', 's', 't', 'h', 1, 0, NULL, 5);
+             PRAGMA user_version = 1;",
         )
         .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(count(&path, "PRAGMA user_version"), 4);
+    assert_eq!(count(&path, "PRAGMA application_id"), 0x7072_6f62);
     let due = store.due_messages(at(0)).unwrap();
-    let rows: Vec<(&str, &str, &[String])> = due
-        .iter()
-        .map(|m| {
-            (
-                m.key.as_str(),
-                m.notification.as_str(),
-                m.recipients.as_slice(),
-            )
-        })
+    let mut rows: Vec<(String, String, Vec<String>, u32)> = due
+        .into_iter()
+        .map(|m| (m.key, m.notification, m.recipients, m.attempts))
         .collect();
-    assert_eq!(rows.len(), 3, "{rows:?}");
-    assert!(rows.contains(&(
-        "shop/1/opened#mail-a@example.com",
-        "shop/1/opened",
-        &["a@example.com".to_string()][..]
-    )));
-    assert!(rows.contains(&(
-        "shop/1/opened#mail-b@example.com",
-        "shop/1/opened",
-        &["b@example.com".to_string()][..]
-    )));
-    assert!(rows.contains(&(
-        "shop/1/opened#webhook-abc",
-        "shop/1/opened",
-        &["http://127.0.0.1:9/".to_string()][..]
-    )));
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            (
+                "shop/1/opened#mail-a@example.com".to_string(),
+                "shop/1/opened".to_string(),
+                vec!["a@example.com".to_string()],
+                2
+            ),
+            (
+                "shop/1/opened#mail-b@example.com".to_string(),
+                "shop/1/opened".to_string(),
+                vec!["b@example.com".to_string()],
+                2
+            ),
+        ],
+        "the pending mail, once per recipient; the sent one not due"
+    );
+    assert_eq!(
+        count(&path, "SELECT COUNT(*) FROM outbox WHERE key = 'shop/0/opened#mail-a@example.com' AND sent_at = 5"),
+        1,
+        "what was sent stays sent"
+    );
+    assert_eq!(
+        count(
+            &path,
+            "SELECT COUNT(*) FROM outbox WHERE last_error = '421 try later'"
+        ),
+        2
+    );
 }
 
 #[test]

@@ -102,6 +102,10 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetu
         path: shown.clone(),
         source,
     };
+    // Looked at before it is opened: opening a named pipe blocks until someone writes to it.
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Err(TlsSetupError::NotAFile { path: shown });
+    }
     let file = std::fs::File::open(path).map_err(unreadable)?;
     let metadata = file.metadata().map_err(unreadable)?;
     if !metadata.is_file() {

@@ -33,6 +33,8 @@ pub struct SmtpOptions {
     pub reject: Vec<String>,
     /// Every message answered 554 at the end of DATA.
     pub reject_data: bool,
+    /// Our sender answered 553 at MAIL FROM.
+    pub reject_sender: bool,
     /// Seconds waited before every reply.
     pub tarpit_secs: Option<f64>,
     /// On DATA, SQLite's write lock on this store is taken and held this long after the 250.
@@ -76,6 +78,9 @@ impl SmtpServer {
         }
         if options.reject_data {
             command.arg("--reject-data");
+        }
+        if options.reject_sender {
+            command.arg("--reject-sender");
         }
         if let Some(secs) = options.tarpit_secs {
             command.args(["--tarpit", &secs.to_string()]);

@@ -7,6 +7,7 @@ usage: smtp_server.py OUT_DIR PORT CERT KEY USER PASSWORD [options]
   --plain              no TLS at all; AUTH is offered and accepted in the clear
   --reject ADDR        answer RCPT TO:<ADDR> with 550 (repeatable)
   --reject-data        answer the end of DATA with 554
+  --reject-sender      answer MAIL FROM with 553 (the sender refused: about our settings)
   --tarpit SECONDS     wait this long before every reply
   --lock-store PATH S  on DATA, take SQLite's write lock on PATH, answer 250, and hold the lock
                        for S seconds more (a store locked right after the server accepted)
@@ -28,6 +29,7 @@ out_dir, port, cert, key, user, password = sys.argv[1:7]
 options = sys.argv[7:]
 plain = "--plain" in options
 reject_data = "--reject-data" in options
+reject_sender = "--reject-sender" in options
 rejected = {options[i + 1] for i, o in enumerate(options) if o == "--reject"}
 tarpit = float(options[options.index("--tarpit") + 1]) if "--tarpit" in options else 0.0
 lock_store = None
@@ -37,6 +39,13 @@ if "--lock-store" in options:
 
 
 class SaveToDir:
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if reject_sender:
+            return "553 5.7.1 <%s>: Sender address rejected: not owned by user" % address
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in rejected:
             return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
