@@ -367,10 +367,9 @@ async fn get_from(source: [u8; 4], to: SocketAddr) -> Option<u16> {
 async fn still_open(stream: &mut tokio::net::TcpStream) -> bool {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 64];
-    matches!(
-        tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await,
-        Err(_)
-    )
+    tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf))
+        .await
+        .is_err()
 }
 
 /// The number of file descriptors `pid` holds.
