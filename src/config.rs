@@ -579,6 +579,11 @@ fn address_message(value: &str, example: bool) -> String {
 
 /// Why `value` is not one mail address the mailer can send to (`None` when it is).
 fn mailbox_problem(value: &str) -> Option<String> {
+    if value.chars().any(crate::text::is_unsafe) {
+        return Some(format!(
+            "{value:?} holds a control or invisible character; it would go into a mail header"
+        ));
+    }
     if value.contains(',') || value.contains(';') {
         return Some(format!(
             "{value:?} holds several addresses; give each its own list entry"
@@ -986,10 +991,11 @@ impl Checker {
             let url = match url::Url::parse(value) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
                 _ => {
+                    // Not repeated: a webhook's URL often carries its token.
                     self.problem(
                         &hook.url,
                         format!("{at}.url"),
-                        format!("{value:?} is not an http(s) URL"),
+                        "not an http(s) URL with a host (the value is not repeated here: webhook URLs often hold a token)",
                     );
                     continue;
                 }
@@ -1125,6 +1131,8 @@ impl Checker {
 /// What a checked config will do, in a few lines.
 pub fn explain(path: &Path, loaded: &Loaded) -> String {
     use std::fmt::Write as _;
+    // Every string here came from the file: shown escaped, never raw, on a terminal.
+    use crate::text::printable as p;
     let c = &loaded.config;
     let d = |d: Duration| humantime::format_duration(d).to_string();
     let mut out = String::new();
@@ -1132,7 +1140,7 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
     let _ = writeln!(
         out,
         "{}: OK, {} site{plural}",
-        path.display(),
+        p(&path.display().to_string()),
         c.sites.len()
     );
     for site in &c.sites {
@@ -1150,8 +1158,8 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
         let _ = writeln!(
             out,
             "  {}  {}  {origins}{static_path}  every {}, timeout {}",
-            site.name,
-            site.target.url,
+            p(&site.name),
+            p(&site.target.url),
             d(site.interval),
             d(site.timeout)
         );
@@ -1160,7 +1168,7 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
     let to = if a.to.is_empty() {
         "nobody (set alerts.to)".to_string()
     } else {
-        a.to.join(", ")
+        p(&a.to.join(", ")).into_owned()
     };
     let _ = writeln!(
         out,
@@ -1175,13 +1183,17 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
                 SmtpSecurity::Plain => "no encryption",
             };
             let auth = match (&s.username, &s.password_env) {
-                (Some(u), Some(p)) => format!(", as {u} with the password from ${p}"),
+                (Some(u), Some(var)) => {
+                    format!(", as {} with the password from ${}", p(u), p(var))
+                }
                 _ => String::new(),
             };
             let _ = writeln!(
                 out,
                 "smtp: {}:{} with {security}{auth}, from {}",
-                s.host, s.port, s.from
+                p(&s.host),
+                s.port,
+                p(&s.from)
             );
         }
         None => {
@@ -1191,14 +1203,14 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
     let _ = writeln!(
         out,
         "store: {}, results kept {}",
-        c.store_path.display(),
+        p(&c.store_path.display().to_string()),
         d(c.retention)
     );
     if !c.maintenance.is_empty() {
         let _ = writeln!(out, "maintenance windows: {}", c.maintenance.len());
     }
     for warning in &loaded.warnings {
-        let _ = writeln!(out, "warning: {warning}");
+        let _ = writeln!(out, "warning: {}", p(warning));
     }
     out
 }

@@ -5,8 +5,10 @@
 //! Recording is where a delivery could happen twice: the server has accepted the message, and the
 //! store must say so before the next pass reads the outbox. A busy or full store is retried for a
 //! while; what still cannot be recorded is remembered for the rest of the process, so this
-//! process never sends it again. Only a process that dies in that window leaves a message that the
-//! next one sends again (with the same Message-ID): the at-least-once edge the README describes.
+//! process never sends it again. A process that dies in that window, or an answer that never
+//! reaches us although the destination took the message (a timeout after the last byte), leaves a
+//! message that is sent again (with the same Message-ID and delivery id): the at-least-once edge
+//! the README describes.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -62,7 +64,7 @@ pub fn backoff(attempts: u32) -> Duration {
 }
 
 /// Pauses between tries to record an outcome while the store is busy or full; each try itself
-/// waits up to the store's busy timeout (5 s), so the whole stays under half a minute.
+/// waits up to the store's busy timeout (5 s): five tries and these pauses, about half a minute.
 const RECORD_PAUSES: [Duration; 4] = [
     Duration::from_millis(250),
     Duration::from_secs(1),

@@ -228,6 +228,16 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
     }
     let mut store = store::SqliteStore::open(&loaded.config.store_path)
         .map_err(|e| RunError::Schedule(e.into()))?;
+    // Bound before anything starts, so a port in use stops the watch before delivery begins.
+    let listener = match cli.listen {
+        Some(address) => Some((
+            address,
+            serve::bind(address)
+                .await
+                .map_err(|source| RunError::Listen { address, source })?,
+        )),
+        None => None,
+    };
     let delivery_store = store.reopen().map_err(|e| RunError::Schedule(e.into()))?;
     let mut watch = watch::Watch::new(
         cli.config.path.clone(),
@@ -235,16 +245,10 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
         &mut store,
         Box::new(delivery_store),
     );
-    let server = match cli.listen {
-        Some(address) => {
-            let listener = serve::bind(address)
-                .await
-                .map_err(|source| RunError::Listen { address, source })?;
-            tracing::info!(%address, "serving the feeds");
-            Some(tokio::spawn(serve::serve(listener, watch.publish_feeds())))
-        }
-        None => None,
-    };
+    let server = listener.map(|(address, listener)| {
+        tracing::info!(%address, "serving the feeds");
+        tokio::spawn(serve::serve(listener, watch.publish_feeds()))
+    });
     watch.run().await?;
     if let Some(server) = server {
         server.abort();

@@ -34,8 +34,9 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match log_format {
-        // JSON escapes control characters itself.
-        LogFormat::Json => logs.json().init(),
+        // JSON escapes C0 controls itself; the rest (C1, bidi overrides) is escaped on the way
+        // out, each event being one write of one line.
+        LogFormat::Json => logs.json().with_writer(|| EscapedJsonLines).init(),
         // Field values can hold what a server sent (a certificate's name, an error page's text):
         // every control character is shown escaped, so none can forge a line or drive the
         // terminal.
@@ -76,6 +77,25 @@ fn main() -> ExitCode {
             eprintln!("probe: UNKNOWN: {}", probe::text::printable(&e.to_string()));
             ExitCode::from(Status::Unknown.exit_code())
         }
+    }
+}
+
+/// Standard error for JSON log lines, with every character that could act on a terminal written
+/// as a `\uXXXX` escape (the line stays valid JSON, with the same data).
+struct EscapedJsonLines;
+
+impl std::io::Write for EscapedJsonLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut stderr = std::io::stderr().lock();
+        match std::str::from_utf8(buf) {
+            Ok(text) => stderr.write_all(probe::text::json_escaped(text).as_bytes())?,
+            Err(_) => stderr.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

@@ -11,12 +11,19 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Characters that change how the text around them is shown without being visible themselves:
-/// bidirectional overrides and isolates (a reversed file name, "Trojan source"), zero-width
-/// characters and the byte-order mark.
+/// bidirectional marks, overrides and isolates (a reversed file name, "Trojan source"), line and
+/// paragraph separators (a line break to some viewers), zero-width and invisible operators, the
+/// byte-order mark, and tag characters.
 fn is_invisible_format(c: char) -> bool {
     matches!(
         c,
-        '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'
+        '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{e0000}'..='\u{e007f}'
     )
 }
 
@@ -88,8 +95,30 @@ where
     String::from_utf8(out).expect("JSON is UTF-8")
 }
 
-/// A JSON formatter that writes unsafe characters in strings as `\uXXXX` escapes (all of them
-/// are in the Basic Multilingual Plane) and leaves layout to the one it wraps.
+/// `text` (JSON, or a part of a JSON string) with every unsafe character but the newline written
+/// as a `\uXXXX` escape (a surrogate pair beyond the Basic Multilingual Plane). Outside strings
+/// JSON holds only ASCII, and JSON encoders already escape C0 controls inside them, so applying
+/// this to whole JSON lines keeps them valid and the same data.
+pub fn json_escaped(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c != '\n' && is_unsafe(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 12);
+    for c in text.chars() {
+        if c == '\n' || !is_unsafe(c) {
+            out.push(c);
+            continue;
+        }
+        let mut units = [0u16; 2];
+        for unit in c.encode_utf16(&mut units) {
+            let _ = write!(out, "\\u{unit:04x}");
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A JSON formatter that writes unsafe characters in strings as `\uXXXX` escapes and leaves
+/// layout to the one it wraps.
 struct SafeStrings<F>(F);
 
 impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeStrings<F> {
@@ -98,15 +127,7 @@ impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeStrings<F
         writer: &mut W,
         fragment: &str,
     ) -> std::io::Result<()> {
-        let mut start = 0;
-        for (at, c) in fragment.char_indices() {
-            if is_unsafe(c) {
-                writer.write_all(&fragment.as_bytes()[start..at])?;
-                write!(writer, "\\u{:04x}", c as u32)?;
-                start = at + c.len_utf8();
-            }
-        }
-        writer.write_all(&fragment.as_bytes()[start..])
+        writer.write_all(json_escaped(fragment).as_bytes())
     }
     fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.0.begin_array(w)
@@ -170,22 +191,39 @@ pub const MASK: &str = "***";
 /// parameters whose names look like secrets masked (`?token=***`), and printable. The URL itself
 /// (for requests) is kept elsewhere; this is for people and feeds only.
 pub fn url_for_display(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return printable(url).into_owned();
-    };
-    let _ = parsed.set_username("");
-    let _ = parsed.set_password(None);
-    if let Some(query) = parsed.query() {
-        let masked: Vec<String> = query
+    // Worked on the text, not on a parse: a URL that does not parse, or a relative reference
+    // (a `Location` header), is masked all the same.
+    let mut text = url.to_string();
+    if let Some(scheme_end) = text.find("://") {
+        let start = scheme_end + 3;
+        let end = text[start..]
+            .find(['/', '?', '#'])
+            .map_or(text.len(), |i| start + i);
+        if let Some(at) = text[start..end].rfind('@') {
+            text.replace_range(start..start + at + 1, "");
+        }
+    }
+    // The query, and a fragment of parameters (`#access_token=…`, as OAuth redirects carry).
+    let query_start = text.find('?');
+    let fragment_start = text.find('#');
+    let mut parts = Vec::new();
+    if let Some(q) = query_start.filter(|q| fragment_start.is_none_or(|f| *q < f)) {
+        parts.push((q + 1, fragment_start.unwrap_or(text.len())));
+    }
+    if let Some(f) = fragment_start {
+        parts.push((f + 1, text.len()));
+    }
+    for (start, end) in parts.into_iter().rev() {
+        let masked: Vec<String> = text[start..end]
             .split('&')
             .map(|pair| match pair.split_once('=') {
                 Some((name, _)) if looks_secret(name) => format!("{name}={MASK}"),
                 _ => pair.to_string(),
             })
             .collect();
-        parsed.set_query(Some(&masked.join("&")));
+        text.replace_range(start..end, &masked.join("&"));
     }
-    printable(parsed.as_str()).into_owned()
+    printable(&text).into_owned()
 }
 
 /// Only the scheme, host and port of a URL, for a URL whose path may itself be a secret (chat
@@ -235,6 +273,12 @@ mod tests {
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, value, "the same data");
         assert!(json_pretty(&value).contains("\n  \"n\": ["));
+        let tag = json(&serde_json::json!("x\u{e0041}y\u{2028}"));
+        assert_eq!(tag, r#""x\udb40\udc41y\u2028""#);
+        assert_eq!(
+            serde_json::from_str::<String>(&tag).unwrap(),
+            "x\u{e0041}y\u{2028}"
+        );
     }
 
     #[test]
@@ -249,6 +293,15 @@ mod tests {
         assert_eq!(
             url_for_display("https://example.com/"),
             "https://example.com/"
+        );
+        assert_eq!(
+            url_for_display("https://admin:hunter2@exa mple.com/?token=abc"),
+            "https://exa mple.com/?token=***",
+            "a URL that does not parse is masked too"
+        );
+        assert_eq!(
+            url_for_display("/callback?session=abc&next=/home#access_token=xyz&state=1"),
+            "/callback?session=***&next=/home#access_token=***&state=1"
         );
         let hook = endpoint_for_display("https://hooks.slack.com/services/T0/B0/SECRET?x=1");
         assert_eq!(hook, "https://hooks.slack.com/…");

@@ -55,10 +55,14 @@ fn unusable_arguments_exit_3_with_one_line_naming_them() {
             &["example.com", "--static-path", "/style\u{7}.css"],
             "probe: UNKNOWN: --static-path \"/style\\u{7}.css\": holds a space or a control character",
         ),
-        // Credentials in a URL are refused, and never repeated.
+        // Credentials in a URL are refused, and never repeated, even when the URL does not parse.
         (
             &["https://admin:hunter2@example.com/?token=abc"],
             "probe: UNKNOWN: target \"https://example.com/?token=***\": carries a user name or password",
+        ),
+        (
+            &["https://admin:hunter2@exa mple.com/?token=abc"],
+            "probe: UNKNOWN: target \"https://exa mple.com/?token=***\": not a URL",
         ),
         // Not a file, or far too large for one: refused before reading (it used to read
         // /dev/zero until memory ran out).
@@ -73,8 +77,39 @@ fn unusable_arguments_exit_3_with_one_line_naming_them() {
         assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
         let line = stderr_line(&output);
         assert!(line.starts_with(expected), "{args:?}: {line}");
-        assert!(!line.contains("hunter2"), "{line}");
+        assert!(
+            !line.contains("hunter2") && !line.contains("=abc"),
+            "{line}"
+        );
     }
+}
+
+/// A named pipe as the CA file: refused at once (opening it would wait for a writer forever).
+#[test]
+fn a_ca_file_that_is_a_pipe_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["example.com", "--ca-file", path.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("probe waited on the pipe");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr_line(&output).contains("is not a regular file"));
 }
 
 #[test]

@@ -192,6 +192,64 @@ async fn a_hostile_certificate_name_reaches_no_output_raw() {
             "a log line that is not one of ours: {line:?}"
         );
     }
+
+    // The same as JSON log lines: each one JSON, nothing raw in the text, the name kept as data.
+    let watch = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args([
+            "watch",
+            "-c",
+            config.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .env("PROBE_TEST_HOSTILE_PASSWORD", PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let before = results();
+    let started = Instant::now();
+    while results() < before + 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "watch did not probe"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(watch.id().to_string())
+        .status();
+    let output = watch.wait_with_output().unwrap();
+    let logs = String::from_utf8(output.stderr).unwrap();
+    assert_clean("probe watch's JSON logs", &logs);
+    let mut named = false;
+    for line in logs.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        named |= value["fields"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains('\u{202e}') && s.contains("\x1b[2J"));
+    }
+    assert!(named, "the summary keeps the name as data: {logs}");
+
+    // check-config shows what the file says, escaped.
+    let hostile_config = dir.path().join("hostile.yaml");
+    std::fs::write(
+        &hostile_config,
+        "sites:\n  - url: example.com\nsmtp:\n  host: \"smtp\\e[2J\\a.example.com\"\n  from: probe@example.com\n",
+    )
+    .unwrap();
+    let checked = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["check-config", "-c", hostile_config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(checked.stdout).unwrap();
+    assert_clean("check-config", &shown);
+    assert!(
+        shown.contains("smtp: smtp\\x1b[2J\\x07.example.com:587"),
+        "{shown}"
+    );
 }
 
 /// A site name that got into the store before names were checked, or any other hostile string in
