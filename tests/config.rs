@@ -271,3 +271,20 @@ fn a_hundred_thousand_sites_load() {
     assert_eq!(loaded.config.sites.len(), 100_000);
     assert_eq!(loaded.config.sites[99_999].name, "site99999");
 }
+
+/// A login over an unencrypted connection is accepted only when the file says so, and then
+/// check-config warns that the password crosses the network in the clear.
+#[test]
+fn plaintext_auth_is_allowed_only_explicitly_and_then_warned_about() {
+    let text = "sites:\n  - url: example.com\nsmtp:\n  host: mail.example.com\n  security: plain\n  username: probe\n  password_env: SMTP_PASSWORD\n  allow_plaintext_auth: true\n  from: probe@example.com\n";
+    let loaded = config::parse("probes.yaml", text, Path::new(".")).unwrap();
+    assert!(loaded.config.smtp.as_ref().unwrap().allow_plaintext_auth);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("the SMTP password crosses the network unencrypted")),
+        "{:?}",
+        loaded.warnings
+    );
+}
