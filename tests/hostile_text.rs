@@ -72,6 +72,38 @@ fn mail_parts(eml: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `probe watch -c config ARGS` until the site `hostile` has two more results in `db`, then
+/// stops it; returns its logs.
+fn watch_two_probes(config: &Path, db: &Path, args: &[&str]) -> String {
+    let results = || {
+        probe::store::SqliteStore::open_read_only(db)
+            .and_then(|s| s.result_count("hostile"))
+            .unwrap_or(0)
+    };
+    let before = results();
+    let watch = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["watch", "-c", config.to_str().unwrap()])
+        .args(args)
+        .env("PROBE_TEST_HOSTILE_PASSWORD", PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while results() < before + 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "watch did not probe"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(watch.id().to_string())
+        .status();
+    String::from_utf8(watch.wait_with_output().unwrap().stderr).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_certificate_name_reaches_no_output_raw() {
     let pki = TempPki::new();
@@ -156,34 +188,8 @@ async fn a_hostile_certificate_name_reaches_no_output_raw() {
     assert_eq!(status["components"][0]["name"], "hostile");
 
     // `probe watch` logs each probe with its summary, the name in it: still one line per event.
-    let watch = Command::new(env!("CARGO_BIN_EXE_probe"))
-        .args(["watch", "-c", config.to_str().unwrap()])
-        .env("PROBE_TEST_HOSTILE_PASSWORD", PASSWORD)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
     let db = dir.path().join("probe.sqlite");
-    let results = || {
-        probe::store::SqliteStore::open_read_only(&db)
-            .and_then(|s| s.result_count("hostile"))
-            .unwrap_or(0)
-    };
-    let before = results();
-    while results() < before + 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "watch did not probe"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(watch.id().to_string())
-        .status();
-    let output = watch.wait_with_output().unwrap();
-    let logs = String::from_utf8(output.stderr).unwrap();
+    let logs = watch_two_probes(&config, &db, &[]);
     assert!(logs.contains("evil\\x01\\x1b[2J"), "{logs}");
     assert_clean("probe watch's logs", &logs);
     for line in logs.lines() {
@@ -194,34 +200,7 @@ async fn a_hostile_certificate_name_reaches_no_output_raw() {
     }
 
     // The same as JSON log lines: each one JSON, nothing raw in the text, the name kept as data.
-    let watch = Command::new(env!("CARGO_BIN_EXE_probe"))
-        .args([
-            "watch",
-            "-c",
-            config.to_str().unwrap(),
-            "--log-format",
-            "json",
-        ])
-        .env("PROBE_TEST_HOSTILE_PASSWORD", PASSWORD)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let before = results();
-    let started = Instant::now();
-    while results() < before + 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "watch did not probe"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(watch.id().to_string())
-        .status();
-    let output = watch.wait_with_output().unwrap();
-    let logs = String::from_utf8(output.stderr).unwrap();
+    let logs = watch_two_probes(&config, &db, &["--log-format", "json"]);
     assert_clean("probe watch's JSON logs", &logs);
     let mut named = false;
     for line in logs.lines() {

@@ -45,6 +45,13 @@ fn down(incident: u64, cause: Cause, since: i64) -> AlertState {
     }
 }
 
+/// The first schema, as probe wrote it.
+const V1_SCHEMA: &str = "CREATE TABLE results (id INTEGER PRIMARY KEY, site TEXT NOT NULL, at INTEGER NOT NULL, status TEXT NOT NULL, hop TEXT NOT NULL, cause TEXT NOT NULL, report TEXT NOT NULL);
+     CREATE TABLE incidents (id INTEGER PRIMARY KEY, site TEXT NOT NULL, number INTEGER NOT NULL, opened_at INTEGER NOT NULL, closed_at INTEGER, UNIQUE (site, number));
+     CREATE TABLE incident_causes (incident_id INTEGER NOT NULL REFERENCES incidents (id), at INTEGER NOT NULL, cause TEXT NOT NULL, summary TEXT NOT NULL);
+     CREATE TABLE alert_state (site TEXT PRIMARY KEY, state TEXT NOT NULL);
+     CREATE TABLE outbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL, recipients TEXT NOT NULL, subject TEXT NOT NULL, body_text TEXT NOT NULL, body_html TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, last_error TEXT, sent_at INTEGER);";
+
 fn count(path: &Path, sql: &str) -> i64 {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.query_row(sql, [], |row| row.get(0)).unwrap()
@@ -216,15 +223,8 @@ fn a_version_1_store_is_migrated_with_its_results_carried_over() {
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         // The first schema, as probe wrote it, with two results of one site.
-        conn.execute_batch(
-            "CREATE TABLE results (id INTEGER PRIMARY KEY, site TEXT NOT NULL, at INTEGER NOT NULL, status TEXT NOT NULL, hop TEXT NOT NULL, cause TEXT NOT NULL, report TEXT NOT NULL);
-             CREATE TABLE incidents (id INTEGER PRIMARY KEY, site TEXT NOT NULL, number INTEGER NOT NULL, opened_at INTEGER NOT NULL, closed_at INTEGER, UNIQUE (site, number));
-             CREATE TABLE incident_causes (incident_id INTEGER NOT NULL REFERENCES incidents (id), at INTEGER NOT NULL, cause TEXT NOT NULL, summary TEXT NOT NULL);
-             CREATE TABLE alert_state (site TEXT PRIMARY KEY, state TEXT NOT NULL);
-             CREATE TABLE outbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL, recipients TEXT NOT NULL, subject TEXT NOT NULL, body_text TEXT NOT NULL, body_html TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, last_error TEXT, sent_at INTEGER);
-             PRAGMA user_version = 1;",
-        )
-        .unwrap();
+        conn.execute_batch(V1_SCHEMA).unwrap();
+        conn.execute_batch("PRAGMA user_version = 1;").unwrap();
         for (minute, name) in [(0, "lab_fpm_stopped"), (1, "lab_healthy")] {
             let r = report(name);
             conn.execute(
@@ -318,13 +318,9 @@ fn an_old_outbox_is_split_into_one_delivery_per_recipient() {
     let path = dir.path().join("probe.sqlite");
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(V1_SCHEMA).unwrap();
         conn.execute_batch(
-            "CREATE TABLE results (id INTEGER PRIMARY KEY, site TEXT NOT NULL, at INTEGER NOT NULL, status TEXT NOT NULL, hop TEXT NOT NULL, cause TEXT NOT NULL, report TEXT NOT NULL);
-             CREATE TABLE incidents (id INTEGER PRIMARY KEY, site TEXT NOT NULL, number INTEGER NOT NULL, opened_at INTEGER NOT NULL, closed_at INTEGER, UNIQUE (site, number));
-             CREATE TABLE incident_causes (incident_id INTEGER NOT NULL REFERENCES incidents (id), at INTEGER NOT NULL, cause TEXT NOT NULL, summary TEXT NOT NULL);
-             CREATE TABLE alert_state (site TEXT PRIMARY KEY, state TEXT NOT NULL);
-             CREATE TABLE outbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL, recipients TEXT NOT NULL, subject TEXT NOT NULL, body_text TEXT NOT NULL, body_html TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, last_error TEXT, sent_at INTEGER);
-             INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, attempts, next_attempt_at, last_error, sent_at) VALUES
+            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, attempts, next_attempt_at, last_error, sent_at) VALUES
                  ('shop/1/opened', 0, '[\"a@example.com\",\"b@example.com\",\"a@example.com\"]', 's', 't', 'h', 2, 0, '421 try later', NULL),
                  ('shop/0/opened', 0, '[\"a@example.com\"]', 's', 't', 'h', 1, 0, NULL, 5);
              PRAGMA user_version = 1;",
