@@ -17,7 +17,7 @@ use serde_saphyr::Spanned;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::plan::{parse_ip_port, Target};
+use crate::engine::plan::{parse_ip_port, Target};
 
 /// A scalar kept with where it was written.
 pub type Text = Spanned<String>;
@@ -546,9 +546,9 @@ fn path_at(text: &str, line: u64) -> String {
 }
 
 /// A target problem, naming the value once (as URLs are shown: never a password).
-fn target_message(value: &str, e: &crate::plan::TargetError) -> String {
+fn target_message(value: &str, e: &crate::engine::plan::TargetError) -> String {
     match e {
-        crate::plan::TargetError::NotQualified(_) => e.to_string(),
+        crate::engine::plan::TargetError::NotQualified(_) => e.to_string(),
         _ => format!("{:?}: {e}", crate::text::url_for_display(value)),
     }
 }
@@ -568,7 +568,7 @@ fn valid_site_name(name: &str) -> bool {
 
 /// An address problem: port 0 said as such, anything else as "not an address".
 fn address_message(value: &str, example: bool) -> String {
-    if crate::plan::is_port_zero(value.trim()) {
+    if crate::engine::plan::is_port_zero(value.trim()) {
         format!("{value:?}: port 0 is not a port a server can listen on")
     } else if example {
         format!("{value:?} is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)")
@@ -717,19 +717,20 @@ impl Checker {
                 }
                 parsed
             });
-            let static_path = site.static_path.as_ref().and_then(|p| {
-                match crate::plan::check_static_path(&p.value) {
-                    Ok(path) => Some(path),
-                    Err(e) => {
-                        self.problem(
-                            p,
-                            format!("{at}.static_path"),
-                            format!("{:?}: {e}", p.value),
-                        );
-                        None
-                    }
-                }
-            });
+            let static_path =
+                site.static_path.as_ref().and_then(
+                    |p| match crate::engine::plan::check_static_path(&p.value) {
+                        Ok(path) => Some(path),
+                        Err(e) => {
+                            self.problem(
+                                p,
+                                format!("{at}.static_path"),
+                                format!("{:?}: {e}", p.value),
+                            );
+                            None
+                        }
+                    },
+                );
             let interval = self.duration(
                 site.interval.as_ref(),
                 &format!("{at}.interval"),
@@ -890,7 +891,7 @@ impl Checker {
             })
             .collect();
         let extra_roots = match &raw.defaults.ca_file {
-            Some(file) => match crate::tls::load_ca_file(&base.join(file.value.trim())) {
+            Some(file) => match crate::engine::tls::load_ca_file(&base.join(file.value.trim())) {
                 Ok(roots) => roots,
                 Err(e) => {
                     self.problem(file, "defaults.ca_file", e.to_string());
@@ -1046,7 +1047,7 @@ impl Checker {
             }
         }
         if let Some(file) = &raw.ca_file {
-            if let Err(e) = crate::tls::load_ca_file(&base.join(file.value.trim())) {
+            if let Err(e) = crate::engine::tls::load_ca_file(&base.join(file.value.trim())) {
                 self.problem(file, "smtp.ca_file", e.to_string());
             }
         }

@@ -49,15 +49,15 @@ pub fn recognise(data: &[u8]) {
 /// Certificate-facts extraction on arbitrary DER.
 pub fn certificate(data: &[u8]) {
     let now = OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("a valid time");
-    if let Some(facts) = crate::tls::cert::cert_facts(data, now) {
-        let _ = crate::tls::cert::covers_name(&facts, "probe.test");
+    if let Some(facts) = crate::engine::tls::cert::cert_facts(data, now) {
+        let _ = crate::engine::tls::cert::covers_name(&facts, "probe.test");
     }
 }
 
 /// `probe diagnose` on arbitrary JSON, then both renderings of the result.
 pub fn diagnose_json(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Ok(report) = crate::rediagnose(&text) {
+    if let Ok(report) = crate::cli::commands::rediagnose(&text) {
         let _ = crate::report::render_table(&report);
         let _ = crate::report::render_json(&report);
     }

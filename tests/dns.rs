@@ -5,8 +5,8 @@ mod support;
 use std::time::Duration;
 
 use probe::diagnose::{Cause, Hop};
+use probe::engine::resolve::{DnsClient, Nameserver};
 use probe::observe::{ErrorKind, Phase};
-use probe::resolve::{DnsClient, Nameserver};
 use probe::Status;
 use support::dnsmasq::Dnsmasq;
 use support::pki::{Pki, SITE};

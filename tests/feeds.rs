@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use probe::config::{self, Config};
+use probe::feeds::server::{self as serve, Published};
 use probe::feeds::{self, FeedFile};
-use probe::schedule::run_once;
-use probe::serve::{self, Published};
+use probe::schedule::run::run_once;
 use probe::store::SqliteStore;
 use serde_json::Value;
 use support::lab::{Lab, OriginSettings};

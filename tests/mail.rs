@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use probe::alert::Notification;
 use probe::config::{Smtp, SmtpSecurity};
-use probe::mail::{flush_outbox, render};
+use probe::notify::mail::{flush_outbox, render};
 use probe::store::{RunRecord, SqliteStore, Store};
 use probe::ProbeReport;
 use support::pki::TempPki;
@@ -351,7 +351,7 @@ async fn a_permanent_rejection_of_the_message_is_never_retried() {
         let again = flush_outbox(&mut store, &settings, later).await.unwrap();
         assert_eq!(
             again,
-            probe::delivery::FlushSummary::default(),
+            probe::notify::outbox::FlushSummary::default(),
             "{hours} h later"
         );
     }

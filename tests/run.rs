@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use probe::config;
-use probe::schedule::run_once;
+use probe::schedule::run::run_once;
 use probe::store::SqliteStore;
 use probe::Status;
 use support::lab::{Lab, OriginSettings, STATIC_PATH};

@@ -952,7 +952,10 @@ async fn hostile_dns_answers_are_classified_within_the_deadline() {
         .iter()
         .filter(|o| o.route == probe::observe::Route::Edge)
         .count();
-    assert_eq!(edge_dials, probe::plan::MAX_EDGE_ADDRESSES_PER_FAMILY);
+    assert_eq!(
+        edge_dials,
+        probe::engine::plan::MAX_EDGE_ADDRESSES_PER_FAMILY
+    );
 }
 
 // ---- redirects ---------------------------------------------------------------------------------
@@ -1014,7 +1017,7 @@ async fn redirects_are_followed_a_few_times_and_never_to_another_host() {
             json: true,
         };
         let mut settings = cli.settings().unwrap();
-        settings.nameserver = probe::resolve::Nameserver::At(resolver);
+        settings.nameserver = probe::engine::resolve::Nameserver::At(resolver);
         probe::probe_site(&settings).await.unwrap()
     };
     let run = |path: &'static str, follow: u32| run_allowing(path, follow, vec![]);

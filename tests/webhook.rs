@@ -6,7 +6,7 @@
 mod support;
 
 use probe::config;
-use probe::schedule::run_once;
+use probe::schedule::run::run_once;
 use probe::store::SqliteStore;
 use serde_json::Value;
 use support::lab::{Lab, OriginSettings};

@@ -9,6 +9,7 @@
 mod atom;
 mod html;
 mod metrics;
+pub mod server;
 mod status;
 
 use std::collections::HashMap;

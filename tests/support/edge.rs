@@ -25,7 +25,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
-use probe::resolve::{DnsClient, Nameserver};
+use probe::engine::resolve::{DnsClient, Nameserver};
 
 use super::pki::{Leaf, SITE};
 use super::servers::{tls_acceptor, Alpn, TestServer};

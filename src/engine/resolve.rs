@@ -15,8 +15,8 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use tokio::time::Instant;
 
-use crate::cloudflare::is_cloudflare_address;
-use crate::connect::io_error_kind;
+use crate::engine::cloudflare::is_cloudflare_address;
+use crate::engine::connect::io_error_kind;
 use crate::observe::{millis, DnsAnswer, DnsFailure, ErrorKind, Resolution};
 
 /// Why we could not even ask DNS (a problem with this machine, not with the site).

@@ -12,13 +12,13 @@ use crate::alert::AlertState;
 use crate::alert::{self, RunVerdict, PROBER};
 use crate::cli::{OutputFormat, ProbeSettings};
 use crate::config::{Config, Site};
-use crate::delivery::{FlushSummary, Recorder};
 use crate::diagnose::DiagnoseSettings;
+use crate::engine::resolve::Nameserver;
 use crate::engine::{probe_site, ProbeError};
+use crate::notify::outbox::{FlushSummary, Recorder};
+use crate::notify::{mail, webhook};
 use crate::observe::{ProbeReport, Status};
-use crate::resolve::Nameserver;
 use crate::store::{NewMessage, RunRecord, Store, StoreError};
-use crate::{mail, webhook};
 
 /// Sites probed at once.
 pub const CONCURRENCY: usize = 32;

@@ -106,7 +106,7 @@ fn sha256_hex(der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloudflare::ORIGIN_CA_ROOT_PEM;
+    use crate::engine::cloudflare::ORIGIN_CA_ROOT_PEM;
 
     fn origin_ca_der() -> Vec<u8> {
         let mut reader = ORIGIN_CA_ROOT_PEM;

@@ -5,16 +5,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod commands;
+
 use clap::Parser;
 use rustls::pki_types::CertificateDer;
 
 use crate::diagnose::DiagnoseSettings;
-use crate::plan::{
+use crate::engine::plan::{
     check_static_path, is_port_zero, parse_ip_port, StaticPathError, Target, TargetError,
 };
-use crate::resolve::Nameserver;
+use crate::engine::resolve::Nameserver;
+use crate::engine::tls::{load_ca_file, TlsSetupError};
 use crate::text::url_for_display;
-use crate::tls::{load_ca_file, TlsSetupError};
 
 /// Longest --timeout accepted: a prober that waits longer than this is not measuring anything.
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);

@@ -1,6 +1,14 @@
-//! Runs a plan: resolves the edge route, then makes every planned request concurrently (samples
-//! of one request one after the other), each under its own deadline, and collects the
-//! observations in plan order.
+//! Looking at a site: `plan` (which requests) → `resolve` (DNS) → `connect` (TCP) → `tls` (the
+//! handshake, certificate facts) → `http` (one exchange). `probe_site` runs a plan: resolves the
+//! edge route, then makes every planned request concurrently (samples of one request one after
+//! the other), each under its own deadline, and collects the observations in plan order.
+
+pub mod cloudflare;
+pub mod connect;
+pub mod http;
+pub mod plan;
+pub mod resolve;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,18 +20,18 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::cli::ProbeSettings;
-use crate::cloudflare::is_cloudflare_address;
-use crate::connect::connect;
 use crate::diagnose::diagnose;
 use crate::diagnose::recognise::made_by_cloudflare;
-use crate::http::{exchange, HttpExchange, HttpRequestSpec};
+use crate::engine::cloudflare::is_cloudflare_address;
+use crate::engine::connect::connect;
+use crate::engine::http::{exchange, HttpExchange, HttpRequestSpec};
+use crate::engine::plan::{plan, EdgeAddresses, PlannedRequest, Scheme, Target};
+use crate::engine::resolve::{DnsClient, Nameserver, ResolveSetupError};
+use crate::engine::tls::{handshake, TlsSetupError, TrustRoots};
 use crate::observe::{
     millis, CloudflareErrorDetails, Observation, PhaseTimings, ProbeReport, Route, SCHEMA_VERSION,
 };
-use crate::plan::{plan, EdgeAddresses, PlannedRequest, Scheme, Target};
-use crate::resolve::{DnsClient, Nameserver, ResolveSetupError};
 use crate::text::url_for_display;
-use crate::tls::{handshake, TlsSetupError, TrustRoots};
 
 /// ALPN we offer: HTTP/2 first, as browsers do.
 const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];

@@ -28,8 +28,8 @@ use time::OffsetDateTime;
 
 use crate::alert::Notification;
 use crate::config::{Smtp, SmtpSecurity};
-use crate::delivery::{stable_id, Attempt, FlushSummary, Recorder};
 use crate::diagnose::Diagnosis;
+use crate::notify::outbox::{stable_id, Attempt, FlushSummary, Recorder};
 use crate::store::{Channel, NewMessage, OutboxMessage, Store, StoreError};
 use crate::text::{printable, xml};
 
@@ -493,7 +493,7 @@ async fn connect(smtp: &Smtp) -> Result<AsyncSmtpConnection, MailError> {
 fn tls_parameters(smtp: &Smtp) -> Result<TlsParameters, MailError> {
     let mut tls = TlsParameters::builder(smtp.host.clone());
     if let Some(path) = &smtp.ca_file {
-        let roots = crate::tls::load_ca_file(path)
+        let roots = crate::engine::tls::load_ca_file(path)
             .map_err(|e| MailError::Settings(format!("ca_file: {e}")))?;
         for der in roots {
             let certificate = Certificate::from_der(der.to_vec())

@@ -24,8 +24,8 @@ use tokio::time::{timeout_at, Instant};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::cloudflare::ORIGIN_CA_ROOT_PEM;
-use crate::connect::io_error_kind;
+use crate::engine::cloudflare::ORIGIN_CA_ROOT_PEM;
+use crate::engine::connect::io_error_kind;
 use crate::observe::{CertProblem, ErrorKind, ObservedError, Phase, Route, TlsFacts};
 
 /// Why TLS could not be set up at all (a problem with our inputs, not with a site).

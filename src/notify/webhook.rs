@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 
 use crate::alert::Notification;
 use crate::config::Webhook;
-use crate::delivery::{stable_id, Attempt, FlushSummary, Recorder};
 use crate::feeds::short_id;
+use crate::notify::outbox::{stable_id, Attempt, FlushSummary, Recorder};
 use crate::store::{Channel, NewMessage, OutboxMessage, Store, StoreError};
 use crate::text::endpoint_for_display;
 

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
-use crate::connect::io_error_kind;
+use crate::engine::connect::io_error_kind;
 use crate::observe::{ErrorKind, ObservedError, Phase, ResponseFacts, ResponseHeaders};
 
 /// Bytes of body kept as the excerpt: enough for a whole Cloudflare or nginx error page.

@@ -22,12 +22,12 @@ use tokio::task::{Id, JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::config::{self, Config, Site};
-use crate::delivery::Recorder;
 use crate::engine::ProbeError;
 use crate::feeds;
+use crate::feeds::server::Published;
+use crate::notify::outbox::Recorder;
 use crate::observe::{ProbeReport, Status};
-use crate::schedule::{self, CONCURRENCY};
-use crate::serve::Published;
+use crate::schedule::run::{self as schedule, CONCURRENCY};
 use crate::store::Store;
 
 /// How often the outbox is read for retries, and old results considered for pruning.
@@ -206,7 +206,7 @@ impl<'a> Watch<'a> {
 
     /// Starts publishing the feeds: rendered now, then again whenever results came in (at most
     /// every few seconds). The server reads from the returned receiver.
-    pub fn publish_feeds(&mut self) -> crate::serve::Feeds {
+    pub fn publish_feeds(&mut self) -> crate::feeds::server::Feeds {
         let (sender, receiver) = watch::channel(Arc::new(Published::default()));
         self.feeds = Some(sender);
         self.feeds_dirty = true;

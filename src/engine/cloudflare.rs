@@ -35,7 +35,7 @@ const IPV6_RANGES: &[(u32, u8)] = &[
 
 /// The public root of Cloudflare's Origin CA (RSA). Full (strict) mode trusts it, browsers do not,
 /// so the probe trusts it on the origin route only.
-pub const ORIGIN_CA_ROOT_PEM: &[u8] = include_bytes!("../data/cloudflare-origin-ca-rsa.pem");
+pub const ORIGIN_CA_ROOT_PEM: &[u8] = include_bytes!("../../data/cloudflare-origin-ca-rsa.pem");
 
 /// Whether an address lies inside Cloudflare's published ranges.
 pub fn is_cloudflare_address(ip: IpAddr) -> bool {

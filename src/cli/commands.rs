@@ -1,0 +1,228 @@
+//! The commands behind the command line: each reads its arguments' settings, runs the library
+//! and writes what it found. Errors are one value each, turned into words by `main`.
+
+use std::io::Write;
+
+use crate::cli::{CheckConfigCli, Cli, DiagnoseCli, OutputFormat, RunCli, UsageError, WatchCli};
+use crate::engine::{probe_site, ProbeError};
+use crate::feeds::server as serve;
+use crate::observe::{self, Observation, ProbeReport, Status};
+use crate::schedule::{run, watch};
+use crate::{config, diagnose, feeds, report, store, text};
+
+/// Why `run` could not produce a report: bad arguments or a machine that cannot probe.
+/// Both mean UNKNOWN (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The config file cannot be used.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A scheduled pass failed (the store, or the probe itself).
+    #[error(transparent)]
+    Schedule(#[from] run::ScheduleError),
+    /// The watch could not start.
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+    /// The feed server cannot listen.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The feeds could not be written.
+    #[error("cannot write the feeds to {dir}: {source}")]
+    Feeds { dir: String, source: std::io::Error },
+    /// A saved report could not be read.
+    #[error("{path}: {reason}")]
+    Report { path: String, reason: String },
+}
+
+/// Runs one ad-hoc probe as the command line asked and writes the result to `out`.
+/// Returns the site's status (the exit code follows it).
+pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Status, RunError> {
+    let settings = cli.settings()?;
+    let report = probe_site(&settings).await?;
+    let text = match settings.output {
+        OutputFormat::Json => report::render_json(&report),
+        OutputFormat::Table => report::render_table(&report),
+    };
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(report.status)
+}
+
+/// A saved `--json` report, as much of it as a new diagnosis needs. Fields this version does
+/// not know are ignored, so reports from newer versions of schema 1 still replay.
+#[derive(Debug, serde::Deserialize)]
+struct RecordedRun {
+    schema: u32,
+    target: String,
+    host: String,
+    #[serde(default)]
+    origin_given: bool,
+    #[serde(default)]
+    resolution: Option<observe::Resolution>,
+    observations: Vec<Observation>,
+    #[serde(default)]
+    cloudflare_edge_declared: bool,
+}
+
+/// Diagnoses the text of a saved `--json` report again; the error says why it cannot be read.
+pub fn rediagnose(text: &str) -> Result<ProbeReport, String> {
+    let recorded: RecordedRun =
+        serde_json::from_str(text).map_err(|e| format!("not a `probe --json` report: {e}"))?;
+    if recorded.schema != observe::SCHEMA_VERSION {
+        return Err(format!(
+            "schema {} is not supported (this probe reads schema {})",
+            recorded.schema,
+            observe::SCHEMA_VERSION
+        ));
+    }
+    let diagnosis = diagnose::diagnose(
+        &recorded.host,
+        &recorded.observations,
+        &diagnose::DiagnoseSettings {
+            cloudflare_edge_declared: recorded.cloudflare_edge_declared,
+            ..diagnose::DiagnoseSettings::default()
+        },
+    );
+    Ok(ProbeReport {
+        schema: observe::SCHEMA_VERSION,
+        target: recorded.target,
+        host: recorded.host,
+        status: diagnosis.status,
+        diagnosis,
+        origin_given: recorded.origin_given,
+        resolution: recorded.resolution,
+        observations: recorded.observations,
+        cloudflare_edge_declared: recorded.cloudflare_edge_declared,
+    })
+}
+
+/// Diagnoses a saved report again and writes the result like a live probe would.
+pub fn run_diagnose(cli: &DiagnoseCli, out: &mut dyn Write) -> Result<Status, RunError> {
+    let path = cli.file.display().to_string();
+    let bad = |reason: String| RunError::Report {
+        path: path.clone(),
+        reason,
+    };
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| bad(e.to_string()))?
+    } else {
+        std::fs::read_to_string(&cli.file).map_err(|e| bad(format!("cannot read it ({e})")))?
+    };
+    let report = rediagnose(&text).map_err(bad)?;
+    let text = if cli.json {
+        report::render_json(&report)
+    } else {
+        report::render_table(&report)
+    };
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(report.status)
+}
+
+/// Checks a config file and explains what it will do; problems come back as
+/// `RunError::Config`, every one of them with file:line:column and the field's path.
+pub fn run_check_config(cli: &CheckConfigCli, out: &mut dyn Write) -> Result<Status, RunError> {
+    if cli.schema {
+        out.write_all(config::json_schema().as_bytes())?;
+        return Ok(Status::Ok);
+    }
+    let loaded = config::load(&cli.config.path)?;
+    out.write_all(config::explain(&cli.config.path, &loaded).as_bytes())?;
+    out.flush()?;
+    Ok(Status::Ok)
+}
+
+/// `probe run`: one pass over every site of the config; prints one line per site and returns the
+/// worst status.
+pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunError> {
+    let loaded = config::load(&cli.config.path)?;
+    let mut store = store::SqliteStore::open(&loaded.config.store_path)
+        .map_err(|e| RunError::Schedule(e.into()))?;
+    let now = time::OffsetDateTime::now_utc();
+    let outcome = run::run_once(&loaded.config, &mut store, now).await?;
+    if let Some(dir) = &cli.feeds_dir {
+        let snapshot = feeds::snapshot(&loaded.config, &store, now)
+            .map_err(|e| RunError::Schedule(e.into()))?;
+        feeds::write_dir(dir, &feeds::render_all(&snapshot)).map_err(|source| RunError::Feeds {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    }
+    for (site, report) in &outcome.sites {
+        let d = &report.diagnosis;
+        writeln!(
+            out,
+            "{:<8} {}  {} · {} ({})  {}",
+            d.status.as_str().to_uppercase(),
+            text::printable(site),
+            d.hop.as_str(),
+            d.cause.as_str(),
+            d.confidence.as_str(),
+            text::printable(&d.summary)
+        )?;
+    }
+    if outcome.cut_off {
+        writeln!(
+            out,
+            "every site and every control check failed: the prober itself looks cut off; site alerts held"
+        )?;
+    }
+    if outcome.mails_sent + outcome.mails_waiting + outcome.mails_given_up > 0 {
+        writeln!(
+            out,
+            "notifications: {} sent, {} waiting for retry, {} refused for good",
+            outcome.mails_sent, outcome.mails_waiting, outcome.mails_given_up
+        )?;
+    }
+    out.flush()?;
+    Ok(outcome.worst())
+}
+
+/// `probe watch`: every site on its interval until SIGTERM/SIGINT; OK once stopped gracefully.
+pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
+    let loaded = config::load(&cli.config.path)?;
+    for warning in &loaded.warnings {
+        tracing::warn!(warning = %warning, "config");
+    }
+    let mut store = store::SqliteStore::open(&loaded.config.store_path)
+        .map_err(|e| RunError::Schedule(e.into()))?;
+    // Bound before anything starts, so a port in use stops the watch before delivery begins.
+    let listener = match cli.listen {
+        Some(address) => Some((
+            address,
+            serve::bind(address)
+                .await
+                .map_err(|source| RunError::Listen { address, source })?,
+        )),
+        None => None,
+    };
+    let delivery_store = store.reopen().map_err(|e| RunError::Schedule(e.into()))?;
+    let mut watch = watch::Watch::new(
+        cli.config.path.clone(),
+        loaded.config,
+        &mut store,
+        Box::new(delivery_store),
+    );
+    let server = listener.map(|(address, listener)| {
+        tracing::info!(%address, "serving the feeds");
+        tokio::spawn(serve::serve(listener, watch.publish_feeds()))
+    });
+    watch.run().await?;
+    if let Some(server) = server {
+        server.abort();
+    }
+    Ok(Status::Ok)
+}

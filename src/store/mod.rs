@@ -1,0 +1,252 @@
+//! The store: results (with their diagnosis), incidents with their cause history, each site's
+//! alert state, and the outbox of notifications to deliver. One SQLite file in WAL mode.
+//!
+//! Everything a run decides is written in one transaction (`record_run`), so a process killed at
+//! any moment leaves either the whole run or none of it: no result without its alert state, no
+//! alert state without its queued mail. Callers use the `Store` trait, so a PostgreSQL backend for
+//! multi-region deployments can come later without touching them.
+//!
+//! One process writes to a store at a time: `SqliteStore::open` takes the store's writer lock (an
+//! advisory lock on `FILE.lock`, released by the kernel however the process ends) before it
+//! migrates or writes anything, so two `probe run`s never deliver the same alert twice and never
+//! race the migrations. A file that is not a probe store is refused before anything is changed.
+
+mod sqlite;
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+pub use sqlite::{SqliteStore, WriterLock, LOCK_WAIT};
+
+use crate::alert::AlertState;
+use crate::observe::ProbeReport;
+
+/// Why the store failed (the tool failing, not a site).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    /// A stored value could not be read back.
+    #[error("store {path}: corrupt {what}: {reason}")]
+    Corrupt {
+        path: String,
+        what: &'static str,
+        reason: String,
+    },
+    /// The file was written by a newer probe.
+    #[error("store {path}: schema version {found} is newer than this probe's ({supported}); upgrade probe")]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    /// The file is not a probe store (another program's database, or not SQLite at all); it was
+    /// left as it was.
+    #[error("store {path}: not a probe store ({what}); it was left untouched: give store.path a file of its own")]
+    Foreign { path: String, what: String },
+    /// Another process holds the store's writer lock.
+    #[error("store {path}: in use by another probe process{holder}; waited {waited:?} for it. One process writes to a store at a time: let the other finish, or give each its own store.path")]
+    Busy {
+        path: String,
+        /// ` (pid N)` when the holder wrote its pid.
+        holder: String,
+        waited: Duration,
+    },
+    /// The lock file cannot be created or locked.
+    #[error("store {path}: cannot lock {lock}: {source}")]
+    Lock {
+        path: String,
+        lock: String,
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether trying again later can help (a locked or busy file, a full disk) rather than the
+    /// file itself being unusable.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                )
+            ),
+            StoreError::Busy { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// How a queued notification is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// By SMTP: `recipients` are addresses, the bodies text and HTML.
+    Mail,
+    /// By HTTP POST: `recipients` holds the URL, `body_text` the JSON payload.
+    Webhook,
+}
+
+impl Channel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Channel::Mail => "mail",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+/// A delivery waiting to be made: one notification to one destination (a mail recipient, a
+/// webhook URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub channel: Channel,
+    /// The delivery's stable key (unique in the outbox).
+    pub key: String,
+    /// The key of the notification it carries, shared by all its deliveries (the mail's
+    /// Message-ID comes from it).
+    pub notification: String,
+    /// The destination: one mail address, or the webhook's URL.
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+    pub attempts: u32,
+}
+
+/// A delivery to queue, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub channel: Channel,
+    /// Unique per delivery: the notification's key and the destination.
+    pub key: String,
+    /// The notification's key.
+    pub notification: String,
+    /// The one destination.
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+}
+
+/// Everything one run of one site decided.
+#[derive(Debug, Clone)]
+pub struct RunRecord<'a> {
+    pub site: &'a str,
+    pub at: OffsetDateTime,
+    pub report: &'a ProbeReport,
+    pub state: &'a AlertState,
+    pub messages: &'a [NewMessage],
+}
+
+/// A site's latest stored result.
+#[derive(Debug, Clone)]
+pub struct LatestResult {
+    pub site: String,
+    pub at: OffsetDateTime,
+    pub report: ProbeReport,
+}
+
+/// One cause of an incident, from when it was seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CauseRecord {
+    pub at: OffsetDateTime,
+    /// The cause's id (`fpm_unreachable`).
+    pub cause: String,
+    pub summary: String,
+    pub evidence: Vec<String>,
+}
+
+/// An incident with its cause history, oldest cause first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRecord {
+    pub site: String,
+    /// The site's incident number (1, 2, …).
+    pub number: u64,
+    pub opened_at: OffsetDateTime,
+    pub closed_at: Option<OffsetDateTime>,
+    pub causes: Vec<CauseRecord>,
+}
+
+/// How many results of a site fell in one UTC hour, and how many of them were `down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UptimeHour {
+    /// Unix seconds of the hour's start.
+    pub hour: i64,
+    pub total: u32,
+    pub down: u32,
+}
+
+/// What the scheduler, alerting and feeds need from storage. `Send`: delivery runs in a task of
+/// its own, on its own connection.
+pub trait Store: Send {
+    /// The site's alert state (default when never seen).
+    fn alert_state(&self, site: &str) -> Result<AlertState, StoreError>;
+    /// Saves a run's result, the site's new alert state and its queued messages, atomically.
+    /// Messages whose key is already queued or sent are not queued again.
+    fn record_run(&mut self, run: &RunRecord<'_>) -> Result<(), StoreError> {
+        self.record_runs(std::slice::from_ref(run))
+    }
+    /// Saves several runs (a whole `probe run` pass) in one transaction: all of them or none.
+    fn record_runs(&mut self, runs: &[RunRecord<'_>]) -> Result<(), StoreError>;
+    /// Saves an alert state that has no result of its own (the prober's connectivity, under
+    /// `alert::PROBER`) with its queued messages, atomically.
+    fn record_state(
+        &mut self,
+        key: &str,
+        at: OffsetDateTime,
+        state: &AlertState,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError>;
+    /// Messages not yet delivered nor given up whose next attempt is due at `now`.
+    fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// Marks a message delivered.
+    fn mark_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Records a failed attempt and when to try again.
+    fn mark_failed(
+        &mut self,
+        id: i64,
+        error: &str,
+        retry_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Records a permanent failure (the server refused this delivery for good): never tried again.
+    fn mark_given_up(&mut self, id: i64, error: &str, at: OffsetDateTime)
+        -> Result<(), StoreError>;
+    /// Deletes raw results older than `before`; incidents and the outbox stay.
+    fn prune_results(&mut self, before: OffsetDateTime) -> Result<usize, StoreError>;
+    /// Deletes hourly uptime counts older than `before`.
+    fn prune_uptime(&mut self, before: OffsetDateTime) -> Result<usize, StoreError>;
+    /// Calls `each` with every site's latest result, one at a time (reports can be large).
+    fn each_latest(&self, each: &mut dyn FnMut(LatestResult)) -> Result<(), StoreError>;
+    /// Every site's latest result, collected.
+    fn latest_results(&self) -> Result<Vec<LatestResult>, StoreError> {
+        let mut out = Vec::new();
+        self.each_latest(&mut |latest| out.push(latest))?;
+        Ok(out)
+    }
+    /// Incidents still open or closed after `since`, newest first, with their causes.
+    fn incidents(&self, since: OffsetDateTime) -> Result<Vec<IncidentRecord>, StoreError>;
+    /// Calls `each` with the hourly uptime counts of every site from `since` on, per site in
+    /// time order, one row at a time (90 days of many sites need not fit in memory).
+    fn each_uptime_hour(
+        &self,
+        since: OffsetDateTime,
+        each: &mut dyn FnMut(&str, UptimeHour),
+    ) -> Result<(), StoreError>;
+    /// The hourly uptime counts from `since` on, collected.
+    fn uptime_hours(&self, since: OffsetDateTime) -> Result<Vec<(String, UptimeHour)>, StoreError> {
+        let mut out = Vec::new();
+        self.each_uptime_hour(since, &mut |site, hour| out.push((site.to_string(), hour)))?;
+        Ok(out)
+    }
+}
