@@ -17,6 +17,7 @@ pub mod notify;
 pub mod observe;
 pub mod report;
 pub mod schedule;
+pub mod settings;
 pub mod store;
 pub mod text;
 
@@ -25,7 +26,9 @@ pub use cli::commands::{
 };
 pub use cli::{
     parse_invocation, CheckConfigCli, Cli, DiagnoseCli, Invocation, LogFormat, OutputFormat,
-    ProbeSettings, RunCli, UsageError, WatchCli,
+    RunCli, UsageError, WatchCli,
 };
+pub use engine::ProbeReport;
 pub use engine::{probe_site, ProbeError};
-pub use observe::{Observation, ProbeReport, Status};
+pub use observe::{Observation, Status};
+pub use settings::ProbeSettings;

@@ -1,16 +1,12 @@
 //! The evidence: what one request along one route saw, as plain serialisable data.
 //!
-//! Nothing here does I/O. Every stage after `http` (status, report, and later the diagnosis) reads
-//! only these types, so a recorded `--json` run can be replayed without a network.
+//! Nothing here does I/O, and nothing here imports any other module of the crate: every stage
+//! after `http` (the diagnosis, the report) reads only these types, so a recorded `--json` run can
+//! be replayed without a network. How socket errors map to evidence kinds lives here too.
 
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
-
-use crate::diagnose::Diagnosis;
-
-/// Version of the `--json` document. Bump it on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
 
 /// Which way we reached the site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -387,29 +383,21 @@ impl Status {
     }
 }
 
-/// A whole probe of one site: the `--json` document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProbeReport {
-    pub schema: u32,
-    /// The URL probed.
-    pub target: String,
-    /// The site's name, sent as Host and SNI on every route.
-    pub host: String,
-    pub status: Status,
-    /// Which hop broke, why, and what to run next.
-    pub diagnosis: Diagnosis,
-    /// `false` when no `--origin` was given: only the edge route was probed.
-    pub origin_given: bool,
-    /// DNS lookups behind the edge route; absent when `--edge` or an IP literal was given.
-    pub resolution: Option<Resolution>,
-    pub observations: Vec<Observation>,
-    /// The user declared the edge to be Cloudflare (`--cloudflare-edge`, `cloudflare_edge:`)
-    /// although its address may be outside Cloudflare's ranges; absent when not.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cloudflare_edge_declared: bool,
-}
-
 /// A duration in milliseconds, rounded to the microsecond (what the JSON carries).
 pub fn millis(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1_000.0
+}
+
+/// Classifies a socket error as an evidence kind.
+pub fn io_error_kind(e: &std::io::Error) -> ErrorKind {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => ErrorKind::Refused,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => ErrorKind::Reset,
+        K::TimedOut => ErrorKind::Timeout,
+        K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => ErrorKind::Unreachable,
+        K::UnexpectedEof => ErrorKind::Closed,
+        K::InvalidData => ErrorKind::Protocol,
+        _ => ErrorKind::Io,
+    }
 }

@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 
 use crate::diagnose::Diagnosis;
-use crate::observe::{DnsAnswer, Observation, ProbeReport, TlsFacts};
+use crate::engine::ProbeReport;
+use crate::observe::{DnsAnswer, Observation, TlsFacts};
 use crate::text::printable;
 
 /// The report as one JSON object (schema 1), pretty-printed, with a trailing newline.

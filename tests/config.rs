@@ -31,9 +31,9 @@ fn the_shipped_example_is_valid() {
     let c = &loaded.config;
     assert_eq!(c.sites.len(), 2);
     assert_eq!(c.sites[0].name, "example.com");
-    assert_eq!(c.sites[0].origins[0].to_string(), "203.0.113.10:443");
+    assert_eq!(c.sites[0].probe.origins[0].to_string(), "203.0.113.10:443");
     assert_eq!(c.sites[1].name, "shop");
-    assert_eq!(c.sites[1].origins[0].to_string(), "203.0.113.20:8443");
+    assert_eq!(c.sites[1].probe.origins[0].to_string(), "203.0.113.20:8443");
     assert_eq!(c.sites[1].interval.as_secs(), 30);
     assert_eq!(
         c.sites[1].alert_to,

@@ -5,8 +5,9 @@ use std::io::Write;
 
 use crate::cli::{CheckConfigCli, Cli, DiagnoseCli, OutputFormat, RunCli, UsageError, WatchCli};
 use crate::engine::{probe_site, ProbeError};
+use crate::engine::{ProbeReport, SCHEMA_VERSION};
 use crate::feeds::server as serve;
-use crate::observe::{self, Observation, ProbeReport, Status};
+use crate::observe::{self, Observation, Status};
 use crate::schedule::{run, watch};
 use crate::{config, diagnose, feeds, report, store, text};
 
@@ -52,7 +53,7 @@ pub enum RunError {
 pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Status, RunError> {
     let settings = cli.settings()?;
     let report = probe_site(&settings).await?;
-    let text = match settings.output {
+    let text = match cli.output() {
         OutputFormat::Json => report::render_json(&report),
         OutputFormat::Table => report::render_table(&report),
     };
@@ -81,11 +82,10 @@ struct RecordedRun {
 pub fn rediagnose(text: &str) -> Result<ProbeReport, String> {
     let recorded: RecordedRun =
         serde_json::from_str(text).map_err(|e| format!("not a `probe --json` report: {e}"))?;
-    if recorded.schema != observe::SCHEMA_VERSION {
+    if recorded.schema != SCHEMA_VERSION {
         return Err(format!(
             "schema {} is not supported (this probe reads schema {})",
-            recorded.schema,
-            observe::SCHEMA_VERSION
+            recorded.schema, SCHEMA_VERSION
         ));
     }
     let diagnosis = diagnose::diagnose(
@@ -97,7 +97,7 @@ pub fn rediagnose(text: &str) -> Result<ProbeReport, String> {
         },
     );
     Ok(ProbeReport {
-        schema: observe::SCHEMA_VERSION,
+        schema: SCHEMA_VERSION,
         target: recorded.target,
         host: recorded.host,
         status: diagnosis.status,

@@ -3,27 +3,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 pub mod commands;
 
 use clap::Parser;
-use rustls::pki_types::CertificateDer;
 
-use crate::diagnose::DiagnoseSettings;
-use crate::engine::plan::{
-    check_static_path, is_port_zero, parse_ip_port, StaticPathError, Target, TargetError,
-};
-use crate::engine::resolve::Nameserver;
-use crate::engine::tls::{load_ca_file, TlsSetupError};
-use crate::text::url_for_display;
+use crate::settings::{self, Nameserver, Place, ProbeSettings, Problem, SiteInput, Written};
 
-/// Longest --timeout accepted: a prober that waits longer than this is not measuring anything.
-const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most --samples accepted for one ad-hoc run.
 const MAX_SAMPLES: u32 = 100;
-/// Most redirects followed for one request: each is a full request with its own deadline.
-pub const MAX_REDIRECTS: u32 = 5;
 
 /// Look at a site along the edge route and the origin route, and show what each one saw.
 #[derive(Debug, Parser)]
@@ -236,185 +224,78 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Checked settings for one ad-hoc probe.
-#[derive(Debug, Clone)]
-pub struct ProbeSettings {
-    pub target: Target,
-    pub origins: Vec<SocketAddr>,
-    pub edge: Option<SocketAddr>,
-    pub static_path: Option<String>,
-    pub nameserver: Nameserver,
-    pub extra_roots: Vec<CertificateDer<'static>>,
-    pub timeout: Duration,
-    pub samples: u32,
-    pub output: OutputFormat,
-    /// Thresholds of the diagnosis (certificate warning window, slowness budget).
-    pub diagnose: DiagnoseSettings,
-    /// Redirects followed per request (same scheme, host and port, or `redirect_hosts`).
-    pub follow_redirects: u32,
-    /// Other hosts a followed redirect may go to.
-    pub redirect_hosts: Vec<String>,
-}
-
 /// A command-line argument that cannot be used. The message names the argument.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UsageError {
-    /// The site argument is not a URL or host name.
-    #[error("target {value:?}: {reason}")]
-    Target { value: String, reason: TargetError },
-    /// An address argument is not IP[:PORT].
-    #[error("{flag} {value:?}: not an IP address with an optional port (expected e.g. 203.0.113.10, 203.0.113.10:8443 or [2001:db8::1]:443)")]
-    Address { flag: &'static str, value: String },
-    /// An address argument names port 0.
-    #[error("{flag} {value:?}: port 0 is not a port a server can listen on")]
-    PortZero { flag: &'static str, value: String },
-    /// The timeout is not a positive duration.
-    #[error("--timeout {value:?}: {reason}")]
-    Timeout { value: String, reason: String },
+    /// An argument the settings core refused (the first of them).
+    #[error("{}", .0.for_command_line())]
+    Setting(Problem),
     /// The sample count is out of range.
     #[error("--samples {value}: must be between 1 and {MAX_SAMPLES}")]
     Samples { value: u32 },
-    /// The static path cannot be used.
-    #[error("--static-path {value:?}: {reason}")]
-    StaticPath {
-        value: String,
-        reason: StaticPathError,
-    },
-    /// Too many redirects to follow.
-    #[error("--follow-redirects {value}: at most {MAX_REDIRECTS}")]
-    FollowRedirects { value: u32 },
-    /// An expected status is not an HTTP status.
-    #[error("--expect-status {value}: not an HTTP status (100-599)")]
-    ExpectStatus { value: u16 },
-    /// A CA file cannot be used.
-    #[error("--ca-file: {0}")]
-    CaFile(#[from] TlsSetupError),
 }
 
 impl Cli {
     /// Checks every argument; the first problem found is returned.
     pub fn settings(&self) -> Result<ProbeSettings, UsageError> {
-        // The value is shown as every URL is: never a password, never a control character.
-        let target = Target::parse(&self.target).map_err(|reason| UsageError::Target {
-            value: url_for_display(&self.target),
-            reason,
-        })?;
-        let origins = self
-            .origins
-            .iter()
-            .map(|value| parse_address("--origin", value, target.port))
-            .collect::<Result<Vec<_>, _>>()?;
-        let edge = self
-            .edge
-            .as_deref()
-            .map(|value| parse_address("--edge", value, target.port))
-            .transpose()?;
-        let nameserver = match self.resolver.as_deref() {
-            Some(value) => Nameserver::At(parse_address("--resolver", value, 53)?),
-            None => Nameserver::System,
-        };
-        let static_path = self
+        let flag =
+            |name: &'static str, value: &str| Written::new(value.to_string(), Place::Flag(name));
+        let mut input = SiteInput::new(flag("target", &self.target));
+        input.origins = self.origins.iter().map(|o| flag("--origin", o)).collect();
+        input.edge = self.edge.as_deref().map(|e| flag("--edge", e));
+        input.static_path = self
             .static_path
             .as_deref()
-            .map(|p| {
-                // Debug formatting (`{value:?}`) shows control characters escaped.
-                check_static_path(p).map_err(|reason| UsageError::StaticPath {
-                    value: p.to_string(),
-                    reason,
-                })
-            })
-            .transpose()?;
-        let timeout = parse_timeout(&self.timeout)?;
+            .map(|p| flag("--static-path", p));
+        input.timeout = Some(flag("--timeout", &self.timeout));
+        input.expect_status = self
+            .expect_status
+            .iter()
+            .map(|s| Written::new(*s, Place::Flag("--expect-status")))
+            .collect();
+        input.follow_redirects = Some(Written::new(
+            self.follow_redirects,
+            Place::Flag("--follow-redirects"),
+        ));
+        input.redirect_hosts = self
+            .redirect_hosts
+            .iter()
+            .map(|h| flag("--redirect-host", h))
+            .collect();
+        input.cloudflare_edge = self.cloudflare_edge;
+        let (settings, problems) = settings::check_site(&input, settings::DEFAULT_TIMEOUT);
+        if let Some(first) = problems.into_iter().next() {
+            return Err(UsageError::Setting(first));
+        }
+        let mut settings = settings.expect("no problem, so settings");
+        if let Some(value) = &self.resolver {
+            let address =
+                settings::address(&flag("--resolver", value), 53).map_err(UsageError::Setting)?;
+            settings.nameserver = Nameserver::At(address);
+        }
         if !(1..=MAX_SAMPLES).contains(&self.samples) {
             return Err(UsageError::Samples {
                 value: self.samples,
             });
         }
-        if let Some(&bad) = self
-            .expect_status
-            .iter()
-            .find(|s| !(100..=599).contains(*s))
-        {
-            return Err(UsageError::ExpectStatus { value: bad });
-        }
-        if self.follow_redirects > MAX_REDIRECTS {
-            return Err(UsageError::FollowRedirects {
-                value: self.follow_redirects,
-            });
-        }
-        let mut extra_roots = Vec::new();
+        settings.samples = self.samples;
         for path in &self.ca_files {
-            extra_roots.extend(load_ca_file(path)?);
+            let roots =
+                settings::ca_file(path, &Place::Flag("--ca-file")).map_err(UsageError::Setting)?;
+            settings.extra_roots.extend(roots);
         }
-        Ok(ProbeSettings {
-            target,
-            origins,
-            edge,
-            static_path,
-            nameserver,
-            extra_roots,
-            timeout,
-            samples: self.samples,
-            follow_redirects: self.follow_redirects,
-            redirect_hosts: self
-                .redirect_hosts
-                .iter()
-                .map(|h| h.trim().trim_end_matches('.').to_lowercase())
-                .collect(),
-            diagnose: DiagnoseSettings {
-                expect_status: self.expect_status.clone(),
-                cloudflare_edge_declared: self.cloudflare_edge,
-                ..DiagnoseSettings::default()
-            },
-            output: if self.json {
-                OutputFormat::Json
-            } else {
-                OutputFormat::Table
-            },
-        })
+        Ok(settings)
     }
-}
 
-/// Parses an address argument (`IP[:PORT]`), naming `flag` when it is not one.
-pub fn parse_address(
-    flag: &'static str,
-    value: &str,
-    default_port: u16,
-) -> Result<SocketAddr, UsageError> {
-    let value_shown = value.to_string();
-    parse_ip_port(value, default_port).ok_or_else(|| {
-        if is_port_zero(value) {
-            UsageError::PortZero {
-                flag,
-                value: value_shown,
-            }
+    /// How the result is printed.
+    pub fn output(&self) -> OutputFormat {
+        if self.json {
+            OutputFormat::Json
         } else {
-            UsageError::Address {
-                flag,
-                value: value_shown,
-            }
+            OutputFormat::Table
         }
-    })
-}
-
-fn parse_timeout(value: &str) -> Result<Duration, UsageError> {
-    let bad = |reason: String| UsageError::Timeout {
-        value: value.to_string(),
-        reason,
-    };
-    let timeout = humantime::parse_duration(value)
-        .map_err(|e| bad(format!("{e} (expected e.g. 10s, 2500ms, 1m)")))?;
-    if timeout.is_zero() {
-        return Err(bad("must be longer than zero".into()));
     }
-    if timeout > MAX_TIMEOUT {
-        return Err(bad(format!(
-            "must be at most {}",
-            humantime::format_duration(MAX_TIMEOUT)
-        )));
-    }
-    Ok(timeout)
 }
 
 #[cfg(test)]
@@ -423,25 +304,6 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("probe").chain(args.iter().copied())).unwrap()
-    }
-
-    #[test]
-    fn addresses_with_and_without_ports() {
-        let cases = [
-            ("203.0.113.10", "203.0.113.10:443"),
-            ("203.0.113.10:8443", "203.0.113.10:8443"),
-            ("2001:db8::1", "[2001:db8::1]:443"),
-            ("[2001:db8::1]", "[2001:db8::1]:443"),
-            ("[2001:db8::1]:8443", "[2001:db8::1]:8443"),
-        ];
-        for (input, expected) in cases {
-            let got = parse_address("--origin", input, 443).unwrap();
-            assert_eq!(got.to_string(), expected, "{input}");
-        }
-        for bad in ["origin.example.com", "1.2.3", "1.2.3.4:99999", ""] {
-            let err = parse_address("--origin", bad, 443).unwrap_err();
-            assert!(err.to_string().starts_with("--origin"), "{err}");
-        }
     }
 
     #[test]
@@ -501,10 +363,10 @@ mod tests {
     fn defaults() {
         let settings = cli(&["example.com"]).settings().unwrap();
         assert_eq!(settings.target.url, "https://example.com/");
-        assert_eq!(settings.timeout, Duration::from_secs(10));
+        assert_eq!(settings.timeout, std::time::Duration::from_secs(10));
         assert_eq!(settings.samples, 1);
         assert!(settings.origins.is_empty());
         assert_eq!(settings.nameserver, Nameserver::System);
-        assert_eq!(settings.output, OutputFormat::Table);
+        assert_eq!(cli(&["example.com"]).output(), OutputFormat::Table);
     }
 }

@@ -1,13 +1,12 @@
 //! TCP connect to one chosen address, and the mapping of socket errors to evidence kinds.
 //! No retries and no happy-eyeballs: each address is its own observation.
 
-use std::io;
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
-use crate::observe::{ErrorKind, ObservedError, Phase};
+use crate::observe::{io_error_kind, ErrorKind, ObservedError, Phase};
 
 /// Opens a TCP connection to `address`, giving up at `deadline`.
 pub async fn connect(address: SocketAddr, deadline: Instant) -> Result<TcpStream, ObservedError> {
@@ -27,20 +26,6 @@ pub async fn connect(address: SocketAddr, deadline: Instant) -> Result<TcpStream
             kind: ErrorKind::Timeout,
             message: format!("no answer to the TCP handshake with {address} before the deadline"),
         }),
-    }
-}
-
-/// Classifies a socket error.
-pub fn io_error_kind(e: &io::Error) -> ErrorKind {
-    use io::ErrorKind as K;
-    match e.kind() {
-        K::ConnectionRefused => ErrorKind::Refused,
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => ErrorKind::Reset,
-        K::TimedOut => ErrorKind::Timeout,
-        K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => ErrorKind::Unreachable,
-        K::UnexpectedEof => ErrorKind::Closed,
-        K::InvalidData => ErrorKind::Protocol,
-        _ => ErrorKind::Io,
     }
 }
 

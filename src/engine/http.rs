@@ -18,8 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
-use crate::engine::connect::io_error_kind;
-use crate::observe::{ErrorKind, ObservedError, Phase, ResponseFacts, ResponseHeaders};
+use crate::observe::{
+    io_error_kind, ErrorKind, ObservedError, Phase, ResponseFacts, ResponseHeaders,
+};
 
 /// Bytes of body kept as the excerpt: enough for a whole Cloudflare or nginx error page.
 pub const BODY_EXCERPT_BYTES: usize = 64 * 1024;

@@ -19,19 +19,47 @@ use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::cli::ProbeSettings;
-use crate::diagnose::diagnose;
+use crate::settings::ProbeSettings;
+use serde::{Deserialize, Serialize};
+
 use crate::diagnose::recognise::made_by_cloudflare;
+use crate::diagnose::{diagnose, Diagnosis};
 use crate::engine::cloudflare::is_cloudflare_address;
 use crate::engine::connect::connect;
 use crate::engine::http::{exchange, HttpExchange, HttpRequestSpec};
-use crate::engine::plan::{plan, EdgeAddresses, PlannedRequest, Scheme, Target};
+use crate::engine::plan::{plan, EdgeAddresses, PlannedRequest};
 use crate::engine::resolve::{DnsClient, Nameserver, ResolveSetupError};
 use crate::engine::tls::{handshake, TlsSetupError, TrustRoots};
 use crate::observe::{
-    millis, CloudflareErrorDetails, Observation, PhaseTimings, ProbeReport, Route, SCHEMA_VERSION,
+    millis, CloudflareErrorDetails, Observation, PhaseTimings, Resolution, Route, Status,
 };
+use crate::settings::{Scheme, Target};
 use crate::text::url_for_display;
+
+/// Version of the `--json` document. Bump it on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A whole probe of one site: the `--json` document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub schema: u32,
+    /// The URL probed.
+    pub target: String,
+    /// The site's name, sent as Host and SNI on every route.
+    pub host: String,
+    pub status: Status,
+    /// Which hop broke, why, and what to run next.
+    pub diagnosis: Diagnosis,
+    /// `false` when no `--origin` was given: only the edge route was probed.
+    pub origin_given: bool,
+    /// DNS lookups behind the edge route; absent when `--edge` or an IP literal was given.
+    pub resolution: Option<Resolution>,
+    pub observations: Vec<Observation>,
+    /// The user declared the edge to be Cloudflare (`--cloudflare-edge`, `cloudflare_edge:`)
+    /// although its address may be outside Cloudflare's ranges; absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cloudflare_edge_declared: bool,
+}
 
 /// ALPN we offer: HTTP/2 first, as browsers do.
 const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];

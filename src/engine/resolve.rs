@@ -2,7 +2,7 @@
 //! the answer kept (addresses, TTL, failure kind). No cache and no hosts file, so each probe sees
 //! what DNS says now.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_resolver::config::{
@@ -16,8 +16,7 @@ use hickory_resolver::TokioResolver;
 use tokio::time::Instant;
 
 use crate::engine::cloudflare::is_cloudflare_address;
-use crate::engine::connect::io_error_kind;
-use crate::observe::{millis, DnsAnswer, DnsFailure, ErrorKind, Resolution};
+use crate::observe::{io_error_kind, millis, DnsAnswer, DnsFailure, ErrorKind, Resolution};
 
 /// Why we could not even ask DNS (a problem with this machine, not with the site).
 #[derive(Debug, thiserror::Error)]
@@ -31,14 +30,7 @@ pub enum ResolveSetupError {
     Build(String),
 }
 
-/// Which server to ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Nameserver {
-    /// What /etc/resolv.conf names.
-    System,
-    /// One server, over UDP with TCP fallback (`--resolver`).
-    At(SocketAddr),
-}
+pub use crate::settings::Nameserver;
 
 /// A resolver set up once per probe run.
 pub struct DnsClient {

@@ -22,7 +22,8 @@ use time::OffsetDateTime;
 
 use crate::config::{Config, MaintenanceWindow};
 use crate::diagnose::Diagnosis;
-use crate::observe::{PathRole, PhaseTimings, ProbeReport, Route, Status};
+use crate::engine::ProbeReport;
+use crate::observe::{PathRole, PhaseTimings, Route, Status};
 use crate::store::{IncidentRecord, Store, StoreError, UptimeHour};
 
 /// Days of history the feeds show (uptime bars, the longest uptime window, incidents).
@@ -142,7 +143,7 @@ impl FeedFile {
     /// A strong ETag: the start of the body's SHA-256.
     pub fn etag(&self) -> String {
         let hash = digest(&SHA256, &self.body);
-        format!("\"{}\"", hex(&hash.as_ref()[..12]))
+        format!("\"{}\"", crate::text::hex(&hash.as_ref()[..12]))
     }
 }
 
@@ -184,13 +185,9 @@ pub fn snapshot(
             let tally = tallies.remove(&site.name).unwrap_or_default();
             SiteFeed {
                 name: site.name.clone(),
-                url: site.target.url.clone(),
+                url: site.probe.target.url.clone(),
                 latest: latest.remove(&site.name),
-                in_maintenance: config.maintenance.iter().any(|w| {
-                    w.start <= now
-                        && now < w.end
-                        && (w.sites.is_empty() || w.sites.contains(&site.name))
-                }),
+                in_maintenance: config.in_maintenance(&site.name, now),
                 uptime: tally.shares(),
                 days: tally.days(now),
             }
@@ -329,24 +326,6 @@ pub fn file_name(name: &str) -> String {
             }
         })
         .collect()
-}
-
-/// A stable short id from a string (Statuspage ids, Atom entry ids).
-pub(crate) fn short_id(text: &str) -> String {
-    hex(&digest(&SHA256, text.as_bytes()).as_ref()[..6])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).expect("a UTC time formats")
-}
-
-/// Escapes text for HTML and XML (control characters shown as visible escapes).
-pub(crate) fn escape(s: &str) -> String {
-    crate::text::xml(s)
 }
 
 /// An uptime share as a percentage with three decimals, as status pages show it.

@@ -493,7 +493,7 @@ async fn connect(smtp: &Smtp) -> Result<AsyncSmtpConnection, MailError> {
 fn tls_parameters(smtp: &Smtp) -> Result<TlsParameters, MailError> {
     let mut tls = TlsParameters::builder(smtp.host.clone());
     if let Some(path) = &smtp.ca_file {
-        let roots = crate::engine::tls::load_ca_file(path)
+        let roots = crate::settings::load_ca_file(path)
             .map_err(|e| MailError::Settings(format!("ca_file: {e}")))?;
         for der in roots {
             let certificate = Certificate::from_der(der.to_vec())

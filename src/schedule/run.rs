@@ -10,14 +10,13 @@ use tokio::sync::Semaphore;
 
 use crate::alert::AlertState;
 use crate::alert::{self, RunVerdict, PROBER};
-use crate::cli::{OutputFormat, ProbeSettings};
 use crate::config::{Config, Site};
-use crate::diagnose::DiagnoseSettings;
-use crate::engine::resolve::Nameserver;
+use crate::engine::ProbeReport;
 use crate::engine::{probe_site, ProbeError};
 use crate::notify::outbox::{FlushSummary, Recorder};
 use crate::notify::{mail, webhook};
-use crate::observe::{ProbeReport, Status};
+use crate::observe::Status;
+use crate::settings::ProbeSettings;
 use crate::store::{NewMessage, RunRecord, Store, StoreError};
 
 /// Sites probed at once.
@@ -61,47 +60,13 @@ impl PassOutcome {
     }
 }
 
-fn settings_for(site: &Site, config: &Config) -> ProbeSettings {
-    ProbeSettings {
-        target: site.target.clone(),
-        origins: site.origins.clone(),
-        edge: site.edge,
-        static_path: site.static_path.clone(),
-        nameserver: Nameserver::System,
-        extra_roots: config.extra_roots.clone(),
-        timeout: site.timeout,
-        samples: 1,
-        output: OutputFormat::Json,
-        follow_redirects: site.follow_redirects,
-        redirect_hosts: site.redirect_hosts.clone(),
-        diagnose: DiagnoseSettings {
-            cert_warning_days: i64::from(site.cert_warning_days),
-            expect_status: site.expect_status.clone(),
-            cloudflare_edge_declared: site.cloudflare_edge,
-            ..DiagnoseSettings::default()
-        },
-    }
-}
-
 /// Probes the control checks (edge route only). When every one of them fails to get any
 /// answer, returns what each saw; `None` when at least one got through.
 pub async fn control_checks_fail(config: &Config) -> Result<Option<Vec<String>>, ProbeError> {
     let mut tasks = tokio::task::JoinSet::new();
     for target in &config.control_checks {
-        let settings = ProbeSettings {
-            target: target.clone(),
-            origins: Vec::new(),
-            edge: None,
-            static_path: None,
-            nameserver: Nameserver::System,
-            extra_roots: config.extra_roots.clone(),
-            timeout: CONTROL_TIMEOUT,
-            samples: 1,
-            output: OutputFormat::Json,
-            follow_redirects: 0,
-            redirect_hosts: Vec::new(),
-            diagnose: DiagnoseSettings::default(),
-        };
+        let mut settings = ProbeSettings::for_target(target.clone(), CONTROL_TIMEOUT);
+        settings.extra_roots = config.extra_roots.clone();
         tasks.spawn(async move { probe_site(&settings).await });
     }
     let mut evidence = Vec::new();
@@ -145,14 +110,14 @@ fn prober_recipients(config: &Config) -> Vec<String> {
 /// Probes a site; while it is down, tries again (up to `confirm_retries` times, `retry_spacing`
 /// apart) so one lost packet does not count as a failure.
 pub async fn probe_confirmed(site: &Site, config: &Config) -> Result<ProbeReport, ProbeError> {
-    let settings = settings_for(site, config);
-    let mut report = probe_site(&settings).await?;
+    let settings = &site.probe;
+    let mut report = probe_site(settings).await?;
     for _ in 0..config.alerts.confirm_retries {
         if report.status != Status::Down {
             break;
         }
         tokio::time::sleep(config.alerts.retry_spacing).await;
-        report = probe_site(&settings).await?;
+        report = probe_site(settings).await?;
     }
     Ok(report)
 }
@@ -230,11 +195,7 @@ pub fn judge_site(
         let verdict = RunVerdict {
             at: now,
             diagnosis: report.diagnosis.clone(),
-            in_maintenance: config.maintenance.iter().any(|w| {
-                w.start <= now
-                    && now < w.end
-                    && (w.sites.is_empty() || w.sites.contains(&site.name))
-            }),
+            in_maintenance: config.in_maintenance(&site.name, now),
         };
         alert::step(&state, &verdict, &config.alerts)
     };
@@ -246,11 +207,11 @@ pub fn judge_site(
     } else {
         notifications
             .iter()
-            .flat_map(|n| mail::render(&site.name, &site.target.url, n, &site.alert_to))
+            .flat_map(|n| mail::render(&site.name, &site.probe.target.url, n, &site.alert_to))
             .collect()
     };
     for n in &notifications {
-        let url = &site.target.url;
+        let url = &site.probe.target.url;
         messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
     }
     Ok((next, messages))

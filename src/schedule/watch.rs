@@ -23,10 +23,11 @@ use tokio::time::Instant;
 
 use crate::config::{self, Config, Site};
 use crate::engine::ProbeError;
+use crate::engine::ProbeReport;
 use crate::feeds;
 use crate::feeds::server::Published;
 use crate::notify::outbox::Recorder;
-use crate::observe::{ProbeReport, Status};
+use crate::observe::Status;
 use crate::schedule::run::{self as schedule, CONCURRENCY};
 use crate::store::Store;
 
@@ -549,7 +550,7 @@ fn probe_budget(site: &Site, config: &Config) -> Duration {
     let retries = config.alerts.confirm_retries;
     // A try is DNS, then every request in parallel, then perhaps one re-ask of the edge: each
     // bounded by the timeout, so four of them bound it with room.
-    let per_try = site.timeout * 4;
+    let per_try = site.probe.timeout * 4;
     per_try * (retries + 1) + config.alerts.retry_spacing * retries
 }
 

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 pub use sqlite::{SqliteStore, WriterLock, LOCK_WAIT};
 
 use crate::alert::AlertState;
-use crate::observe::ProbeReport;
+use crate::engine::ProbeReport;
 
 /// Why the store failed (the tool failing, not a site).
 #[derive(Debug, thiserror::Error)]

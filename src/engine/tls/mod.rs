@@ -8,7 +8,6 @@
 pub mod cert;
 
 use std::io;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,26 +24,15 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::engine::cloudflare::ORIGIN_CA_ROOT_PEM;
-use crate::engine::connect::io_error_kind;
-use crate::observe::{CertProblem, ErrorKind, ObservedError, Phase, Route, TlsFacts};
+use crate::observe::{
+    io_error_kind, CertProblem, ErrorKind, ObservedError, Phase, Route, TlsFacts,
+};
 
 /// Why TLS could not be set up at all (a problem with our inputs, not with a site).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsSetupError {
-    /// The CA file could not be read.
-    #[error("cannot read CA file {path}: {source}")]
-    ReadCaFile { path: String, source: io::Error },
-    /// The CA file holds no usable certificate.
-    #[error("CA file {path} holds no PEM certificate")]
-    EmptyCaFile { path: String },
-    /// The CA file is a device, a pipe or a directory.
-    #[error("CA file {path} is not a regular file (a PEM file of CA certificates is expected)")]
-    NotAFile { path: String },
-    /// The CA file is larger than any bundle of CA certificates.
-    #[error("CA file {path} is {bytes} bytes; a CA file is at most 1 MiB (all public roots take about 200 KiB)")]
-    TooLarge { path: String, bytes: u64 },
-    /// A certificate in the CA file was rejected as a trust anchor.
+    /// A certificate given as an extra root was rejected as a trust anchor.
     #[error("CA file {path}: {reason}")]
     BadCaCertificate { path: String, reason: String },
 }
@@ -70,7 +58,7 @@ impl TrustRoots {
                 })?;
         }
         let mut origin = edge.clone();
-        for der in pem_certificates(ORIGIN_CA_ROOT_PEM) {
+        for der in crate::settings::pem_certificates(ORIGIN_CA_ROOT_PEM) {
             // The shipped root is known-good; a failure here would be a build defect.
             origin
                 .add(der)
@@ -88,66 +76,6 @@ impl TrustRoots {
             Route::Origin => self.origin.clone(),
         }
     }
-}
-
-/// Largest CA file read: a bundle of every public root is about 200 KiB.
-pub const MAX_CA_FILE_BYTES: u64 = 1 << 20;
-
-/// Reads every certificate of a PEM file (`--ca-file`, `ca_file:`): a regular file of at most
-/// `MAX_CA_FILE_BYTES` (a device or a pipe could be endless).
-pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    use std::io::Read as _;
-    let shown = path.display().to_string();
-    let unreadable = |source| TlsSetupError::ReadCaFile {
-        path: shown.clone(),
-        source,
-    };
-    // Looked at before it is opened: opening a named pipe blocks until someone writes to it.
-    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
-        return Err(TlsSetupError::NotAFile { path: shown });
-    }
-    let file = std::fs::File::open(path).map_err(unreadable)?;
-    let metadata = file.metadata().map_err(unreadable)?;
-    if !metadata.is_file() {
-        return Err(TlsSetupError::NotAFile { path: shown });
-    }
-    if metadata.len() > MAX_CA_FILE_BYTES {
-        return Err(TlsSetupError::TooLarge {
-            path: shown,
-            bytes: metadata.len(),
-        });
-    }
-    let mut bytes = Vec::new();
-    // Bounded again while reading: the file may grow after the check.
-    file.take(MAX_CA_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_CA_FILE_BYTES {
-        return Err(TlsSetupError::TooLarge {
-            path: shown,
-            bytes: bytes.len() as u64,
-        });
-    }
-    let certs = pem_certificates(&bytes);
-    if certs.is_empty() {
-        return Err(TlsSetupError::EmptyCaFile { path: shown });
-    }
-    for der in &certs {
-        RootCertStore::empty()
-            .add(der.clone())
-            .map_err(|e| TlsSetupError::BadCaCertificate {
-                path: shown.clone(),
-                reason: format!("not a usable CA certificate ({e})"),
-            })?;
-    }
-    Ok(certs)
-}
-
-fn pem_certificates(bytes: &[u8]) -> Vec<CertificateDer<'static>> {
-    let mut reader = bytes;
-    rustls_pemfile::certs(&mut reader)
-        .filter_map(Result::ok)
-        .collect()
 }
 
 /// What the verifier saw: the chain as presented and the WebPKI verdict.
@@ -411,6 +339,7 @@ fn tls_error_message(e: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::pem_certificates;
 
     #[test]
     fn the_origin_ca_is_trusted_on_the_origin_route_only() {

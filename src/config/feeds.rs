@@ -1,0 +1,55 @@
+//! `feeds:` — how the status feeds present the sites.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::problems::Checker;
+use super::Text;
+
+/// How the status feeds present the sites.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedsConfig {
+    /// The status page's title (default `Status`).
+    #[schemars(with = "Option<String>")]
+    pub title: Option<Text>,
+    /// Where the page is published (e.g. `https://status.example.com/`), for links in the feeds.
+    #[schemars(with = "Option<String>")]
+    pub url: Option<Text>,
+}
+
+/// The feeds' presentation, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Feeds {
+    pub title: String,
+    /// The published page's URL, ending in `/`.
+    pub url: Option<String>,
+}
+
+pub fn check(checker: &mut Checker, raw: &FeedsConfig) -> Feeds {
+    let title = raw
+        .title
+        .as_ref()
+        .map_or("Status".to_string(), |t| t.value.trim().to_string());
+    let url = raw.url.as_ref().and_then(|u| {
+        let value = u.value.trim();
+        match url::Url::parse(value) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                let mut text = parsed.to_string();
+                if !text.ends_with('/') {
+                    text.push('/');
+                }
+                Some(text)
+            }
+            _ => {
+                checker.problem(
+                    u,
+                    "feeds.url",
+                    format!("{value:?} is not an http(s) URL (e.g. https://status.example.com/)"),
+                );
+                None
+            }
+        }
+    });
+    Feeds { title, url }
+}

@@ -1,0 +1,405 @@
+//! probes.yaml: the sites `probe run` / `probe watch` look at, and how they alert.
+//!
+//! Two steps: serde reads the file as written (`ConfigFile`, every value kept with its line and
+//! column), then each section's checker (one file per section, beside its types) turns it into the
+//! `Config` the scheduler uses, reporting every problem at once with file:line:column and the
+//! field's path. Each site's probe settings are checked by the settings core, as the command line's
+//! are. A parse error's position comes from serde-saphyr's own location, its field path from the
+//! deserializer (serde_path_to_error). Secrets are never in the file: variables name them.
+
+mod alerts;
+mod feeds;
+mod maintenance;
+mod problems;
+mod sites;
+mod smtp;
+mod store;
+mod webhooks;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub use alerts::{AlertConfig, Alerts};
+pub use feeds::{Feeds, FeedsConfig};
+pub use maintenance::{MaintenanceConfig, MaintenanceWindow};
+pub use problems::{ConfigError, ConfigProblem};
+pub use sites::{Site, SiteConfig, SiteDefaults};
+pub use smtp::{Smtp, SmtpConfig, SmtpSecurity};
+pub use store::StoreConfig;
+pub use webhooks::{Webhook, WebhookConfig};
+
+use crate::settings::{self, Target};
+use problems::{place, written, Checker};
+
+/// A scalar kept with where it was written.
+pub type Text = Spanned<String>;
+
+/// probes.yaml as written.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Settings every site inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: SiteDefaults,
+    /// The sites to probe.
+    pub sites: Vec<SiteConfig>,
+    /// When and to whom alerts go.
+    #[serde(default)]
+    pub alerts: AlertConfig,
+    /// The mail server alerts go through.
+    pub smtp: Option<SmtpConfig>,
+    /// Where results, incidents and alert state are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Periods during which alerts are silenced.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceConfig>,
+    /// The status feeds (status.json, incidents.atom, metrics, the HTML page, badges).
+    #[serde(default)]
+    pub feeds: FeedsConfig,
+    /// URLs that receive every incident transition as a JSON POST (status-page providers, chat).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// Well-known URLs probed alongside the sites: if every site fails *and* these fail too, the
+    /// prober lost its own connectivity and sends one notice instead of one alert per site.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub control_checks: Vec<Text>,
+}
+
+/// probes.yaml, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sites: Vec<Site>,
+    /// Extra trusted roots for every site (`defaults.ca_file`).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub alerts: Alerts,
+    pub smtp: Option<Smtp>,
+    pub store_path: PathBuf,
+    pub retention: Duration,
+    pub maintenance: Vec<MaintenanceWindow>,
+    pub control_checks: Vec<Target>,
+    pub feeds: Feeds,
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Config {
+    /// Whether a maintenance window covers `site` at `now`.
+    pub fn in_maintenance(&self, site: &str, now: time::OffsetDateTime) -> bool {
+        self.maintenance.iter().any(|w| w.covers(site, now))
+    }
+}
+
+/// A checked config and the warnings about it (things that work but look wrong).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&file, &text, base)
+}
+
+/// Largest config file read: 100,000 sites take about 10 MiB.
+const MAX_CONFIG_BYTES: usize = 128 << 20;
+/// The parser's limits, raised from its defaults (250,000 nodes: about 19,000 sites) so that
+/// large site lists load, still bounded so a hostile file cannot exhaust memory. Nodes are the
+/// file's values, lists and maps.
+const MAX_CONFIG_NODES: usize = 20_000_000;
+
+/// Parses and checks config text; `file` names it in messages, `base` anchors relative paths.
+pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError> {
+    parse_within(file, text, base, MAX_CONFIG_NODES)
+}
+
+fn parse_within(
+    file: &str,
+    text: &str,
+    base: &Path,
+    max_nodes: usize,
+) -> Result<Loaded, ConfigError> {
+    let invalid = |problem| ConfigError::Invalid {
+        file: file.to_string(),
+        problems: vec![problem],
+    };
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(invalid(ConfigProblem {
+            line: 1,
+            column: 1,
+            path: "(top)".into(),
+            message: format!(
+                "the file is {} MiB; probe reads at most {} MiB of config (about a million sites)",
+                text.len() >> 20,
+                MAX_CONFIG_BYTES >> 20
+            ),
+        }));
+    }
+    let mut path = None;
+    let raw: ConfigFile = serde_saphyr::with_deserializer_from_str_with_options(
+        text,
+        parse_options(max_nodes),
+        |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                path = Some(e.path().to_string());
+                e.into_inner()
+            })
+        },
+    )
+    .map_err(|e| invalid(syntax_problem(&e, path.as_deref(), max_nodes)))?;
+    let mut checker = Checker::default();
+    let config = check(&mut checker, raw, base);
+    if checker.problems.is_empty() {
+        Ok(Loaded {
+            config,
+            warnings: checker.warnings,
+        })
+    } else {
+        checker.problems.sort_by_key(|p| (p.line, p.column));
+        Err(ConfigError::Invalid {
+            file: file.to_string(),
+            problems: checker.problems,
+        })
+    }
+}
+
+fn parse_options(max_nodes: usize) -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    let mut budget = options.budget.clone().unwrap_or_default();
+    budget.max_nodes = max_nodes;
+    budget.max_events = 2 * max_nodes;
+    budget.max_total_scalar_bytes = MAX_CONFIG_BYTES;
+    options.budget = Some(budget);
+    options
+}
+
+/// A serde-saphyr error as a problem: its own location, the field path the deserializer was at,
+/// and its message, worded from the error's kind (never parsed out of its text).
+fn syntax_problem(e: &serde_saphyr::Error, path: Option<&str>, max_nodes: usize) -> ConfigProblem {
+    use serde_saphyr::MessageFormatter as _;
+    let e = e.without_snippet();
+    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let message = match e {
+        serde_saphyr::Error::SerdeUnknownField {
+            field, expected, ..
+        } => format!(
+            "unknown field `{field}`, expected one of {}",
+            expected.join(", ")
+        ),
+        serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
+            format!("duplicate mapping key: {key}")
+        }
+        serde_saphyr::Error::Budget { .. } => format!(
+            "the file is too large to read: probe reads at most {max_nodes} values, lists and maps ({} sites of a few settings each) and {} MiB of text",
+            max_nodes / 20,
+            MAX_CONFIG_BYTES >> 20
+        ),
+        other => serde_saphyr::DefaultMessageFormatter
+            .format_message(other)
+            .into_owned(),
+    };
+    let budget = matches!(e, serde_saphyr::Error::Budget { .. });
+    let mut path = match path {
+        Some(p) if !p.is_empty() && p != "." && !budget => p.to_string(),
+        _ => "(top)".to_string(),
+    };
+    // The deserializer names a key it has not matched to a field `?`: a repeated key is known.
+    if let serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } = e {
+        if let Some(parent) = path.strip_suffix('?') {
+            path = format!("{parent}{key}");
+        }
+    }
+    ConfigProblem {
+        line: line.max(1),
+        column: column.max(1),
+        path,
+        message,
+    }
+}
+
+/// Builds the checked config from the file as written, one section after the other.
+fn check(checker: &mut Checker, raw: ConfigFile, base: &Path) -> Config {
+    let alerts = alerts::check(checker, &raw.alerts);
+    if raw.sites.is_empty() {
+        checker.problems.push(ConfigProblem {
+            line: 1,
+            column: 1,
+            path: "sites".into(),
+            message: "no site to probe: add at least one under `sites:`".into(),
+        });
+    }
+    let extra_roots = match &raw.defaults.ca_file {
+        Some(file) => {
+            let path = base.join(file.value.trim());
+            settings::ca_file(&path, &place(file, "defaults.ca_file")).unwrap_or_else(|problem| {
+                checker.report(vec![problem]);
+                Vec::new()
+            })
+        }
+        None => Vec::new(),
+    };
+    let (mut sites, names) = sites::check(checker, &raw.sites, &raw.defaults, &alerts.to);
+    for site in &mut sites {
+        site.probe.extra_roots = extra_roots.clone();
+    }
+    let smtp = raw.smtp.as_ref().map(|s| smtp::check(checker, s, base));
+    if smtp.is_none() && !alerts.to.is_empty() {
+        checker
+            .warnings
+            .push("alerts.to is set but there is no `smtp` block: no mail can be sent".into());
+    }
+    let (store_path, retention) = store::check(checker, &raw.store, base);
+    let maintenance = maintenance::check(checker, &raw.maintenance, &names);
+    let control_checks = raw
+        .control_checks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, url)| {
+            settings::target(&written(url, format!("control_checks[{i}]")))
+                .map_err(|problem| checker.report(vec![problem]))
+                .ok()
+        })
+        .collect();
+    let feeds = feeds::check(checker, &raw.feeds);
+    let webhooks = webhooks::check(checker, &raw.webhooks, &names);
+    Config {
+        sites,
+        extra_roots,
+        alerts,
+        smtp,
+        store_path,
+        retention,
+        maintenance,
+        control_checks,
+        feeds,
+        webhooks,
+    }
+}
+
+/// What a checked config will do, in a few lines.
+pub fn explain(path: &Path, loaded: &Loaded) -> String {
+    use std::fmt::Write as _;
+    // Every string here came from the file: shown escaped, never raw, on a terminal.
+    use crate::text::printable as p;
+    let c = &loaded.config;
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    let mut out = String::new();
+    let plural = if c.sites.len() == 1 { "" } else { "s" };
+    let _ = writeln!(
+        out,
+        "{}: OK, {} site{plural}",
+        p(&path.display().to_string()),
+        c.sites.len()
+    );
+    for site in &c.sites {
+        let probe = &site.probe;
+        let origins: Vec<String> = probe.origins.iter().map(|o| o.to_string()).collect();
+        let origins = if origins.is_empty() {
+            "no origin".to_string()
+        } else {
+            format!("origin {}", origins.join(", "))
+        };
+        let static_path = probe
+            .static_path
+            .as_deref()
+            .map(|s| format!(", static {s}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {}  {}  {origins}{static_path}  every {}, timeout {}",
+            p(&site.name),
+            p(&probe.target.url),
+            d(site.interval),
+            d(probe.timeout)
+        );
+    }
+    let a = &c.alerts;
+    let to = if a.to.is_empty() {
+        "nobody (set alerts.to)".to_string()
+    } else {
+        p(&a.to.join(", ")).into_owned()
+    };
+    let _ = writeln!(
+        out,
+        "alerts: to {to}; a failure counts after {} retries {} apart and {} failing run(s); recovery after {} healthy run(s); reminders every {}",
+        a.confirm_retries, d(a.retry_spacing), a.confirm_runs, a.recover_runs, d(a.remind_every)
+    );
+    match &c.smtp {
+        Some(s) => {
+            let security = match s.security {
+                SmtpSecurity::Starttls => "STARTTLS",
+                SmtpSecurity::Tls => "TLS",
+                SmtpSecurity::Plain => "no encryption",
+            };
+            let auth = match (&s.username, &s.password_env) {
+                (Some(u), Some(var)) => {
+                    format!(", as {} with the password from ${}", p(u), p(var))
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "smtp: {}:{} with {security}{auth}, from {}",
+                p(&s.host),
+                s.port,
+                p(&s.from)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "smtp: none (no mail is sent)");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "store: {}, results kept {}",
+        p(&c.store_path.display().to_string()),
+        d(c.retention)
+    );
+    if !c.maintenance.is_empty() {
+        let _ = writeln!(out, "maintenance windows: {}", c.maintenance.len());
+    }
+    for warning in &loaded.warnings {
+        let _ = writeln!(out, "warning: {}", p(warning));
+    }
+    out
+}
+
+/// The JSON Schema of probes.yaml, for editors (committed as schema/probes.schema.json).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(ConfigFile);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serialises");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_past_the_parser_limits_is_refused_in_plain_words() {
+        let mut text = String::from("sites:\n");
+        for i in 0..100 {
+            text.push_str(&format!("  - url: site{i}.example\n"));
+        }
+        let e = parse_within("probes.yaml", &text, Path::new("."), 100).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.contains("the file is too large to read: probe reads at most 100 values, lists and maps (5 sites"),
+            "{message}"
+        );
+        assert!(!message.contains("budget"), "{message}");
+        assert!(parse_within("probes.yaml", &text, Path::new("."), 1000).is_ok());
+    }
+}

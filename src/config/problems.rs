@@ -1,0 +1,189 @@
+//! Problems in a config file, and the checker that collects them: every problem at once, each
+//! with the line and column where its value is written and the field's path.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use crate::settings::{self, Place, Problem, Written};
+
+/// One problem in the file, where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub line: u64,
+    pub column: u64,
+    /// The field's path, e.g. `sites[2].origins[0]`.
+    pub path: String,
+    pub message: String,
+}
+
+impl From<Problem> for ConfigProblem {
+    fn from(problem: Problem) -> Self {
+        let (line, column, path) = match problem.place {
+            Place::Field { line, column, path } => (line, column, path),
+            Place::Flag(flag) => (1, 1, flag.to_string()),
+        };
+        Self {
+            line,
+            column,
+            path,
+            message: problem.message,
+        }
+    }
+}
+
+/// Why a config cannot be used. Displays one line per problem: `file:line:column: path: message`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read it ({source})")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    /// The file has problems.
+    #[error("{}", render_problems(file, problems))]
+    Invalid {
+        file: String,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+fn render_problems(file: &str, problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{file}:{}:{}: {}: {}", p.line, p.column, p.path, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Where a spanned value of the file is, as the settings core names places.
+pub fn place<T>(at: &Spanned<T>, path: impl fmt::Display) -> Place {
+    Place::Field {
+        line: at.referenced.line(),
+        column: at.referenced.column(),
+        path: path.to_string(),
+    }
+}
+
+/// A spanned value as the settings core takes it.
+pub fn written<T: Clone>(at: &Spanned<T>, path: impl fmt::Display) -> Written<T> {
+    Written::new(at.value.clone(), place(at, path))
+}
+
+/// Collects every problem, and the warnings (things that work but look wrong).
+#[derive(Default)]
+pub struct Checker {
+    pub problems: Vec<ConfigProblem>,
+    pub warnings: Vec<String>,
+}
+
+impl Checker {
+    /// A problem with the value `at`.
+    pub fn problem<T>(
+        &mut self,
+        at: &Spanned<T>,
+        path: impl fmt::Display,
+        message: impl Into<String>,
+    ) {
+        self.problems.push(ConfigProblem {
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Problems the settings core found.
+    pub fn report(&mut self, problems: Vec<Problem>) {
+        self.problems
+            .extend(problems.into_iter().map(ConfigProblem::from));
+    }
+
+    /// A duration field, `default` when absent (or unusable: its problem is kept).
+    pub fn duration(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        path: &str,
+        default: Duration,
+        max: Option<Duration>,
+    ) -> Duration {
+        let Some(text) = value else {
+            return default;
+        };
+        match settings::duration(&written(text, path), max) {
+            Ok(d) => d,
+            Err(problem) => {
+                self.report(vec![problem]);
+                default
+            }
+        }
+    }
+
+    /// Each address checked by the mailer's own parser, so what passes here can be sent.
+    pub fn emails(&mut self, list: &[Spanned<String>], path: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, address) in list.iter().enumerate() {
+            let value = address.value.trim();
+            match mailbox_problem(value) {
+                None => out.push(value.to_string()),
+                Some(why) => self.problem(address, format!("{path}[{i}]"), why),
+            }
+        }
+        out
+    }
+
+    /// Checks the name of the environment variable that holds a secret (never the secret).
+    pub fn secret_variable(
+        &mut self,
+        var: &Spanned<String>,
+        path: &str,
+        example: &str,
+        what: &str,
+    ) {
+        let valid = !var.value.is_empty()
+            && var
+                .value
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            && !var.value.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            // The value is never repeated: it may well be the secret itself.
+            self.problem(var, path, format!("this looks like a secret, not a variable name: name the environment variable that holds the {what} (e.g. {example}: A-Z, 0-9 and _); the {what} itself never goes in this file"));
+        } else if std::env::var_os(&var.value).is_none() {
+            self.warnings.push(format!(
+                "{path}: {} is not set in this environment",
+                var.value
+            ));
+        }
+    }
+}
+
+/// Why `value` is not one mail address the mailer can send to (`None` when it is).
+pub fn mailbox_problem(value: &str) -> Option<String> {
+    if value.chars().any(crate::text::is_unsafe) {
+        return Some(format!(
+            "{value:?} holds a control or invisible character; it would go into a mail header"
+        ));
+    }
+    if value.contains(',') || value.contains(';') {
+        return Some(format!(
+            "{value:?} holds several addresses; give each its own list entry"
+        ));
+    }
+    match value.parse::<lettre::message::Mailbox>() {
+        Ok(mailbox)
+            if mailbox.email.domain().contains('.') || mailbox.email.domain() == "localhost" =>
+        {
+            None
+        }
+        Ok(_) => Some(format!(
+            "{value:?}: the domain has no dot (e.g. ops@example.com)"
+        )),
+        Err(e) => Some(format!(
+            "{value:?} is not an email address ({e}); write e.g. ops@example.com or \"Ops <ops@example.com>\""
+        )),
+    }
+}

@@ -1,0 +1,302 @@
+//! `defaults:` and `sites:` — what each site is and how it is probed. The probe settings
+//! themselves are checked by the settings core; this adds what only a scheduled site has: a
+//! name, an interval, who hears about it.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::problems::{written, Checker};
+use super::Text;
+use crate::settings::{self, ProbeSettings, SiteInput, Target};
+
+/// Per-site settings with a default.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteDefaults {
+    /// How often each site is probed (e.g. `1m`). Default 1m.
+    #[schemars(with = "Option<String>")]
+    pub interval: Option<Text>,
+    /// Deadline per request, all phases included (e.g. `10s`, at most 10m). Default 10s.
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Text>,
+    /// A certificate this many days from expiry degrades the site. Default 14.
+    #[schemars(with = "Option<u32>")]
+    pub cert_warning_days: Option<Spanned<u32>>,
+    /// Statuses the page may answer with while healthy. Default: any 2xx or 3xx.
+    #[schemars(with = "Option<Vec<u16>>")]
+    pub expect_status: Option<Vec<Spanned<u16>>>,
+    /// Extra trusted CA certificates (PEM) for every site, on both routes (a private CA).
+    #[schemars(with = "Option<String>")]
+    pub ca_file: Option<Text>,
+    /// Redirects followed per request, same scheme, host and port only (0-5). Default 0.
+    #[schemars(with = "Option<u32>")]
+    pub follow_redirects: Option<Spanned<u32>>,
+    /// Other hosts a followed redirect may go to (e.g. `www.example.com`).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub redirect_hosts: Option<Vec<Text>>,
+    /// The edge is Cloudflare although its address is outside Cloudflare's published ranges (a
+    /// Cloudflare Tunnel, a private edge address): its headers count as proof. Default false.
+    pub cloudflare_edge: Option<bool>,
+}
+
+/// One site.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Name used in alerts and feeds; defaults to the URL's host name. Unique.
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Text>,
+    /// The page to probe (`example.com` means `https://example.com/`).
+    #[schemars(with = "String")]
+    pub url: Text,
+    /// Origin addresses (`IP` or `IP:PORT`), probed directly with the site's Host and SNI.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub origins: Vec<Text>,
+    /// Dial this address for the edge route instead of what DNS answers.
+    #[schemars(with = "Option<String>")]
+    pub edge: Option<Text>,
+    /// A file the web server serves without PHP, e.g. `/wp-includes/css/dashicons.min.css`.
+    #[schemars(with = "Option<String>")]
+    pub static_path: Option<Text>,
+    #[schemars(with = "Option<String>")]
+    pub interval: Option<Text>,
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Text>,
+    #[schemars(with = "Option<u32>")]
+    pub cert_warning_days: Option<Spanned<u32>>,
+    #[schemars(with = "Option<Vec<u16>>")]
+    pub expect_status: Option<Vec<Spanned<u16>>>,
+    #[schemars(with = "Option<u32>")]
+    pub follow_redirects: Option<Spanned<u32>>,
+    #[schemars(with = "Option<Vec<String>>")]
+    pub redirect_hosts: Option<Vec<Text>>,
+    pub cloudflare_edge: Option<bool>,
+    /// Addresses this site's alerts go to, instead of `alerts.to`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub alert_to: Option<Vec<Text>>,
+}
+
+/// A site ready to probe on a schedule.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    /// What each probe of it does.
+    pub probe: ProbeSettings,
+    pub interval: Duration,
+    pub alert_to: Vec<String>,
+}
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What a site name may hold, for the message that refuses one.
+const SITE_NAME_RULE: &str = "a site name is 1 to 100 characters: letters, digits, spaces and punctuation, with no control or invisible formatting characters, not starting with '@' or a space";
+
+/// Whether `name` is a usable site name: it appears in subjects, log lines, file names and
+/// XML, so nothing in it may act on a terminal or break a format.
+fn valid_site_name(name: &str) -> bool {
+    let count = name.chars().count();
+    (1..=100).contains(&count)
+        && !name.starts_with(char::is_whitespace)
+        && !name.ends_with(char::is_whitespace)
+        && !name.chars().any(crate::text::is_unsafe)
+}
+
+/// A site's value, or else the default's, each with the path it was written under.
+fn inherited<'a, T>(
+    own: &'a Option<T>,
+    default: &'a Option<T>,
+    at: &str,
+    field: &str,
+) -> Option<(&'a T, String)> {
+    match (own, default) {
+        (Some(value), _) => Some((value, format!("{at}.{field}"))),
+        (None, Some(value)) => Some((value, format!("defaults.{field}"))),
+        (None, None) => None,
+    }
+}
+
+/// Checks every site; returns them and the set of their names.
+pub fn check(
+    checker: &mut Checker,
+    raw: &[SiteConfig],
+    defaults: &SiteDefaults,
+    alert_to: &[String],
+) -> (Vec<Site>, HashSet<String>) {
+    let default_interval = checker.duration(
+        defaults.interval.as_ref(),
+        "defaults.interval",
+        DEFAULT_INTERVAL,
+        None,
+    );
+    let default_timeout = checker.duration(
+        defaults.timeout.as_ref(),
+        "defaults.timeout",
+        settings::DEFAULT_TIMEOUT,
+        Some(settings::MAX_TIMEOUT),
+    );
+    let mut names = HashSet::new();
+    let mut sites = Vec::new();
+    for (i, site) in raw.iter().enumerate() {
+        let at = format!("sites[{i}]");
+        let mut input = SiteInput::new(written(&site.url, format!("{at}.url")));
+        input.origins = site
+            .origins
+            .iter()
+            .enumerate()
+            .map(|(j, o)| written(o, format!("{at}.origins[{j}]")))
+            .collect();
+        input.edge = site.edge.as_ref().map(|e| written(e, format!("{at}.edge")));
+        input.static_path = site
+            .static_path
+            .as_ref()
+            .map(|p| written(p, format!("{at}.static_path")));
+        input.timeout = site
+            .timeout
+            .as_ref()
+            .map(|t| written(t, format!("{at}.timeout")));
+        if let Some((list, path)) = inherited(
+            &site.expect_status,
+            &defaults.expect_status,
+            &at,
+            "expect_status",
+        ) {
+            input.expect_status = list
+                .iter()
+                .enumerate()
+                .map(|(j, s)| written(s, format!("{path}[{j}]")))
+                .collect();
+        }
+        if let Some((n, path)) = inherited(
+            &site.follow_redirects,
+            &defaults.follow_redirects,
+            &at,
+            "follow_redirects",
+        ) {
+            input.follow_redirects = Some(written(n, path));
+        }
+        if let Some((list, path)) = inherited(
+            &site.redirect_hosts,
+            &defaults.redirect_hosts,
+            &at,
+            "redirect_hosts",
+        ) {
+            input.redirect_hosts = list
+                .iter()
+                .enumerate()
+                .map(|(j, h)| written(h, format!("{path}[{j}]")))
+                .collect();
+        }
+        if let Some((days, path)) = inherited(
+            &site.cert_warning_days,
+            &defaults.cert_warning_days,
+            &at,
+            "cert_warning_days",
+        ) {
+            input.cert_warning_days = Some(written(days, path));
+        }
+        input.cloudflare_edge = site
+            .cloudflare_edge
+            .or(defaults.cloudflare_edge)
+            .unwrap_or(false);
+        let (probe, problems) = settings::check_site(&input, default_timeout);
+        checker.report(problems);
+
+        let interval = checker.duration(
+            site.interval.as_ref(),
+            &format!("{at}.interval"),
+            default_interval,
+            None,
+        );
+        let timeout = probe.as_ref().map_or(default_timeout, |p| p.timeout);
+        if timeout >= interval {
+            let spot = site
+                .timeout
+                .as_ref()
+                .or(site.interval.as_ref())
+                .unwrap_or(&site.url);
+            checker.problem(
+                spot,
+                format!("{at}.timeout"),
+                format!(
+                    "the timeout ({}) must be shorter than the interval ({})",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+        let alert_to = match &site.alert_to {
+            Some(list) => checker.emails(list, &format!("{at}.alert_to")),
+            None => alert_to.to_vec(),
+        };
+        let name = match (&site.name, &probe) {
+            (Some(n), _) => n.value.trim().to_string(),
+            (None, Some(p)) => p.target.host.clone(),
+            // Other settings of the site are wrong: its name still counts, so that a second
+            // site of the same name is reported in the same pass.
+            (None, None) => Target::parse(site.url.value.trim())
+                .map(|t| t.host)
+                .unwrap_or_default(),
+        };
+        let spot = site.name.as_ref().unwrap_or(&site.url);
+        if name.starts_with('@') {
+            checker.problem(
+                spot,
+                format!("{at}.name"),
+                format!("{name:?}: names starting with '@' are reserved for the prober itself"),
+            );
+        } else if probe.is_some() && !valid_site_name(&name) {
+            checker.problem(
+                spot,
+                format!("{at}.name"),
+                format!("{name:?}: {SITE_NAME_RULE}"),
+            );
+        } else if !name.is_empty() && !names.insert(name.clone()) {
+            checker.problem(
+                spot,
+                format!("{at}.name"),
+                format!("a site named {name:?} is already defined; give each site a unique `name`"),
+            );
+        }
+        if let Some(probe) = probe {
+            if site.origins.is_empty() {
+                checker.warnings.push(format!("{at} ({name}): no origins: only the edge route is probed, so edge→origin failures cannot be told apart"));
+            }
+            sites.push(Site {
+                name,
+                probe,
+                interval,
+                alert_to,
+            });
+        }
+    }
+    (sites, names)
+}
+
+/// A list of site names (`maintenance[0].sites`, `webhooks[1].sites`), each checked against the
+/// names defined.
+pub fn names_in(
+    checker: &mut Checker,
+    list: Option<&Vec<Text>>,
+    at: &str,
+    names: &HashSet<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (j, site) in list.into_iter().flatten().enumerate() {
+        let name = site.value.trim();
+        if names.contains(name) {
+            out.push(name.to_string());
+        } else {
+            checker.problem(
+                site,
+                format!("{at}.sites[{j}]"),
+                format!("no site is named {name:?}"),
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,398 @@
+//! One settings core: what a probe of one site needs, checked. The command line and probes.yaml
+//! both hand it what the user wrote, each value with where it was written (`Place`); it returns
+//! the checked settings and *every* problem at once, each a sentence about the value. The command
+//! line shows the first as its one exit-3 line (`--origin "db.internal" is not an IP address…`),
+//! the config every one as `file:line:column: path: message`. Neither front end checks what is
+//! checked here, so the two cannot drift.
+
+mod ca;
+mod target;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+
+use crate::diagnose::DiagnoseSettings;
+
+pub use ca::{load_ca_file, pem_certificates, CaFileError, MAX_CA_FILE_BYTES};
+pub use target::{
+    check_static_path, is_port_zero, parse_ip_port, Scheme, StaticPathError, Target, TargetError,
+    MAX_PATH_BYTES,
+};
+
+/// Longest timeout accepted: a prober that waits longer than this is not measuring anything.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most redirects followed for one request: each is a full request with its own deadline.
+pub const MAX_REDIRECTS: u32 = 5;
+/// The deadline per request when none is given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Days before a certificate's expiry from which it degrades the site, when not given.
+pub const DEFAULT_CERT_WARNING_DAYS: u32 = 14;
+
+/// Where a value was written, for the message that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A command-line argument: `--origin`, or `target` for the site itself.
+    Flag(&'static str),
+    /// A field of a config file: where its value starts, and its path (`sites[2].origins[0]`).
+    Field {
+        line: u64,
+        column: u64,
+        path: String,
+    },
+}
+
+/// A value as the user wrote it, and where.
+#[derive(Debug, Clone)]
+pub struct Written<T> {
+    pub value: T,
+    pub place: Place,
+}
+
+impl<T> Written<T> {
+    pub fn new(value: T, place: Place) -> Self {
+        Self { value, place }
+    }
+}
+
+/// One problem with one value: where it was written and what is wrong, in a sentence that
+/// starts with the value when it quotes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub place: Place,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(place: &Place, message: impl Into<String>) -> Self {
+        Self {
+            place: place.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The problem as the command line shows it: the flag, then the sentence (`--origin "x" is
+    /// not…`), or the flag, a colon and the sentence when it does not start with the value.
+    pub fn for_command_line(&self) -> String {
+        let flag = match &self.place {
+            Place::Flag(flag) => flag.to_string(),
+            Place::Field { path, .. } => path.clone(),
+        };
+        if self
+            .message
+            .starts_with(['"', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+        {
+            format!("{flag} {}", self.message)
+        } else {
+            format!("{flag}: {}", self.message)
+        }
+    }
+}
+
+/// The probe settings of one site as written.
+#[derive(Debug, Clone)]
+pub struct SiteInput {
+    pub url: Written<String>,
+    pub origins: Vec<Written<String>>,
+    pub edge: Option<Written<String>>,
+    pub static_path: Option<Written<String>>,
+    pub timeout: Option<Written<String>>,
+    pub expect_status: Vec<Written<u16>>,
+    pub follow_redirects: Option<Written<u32>>,
+    pub redirect_hosts: Vec<Written<String>>,
+    pub cert_warning_days: Option<Written<u32>>,
+    pub cloudflare_edge: bool,
+}
+
+impl SiteInput {
+    /// A site given by its URL only (`place` says where the URL was written).
+    pub fn new(url: Written<String>) -> Self {
+        Self {
+            url,
+            origins: Vec::new(),
+            edge: None,
+            static_path: None,
+            timeout: None,
+            expect_status: Vec::new(),
+            follow_redirects: None,
+            redirect_hosts: Vec::new(),
+            cert_warning_days: None,
+            cloudflare_edge: false,
+        }
+    }
+}
+
+/// Which server DNS questions go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nameserver {
+    /// What /etc/resolv.conf names.
+    System,
+    /// One server, over UDP with TCP fallback (`--resolver`).
+    At(SocketAddr),
+}
+
+/// Checked settings for probing one site: what the engine reads.
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    pub target: Target,
+    pub origins: Vec<SocketAddr>,
+    pub edge: Option<SocketAddr>,
+    pub static_path: Option<String>,
+    pub nameserver: Nameserver,
+    /// Extra trusted roots, on both routes.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// One deadline per request, every phase included.
+    pub timeout: Duration,
+    /// Each request made this many times, one after the other.
+    pub samples: u32,
+    /// Thresholds of the diagnosis (certificate warning window, expected statuses, …).
+    pub diagnose: DiagnoseSettings,
+    /// Redirects followed per request (same scheme, host and port, or `redirect_hosts`).
+    pub follow_redirects: u32,
+    /// Other hosts a followed redirect may go to.
+    pub redirect_hosts: Vec<String>,
+}
+
+impl ProbeSettings {
+    /// The settings of a bare URL (the control checks): every default, no origin.
+    pub fn for_target(target: Target, timeout: Duration) -> Self {
+        Self {
+            target,
+            origins: Vec::new(),
+            edge: None,
+            static_path: None,
+            nameserver: Nameserver::System,
+            extra_roots: Vec::new(),
+            timeout,
+            samples: 1,
+            diagnose: DiagnoseSettings::default(),
+            follow_redirects: 0,
+            redirect_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Checks one site's settings. `default_timeout` applies when none is written. Returns the
+/// settings when there is no problem, and every problem found.
+pub fn check_site(
+    input: &SiteInput,
+    default_timeout: Duration,
+) -> (Option<ProbeSettings>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let target = target(&input.url).map_err(|p| problems.push(p)).ok();
+    let port = target.as_ref().map_or(443, |t| t.port);
+    let mut origins = Vec::new();
+    for origin in &input.origins {
+        match address(origin, port) {
+            Ok(a) => origins.push(a),
+            Err(p) => problems.push(p),
+        }
+    }
+    let edge = match input.edge.as_ref().map(|e| address(e, port)).transpose() {
+        Ok(edge) => edge,
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    };
+    let static_path = match &input.static_path {
+        Some(p) => match check_static_path(&p.value) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                problems.push(Problem::new(&p.place, format!("{:?}: {e}", p.value)));
+                None
+            }
+        },
+        None => None,
+    };
+    let timeout = match &input.timeout {
+        Some(t) => duration(t, Some(MAX_TIMEOUT)).unwrap_or_else(|p| {
+            problems.push(p);
+            default_timeout
+        }),
+        None => default_timeout,
+    };
+    for status in &input.expect_status {
+        if !(100..=599).contains(&status.value) {
+            problems.push(Problem::new(
+                &status.place,
+                format!("{} is not an HTTP status (100-599)", status.value),
+            ));
+        }
+    }
+    let follow_redirects = match &input.follow_redirects {
+        Some(n) if n.value > MAX_REDIRECTS => {
+            problems.push(Problem::new(
+                &n.place,
+                format!(
+                    "{}: at most {MAX_REDIRECTS} redirects are followed",
+                    n.value
+                ),
+            ));
+            0
+        }
+        Some(n) => n.value,
+        None => 0,
+    };
+    let cert_warning_days = input
+        .cert_warning_days
+        .as_ref()
+        .map_or(DEFAULT_CERT_WARNING_DAYS, |d| d.value);
+    let Some(target) = target.filter(|_| problems.is_empty()) else {
+        return (None, problems);
+    };
+    let settings = ProbeSettings {
+        target,
+        origins,
+        edge,
+        static_path,
+        nameserver: Nameserver::System,
+        extra_roots: Vec::new(),
+        timeout,
+        samples: 1,
+        diagnose: DiagnoseSettings {
+            cert_warning_days: i64::from(cert_warning_days),
+            expect_status: input.expect_status.iter().map(|s| s.value).collect(),
+            cloudflare_edge_declared: input.cloudflare_edge,
+            ..DiagnoseSettings::default()
+        },
+        follow_redirects,
+        redirect_hosts: input
+            .redirect_hosts
+            .iter()
+            .map(|h| h.value.trim().trim_end_matches('.').to_lowercase())
+            .collect(),
+    };
+    (Some(settings), problems)
+}
+
+/// A site's URL (`example.com` means `https://example.com/`).
+pub fn target(value: &Written<String>) -> Result<Target, Problem> {
+    Target::parse(&value.value)
+        .map_err(|e| Problem::new(&value.place, target_message(&value.value, &e)))
+}
+
+/// A target problem, naming the value once (as URLs are shown: never a password).
+fn target_message(value: &str, e: &TargetError) -> String {
+    match e {
+        TargetError::NotQualified(_) => e.to_string(),
+        _ => format!("{:?}: {e}", url_for_display(value)),
+    }
+}
+
+use crate::text::url_for_display;
+
+/// An address (`IP[:PORT]`, PORT defaulting to `default_port`).
+pub fn address(value: &Written<String>, default_port: u16) -> Result<SocketAddr, Problem> {
+    let text = value.value.trim();
+    parse_ip_port(text, default_port).ok_or_else(|| {
+        let message = if is_port_zero(text) {
+            format!("{:?}: port 0 is not a port a server can listen on", value.value)
+        } else {
+            format!(
+                "{:?} is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)",
+                value.value
+            )
+        };
+        Problem::new(&value.place, message)
+    })
+}
+
+/// A duration (`30s`, `5m`, `2500ms`): longer than zero, and at most `max` when given.
+pub fn duration(value: &Written<String>, max: Option<Duration>) -> Result<Duration, Problem> {
+    let text = value.value.trim();
+    let problem = |why: String| Problem::new(&value.place, why);
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(problem(format!(
+            "{:?}: must be longer than zero",
+            value.value
+        ))),
+        Ok(d) if max.is_some_and(|max| d > max) => Err(problem(format!(
+            "{:?}: must be at most {}",
+            value.value,
+            humantime::format_duration(max.unwrap_or_default())
+        ))),
+        Ok(d) => Ok(d),
+        Err(e) => Err(problem(format!(
+            "{:?} is not a duration ({e}); write e.g. 30s, 5m, 1h",
+            value.value
+        ))),
+    }
+}
+
+/// The certificates of a CA file, or the problem with it.
+pub fn ca_file(
+    path: &std::path::Path,
+    place: &Place,
+) -> Result<Vec<CertificateDer<'static>>, Problem> {
+    load_ca_file(path).map_err(|e| Problem::new(place, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(name: &'static str, value: &str) -> Written<String> {
+        Written::new(value.to_string(), Place::Flag(name))
+    }
+
+    #[test]
+    fn addresses_with_and_without_ports() {
+        let cases = [
+            ("203.0.113.10", "203.0.113.10:443"),
+            ("203.0.113.10:8443", "203.0.113.10:8443"),
+            ("2001:db8::1", "[2001:db8::1]:443"),
+            ("[2001:db8::1]", "[2001:db8::1]:443"),
+            ("[2001:db8::1]:8443", "[2001:db8::1]:8443"),
+        ];
+        for (input, expected) in cases {
+            let got = address(&flag("--origin", input), 443).unwrap();
+            assert_eq!(got.to_string(), expected, "{input}");
+        }
+        for bad in ["origin.example.com", "1.2.3", "1.2.3.4:99999", ""] {
+            let err = address(&flag("--origin", bad), 443).unwrap_err();
+            let line = err.for_command_line();
+            assert!(line.starts_with("--origin"), "{line}");
+        }
+    }
+
+    #[test]
+    fn every_problem_at_once_each_at_its_place() {
+        let mut input = SiteInput::new(flag("target", "not-a-url"));
+        input.origins = vec![
+            flag("--origin", "db.internal"),
+            flag("--origin", "10.0.0.1"),
+        ];
+        input.timeout = Some(flag("--timeout", "20m"));
+        input.expect_status = vec![Written::new(999, Place::Flag("--expect-status"))];
+        input.follow_redirects = Some(Written::new(9, Place::Flag("--follow-redirects")));
+        let (settings, problems) = check_site(&input, DEFAULT_TIMEOUT);
+        assert!(settings.is_none());
+        let lines: Vec<String> = problems.iter().map(Problem::for_command_line).collect();
+        assert_eq!(
+            lines,
+            [
+                "target \"not-a-url\" is not a fully qualified host name; expected e.g. example.com or https://example.com/",
+                "--origin \"db.internal\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)",
+                "--timeout \"20m\": must be at most 10m",
+                "--expect-status 999 is not an HTTP status (100-599)",
+                "--follow-redirects 9: at most 5 redirects are followed",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_written() {
+        let (settings, problems) = check_site(
+            &SiteInput::new(flag("target", "example.com")),
+            DEFAULT_TIMEOUT,
+        );
+        assert!(problems.is_empty());
+        let s = settings.unwrap();
+        assert_eq!(s.target.url, "https://example.com/");
+        assert_eq!(s.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(s.diagnose.cert_warning_days, 14);
+        assert_eq!((s.samples, s.follow_redirects), (1, 0));
+    }
+}
