@@ -17,7 +17,7 @@ use crate::observe::Status;
 /// Where a site stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Phase {
+pub enum AlertPhase {
     /// Healthy.
     Ok,
     /// Failing, not yet confirmed.
@@ -31,7 +31,7 @@ pub enum Phase {
 /// A site's alert state, kept between runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertState {
-    pub phase: Phase,
+    pub phase: AlertPhase,
     /// Consecutive failing runs (in `Suspect`) or healthy runs (in `Recovering`).
     pub streak: u32,
     /// The open incident's current cause.
@@ -49,7 +49,7 @@ pub struct AlertState {
 impl Default for AlertState {
     fn default() -> Self {
         Self {
-            phase: Phase::Ok,
+            phase: AlertPhase::Ok,
             streak: 0,
             cause: None,
             since: None,
@@ -146,14 +146,14 @@ pub fn step(
     let failing = run.failing();
     let cause = run.diagnosis.cause;
     match (state.phase, failing) {
-        (Phase::Ok, false) => {
+        (AlertPhase::Ok, false) => {
             next.streak = 0;
         }
-        (Phase::Ok | Phase::Suspect, true) if run.in_maintenance => {
+        (AlertPhase::Ok | AlertPhase::Suspect, true) if run.in_maintenance => {
             // A failure inside a maintenance window is expected: it neither counts nor alerts.
         }
-        (Phase::Ok, true) | (Phase::Suspect, true) => {
-            next.streak = if state.phase == Phase::Ok {
+        (AlertPhase::Ok, true) | (AlertPhase::Suspect, true) => {
+            next.streak = if state.phase == AlertPhase::Ok {
                 1
             } else {
                 state.streak + 1
@@ -162,7 +162,7 @@ pub fn step(
                 next.since = Some(run.at);
             }
             if next.streak >= policy.confirm_runs {
-                next.phase = Phase::Down;
+                next.phase = AlertPhase::Down;
                 next.streak = 0;
                 next.incident = state.incident + 1;
                 next.cause = Some(cause);
@@ -172,17 +172,17 @@ pub fn step(
                     diagnosis: run.diagnosis.clone(),
                 });
             } else {
-                next.phase = Phase::Suspect;
+                next.phase = AlertPhase::Suspect;
             }
         }
-        (Phase::Suspect, false) => {
+        (AlertPhase::Suspect, false) => {
             next = AlertState {
                 incident: state.incident,
                 ..AlertState::default()
             };
         }
-        (Phase::Down | Phase::Recovering, true) => {
-            next.phase = Phase::Down;
+        (AlertPhase::Down | AlertPhase::Recovering, true) => {
+            next.phase = AlertPhase::Down;
             next.streak = 0;
             if state.cause != Some(cause) {
                 let from = state.cause.unwrap_or(Cause::Unknown);
@@ -205,8 +205,8 @@ pub fn step(
                 });
             }
         }
-        (Phase::Down | Phase::Recovering, false) => {
-            let streak = if state.phase == Phase::Down {
+        (AlertPhase::Down | AlertPhase::Recovering, false) => {
+            let streak = if state.phase == AlertPhase::Down {
                 1
             } else {
                 state.streak + 1
@@ -222,7 +222,7 @@ pub fn step(
                     ..AlertState::default()
                 };
             } else {
-                next.phase = Phase::Recovering;
+                next.phase = AlertPhase::Recovering;
                 next.streak = streak;
             }
         }
@@ -242,9 +242,9 @@ pub fn connectivity_step(
     at: OffsetDateTime,
 ) -> (AlertState, Vec<Notification>) {
     match (state.phase, cut_off) {
-        (Phase::Ok, Some(evidence)) => {
+        (AlertPhase::Ok, Some(evidence)) => {
             let next = AlertState {
-                phase: Phase::Down,
+                phase: AlertPhase::Down,
                 streak: 0,
                 cause: None,
                 since: Some(at),
@@ -257,7 +257,7 @@ pub fn connectivity_step(
             };
             (next, vec![notice])
         }
-        (Phase::Ok, None) => (state.clone(), Vec::new()),
+        (AlertPhase::Ok, None) => (state.clone(), Vec::new()),
         (_, Some(_)) => (state.clone(), Vec::new()),
         (_, None) => {
             let lasted = state.since.map_or(Duration::ZERO, |s| elapsed(s, at));
@@ -384,10 +384,10 @@ mod tests {
         quiet.in_maintenance = true;
         let (next, out) = step(&state, &quiet, &p);
         assert!(out.is_empty());
-        assert_eq!(next.phase, Phase::Ok);
+        assert_eq!(next.phase, AlertPhase::Ok);
         state = next;
         let (next, out) = step(&state, &verdict(1, Fpm), &p);
-        assert_eq!(next.phase, Phase::Down);
+        assert_eq!(next.phase, AlertPhase::Down);
         assert_eq!(out.len(), 1);
     }
 
@@ -416,7 +416,7 @@ mod tests {
                 "@prober/2/restored"
             ]
         );
-        assert_eq!(state.phase, Phase::Ok);
+        assert_eq!(state.phase, AlertPhase::Ok);
     }
 
     #[test]

@@ -70,6 +70,30 @@ pub fn xml(text: &str) -> String {
     out
 }
 
+/// Bytes as lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// A time as RFC 3339 (`2026-12-01T02:00:00Z`), the form every feed, mail and report uses.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    use time::format_description::well_known::Rfc3339;
+    // Only years outside 0..=9999 fail to format; a Unix timestamp still says when.
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// A short stable id of a string (48 bits of its SHA-256 in hex): Statuspage and Atom ids, the
+/// webhook part of a delivery key.
+pub fn short_id(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    hex(&digest.as_ref()[..6])
+}
+
 /// `value` as compact JSON whose strings escape every unsafe character (`\u202e`, `\u0085`):
 /// the same data, but nothing in the text itself acts on a terminal or a viewer. JSON alone
 /// escapes only C0 controls.

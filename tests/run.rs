@@ -412,7 +412,7 @@ fn probe_run_killed_at_any_moment_then_restarted_loses_nothing() {
         for i in 0..40 {
             let site = format!("s{i}");
             let state = store.alert_state(&site).unwrap();
-            if state.phase == probe::alert::Phase::Down {
+            if state.phase == probe::alert::AlertPhase::Down {
                 down += 1;
                 assert!(
                     queued.contains(&format!("{site}/1/opened#mail-ops@example.com")),

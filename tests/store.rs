@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use probe::alert::{AlertState, Phase};
+use probe::alert::{AlertPhase, AlertState};
 use probe::diagnose::Cause;
 use probe::store::{NewMessage, RunRecord, SqliteStore, Store};
 use probe::ProbeReport;
@@ -36,7 +36,7 @@ fn message(key: &str) -> NewMessage {
 
 fn down(incident: u64, cause: Cause, since: i64) -> AlertState {
     AlertState {
-        phase: Phase::Down,
+        phase: AlertPhase::Down,
         streak: 0,
         cause: Some(cause),
         since: Some(at(since)),

@@ -850,9 +850,17 @@ fn dns_answer(query: &[u8], over_tcp: bool) -> Option<Vec<u8>> {
 
 /// A hostile DNS server on one loopback port, over UDP and TCP.
 async fn hostile_dns() -> SocketAddr {
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
+    // A free UDP port's number may be taken over TCP by another test: try a few ports.
+    let mut bound = None;
+    for _ in 0..50 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            bound = Some((udp, addr, tcp));
+            break;
+        }
+    }
+    let (udp, addr, tcp) = bound.expect("a loopback port free over both UDP and TCP");
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = udp.recv_from(&mut buf).await {

@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 
 use super::status::cause_title;
-use super::{escape, rfc3339, short_id, FeedSnapshot};
+use super::FeedSnapshot;
+use crate::text::{rfc3339, short_id, xml};
 
 pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
     let feed_id = format!("urn:probe:feed:{}", short_id(&snapshot.title));
@@ -20,11 +21,7 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
     let _ = writeln!(out, r#"<?xml version="1.0" encoding="utf-8"?>"#);
     let _ = writeln!(out, r#"<feed xmlns="http://www.w3.org/2005/Atom">"#);
     let _ = writeln!(out, "  <id>{feed_id}</id>");
-    let _ = writeln!(
-        out,
-        "  <title>{} — incidents</title>",
-        escape(&snapshot.title)
-    );
+    let _ = writeln!(out, "  <title>{} — incidents</title>", xml(&snapshot.title));
     let _ = writeln!(out, "  <updated>{}</updated>", rfc3339(updated));
     let _ = writeln!(out, "  <author><name>probe</name></author>");
     let _ = writeln!(out, r#"  <generator>probe</generator>"#);
@@ -32,12 +29,12 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
         let _ = writeln!(
             out,
             r#"  <link rel="alternate" type="text/html" href="{}"/>"#,
-            escape(url)
+            xml(url)
         );
         let _ = writeln!(
             out,
             r#"  <link rel="self" type="application/atom+xml" href="{}incidents.atom"/>"#,
-            escape(url)
+            xml(url)
         );
     }
     for incident in &snapshot.incidents {
@@ -58,7 +55,7 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
         let _ = write!(
             html,
             "<p>{} went down at {}.",
-            escape(&incident.site),
+            xml(&incident.site),
             rfc3339(incident.opened_at)
         );
         match incident.closed_at {
@@ -77,21 +74,21 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
                 html,
                 "<h3>{} · {} ({})</h3><p>{}</p>",
                 rfc3339(cause.at),
-                escape(&cause_title(&cause.cause)),
-                escape(&cause.cause),
-                escape(&cause.summary)
+                xml(&cause_title(&cause.cause)),
+                xml(&cause.cause),
+                xml(&cause.summary)
             );
             if !cause.evidence.is_empty() {
                 html.push_str("<ul>");
                 for line in &cause.evidence {
-                    let _ = write!(html, "<li><code>{}</code></li>", escape(line));
+                    let _ = write!(html, "<li><code>{}</code></li>", xml(line));
                 }
                 html.push_str("</ul>");
             }
         }
         let _ = writeln!(out, "  <entry>");
         let _ = writeln!(out, "    <id>{id}</id>");
-        let _ = writeln!(out, "    <title>{}</title>", escape(&title));
+        let _ = writeln!(out, "    <title>{}</title>", xml(&title));
         let _ = writeln!(
             out,
             "    <published>{}</published>",
@@ -103,16 +100,12 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
             rfc3339(entry_updated(incident))
         );
         if let Some(url) = &snapshot.url {
-            let _ = writeln!(out, r#"    <link rel="alternate" href="{}"/>"#, escape(url));
+            let _ = writeln!(out, r#"    <link rel="alternate" href="{}"/>"#, xml(url));
         }
         if let Some(cause) = last {
-            let _ = writeln!(out, "    <summary>{}</summary>", escape(&cause.summary));
+            let _ = writeln!(out, "    <summary>{}</summary>", xml(&cause.summary));
         }
-        let _ = writeln!(
-            out,
-            r#"    <content type="html">{}</content>"#,
-            escape(&html)
-        );
+        let _ = writeln!(out, r#"    <content type="html">{}</content>"#, xml(&html));
         let _ = writeln!(out, "  </entry>");
     }
     out.push_str("</feed>\n");

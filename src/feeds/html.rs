@@ -2,18 +2,18 @@
 
 use std::fmt::Write as _;
 
-use super::status::{cause_title, component_status};
-use super::{escape, file_name, percent, rfc3339, FeedSnapshot, SiteFeed, WINDOWS};
+use super::status::{cause_title, component_status, ComponentStatus};
+use super::{file_name, percent, FeedSnapshot, SiteFeed, WINDOWS};
+use crate::text::{rfc3339, xml};
 
 /// Words and colour for a Statuspage component status.
-fn presentation(status: &str) -> (&'static str, &'static str) {
+fn presentation(status: ComponentStatus) -> (&'static str, &'static str) {
     match status {
-        "operational" => ("Operational", "#1a7f37"),
-        "degraded_performance" => ("Degraded performance", "#9a6700"),
-        "partial_outage" => ("Partial outage", "#bc4c00"),
-        "major_outage" => ("Major outage", "#cf222e"),
-        "under_maintenance" => ("Under maintenance", "#0969da"),
-        _ => ("No data", "#6e7781"),
+        ComponentStatus::Operational => ("Operational", "#1a7f37"),
+        ComponentStatus::DegradedPerformance => ("Degraded performance", "#9a6700"),
+        ComponentStatus::PartialOutage => ("Partial outage", "#bc4c00"),
+        ComponentStatus::MajorOutage => ("Major outage", "#cf222e"),
+        ComponentStatus::UnderMaintenance => ("Under maintenance", "#0969da"),
     }
 }
 
@@ -39,20 +39,16 @@ footer{margin-top:2rem;font-size:.8rem;color:#6e7781}code{font-size:.85em}";
 
 pub(super) fn page(snapshot: &FeedSnapshot) -> String {
     let mut out = String::new();
-    let title = escape(&snapshot.title);
-    let statuses: Vec<&str> = snapshot.sites.iter().map(component_status).collect();
-    let worst = [
-        "major_outage",
-        "partial_outage",
-        "degraded_performance",
-        "under_maintenance",
-    ]
-    .into_iter()
-    .find(|s| statuses.contains(s))
-    .unwrap_or("operational");
+    let title = xml(&snapshot.title);
+    let worst = snapshot
+        .sites
+        .iter()
+        .map(component_status)
+        .max()
+        .unwrap_or(ComponentStatus::Operational);
     let overall = match worst {
-        "operational" => "All systems operational",
-        "under_maintenance" => "Maintenance in progress",
+        ComponentStatus::Operational => "All systems operational",
+        ComponentStatus::UnderMaintenance => "Maintenance in progress",
         _ => "Some systems are not working as they should",
     };
     let _ = write!(
@@ -61,7 +57,8 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{title}</title><link rel=\"alternate\" type=\"application/atom+xml\" href=\"incidents.atom\">\
          <style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n\
-         <p class=\"overall\" id=\"overall\" data-status=\"{worst}\" style=\"background:{}\">{overall}</p>\n",
+         <p class=\"overall\" id=\"overall\" data-status=\"{}\" style=\"background:{}\">{overall}</p>\n",
+        worst.as_str(),
         presentation(worst).1
     );
 
@@ -78,14 +75,14 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
                 out,
                 "<li class=\"incident\" data-site=\"{}\"><div class=\"head\"><strong>{}</strong><span>since {}</span></div>\
                  <p class=\"summary\">{}</p></li>",
-                escape(&incident.site),
-                escape(&format!(
+                xml(&incident.site),
+                xml(&format!(
                     "{}: {}",
                     incident.site,
                     last.map_or("down".to_string(), |c| cause_title(&c.cause))
                 )),
                 rfc3339(incident.opened_at),
-                escape(last.map_or("", |c| c.summary.as_str()))
+                xml(last.map_or("", |c| c.summary.as_str()))
             );
         }
         out.push_str("</ul>\n");
@@ -109,8 +106,8 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
             let _ = writeln!(
                 out,
                 "<li class=\"incident\" data-site=\"{}\"><div class=\"head\"><strong>{}</strong><span>{} – {}</span></div></li>",
-                escape(&incident.site),
-                escape(&format!(
+                xml(&incident.site),
+                xml(&format!(
                     "{}: {}",
                     incident.site,
                     incident
@@ -137,7 +134,8 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
 fn site_item(out: &mut String, site: &SiteFeed) {
     let status = component_status(site);
     let (words, colour) = presentation(status);
-    let name = escape(&site.name);
+    let status = status.as_str();
+    let name = xml(&site.name);
     let _ = write!(
         out,
         "<li class=\"site\" data-site=\"{name}\" data-status=\"{status}\">\
@@ -149,7 +147,7 @@ fn site_item(out: &mut String, site: &SiteFeed) {
         let _ = write!(
             out,
             "<p class=\"summary\">{} <code>{} · {}</code> <span title=\"{}\">checked {}</span></p>",
-            escape(&d.summary),
+            xml(&d.summary),
             d.hop.as_str(),
             d.cause.as_str(),
             rfc3339(*at),
@@ -195,7 +193,7 @@ fn site_item(out: &mut String, site: &SiteFeed) {
         out,
         "{} · <a href=\"badge/{}.svg\">badge</a></p></li>",
         windows.join(" · "),
-        escape(&file_name(&site.name))
+        xml(&file_name(&site.name))
     );
 }
 
@@ -207,7 +205,7 @@ pub(super) fn badge(site: &SiteFeed) -> String {
     let width = |text: &str| 10 + 7 * text.chars().count();
     let (left, right) = (width(&site.name), width(&words));
     let total = left + right;
-    let name = escape(&site.name);
+    let name = xml(&site.name);
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{total}\" height=\"20\" role=\"img\" aria-label=\"{name}: {words}\">\
 <title>{name}: {words}</title>\

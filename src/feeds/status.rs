@@ -4,42 +4,69 @@
 
 use serde_json::{json, Value};
 
-use super::{rfc3339, short_id, FeedSnapshot, SiteFeed, WINDOWS};
+use super::{FeedSnapshot, SiteFeed, WINDOWS};
 use crate::diagnose::Cause;
 use crate::observe::Status;
+use crate::text::{rfc3339, short_id};
 
-/// A Statuspage component status for a site.
-pub(super) fn component_status(site: &SiteFeed) -> &'static str {
+/// A Statuspage component status, least severe first (so the worst of several is their `max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum ComponentStatus {
+    Operational,
+    UnderMaintenance,
+    DegradedPerformance,
+    PartialOutage,
+    MajorOutage,
+}
+
+impl ComponentStatus {
+    /// Statuspage's name for it.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            ComponentStatus::Operational => "operational",
+            ComponentStatus::UnderMaintenance => "under_maintenance",
+            ComponentStatus::DegradedPerformance => "degraded_performance",
+            ComponentStatus::PartialOutage => "partial_outage",
+            ComponentStatus::MajorOutage => "major_outage",
+        }
+    }
+}
+
+/// A site's component status.
+pub(super) fn component_status(site: &SiteFeed) -> ComponentStatus {
     if site.in_maintenance {
-        return "under_maintenance";
+        return ComponentStatus::UnderMaintenance;
     }
     match site
         .latest
         .as_ref()
         .map(|l| (l.diagnosis.status, l.diagnosis.cause))
     {
-        None => "operational",
-        Some((Status::Ok, _)) => "operational",
+        None => ComponentStatus::Operational,
+        Some((Status::Ok, _)) => ComponentStatus::Operational,
         // Working but slow or a certificate close to expiry: performance, not an outage.
-        Some((Status::Degraded, Cause::Slow | Cause::CertExpiring)) => "degraded_performance",
-        Some((Status::Degraded | Status::Unknown, _)) => "partial_outage",
-        Some((Status::Down, _)) => "major_outage",
+        Some((Status::Degraded, Cause::Slow | Cause::CertExpiring)) => {
+            ComponentStatus::DegradedPerformance
+        }
+        Some((Status::Degraded | Status::Unknown, _)) => ComponentStatus::PartialOutage,
+        Some((Status::Down, _)) => ComponentStatus::MajorOutage,
     }
 }
 
 /// The page's overall indicator and its description, from the components.
 fn indicator(sites: &[SiteFeed]) -> (&'static str, &'static str) {
-    let statuses: Vec<&str> = sites.iter().map(component_status).collect();
-    let count = |s: &str| statuses.iter().filter(|x| **x == s).count();
-    if !statuses.is_empty() && count("major_outage") == statuses.len() {
+    use ComponentStatus as C;
+    let statuses: Vec<C> = sites.iter().map(component_status).collect();
+    let count = |s: C| statuses.iter().filter(|x| **x == s).count();
+    if !statuses.is_empty() && count(C::MajorOutage) == statuses.len() {
         ("critical", "Major System Outage")
-    } else if count("major_outage") > 0 {
+    } else if count(C::MajorOutage) > 0 {
         ("major", "Partial System Outage")
-    } else if count("partial_outage") > 0 {
+    } else if count(C::PartialOutage) > 0 {
         ("minor", "Partial System Outage")
-    } else if count("degraded_performance") > 0 {
+    } else if count(C::DegradedPerformance) > 0 {
         ("minor", "Degraded System Service")
-    } else if count("under_maintenance") > 0 {
+    } else if count(C::UnderMaintenance) > 0 {
         ("maintenance", "Service Under Maintenance")
     } else {
         ("none", "All Systems Operational")
@@ -75,7 +102,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
             let component = json!({
                 "id": short_id(&format!("site:{}", site.name)),
                 "name": site.name,
-                "status": component_status(site),
+                "status": component_status(site).as_str(),
                 "created_at": Value::Null,
                 "updated_at": site.latest.as_ref().map(|l| rfc3339(l.at)),
                 "position": position + 1,
@@ -104,8 +131,8 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
             let id = short_id(&format!("incident:{}/{}", incident.site, incident.number));
             let component = snapshot.sites.iter().find(|s| s.name == incident.site);
             let impact = match component.map(component_status) {
-                Some("major_outage") => "critical",
-                Some("partial_outage") => "major",
+                Some(ComponentStatus::MajorOutage) => "critical",
+                Some(ComponentStatus::PartialOutage) => "major",
                 _ => "minor",
             };
             let last = incident.causes.last();
@@ -150,7 +177,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
                 "components": component.map(|s| vec![json!({
                     "id": short_id(&format!("site:{}", s.name)),
                     "name": s.name,
-                    "status": component_status(s),
+                    "status": component_status(s).as_str(),
                 })]).unwrap_or_default(),
                 "probe": { "site": incident.site, "number": incident.number, "cause": last.map(|c| c.cause.clone()) },
             })
@@ -168,7 +195,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
                     json!({
                         "id": short_id(&format!("site:{}", s.name)),
                         "name": s.name,
-                        "status": component_status(s),
+                        "status": component_status(s).as_str(),
                     })
                 })
                 .collect();

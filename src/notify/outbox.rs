@@ -154,10 +154,7 @@ impl Recorder {
 /// (`shop eu` and `shop-eu` read alike but differ in the hash). Only `A-Za-z0-9.-` appear.
 pub fn stable_id(key: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    let hash: String = digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = crate::text::hex(&digest.as_ref()[..16]);
     let mut readable = String::new();
     for c in key.chars() {
         if c.is_ascii_alphanumeric() {

@@ -21,10 +21,9 @@ use tokio::net::TcpStream;
 
 use crate::alert::Notification;
 use crate::config::Webhook;
-use crate::feeds::short_id;
 use crate::notify::outbox::{stable_id, Attempt, FlushSummary, Recorder};
 use crate::store::{Channel, NewMessage, OutboxMessage, Store, StoreError};
-use crate::text::endpoint_for_display;
+use crate::text::{endpoint_for_display, short_id};
 
 /// Bound on one delivery: connect, TLS, request and answer.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,7 +113,7 @@ pub fn render(
 }
 
 fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Option<Value> {
-    let stamp = crate::feeds::rfc3339(at);
+    let stamp = crate::text::rfc3339(at);
     let diagnosis = |d: &crate::diagnose::Diagnosis| {
         json!({
             "status": d.status.as_str(),
@@ -229,8 +228,7 @@ pub async fn deliver(
             let secret = std::env::var(var).map_err(|_| WebhookError::Secret(var.to_string()))?;
             let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
             let tag = hmac::sign(&key, message.body_text.as_bytes());
-            let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            Some(format!("sha256={hex}"))
+            Some(format!("sha256={}", crate::text::hex(tag.as_ref())))
         }
         None => None,
     };

@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -31,12 +30,12 @@ pub fn cert_facts(der: &[u8], now: OffsetDateTime) -> Option<CertFacts> {
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
         sans: subject_alt_names(&cert),
-        not_before: rfc3339(not_before),
-        not_after: rfc3339(not_after),
+        not_before: crate::text::rfc3339(not_before),
+        not_after: crate::text::rfc3339(not_after),
         days_left,
         self_signed: cert.subject().as_raw() == cert.issuer().as_raw(),
         cloudflare_origin_ca,
-        sha256: sha256_hex(der),
+        sha256: crate::text::hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref()),
     })
 }
 
@@ -91,16 +90,6 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
         16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
         _ => None,
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
-
-fn sha256_hex(der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
