@@ -49,45 +49,74 @@ fn the_shipped_example_is_valid() {
     assert_eq!(c.control_checks.len(), 2);
 }
 
-/// Each top-level section of the shipped example, and each site, with one unknown key added at
-/// its first line: rejected, naming the key and its line.
+/// Every mapping of the shipped example (each section, each site, each nested block), with one
+/// unknown key added to it in the parsed document: rejected, naming the key, its line and column
+/// and the mapping's path. The document is written back as JSON (YAML's subset), one key a line.
 #[test]
 fn an_unknown_key_anywhere_in_the_shipped_example_is_rejected() {
     let (_, text) = shipped();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut tried = 0;
-    for (n, line) in lines.iter().enumerate() {
-        let content = line.trim_start();
-        let indent = line.len() - content.len();
-        // A key line that opens a block: add a sibling key right after it at the child indent.
-        let opens_block = content.ends_with(':') && !content.starts_with('#');
-        let opens_item = content.starts_with("- url:")
-            || content.starts_with("- name:")
-            || content.starts_with("- sites:");
-        // A block whose children are list items (`sites:`) takes no key of its own.
-        let next_is_item = lines
-            .get(n + 1)
-            .is_some_and(|l| l.trim_start().starts_with("- "));
-        if (!opens_block || next_is_item) && !opens_item {
-            continue;
-        }
-        let child = indent + 2;
-        let mut broken: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
-        broken.insert(n + 1, format!("{}colour: blue", " ".repeat(child)));
-        let got = problems(&broken.join("\n"));
-        assert_eq!(got.len(), 1, "line {}: {got:?}", n + 1);
-        let expected_start = format!("probes.yaml:{}:{}: ", n + 2, child + 1);
+    let document: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let mut mappings = Vec::new();
+    mapping_paths(&document, String::new(), &mut mappings);
+    assert!(mappings.len() >= 9, "mappings found: {mappings:?}");
+    for (pointer, path) in &mappings {
+        let mut broken = document.clone();
+        broken
+            .pointer_mut(pointer)
+            .and_then(serde_json::Value::as_object_mut)
+            .expect("a mapping")
+            .insert("colour".into(), "blue".into());
+        let written = serde_json::to_string_pretty(&broken).unwrap();
+        let (line, column) = written
+            .lines()
+            .enumerate()
+            .find_map(|(n, l)| l.find("\"colour\"").map(|c| (n + 1, c + 1)))
+            .unwrap();
+        let got = problems(&written);
+        assert_eq!(got.len(), 1, "{path}: {got:?}");
+        let field = if path.is_empty() {
+            "colour".to_string()
+        } else {
+            format!("{path}.colour")
+        };
         assert!(
-            got[0].starts_with(&expected_start),
-            "line {}: {}",
-            n + 1,
+            got[0].starts_with(&format!("probes.yaml:{line}:{column}: {field}: ")),
+            "{path}: {}",
             got[0]
         );
         assert!(got[0].contains("unknown field `colour`"), "{}", got[0]);
-        tried += 1;
     }
-    // defaults, both sites, alerts, smtp, store, the maintenance window, feeds, the webhook.
-    assert_eq!(tried, 9, "places tried");
+}
+
+/// The JSON pointer and the config path (`sites[1].alert_to`) of every mapping in `value`.
+fn mapping_paths(value: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
+    let pointer = |path: &str| {
+        let mut p = String::new();
+        for part in path.split(['.', '[']).filter(|s| !s.is_empty()) {
+            p.push('/');
+            p.push_str(part.trim_end_matches(']'));
+        }
+        p
+    };
+    match value {
+        serde_json::Value::Object(map) => {
+            out.push((pointer(&path), path.clone()));
+            for (key, child) in map {
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                mapping_paths(child, child_path, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                mapping_paths(child, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[test]
