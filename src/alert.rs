@@ -44,6 +44,10 @@ pub struct AlertState {
     pub last_notified: Option<OffsetDateTime>,
     /// Counts the incidents of this site; part of every notification's identity.
     pub incident: u64,
+    /// Notifications sent for the open incident so far (the opening is 1); each later one takes
+    /// the next number into its key. 0 when none is open (and in states stored before it).
+    #[serde(default)]
+    pub notified: u32,
 }
 
 impl Default for AlertState {
@@ -55,6 +59,7 @@ impl Default for AlertState {
             since: None,
             last_notified: None,
             incident: 0,
+            notified: 0,
         }
     }
 }
@@ -67,12 +72,17 @@ pub enum Notification {
     /// The open incident's cause changed.
     CauseChanged {
         incident: u64,
+        /// Its place among the incident's notifications (the opening is 1): a cause can come
+        /// back within one incident, and each change is its own notification.
+        sequence: u32,
         from: Cause,
         diagnosis: Diagnosis,
     },
     /// The incident is still open.
     Reminder {
         incident: u64,
+        /// Its place among the incident's notifications.
+        sequence: u32,
         open_for: Duration,
         diagnosis: Diagnosis,
     },
@@ -100,15 +110,23 @@ impl Notification {
             Notification::Opened { incident, .. } => format!("{site}/{incident}/opened"),
             Notification::CauseChanged {
                 incident,
+                sequence,
                 diagnosis,
                 ..
             } => {
-                format!("{site}/{incident}/cause/{}", diagnosis.cause.as_str())
+                let cause = diagnosis.cause.as_str();
+                format!("{site}/{incident}/{sequence}/cause/{cause}")
             }
             Notification::Reminder {
-                incident, open_for, ..
+                incident,
+                sequence,
+                open_for,
+                ..
             } => {
-                format!("{site}/{incident}/reminder/{}", open_for.as_secs())
+                format!(
+                    "{site}/{incident}/{sequence}/reminder/{}",
+                    open_for.as_secs()
+                )
             }
             Notification::Recovered { incident, .. } => format!("{site}/{incident}/recovered"),
             Notification::ConnectivityLost { incident, .. } => format!("{site}/{incident}/lost"),
@@ -167,6 +185,7 @@ pub fn step(
                 next.incident = state.incident + 1;
                 next.cause = Some(cause);
                 next.last_notified = Some(run.at);
+                next.notified = 1;
                 out.push(Notification::Opened {
                     incident: next.incident,
                     diagnosis: run.diagnosis.clone(),
@@ -188,8 +207,10 @@ pub fn step(
                 let from = state.cause.unwrap_or(Cause::Unknown);
                 next.cause = Some(cause);
                 next.last_notified = Some(run.at);
+                next.notified = state.notified + 1;
                 out.push(Notification::CauseChanged {
                     incident: state.incident,
+                    sequence: next.notified,
                     from,
                     diagnosis: run.diagnosis.clone(),
                 });
@@ -198,8 +219,10 @@ pub fn step(
                 .is_some_and(|t| elapsed(t, run.at) >= policy.remind_every)
             {
                 next.last_notified = Some(run.at);
+                next.notified = state.notified + 1;
                 out.push(Notification::Reminder {
                     incident: state.incident,
+                    sequence: next.notified,
                     open_for: state.since.map_or(Duration::ZERO, |s| elapsed(s, run.at)),
                     diagnosis: run.diagnosis.clone(),
                 });
@@ -250,6 +273,7 @@ pub fn connectivity_step(
                 since: Some(at),
                 last_notified: Some(at),
                 incident: state.incident + 1,
+                notified: 1,
             };
             let notice = Notification::ConnectivityLost {
                 incident: next.incident,
@@ -348,8 +372,8 @@ mod tests {
             run(&p, &runs),
             [
                 "site/1/opened",
-                "site/1/reminder/3660",
-                "site/1/cause/origin_refused",
+                "site/1/2/reminder/3660",
+                "site/1/3/cause/origin_refused",
                 "site/1/recovered"
             ]
         );

@@ -22,11 +22,11 @@ pub mod store;
 pub mod text;
 
 pub use cli::commands::{
-    rediagnose, run, run_check_config, run_diagnose, run_pass, run_watch, RunError,
+    rediagnose, run, run_check_config, run_diagnose, run_outbox, run_pass, run_watch, RunError,
 };
 pub use cli::{
-    parse_invocation, CheckConfigCli, Cli, DiagnoseCli, Invocation, LogFormat, OutputFormat,
-    RunCli, UsageError, WatchCli,
+    parse_invocation, CheckConfigCli, Cli, DiagnoseCli, Invocation, LogFormat, OutboxCli,
+    OutputFormat, RunCli, UsageError, WatchCli,
 };
 pub use engine::ProbeReport;
 pub use engine::{probe_site, ProbeError};

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         Invocation::Watch(watch) => block_on(probe::run_watch(&watch)),
         Invocation::CheckConfig(check) => probe::run_check_config(&check, &mut stdout),
         Invocation::Diagnose(diagnose) => probe::run_diagnose(&diagnose, &mut stdout),
+        Invocation::Outbox(outbox) => probe::run_outbox(&outbox, &mut stdout),
     };
     match outcome {
         Ok(status) => ExitCode::from(status.exit_code()),

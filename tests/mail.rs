@@ -400,3 +400,100 @@ async fn a_refused_sender_holds_the_queue_instead_of_throwing_it_away() {
         "both still queued"
     );
 }
+
+/// A cause that flips A → B → A → B within one incident: the opening and three change mails, in
+/// order, each exactly once (the second "changed to B" has a key of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cause_flipping_back_and_forth_sends_every_change_once_in_order() {
+    let pki = TempPki::new();
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_FLIP", PASSWORD);
+    let server = SmtpServer::start(pki.dir(), &pki.pki, None);
+    let settings = smtp(server.port, &pki.ca, "PROBE_TEST_SMTP_PASSWORD_FLIP");
+    let mut store = SqliteStore::open(&pki.dir().join("probe.sqlite")).unwrap();
+    let policy = probe::config::Alerts {
+        to: vec!["ops@example.com".into()],
+        confirm_retries: 0,
+        retry_spacing: Duration::from_secs(1),
+        confirm_runs: 1,
+        recover_runs: 2,
+        remind_every: Duration::from_secs(24 * 3600),
+    };
+    let a = report("edge_stale_fastcgi_socket");
+    let b = report("edge_blocked_refused");
+    let start = OffsetDateTime::now_utc();
+    let mut state = store.alert_state("example.com").unwrap();
+    for (minute, run) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let at = start + Duration::from_secs(60 * minute as u64);
+        let verdict = probe::alert::RunVerdict {
+            at,
+            diagnosis: run.diagnosis.clone(),
+            in_maintenance: false,
+        };
+        let (next, notifications) = probe::alert::step(&state, &verdict, &policy);
+        let messages: Vec<_> = notifications
+            .iter()
+            .flat_map(|n| render("example.com", &run.target, n, &policy.to))
+            .collect();
+        assert_eq!(messages.len(), 1, "run {minute}: one notification");
+        store
+            .record_run(&RunRecord {
+                site: "example.com",
+                at,
+                report: run,
+                state: &next,
+                messages: &messages,
+            })
+            .unwrap();
+        state = next;
+        let summary = flush_outbox(&mut store, &settings, at).await.unwrap();
+        assert_eq!(summary.sent, 1, "run {minute}: delivered at once");
+    }
+    let later = start + Duration::from_secs(3600);
+    assert_eq!(
+        flush_outbox(&mut store, &settings, later)
+            .await
+            .unwrap()
+            .sent,
+        0
+    );
+
+    let subjects: Vec<String> = server
+        .messages()
+        .iter()
+        .map(|m| {
+            let unfolded = m.replace("\r\n ", " ").replace("\n ", " ");
+            unfolded
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let kinds: Vec<(&str, bool)> = subjects
+        .iter()
+        .map(|s| {
+            let kind = s.split(']').next().unwrap_or_default();
+            (kind, s.contains("(origin_blocks_edge"))
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("[DOWN", false),
+            ("[CHANGED", true),
+            ("[CHANGED", false),
+            ("[CHANGED", true),
+        ],
+        "{subjects:#?}"
+    );
+    let ids: std::collections::HashSet<String> = server
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            m.lines()
+                .find(|l| l.starts_with("Message-ID: "))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(ids.len(), 4, "four distinct Message-IDs");
+}

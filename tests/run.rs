@@ -169,7 +169,7 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
     );
     let changed = &server.messages()[2];
     assert!(
-        changed.contains("Message-ID: <lab-1-cause-app-error."),
+        changed.contains("Message-ID: <lab-1-3-cause-app-error."),
         "{changed}"
     );
     let opened = &server.messages()[0];

@@ -42,6 +42,7 @@ fn down(incident: u64, cause: Cause, since: i64) -> AlertState {
         since: Some(at(since)),
         last_notified: Some(at(since)),
         incident,
+        notified: 1,
     }
 }
 

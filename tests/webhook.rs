@@ -181,3 +181,100 @@ async fn a_delivery_refused_for_good_does_not_hold_back_the_others() {
         );
     }
 }
+
+/// A config whose one site is down (its edge refuses connections) and whose one webhook is the
+/// receiver's.
+fn one_site_config(dir: &std::path::Path, site: &str, receiver: &Receiver) -> std::path::PathBuf {
+    let text = format!(
+        "defaults:\n  timeout: 1s\nsites:\n  - name: {site}\n    url: https://probe.test/\n    edge: \"{}\"\nalerts:\n  confirm_retries: 0\n  confirm_runs: 1\nstore:\n  path: probe.sqlite\nwebhooks:\n  - url: http://127.0.0.1:{}/hook/secret-token\n",
+        support::servers::refused_port(),
+        receiver.port
+    );
+    let path = dir.join("probes.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `probe outbox -c FILE`: its output and exit code.
+fn outbox_listing(config: &std::path::Path) -> (String, i32) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["outbox", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// A 404 is the receiver saying this request will never be taken: given up at once, listed by
+/// `probe outbox` with the answer, never retried. A 503 is the receiver being down for now: the
+/// delivery waits, is listed as queued, and goes out after its backoff once the receiver is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_is_given_up_and_listed_while_a_503_is_retried() {
+    let gone = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(gone.path());
+    receiver.answer(Some(404));
+    let path = one_site_config(gone.path(), "gone", &receiver);
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
+    {
+        let mut store = SqliteStore::open(&config.store_path).unwrap();
+        let pass = run_once(&config, &mut store, minute(0)).await.unwrap();
+        assert_eq!(
+            (pass.mails_sent, pass.mails_waiting, pass.mails_given_up),
+            (0, 0, 1)
+        );
+        receiver.answer(None);
+        for hour in 1..3 {
+            let pass = run_once(&config, &mut store, minute(hour * 60))
+                .await
+                .unwrap();
+            assert_eq!(
+                (pass.mails_sent, pass.mails_waiting, pass.mails_given_up),
+                (0, 0, 0),
+                "hour {hour}: never retried"
+            );
+        }
+    }
+    assert!(receiver.received().is_empty());
+    let (listing, code) = outbox_listing(&path);
+    assert_eq!(code, 2, "something given up is CRITICAL: {listing}");
+    assert!(listing.starts_with("FAILED"), "{listing}");
+    assert!(listing.contains("answered 404"), "{listing}");
+    assert!(listing.contains("incident.opened"), "{listing}");
+    assert!(
+        !listing.contains("secret-token"),
+        "the URL's path is not shown: {listing}"
+    );
+    assert!(listing.ends_with("0 waiting, 1 given up\n"), "{listing}");
+
+    let down = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(down.path());
+    receiver.answer(Some(503));
+    let path = one_site_config(down.path(), "later", &receiver);
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
+    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let pass = run_once(&config, &mut store, minute(0)).await.unwrap();
+    assert_eq!(
+        (pass.mails_sent, pass.mails_waiting, pass.mails_given_up),
+        (0, 1, 0)
+    );
+    drop(store);
+    let (listing, code) = outbox_listing(&path);
+    assert_eq!(code, 1, "something waiting is WARNING: {listing}");
+    assert!(listing.starts_with("QUEUED"), "{listing}");
+    assert!(listing.contains("answered 503"), "{listing}");
+    receiver.answer(None);
+    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let pass = run_once(&config, &mut store, minute(2)).await.unwrap();
+    assert_eq!(
+        (pass.mails_sent, pass.mails_waiting, pass.mails_given_up),
+        (1, 0, 0),
+        "delivered after its backoff"
+    );
+    assert_eq!(receiver.received().len(), 1);
+    drop(store);
+    let (listing, code) = outbox_listing(&path);
+    assert_eq!((listing.as_str(), code), ("0 waiting, 0 given up\n", 0));
+}

@@ -3,7 +3,9 @@
 
 use std::io::Write;
 
-use crate::cli::{CheckConfigCli, Cli, DiagnoseCli, OutputFormat, RunCli, UsageError, WatchCli};
+use crate::cli::{
+    CheckConfigCli, Cli, DiagnoseCli, OutboxCli, OutputFormat, RunCli, UsageError, WatchCli,
+};
 use crate::engine::{probe_site, ProbeError};
 use crate::engine::{ProbeReport, SCHEMA_VERSION};
 use crate::feeds::server as serve;
@@ -225,4 +227,65 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
         server.abort();
     }
     Ok(Status::Ok)
+}
+
+/// `probe outbox`: every notification not delivered, waiting or given up, one line each with
+/// its destination (a webhook by its host only: its URL may hold a token) and the last error.
+/// Reads the store without taking its writer lock, so it works beside a running `probe watch`.
+/// Returns CRITICAL when something was given up, WARNING when something waits, OK when empty.
+pub fn run_outbox(cli: &OutboxCli, out: &mut dyn Write) -> Result<Status, RunError> {
+    let loaded = config::load(&cli.config.path)?;
+    let path = &loaded.config.store_path;
+    if !path.exists() {
+        writeln!(
+            out,
+            "no store yet at {}: nothing queued",
+            text::printable(&path.display().to_string())
+        )?;
+        return Ok(Status::Ok);
+    }
+    let store =
+        store::SqliteStore::open_read_only(path).map_err(|e| RunError::Schedule(e.into()))?;
+    let messages = store::Store::undelivered(&store).map_err(|e| RunError::Schedule(e.into()))?;
+    let (mut waiting, mut given_up) = (0, 0);
+    for m in &messages {
+        let destination = match m.channel {
+            store::Channel::Mail => m.destination.clone(),
+            store::Channel::Webhook => text::endpoint_for_display(&m.destination),
+        };
+        let state = match (m.given_up_at, m.next_attempt_at) {
+            (Some(at), _) => {
+                given_up += 1;
+                format!("FAILED  given up {}", text::rfc3339(at))
+            }
+            (None, Some(at)) => {
+                waiting += 1;
+                format!("QUEUED  next try {}", text::rfc3339(at))
+            }
+            (None, None) => "QUEUED".to_string(),
+        };
+        let error = m
+            .last_error
+            .as_deref()
+            .map(|e| format!("  last error: {e}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{state}  {} to {}  {}  attempts {}{}",
+            m.channel.as_str(),
+            text::printable(&destination),
+            text::printable(&m.subject),
+            m.attempts,
+            text::printable(&error)
+        )?;
+    }
+    writeln!(out, "{waiting} waiting, {given_up} given up")?;
+    out.flush()?;
+    Ok(if given_up > 0 {
+        Status::Down
+    } else if waiting > 0 {
+        Status::Degraded
+    } else {
+        Status::Ok
+    })
 }

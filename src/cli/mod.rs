@@ -20,7 +20,7 @@ const MAX_SAMPLES: u32 = 100;
     version,
     about,
     long_about = None,
-    after_help = "Other commands:\n  probe run [-c probes.yaml]           one pass over every configured site: probe, confirm, alert, store\n  probe watch [-c probes.yaml]         the same, each site on its interval, until SIGTERM (SIGHUP reloads)\n  probe check-config [-c probes.yaml]  validate and explain a config (--schema prints its JSON Schema)\n  probe diagnose FILE.json             diagnose a saved --json report again, offline"
+    after_help = "Other commands:\n  probe run [-c probes.yaml]           one pass over every configured site: probe, confirm, alert, store\n  probe watch [-c probes.yaml]         the same, each site on its interval, until SIGTERM (SIGHUP reloads)\n  probe check-config [-c probes.yaml]  validate and explain a config (--schema prints its JSON Schema)\n  probe outbox [-c probes.yaml]        notifications waiting to be delivered, and those refused for good\n  probe diagnose FILE.json             diagnose a saved --json report again, offline"
 )]
 pub struct Cli {
     /// The site: a host name or URL (`example.com` means `https://example.com/`).
@@ -179,6 +179,18 @@ pub struct WatchCli {
     pub listen: Option<SocketAddr>,
 }
 
+/// `probe outbox -c probes.yaml`: the notifications not delivered yet, and those given up.
+#[derive(Debug, Parser)]
+#[command(
+    name = "probe outbox",
+    version,
+    about = "List the notifications waiting to be delivered and those refused for good, with why."
+)]
+pub struct OutboxCli {
+    #[command(flatten)]
+    pub config: ConfigPath,
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {
@@ -192,6 +204,8 @@ pub enum Invocation {
     Run(RunCli),
     /// `probe watch -c FILE`: every site on its interval, until stopped.
     Watch(WatchCli),
+    /// `probe outbox -c FILE`: undelivered notifications.
+    Outbox(OutboxCli),
 }
 
 /// Parses the command line (`args` includes the program name). A first argument naming a
@@ -213,6 +227,7 @@ where
         Some("run") => rest("run", &args).map(Invocation::Run),
         Some("watch") => rest("watch", &args).map(Invocation::Watch),
         Some("check-config") => rest("check-config", &args).map(Invocation::CheckConfig),
+        Some("outbox") => rest("outbox", &args).map(Invocation::Outbox),
         _ => Cli::try_parse_from(args).map(Invocation::Probe),
     }
 }

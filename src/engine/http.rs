@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, Version};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -45,6 +45,27 @@ pub struct HttpRequestSpec {
     pub user_agent: String,
     /// The Accept header (`*/*`, or `application/json` to get Cloudflare's error details).
     pub accept: String,
+}
+
+/// What a request carries beyond what every probe sends: its method, extra headers and body.
+/// A probe is a bare GET; a webhook delivery is a POST with a JSON body.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub method: Method,
+    pub headers: Vec<(HeaderName, http::HeaderValue)>,
+    /// Sent whole; small (a notification), so HTTP/2 flow control never holds it back.
+    pub body: Bytes,
+}
+
+impl Payload {
+    /// A bare GET.
+    pub fn get() -> Self {
+        Self {
+            method: Method::GET,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
 }
 
 /// What one exchange produced.
@@ -117,10 +138,24 @@ pub async fn exchange<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    exchange_with(io, use_h2, spec, &Payload::get(), deadline).await
+}
+
+/// `exchange` with another method, more headers and a body.
+pub async fn exchange_with<T>(
+    io: T,
+    use_h2: bool,
+    spec: &HttpRequestSpec,
+    payload: &Payload,
+    deadline: Instant,
+) -> HttpExchange
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let answered = if use_h2 {
-        send_http2(io, spec, deadline).await
+        send_http2(io, spec, payload, deadline).await
     } else {
-        send_http1(io, spec, deadline).await
+        send_http1(io, spec, payload, deadline).await
     };
     let answered = match answered {
         Ok(a) => a,
@@ -183,6 +218,7 @@ where
 async fn send_http1<T>(
     io: T,
     spec: &HttpRequestSpec,
+    payload: &Payload,
     deadline: Instant,
 ) -> Result<Answered, ObservedError>
 where
@@ -192,8 +228,8 @@ where
         .uri(spec.path.as_str())
         .header(header::HOST, spec.authority.as_str())
         .header(header::CONNECTION, "close");
-    let request = with_common_headers(request, spec)
-        .body(Empty::<Bytes>::new())
+    let request = with_common_headers(request, spec, payload)
+        .body(Full::new(payload.body.clone()))
         .map_err(request_build_error)?;
     let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io));
     let (mut sender, conn) = within(deadline, Phase::Request, handshake, hyper_error).await?;
@@ -218,6 +254,7 @@ where
 async fn send_http2<T>(
     io: T,
     spec: &HttpRequestSpec,
+    payload: &Payload,
     deadline: Instant,
 ) -> Result<Answered, ObservedError>
 where
@@ -227,7 +264,7 @@ where
     let request = Request::builder()
         .version(Version::HTTP_2)
         .uri(format!("{}://{}{}", spec.scheme, spec.authority, spec.path));
-    let request = with_common_headers(request, spec)
+    let request = with_common_headers(request, spec, payload)
         .body(())
         .map_err(request_build_error)?;
     // h2 accepts 16 MiB of response headers by default; a hostile server could make each probe
@@ -241,9 +278,13 @@ where
     }));
     let mut sender = within(deadline, Phase::Request, sender.ready(), h2_error).await?;
     let sent_at = Instant::now();
-    let (response, _) = sender
-        .send_request(request, true)
+    let (response, mut body) = sender
+        .send_request(request, payload.body.is_empty())
         .map_err(|e| h2_error(Phase::Request, &e))?;
+    if !payload.body.is_empty() {
+        body.send_data(payload.body.clone(), true)
+            .map_err(|e| h2_error(Phase::Request, &e))?;
+    }
     let response = within(deadline, Phase::Headers, response, h2_error).await?;
     Ok(Answered {
         response: response.map(ResponseBody::Http2),
@@ -269,13 +310,18 @@ async fn within<T, E>(
 fn with_common_headers(
     builder: http::request::Builder,
     spec: &HttpRequestSpec,
+    payload: &Payload,
 ) -> http::request::Builder {
-    builder
-        .method(Method::GET)
+    let mut builder = builder
+        .method(payload.method.clone())
         .header(header::USER_AGENT, spec.user_agent.as_str())
         .header(header::ACCEPT, spec.accept.as_str())
         // We read page text; a compressed body would hide it.
-        .header(header::ACCEPT_ENCODING, "identity")
+        .header(header::ACCEPT_ENCODING, "identity");
+    for (name, value) in &payload.headers {
+        builder = builder.header(name, value);
+    }
+    builder
 }
 
 fn request_build_error(e: http::Error) -> ObservedError {

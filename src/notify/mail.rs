@@ -29,8 +29,8 @@ use time::OffsetDateTime;
 use crate::alert::Notification;
 use crate::config::{Smtp, SmtpSecurity};
 use crate::diagnose::Diagnosis;
-use crate::notify::outbox::{stable_id, Attempt, FlushSummary, Recorder};
-use crate::store::{Channel, NewMessage, OutboxMessage, Store, StoreError};
+use crate::notify::outbox::{self, stable_id, Channel, DeliveryError, FlushSummary, Recorder};
+use crate::store::{Channel as ChannelKind, NewMessage, OutboxMessage, Store, StoreError};
 use crate::text::{printable, xml};
 
 /// Renders a notification about `site` into one message per recipient.
@@ -140,7 +140,7 @@ pub fn render(
     }
     once.into_iter()
         .map(|to| NewMessage {
-            channel: Channel::Mail,
+            channel: ChannelKind::Mail,
             key: format!("{key}#mail-{to}"),
             notification: key.clone(),
             recipients: vec![to.clone()],
@@ -224,57 +224,61 @@ pub enum MailError {
     Server { server: String, reason: String },
 }
 
-/// Delivers the due mail among `due` (the outbox messages read for this pass) over one
-/// connection. When the server itself fails, the pass stops there: the other messages would only
-/// wait out the same failure one after another.
-pub async fn send_due(
-    store: &mut dyn Store,
-    smtp: &Smtp,
-    due: Vec<OutboxMessage>,
-    now: OffsetDateTime,
-    recorder: &mut Recorder,
-) -> Result<FlushSummary, StoreError> {
-    let mails: Vec<OutboxMessage> = due
-        .into_iter()
-        .filter(|m| m.channel == Channel::Mail)
-        .collect();
-    let mut summary = FlushSummary::default();
-    let mut connection: Option<AsyncSmtpConnection> = None;
-    for (index, message) in mails.iter().enumerate() {
-        if connection.as_ref().is_none_or(|c| c.has_broken()) {
-            match tokio::time::timeout(smtp.timeout, connect(smtp)).await {
-                Ok(Ok(fresh)) => connection = Some(fresh),
-                outcome => {
-                    let reason = match outcome {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("no answer within {:?}", smtp.timeout),
-                    };
-                    let attempt = Attempt::Transient(reason);
-                    recorder
-                        .record(store, message, &attempt, now, &mut summary)
-                        .await?;
-                    summary.deferred += mails.len() - index - 1;
-                    return Ok(summary);
+/// Mail as a delivery channel: one SMTP connection per pass, opened at the first message and
+/// kept for the next ones while the server keeps answering.
+pub struct MailChannel<'a> {
+    smtp: &'a Smtp,
+    connection: Option<AsyncSmtpConnection>,
+}
+
+impl<'a> MailChannel<'a> {
+    pub fn new(smtp: &'a Smtp) -> Self {
+        Self {
+            smtp,
+            connection: None,
+        }
+    }
+}
+
+impl Channel for MailChannel<'_> {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Mail
+    }
+
+    /// Every mail goes through the one server: when it fails, the queue waits for it.
+    fn destination(&self, _message: &OutboxMessage) -> String {
+        format!("{}:{}", self.smtp.host, self.smtp.port)
+    }
+
+    async fn deliver(&mut self, message: &OutboxMessage) -> Result<(), DeliveryError> {
+        let smtp = self.smtp;
+        if self.connection.as_ref().is_none_or(|c| c.has_broken()) {
+            self.connection = None;
+            let fresh = match tokio::time::timeout(smtp.timeout, connect(smtp)).await {
+                Ok(Ok(fresh)) => fresh,
+                Ok(Err(e)) => return Err(DeliveryError::DestinationFailing(e.to_string())),
+                Err(_) => {
+                    let why = format!("no answer within {:?}", smtp.timeout);
+                    return Err(DeliveryError::DestinationFailing(why));
                 }
+            };
+            self.connection = Some(fresh);
+        }
+        let conn = self.connection.as_mut().expect("connected above");
+        let outcome = offer(conn, smtp, message).await;
+        if matches!(outcome, Err(DeliveryError::DestinationFailing(_))) {
+            self.connection = None;
+        }
+        outcome
+    }
+
+    async fn finish(&mut self) {
+        if let Some(mut conn) = self.connection.take() {
+            if !conn.has_broken() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
             }
         }
-        let conn = connection.as_mut().expect("connected above");
-        let (attempt, server_failed) = offer(conn, smtp, message).await;
-        recorder
-            .record(store, message, &attempt, now, &mut summary)
-            .await?;
-        if server_failed {
-            summary.deferred += mails.len() - index - 1;
-            connection = None;
-            break;
-        }
     }
-    if let Some(mut conn) = connection {
-        if !conn.has_broken() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
-        }
-    }
-    Ok(summary)
 }
 
 /// Reads the due messages and sends the mail among them (for tests and one-off flushes).
@@ -285,7 +289,7 @@ pub async fn flush_outbox(
 ) -> Result<FlushSummary, StoreError> {
     let mut recorder = Recorder::default();
     let due = recorder.due(store, now)?;
-    send_due(store, smtp, due, now, &mut recorder).await
+    outbox::flush(store, &mut MailChannel::new(smtp), &due, now, &mut recorder).await
 }
 
 /// What one SMTP step came to.
@@ -313,23 +317,17 @@ async fn step(
 }
 
 /// Offers one message on an open connection, a step at a time, so that each refusal is read for
-/// what it is about. Returns what came of it, and whether the server or our settings failed
-/// (the pass stops) rather than this message or recipient being refused.
+/// what it is about: the server or our sender (the queue waits), this recipient or this message.
 async fn offer(
     conn: &mut AsyncSmtpConnection,
     smtp: &Smtp,
     message: &OutboxMessage,
-) -> (Attempt, bool) {
-    let (envelope, bytes) = match build(smtp, message) {
-        Ok(built) => built,
-        // A message that cannot be built now never can be.
-        Err(reason) => return (Attempt::Permanent(reason), false),
-    };
+) -> Result<(), DeliveryError> {
+    use DeliveryError::{DestinationFailing, Permanent, Transient};
+    // A message that cannot be built now never can be.
+    let (envelope, bytes) = build(smtp, message).map_err(Permanent)?;
     let (Some(from), [to]) = (envelope.from(), envelope.to()) else {
-        return (
-            Attempt::Permanent("no sender or no recipient".into()),
-            false,
-        );
+        return Err(Permanent("no sender or no recipient".into()));
     };
     let mut parameters = Vec::new();
     let info = conn.server_info();
@@ -337,19 +335,19 @@ async fn offer(
     if !ascii(from) || !ascii(to) {
         if !info.supports_feature(Extension::SmtpUtfEight) {
             let why = "a non-ASCII address, and the server does not offer SMTPUTF8";
-            return (Attempt::Permanent(why.into()), false);
+            return Err(Permanent(why.into()));
         }
         parameters.push(MailParameter::SmtpUtfEight);
     }
     if !bytes.is_ascii() {
         if !info.supports_feature(Extension::EightBitMime) {
             let why = "a non-ASCII message, and the server does not offer 8BITMIME";
-            return (Attempt::Permanent(why.into()), false);
+            return Err(Permanent(why.into()));
         }
         parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
     // MAIL FROM is about our sender and our settings (a sender refused, "530 authentication
-    // required"), the same for every message: the queue waits, nothing is given up.
+    // required"), the same for every message: the queue waits for the fix, nothing is given up.
     match step(
         smtp,
         conn.command(Mail::new(Some(from.clone()), parameters)),
@@ -360,9 +358,9 @@ async fn offer(
         Step::Refused(e) => {
             conn.abort().await;
             let reason = format!("the server refuses our sender (MAIL FROM): {e}");
-            return (Attempt::Transient(reason), true);
+            return Err(DestinationFailing(reason));
         }
-        Step::Broken(reason) => return (Attempt::Transient(reason), true),
+        Step::Broken(reason) => return Err(DestinationFailing(reason)),
     }
     // RCPT TO is about this recipient; DATA and the message itself about this message.
     for stage in 0..3 {
@@ -379,17 +377,16 @@ async fn offer(
             Step::Refused(e) => {
                 // The transaction is left half done: the next message opens a new connection.
                 conn.abort().await;
-                let attempt = if e.is_permanent() {
-                    Attempt::Permanent(format!("{what} refused: {e}"))
+                return Err(if e.is_permanent() {
+                    Permanent(format!("{what} refused: {e}"))
                 } else {
-                    Attempt::Transient(format!("{what} deferred: {e}"))
-                };
-                return (attempt, false);
+                    Transient(format!("{what} deferred: {e}"))
+                });
             }
-            Step::Broken(reason) => return (Attempt::Transient(reason), true),
+            Step::Broken(reason) => return Err(DestinationFailing(reason)),
         }
     }
-    (Attempt::Delivered, false)
+    Ok(())
 }
 
 /// The envelope (our sender, this one recipient) and the formatted message.

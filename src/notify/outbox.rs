@@ -1,6 +1,10 @@
-//! What one delivery attempt came to, and how it is recorded in the outbox: delivered (marked
-//! sent, the marking retried while the store is busy), refused for now (tried again after a
-//! backoff) or refused for good (given up, with the reason, and logged once).
+//! The delivery pipeline: one flusher for every channel. A channel (mail, webhooks, and any
+//! later one: one file and a config entry) says where a message goes and delivers it; the
+//! flusher walks the due messages, holds back a destination that is failing (its other messages
+//! wait for its backoff instead of each waiting out the same failure), and records what each
+//! attempt came to: delivered (marked sent, the marking retried while the store is busy), refused
+//! for now (tried again after a backoff) or refused for good (given up with the reason, logged
+//! once, listed by `probe outbox`).
 //!
 //! Recording is where a delivery could happen twice: the server has accepted the message, and the
 //! store must say so before the next pass reads the outbox. A busy or full store is retried for a
@@ -11,22 +15,54 @@
 //! the README describes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::store::{OutboxMessage, Store, StoreError};
+use crate::store::{Channel as ChannelKind, OutboxMessage, Store, StoreError};
 
-/// What one attempt to deliver one message came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
-    /// The destination accepted it.
-    Delivered,
-    /// Not now (server down, 4xx, timeout): tried again after its backoff.
-    Transient(String),
-    /// Never (5xx from an SMTP server, 4xx from a webhook, a message that cannot be built):
-    /// given up, the reason kept.
+/// Why one delivery failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Never: an SMTP 5xx for this recipient or message, a webhook's 4xx (other than 408, 429
+    /// and a refused login), a message that cannot be built. Given up, the reason kept.
+    #[error("{0}")]
     Permanent(String),
+    /// Not now, this message only (an SMTP 4xx for this recipient, a webhook's 500): tried again
+    /// after its backoff.
+    #[error("{0}")]
+    Transient(String),
+    /// Not now, and the destination itself is failing (unreachable, timing out, asking us to slow
+    /// down, refusing our sender or our login, our settings for it unusable): its other messages
+    /// wait for its backoff too.
+    #[error("{0}")]
+    DestinationFailing(String),
+}
+
+impl DeliveryError {
+    /// Whether sending again can never succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DeliveryError::Permanent(_))
+    }
+}
+
+/// A way of delivering outbox messages. `deliver` is called once per due message of this
+/// channel, in order; `finish` once at the end of a pass.
+pub trait Channel {
+    /// The outbox rows this channel delivers.
+    fn kind(&self) -> ChannelKind;
+    /// Where `message` goes (a mail server, a URL): the unit that is held back while failing.
+    fn destination(&self, message: &OutboxMessage) -> String;
+    /// Delivers one message.
+    fn deliver(
+        &mut self,
+        message: &OutboxMessage,
+    ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+    /// Ends the pass (closes a connection kept open between messages).
+    fn finish(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// What one pass over the outbox did, for one channel or all.
@@ -35,7 +71,7 @@ pub struct FlushSummary {
     pub sent: usize,
     /// Tried and refused for now: waiting for their backoff.
     pub failed: usize,
-    /// Not tried this pass, because their destination had just failed: still due next pass.
+    /// Not tried this pass, because their destination is failing: still due.
     pub deferred: usize,
     /// Refused for good: never tried again.
     pub given_up: usize,
@@ -58,6 +94,57 @@ impl FlushSummary {
     }
 }
 
+/// Delivers the messages of `channel`'s kind among `due` (the outbox rows read for this pass).
+/// A destination that fails is not tried again until its backoff has passed; a message refused
+/// on its own account never holds back the others.
+pub async fn flush<C: Channel>(
+    store: &mut dyn Store,
+    channel: &mut C,
+    due: &[OutboxMessage],
+    now: OffsetDateTime,
+    recorder: &mut Recorder,
+) -> Result<FlushSummary, StoreError> {
+    let kind = channel.kind();
+    let mut summary = FlushSummary::default();
+    let mut tried = false;
+    for message in due.iter().filter(|m| m.channel == kind) {
+        let destination = (kind, channel.destination(message));
+        if recorder
+            .held
+            .get(&destination)
+            .is_some_and(|hold| hold.until > now)
+        {
+            summary.deferred += 1;
+            continue;
+        }
+        tried = true;
+        let outcome = channel.deliver(message).await;
+        match &outcome {
+            Ok(()) => {
+                recorder.held.remove(&destination);
+            }
+            Err(DeliveryError::DestinationFailing(_)) => {
+                let failures = recorder.held.get(&destination).map_or(0, |h| h.failures);
+                recorder.held.insert(
+                    destination,
+                    Hold {
+                        until: now + backoff(failures.max(message.attempts)),
+                        failures: failures + 1,
+                    },
+                );
+            }
+            Err(_) => {}
+        }
+        recorder
+            .record(store, message, &outcome, now, &mut summary)
+            .await?;
+    }
+    if tried {
+        channel.finish().await;
+    }
+    Ok(summary)
+}
+
 /// The wait before the next attempt after `attempts` failures: 1 min, doubling, at most 1 h.
 pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(60u64.saturating_mul(1 << attempts.min(6)).min(3600))
@@ -72,11 +159,22 @@ const RECORD_PAUSES: [Duration; 4] = [
     Duration::from_secs(4),
 ];
 
-/// Records delivery outcomes, and remembers the deliveries it could not record as sent.
+/// A failing destination, held back until its backoff has passed.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    until: OffsetDateTime,
+    /// Consecutive failures: the backoff doubles with each.
+    failures: u32,
+}
+
+/// Records delivery outcomes across the passes of one process: remembers the deliveries it could
+/// not record as sent, and which destinations are failing.
 #[derive(Debug, Default)]
 pub struct Recorder {
     /// Outbox ids delivered but not yet recorded as sent, with when they were delivered.
     unrecorded: HashMap<i64, OffsetDateTime>,
+    /// Failing destinations, by channel and destination.
+    held: HashMap<(ChannelKind, String), Hold>,
 }
 
 impl Recorder {
@@ -99,19 +197,19 @@ impl Recorder {
         Ok(due)
     }
 
-    /// Records what `attempt` came to for `message`, and counts it in `summary`. A delivered
+    /// Records what one attempt came to for `message`, and counts it in `summary`. A delivered
     /// message whose marking keeps failing is remembered (never sent again by this process) and
     /// the store's error returned.
-    pub async fn record(
+    async fn record(
         &mut self,
         store: &mut dyn Store,
         message: &OutboxMessage,
-        attempt: &Attempt,
+        outcome: &Result<(), DeliveryError>,
         now: OffsetDateTime,
         summary: &mut FlushSummary,
     ) -> Result<(), StoreError> {
-        match attempt {
-            Attempt::Delivered => {
+        match outcome {
+            Ok(()) => {
                 summary.sent += 1;
                 let at = OffsetDateTime::now_utc();
                 let mut result = store.mark_sent(message.id, at);
@@ -135,15 +233,16 @@ impl Recorder {
                 }
                 Ok(())
             }
-            Attempt::Transient(reason) => {
-                summary.failed += 1;
-                tracing::warn!(key = %message.key, attempts = message.attempts + 1, error = %reason, "not delivered; will retry");
-                store.mark_failed(message.id, reason, now + backoff(message.attempts))
-            }
-            Attempt::Permanent(reason) => {
+            Err(DeliveryError::Permanent(reason)) => {
                 summary.given_up += 1;
-                tracing::error!(key = %message.key, attempts = message.attempts + 1, error = %reason, "refused for good; given up, not retried");
+                tracing::error!(key = %message.key, attempts = message.attempts + 1, error = %reason, "refused for good; given up, not retried (see `probe outbox`)");
                 store.mark_given_up(message.id, reason, now)
+            }
+            Err(e) => {
+                summary.failed += 1;
+                let retry_at = now + backoff(message.attempts);
+                tracing::warn!(key = %message.key, attempts = message.attempts + 1, error = %e, retry_at = %crate::text::rfc3339(retry_at), "not delivered; will retry");
+                store.mark_failed(message.id, &e.to_string(), retry_at)
             }
         }
     }

@@ -8,21 +8,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use ring::hmac;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
 
 use crate::alert::Notification;
 use crate::config::Webhook;
-use crate::notify::outbox::{stable_id, Attempt, FlushSummary, Recorder};
-use crate::store::{Channel, NewMessage, OutboxMessage, Store, StoreError};
+use crate::engine::connect::connect;
+use crate::engine::http::{exchange_with, HttpRequestSpec, Payload};
+use crate::engine::tls::{handshake, TrustRoots};
+use crate::notify::outbox::{stable_id, Channel, DeliveryError};
+use crate::observe::{ErrorKind, Route};
+use crate::store::{Channel as ChannelKind, NewMessage, OutboxMessage};
 use crate::text::{endpoint_for_display, short_id};
 
 /// Bound on one delivery: connect, TLS, request and answer.
@@ -48,35 +50,33 @@ pub enum WebhookError {
     Request { url: String, reason: String },
 }
 
-impl WebhookError {
-    /// What the attempt came to, and whether the URL itself is failing (so its other deliveries
-    /// wait for the next pass) rather than this one message being refused.
-    fn attempt(&self) -> (Attempt, bool) {
-        let reason = self.to_string();
-        match self {
-            WebhookError::Url(_) | WebhookError::Request { .. } => {
-                (Attempt::Permanent(reason), false)
-            }
+impl From<WebhookError> for DeliveryError {
+    /// Whether the failure is about this one delivery (permanent, or transient for it alone) or
+    /// about the URL itself, whose other deliveries then wait too.
+    fn from(e: WebhookError) -> Self {
+        let reason = e.to_string();
+        match e {
+            WebhookError::Url(_) | WebhookError::Request { .. } => DeliveryError::Permanent(reason),
             WebhookError::Unreachable { .. }
             | WebhookError::Timeout { .. }
-            | WebhookError::Secret(_) => (Attempt::Transient(reason), true),
+            | WebhookError::Secret(_) => DeliveryError::DestinationFailing(reason),
             // The receiver asks us to slow down, or is down: its other deliveries wait too.
             WebhookError::Refused {
                 status: 429 | 502 | 503 | 504,
                 ..
-            } => (Attempt::Transient(reason), true),
-            WebhookError::Refused { status, .. } if *status == 408 || *status >= 500 => {
-                (Attempt::Transient(reason), false)
+            } => DeliveryError::DestinationFailing(reason),
+            WebhookError::Refused { status, .. } if status == 408 || status >= 500 => {
+                DeliveryError::Transient(reason)
             }
             // A redirect (the endpoint moved) or a refused login (a rotated token) is about the
             // webhook's settings, the same for every delivery: they wait for the fix.
             WebhookError::Refused { status, .. }
-                if *status < 400 || matches!(status, 401 | 403 | 407) =>
+                if status < 400 || matches!(status, 401 | 403 | 407) =>
             {
-                (Attempt::Transient(reason), true)
+                DeliveryError::DestinationFailing(reason)
             }
             // Any other 4xx is about this request: sending it again gets the same answer.
-            WebhookError::Refused { .. } => (Attempt::Permanent(reason), false),
+            WebhookError::Refused { .. } => DeliveryError::Permanent(reason),
         }
     }
 }
@@ -101,7 +101,7 @@ pub fn render(
             h.sites.is_empty() || site == crate::alert::PROBER || h.sites.iter().any(|s| s == site)
         })
         .map(|hook| NewMessage {
-            channel: Channel::Webhook,
+            channel: ChannelKind::Webhook,
             key: format!("{key}#webhook-{}", short_id(&hook.url)),
             notification: key.clone(),
             recipients: vec![hook.url.clone()],
@@ -139,6 +139,7 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
             incident,
             from,
             diagnosis: d,
+            ..
         } => (
             "incident.cause_changed",
             incident,
@@ -173,47 +174,48 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
     Some(payload)
 }
 
-/// Delivers the due webhook deliveries among `due` (the outbox messages read for this pass). A
-/// URL that cannot be reached (or asks us to back off) is not tried again in this pass; its other
-/// deliveries wait, still due. A delivery refused on its own account never holds back the others.
-pub async fn flush(
-    store: &mut dyn Store,
-    hooks: &[Webhook],
-    extra_roots: &[CertificateDer<'static>],
-    due: Vec<OutboxMessage>,
-    now: OffsetDateTime,
-    recorder: &mut Recorder,
-) -> Result<FlushSummary, StoreError> {
-    let due: Vec<OutboxMessage> = due
-        .into_iter()
-        .filter(|m| m.channel == Channel::Webhook)
-        .collect();
-    let mut summary = FlushSummary::default();
-    let mut failing: Vec<String> = Vec::new();
-    for message in due {
-        let url = message.recipients.first().cloned().unwrap_or_default();
-        if failing.contains(&url) {
-            summary.deferred += 1;
-            continue;
-        }
+/// Webhooks as a delivery channel: one POST per delivery, over the engine's own connect, TLS
+/// and HTTP code, with the public WebPKI roots and `defaults.ca_file`'s.
+pub struct WebhookChannel<'a> {
+    hooks: &'a [Webhook],
+    roots: Result<Arc<RootCertStore>, String>,
+}
+
+impl<'a> WebhookChannel<'a> {
+    pub fn new(hooks: &'a [Webhook], extra_roots: &[CertificateDer<'static>]) -> Self {
+        let roots = TrustRoots::new(extra_roots)
+            .map(|r| r.for_route(Route::Edge))
+            .map_err(|e| e.to_string());
+        Self { hooks, roots }
+    }
+}
+
+impl Channel for WebhookChannel<'_> {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Webhook
+    }
+
+    fn destination(&self, message: &OutboxMessage) -> String {
+        message.recipients.first().cloned().unwrap_or_default()
+    }
+
+    async fn deliver(&mut self, message: &OutboxMessage) -> Result<(), DeliveryError> {
+        let url = self.destination(message);
         // The secret of the webhook as configured now (a webhook removed since still gets what
         // was decided for it, unsigned).
-        let secret_env = hooks
+        let secret_env = self
+            .hooks
             .iter()
             .find(|h| h.url == url)
             .and_then(|h| h.secret_env.as_deref());
-        let (attempt, url_failing) = match deliver(&url, &message, secret_env, extra_roots).await {
-            Ok(()) => (Attempt::Delivered, false),
-            Err(e) => e.attempt(),
-        };
-        if url_failing {
-            failing.push(url);
-        }
-        recorder
-            .record(store, &message, &attempt, now, &mut summary)
-            .await?;
+        let roots = self
+            .roots
+            .clone()
+            .map_err(DeliveryError::DestinationFailing)?;
+        deliver(&url, message, secret_env, roots)
+            .await
+            .map_err(DeliveryError::from)
     }
-    Ok(summary)
 }
 
 /// POSTs one delivery; only a 2xx answer counts as delivered.
@@ -221,7 +223,7 @@ pub async fn deliver(
     url: &str,
     message: &OutboxMessage,
     secret_env: Option<&str>,
-    extra_roots: &[CertificateDer<'static>],
+    roots: Arc<RootCertStore>,
 ) -> Result<(), WebhookError> {
     let signature = match secret_env {
         Some(var) => {
@@ -232,127 +234,124 @@ pub async fn deliver(
         }
         None => None,
     };
-    let attempt = post(url, message, signature, extra_roots);
-    match tokio::time::timeout(DELIVERY_TIMEOUT, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(WebhookError::Timeout {
-            url: endpoint_for_display(url),
-        }),
-    }
+    post(
+        url,
+        message,
+        signature,
+        roots,
+        Instant::now() + DELIVERY_TIMEOUT,
+    )
+    .await
 }
 
 async fn post(
     url: &str,
     message: &OutboxMessage,
     signature: Option<String>,
-    extra_roots: &[CertificateDer<'static>],
+    roots: Arc<RootCertStore>,
+    deadline: Instant,
 ) -> Result<(), WebhookError> {
     let shown = endpoint_for_display(url);
-    let parsed = url::Url::parse(url).map_err(|_| WebhookError::Url(shown.clone()))?;
+    let bad_url = || WebhookError::Url(shown.clone());
+    let parsed = url::Url::parse(url).map_err(|_| bad_url())?;
+    let https = match parsed.scheme() {
+        "https" => true,
+        "http" => false,
+        _ => return Err(bad_url()),
+    };
     let host = parsed
         .host_str()
-        .ok_or_else(|| WebhookError::Url(shown.clone()))?
+        .ok_or_else(bad_url)?
         .trim_matches(|c| c == '[' || c == ']')
         .to_string();
-    let port = parsed
-        .port_or_known_default()
-        .ok_or_else(|| WebhookError::Url(shown.clone()))?;
-    let mut path = parsed.path().to_string();
-    if let Some(query) = parsed.query() {
-        path = format!("{path}?{query}");
-    }
-    let authority = match parsed.port() {
-        Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or_default()),
-        None => parsed.host_str().unwrap_or_default().to_string(),
+    let port = parsed.port_or_known_default().ok_or_else(bad_url)?;
+    let path = match parsed.query() {
+        Some(query) => format!("{}?{query}", parsed.path()),
+        None => parsed.path().to_string(),
     };
     // Built before connecting: a request that cannot be built is this message's fault, and no
     // connection is wasted on it. Every header value is ours (the delivery id is a stable id,
     // never the raw key), so a site's name cannot make it unsendable.
-    let mut request = hyper::Request::post(path)
-        .header(hyper::header::HOST, authority)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("probe/", env!("CARGO_PKG_VERSION")),
-        )
-        .header("X-Probe-Event", message.subject.as_str())
-        .header("X-Probe-Delivery", stable_id(&message.key));
+    let header = |name: &'static str, value: &str| {
+        HeaderValue::from_str(value)
+            .map(|v| (HeaderName::from_static(name), v))
+            .map_err(|e| WebhookError::Request {
+                url: shown.clone(),
+                reason: format!("{name}: {e}"),
+            })
+    };
+    let mut headers = vec![
+        (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        header("x-probe-event", &message.subject)?,
+        header("x-probe-delivery", &stable_id(&message.key))?,
+    ];
     if let Some(signature) = signature {
-        request = request.header("X-Probe-Signature", signature);
+        headers.push(header("x-probe-signature", &signature)?);
     }
-    let request = request
-        .body(Full::new(Bytes::from(message.body_text.clone())))
-        .map_err(|e| WebhookError::Request {
-            url: shown.clone(),
-            reason: e.to_string(),
-        })?;
+    let payload = Payload {
+        method: http::Method::POST,
+        headers,
+        body: Bytes::from(message.body_text.clone()),
+    };
+    let spec = HttpRequestSpec {
+        scheme: if https { "https" } else { "http" }.into(),
+        authority: crate::settings::authority(&parsed),
+        path,
+        user_agent: concat!("probe/", env!("CARGO_PKG_VERSION")).into(),
+        accept: "*/*".into(),
+    };
     let unreachable = |reason: String| WebhookError::Unreachable {
         url: shown.clone(),
         reason,
     };
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let status = if parsed.scheme() == "https" {
-        let mut roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    let timed_out = || WebhookError::Timeout { url: shown.clone() };
+    // The system resolver (hosts file included): a webhook is a service of the operator's.
+    let addresses: Vec<std::net::SocketAddr> =
+        match timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port))).await {
+            Ok(Ok(found)) => found.collect(),
+            Ok(Err(e)) => return Err(unreachable(format!("cannot resolve {host}: {e}"))),
+            Err(_) => return Err(timed_out()),
         };
-        for der in extra_roots {
-            let _ = roots.add(der.clone());
+    let mut tcp = Err(unreachable(format!("{host} has no address")));
+    for address in addresses {
+        match connect(address, deadline).await {
+            Ok(stream) => {
+                tcp = Ok(stream);
+                break;
+            }
+            Err(e) if e.kind == ErrorKind::Timeout => tcp = Err(timed_out()),
+            Err(e) => tcp = Err(unreachable(e.message)),
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| unreachable(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name =
-            ServerName::try_from(host.clone()).map_err(|_| WebhookError::Url(shown.clone()))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| unreachable(format!("TLS: {e}")))?;
-        exchange(tls, request, &shown).await?
-    } else {
-        exchange(tcp, request, &shown).await?
-    };
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(WebhookError::Refused { url: shown, status })
     }
-}
-
-/// One HTTP/1.1 request on `stream`; returns the status once the answer's body is read.
-async fn exchange<S>(
-    stream: S,
-    request: hyper::Request<Full<Bytes>>,
-    url: &str,
-) -> Result<u16, WebhookError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let unreachable = |reason: String| WebhookError::Unreachable {
-        url: url.to_string(),
-        reason,
-    };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let driver = tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| unreachable(e.to_string()));
-    let status = match response {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            // Read (and drop) the answer so the server sees a clean exchange.
-            let _ = response.into_body().collect().await;
-            Ok(status)
+    let tcp = tcp?;
+    let exchange = if https {
+        let now = OffsetDateTime::now_utc();
+        let done = handshake(tcp, &host, roots, &[b"http/1.1"], now, deadline).await;
+        let stream = match done.stream {
+            Ok(stream) => stream,
+            Err(e) if e.kind == ErrorKind::Timeout => return Err(timed_out()),
+            Err(e) => return Err(unreachable(format!("TLS: {}", e.message))),
+        };
+        // The handshake records a certificate it does not trust (a probe reports it); a
+        // notification is never sent to a server that could not prove who it is.
+        if let Some(facts) = done.facts.filter(|f| !f.verified) {
+            let why = facts
+                .verify_message
+                .unwrap_or_else(|| "certificate not trusted".into());
+            return Err(unreachable(format!("TLS: {why}")));
         }
-        Err(e) => Err(e),
+        exchange_with(stream, false, &spec, &payload, deadline).await
+    } else {
+        exchange_with(tcp, false, &spec, &payload, deadline).await
     };
-    driver.abort();
-    status
+    match (exchange.response, exchange.error) {
+        (Some(response), _) if (200..300).contains(&response.status) => Ok(()),
+        (Some(response), _) => Err(WebhookError::Refused {
+            url: shown,
+            status: response.status,
+        }),
+        (None, Some(e)) if e.kind == ErrorKind::Timeout => Err(timed_out()),
+        (None, Some(e)) => Err(unreachable(e.message)),
+        (None, None) => Err(unreachable("no answer".into())),
+    }
 }

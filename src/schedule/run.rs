@@ -13,7 +13,9 @@ use crate::alert::{self, RunVerdict, PROBER};
 use crate::config::{Config, Site};
 use crate::engine::ProbeReport;
 use crate::engine::{probe_site, ProbeError};
-use crate::notify::outbox::{FlushSummary, Recorder};
+use crate::notify::mail::MailChannel;
+use crate::notify::outbox::{self, FlushSummary, Recorder};
+use crate::notify::webhook::WebhookChannel;
 use crate::notify::{mail, webhook};
 use crate::observe::Status;
 use crate::settings::ProbeSettings;
@@ -247,28 +249,19 @@ pub async fn deliver_outbox(
     now: OffsetDateTime,
     recorder: &mut Recorder,
 ) -> Result<FlushSummary, StoreError> {
-    // One read of the outbox for both channels.
+    // One read of the outbox for every channel.
     let due = recorder.due(store, now)?;
     if due.is_empty() {
         return Ok(FlushSummary::default());
     }
-    let (mails, hooks): (Vec<_>, Vec<_>) = due
-        .into_iter()
-        .partition(|m| m.channel == crate::store::Channel::Mail);
     let mut summary = FlushSummary::default();
     if let Some(smtp) = &config.smtp {
-        summary = summary.plus(mail::send_due(store, smtp, mails, now, recorder).await?);
+        let mut mail = MailChannel::new(smtp);
+        summary = summary.plus(outbox::flush(store, &mut mail, &due, now, recorder).await?);
     }
-    let hooks = webhook::flush(
-        store,
-        &config.webhooks,
-        &config.extra_roots,
-        hooks,
-        now,
-        recorder,
-    )
-    .await?;
-    Ok(summary.plus(hooks))
+    let mut hooks = WebhookChannel::new(&config.webhooks, &config.extra_roots);
+    summary = summary.plus(outbox::flush(store, &mut hooks, &due, now, recorder).await?);
+    Ok(summary)
 }
 
 /// How long hourly uptime counts are kept: the longest uptime window (90 days) and a day.

@@ -17,8 +17,8 @@ use crate::diagnose::DiagnoseSettings;
 
 pub use ca::{load_ca_file, pem_certificates, CaFileError, MAX_CA_FILE_BYTES};
 pub use target::{
-    check_static_path, is_port_zero, parse_ip_port, Scheme, StaticPathError, Target, TargetError,
-    MAX_PATH_BYTES,
+    authority, check_static_path, is_port_zero, parse_ip_port, Scheme, StaticPathError, Target,
+    TargetError, MAX_PATH_BYTES,
 };
 
 /// Longest timeout accepted: a prober that waits longer than this is not measuring anything.

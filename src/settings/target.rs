@@ -88,6 +88,16 @@ pub fn check_static_path(path: &str) -> Result<String, StaticPathError> {
     Ok(path.to_string())
 }
 
+/// The Host header / `:authority` of a URL: its host (brackets kept for IPv6), plus `:port` when
+/// the port is not the scheme's default.
+pub fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
 /// Scheme of the site URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -147,10 +157,7 @@ impl Target {
         if port == 0 {
             return Err(TargetError::PortZero);
         }
-        let authority = match url.port() {
-            Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&host)),
-            None => url.host_str().unwrap_or(&host).to_string(),
-        };
+        let authority = authority(&url);
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),

@@ -88,7 +88,7 @@ impl StoreError {
 }
 
 /// How a queued notification is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
     /// By SMTP: `recipients` are addresses, the bodies text and HTML.
     Mail,
@@ -97,7 +97,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Channel::Mail => "mail",
             Channel::Webhook => "webhook",
@@ -137,6 +137,24 @@ pub struct NewMessage {
     pub subject: String,
     pub body_text: String,
     pub body_html: String,
+}
+
+/// A delivery not yet made, as `probe outbox` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndeliveredMessage {
+    pub channel: Channel,
+    pub key: String,
+    /// The mail address or the webhook URL.
+    pub destination: String,
+    pub subject: String,
+    pub attempts: u32,
+    pub created_at: OffsetDateTime,
+    /// When it is tried next; `None` once given up.
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// When it was refused for good; `None` while it waits.
+    pub given_up_at: Option<OffsetDateTime>,
+    /// What the last attempt came to.
+    pub last_error: Option<String>,
 }
 
 /// Everything one run of one site decided.
@@ -222,6 +240,8 @@ pub trait Store: Send {
     /// Records a permanent failure (the server refused this delivery for good): never tried again.
     fn mark_given_up(&mut self, id: i64, error: &str, at: OffsetDateTime)
         -> Result<(), StoreError>;
+    /// Every message not delivered: waiting for an attempt, or given up; oldest first.
+    fn undelivered(&self) -> Result<Vec<UndeliveredMessage>, StoreError>;
     /// Deletes raw results older than `before`; incidents and the outbox stay.
     fn prune_results(&mut self, before: OffsetDateTime) -> Result<usize, StoreError>;
     /// Deletes hourly uptime counts older than `before`.

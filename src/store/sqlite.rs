@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::{
     CauseRecord, Channel, IncidentRecord, LatestResult, NewMessage, OutboxMessage, RunRecord,
-    Store, StoreError, UptimeHour,
+    Store, StoreError, UndeliveredMessage, UptimeHour,
 };
 use crate::alert::AlertState;
 
@@ -475,6 +475,63 @@ impl Store for SqliteStore {
                 body_text,
                 body_html,
                 attempts,
+            });
+        }
+        Ok(out)
+    }
+
+    fn undelivered(&self) -> Result<Vec<UndeliveredMessage>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT channel, key, recipients, subject, attempts, created_at, next_attempt_at,
+                        given_up_at, last_error
+                 FROM outbox WHERE sent_at IS NULL ORDER BY id",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, u32>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, Option<i64>>(7)?,
+                    row.get::<_, Option<String>>(8)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let time = |unix: i64| {
+            OffsetDateTime::from_unix_timestamp(unix).map_err(|e| self.corrupt("outbox time", e))
+        };
+        let mut out = Vec::new();
+        for row in rows {
+            let (channel, key, recipients, subject, attempts, created, next, given_up, error) =
+                row.map_err(|e| self.sqlite(e))?;
+            let channel = match channel.as_str() {
+                "mail" => Channel::Mail,
+                "webhook" => Channel::Webhook,
+                other => return Err(self.corrupt("outbox channel", other)),
+            };
+            let recipients: Vec<String> = serde_json::from_str(&recipients)
+                .map_err(|e| self.corrupt("outbox recipients", e))?;
+            out.push(UndeliveredMessage {
+                channel,
+                key,
+                destination: recipients.join(", "),
+                subject,
+                attempts,
+                created_at: time(created)?,
+                next_attempt_at: if given_up.is_some() {
+                    None
+                } else {
+                    Some(time(next)?)
+                },
+                given_up_at: given_up.map(time).transpose()?,
+                last_error: error,
             });
         }
         Ok(out)
