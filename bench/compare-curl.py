@@ -70,6 +70,17 @@ def python_tls_handshake(d, port):
     return statistics.median(times)
 
 
+def rustls_tls_handshake(d, port):
+    """The bare handshake with the library probe uses, configured as probe configures it: the
+    floor under probe's tls phase (the difference is probe's own work inside the phase)."""
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "bare_handshake"],
+                   check=True)
+    binary = os.path.join(os.path.dirname(PROBE), "examples", "bare_handshake")
+    out = subprocess.run([binary, f"127.0.0.1:{port}", SITE, f"{d}/ca.pem", str(RUNS)],
+                         capture_output=True, text=True, check=True)
+    return statistics.median(float(line) for line in out.stdout.split())
+
+
 def injected(d, port):
     """Known delays through a relay: the measured phase must move by the delay."""
     with open(f"{d}/plain_port") as f:
@@ -138,6 +149,11 @@ def main():
             print(f"{phase:<10}{p:>10.3f}{c:>10.3f}{p - c:>+10.3f}{pairs:>15.3f}")
         print(f"reference: bare OpenSSL handshake, context prebuilt (python ssl): "
               f"{python_tls_handshake(d, port):.3f} ms")
+        bare = rustls_tls_handshake(d, port)
+        ours = statistics.median(s["tls"] for s in samples["probe"])
+        print(f"reference: bare rustls handshake, same provider, ALPN and no resumption "
+              f"(examples/bare_handshake.rs): {bare:.3f} ms; probe's tls phase {ours:.3f} ms, "
+              f"{ours - bare:+.3f} ms above it")
 
         both = [PROBE, f"https://{SITE}{STATIC}", "--edge", f"127.0.0.1:{port}", "--origin",
                 f"127.0.0.1:{port}", "--ca-file", f"{d}/ca.pem", "--json"]

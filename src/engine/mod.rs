@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -318,9 +317,7 @@ async fn observe(
             .address
             .is_some_and(|a| is_cloudflare_address(a.ip())),
         url: target.url_for(&request.path),
-        started_at: started_at
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| started_at.unix_timestamp().to_string()),
+        started_at: crate::text::rfc3339(started_at),
         timings_ms: PhaseTimings {
             dns: request.dns_ms,
             ..PhaseTimings::default()
@@ -366,7 +363,7 @@ async fn observe(
         Scheme::Https => {
             let roots = shared.roots.for_route(request.route);
             let done = handshake(tcp, &target.host, roots, ALPN, started_at, deadline).await;
-            observation.timings_ms.tls = Some(millis(connected.elapsed()));
+            observation.timings_ms.tls = Some(millis(done.ended_at - connected));
             observation.tls = done.facts;
             match done.stream {
                 Ok(stream) => {

@@ -150,6 +150,9 @@ impl ServerCertVerifier for RecordingVerifier {
 pub struct Handshake {
     pub stream: Result<TlsStream<TcpStream>, ObservedError>,
     pub facts: Option<TlsFacts>,
+    /// When the handshake ended (finished, failed or timed out), taken before the certificates
+    /// are parsed into facts: the TLS phase is the handshake's time, not our evidence work.
+    pub ended_at: Instant,
 }
 
 /// Runs a TLS handshake over `tcp` with `host` as SNI and verification name, giving up at
@@ -190,11 +193,14 @@ pub async fn handshake(
         }
     };
     let connecting = TlsConnector::from(Arc::new(config)).connect(server_name, tcp);
-    let result = match timeout_at(deadline, connecting).await {
+    let outcome = timeout_at(deadline, connecting).await;
+    let ended_at = Instant::now();
+    let result = match outcome {
         Ok(result) => result,
         Err(_) => {
             let record = verifier.take_record();
             return Handshake {
+                ended_at,
                 stream: Err(ObservedError {
                     phase: Phase::Tls,
                     kind: ErrorKind::Timeout,
@@ -223,6 +229,7 @@ pub async fn handshake(
             Handshake {
                 stream: Ok(stream),
                 facts: Some(facts),
+                ended_at,
             }
         }
         Err(e) => Handshake {
@@ -232,6 +239,7 @@ pub async fn handshake(
                 message: tls_error_message(&e),
             }),
             facts: record.map(|r| record_facts(Some(r), host, now)),
+            ended_at,
         },
     }
 }
@@ -244,6 +252,7 @@ fn failed(kind: ErrorKind, message: String) -> Handshake {
             message,
         }),
         facts: None,
+        ended_at: Instant::now(),
     }
 }
 
