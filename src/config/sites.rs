@@ -120,6 +120,14 @@ fn inherited<'a, T>(
     }
 }
 
+/// Each value of a list with its place (`path[0]`, `path[1]`, …).
+fn written_list<T: Clone>(list: &[Spanned<T>], path: &str) -> Vec<settings::Written<T>> {
+    list.iter()
+        .enumerate()
+        .map(|(j, v)| written(v, format!("{path}[{j}]")))
+        .collect()
+}
+
 /// Checks every site; returns them and the set of their names.
 pub fn check(
     checker: &mut Checker,
@@ -165,11 +173,7 @@ pub fn check(
             &at,
             "expect_status",
         ) {
-            input.expect_status = list
-                .iter()
-                .enumerate()
-                .map(|(j, s)| written(s, format!("{path}[{j}]")))
-                .collect();
+            input.expect_status = written_list(list, &path);
         }
         if let Some((n, path)) = inherited(
             &site.follow_redirects,
@@ -185,11 +189,7 @@ pub fn check(
             &at,
             "redirect_hosts",
         ) {
-            input.redirect_hosts = list
-                .iter()
-                .enumerate()
-                .map(|(j, h)| written(h, format!("{path}[{j}]")))
-                .collect();
+            input.redirect_hosts = written_list(list, &path);
         }
         if let Some((days, path)) = inherited(
             &site.cert_warning_days,

@@ -57,12 +57,12 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
         Cause::OriginRefused => vec![
             "systemctl status nginx    # is the web server running?".into(),
             "ss -ltnp | grep -E ':(80|443) '    # is anything listening on the web ports?".into(),
-            format!("curl -skv --connect-to ::{origin} {url} -o /dev/null"),
+            format!("curl -skv --connect-to ::{origin} '{url}' -o /dev/null"),
         ],
         Cause::OriginTimeout => vec![
             "iptables -S; nft list ruleset    # a firewall dropping packets?".into(),
             "check the cloud provider's security group / firewall for ports 80 and 443".into(),
-            format!("curl -skv --connect-timeout 5 --connect-to ::{origin} {url} -o /dev/null"),
+            format!("curl -skv --connect-timeout 5 --connect-to ::{origin} '{url}' -o /dev/null"),
         ],
         Cause::OriginBlocksEdge => vec![
             "iptables -S | grep -iE 'drop|reject'; nft list ruleset    # are Cloudflare's ranges allowed?".into(),
@@ -87,7 +87,7 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
         ],
         Cause::OriginBadResponse => vec![
             "tail -n 50 /var/log/nginx/error.log".into(),
-            format!("curl -skv --connect-to ::{origin} {url} -o /dev/null    # empty reply or oversized headers?"),
+            format!("curl -skv --connect-to ::{origin} '{url}' -o /dev/null    # empty reply or oversized headers?"),
             "journalctl -u php*-fpm -n 50 | grep -iE 'signal|segfault'".into(),
         ],
         Cause::FpmUnreachable => vec![
@@ -108,7 +108,7 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
         ],
         Cause::OriginSlow => vec![
             "grep -rn 'request_slowlog_timeout\\|slowlog' /etc/php/*/fpm/pool.d/    # find the slow script".into(),
-            format!("curl -sk -o /dev/null -w 'ttfb %{{time_starttransfer}}s\\n' --connect-to ::{origin} {url}"),
+            format!("curl -sk -o /dev/null -w 'ttfb %{{time_starttransfer}}s\\n' --connect-to ::{origin} '{url}'"),
             "mysqladmin processlist    # slow queries holding PHP?".into(),
         ],
         Cause::DatabaseUnreachable => vec![

@@ -97,6 +97,15 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// The channel a stored name stands for.
+    pub fn parse(name: &str) -> Option<Channel> {
+        match name {
+            "mail" => Some(Channel::Mail),
+            "webhook" => Some(Channel::Webhook),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Mail => "mail",

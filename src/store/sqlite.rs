@@ -454,11 +454,8 @@ impl Store for SqliteStore {
                 channel,
                 notification,
             ) = row.map_err(|e| self.sqlite(e))?;
-            let channel = match channel.as_str() {
-                "mail" => Channel::Mail,
-                "webhook" => Channel::Webhook,
-                other => return Err(self.corrupt("outbox channel", other)),
-            };
+            let channel =
+                Channel::parse(&channel).ok_or_else(|| self.corrupt("outbox channel", &channel))?;
             let recipients =
                 serde_json::from_str(&recipients).map_err(|e| StoreError::Corrupt {
                     path: self.path.clone(),
@@ -511,11 +508,8 @@ impl Store for SqliteStore {
         for row in rows {
             let (channel, key, recipients, subject, attempts, created, next, given_up, error) =
                 row.map_err(|e| self.sqlite(e))?;
-            let channel = match channel.as_str() {
-                "mail" => Channel::Mail,
-                "webhook" => Channel::Webhook,
-                other => return Err(self.corrupt("outbox channel", other)),
-            };
+            let channel =
+                Channel::parse(&channel).ok_or_else(|| self.corrupt("outbox channel", &channel))?;
             let recipients: Vec<String> = serde_json::from_str(&recipients)
                 .map_err(|e| self.corrupt("outbox recipients", e))?;
             out.push(UndeliveredMessage {
