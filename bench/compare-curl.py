@@ -5,7 +5,10 @@ HTTPS target (Debian's nginx, TLS, HTTP/2, a static file), in one run.
 It prints:
   1. per phase (connect, tls, ttfb, transfer, total): the median of probe and of curl -w over the
      same number of interleaved requests, the difference of the medians, and the median absolute
-     difference between each probe request and the curl request made right after it;
+     difference between each probe request and the curl request made right after it; then two
+     bare handshakes against the same server and keys as references: OpenSSL (python ssl) and
+     rustls as probe configures it (examples/bare_handshake.rs), with probe's tls median above
+     the latter;
   2. injected delays: a relay (bench/benchlib.py) holds the server's first bytes back by a known
      delay; probe's tls (over HTTPS) and ttfb (over plain HTTP) through the relay with and without
      the delay must differ by that delay;
@@ -13,8 +16,9 @@ It prints:
      two curl runs one after the other, and against its slowest route when both routes are
      slowed (so the routes must run side by side).
 
-Everything listens on 127.0.0.1. Needs: nginx, openssl, curl, a release build of probe
-(`cargo build --release`; this script builds it). Usage: python3 bench/compare-curl.py [RUNS]
+Everything listens on 127.0.0.1. Needs: nginx, openssl, curl, a release build of probe and of
+the bare_handshake example (`cargo build --release [--example bare_handshake]`; this script
+builds both). Usage: python3 bench/compare-curl.py [RUNS]
 """
 
 import json
@@ -28,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import PROBE, SITE, STATIC, build_probe, make_certs, run, start_nginx, start_relay
+from benchlib import PROBE, ROOT, SITE, STATIC, build_probe, make_certs, run, start_nginx, start_relay
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 50
 
@@ -74,7 +78,7 @@ def rustls_tls_handshake(d, port):
     """The bare handshake with the library probe uses, configured as probe configures it: the
     floor under probe's tls phase (the difference is probe's own work inside the phase)."""
     subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "bare_handshake"],
-                   check=True)
+                   cwd=ROOT, check=True)
     binary = os.path.join(os.path.dirname(PROBE), "examples", "bare_handshake")
     out = subprocess.run([binary, f"127.0.0.1:{port}", SITE, f"{d}/ca.pem", str(RUNS)],
                          capture_output=True, text=True, check=True)

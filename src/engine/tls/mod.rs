@@ -380,6 +380,55 @@ mod tests {
             .any(|r| r.subject.as_ref() == anchor.as_slice()));
     }
 
+    /// A real loopback handshake: the end of the TLS phase is taken inside the call, and the
+    /// certificate facts, parsed after that moment, come back with it. (No timed assertion: the
+    /// ordering is what the engine's `tls` timing relies on.)
+    #[tokio::test]
+    async fn the_handshake_end_is_taken_inside_the_call_and_facts_come_after() {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        use std::time::Duration;
+
+        let certified = rcgen::generate_simple_self_signed(vec!["probe.test".into()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            acceptor.accept(tcp).await.map(drop)
+        });
+
+        let tcp = TcpStream::connect(address).await.unwrap();
+        let called = Instant::now();
+        let done = handshake(
+            tcp,
+            "probe.test",
+            Arc::new(RootCertStore::empty()),
+            &[b"http/1.1"],
+            OffsetDateTime::now_utc(),
+            called + Duration::from_secs(10),
+        )
+        .await;
+        let returned = Instant::now();
+
+        assert!(done.stream.is_ok(), "{:?}", done.stream.err());
+        let facts = done.facts.expect("facts of a finished handshake");
+        assert_eq!(facts.chain.len(), 1, "the presented certificate was parsed");
+        assert!(!facts.verified, "self-signed and not among the roots");
+        assert!(called <= done.ended_at && done.ended_at <= returned);
+        server.await.unwrap().unwrap();
+    }
+
     fn webpki_anchor_subject(der: &CertificateDer<'_>) -> Vec<u8> {
         let mut store = RootCertStore::empty();
         store.add(der.clone()).unwrap();
