@@ -154,7 +154,26 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
     let mut store = store::SqliteStore::open(&loaded.config.store_path)
         .map_err(|e| RunError::Schedule(e.into()))?;
     let now = time::OffsetDateTime::now_utc();
-    let outcome = run::run_once(&loaded.config, &mut store, now).await?;
+    // One line per site as it is stored (in the order the sites finish); a failed write ends
+    // the lines, and is reported once the pass is over.
+    let mut written: std::io::Result<()> = Ok(());
+    let outcome = run::run_once_with(&loaded.config, &mut store, now, &mut |site, report| {
+        if written.is_ok() {
+            let d = &report.diagnosis;
+            written = writeln!(
+                out,
+                "{:<8} {}  {} · {} ({})  {}",
+                d.status.as_str().to_uppercase(),
+                text::printable(site),
+                d.hop.as_str(),
+                d.cause.as_str(),
+                d.confidence.as_str(),
+                text::printable(&d.summary)
+            );
+        }
+    })
+    .await?;
+    written?;
     if let Some(dir) = &cli.feeds_dir {
         let snapshot = feeds::snapshot(&loaded.config, &store, now)
             .map_err(|e| RunError::Schedule(e.into()))?;
@@ -162,19 +181,6 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
             dir: dir.display().to_string(),
             source,
         })?;
-    }
-    for (site, report) in &outcome.sites {
-        let d = &report.diagnosis;
-        writeln!(
-            out,
-            "{:<8} {}  {} · {} ({})  {}",
-            d.status.as_str().to_uppercase(),
-            text::printable(site),
-            d.hop.as_str(),
-            d.cause.as_str(),
-            d.confidence.as_str(),
-            text::printable(&d.summary)
-        )?;
     }
     if outcome.cut_off {
         writeln!(

@@ -1,16 +1,17 @@
 //! Scheduled operation: one pass over every site of the config (`probe run`), each probed with
-//! in-run retries, its verdict stepped through the alert state machine, the whole run stored in
-//! one transaction with the mail it decided, and the outbox flushed. The state lives in the store,
-//! so running this every minute from cron never repeats an alert.
+//! in-run retries, its verdict stepped through the alert state machine, and stored with the mail
+//! it decided; then the outbox is flushed. Sites stream through the pass: at most `CONCURRENCY`
+//! are probed at once, and finished ones are judged and stored in batches of `BATCH` sites, one
+//! transaction each, then dropped, so a pass's memory does not grow with the site list. The state
+//! lives in the store, so running this every minute from cron never repeats an alert.
 
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
 
 use crate::alert::AlertState;
 use crate::alert::{self, RunVerdict, PROBER};
-use crate::config::{Config, Site};
+use crate::config::{Alerts, Config, Site};
 use crate::engine::ProbeReport;
 use crate::engine::{probe_site, ProbeError};
 use crate::notify::mail::MailChannel;
@@ -23,6 +24,9 @@ use crate::store::{NewMessage, RunRecord, Store, StoreError};
 
 /// Sites probed at once.
 pub const CONCURRENCY: usize = 32;
+/// Sites judged and stored per transaction: one sync to disk per batch, not per site, and a
+/// bounded number of reports held at once.
+pub const BATCH: usize = 256;
 /// Deadline of one control-check request.
 const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Sites named in the prober's own notice; the rest are counted.
@@ -38,10 +42,13 @@ pub enum ScheduleError {
     Store(#[from] StoreError),
 }
 
-/// What one pass did, per site.
-#[derive(Debug)]
+/// What one pass did.
+#[derive(Debug, Default)]
 pub struct PassOutcome {
-    pub sites: Vec<(String, ProbeReport)>,
+    /// Sites probed.
+    pub sites: usize,
+    /// The worst status over all sites (the exit code of `probe run`).
+    pub worst: Status,
     pub mails_sent: usize,
     pub mails_waiting: usize,
     /// Refused for good by their destination this pass.
@@ -54,11 +61,7 @@ pub struct PassOutcome {
 impl PassOutcome {
     /// The worst status over all sites (the exit code of `probe run`).
     pub fn worst(&self) -> Status {
-        self.sites
-            .iter()
-            .map(|(_, r)| r.status)
-            .max()
-            .unwrap_or(Status::Ok)
+        self.worst
     }
 }
 
@@ -111,14 +114,14 @@ fn prober_recipients(config: &Config) -> Vec<String> {
 
 /// Probes a site; while it is down, tries again (up to `confirm_retries` times, `retry_spacing`
 /// apart) so one lost packet does not count as a failure.
-pub async fn probe_confirmed(site: &Site, config: &Config) -> Result<ProbeReport, ProbeError> {
+pub async fn probe_confirmed(site: &Site, alerts: &Alerts) -> Result<ProbeReport, ProbeError> {
     let settings = &site.probe;
     let mut report = probe_site(settings).await?;
-    for _ in 0..config.alerts.confirm_retries {
+    for _ in 0..alerts.confirm_retries {
         if report.status != Status::Down {
             break;
         }
-        tokio::time::sleep(config.alerts.retry_spacing).await;
+        tokio::time::sleep(alerts.retry_spacing).await;
         report = probe_site(settings).await?;
     }
     Ok(report)
@@ -284,51 +287,118 @@ pub async fn run_once(
     store: &mut dyn Store,
     now: OffsetDateTime,
 ) -> Result<PassOutcome, ScheduleError> {
-    let limit = Arc::new(Semaphore::new(CONCURRENCY));
-    let config_shared = Arc::new(config.clone());
+    run_once_with(config, store, now, &mut |_, _| {}).await
+}
+
+/// `run_once`, calling `on_site` with each site's name and report once it is stored (in the order
+/// the sites finish).
+pub async fn run_once_with(
+    config: &Config,
+    store: &mut dyn Store,
+    now: OffsetDateTime,
+    on_site: &mut dyn FnMut(&str, &ProbeReport),
+) -> Result<PassOutcome, ScheduleError> {
+    let alerts = Arc::new(config.alerts.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, site) in config.sites.iter().enumerate() {
-        let (limit, config, site) = (limit.clone(), config_shared.clone(), site.clone());
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            (index, probe_confirmed(&site, &config).await)
-        });
-    }
-    let mut reports = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((index, result)) => reports.push((index, result?)),
+    let mut next = 0;
+    let mut outcome = PassOutcome::default();
+    // While no site has answered, the prober may be cut off: silent reports wait here until one
+    // answers (then they are judged as usual) or the pass ends (then the control checks decide).
+    let mut unanswered: Vec<(usize, ProbeReport)> = Vec::new();
+    let mut answered = false;
+    let mut batch: Vec<(usize, ProbeReport)> = Vec::with_capacity(BATCH);
+    loop {
+        // Started as others finish, so only CONCURRENCY sites' settings are copied at once.
+        while tasks.len() < CONCURRENCY && next < config.sites.len() {
+            let (index, site, alerts) = (next, config.sites[next].clone(), alerts.clone());
+            tasks.spawn(async move { (index, probe_confirmed(&site, &alerts).await) });
+            next += 1;
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (index, report) = match joined {
+            Ok((index, result)) => (index, result?),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => {}
+            Err(_) => continue,
+        };
+        outcome.sites += 1;
+        if !answered && is_silent(&report) {
+            unanswered.push((index, report));
+            continue;
+        }
+        if !answered {
+            // A site that answers, even 502, proves the network works: no cut-off this pass.
+            answered = true;
+            record_prober(config, store, None, now)?;
+            batch.append(&mut unanswered);
+        }
+        batch.push((index, report));
+        if batch.len() >= BATCH {
+            store_batch(config, store, &mut batch, false, now, &mut outcome, on_site)?;
         }
     }
-    reports.sort_by_key(|(index, _)| *index);
-
-    // Every site unanswering at once may be the prober's own network: the control checks tell.
-    // (A site that answers, even 502, proves the network works.)
-    let silent: Vec<(String, String)> = reports
-        .iter()
-        .filter(|(_, r)| is_silent(r))
-        .map(|(i, r)| (config.sites[*i].name.clone(), r.diagnosis.summary.clone()))
-        .collect();
-    let all_silent = !reports.is_empty() && silent.len() == reports.len();
-    let evidence = if all_silent && !config.control_checks.is_empty() {
-        control_checks_fail(config)
-            .await?
-            .map(|controls| cut_off_evidence(&controls, &silent, reports.len()))
-    } else {
-        None
-    };
-    let (cut_off, _) = record_prober(config, store, evidence.as_deref(), now)?;
-
-    // The whole pass in one transaction: all of it or none, and one sync to disk, not one per
-    // site.
-    let mut decided = Vec::with_capacity(reports.len());
-    for (index, report) in &reports {
-        let site = &config.sites[*index];
-        decided.push(judge_site(config, store, site, report, cut_off, now)?);
+    if !answered {
+        // Every site unanswering at once may be the prober's own network: the control checks
+        // tell.
+        let evidence = if unanswered.is_empty() || config.control_checks.is_empty() {
+            None
+        } else {
+            let silent: Vec<(String, String)> = unanswered
+                .iter()
+                .map(|(i, r)| (config.sites[*i].name.clone(), r.diagnosis.summary.clone()))
+                .collect();
+            control_checks_fail(config)
+                .await?
+                .map(|controls| cut_off_evidence(&controls, &silent, unanswered.len()))
+        };
+        let (cut_off, _) = record_prober(config, store, evidence.as_deref(), now)?;
+        outcome.cut_off = cut_off;
+        for chunk in std::mem::take(&mut unanswered).chunks(BATCH) {
+            let mut part = chunk.to_vec();
+            store_batch(
+                config,
+                store,
+                &mut part,
+                cut_off,
+                now,
+                &mut outcome,
+                on_site,
+            )?;
+        }
     }
-    let records: Vec<RunRecord<'_>> = reports
+    store_batch(config, store, &mut batch, false, now, &mut outcome, on_site)?;
+
+    let delivered = deliver_outbox(config, store, now, &mut Recorder::default()).await?;
+    prune(config, store, now)?;
+    outcome.mails_sent = delivered.sent;
+    outcome.mails_waiting = delivered.waiting();
+    outcome.mails_given_up = delivered.given_up;
+    Ok(outcome)
+}
+
+/// Judges a batch of finished sites and stores them in one transaction (all of them or none),
+/// then hands each to `on_site` and lets the reports go. `held`: the prober is cut off.
+fn store_batch(
+    config: &Config,
+    store: &mut dyn Store,
+    batch: &mut Vec<(usize, ProbeReport)>,
+    held: bool,
+    now: OffsetDateTime,
+    outcome: &mut PassOutcome,
+    on_site: &mut dyn FnMut(&str, &ProbeReport),
+) -> Result<(), StoreError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    // In config order within the batch: the queued notifications go out in that order.
+    batch.sort_by_key(|(index, _)| *index);
+    let mut decided = Vec::with_capacity(batch.len());
+    for (index, report) in batch.iter() {
+        let site = &config.sites[*index];
+        decided.push(judge_site(config, store, site, report, held, now)?);
+    }
+    let records: Vec<RunRecord<'_>> = batch
         .iter()
         .zip(&decided)
         .map(|((index, report), (state, messages))| RunRecord {
@@ -340,18 +410,9 @@ pub async fn run_once(
         })
         .collect();
     store.record_runs(&records)?;
-    let sites = reports
-        .into_iter()
-        .map(|(index, report)| (config.sites[index].name.clone(), report))
-        .collect();
-
-    let delivered = deliver_outbox(config, store, now, &mut Recorder::default()).await?;
-    prune(config, store, now)?;
-    Ok(PassOutcome {
-        sites,
-        mails_sent: delivered.sent,
-        mails_waiting: delivered.waiting(),
-        mails_given_up: delivered.given_up,
-        cut_off,
-    })
+    for (index, report) in batch.drain(..) {
+        outcome.worst = outcome.worst.max(report.status);
+        on_site(&config.sites[index].name, &report);
+    }
+    Ok(())
 }

@@ -305,7 +305,7 @@ impl<'a> Watch<'a> {
             let (site, config) = (slot.site.clone(), self.config.clone());
             let name = site.name.clone();
             let handle = self.tasks.spawn(async move {
-                let result = schedule::probe_confirmed(&site, &config).await;
+                let result = schedule::probe_confirmed(&site, &config.alerts).await;
                 (site.name, result)
             });
             self.running.insert(handle.id(), name);

@@ -224,7 +224,7 @@ pub trait Store: Send {
     fn record_run(&mut self, run: &RunRecord<'_>) -> Result<(), StoreError> {
         self.record_runs(std::slice::from_ref(run))
     }
-    /// Saves several runs (a whole `probe run` pass) in one transaction: all of them or none.
+    /// Saves several runs (a batch of a `probe run` pass) in one transaction: all of them or none.
     fn record_runs(&mut self, runs: &[RunRecord<'_>]) -> Result<(), StoreError>;
     /// Saves an alert state that has no result of its own (the prober's connectivity, under
     /// `alert::PROBER`) with its queued messages, atomically.

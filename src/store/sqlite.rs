@@ -15,6 +15,7 @@ use super::{
     Store, StoreError, UndeliveredMessage, UptimeHour,
 };
 use crate::alert::AlertState;
+use crate::engine::ProbeReport;
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -716,8 +717,19 @@ impl SqliteStore {
     }
 }
 
+/// Runs one statement, kept prepared on the connection: a pass runs the same few statements for
+/// every site.
+fn execute_cached<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 fn save_state(tx: &rusqlite::Transaction<'_>, key: &str, state: &str) -> rusqlite::Result<()> {
-    tx.execute(
+    execute_cached(
+        tx,
         "INSERT INTO alert_state (site, state) VALUES (?1, ?2)
          ON CONFLICT (site) DO UPDATE SET state = excluded.state",
         params![key, state],
@@ -729,7 +741,7 @@ fn save_state(tx: &rusqlite::Transaction<'_>, key: &str, state: &str) -> rusqlit
 fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> rusqlite::Result<()> {
     for message in messages {
         let recipients = serde_json::to_string(&message.recipients).expect("strings serialise");
-        tx.execute(
+        execute_cached(tx, 
             "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8)
              ON CONFLICT (key) DO NOTHING",
@@ -741,22 +753,54 @@ fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> ru
 
 /// Writes one run (result, latest report, uptime count, alert state, incident and its causes,
 /// queued messages) inside the caller's transaction.
+/// What the history keeps of a report: all of it when the site was not healthy (the evidence of
+/// a failure), and for a healthy run only the requests' statuses and timings — a few hundred
+/// bytes instead of the whole report, a minute of every site of every day.
+fn history_row(report: &ProbeReport, full: &str) -> String {
+    if report.status != crate::observe::Status::Ok {
+        return full.to_string();
+    }
+    let requests: Vec<serde_json::Value> = report
+        .observations
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "route": o.route,
+                "path_role": o.path_role,
+                "status": o.response.as_ref().map(|r| r.status),
+                "timings_ms": o.timings_ms,
+            })
+        })
+        .collect();
+    serde_json::json!({ "schema": report.schema, "status": report.status, "requests": requests })
+        .to_string()
+}
+
 fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::Result<()> {
     let report = serde_json::to_string(run.report).expect("a report serialises");
     let state = serde_json::to_string(run.state).expect("an alert state serialises");
     let at = stamp(run.at);
     let d = &run.report.diagnosis;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO results (site, at, status, hop, cause, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![run.site, at, d.status.as_str(), d.hop.as_str(), d.cause.as_str(), report],
-    )?;
+    )?
+    .execute(params![
+        run.site,
+        at,
+        d.status.as_str(),
+        d.hop.as_str(),
+        d.cause.as_str(),
+        history_row(run.report, &report)
+    ])?;
     save_state(tx, run.site, &state)?;
-    tx.execute(
+    execute_cached(
+        tx,
         "INSERT INTO latest (site, at, report) VALUES (?1, ?2, ?3)
          ON CONFLICT (site) DO UPDATE SET at = excluded.at, report = excluded.report",
         params![run.site, at, report],
     )?;
-    tx.execute(
+    execute_cached(
+        tx,
         "INSERT INTO uptime_hourly (site, hour, total, down) VALUES (?1, ?2, 1, ?3)
          ON CONFLICT (site, hour) DO UPDATE SET total = total + 1, down = down + excluded.down",
         params![
@@ -769,7 +813,8 @@ fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::R
     if run.state.incident > 0 {
         let open = run.state.cause.is_some();
         let opened_at = run.state.since.map_or(at, stamp);
-        tx.execute(
+        execute_cached(
+            tx,
             "INSERT INTO incidents (site, number, opened_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (site, number) DO NOTHING",
             params![run.site, run.state.incident as i64, opened_at],
@@ -789,14 +834,15 @@ fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::R
                 .optional()?;
             if last.as_deref() != Some(cause.as_str()) {
                 let evidence = serde_json::to_string(&d.evidence).expect("strings serialise");
-                tx.execute(
+                execute_cached(tx, 
                     "INSERT INTO incident_causes (incident_id, at, cause, summary, evidence) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![incident_id, at, cause.as_str(), d.summary, evidence],
                 )?;
             }
         }
         if !open {
-            tx.execute(
+            execute_cached(
+                tx,
                 "UPDATE incidents SET closed_at = ?1 WHERE id = ?2 AND closed_at IS NULL",
                 params![at, incident_id],
             )?;
