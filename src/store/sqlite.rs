@@ -741,7 +741,8 @@ fn save_state(tx: &rusqlite::Transaction<'_>, key: &str, state: &str) -> rusqlit
 fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> rusqlite::Result<()> {
     for message in messages {
         let recipients = serde_json::to_string(&message.recipients).expect("strings serialise");
-        execute_cached(tx, 
+        execute_cached(
+            tx,
             "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8)
              ON CONFLICT (key) DO NOTHING",
@@ -834,7 +835,8 @@ fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::R
                 .optional()?;
             if last.as_deref() != Some(cause.as_str()) {
                 let evidence = serde_json::to_string(&d.evidence).expect("strings serialise");
-                execute_cached(tx, 
+                execute_cached(
+            tx,
                     "INSERT INTO incident_causes (incident_id, at, cause, summary, evidence) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![incident_id, at, cause.as_str(), d.summary, evidence],
                 )?;
