@@ -295,11 +295,13 @@ impl Cli {
             });
         }
         settings.samples = self.samples;
+        let mut roots = Vec::new();
         for path in &self.ca_files {
-            let roots =
-                settings::ca_file(path, &Place::Flag("--ca-file")).map_err(UsageError::Setting)?;
-            settings.extra_roots.extend(roots);
+            roots.extend(
+                settings::ca_file(path, &Place::Flag("--ca-file")).map_err(UsageError::Setting)?,
+            );
         }
+        settings.extra_roots = roots.into();
         Ok(settings)
     }
 

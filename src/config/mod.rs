@@ -76,7 +76,7 @@ pub struct ConfigFile {
 pub struct Config {
     pub sites: Vec<Site>,
     /// Extra trusted roots for every site (`defaults.ca_file`).
-    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub extra_roots: std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>,
     pub alerts: Alerts,
     pub smtp: Option<Smtp>,
     pub store_path: PathBuf,
@@ -229,7 +229,7 @@ fn syntax_problem(e: &serde_saphyr::Error, path: Option<&str>, max_nodes: usize)
 }
 
 /// Builds the checked config from the file as written, one section after the other.
-fn check(checker: &mut Checker, raw: ConfigFile, base: &Path) -> Config {
+fn check(checker: &mut Checker, mut raw: ConfigFile, base: &Path) -> Config {
     let alerts = alerts::check(checker, &raw.alerts);
     if raw.sites.is_empty() {
         checker.problems.push(ConfigProblem {
@@ -249,7 +249,9 @@ fn check(checker: &mut Checker, raw: ConfigFile, base: &Path) -> Config {
         }
         None => Vec::new(),
     };
-    let (mut sites, names) = sites::check(checker, &raw.sites, &raw.defaults, &alerts.to);
+    let extra_roots: std::sync::Arc<[_]> = extra_roots.into();
+    let raw_sites = std::mem::take(&mut raw.sites);
+    let (mut sites, names) = sites::check(checker, raw_sites, &raw.defaults, &alerts.to);
     for site in &mut sites {
         site.probe.extra_roots = extra_roots.clone();
     }

@@ -25,7 +25,7 @@ pub struct SiteDefaults {
     pub timeout: Option<Text>,
     /// A certificate this many days from expiry degrades the site. Default 14.
     #[schemars(with = "Option<u32>")]
-    pub cert_warning_days: Option<Spanned<u32>>,
+    pub cert_warning_days: Option<Box<Spanned<u32>>>,
     /// Statuses the page may answer with while healthy. Default: any 2xx or 3xx.
     #[schemars(with = "Option<Vec<u16>>")]
     pub expect_status: Option<Vec<Spanned<u16>>>,
@@ -34,7 +34,7 @@ pub struct SiteDefaults {
     pub ca_file: Option<Text>,
     /// Redirects followed per request, same scheme, host and port only (0-5). Default 0.
     #[schemars(with = "Option<u32>")]
-    pub follow_redirects: Option<Spanned<u32>>,
+    pub follow_redirects: Option<Box<Spanned<u32>>>,
     /// Other hosts a followed redirect may go to (e.g. `www.example.com`).
     #[schemars(with = "Option<Vec<String>>")]
     pub redirect_hosts: Option<Vec<Text>>,
@@ -43,13 +43,15 @@ pub struct SiteDefaults {
     pub cloudflare_edge: Option<bool>,
 }
 
+// Settings a site seldom sets are boxed: a list of 100,000 sites is read whole before it is
+// checked, and each inline field costs that many times its size.
 /// One site.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// Name used in alerts and feeds; defaults to the URL's host name. Unique.
     #[schemars(with = "Option<String>")]
-    pub name: Option<Text>,
+    pub name: Option<Box<Text>>,
     /// The page to probe (`example.com` means `https://example.com/`).
     #[schemars(with = "String")]
     pub url: Text,
@@ -59,20 +61,20 @@ pub struct SiteConfig {
     pub origins: Vec<Text>,
     /// Dial this address for the edge route instead of what DNS answers.
     #[schemars(with = "Option<String>")]
-    pub edge: Option<Text>,
+    pub edge: Option<Box<Text>>,
     /// A file the web server serves without PHP, e.g. `/wp-includes/css/dashicons.min.css`.
     #[schemars(with = "Option<String>")]
-    pub static_path: Option<Text>,
+    pub static_path: Option<Box<Text>>,
     #[schemars(with = "Option<String>")]
-    pub interval: Option<Text>,
+    pub interval: Option<Box<Text>>,
     #[schemars(with = "Option<String>")]
-    pub timeout: Option<Text>,
+    pub timeout: Option<Box<Text>>,
     #[schemars(with = "Option<u32>")]
-    pub cert_warning_days: Option<Spanned<u32>>,
+    pub cert_warning_days: Option<Box<Spanned<u32>>>,
     #[schemars(with = "Option<Vec<u16>>")]
     pub expect_status: Option<Vec<Spanned<u16>>>,
     #[schemars(with = "Option<u32>")]
-    pub follow_redirects: Option<Spanned<u32>>,
+    pub follow_redirects: Option<Box<Spanned<u32>>>,
     #[schemars(with = "Option<Vec<String>>")]
     pub redirect_hosts: Option<Vec<Text>>,
     pub cloudflare_edge: Option<bool>,
@@ -128,10 +130,11 @@ fn written_list<T: Clone>(list: &[Spanned<T>], path: &str) -> Vec<settings::Writ
         .collect()
 }
 
-/// Checks every site; returns them and the set of their names.
+/// Checks every site; returns them and the set of their names. The sites as read are let go
+/// while they are checked, so the list is never held twice whole.
 pub fn check(
     checker: &mut Checker,
-    raw: &[SiteConfig],
+    mut raw: Vec<SiteConfig>,
     defaults: &SiteDefaults,
     alert_to: &[String],
 ) -> (Vec<Site>, HashSet<String>) {
@@ -148,8 +151,15 @@ pub fn check(
         Some(settings::MAX_TIMEOUT),
     );
     let mut names = HashSet::new();
-    let mut sites = Vec::new();
-    for (i, site) in raw.iter().enumerate() {
+    let total = raw.len();
+    let mut sites = Vec::with_capacity(total);
+    raw.reverse();
+    for i in 0..total {
+        let Some(owned) = raw.pop() else { break };
+        if raw.capacity() > 1024 && raw.len() < raw.capacity() / 2 {
+            raw.shrink_to_fit();
+        }
+        let site = &owned;
         let at = format!("sites[{i}]");
         let mut input = SiteInput::new(written(&site.url, format!("{at}.url")));
         input.origins = site
@@ -207,7 +217,7 @@ pub fn check(
         checker.report(problems);
 
         let interval = checker.duration(
-            site.interval.as_ref(),
+            site.interval.as_deref(),
             &format!("{at}.interval"),
             default_interval,
             None,
@@ -216,8 +226,8 @@ pub fn check(
         if timeout >= interval {
             let spot = site
                 .timeout
-                .as_ref()
-                .or(site.interval.as_ref())
+                .as_deref()
+                .or(site.interval.as_deref())
                 .unwrap_or(&site.url);
             checker.problem(
                 spot,
@@ -242,7 +252,7 @@ pub fn check(
                 .map(|t| t.host)
                 .unwrap_or_default(),
         };
-        let spot = site.name.as_ref().unwrap_or(&site.url);
+        let spot = site.name.as_deref().unwrap_or(&site.url);
         if name.starts_with('@') {
             checker.problem(
                 spot,

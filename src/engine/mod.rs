@@ -10,8 +10,9 @@ pub mod plan;
 pub mod resolve;
 pub mod tls;
 
+use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -75,10 +76,26 @@ pub enum ProbeError {
     Tls(#[from] TlsSetupError),
 }
 
+/// The trust stores for a list of extra roots. Built once and reused while the sites share one
+/// list (every site of a config does): parsing the roots for each probe would cost more than
+/// some of its phases. Verification itself still runs in every handshake.
+fn trust_roots(extra: &Arc<[CertificateDer<'static>]>) -> Result<TrustRoots, TlsSetupError> {
+    static LAST: Mutex<Option<(Arc<[CertificateDer<'static>]>, TrustRoots)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((list, roots)) = last.as_ref() {
+        if Arc::ptr_eq(list, extra) {
+            return Ok(roots.clone());
+        }
+    }
+    let roots = TrustRoots::new(extra)?;
+    *last = Some((extra.clone(), roots.clone()));
+    Ok(roots)
+}
+
 /// Probes one site along every route and returns the whole report.
 pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeError> {
     let target = &settings.target;
-    let roots = TrustRoots::new(&settings.extra_roots)?;
+    let roots = trust_roots(&settings.extra_roots)?;
     // An address on the command line or in the URL means no DNS: like curl --connect-to.
     let given_edge = settings
         .edge

@@ -9,6 +9,7 @@ mod ca;
 mod target;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -140,8 +141,9 @@ pub struct ProbeSettings {
     pub edge: Option<SocketAddr>,
     pub static_path: Option<String>,
     pub nameserver: Nameserver,
-    /// Extra trusted roots, on both routes.
-    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Extra trusted roots, on both routes; shared by every site of a config (and the engine
+    /// builds the trust stores once for one shared list).
+    pub extra_roots: Arc<[CertificateDer<'static>]>,
     /// One deadline per request, every phase included.
     pub timeout: Duration,
     /// Each request made this many times, one after the other.
@@ -163,7 +165,7 @@ impl ProbeSettings {
             edge: None,
             static_path: None,
             nameserver: Nameserver::System,
-            extra_roots: Vec::new(),
+            extra_roots: Arc::from(Vec::new()),
             timeout,
             samples: 1,
             diagnose: DiagnoseSettings::default(),
@@ -248,7 +250,7 @@ pub fn check_site(
         edge,
         static_path,
         nameserver: Nameserver::System,
-        extra_roots: Vec::new(),
+        extra_roots: Arc::from(Vec::new()),
         timeout,
         samples: 1,
         diagnose: DiagnoseSettings {
