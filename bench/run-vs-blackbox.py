@@ -9,6 +9,9 @@ makes a fresh connection and handshake; every site is the same server under its 
 probers skip DNS (probe dials the pinned edge address; blackbox gets an IP target with the name
 as SNI and Host).
 
+Beside them, the crypto floor: as many bare rustls handshakes (examples/bare_handshake.rs) against
+the same server, one after the other.
+
 Measured for each prober:
   wall      first request to last answer (probe: the whole process, start to exit, including
             reading the config and writing every result to its SQLite store);
@@ -32,7 +35,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from benchlib import (PROBE, SITE, STATIC, build_probe, free_port, make_certs, sites_config, start_nginx,
+from benchlib import (PROBE, ROOT, SITE, STATIC, build_probe, free_port, make_certs, sites_config, start_nginx,
                       wait_for_port)
 
 SITES = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
@@ -52,6 +55,21 @@ def run_probe(config):
     if code != 0 or ok != SITES:
         sys.exit(f"probe run: exit {code}, {ok} of {SITES} sites OK\n{proc.stderr.read().decode()[-2000:]}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+BARE = os.path.join(os.path.dirname(PROBE), "examples", "bare_handshake")
+
+
+def bare_round(d, port):
+    """The crypto floor: SITES bare rustls handshakes (examples/bare_handshake.rs: same provider,
+    ALPN and no resumption, a fresh config and connection each), one after the other."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([BARE, f"127.0.0.1:{port}", SITE, f"{d}/ca.pem", str(SITES)],
+                            stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit("bare_handshake failed")
+    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def blackbox_config(d):
@@ -138,6 +156,8 @@ def main():
     if exporter is None:
         sys.exit("needs prometheus-blackbox-exporter (apt install prometheus-blackbox-exporter)")
     build_probe()
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "bare_handshake"],
+                   cwd=ROOT, check=True)
     d = tempfile.mkdtemp(prefix="probe-bench-")
     os.chmod(d, 0o755)
     make_certs(d)
@@ -150,7 +170,8 @@ def main():
         wait_for_port(bb_port, bb, "blackbox exporter")
         config = sites_config(d, port, SITES, "10m", "probe")
         version = http_version(listen, port)
-        rows = {"probe run": [], "blackbox_exporter": [], "curl, one per target": []}
+        rows = {"probe run": [], "blackbox_exporter": [], "curl, one per target": [],
+                "bare rustls handshakes": []}
         for _ in range(ROUNDS):  # interleaved, so drift hits both alike
             os.remove(f"{d}/probe.sqlite") if os.path.exists(f"{d}/probe.sqlite") else None
             rows["probe run"].append(run_probe(config))
@@ -158,6 +179,7 @@ def main():
             wall = blackbox_round(listen, port)
             rows["blackbox_exporter"].append((wall, cpu_seconds(bb.pid) - before, peak_rss_mb(bb.pid)))
             rows["curl, one per target"].append(curl_round(d, port))
+            rows["bare rustls handshakes"].append(bare_round(d, port))
         print(f"{SITES} sites, concurrency {CONCURRENCY}, median of {ROUNDS} rounds "
               f"(blackbox spoke HTTP/{version}, probe HTTP/2)")
         print(f"{'prober':<22}{'wall s':>10}{'CPU s':>10}{'CPU ms/probe':>14}{'probes/CPU s':>14}{'peak RSS MB':>13}")
@@ -169,6 +191,8 @@ def main():
             print(f"{name:<22}{wall:>10.2f}{cpu:>10.2f}{cpu * 1000 / SITES:>14.2f}{SITES / cpu:>14.0f}{rss:>13.1f}")
         (pw, pc, pr), (bw, bc, br) = medians["probe run"], medians["blackbox_exporter"]
         print(f"{'ratio probe/blackbox':<22}{pw / bw:>10.2f}{pc / bc:>10.2f}{'':>14}{bc / pc:>13.2f}x{pr / br:>13.2f}")
+        print(f"{'ratio probe/bare':<22}{'':>10}{pc / medians['bare rustls handshakes'][1]:>10.2f}"
+              "   (the bare loop: handshakes only, sequential, no HTTP, no store)")
     finally:
         bb.terminate()
         bb.wait()

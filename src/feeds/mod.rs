@@ -260,36 +260,41 @@ impl Tally {
 
 /// Every feed file, rendered from one snapshot.
 pub fn render_all(snapshot: &FeedSnapshot) -> Vec<FeedFile> {
-    let mut files = vec![
-        FeedFile {
-            path: "index.html".into(),
-            content_type: "text/html; charset=utf-8",
-            body: html::page(snapshot).into_bytes(),
-        },
-        FeedFile {
-            path: "status.json".into(),
-            content_type: "application/json",
-            body: status::summary(snapshot).into_bytes(),
-        },
-        FeedFile {
-            path: "incidents.atom".into(),
-            content_type: "application/atom+xml; charset=utf-8",
-            body: atom::feed(snapshot).into_bytes(),
-        },
-        FeedFile {
-            path: "metrics".into(),
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: metrics::exposition(snapshot).into_bytes(),
-        },
-    ];
+    let mut files = Vec::with_capacity(4 + snapshot.sites.len());
+    render_each(snapshot, &mut |file| files.push(file));
+    files
+}
+
+/// Renders the feed files one after the other, handing each to `each` as soon as it is made:
+/// a caller that keeps them compressed never holds every rendered file at once.
+pub fn render_each(snapshot: &FeedSnapshot, each: &mut dyn FnMut(FeedFile)) {
+    each(FeedFile {
+        path: "index.html".into(),
+        content_type: "text/html; charset=utf-8",
+        body: html::page(snapshot).into_bytes(),
+    });
+    each(FeedFile {
+        path: "status.json".into(),
+        content_type: "application/json",
+        body: status::summary(snapshot).into_bytes(),
+    });
+    each(FeedFile {
+        path: "incidents.atom".into(),
+        content_type: "application/atom+xml; charset=utf-8",
+        body: atom::feed(snapshot).into_bytes(),
+    });
+    each(FeedFile {
+        path: "metrics".into(),
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        body: metrics::exposition(snapshot).into_bytes(),
+    });
     for site in &snapshot.sites {
-        files.push(FeedFile {
+        each(FeedFile {
             path: format!("badge/{}.svg", file_name(&site.name)),
             content_type: "image/svg+xml",
             body: html::badge(site).into_bytes(),
         });
     }
-    files
 }
 
 /// Writes every file under `dir`, each atomically (a temporary file renamed over the old one),

@@ -235,8 +235,13 @@ impl<'a> Watch<'a> {
         let now = OffsetDateTime::now_utc();
         match feeds::snapshot(&self.config, self.store, now) {
             Ok(snapshot) => {
-                let files = feeds::render_all(&snapshot);
-                let next = sender.borrow().next(files, now);
+                // Each file compressed as it is rendered: the text of every feed is never held
+                // at once, nor beside the previous rendering.
+                let previous = sender.borrow().clone();
+                let mut next = previous.builder(now);
+                feeds::render_each(&snapshot, &mut |file| next.add(file));
+                let next = next.finish();
+                drop(previous);
                 sender.send_replace(Arc::new(next));
                 self.feeds_dirty = false;
             }
