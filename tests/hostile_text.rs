@@ -260,7 +260,7 @@ fn feeds_stay_well_formed_xml_whatever_the_names_hold() {
             }),
             in_maintenance: false,
             uptime: [Some(1.0); 4],
-            days: Vec::new(),
+            days: Vec::new().into(),
         }],
         incidents: vec![IncidentRecord {
             site: name.into(),

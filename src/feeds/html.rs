@@ -90,7 +90,7 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
 
     out.push_str("<h2>Sites</h2>\n<ul id=\"sites\">\n");
     for site in &snapshot.sites {
-        site_item(&mut out, site);
+        site_item(&mut out, site, snapshot.generated_at);
     }
     out.push_str("</ul>\n");
 
@@ -131,7 +131,7 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
     out
 }
 
-fn site_item(out: &mut String, site: &SiteFeed) {
+fn site_item(out: &mut String, site: &SiteFeed, now: time::OffsetDateTime) {
     let status = component_status(site);
     let (words, colour) = presentation(status);
     let status = status.as_str();
@@ -157,11 +157,11 @@ fn site_item(out: &mut String, site: &SiteFeed) {
     out.push_str("<div class=\"bars\" aria-label=\"uptime per day, last 90 days\">");
     // Days of the same colour side by side make one bar as wide as they are: the page stays
     // small with thousands of sites, and each bar's title gives its days and their uptime.
-    let mut days = site.days.iter().peekable();
-    while let Some(&(first, total, down)) = days.next() {
+    let mut days = site.day_bars(now).peekable();
+    while let Some((first, total, down)) = days.next() {
         let class = day_class(total, down);
         let (mut last, mut sum_total, mut sum_down, mut width) = (first, total, down, 1);
-        while let Some(&&(day, t, d)) = days.peek() {
+        while let Some(&(day, t, d)) = days.peek() {
             if day_class(t, d) != class {
                 break;
             }

@@ -62,11 +62,30 @@ pub struct SiteFeed {
     pub in_maintenance: bool,
     /// Share of results not `down`, per window of `WINDOWS`; `None` without results.
     pub uptime: [Option<f64>; 4],
-    /// One entry per day of the history, oldest first: (day's start, results, down results).
-    pub days: Vec<(OffsetDateTime, u32, u32)>,
+    /// (results, down results) per UTC day of the history, oldest first, today last
+    /// (`HISTORY_DAYS` of them; `day_bars` adds each day's date).
+    pub days: Box<[(u32, u32)]>,
 }
 
 impl SiteFeed {
+    /// The history's days with their start, oldest first: (day's start, results, down results).
+    /// `now` is the snapshot's time.
+    pub fn day_bars(
+        &self,
+        now: OffsetDateTime,
+    ) -> impl Iterator<Item = (OffsetDateTime, u32, u32)> + '_ {
+        let today = now.unix_timestamp() - now.unix_timestamp().rem_euclid(86_400);
+        let first = today - (self.days.len() as i64 - 1) * 86_400;
+        self.days
+            .iter()
+            .enumerate()
+            .map(move |(i, &(total, down))| {
+                let start = first + i as i64 * 86_400;
+                let day = OffsetDateTime::from_unix_timestamp(start).expect("a day within range");
+                (day, total, down)
+            })
+    }
+
     /// The site's status now (`Unknown` before its first result).
     pub fn status(&self) -> Status {
         self.latest
@@ -172,7 +191,8 @@ pub fn snapshot(
             }
         },
     )?;
-    let names: Vec<&str> = config.sites.iter().map(|s| s.name.as_str()).collect();
+    let names: std::collections::HashSet<&str> =
+        config.sites.iter().map(|s| s.name.as_str()).collect();
     let incidents = store
         .incidents(history_start)?
         .into_iter()
@@ -189,7 +209,7 @@ pub fn snapshot(
                 latest: latest.remove(&site.name),
                 in_maintenance: config.in_maintenance(&site.name, now),
                 uptime: tally.shares(),
-                days: tally.days(now),
+                days: tally.days(),
             }
         })
         .collect();
@@ -214,8 +234,9 @@ pub fn snapshot(
 struct Tally {
     /// (results, down results) per window.
     windows: [(u64, u64); 4],
-    /// (results, down results) per day, indexed by days before today (0 = today).
-    days: HashMap<i64, (u32, u32)>,
+    /// (results, down results) per day, oldest first, today last; absent until a result comes
+    /// (a fixed array: thousands of sites are tallied at once).
+    days: Option<Box<[(u32, u32); HISTORY_DAYS as usize]>>,
 }
 
 impl Tally {
@@ -231,7 +252,10 @@ impl Tally {
         let today = now - now.rem_euclid(86_400);
         let back = (today - (hour.hour - hour.hour.rem_euclid(86_400))) / 86_400;
         if (0..HISTORY_DAYS).contains(&back) {
-            let day = self.days.entry(back).or_default();
+            let days = self
+                .days
+                .get_or_insert_with(|| Box::new([(0, 0); HISTORY_DAYS as usize]));
+            let day = &mut days[(HISTORY_DAYS - 1 - back) as usize];
             day.0 += hour.total;
             day.1 += hour.down;
         }
@@ -243,18 +267,12 @@ impl Tally {
             .map(|(total, down)| (total > 0).then(|| (total - down) as f64 / total as f64))
     }
 
-    /// The history as UTC days, oldest first, today last.
-    fn days(&self, now: OffsetDateTime) -> Vec<(OffsetDateTime, u32, u32)> {
-        let today = now.unix_timestamp() - now.unix_timestamp().rem_euclid(86_400);
-        (0..HISTORY_DAYS)
-            .rev()
-            .map(|back| {
-                let (total, down) = self.days.get(&back).copied().unwrap_or_default();
-                let start = today - back * 86_400;
-                let day = OffsetDateTime::from_unix_timestamp(start).expect("a day within range");
-                (day, total, down)
-            })
-            .collect()
+    /// The history's days, oldest first, today last.
+    fn days(self) -> Box<[(u32, u32)]> {
+        match self.days {
+            Some(days) => days,
+            None => Box::new([(0, 0); HISTORY_DAYS as usize]),
+        }
     }
 }
 
@@ -360,10 +378,11 @@ mod tests {
         tally.add(hour(0, 60, 0), now);
         assert_eq!(tally.shares(), [Some(1.0), Some(0.5), Some(0.5), Some(0.5)]);
         assert_eq!(Tally::default().shares(), [None; 4]);
-        let bars = tally.days(now);
+        let bars = tally.days();
         assert_eq!(bars.len(), 90);
-        assert_eq!(bars[89].1, 60, "today last");
-        assert_eq!(bars.iter().map(|d| d.2).sum::<u32>(), 60);
+        assert_eq!(bars[89].0, 60, "today last");
+        assert_eq!(bars[87], (60, 60), "two days ago");
+        assert_eq!(bars.iter().map(|d| d.1).sum::<u32>(), 60);
     }
 
     #[test]

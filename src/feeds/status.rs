@@ -76,13 +76,27 @@ fn indicator(sites: &[SiteFeed]) -> (&'static str, &'static str) {
 pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
     let page_id = short_id(&snapshot.title);
     let updated = rfc3339(snapshot.generated_at);
-    // Each component is serialised as soon as it is built: with thousands of sites, one tree of
-    // them all would cost several times the text.
-    let components: Vec<String> = snapshot
+    let (indicator, description) = indicator(&snapshot.sites);
+    let page = json!({
+        "id": page_id,
+        "name": snapshot.title,
+        // Statuspage always has a URL; consumers that expect a string get an empty one.
+        "url": snapshot.url.clone().unwrap_or_default(),
+        "time_zone": "Etc/UTC",
+        "updated_at": updated,
+    });
+    let status = json!({ "indicator": indicator, "description": description });
+    // Written into the output as they are made: with thousands of sites, the components alone
+    // are megabytes, and neither a tree of them all nor a second copy of their text is held.
+    let mut out = format!(
+        "{{\"page\":{},\"status\":{status},\"components\":[",
+        crate::text::json(&page)
+    );
+    snapshot
         .sites
         .iter()
         .enumerate()
-        .map(|(position, site)| {
+        .for_each(|(position, site)| {
             let diagnosis = site.latest.as_ref().map(|l| {
                 let d = &l.diagnosis;
                 json!({
@@ -119,9 +133,11 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
                     "uptime": uptime,
                 },
             });
-            crate::text::json(&component)
-        })
-        .collect();
+            if position > 0 {
+                out.push(',');
+            }
+            out.push_str(&crate::text::json(&component));
+        });
     // summary.json lists the unresolved incidents only.
     let incidents: Vec<Value> = snapshot
         .incidents
@@ -224,24 +240,13 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
             })
         })
         .collect();
-    let (indicator, description) = indicator(&snapshot.sites);
-    let page = json!({
-        "id": page_id,
-        "name": snapshot.title,
-        // Statuspage always has a URL; consumers that expect a string get an empty one.
-        "url": snapshot.url.clone().unwrap_or_default(),
-        "time_zone": "Etc/UTC",
-        "updated_at": updated,
-    });
-    let status = json!({ "indicator": indicator, "description": description });
     // Compact, and assembled from its pieces: indentation alone would be megabytes.
-    format!(
-        "{{\"page\":{},\"status\":{status},\"components\":[{}],\"incidents\":{},\"scheduled_maintenances\":{}}}\n",
-        crate::text::json(&page),
-        components.join(","),
-        crate::text::json(&incidents),
-        crate::text::json(&maintenances)
-    )
+    out.push_str("],\"incidents\":");
+    out.push_str(&crate::text::json(&incidents));
+    out.push_str(",\"scheduled_maintenances\":");
+    out.push_str(&crate::text::json(&maintenances));
+    out.push_str("}\n");
+    out
 }
 
 /// A cause id's title (`fpm_unreachable` → "the web server cannot reach PHP-FPM"); the id itself when
