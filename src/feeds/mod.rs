@@ -94,7 +94,8 @@ impl SiteFeed {
     }
 }
 
-/// What the feeds show of a site's latest result: its diagnosis and each page request.
+/// What the feeds show of a site's latest result: its diagnosis (verdict and summary, without
+/// evidence, next steps or alternatives) and each page request.
 #[derive(Debug, Clone)]
 pub struct LatestFacts {
     pub at: OffsetDateTime,
@@ -141,9 +142,17 @@ impl LatestFacts {
                 }
             })
             .collect();
+        // The feeds show the verdict and its summary; the evidence and next steps stay in the
+        // store (thousands of sites' worth would dwarf the rest of a snapshot).
+        let diagnosis = Diagnosis {
+            evidence: Vec::new(),
+            next_steps: Vec::new(),
+            alternatives: Vec::new(),
+            ..report.diagnosis
+        };
         Self {
             at,
-            diagnosis: report.diagnosis,
+            diagnosis,
             requests,
         }
     }

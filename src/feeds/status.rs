@@ -139,7 +139,8 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
             out.push_str(&crate::text::json(&component));
         });
     // summary.json lists the unresolved incidents only.
-    let incidents: Vec<Value> = snapshot
+    // Each incident is serialised as it is made, like the components.
+    let incidents = snapshot
         .incidents
         .iter()
         .filter(|i| i.closed_at.is_none())
@@ -197,8 +198,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
                 })]).unwrap_or_default(),
                 "probe": { "site": incident.site, "number": incident.number, "cause": last.map(|c| c.cause.clone()) },
             })
-        })
-        .collect();
+        });
     let maintenances: Vec<Value> = snapshot
         .maintenance
         .iter()
@@ -242,7 +242,14 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
         .collect();
     // Compact, and assembled from its pieces: indentation alone would be megabytes.
     out.push_str("],\"incidents\":");
-    out.push_str(&crate::text::json(&incidents));
+    out.push('[');
+    for (n, incident) in incidents.enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&crate::text::json(&incident));
+    }
+    out.push(']');
     out.push_str(",\"scheduled_maintenances\":");
     out.push_str(&crate::text::json(&maintenances));
     out.push_str("}\n");

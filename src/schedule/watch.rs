@@ -242,7 +242,9 @@ impl<'a> Watch<'a> {
                 feeds::render_each(&snapshot, &mut |file| next.add(file));
                 let next = next.finish();
                 drop(previous);
-                sender.send_replace(Arc::new(next));
+                drop(sender.send_replace(Arc::new(next)));
+                drop(snapshot);
+                release_freed_memory();
                 self.feeds_dirty = false;
             }
             Err(e) => tracing::error!(error = %e, "cannot read the store for the feeds"),
@@ -586,5 +588,17 @@ mod tests {
             .all(|d| *d >= Duration::from_secs(54) && *d <= Duration::from_secs(66)));
         let distinct: std::collections::HashSet<_> = samples.iter().collect();
         assert!(distinct.len() > 900, "{} distinct", distinct.len());
+    }
+}
+
+/// Hands the memory a feed rendering freed back to the system. glibc keeps freed blocks in the
+/// arena of the thread that freed them, so without this the watch would stay as large as its
+/// largest rendering.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it has no
+    // preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
