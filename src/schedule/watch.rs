@@ -575,6 +575,18 @@ fn random_fraction() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Hands the memory a feed rendering freed back to the system. glibc keeps freed blocks in the
+/// arena of the thread that freed them, so without this the watch would stay as large as its
+/// largest rendering.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it has no
+    // preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,17 +600,5 @@ mod tests {
             .all(|d| *d >= Duration::from_secs(54) && *d <= Duration::from_secs(66)));
         let distinct: std::collections::HashSet<_> = samples.iter().collect();
         assert!(distinct.len() > 900, "{} distinct", distinct.len());
-    }
-}
-
-/// Hands the memory a feed rendering freed back to the system. glibc keeps freed blocks in the
-/// arena of the thread that freed them, so without this the watch would stay as large as its
-/// largest rendering.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it has no
-    // preconditions.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
