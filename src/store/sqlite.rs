@@ -102,14 +102,23 @@ fn check_ours(conn: &Connection, path: &str) -> Result<(), StoreError> {
         path: path.to_string(),
         what,
     };
+    // One read transaction: the three facts come from one state of the file, even while
+    // another probe process is migrating it (read apart, its first migration could land between
+    // them, and its half-read tables look like another program's).
     let read = || -> rusqlite::Result<(i64, i64, Vec<String>)> {
-        let id = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
-        let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let mut statement =
-            conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
-        let tables = statement
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let tx = conn.unchecked_transaction()?;
+        let id = tx.pragma_query_value(None, "application_id", |r| r.get(0))?;
+        let version = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tables = {
+            let mut statement =
+                tx.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+            let tables = statement
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            tables
+        };
+        tx.commit()?;
         Ok((id, version, tables))
     };
     let (id, version, tables) = match read() {
