@@ -2,17 +2,45 @@
 nginx serving a static file over TLS 1.3 with keep-alive off (a fresh connection per probe, as a
 prober must make), all on 127.0.0.1."""
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 SITE = "probe.test"
 STATIC = "/static.css"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(ROOT, "target", "release", "probe")
+
+
+BARE_HANDSHAKE = os.path.join(ROOT, "target", "release", "examples", "bare_handshake")
+
+
+def build_bare_handshake():
+    """A release build of examples/bare_handshake.rs, the crypto floor the benches compare with."""
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "bare_handshake"],
+                   cwd=ROOT, check=True)
+    return BARE_HANDSHAKE
+
+
+@contextlib.contextmanager
+def nginx_lab(prefix):
+    """A temporary directory with a test CA and certificate and nginx serving from it; yields
+    (directory, TLS port). nginx is stopped and the directory removed afterwards."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    make_certs(d)
+    nginx, port = start_nginx(d)
+    try:
+        yield d, port
+    finally:
+        nginx.kill()
+        nginx.wait()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def build_probe():

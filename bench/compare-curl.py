@@ -22,17 +22,14 @@ builds both). Usage: python3 bench/compare-curl.py [RUNS]
 """
 
 import json
-import os
 import ssl
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-from benchlib import PROBE, ROOT, SITE, STATIC, build_probe, make_certs, run, start_nginx, start_relay
+from benchlib import PROBE, SITE, STATIC, build_bare_handshake, build_probe, nginx_lab, run, start_relay
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 50
 
@@ -77,10 +74,7 @@ def python_tls_handshake(d, port):
 def rustls_tls_handshake(d, port):
     """The bare handshake with the library probe uses, configured as probe configures it: the
     floor under probe's tls phase (the difference is probe's own work inside the phase)."""
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "bare_handshake"],
-                   cwd=ROOT, check=True)
-    binary = os.path.join(os.path.dirname(PROBE), "examples", "bare_handshake")
-    out = subprocess.run([binary, f"127.0.0.1:{port}", SITE, f"{d}/ca.pem", str(RUNS)],
+    out = subprocess.run([build_bare_handshake(), f"127.0.0.1:{port}", SITE, f"{d}/ca.pem", str(RUNS)],
                          capture_output=True, text=True, check=True)
     return statistics.median(float(line) for line in out.stdout.split())
 
@@ -133,11 +127,7 @@ def side_by_side(d, port):
 
 def main():
     build_probe()
-    d = tempfile.mkdtemp(prefix="probe-bench-")
-    os.chmod(d, 0o755)
-    make_certs(d)
-    nginx, port = start_nginx(d)
-    try:
+    with nginx_lab("probe-bench-") as (d, port):
         probe_phases(d, port), curl_phases(d, port)  # warm up caches and the page cache
         samples = {"probe": [], "curl": []}
         for _ in range(RUNS):  # interleaved, so drift hits both alike
@@ -182,10 +172,6 @@ def main():
 
         injected(d, port)
         side_by_side(d, port)
-    finally:
-        nginx.kill()
-        nginx.wait()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

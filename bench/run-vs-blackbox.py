@@ -30,13 +30,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 
-from benchlib import (PROBE, ROOT, SITE, STATIC, build_probe, free_port, make_certs, sites_config, start_nginx,
-                      wait_for_port)
+from benchlib import (BARE_HANDSHAKE, PROBE, SITE, STATIC, build_bare_handshake, build_probe, free_port,
+                      nginx_lab, sites_config, wait_for_port)
 
 SITES = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -57,14 +56,11 @@ def run_probe(config):
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-BARE = os.path.join(os.path.dirname(PROBE), "examples", "bare_handshake")
-
-
 def bare_round(d, port):
     """The crypto floor: SITES bare rustls handshakes (examples/bare_handshake.rs: same provider,
     ALPN and no resumption, a fresh config and connection each), one after the other."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([BARE, f"127.0.0.1:{port}", SITE, f"{d}/ca.pem", str(SITES)],
+    proc = subprocess.Popen([BARE_HANDSHAKE, f"127.0.0.1:{port}", SITE, f"{d}/ca.pem", str(SITES)],
                             stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -156,12 +152,12 @@ def main():
     if exporter is None:
         sys.exit("needs prometheus-blackbox-exporter (apt install prometheus-blackbox-exporter)")
     build_probe()
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "bare_handshake"],
-                   cwd=ROOT, check=True)
-    d = tempfile.mkdtemp(prefix="probe-bench-")
-    os.chmod(d, 0o755)
-    make_certs(d)
-    nginx, port = start_nginx(d)
+    build_bare_handshake()
+    with nginx_lab("probe-bench-") as (d, port):
+        bench(exporter, d, port)
+
+
+def bench(exporter, d, port):
     bb_port = free_port()
     listen = f"127.0.0.1:{bb_port}"
     bb = subprocess.Popen([exporter, f"--config.file={blackbox_config(d)}", f"--web.listen-address={listen}"],
@@ -196,9 +192,6 @@ def main():
     finally:
         bb.terminate()
         bb.wait()
-        nginx.kill()
-        nginx.wait()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

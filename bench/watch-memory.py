@@ -7,16 +7,13 @@ store), then its high-water mark (VmHWM) is read and it is stopped with SIGTERM.
 
 Usage: python3 bench/watch-memory.py [--no-feeds] [SITES ...]   (default: 1000 10000)"""
 
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-import shutil
 
-from benchlib import PROBE, build_probe, free_port, make_certs, sites_config, start_nginx
+from benchlib import PROBE, build_probe, free_port, nginx_lab, sites_config
 
 INTERVAL = 30
 
@@ -33,12 +30,8 @@ def main():
     feeds = "--no-feeds" not in sys.argv
     counts = [int(a) for a in sys.argv[1:] if a.isdigit()] or [1000, 10000]
     build_probe()
-    d = tempfile.mkdtemp(prefix="probe-bench-")
-    os.chmod(d, 0o755)
-    make_certs(d)
-    nginx, port = start_nginx(d)
     rows = []
-    try:
+    with nginx_lab("probe-bench-") as (d, port):
         for sites in counts:
             path = sites_config(d, port, sites, f"{INTERVAL}s", f"watch-{sites}")
             listen = ["--listen", f"127.0.0.1:{free_port()}"] if feeds else []
@@ -57,10 +50,6 @@ def main():
         print(f"{'sites':>8}{'probed':>8}{'results':>9}{'peak RSS MB':>13}{'RSS at end MB':>15}")
         for sites, probed, results, peak, now in rows:
             print(f"{sites:>8}{probed:>8}{results:>9}{peak:>13.1f}{now:>15.1f}")
-    finally:
-        nginx.kill()
-        nginx.wait()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

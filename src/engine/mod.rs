@@ -79,7 +79,7 @@ pub enum ProbeError {
 /// The trust stores for a list of extra roots. Built once and reused while the sites share one
 /// list (every site of a config does): parsing the roots for each probe would cost more than
 /// some of its phases. Verification itself still runs in every handshake.
-fn trust_roots(extra: &Arc<[CertificateDer<'static>]>) -> Result<TrustRoots, TlsSetupError> {
+pub fn trust_roots(extra: &Arc<[CertificateDer<'static>]>) -> Result<TrustRoots, TlsSetupError> {
     static LAST: Mutex<Option<(Arc<[CertificateDer<'static>]>, TrustRoots)>> = Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((list, roots)) = last.as_ref() {

@@ -41,30 +41,87 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_URI_BYTES: usize = 2048;
 
-/// One served file and when its content last changed. It is held gzip-compressed (the feeds of
-/// thousands of sites are tens of megabytes of text, a tenth of that compressed), sent as it is
-/// to clients that accept gzip and inflated for the others; the bytes are shared, not copied, by
+/// One served file and when its content last changed. A file of `GZIP_FROM` bytes or more is
+/// held gzip-compressed (the feeds of thousands of sites are tens of megabytes of text, a tenth
+/// of that compressed), sent as it is to clients that accept gzip and inflated as it is sent for
+/// the others; a smaller one (a badge) is held as it is. The bytes are shared, not copied, by
 /// every response.
 #[derive(Debug, Clone)]
 struct Entry {
-    gzip: Bytes,
+    held: Held,
     content_type: &'static str,
     /// Of the file itself; the gzip representation's is this with `-gzip` before the quote.
     etag: String,
     last_modified: OffsetDateTime,
 }
 
+/// How a file's bytes are held.
+#[derive(Debug, Clone)]
+enum Held {
+    Plain(Bytes),
+    /// The compressed bytes, and the file's own length (its Content-Length when inflated).
+    Gzip(Bytes, u64),
+}
+
+/// Files from this size on are held compressed; below it gzip saves little and costs a
+/// compressor's setup per file.
+const GZIP_FROM: usize = 1024;
+/// Bytes inflated at a time for a client that does not take gzip.
+const INFLATE_CHUNK: usize = 64 * 1024;
+
 impl Entry {
     fn gzip_etag(&self) -> String {
         format!("{}-gzip\"", self.etag.trim_end_matches('"'))
     }
 
-    /// The file's own bytes.
+    /// The file's own bytes, whole (tests and checks).
     fn inflated(&self) -> std::io::Result<Vec<u8>> {
         use std::io::Read as _;
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&self.gzip[..]).read_to_end(&mut out)?;
-        Ok(out)
+        match &self.held {
+            Held::Plain(bytes) => Ok(bytes.to_vec()),
+            Held::Gzip(gzip, _) => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&gzip[..]).read_to_end(&mut out)?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// A held gzip file inflated a chunk at a time as the response is sent: a client that does not
+/// take gzip costs one chunk of memory, not the whole file.
+struct Inflating {
+    gzip: flate2::read::GzDecoder<std::io::Cursor<Bytes>>,
+    /// Bytes still to come: the body's exact size, so the answer carries a Content-Length.
+    remaining: u64,
+}
+
+impl hyper::body::Body for Inflating {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use std::io::Read as _;
+        let mut chunk = vec![0; INFLATE_CHUNK];
+        let read = match self.gzip.read(&mut chunk) {
+            Ok(0) => return std::task::Poll::Ready(None),
+            Ok(n) => n,
+            Err(e) => return std::task::Poll::Ready(Some(Err(e))),
+        };
+        chunk.truncate(read);
+        self.remaining = self.remaining.saturating_sub(read as u64);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
     }
 }
 
@@ -116,15 +173,20 @@ impl PublishedBuilder<'_> {
             Some(old) if old.etag == etag => old.last_modified,
             _ => self.now,
         };
-        let mut gzip = flate2::write::GzEncoder::new(
-            Vec::with_capacity(file.body.len() / 8 + 64),
-            flate2::Compression::default(),
-        );
-        // Writing into memory cannot fail.
-        let _ = gzip.write_all(&file.body);
-        let gzip = gzip.finish().unwrap_or_default();
+        let held = if file.body.len() < GZIP_FROM {
+            Held::Plain(Bytes::from(file.body))
+        } else {
+            let mut gzip = flate2::write::GzEncoder::new(
+                Vec::with_capacity(file.body.len() / 8 + 64),
+                flate2::Compression::default(),
+            );
+            // Writing into memory cannot fail.
+            let _ = gzip.write_all(&file.body);
+            let length = file.body.len() as u64;
+            Held::Gzip(Bytes::from(gzip.finish().unwrap_or_default()), length)
+        };
         let entry = Entry {
-            gzip: Bytes::from(gzip),
+            held,
             content_type: file.content_type,
             etag,
             last_modified,
@@ -396,7 +458,7 @@ async fn respond(
         return plain(StatusCode::NOT_FOUND, "not found\n");
     };
     let last_modified = http_date(entry.last_modified);
-    let gzip = accepts_gzip(&headers);
+    let gzip = matches!(entry.held, Held::Gzip(..)) && accepts_gzip(&headers);
     let etag = if gzip {
         entry.gzip_etag()
     } else {
@@ -415,13 +477,13 @@ async fn respond(
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let body = if gzip {
-            Body::from(entry.gzip.clone())
-        } else {
-            match entry.inflated() {
-                Ok(bytes) => Body::from(bytes),
-                Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
-            }
+        let body = match &entry.held {
+            Held::Plain(bytes) => Body::from(bytes.clone()),
+            Held::Gzip(bytes, _) if gzip => Body::from(bytes.clone()),
+            Held::Gzip(bytes, length) => Body::new(Inflating {
+                gzip: flate2::read::GzDecoder::new(std::io::Cursor::new(bytes.clone())),
+                remaining: *length,
+            }),
         };
         let mut response = Response::new(body);
         let h = response.headers_mut();
@@ -450,23 +512,29 @@ async fn respond(
     response
 }
 
-/// Whether the client takes a gzip body (`Accept-Encoding: gzip`, not refused with `q=0`).
+/// Whether the client takes a gzip body: `gzip` listed with a non-zero weight, or, when gzip is
+/// not named, `*` with one.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
+    let mut gzip = None;
+    let mut any = None;
+    let codings = headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
+        .flat_map(|v| v.split(','));
+    for coding in codings {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let weight = parts
+            .find_map(|p| p.strip_prefix("q="))
+            .map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0));
+        if name.eq_ignore_ascii_case("gzip") {
+            gzip = Some(weight > 0.0);
+        } else if name == "*" {
+            any = Some(weight > 0.0);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -556,10 +624,11 @@ mod tests {
             }],
             t0,
         );
-        assert!(
-            published.files["metrics"].gzip.len() * 10 < text.len(),
-            "held compressed"
-        );
+        let held = match &published.files["metrics"].held {
+            Held::Gzip(bytes, _) => bytes.len(),
+            Held::Plain(_) => usize::MAX,
+        };
+        assert!(held * 10 < text.len(), "held compressed");
         assert_eq!(published.body("metrics").unwrap(), text.as_bytes());
         let (_, feeds) = watch::channel(Arc::new(published));
         let get = |accept: Option<&'static str>, tag: Option<String>| {
@@ -607,5 +676,44 @@ mod tests {
         let (status, h, _) = get(Some("gzip;q=0, identity"), Some(plain_tag)).await;
         assert_eq!(status, StatusCode::NOT_MODIFIED);
         assert!(h.get(header::CONTENT_ENCODING).is_none());
+    }
+    /// A small file (a badge) is held and served as it is, gzip or not; `gzip;q=0` wins over `*`.
+    #[tokio::test]
+    async fn small_files_are_served_as_they_are_and_a_refused_gzip_is_not_sent() {
+        let t0 = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+        let badge = "<svg/>".repeat(20);
+        let published = Published::default().next(
+            vec![FeedFile {
+                path: "badge/a.svg".into(),
+                content_type: "image/svg+xml",
+                body: badge.clone().into_bytes(),
+            }],
+            t0,
+        );
+        assert!(matches!(
+            published.files["badge/a.svg"].held,
+            Held::Plain(_)
+        ));
+        let (_, feeds) = watch::channel(Arc::new(published));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        let uri: Uri = "/badge/a.svg".parse().unwrap();
+        let response = respond(State(feeds), Method::GET, uri, headers).await;
+        assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], badge.as_bytes());
+
+        let takes_gzip = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
+            accepts_gzip(&h)
+        };
+        assert!(!takes_gzip("*, gzip;q=0"));
+        assert!(takes_gzip("*"));
+        assert!(takes_gzip("br, GZIP;q=0.5"));
+        assert!(!takes_gzip("identity"));
     }
 }

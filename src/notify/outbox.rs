@@ -135,9 +135,15 @@ pub async fn flush<C: Channel>(
             }
             Err(_) => {}
         }
-        recorder
+        if let Err(e) = recorder
             .record(store, message, &outcome, now, &mut summary)
-            .await?;
+            .await
+        {
+            // The store failed: end the pass, but close the channel properly first (an SMTP
+            // connection says QUIT rather than being dropped).
+            channel.finish().await;
+            return Err(e);
+        }
     }
     if tried {
         channel.finish().await;

@@ -21,7 +21,8 @@ use crate::alert::Notification;
 use crate::config::Webhook;
 use crate::engine::connect::connect;
 use crate::engine::http::{exchange_with, HttpRequestSpec, Payload};
-use crate::engine::tls::{handshake, TrustRoots};
+use crate::engine::tls::handshake;
+use crate::engine::trust_roots;
 use crate::notify::outbox::{stable_id, Channel, DeliveryError};
 use crate::observe::{ErrorKind, Route};
 use crate::store::{Channel as ChannelKind, NewMessage, OutboxMessage};
@@ -182,8 +183,9 @@ pub struct WebhookChannel<'a> {
 }
 
 impl<'a> WebhookChannel<'a> {
-    pub fn new(hooks: &'a [Webhook], extra_roots: &[CertificateDer<'static>]) -> Self {
-        let roots = TrustRoots::new(extra_roots)
+    pub fn new(hooks: &'a [Webhook], extra_roots: &Arc<[CertificateDer<'static>]>) -> Self {
+        // The engine's trust stores for this root list, built once while the list is shared.
+        let roots = trust_roots(extra_roots)
             .map(|r| r.for_route(Route::Edge))
             .map_err(|e| e.to_string());
         Self { hooks, roots }
@@ -333,12 +335,15 @@ async fn post(
             Err(e) => return Err(unreachable(format!("TLS: {}", e.message))),
         };
         // The handshake records a certificate it does not trust (a probe reports it); a
-        // notification is never sent to a server that could not prove who it is.
-        if let Some(facts) = done.facts.filter(|f| !f.verified) {
-            let why = facts
-                .verify_message
-                .unwrap_or_else(|| "certificate not trusted".into());
-            return Err(unreachable(format!("TLS: {why}")));
+        // notification is only sent to a server whose certificate was verified.
+        match done.facts {
+            Some(facts) if facts.verified => {}
+            facts => {
+                let why = facts
+                    .and_then(|f| f.verify_message)
+                    .unwrap_or_else(|| "certificate not verified".into());
+                return Err(unreachable(format!("TLS: {why}")));
+            }
         }
         exchange_with(stream, false, &spec, &payload, deadline).await
     } else {

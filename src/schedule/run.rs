@@ -47,8 +47,7 @@ pub enum ScheduleError {
 pub struct PassOutcome {
     /// Sites probed.
     pub sites: usize,
-    /// The worst status over all sites (the exit code of `probe run`).
-    pub worst: Status,
+    worst: Status,
     pub mails_sent: usize,
     pub mails_waiting: usize,
     /// Refused for good by their destination this pass.
@@ -354,8 +353,8 @@ pub async fn run_once_with(
         };
         let (cut_off, _) = record_prober(config, store, evidence.as_deref(), now)?;
         outcome.cut_off = cut_off;
-        for chunk in std::mem::take(&mut unanswered).chunks(BATCH) {
-            let mut part = chunk.to_vec();
+        while !unanswered.is_empty() {
+            let mut part: Vec<_> = unanswered.drain(..unanswered.len().min(BATCH)).collect();
             store_batch(
                 config,
                 store,

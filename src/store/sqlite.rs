@@ -766,9 +766,9 @@ fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> ru
 /// What the history keeps of a report: all of it when the site was not healthy (the evidence of
 /// a failure), and for a healthy run only the requests' statuses and timings — a few hundred
 /// bytes instead of the whole report, a minute of every site of every day.
-fn history_row(report: &ProbeReport, full: &str) -> String {
+fn history_row<'a>(report: &ProbeReport, full: &'a str) -> std::borrow::Cow<'a, str> {
     if report.status != crate::observe::Status::Ok {
-        return full.to_string();
+        return full.into();
     }
     let requests: Vec<serde_json::Value> = report
         .observations
@@ -784,6 +784,7 @@ fn history_row(report: &ProbeReport, full: &str) -> String {
         .collect();
     serde_json::json!({ "schema": report.schema, "status": report.status, "requests": requests })
         .to_string()
+        .into()
 }
 
 fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::Result<()> {
