@@ -36,10 +36,10 @@ fn the_shipped_example_is_valid() {
     assert_eq!(c.sites[1].probe.origins[0].to_string(), "203.0.113.20:8443");
     assert_eq!(c.sites[1].interval.as_secs(), 30);
     assert_eq!(
-        c.sites[1].alert_to,
-        vec!["shop-oncall@example.com".to_string()]
+        *c.sites[1].alert_to,
+        ["shop-oncall@example.com".to_string()]
     );
-    assert_eq!(c.sites[0].alert_to, vec!["ops@example.com".to_string()]);
+    assert_eq!(*c.sites[0].alert_to, ["ops@example.com".to_string()]);
     let smtp = c.smtp.as_ref().unwrap();
     assert_eq!(
         (smtp.port, smtp.password_env.as_deref()),

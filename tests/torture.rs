@@ -1025,7 +1025,7 @@ async fn redirects_are_followed_a_few_times_and_never_to_another_host() {
             json: true,
         };
         let mut settings = cli.settings().unwrap();
-        settings.nameserver = probe::engine::resolve::Nameserver::At(resolver);
+        settings.shared_mut().nameserver = probe::engine::resolve::Nameserver::At(resolver);
         probe::probe_site(&settings).await.unwrap()
     };
     let run = |path: &'static str, follow: u32| run_allowing(path, follow, vec![]);

@@ -287,21 +287,21 @@ impl Cli {
         if let Some(value) = &self.resolver {
             let address =
                 settings::address(&flag("--resolver", value), 53).map_err(UsageError::Setting)?;
-            settings.nameserver = Nameserver::At(address);
+            settings.shared_mut().nameserver = Nameserver::At(address);
         }
         if !(1..=MAX_SAMPLES).contains(&self.samples) {
             return Err(UsageError::Samples {
                 value: self.samples,
             });
         }
-        settings.samples = self.samples;
+        settings.shared_mut().samples = self.samples;
         let mut roots = Vec::new();
         for path in &self.ca_files {
             roots.extend(
                 settings::ca_file(path, &Place::Flag("--ca-file")).map_err(UsageError::Setting)?,
             );
         }
-        settings.extra_roots = roots.into();
+        settings.shared_mut().extra_roots = roots.into();
         Ok(settings)
     }
 
@@ -379,11 +379,11 @@ mod tests {
     #[test]
     fn defaults() {
         let settings = cli(&["example.com"]).settings().unwrap();
-        assert_eq!(settings.target.url, "https://example.com/");
-        assert_eq!(settings.timeout, std::time::Duration::from_secs(10));
-        assert_eq!(settings.samples, 1);
+        assert_eq!(settings.target.url(), "https://example.com/");
+        assert_eq!(settings.shared.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(settings.shared.samples, 1);
         assert!(settings.origins.is_empty());
-        assert_eq!(settings.nameserver, Nameserver::System);
+        assert_eq!(settings.shared.nameserver, Nameserver::System);
         assert_eq!(cli(&["example.com"]).output(), OutputFormat::Table);
     }
 }

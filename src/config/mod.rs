@@ -38,15 +38,18 @@ use problems::{place, written, Checker};
 /// A scalar kept with where it was written.
 pub type Text = Spanned<String>;
 
+// The file is read twice: first with the site list skipped (`ConfigFile<SkippedSites>`), then
+// the site list alone, each site checked as it is read (`SitesOfFile`), so that a long list is
+// never held as written. `Vec<SiteConfig>` is its shape for the JSON Schema.
 /// probes.yaml as written.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub struct ConfigFile<Sites = Vec<SiteConfig>> {
     /// Settings every site inherits unless it sets its own.
     #[serde(default)]
     pub defaults: SiteDefaults,
     /// The sites to probe.
-    pub sites: Vec<SiteConfig>,
+    pub sites: Sites,
     /// When and to whom alerts go.
     #[serde(default)]
     pub alerts: AlertConfig,
@@ -146,8 +149,11 @@ fn parse_within(
             ),
         }));
     }
+    let syntax = |e: serde_saphyr::Error, path: Option<String>| {
+        invalid(syntax_problem(&e, path.as_deref(), max_nodes))
+    };
     let mut path = None;
-    let raw: ConfigFile = serde_saphyr::with_deserializer_from_str_with_options(
+    let raw: ConfigFile<SkippedSites> = serde_saphyr::with_deserializer_from_str_with_options(
         text,
         parse_options(max_nodes),
         |de| {
@@ -157,9 +163,31 @@ fn parse_within(
             })
         },
     )
-    .map_err(|e| invalid(syntax_problem(&e, path.as_deref(), max_nodes)))?;
+    .map_err(|e| syntax(e, path.take()))?;
     let mut checker = Checker::default();
-    let config = check(&mut checker, raw, base);
+    let alerts = alerts::check(&mut checker, &raw.alerts);
+    let extra_roots = ca_file(&mut checker, &raw.defaults, base);
+    let mut site_checker =
+        sites::SiteChecker::new(&mut checker, &raw.defaults, &alerts.to, extra_roots.clone());
+    serde_saphyr::with_deserializer_from_str_with_options(text, parse_options(max_nodes), |de| {
+        let mut track = serde_path_to_error::Track::new();
+        let seed = SitesOfFile {
+            checker: &mut checker,
+            sites: &mut site_checker,
+        };
+        serde::de::DeserializeSeed::deserialize(
+            seed,
+            serde_path_to_error::Deserializer::new(de, &mut track),
+        )
+        .map_err(|e| {
+            path = Some(track.path().to_string());
+            e
+        })
+    })
+    .map_err(|e| syntax(e, path.take()))?;
+    let (sites, names) = site_checker.finish(&mut checker);
+    let config = check(&mut checker, raw, alerts, extra_roots, sites, &names, base);
+    drop(names);
     if checker.problems.is_empty() {
         Ok(Loaded {
             config,
@@ -172,6 +200,94 @@ fn parse_within(
             problems: checker.problems,
         })
     }
+}
+
+/// The site list on the first reading of the file: read past, not kept.
+#[derive(Debug)]
+pub struct SkippedSites;
+
+impl<'de> Deserialize<'de> for SkippedSites {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(de).map(|_| SkippedSites)
+    }
+}
+
+/// The second reading of the file: only `sites`, each site handed to the checker as soon as it
+/// is read (every other key was read, and checked for its shape, the first time).
+struct SitesOfFile<'c, 'a> {
+    checker: &'c mut Checker,
+    sites: &'c mut sites::SiteChecker<'a>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for SitesOfFile<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SitesOfFile<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "sites" {
+                map.next_value_seed(SiteList {
+                    checker: &mut *self.checker,
+                    sites: &mut *self.sites,
+                })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct SiteList<'c, 'a> {
+    checker: &'c mut Checker,
+    sites: &'c mut sites::SiteChecker<'a>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for SiteList<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SiteList<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of sites")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(site) = seq.next_element::<SiteConfig>()? {
+            self.sites.check(self.checker, site);
+        }
+        Ok(())
+    }
+}
+
+/// The extra trusted roots of `defaults.ca_file`, shared by every site.
+fn ca_file(
+    checker: &mut Checker,
+    defaults: &SiteDefaults,
+    base: &Path,
+) -> std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]> {
+    let roots = match &defaults.ca_file {
+        Some(file) => {
+            let path = base.join(file.value.trim());
+            settings::ca_file(&path, &place(file, "defaults.ca_file")).unwrap_or_else(|problem| {
+                checker.report(vec![problem]);
+                Vec::new()
+            })
+        }
+        None => Vec::new(),
+    };
+    roots.into()
 }
 
 fn parse_options(max_nodes: usize) -> serde_saphyr::Options {
@@ -228,33 +344,17 @@ fn syntax_problem(e: &serde_saphyr::Error, path: Option<&str>, max_nodes: usize)
     }
 }
 
-/// Builds the checked config from the file as written, one section after the other.
-fn check(checker: &mut Checker, mut raw: ConfigFile, base: &Path) -> Config {
-    let alerts = alerts::check(checker, &raw.alerts);
-    if raw.sites.is_empty() {
-        checker.problems.push(ConfigProblem {
-            line: 1,
-            column: 1,
-            path: "sites".into(),
-            message: "no site to probe: add at least one under `sites:`".into(),
-        });
-    }
-    let extra_roots = match &raw.defaults.ca_file {
-        Some(file) => {
-            let path = base.join(file.value.trim());
-            settings::ca_file(&path, &place(file, "defaults.ca_file")).unwrap_or_else(|problem| {
-                checker.report(vec![problem]);
-                Vec::new()
-            })
-        }
-        None => Vec::new(),
-    };
-    let extra_roots: std::sync::Arc<[_]> = extra_roots.into();
-    let raw_sites = std::mem::take(&mut raw.sites);
-    let (mut sites, names) = sites::check(checker, raw_sites, &raw.defaults, &alerts.to);
-    for site in &mut sites {
-        site.probe.extra_roots = extra_roots.clone();
-    }
+/// Builds the checked config from the file as written and its checked sites, one section
+/// after the other.
+fn check(
+    checker: &mut Checker,
+    raw: ConfigFile<SkippedSites>,
+    alerts: Alerts,
+    extra_roots: std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>,
+    sites: Vec<Site>,
+    names: &std::collections::HashSet<String>,
+    base: &Path,
+) -> Config {
     let smtp = raw.smtp.as_ref().map(|s| smtp::check(checker, s, base));
     if smtp.is_none() && !alerts.to.is_empty() {
         checker
@@ -262,7 +362,7 @@ fn check(checker: &mut Checker, mut raw: ConfigFile, base: &Path) -> Config {
             .push("alerts.to is set but there is no `smtp` block: no mail can be sent".into());
     }
     let (store_path, retention) = store::check(checker, &raw.store, base);
-    let maintenance = maintenance::check(checker, &raw.maintenance, &names);
+    let maintenance = maintenance::check(checker, &raw.maintenance, names);
     let control_checks = raw
         .control_checks
         .iter()
@@ -274,7 +374,7 @@ fn check(checker: &mut Checker, mut raw: ConfigFile, base: &Path) -> Config {
         })
         .collect();
     let feeds = feeds::check(checker, &raw.feeds);
-    let webhooks = webhooks::check(checker, &raw.webhooks, &names);
+    let webhooks = webhooks::check(checker, &raw.webhooks, names);
     Config {
         sites,
         extra_roots,
@@ -321,9 +421,9 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
             out,
             "  {}  {}  {origins}{static_path}  every {}, timeout {}",
             p(&site.name),
-            p(&probe.target.url),
+            p(probe.target.url()),
             d(site.interval),
-            d(probe.timeout)
+            d(probe.shared.timeout)
         );
     }
     let a = &c.alerts;

@@ -3,15 +3,18 @@
 //! name, an interval, who hears about it.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::problems::{written, Checker};
+use super::problems::{written, Checker, ConfigProblem};
 use super::Text;
-use crate::settings::{self, ProbeSettings, SiteInput, Target};
+use crate::settings::{self, ProbeSettings, SharedSettings, SiteInput, Target};
 
 /// Per-site settings with a default.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -90,7 +93,8 @@ pub struct Site {
     /// What each probe of it does.
     pub probe: ProbeSettings,
     pub interval: Duration,
-    pub alert_to: Vec<String>,
+    /// Shared by every site that names no recipients of its own.
+    pub alert_to: Arc<[String]>,
 }
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -130,36 +134,69 @@ fn written_list<T: Clone>(list: &[Spanned<T>], path: &str) -> Vec<settings::Writ
         .collect()
 }
 
-/// Checks every site; returns them and the set of their names. The sites as read are let go
-/// while they are checked, so the list is never held twice whole.
-pub fn check(
-    checker: &mut Checker,
-    mut raw: Vec<SiteConfig>,
-    defaults: &SiteDefaults,
-    alert_to: &[String],
-) -> (Vec<Site>, HashSet<String>) {
-    let default_interval = checker.duration(
-        defaults.interval.as_ref(),
-        "defaults.interval",
-        DEFAULT_INTERVAL,
-        None,
-    );
-    let default_timeout = checker.duration(
-        defaults.timeout.as_ref(),
-        "defaults.timeout",
-        settings::DEFAULT_TIMEOUT,
-        Some(settings::MAX_TIMEOUT),
-    );
-    let mut names = HashSet::new();
-    let total = raw.len();
-    let mut sites = Vec::with_capacity(total);
-    raw.reverse();
-    for i in 0..total {
-        let Some(owned) = raw.pop() else { break };
-        if raw.capacity() > 1024 && raw.len() < raw.capacity() / 2 {
-            raw.shrink_to_fit();
+/// Sites without origins named one by one in the warnings; beyond that, a count.
+const NAMED_WITHOUT_ORIGINS: usize = 3;
+
+/// Checks the sites one at a time as the file is read (a list of 100,000 sites is never held
+/// as written): each is checked, kept in its checked form, and what was read of it let go.
+pub struct SiteChecker<'a> {
+    defaults: &'a SiteDefaults,
+    default_interval: Duration,
+    default_timeout: Duration,
+    alert_to: Arc<[String]>,
+    extra_roots: Arc<[CertificateDer<'static>]>,
+    /// How many sites were read, usable or not.
+    read: usize,
+    sites: Vec<Site>,
+    names: HashSet<String>,
+    /// Sites without origins: the first few names, and how many in all.
+    without_origins: Vec<String>,
+    /// The shared settings of the site checked last.
+    last_shared: Option<Arc<SharedSettings>>,
+    without_origins_count: usize,
+}
+
+impl<'a> SiteChecker<'a> {
+    /// `alert_to` is `alerts.to`, the recipients of sites that name none; `extra_roots` the
+    /// CA certificates of `defaults.ca_file`.
+    pub fn new(
+        checker: &mut Checker,
+        defaults: &'a SiteDefaults,
+        alert_to: &[String],
+        extra_roots: Arc<[CertificateDer<'static>]>,
+    ) -> Self {
+        let default_interval = checker.duration(
+            defaults.interval.as_ref(),
+            "defaults.interval",
+            DEFAULT_INTERVAL,
+            None,
+        );
+        let default_timeout = checker.duration(
+            defaults.timeout.as_ref(),
+            "defaults.timeout",
+            settings::DEFAULT_TIMEOUT,
+            Some(settings::MAX_TIMEOUT),
+        );
+        Self {
+            defaults,
+            default_interval,
+            default_timeout,
+            alert_to: alert_to.into(),
+            extra_roots,
+            read: 0,
+            sites: Vec::new(),
+            names: HashSet::new(),
+            without_origins: Vec::new(),
+            without_origins_count: 0,
+            last_shared: None,
         }
-        let site = &owned;
+    }
+
+    /// Checks the next site of the list.
+    pub fn check(&mut self, checker: &mut Checker, site: SiteConfig) {
+        let i = self.read;
+        self.read += 1;
+        let defaults = self.defaults;
         let at = format!("sites[{i}]");
         let mut input = SiteInput::new(written(&site.url, format!("{at}.url")));
         input.origins = site
@@ -213,16 +250,19 @@ pub fn check(
             .cloudflare_edge
             .or(defaults.cloudflare_edge)
             .unwrap_or(false);
-        let (probe, problems) = settings::check_site(&input, default_timeout);
+        let (probe, problems) = settings::check_site(&input, self.default_timeout);
+        drop(input);
         checker.report(problems);
 
         let interval = checker.duration(
             site.interval.as_deref(),
             &format!("{at}.interval"),
-            default_interval,
+            self.default_interval,
             None,
         );
-        let timeout = probe.as_ref().map_or(default_timeout, |p| p.timeout);
+        let timeout = probe
+            .as_ref()
+            .map_or(self.default_timeout, |p| p.shared.timeout);
         if timeout >= interval {
             let spot = site
                 .timeout
@@ -240,16 +280,16 @@ pub fn check(
             );
         }
         let alert_to = match &site.alert_to {
-            Some(list) => checker.emails(list, &format!("{at}.alert_to")),
-            None => alert_to.to_vec(),
+            Some(list) => checker.emails(list, &format!("{at}.alert_to")).into(),
+            None => self.alert_to.clone(),
         };
         let name = match (&site.name, &probe) {
             (Some(n), _) => n.value.trim().to_string(),
-            (None, Some(p)) => p.target.host.clone(),
+            (None, Some(p)) => p.target.host().to_string(),
             // Other settings of the site are wrong: its name still counts, so that a second
             // site of the same name is reported in the same pass.
             (None, None) => Target::parse(site.url.value.trim())
-                .map(|t| t.host)
+                .map(|t| t.host().to_string())
                 .unwrap_or_default(),
         };
         let spot = site.name.as_deref().unwrap_or(&site.url);
@@ -265,18 +305,27 @@ pub fn check(
                 format!("{at}.name"),
                 format!("{name:?}: {SITE_NAME_RULE}"),
             );
-        } else if !name.is_empty() && !names.insert(name.clone()) {
+        } else if !name.is_empty() && !self.names.insert(name.clone()) {
             checker.problem(
                 spot,
                 format!("{at}.name"),
                 format!("a site named {name:?} is already defined; give each site a unique `name`"),
             );
         }
-        if let Some(probe) = probe {
+        if let Some(mut probe) = probe {
             if site.origins.is_empty() {
-                checker.warnings.push(format!("{at} ({name}): no origins: only the edge route is probed, so edge→origin failures cannot be told apart"));
+                self.without_origins_count += 1;
+                if self.without_origins.len() < NAMED_WITHOUT_ORIGINS {
+                    self.without_origins.push(format!("{at} ({name})"));
+                }
             }
-            sites.push(Site {
+            probe.shared_mut().extra_roots = self.extra_roots.clone();
+            // Consecutive sites mostly share their settings: one copy serves them all.
+            match &self.last_shared {
+                Some(last) if **last == *probe.shared => probe.shared = last.clone(),
+                _ => self.last_shared = Some(probe.shared.clone()),
+            }
+            self.sites.push(Site {
                 name,
                 probe,
                 interval,
@@ -284,7 +333,35 @@ pub fn check(
             });
         }
     }
-    (sites, names)
+
+    /// The sites checked and the set of their names; warns once about the sites without
+    /// origins (naming the first few, then counting), and says so when there was no site.
+    pub fn finish(mut self, checker: &mut Checker) -> (Vec<Site>, HashSet<String>) {
+        if self.read == 0 {
+            checker.problems.push(ConfigProblem {
+                line: 1,
+                column: 1,
+                path: "sites".into(),
+                message: "no site to probe: add at least one under `sites:`".into(),
+            });
+        }
+        const WHY: &str =
+            "only the edge route is probed, so edge→origin failures cannot be told apart";
+        let more = self.without_origins_count - self.without_origins.len();
+        if more == 0 {
+            for site in &self.without_origins {
+                checker.warnings.push(format!("{site}: no origins: {WHY}"));
+            }
+        } else if self.without_origins_count > 0 {
+            checker.warnings.push(format!(
+                "{} sites have no origins ({} and {more} more): {WHY}",
+                self.without_origins_count,
+                self.without_origins.join(", "),
+            ));
+        }
+        self.sites.shrink_to_fit();
+        (self.sites, self.names)
+    }
 }
 
 /// A list of site names (`maintenance[0].sites`, `webhooks[1].sites`), each checked against the

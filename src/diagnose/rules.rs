@@ -8,7 +8,7 @@ use super::recognise::{self, CloudflareBox, Generator, Proxy};
 use super::{Alternative, Cause, Confidence, Diagnosis};
 
 /// Thresholds the rules use.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DiagnoseSettings {
     /// A certificate expiring within this many days degrades the site.
     pub cert_warning_days: i64,

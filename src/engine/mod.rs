@@ -95,7 +95,7 @@ pub fn trust_roots(extra: &Arc<[CertificateDer<'static>]>) -> Result<TrustRoots,
 /// Probes one site along every route and returns the whole report.
 pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeError> {
     let target = &settings.target;
-    let roots = trust_roots(&settings.extra_roots)?;
+    let roots = trust_roots(&settings.shared.extra_roots)?;
     // An address on the command line or in the URL means no DNS: like curl --connect-to.
     let given_edge = settings
         .edge
@@ -103,8 +103,8 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
     let resolution = match given_edge {
         Some(_) => None,
         None => {
-            let dns = DnsClient::new(settings.nameserver, settings.timeout)?;
-            let resolution = dns.resolve(&target.host).await;
+            let dns = DnsClient::new(settings.shared.nameserver, settings.shared.timeout)?;
+            let resolution = dns.resolve(target.host()).await;
             tracing::debug!(?resolution, "resolved");
             Some(resolution)
         }
@@ -124,15 +124,15 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
     let shared = Arc::new(Shared {
         target: target.clone(),
         roots,
-        timeout: settings.timeout,
+        timeout: settings.shared.timeout,
         user_agent: format!("probe/{}", env!("CARGO_PKG_VERSION")),
-        redirect_hosts: settings.redirect_hosts.clone(),
-        nameserver: settings.nameserver,
+        redirect_hosts: settings.shared.redirect_hosts.clone(),
+        nameserver: settings.shared.nameserver,
     });
     let mut tasks = JoinSet::new();
     for (index, request) in requests.iter().cloned().enumerate() {
         let shared = shared.clone();
-        let (samples, follow) = (settings.samples, settings.follow_redirects);
+        let (samples, follow) = (settings.shared.samples, settings.shared.follow_redirects);
         tasks.spawn(async move {
             let mut observations = Vec::with_capacity(samples as usize);
             for sample in 1..=samples {
@@ -165,17 +165,17 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
             "observed"
         );
     }
-    let diagnosis = diagnose(&target.host, &observations, &settings.diagnose);
+    let diagnosis = diagnose(target.host(), &observations, &settings.shared.diagnose);
     Ok(ProbeReport {
         schema: SCHEMA_VERSION,
-        target: target.url.clone(),
-        host: target.host.clone(),
+        target: target.url().to_string(),
+        host: target.host().to_string(),
         status: diagnosis.status,
         diagnosis,
         origin_given: !settings.origins.is_empty(),
         resolution,
         observations,
-        cloudflare_edge_declared: settings.diagnose.cloudflare_edge_declared,
+        cloudflare_edge_declared: settings.shared.diagnose.cloudflare_edge_declared,
     })
 }
 
@@ -242,12 +242,12 @@ async fn observe_following(
             break;
         };
         let same =
-            hop.scheme == target.scheme && hop.host == target.host && hop.port == target.port;
+            hop.scheme == target.scheme && hop.host() == target.host() && hop.port == target.port;
         if !same {
             if !shared
                 .redirect_hosts
                 .iter()
-                .any(|h| h.eq_ignore_ascii_case(&hop.host))
+                .any(|h| h.eq_ignore_ascii_case(hop.host()))
             {
                 break;
             }
@@ -256,7 +256,7 @@ async fn observe_following(
                 Some(ip) => (Some(SocketAddr::new(ip, hop.port)), None),
                 None => match DnsClient::new(shared.nameserver, shared.timeout) {
                     Ok(dns) => {
-                        let answer = dns.resolve(&hop.host).await;
+                        let answer = dns.resolve(hop.host()).await;
                         let ip = answer.a.addresses.first().or(answer.aaaa.addresses.first());
                         (
                             ip.map(|ip| SocketAddr::new(*ip, hop.port)),
@@ -275,7 +275,7 @@ async fn observe_following(
             // The lookup, if any, was paid for by the first request.
             next.dns_ms = None;
         }
-        next.path = hop.path.clone();
+        next.path = hop.path().to_string();
         followed.push(url_for_display(url.as_str()));
         target = hop;
         observation = observe(shared, &target, &next, sample, ACCEPT_ANY).await;
@@ -370,7 +370,7 @@ async fn observe(
             Scheme::Https => "https".into(),
             Scheme::Http => "http".into(),
         },
-        authority: target.authority.clone(),
+        authority: target.authority().to_string(),
         path: request.path.clone(),
         user_agent: shared.user_agent.clone(),
         accept: accept.to_string(),
@@ -379,7 +379,7 @@ async fn observe(
         Scheme::Http => exchange(tcp, false, &spec, deadline).await,
         Scheme::Https => {
             let roots = shared.roots.for_route(request.route);
-            let done = handshake(tcp, &target.host, roots, ALPN, started_at, deadline).await;
+            let done = handshake(tcp, target.host(), roots, ALPN, started_at, deadline).await;
             observation.timings_ms.tls = Some(millis(done.ended_at - connected));
             observation.tls = done.facts;
             match done.stream {

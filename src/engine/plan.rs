@@ -39,7 +39,7 @@ pub fn plan(
     origins: &[SocketAddr],
     static_path: Option<&str>,
 ) -> Vec<PlannedRequest> {
-    let mut paths = vec![(PathRole::Page, target.path.clone())];
+    let mut paths = vec![(PathRole::Page, target.path().to_string())];
     if let Some(p) = static_path {
         paths.push((PathRole::Static, p.to_string()));
     }

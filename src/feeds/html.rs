@@ -1,7 +1,5 @@
 //! The HTML status page (server-rendered, no script, readable on a phone) and the SVG badges.
 
-use std::fmt::Write as _;
-
 use super::status::{cause_title, component_status, ComponentStatus};
 use super::{file_name, percent, FeedSnapshot, SiteFeed, WINDOWS};
 use crate::text::{rfc3339, xml};
@@ -37,8 +35,8 @@ ul{list-style:none;padding:0}.site,.incident{border:1px solid #d0d7de;border-rad
 .up{background:#2da44e}.blip{background:#d4a72c}.down{background:#cf222e}.none{background:#d0d7de}\
 footer{margin-top:2rem;font-size:.8rem;color:#6e7781}code{font-size:.85em}";
 
-pub(super) fn page(snapshot: &FeedSnapshot) -> String {
-    let mut out = String::new();
+/// The page, written into `out` as it is made.
+pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
     let title = xml(&snapshot.title);
     let worst = snapshot
         .sites
@@ -68,7 +66,7 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
         .filter(|i| i.closed_at.is_none())
         .collect();
     if !open.is_empty() {
-        out.push_str("<h2>Open incidents</h2>\n<ul id=\"open-incidents\">\n");
+        let _ = out.write_str("<h2>Open incidents</h2>\n<ul id=\"open-incidents\">\n");
         for incident in open {
             let last = incident.causes.last();
             let _ = writeln!(
@@ -85,14 +83,14 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
                 xml(last.map_or("", |c| c.summary.as_str()))
             );
         }
-        out.push_str("</ul>\n");
+        let _ = out.write_str("</ul>\n");
     }
 
-    out.push_str("<h2>Sites</h2>\n<ul id=\"sites\">\n");
+    let _ = out.write_str("<h2>Sites</h2>\n<ul id=\"sites\">\n");
     for site in &snapshot.sites {
-        site_item(&mut out, site, snapshot.generated_at);
+        site_item(out, site, snapshot.generated_at);
     }
-    out.push_str("</ul>\n");
+    let _ = out.write_str("</ul>\n");
 
     let resolved: Vec<_> = snapshot
         .incidents
@@ -101,7 +99,7 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
         .take(10)
         .collect();
     if !resolved.is_empty() {
-        out.push_str("<h2>Resolved incidents</h2>\n<ul id=\"resolved-incidents\">\n");
+        let _ = out.write_str("<h2>Resolved incidents</h2>\n<ul id=\"resolved-incidents\">\n");
         for incident in resolved {
             let _ = writeln!(
                 out,
@@ -119,7 +117,7 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
                 incident.closed_at.map(rfc3339).unwrap_or_default()
             );
         }
-        out.push_str("</ul>\n");
+        let _ = out.write_str("</ul>\n");
     }
     let _ = writeln!(
         out,
@@ -128,10 +126,9 @@ pub(super) fn page(snapshot: &FeedSnapshot) -> String {
          uptime is the share of probes that were not down</footer>\n</body></html>",
         rfc3339(snapshot.generated_at)
     );
-    out
 }
 
-fn site_item(out: &mut String, site: &SiteFeed, now: time::OffsetDateTime) {
+fn site_item(out: &mut dyn std::fmt::Write, site: &SiteFeed, now: time::OffsetDateTime) {
     let status = component_status(site);
     let (words, colour) = presentation(status);
     let status = status.as_str();
@@ -154,7 +151,7 @@ fn site_item(out: &mut String, site: &SiteFeed, now: time::OffsetDateTime) {
             rfc3339(*at)
         );
     }
-    out.push_str("<div class=\"bars\" aria-label=\"uptime per day, last 90 days\">");
+    let _ = out.write_str("<div class=\"bars\" aria-label=\"uptime per day, last 90 days\">");
     // Days of the same colour side by side make one bar as wide as they are: the page stays
     // small with thousands of sites, and each bar's title gives its days and their uptime.
     let mut days = site.day_bars(now).peekable();
@@ -183,7 +180,7 @@ fn site_item(out: &mut String, site: &SiteFeed, now: time::OffsetDateTime) {
             "<span class=\"{class}\" style=\"flex:{width}\" title=\"{dates}: {share}\"></span>"
         );
     }
-    out.push_str("</div><p class=\"uptime\">");
+    let _ = out.write_str("</div><p class=\"uptime\">");
     let windows: Vec<String> = WINDOWS
         .iter()
         .zip(site.uptime)

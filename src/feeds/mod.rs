@@ -62,8 +62,9 @@ pub struct SiteFeed {
     pub in_maintenance: bool,
     /// Share of results not `down`, per window of `WINDOWS`; `None` without results.
     pub uptime: [Option<f64>; 4],
-    /// (results, down results) per UTC day of the history, oldest first, today last
-    /// (`HISTORY_DAYS` of them; `day_bars` adds each day's date).
+    /// (results, down results) per UTC day of the history, oldest first, today last, from the
+    /// first day with results on (`day_bars` gives all `HISTORY_DAYS`, with their dates): a site
+    /// watched for a day holds one day, not ninety.
     pub days: Box<[(u32, u32)]>,
 }
 
@@ -75,11 +76,13 @@ impl SiteFeed {
         now: OffsetDateTime,
     ) -> impl Iterator<Item = (OffsetDateTime, u32, u32)> + '_ {
         let today = now.unix_timestamp() - now.unix_timestamp().rem_euclid(86_400);
-        let first = today - (self.days.len() as i64 - 1) * 86_400;
-        self.days
-            .iter()
+        let first = today - (HISTORY_DAYS - 1) * 86_400;
+        let before = HISTORY_DAYS as usize - self.days.len().min(HISTORY_DAYS as usize);
+        std::iter::repeat_n((0, 0), before)
+            .chain(self.days.iter().copied())
+            .take(HISTORY_DAYS as usize)
             .enumerate()
-            .map(move |(i, &(total, down))| {
+            .map(move |(i, (total, down))| {
                 let start = first + i as i64 * 86_400;
                 let day = OffsetDateTime::from_unix_timestamp(start).expect("a day within range");
                 (day, total, down)
@@ -170,9 +173,13 @@ pub struct FeedFile {
 impl FeedFile {
     /// A strong ETag: the start of the body's SHA-256.
     pub fn etag(&self) -> String {
-        let hash = digest(&SHA256, &self.body);
-        format!("\"{}\"", crate::text::hex(&hash.as_ref()[..12]))
+        etag_of(digest(&SHA256, &self.body).as_ref())
     }
+}
+
+/// A strong ETag from a body's SHA-256: its first 12 bytes in hex, quoted.
+pub fn etag_of(sha256: &[u8]) -> String {
+    format!("\"{}\"", crate::text::hex(&sha256[..12]))
 }
 
 /// Reads what the feeds show for the sites of `config`, as of `now`.
@@ -214,7 +221,7 @@ pub fn snapshot(
             let tally = tallies.remove(&site.name).unwrap_or_default();
             SiteFeed {
                 name: site.name.clone(),
-                url: site.probe.target.url.clone(),
+                url: site.probe.target.url().to_string(),
                 latest: latest.remove(&site.name),
                 in_maintenance: config.in_maintenance(&site.name, now),
                 uptime: tally.shares(),
@@ -276,51 +283,79 @@ impl Tally {
             .map(|(total, down)| (total > 0).then(|| (total - down) as f64 / total as f64))
     }
 
-    /// The history's days, oldest first, today last.
+    /// The history's days from the first with results, oldest first, today last.
     fn days(self) -> Box<[(u32, u32)]> {
         match self.days {
-            Some(days) => days,
-            None => Box::new([(0, 0); HISTORY_DAYS as usize]),
+            Some(days) => {
+                let first = days.iter().position(|&(total, _)| total > 0);
+                days[first.unwrap_or(days.len())..].into()
+            }
+            None => Box::new([]),
         }
     }
 }
 
-/// Every feed file, rendered from one snapshot.
-pub fn render_all(snapshot: &FeedSnapshot) -> Vec<FeedFile> {
-    let mut files = Vec::with_capacity(4 + snapshot.sites.len());
-    render_each(snapshot, &mut |file| files.push(file));
-    files
+/// Where rendered feed files go, each written as it is made: `begin` starts a file, its text
+/// comes through `fmt::Write`, `end` finishes it. No rendering needs a file's whole text in
+/// memory (a sink that compresses as it goes never holds it).
+pub trait FeedSink: std::fmt::Write {
+    fn begin(&mut self, path: String, content_type: &'static str);
+    fn end(&mut self);
 }
 
-/// Renders the feed files one after the other, handing each to `each` as soon as it is made:
-/// a caller that keeps them compressed never holds every rendered file at once.
-pub fn render_each(snapshot: &FeedSnapshot, each: &mut dyn FnMut(FeedFile)) {
-    each(FeedFile {
-        path: "index.html".into(),
-        content_type: "text/html; charset=utf-8",
-        body: html::page(snapshot).into_bytes(),
-    });
-    each(FeedFile {
-        path: "status.json".into(),
-        content_type: "application/json",
-        body: status::summary(snapshot).into_bytes(),
-    });
-    each(FeedFile {
-        path: "incidents.atom".into(),
-        content_type: "application/atom+xml; charset=utf-8",
-        body: atom::feed(snapshot).into_bytes(),
-    });
-    each(FeedFile {
-        path: "metrics".into(),
-        content_type: "text/plain; version=0.0.4; charset=utf-8",
-        body: metrics::exposition(snapshot).into_bytes(),
-    });
-    for site in &snapshot.sites {
-        each(FeedFile {
-            path: format!("badge/{}.svg", file_name(&site.name)),
-            content_type: "image/svg+xml",
-            body: html::badge(site).into_bytes(),
+/// The files as a list, each body whole (`--feeds-dir`, tests).
+struct FileList(Vec<FeedFile>);
+
+impl std::fmt::Write for FileList {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let file = self.0.last_mut().ok_or(std::fmt::Error)?;
+        file.body.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl FeedSink for FileList {
+    fn begin(&mut self, path: String, content_type: &'static str) {
+        self.0.push(FeedFile {
+            path,
+            content_type,
+            body: Vec::new(),
         });
+    }
+    fn end(&mut self) {}
+}
+
+/// Every feed file, rendered from one snapshot.
+pub fn render_all(snapshot: &FeedSnapshot) -> Vec<FeedFile> {
+    let mut files = FileList(Vec::with_capacity(4 + snapshot.sites.len()));
+    render_each(snapshot, &mut files);
+    files.0
+}
+
+/// Renders the feed files one after the other into `sink`, each written as it is made.
+pub fn render_each(snapshot: &FeedSnapshot, sink: &mut dyn FeedSink) {
+    sink.begin("index.html".into(), "text/html; charset=utf-8");
+    html::page(snapshot, sink);
+    sink.end();
+    sink.begin("status.json".into(), "application/json");
+    status::summary(snapshot, sink);
+    sink.end();
+    sink.begin(
+        "incidents.atom".into(),
+        "application/atom+xml; charset=utf-8",
+    );
+    let _ = sink.write_str(&atom::feed(snapshot));
+    sink.end();
+    sink.begin("metrics".into(), "text/plain; version=0.0.4; charset=utf-8");
+    metrics::exposition(snapshot, sink);
+    sink.end();
+    for site in &snapshot.sites {
+        sink.begin(
+            format!("badge/{}.svg", file_name(&site.name)),
+            "image/svg+xml",
+        );
+        let _ = sink.write_str(&html::badge(site));
+        sink.end();
     }
 }
 
@@ -387,11 +422,23 @@ mod tests {
         tally.add(hour(0, 60, 0), now);
         assert_eq!(tally.shares(), [Some(1.0), Some(0.5), Some(0.5), Some(0.5)]);
         assert_eq!(Tally::default().shares(), [None; 4]);
-        let bars = tally.days();
+        let site = SiteFeed {
+            name: "a".into(),
+            url: "https://a.example/".into(),
+            latest: None,
+            in_maintenance: false,
+            uptime: tally.shares(),
+            days: tally.days(),
+        };
+        assert_eq!(site.days.len(), 3, "from the first day with results");
+        let bars: Vec<_> = site.day_bars(now).collect();
         assert_eq!(bars.len(), 90);
-        assert_eq!(bars[89].0, 60, "today last");
-        assert_eq!(bars[87], (60, 60), "two days ago");
-        assert_eq!(bars.iter().map(|d| d.1).sum::<u32>(), 60);
+        assert_eq!(bars[89].1, 60, "today last");
+        assert_eq!((bars[87].1, bars[87].2), (60, 60), "two days ago");
+        assert_eq!(bars.iter().map(|d| d.2).sum::<u32>(), 60);
+        let today = now.unix_timestamp() - now.unix_timestamp().rem_euclid(86_400);
+        assert_eq!(bars[89].0.unix_timestamp(), today);
+        assert_eq!(bars[0].0.unix_timestamp(), today - 89 * 86_400);
     }
 
     #[test]

@@ -149,6 +149,7 @@ impl Published {
             previous: self,
             now,
             files: HashMap::new(),
+            current: None,
         }
     }
 
@@ -163,27 +164,100 @@ pub struct PublishedBuilder<'a> {
     previous: &'a Published,
     now: OffsetDateTime,
     files: HashMap<String, Entry>,
+    /// The file being written.
+    current: Option<Pending>,
+}
+
+/// A file being written into a rendering: hashed for its ETag and compressed as it comes.
+struct Pending {
+    path: String,
+    content_type: &'static str,
+    hash: ring::digest::Context,
+    length: u64,
+    /// The start of the body, until it is long enough to be worth compressing.
+    plain: Vec<u8>,
+    gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
 }
 
 impl PublishedBuilder<'_> {
+    /// Adds a whole file.
     pub fn add(&mut self, file: FeedFile) {
+        use super::FeedSink as _;
+        self.begin(file.path, file.content_type);
+        self.write_bytes(&file.body);
+        self.end();
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) {
         use std::io::Write as _;
-        let etag = file.etag();
+        let Some(file) = self.current.as_mut() else {
+            return;
+        };
+        file.hash.update(bytes);
+        file.length += bytes.len() as u64;
+        // Writing into memory cannot fail.
+        match &mut file.gzip {
+            Some(gzip) => {
+                let _ = gzip.write_all(bytes);
+            }
+            None => {
+                file.plain.extend_from_slice(bytes);
+                if file.plain.len() >= GZIP_FROM {
+                    let mut gzip = flate2::write::GzEncoder::new(
+                        Vec::with_capacity(file.plain.len()),
+                        flate2::Compression::default(),
+                    );
+                    let _ = gzip.write_all(&file.plain);
+                    file.plain = Vec::new();
+                    file.gzip = Some(gzip);
+                }
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Published {
+        use super::FeedSink as _;
+        self.end();
+        Published { files: self.files }
+    }
+}
+
+impl std::fmt::Write for PublishedBuilder<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.write_bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl super::FeedSink for PublishedBuilder<'_> {
+    fn begin(&mut self, path: String, content_type: &'static str) {
+        self.end();
+        self.current = Some(Pending {
+            path,
+            content_type,
+            hash: ring::digest::Context::new(&ring::digest::SHA256),
+            length: 0,
+            plain: Vec::new(),
+            gzip: None,
+        });
+    }
+
+    fn end(&mut self) {
+        let Some(file) = self.current.take() else {
+            return;
+        };
+        let etag = super::etag_of(file.hash.finish().as_ref());
         let last_modified = match self.previous.files.get(&file.path) {
             Some(old) if old.etag == etag => old.last_modified,
             _ => self.now,
         };
-        let held = if file.body.len() < GZIP_FROM {
-            Held::Plain(Bytes::from(file.body))
-        } else {
-            let mut gzip = flate2::write::GzEncoder::new(
-                Vec::with_capacity(file.body.len() / 8 + 64),
-                flate2::Compression::default(),
-            );
-            // Writing into memory cannot fail.
-            let _ = gzip.write_all(&file.body);
-            let length = file.body.len() as u64;
-            Held::Gzip(Bytes::from(gzip.finish().unwrap_or_default()), length)
+        let held = match file.gzip {
+            Some(gzip) => {
+                let mut compressed = gzip.finish().unwrap_or_default();
+                compressed.shrink_to_fit();
+                Held::Gzip(Bytes::from(compressed), file.length)
+            }
+            None => Held::Plain(Bytes::from(file.plain)),
         };
         let entry = Entry {
             held,
@@ -192,10 +266,6 @@ impl PublishedBuilder<'_> {
             last_modified,
         };
         self.files.insert(file.path, entry);
-    }
-
-    pub fn finish(self) -> Published {
-        Published { files: self.files }
     }
 }
 

@@ -73,7 +73,8 @@ fn indicator(sites: &[SiteFeed]) -> (&'static str, &'static str) {
     }
 }
 
-pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
+/// status.json, written into `out` as it is made.
+pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
     let page_id = short_id(&snapshot.title);
     let updated = rfc3339(snapshot.generated_at);
     let (indicator, description) = indicator(&snapshot.sites);
@@ -88,7 +89,8 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
     let status = json!({ "indicator": indicator, "description": description });
     // Written into the output as they are made: with thousands of sites, the components alone
     // are megabytes, and neither a tree of them all nor a second copy of their text is held.
-    let mut out = format!(
+    let _ = write!(
+        out,
         "{{\"page\":{},\"status\":{status},\"components\":[",
         crate::text::json(&page)
     );
@@ -134,9 +136,9 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
                 },
             });
             if position > 0 {
-                out.push(',');
+                let _ = out.write_char(',');
             }
-            out.push_str(&crate::text::json(&component));
+            let _ = out.write_str(&crate::text::json(&component));
         });
     // summary.json lists the unresolved incidents only.
     // Each incident is serialised as it is made, like the components.
@@ -241,19 +243,18 @@ pub(super) fn summary(snapshot: &FeedSnapshot) -> String {
         })
         .collect();
     // Compact, and assembled from its pieces: indentation alone would be megabytes.
-    out.push_str("],\"incidents\":");
-    out.push('[');
+    let _ = out.write_str("],\"incidents\":");
+    let _ = out.write_char('[');
     for (n, incident) in incidents.enumerate() {
         if n > 0 {
-            out.push(',');
+            let _ = out.write_char(',');
         }
-        out.push_str(&crate::text::json(&incident));
+        let _ = out.write_str(&crate::text::json(&incident));
     }
-    out.push(']');
-    out.push_str(",\"scheduled_maintenances\":");
-    out.push_str(&crate::text::json(&maintenances));
-    out.push_str("}\n");
-    out
+    let _ = out.write_char(']');
+    let _ = out.write_str(",\"scheduled_maintenances\":");
+    let _ = out.write_str(&crate::text::json(&maintenances));
+    let _ = out.write_str("}\n");
 }
 
 /// A cause id's title (`fpm_unreachable` → "the web server cannot reach PHP-FPM"); the id itself when

@@ -70,7 +70,7 @@ pub async fn control_checks_fail(config: &Config) -> Result<Option<Vec<String>>,
     let mut tasks = tokio::task::JoinSet::new();
     for target in &config.control_checks {
         let mut settings = ProbeSettings::for_target(target.clone(), CONTROL_TIMEOUT);
-        settings.extra_roots = config.extra_roots.clone();
+        settings.shared_mut().extra_roots = config.extra_roots.clone();
         tasks.spawn(async move { probe_site(&settings).await });
     }
     let mut evidence = Vec::new();
@@ -103,7 +103,7 @@ fn prober_recipients(config: &Config) -> Vec<String> {
         return config.alerts.to.clone();
     }
     let mut all: Vec<String> = Vec::new();
-    for to in config.sites.iter().flat_map(|s| &s.alert_to) {
+    for to in config.sites.iter().flat_map(|s| s.alert_to.iter()) {
         if !all.contains(to) {
             all.push(to.clone());
         }
@@ -211,11 +211,11 @@ pub fn judge_site(
     } else {
         notifications
             .iter()
-            .flat_map(|n| mail::render(&site.name, &site.probe.target.url, n, &site.alert_to))
+            .flat_map(|n| mail::render(&site.name, site.probe.target.url(), n, &site.alert_to))
             .collect()
     };
     for n in &notifications {
-        let url = &site.probe.target.url;
+        let url = site.probe.target.url();
         messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
     }
     Ok((next, messages))

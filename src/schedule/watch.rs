@@ -235,11 +235,11 @@ impl<'a> Watch<'a> {
         let now = OffsetDateTime::now_utc();
         match feeds::snapshot(&self.config, self.store, now) {
             Ok(snapshot) => {
-                // Each file compressed as it is rendered: the text of every feed is never held
-                // at once, nor beside the previous rendering.
+                // Each file compressed as it is written: no feed's text is ever held whole, nor
+                // beside the previous rendering.
                 let previous = sender.borrow().clone();
                 let mut next = previous.builder(now);
-                feeds::render_each(&snapshot, &mut |file| next.add(file));
+                feeds::render_each(&snapshot, &mut next);
                 let next = next.finish();
                 drop(previous);
                 drop(sender.send_replace(Arc::new(next)));
@@ -557,7 +557,7 @@ fn probe_budget(site: &Site, config: &Config) -> Duration {
     let retries = config.alerts.confirm_retries;
     // A try is DNS, then every request in parallel, then perhaps one re-ask of the edge: each
     // bounded by the timeout, so four of them bound it with room.
-    let per_try = site.probe.timeout * 4;
+    let per_try = site.probe.shared.timeout * 4;
     per_try * (retries + 1) + config.alerts.retry_spacing * retries
 }
 

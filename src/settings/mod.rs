@@ -133,13 +133,21 @@ pub enum Nameserver {
     At(SocketAddr),
 }
 
-/// Checked settings for probing one site: what the engine reads.
+/// Checked settings for probing one site: what the engine reads. What is the site's own is
+/// held here; how it is probed and judged is shared by every site whose settings are alike (a
+/// list of 100,000 sites holds a few of those).
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
     pub target: Target,
     pub origins: Vec<SocketAddr>,
     pub edge: Option<SocketAddr>,
     pub static_path: Option<String>,
+    pub shared: Arc<SharedSettings>,
+}
+
+/// How a site is probed and judged, beyond where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedSettings {
     pub nameserver: Nameserver,
     /// Extra trusted roots, on both routes; shared by every site of a config (and the engine
     /// builds the trust stores once for one shared list).
@@ -156,14 +164,10 @@ pub struct ProbeSettings {
     pub redirect_hosts: Vec<String>,
 }
 
-impl ProbeSettings {
-    /// The settings of a bare URL (the control checks): every default, no origin.
-    pub fn for_target(target: Target, timeout: Duration) -> Self {
+impl SharedSettings {
+    /// Every default, with this timeout.
+    pub fn with_timeout(timeout: Duration) -> Self {
         Self {
-            target,
-            origins: Vec::new(),
-            edge: None,
-            static_path: None,
             nameserver: Nameserver::System,
             extra_roots: Arc::from(Vec::new()),
             timeout,
@@ -172,6 +176,24 @@ impl ProbeSettings {
             follow_redirects: 0,
             redirect_hosts: Vec::new(),
         }
+    }
+}
+
+impl ProbeSettings {
+    /// The settings of a bare URL (the control checks): every default, no origin.
+    pub fn for_target(target: Target, timeout: Duration) -> Self {
+        Self {
+            target,
+            origins: Vec::new(),
+            edge: None,
+            static_path: None,
+            shared: Arc::new(SharedSettings::with_timeout(timeout)),
+        }
+    }
+
+    /// The shared part, to change for this site alone (copied first if another site shares it).
+    pub fn shared_mut(&mut self) -> &mut SharedSettings {
+        Arc::make_mut(&mut self.shared)
     }
 }
 
@@ -244,15 +266,7 @@ pub fn check_site(
     let Some(target) = target.filter(|_| problems.is_empty()) else {
         return (None, problems);
     };
-    let settings = ProbeSettings {
-        target,
-        origins,
-        edge,
-        static_path,
-        nameserver: Nameserver::System,
-        extra_roots: Arc::from(Vec::new()),
-        timeout,
-        samples: 1,
+    let shared = SharedSettings {
         diagnose: DiagnoseSettings {
             cert_warning_days: i64::from(cert_warning_days),
             expect_status: input.expect_status.iter().map(|s| s.value).collect(),
@@ -265,6 +279,14 @@ pub fn check_site(
             .iter()
             .map(|h| h.value.trim().trim_end_matches('.').to_lowercase())
             .collect(),
+        ..SharedSettings::with_timeout(timeout)
+    };
+    let settings = ProbeSettings {
+        target,
+        origins,
+        edge,
+        static_path,
+        shared: Arc::new(shared),
     };
     (Some(settings), problems)
 }
@@ -392,9 +414,9 @@ mod tests {
         );
         assert!(problems.is_empty());
         let s = settings.unwrap();
-        assert_eq!(s.target.url, "https://example.com/");
-        assert_eq!(s.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(s.diagnose.cert_warning_days, 14);
-        assert_eq!((s.samples, s.follow_redirects), (1, 0));
+        assert_eq!(s.target.url(), "https://example.com/");
+        assert_eq!(s.shared.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(s.shared.diagnose.cert_warning_days, 14);
+        assert_eq!((s.shared.samples, s.shared.follow_redirects), (1, 0));
     }
 }

@@ -105,22 +105,24 @@ pub enum Scheme {
     Http,
 }
 
-/// The site as every route addresses it.
+/// The site as every route addresses it. One string holds the URL as shown; the host, the
+/// authority and the path are ranges of it (a site list of 100,000 targets is held in memory),
+/// except a path whose query carries a secret, which the URL shows masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// Normalised URL (`example.com` → `https://example.com/`) as every output shows it: secret
-    /// query values masked (`text::url_for_display`). Requests use `path`.
-    pub url: String,
+    /// query values masked (`text::url_for_display`).
+    url: Box<str>,
     pub scheme: Scheme,
-    /// Host name (or IP literal, without brackets): SNI and certificate name.
-    pub host: String,
     /// The host as an IP, when the URL names an address instead of a name.
     pub host_ip: Option<IpAddr>,
     pub port: u16,
-    /// Host header / `:authority`: host, plus `:port` when not the scheme's default.
-    pub authority: String,
-    /// Path and query of the page.
-    pub path: String,
+    /// Where the host name starts and ends in `url`.
+    host: (u32, u32),
+    /// Where the authority ends and the path starts in `url`.
+    path_start: u32,
+    /// The path and query as requested, when `url` shows them masked.
+    secret_path: Option<Box<str>>,
 }
 
 impl Target {
@@ -157,20 +159,62 @@ impl Target {
         if port == 0 {
             return Err(TargetError::PortZero);
         }
-        let authority = authority(&url);
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
+        let shown = url_for_display(url.as_str());
+        let too_long = || TargetError::Unparsable("longer than 4 GiB".into());
+        let host_start = url[..url::Position::BeforeHost].len()
+            + usize::from(host_ip.is_some_and(|ip| ip.is_ipv6()));
+        let host_end = host_start + host.len();
+        let path_start = url[..url::Position::AfterPort].len();
+        // Masking touches the query only: the URL as shown starts as the URL does.
+        if shown.get(host_start..host_end) != Some(host.as_str())
+            || shown.get(..path_start) != Some(&url[..url::Position::AfterPort])
+        {
+            return Err(TargetError::Unparsable(format!(
+                "{host:?} is not where the URL names its host"
+            )));
+        }
+        let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        let secret_path = (shown.get(path_start..) != Some(path)).then(|| path.into());
         Ok(Self {
-            url: url_for_display(url.as_str()),
+            url: shown.into(),
             scheme,
-            host,
             host_ip,
             port,
-            authority,
-            path,
+            host: (
+                u32::try_from(host_start).map_err(|_| too_long())?,
+                u32::try_from(host_end).map_err(|_| too_long())?,
+            ),
+            path_start: u32::try_from(path_start).map_err(|_| too_long())?,
+            secret_path,
         })
+    }
+
+    /// Normalised URL (`example.com` → `https://example.com/`) as every output shows it:
+    /// secret query values masked. Requests use `path`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Host name (or IP literal, without brackets): SNI and certificate name.
+    pub fn host(&self) -> &str {
+        &self.url[self.host.0 as usize..self.host.1 as usize]
+    }
+
+    /// Host header / `:authority`: host, plus `:port` when not the scheme's default.
+    pub fn authority(&self) -> &str {
+        let start = match self.scheme {
+            Scheme::Https => "https://".len(),
+            Scheme::Http => "http://".len(),
+        };
+        &self.url[start..self.path_start as usize]
+    }
+
+    /// Path and query of the page, as requested.
+    pub fn path(&self) -> &str {
+        match &self.secret_path {
+            Some(path) => path,
+            None => &self.url[self.path_start as usize..],
+        }
     }
 
     /// The URL of another path on the same site, as outputs show it (secret query values
@@ -185,7 +229,7 @@ impl Target {
             Scheme::Https => "https",
             Scheme::Http => "http",
         };
-        format!("{scheme}://{}{path}", self.authority)
+        format!("{scheme}://{}{path}", self.authority())
     }
 }
 
@@ -196,31 +240,23 @@ mod tests {
     #[test]
     fn bare_names_mean_https_root() {
         let t = Target::parse("example.com").unwrap();
-        assert_eq!(t.url, "https://example.com/");
+        assert_eq!(t.url(), "https://example.com/");
         assert_eq!(
-            (
-                t.host.as_str(),
-                t.port,
-                t.authority.as_str(),
-                t.path.as_str()
-            ),
+            (t.host(), t.port, t.authority(), t.path()),
             ("example.com", 443, "example.com", "/")
         );
         let t = Target::parse("http://Example.COM:8080/a/b?c=d").unwrap();
         assert_eq!(t.scheme, Scheme::Http);
         assert_eq!(
-            (
-                t.host.as_str(),
-                t.port,
-                t.authority.as_str(),
-                t.path.as_str()
-            ),
+            (t.host(), t.port, t.authority(), t.path()),
             ("example.com", 8080, "example.com:8080", "/a/b?c=d")
         );
         let t = Target::parse("https://[::1]:8443/").unwrap();
+        assert_eq!((t.host(), t.authority()), ("::1", "[::1]:8443"));
+        let dotted = Target::parse("https://Example.com.:8443/x").unwrap();
         assert_eq!(
-            (t.host.as_str(), t.authority.as_str()),
-            ("::1", "[::1]:8443")
+            (dotted.host(), dotted.authority(), dotted.path()),
+            ("example.com", "example.com.:8443", "/x")
         );
         assert!(t.host_ip.is_some());
         assert_eq!(t.url_for("/x.css"), "https://[::1]:8443/x.css");
@@ -262,12 +298,12 @@ mod tests {
     #[test]
     fn secret_query_values_are_masked_where_shown_and_kept_where_requested() {
         let t = Target::parse("https://shop.example/feed?token=s3cret&page=2").unwrap();
-        assert_eq!(t.url, "https://shop.example/feed?token=***&page=2");
-        assert_eq!(t.path, "/feed?token=s3cret&page=2");
+        assert_eq!(t.url(), "https://shop.example/feed?token=***&page=2");
+        assert_eq!(t.path(), "/feed?token=s3cret&page=2");
         assert_eq!(
-            t.request_url(&t.path),
+            t.request_url(t.path()),
             "https://shop.example/feed?token=s3cret&page=2"
         );
-        assert_eq!(t.url_for(&t.path), t.url);
+        assert_eq!(t.url_for(t.path()), t.url());
     }
 }
