@@ -253,9 +253,17 @@ async fn feeds_of_a_real_history_pass_real_consumers() {
     assert!(metrics.contains("probe_ssl_earliest_cert_expiry{site=\"blog\""));
     assert!(metrics.contains("probe_http_duration_seconds{site=\"blog\",route=\"edge\""));
 
-    // Written to a directory and served: the same bytes.
+    // Written to a directory and served: the same bytes. `run --feeds-dir` writes each file
+    // as it is rendered; what lands is what the list holds.
     let dir = tempfile::tempdir().unwrap();
     feeds::write_dir(dir.path(), &files).unwrap();
+    let streamed = tempfile::tempdir().unwrap();
+    feeds::render_into_dir(&feeds::snapshot(&config, &store, now).unwrap(), streamed.path())
+        .unwrap();
+    for f in &files {
+        let written = std::fs::read(streamed.path().join(&f.path)).unwrap();
+        assert!(written == f.body, "{}: streamed and rendered differ", f.path);
+    }
     let (addr, server) = serve_files(files.clone()).await;
     let served = tokio::task::spawn_blocking(move || {
         let mut served = Vec::new();

@@ -177,7 +177,7 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
     if let Some(dir) = &cli.feeds_dir {
         let snapshot = feeds::snapshot(&loaded.config, &store, now)
             .map_err(|e| RunError::Schedule(e.into()))?;
-        feeds::write_dir(dir, &feeds::render_all(&snapshot)).map_err(|source| RunError::Feeds {
+        feeds::render_into_dir(&snapshot, dir).map_err(|source| RunError::Feeds {
             dir: dir.display().to_string(),
             source,
         })?;

@@ -14,7 +14,7 @@ mod status;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ring::digest::{digest, SHA256};
 use time::format_description::well_known::Rfc3339;
@@ -359,24 +359,102 @@ pub fn render_each(snapshot: &FeedSnapshot, sink: &mut dyn FeedSink) {
     }
 }
 
+/// Renders every feed file straight into `dir`, each atomically (written to a temporary file,
+/// then renamed over the old one) and as it is made: no file's text is held in memory.
+pub fn render_into_dir(snapshot: &FeedSnapshot, dir: &Path) -> std::io::Result<()> {
+    let mut sink = DirWriter {
+        dir,
+        current: None,
+        failed: None,
+    };
+    render_each(snapshot, &mut sink);
+    sink.end();
+    match sink.failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Feed files going into a directory; the first failure stops the writing and is kept.
+struct DirWriter<'a> {
+    dir: &'a Path,
+    /// The file being written: its temporary path, final path and writer.
+    current: Option<(PathBuf, PathBuf, std::io::BufWriter<std::fs::File>)>,
+    failed: Option<std::io::Error>,
+}
+
+impl DirWriter<'_> {
+    fn open(
+        &self,
+        relative: &str,
+    ) -> std::io::Result<(PathBuf, PathBuf, std::io::BufWriter<std::fs::File>)> {
+        let (temporary, path) = temporary_path(self.dir, relative)?;
+        let file = std::fs::File::create(&temporary)?;
+        Ok((temporary, path, std::io::BufWriter::new(file)))
+    }
+}
+
+impl std::fmt::Write for DirWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        use std::io::Write as _;
+        if let Some((_, _, writer)) = &mut self.current {
+            if let Err(e) = writer.write_all(s.as_bytes()) {
+                self.failed.get_or_insert(e);
+                self.current = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FeedSink for DirWriter<'_> {
+    fn begin(&mut self, path: String, _content_type: &'static str) {
+        self.end();
+        if self.failed.is_none() {
+            match self.open(&path) {
+                Ok(current) => self.current = Some(current),
+                Err(e) => self.failed = Some(e),
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        let Some((temporary, path, writer)) = self.current.take() else {
+            return;
+        };
+        let done = writer
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)
+            .and_then(|_| std::fs::rename(&temporary, &path));
+        if let Err(e) = done {
+            self.failed.get_or_insert(e);
+        }
+    }
+}
+
+/// Where a feed file is written first (a hidden file beside it), and where it goes; the
+/// directories on the way are made.
+fn temporary_path(dir: &Path, relative: &str) -> std::io::Result<(PathBuf, PathBuf)> {
+    let path = dir.join(relative);
+    let parent = path.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((parent.join(format!(".{name}.tmp")), path))
+}
+
 /// Writes every file under `dir`, each atomically (a temporary file renamed over the old one),
 /// so a reader or an uploader never sees half a file.
 pub fn write_dir(dir: &Path, files: &[FeedFile]) -> std::io::Result<()> {
     for file in files {
-        let path = dir.join(&file.path);
-        let parent = path.parent().unwrap_or(dir);
-        std::fs::create_dir_all(parent)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temporary = parent.join(format!(".{name}.tmp"));
+        let (temporary, path) = temporary_path(dir, &file.path)?;
         std::fs::write(&temporary, &file.body)?;
         std::fs::rename(&temporary, &path)?;
     }
     Ok(())
 }
-
 /// A site name as a file name: kept when it is made of letters, digits, `.`, `-` and `_` (and
 /// does not start with a dot); otherwise percent-encoded, so no name can leave the directory.
 pub fn file_name(name: &str) -> String {
