@@ -258,11 +258,18 @@ async fn feeds_of_a_real_history_pass_real_consumers() {
     let dir = tempfile::tempdir().unwrap();
     feeds::write_dir(dir.path(), &files).unwrap();
     let streamed = tempfile::tempdir().unwrap();
-    feeds::render_into_dir(&feeds::snapshot(&config, &store, now).unwrap(), streamed.path())
-        .unwrap();
+    feeds::render_into_dir(
+        &feeds::snapshot(&config, &store, now).unwrap(),
+        streamed.path(),
+    )
+    .unwrap();
     for f in &files {
         let written = std::fs::read(streamed.path().join(&f.path)).unwrap();
-        assert!(written == f.body, "{}: streamed and rendered differ", f.path);
+        assert!(
+            written == f.body,
+            "{}: streamed and rendered differ",
+            f.path
+        );
     }
     let (addr, server) = serve_files(files.clone()).await;
     let served = tokio::task::spawn_blocking(move || {

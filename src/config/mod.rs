@@ -180,10 +180,7 @@ fn parse_within(
             seed,
             serde_path_to_error::Deserializer::new(de, &mut track),
         )
-        .map_err(|e| {
-            path = Some(track.path().to_string());
-            e
-        })
+        .inspect_err(|_| path = Some(track.path().to_string()))
     })
     .map_err(|e| syntax(e, path.take()))?;
     let (sites, names) = site_checker.finish(&mut checker);

@@ -63,7 +63,10 @@ fn label_value(v: &str) -> String {
 }
 
 /// Every sample of every family, handed to `sample` with its family (an index of `FAMILIES`).
-fn each_sample(snapshot: &FeedSnapshot, sample: &mut dyn FnMut(usize, &[(&str, &str)], f64)) {
+/// Takes one sample: its family (an index of `FAMILIES`), its labels and its value.
+type Sample<'a> = dyn FnMut(usize, &[(&str, &str)], f64) + 'a;
+
+fn each_sample(snapshot: &FeedSnapshot, sample: &mut Sample<'_>) {
     for site in &snapshot.sites {
         let name = site.name.as_str();
         for ((window, _), share) in WINDOWS.iter().zip(site.uptime) {
