@@ -195,14 +195,14 @@ fn site_item(out: &mut dyn std::fmt::Write, site: &SiteFeed, now: time::OffsetDa
 }
 
 /// A shields-style badge: the site's name, then its state in its colour.
-pub(super) fn badge(site: &SiteFeed) -> String {
-    let (words, colour) = presentation(component_status(site));
+pub(super) fn badge(site_name: &str, status: ComponentStatus) -> String {
+    let (words, colour) = presentation(status);
     let words = words.to_lowercase();
     // Verdana 11px averages about 7 px a character.
     let width = |text: &str| 10 + 7 * text.chars().count();
-    let (left, right) = (width(&site.name), width(&words));
+    let (left, right) = (width(site_name), width(&words));
     let total = left + right;
-    let name = xml(&site.name);
+    let name = xml(site_name);
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{total}\" height=\"20\" role=\"img\" aria-label=\"{name}: {words}\">\
 <title>{name}: {words}</title>\

@@ -12,6 +12,8 @@ mod metrics;
 pub mod server;
 mod status;
 
+pub use status::ComponentStatus;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -189,46 +191,60 @@ pub fn snapshot(
     now: OffsetDateTime,
 ) -> Result<FeedSnapshot, StoreError> {
     let history_start = now - time::Duration::days(HISTORY_DAYS);
+    // Every site's entry is made first, in the config's order, and filled in place as the store
+    // streams by: no map of every site's facts beside the list, and one site's uptime being
+    // tallied at a time (the store gives each site's hours together).
+    let index: HashMap<&str, usize> = config
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut sites: Vec<SiteFeed> = config
+        .sites
+        .iter()
+        .map(|site| SiteFeed {
+            name: site.name.clone(),
+            url: site.probe.target.url().to_string(),
+            latest: None,
+            in_maintenance: config.in_maintenance(&site.name, now),
+            uptime: [None; 4],
+            days: Box::new([]),
+        })
+        .collect();
     // Reports are reduced to what the feeds show as they stream by: a full report per site
     // would not fit in memory for thousands of sites.
-    let mut latest: HashMap<String, LatestFacts> = HashMap::new();
     store.each_latest(&mut |l| {
-        latest.insert(l.site.clone(), LatestFacts::of(l.at, l.report));
+        if let Some(&i) = index.get(l.site.as_str()) {
+            sites[i].latest = Some(LatestFacts::of(l.at, l.report));
+        }
     })?;
-    let mut tallies: HashMap<String, Tally> = HashMap::new();
-    store.each_uptime_hour(
-        history_start,
-        &mut |site, hour| match tallies.get_mut(site) {
-            Some(tally) => tally.add(hour, now),
-            None => {
-                let mut tally = Tally::default();
-                tally.add(hour, now);
-                tallies.insert(site.to_string(), tally);
-            }
-        },
-    )?;
-    let names: std::collections::HashSet<&str> =
-        config.sites.iter().map(|s| s.name.as_str()).collect();
+    let mut tallying: Option<(usize, Tally)> = None;
+    let done = |tallying: &mut Option<(usize, Tally)>, sites: &mut [SiteFeed]| {
+        if let Some((i, tally)) = tallying.take() {
+            sites[i].uptime = tally.shares();
+            sites[i].days = tally.days();
+        }
+    };
+    store.each_uptime_hour(history_start, &mut |site, hour| {
+        let Some(&i) = index.get(site) else {
+            return;
+        };
+        if tallying.as_ref().is_some_and(|(current, _)| *current != i) {
+            done(&mut tallying, &mut sites);
+        }
+        tallying
+            .get_or_insert_with(|| (i, Tally::default()))
+            .1
+            .add(hour, now);
+    })?;
+    done(&mut tallying, &mut sites);
     let incidents = store
         .incidents(history_start)?
         .into_iter()
-        .filter(|i| names.contains(&i.site.as_str()))
+        .filter(|i| index.contains_key(i.site.as_str()))
         .collect();
-    let sites = config
-        .sites
-        .iter()
-        .map(|site| {
-            let tally = tallies.remove(&site.name).unwrap_or_default();
-            SiteFeed {
-                name: site.name.clone(),
-                url: site.probe.target.url().to_string(),
-                latest: latest.remove(&site.name),
-                in_maintenance: config.in_maintenance(&site.name, now),
-                uptime: tally.shares(),
-                days: tally.days(),
-            }
-        })
-        .collect();
+    drop(index);
     Ok(FeedSnapshot {
         generated_at: now,
         title: config.feeds.title.clone(),
@@ -301,6 +317,22 @@ impl Tally {
 pub trait FeedSink: std::fmt::Write {
     fn begin(&mut self, path: String, content_type: &'static str);
     fn end(&mut self);
+
+    /// A site's badge, `badge/NAME.svg`: written as a file, unless the sink keeps badges its own
+    /// way (the feed server keeps each site's state and draws its badge when asked).
+    fn badge(&mut self, site_name: &str, status: ComponentStatus) {
+        self.begin(badge_path(site_name), BADGE_TYPE);
+        let _ = self.write_str(&html::badge(site_name, status));
+        self.end();
+    }
+}
+
+/// The content type of a badge.
+const BADGE_TYPE: &str = "image/svg+xml";
+
+/// Where a site's badge is published.
+fn badge_path(site_name: &str) -> String {
+    format!("badge/{}.svg", file_name(site_name))
 }
 
 /// The files as a list, each body whole (`--feeds-dir`, tests).
@@ -350,12 +382,7 @@ pub fn render_each(snapshot: &FeedSnapshot, sink: &mut dyn FeedSink) {
     metrics::exposition(snapshot, sink);
     sink.end();
     for site in &snapshot.sites {
-        sink.begin(
-            format!("badge/{}.svg", file_name(&site.name)),
-            "image/svg+xml",
-        );
-        let _ = sink.write_str(&html::badge(site));
-        sink.end();
+        sink.badge(&site.name, status::component_status(site));
     }
 }
 

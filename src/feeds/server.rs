@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::feeds::FeedFile;
+use crate::feeds::{ComponentStatus, FeedFile};
 
 const MAX_CONNECTIONS: usize = 256;
 /// Connections one client address may hold: a single client cannot take every slot.
@@ -61,6 +61,9 @@ enum Held {
     Plain(Bytes),
     /// The compressed bytes, and the file's own length (its Content-Length when inflated).
     Gzip(Bytes, u64),
+    /// A site's badge, drawn when asked from the site's name and status: a badge is a few
+    /// hundred bytes, and 100,000 sites' badges held drawn would be most of the server's memory.
+    Badge(Box<str>, ComponentStatus),
 }
 
 /// Files from this size on are held compressed; below it gzip saves little and costs a
@@ -79,6 +82,7 @@ impl Entry {
         use std::io::Read as _;
         match &self.held {
             Held::Plain(bytes) => Ok(bytes.to_vec()),
+            Held::Badge(name, status) => Ok(super::html::badge(name, *status).into_bytes()),
             Held::Gzip(gzip, _) => {
                 let mut out = Vec::new();
                 flate2::read::GzDecoder::new(&gzip[..]).read_to_end(&mut out)?;
@@ -215,6 +219,14 @@ impl PublishedBuilder<'_> {
         }
     }
 
+    /// A file keeps its Last-Modified while its bytes stay the same.
+    fn last_modified(&self, path: &str, etag: &str) -> OffsetDateTime {
+        match self.previous.files.get(path) {
+            Some(old) if old.etag == etag => old.last_modified,
+            _ => self.now,
+        }
+    }
+
     pub fn finish(mut self) -> Published {
         use super::FeedSink as _;
         self.end();
@@ -247,10 +259,7 @@ impl super::FeedSink for PublishedBuilder<'_> {
             return;
         };
         let etag = super::etag_of(file.hash.finish().as_ref());
-        let last_modified = match self.previous.files.get(&file.path) {
-            Some(old) if old.etag == etag => old.last_modified,
-            _ => self.now,
-        };
+        let last_modified = self.last_modified(&file.path, &etag);
         let held = match file.gzip {
             Some(gzip) => {
                 let mut compressed = gzip.finish().unwrap_or_default();
@@ -266,6 +275,21 @@ impl super::FeedSink for PublishedBuilder<'_> {
             last_modified,
         };
         self.files.insert(file.path, entry);
+    }
+
+    fn badge(&mut self, site_name: &str, status: ComponentStatus) {
+        self.end();
+        let path = super::badge_path(site_name);
+        let svg = super::html::badge(site_name, status);
+        let etag =
+            super::etag_of(ring::digest::digest(&ring::digest::SHA256, svg.as_bytes()).as_ref());
+        let entry = Entry {
+            held: Held::Badge(site_name.into(), status),
+            content_type: super::BADGE_TYPE,
+            last_modified: self.last_modified(&path, &etag),
+            etag,
+        };
+        self.files.insert(path, entry);
     }
 }
 
@@ -549,6 +573,7 @@ async fn respond(
     } else {
         let body = match &entry.held {
             Held::Plain(bytes) => Body::from(bytes.clone()),
+            Held::Badge(name, status) => Body::from(super::html::badge(name, *status)),
             Held::Gzip(bytes, _) if gzip => Body::from(bytes.clone()),
             Held::Gzip(bytes, length) => Body::new(Inflating {
                 gzip: flate2::read::GzDecoder::new(std::io::Cursor::new(bytes.clone())),
@@ -679,6 +704,39 @@ mod tests {
             first.files["status.json"].etag
         );
     }
+
+    /// A badge is held as the site's state and drawn when asked: the same bytes and ETag as the
+    /// file `run --feeds-dir` writes, and a Last-Modified that moves only when the state does.
+    #[test]
+    fn badges_are_drawn_when_asked_as_the_written_file_holds_them() {
+        use crate::feeds::FeedSink as _;
+        let t0 = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+        let t1 = t0 + time::Duration::minutes(1);
+        let drawn = |previous: &Published, status, now| {
+            let mut next = previous.builder(now);
+            next.badge("shop <eu>", status);
+            next.finish()
+        };
+        let first = drawn(&Published::default(), ComponentStatus::Operational, t0);
+        let path = "badge/shop%20%3Ceu%3E.svg";
+        let written = FeedFile {
+            path: path.into(),
+            content_type: "image/svg+xml",
+            body: crate::feeds::html::badge("shop <eu>", ComponentStatus::Operational).into_bytes(),
+        };
+        assert_eq!(first.body(path).unwrap(), written.body);
+        assert_eq!(first.files[path].etag, written.etag());
+        assert!(matches!(first.files[path].held, Held::Badge(..)));
+        let same = drawn(&first, ComponentStatus::Operational, t1);
+        assert_eq!(same.files[path].last_modified, t0);
+        let down = drawn(&same, ComponentStatus::MajorOutage, t1);
+        assert_eq!(down.files[path].last_modified, t1);
+        assert_ne!(down.files[path].etag, first.files[path].etag);
+        assert!(String::from_utf8(down.body(path).unwrap())
+            .unwrap()
+            .contains("major outage"));
+    }
+
     /// Served to a client that accepts gzip as the held gzip bytes with their own ETag, to one
     /// that does not as the file itself; a conditional request matches its representation's tag.
     #[tokio::test]
@@ -696,7 +754,7 @@ mod tests {
         );
         let held = match &published.files["metrics"].held {
             Held::Gzip(bytes, _) => bytes.len(),
-            Held::Plain(_) => usize::MAX,
+            Held::Plain(_) | Held::Badge(..) => usize::MAX,
         };
         assert!(held * 10 < text.len(), "held compressed");
         assert_eq!(published.body("metrics").unwrap(), text.as_bytes());

@@ -11,7 +11,7 @@ use crate::text::{rfc3339, short_id};
 
 /// A Statuspage component status, least severe first (so the worst of several is their `max`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum ComponentStatus {
+pub enum ComponentStatus {
     Operational,
     UnderMaintenance,
     DegradedPerformance,

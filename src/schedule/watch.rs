@@ -121,9 +121,9 @@ async fn deliver_until_stopped(
     }
 }
 
-/// One site's place in the schedule.
+/// One site's place in the schedule: `slots[i]` is the schedule of `config.sites[i]` (the
+/// site itself is not copied: 100,000 sites are held once).
 struct Slot {
-    site: Site,
     next_due: Instant,
     in_flight: bool,
     /// The status of the site's last report, to log changes.
@@ -133,11 +133,10 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(site: Site, now: Instant) -> Self {
+    fn new(site: &Site, now: Instant) -> Self {
         // The first probes are spread over one interval, so a thousand sites do not start at once.
         let next_due = now + site.interval.mul_f64(random_fraction());
         Self {
-            site,
             next_due,
             in_flight: false,
             last_status: None,
@@ -146,19 +145,18 @@ impl Slot {
     }
 }
 
-type ProbeOutcome = (String, Result<ProbeReport, ProbeError>);
+type ProbeOutcome = Result<ProbeReport, ProbeError>;
 
 /// The running watch.
 pub struct Watch<'a> {
     path: PathBuf,
     config: Arc<Config>,
     slots: Vec<Slot>,
-    /// Each slot's place by site name (results come back by name: a reload may reorder).
-    by_name: HashMap<String, usize>,
     store: &'a mut dyn Store,
     tasks: JoinSet<ProbeOutcome>,
-    /// Which site each running task probes.
-    running: HashMap<Id, String>,
+    /// Which site each running task probes, by its index in `config.sites` (`None`: the site
+    /// was removed by a reload while it was probed; a reload moves the others).
+    running: HashMap<Id, Option<usize>>,
     /// When the control checks were last probed, and what they said (`Some`: all failed).
     control_verdict: Option<(Instant, Option<Vec<String>>)>,
     last_prune: Option<Instant>,
@@ -182,17 +180,12 @@ impl<'a> Watch<'a> {
         delivery_store: Box<dyn Store>,
     ) -> Self {
         let now = Instant::now();
-        let slots: Vec<Slot> = config
-            .sites
-            .iter()
-            .map(|s| Slot::new(s.clone(), now))
-            .collect();
+        let slots: Vec<Slot> = config.sites.iter().map(|s| Slot::new(s, now)).collect();
         let config = Arc::new(config);
         Self {
             path,
             delivery: Delivery::start(config.clone(), delivery_store),
             config,
-            by_name: index_by_name(&slots),
             slots,
             store,
             tasks: JoinSet::new(),
@@ -308,14 +301,12 @@ impl<'a> Watch<'a> {
         for i in due.into_iter().take(room) {
             let slot = &mut self.slots[i];
             slot.in_flight = true;
-            slot.next_due = now + jittered(slot.site.interval);
-            let (site, config) = (slot.site.clone(), self.config.clone());
-            let name = site.name.clone();
+            slot.next_due = now + jittered(self.config.sites[i].interval);
+            let config = self.config.clone();
             let handle = self.tasks.spawn(async move {
-                let result = schedule::probe_confirmed(&site, &config.alerts).await;
-                (site.name, result)
+                schedule::probe_confirmed(&config.sites[i], &config.alerts).await
             });
-            self.running.insert(handle.id(), name);
+            self.running.insert(handle.id(), Some(i));
         }
     }
 
@@ -335,30 +326,23 @@ impl<'a> Watch<'a> {
     }
 
     async fn finished(&mut self, joined: Result<(Id, ProbeOutcome), JoinError>) {
-        let (name, result) = match joined {
-            Ok((id, outcome)) => {
-                self.running.remove(&id);
-                outcome
-            }
-            Err(e) => {
-                let name = self.running.remove(&e.id()).unwrap_or_default();
-                if e.is_panic() {
-                    tracing::error!(site = %name, "the probe task panicked: {e}");
-                }
-                if let Some(&index) = self.by_name.get(&name) {
-                    self.slots[index].in_flight = false;
-                }
-                return;
-            }
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
         };
-        let Some(&index) = self.by_name.get(&name) else {
-            tracing::debug!(site = %name, "result of a site no longer configured, dropped");
+        let Some(index) = self.running.remove(&id).flatten() else {
+            tracing::debug!("result of a site no longer configured, dropped");
             return;
         };
         self.slots[index].in_flight = false;
-        match result {
-            Ok(report) => self.record(index, &report).await,
-            Err(e) => tracing::error!(site = %name, error = %e, "cannot probe"),
+        let name = &self.config.sites[index].name;
+        match joined {
+            Ok((_, Ok(report))) => self.record(index, &report).await,
+            Ok((_, Err(e))) => tracing::error!(site = %name, error = %e, "cannot probe"),
+            Err(e) if e.is_panic() => {
+                tracing::error!(site = %name, "the probe task panicked: {e}")
+            }
+            Err(_) => {}
         }
     }
 
@@ -366,20 +350,21 @@ impl<'a> Watch<'a> {
     async fn record(&mut self, index: usize, report: &ProbeReport) {
         let now = OffsetDateTime::now_utc();
         let d = &report.diagnosis;
+        let name = &self.config.sites[index].name;
         let slot = &mut self.slots[index];
         slot.silent = schedule::is_silent(report).then(|| d.summary.clone());
         let changed = slot.last_status != Some(d.status);
         slot.last_status = Some(d.status);
         if changed || d.status != Status::Ok {
-            tracing::info!(site = %slot.site.name, status = d.status.as_str(), hop = d.hop.as_str(), cause = d.cause.as_str(), summary = %d.summary, "probed");
+            tracing::info!(site = %name, status = d.status.as_str(), hop = d.hop.as_str(), cause = d.cause.as_str(), summary = %d.summary, "probed");
         } else {
-            tracing::debug!(site = %slot.site.name, status = d.status.as_str(), "probed");
+            tracing::debug!(site = %name, status = d.status.as_str(), "probed");
         }
         let evidence = self.cut_off_evidence().await;
         let config = self.config.clone();
         let stored = schedule::record_prober(&config, self.store, evidence.as_deref(), now)
             .and_then(|(cut_off, notices)| {
-                let site = &self.slots[index].site;
+                let site = &config.sites[index];
                 schedule::record_site(&config, self.store, site, report, cut_off, now)
                     .map(|queued| notices + queued)
             });
@@ -390,7 +375,7 @@ impl<'a> Watch<'a> {
             Ok(queued) if queued > 0 => self.delivery.wake.notify_one(),
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(site = %self.slots[index].site.name, error = %e, "cannot store the result")
+                tracing::error!(site = %config.sites[index].name, error = %e, "cannot store the result")
             }
         }
     }
@@ -419,7 +404,8 @@ impl<'a> Watch<'a> {
         let silent: Vec<(String, String)> = self
             .slots
             .iter()
-            .filter_map(|s| Some((s.site.name.clone(), s.silent.clone()?)))
+            .zip(&self.config.sites)
+            .filter_map(|(slot, site)| Some((site.name.clone(), slot.silent.clone()?)))
             .collect();
         Some(schedule::cut_off_evidence(
             controls,
@@ -463,30 +449,40 @@ impl<'a> Watch<'a> {
             );
         }
         let now = Instant::now();
-        let mut old: HashMap<String, Slot> = self
-            .slots
-            .drain(..)
-            .map(|s| (s.site.name.clone(), s))
+        let mut old: HashMap<&str, (usize, Slot)> = self
+            .config
+            .sites
+            .iter()
+            .zip(self.slots.drain(..))
+            .enumerate()
+            .map(|(i, (site, slot))| (site.name.as_str(), (i, slot)))
             .collect();
+        // Where each old index went (`None`: the site is gone), for the probes in flight.
+        let mut moved: HashMap<usize, usize> = HashMap::new();
         let (mut added, mut kept) = (0, 0);
         self.slots = new
             .sites
             .iter()
-            .map(|site| match old.remove(&site.name) {
-                Some(mut slot) => {
+            .enumerate()
+            .map(|(i, site)| match old.remove(site.name.as_str()) {
+                Some((before, mut slot)) => {
                     kept += 1;
+                    moved.insert(before, i);
                     // A shorter interval takes effect now, not after the old one.
                     slot.next_due = slot.next_due.min(now + jittered(site.interval));
-                    slot.site = site.clone();
                     slot
                 }
                 None => {
                     added += 1;
-                    Slot::new(site.clone(), now)
+                    Slot::new(site, now)
                 }
             })
             .collect();
-        self.by_name = index_by_name(&self.slots);
+        let removed = old.len();
+        drop(old);
+        for index in self.running.values_mut() {
+            *index = index.and_then(|before| moved.get(&before).copied());
+        }
         self.config = Arc::new(new);
         self.delivery.config.send_replace(self.config.clone());
         self.control_verdict = None;
@@ -495,7 +491,7 @@ impl<'a> Watch<'a> {
             sites = self.slots.len(),
             added,
             kept,
-            removed = old.len(),
+            removed,
             "config reloaded"
         );
     }
@@ -507,8 +503,9 @@ impl<'a> Watch<'a> {
         let budget = self
             .slots
             .iter()
-            .filter(|s| s.in_flight)
-            .map(|s| probe_budget(&s.site, &self.config))
+            .zip(&self.config.sites)
+            .filter(|(slot, _)| slot.in_flight)
+            .map(|(_, site)| probe_budget(site, &self.config))
             .max()
             .unwrap_or_default();
         tracing::info!(
@@ -541,14 +538,6 @@ impl<'a> Watch<'a> {
         }
         tracing::info!("stopped");
     }
-}
-
-fn index_by_name(slots: &[Slot]) -> HashMap<String, usize> {
-    slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.site.name.clone(), i))
-        .collect()
 }
 
 /// The longest one confirmed probe of `site` can take: every try at its deadline, with the
