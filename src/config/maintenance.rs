@@ -1,7 +1,5 @@
 //! `maintenance:` — periods during which alerts are silenced.
 
-use std::collections::HashSet;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
@@ -49,11 +47,11 @@ impl MaintenanceWindow {
 pub fn check(
     checker: &mut Checker,
     raw: &[MaintenanceConfig],
-    names: &HashSet<String>,
+    known: &dyn Fn(&str) -> bool,
 ) -> Vec<MaintenanceWindow> {
     raw.iter()
         .enumerate()
-        .filter_map(|(i, m)| window(checker, m, i, names))
+        .filter_map(|(i, m)| window(checker, m, i, known))
         .collect()
 }
 
@@ -61,7 +59,7 @@ fn window(
     checker: &mut Checker,
     raw: &MaintenanceConfig,
     i: usize,
-    names: &HashSet<String>,
+    known: &dyn Fn(&str) -> bool,
 ) -> Option<MaintenanceWindow> {
     let at = format!("maintenance[{i}]");
     let mut time =
@@ -81,7 +79,7 @@ fn window(
         };
     let start = time(&raw.start, "start");
     let end = time(&raw.end, "end");
-    let sites = names_in(checker, raw.sites.as_ref(), &at, names);
+    let sites = names_in(checker, raw.sites.as_ref(), &at, known);
     let (start, end) = (start?, end?);
     if end <= start {
         checker.problem(&raw.end, format!("{at}.end"), "must be after start");

@@ -185,7 +185,6 @@ fn parse_within(
     .map_err(|e| syntax(e, path.take()))?;
     let (sites, names) = site_checker.finish(&mut checker);
     let config = check(&mut checker, raw, alerts, extra_roots, sites, &names, base);
-    drop(names);
     if checker.problems.is_empty() {
         Ok(Loaded {
             config,
@@ -350,7 +349,7 @@ fn check(
     alerts: Alerts,
     extra_roots: std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>,
     sites: Vec<Site>,
-    names: &std::collections::HashSet<String>,
+    names: &sites::SiteNames,
     base: &Path,
 ) -> Config {
     let smtp = raw.smtp.as_ref().map(|s| smtp::check(checker, s, base));
@@ -360,7 +359,8 @@ fn check(
             .push("alerts.to is set but there is no `smtp` block: no mail can be sent".into());
     }
     let (store_path, retention) = store::check(checker, &raw.store, base);
-    let maintenance = maintenance::check(checker, &raw.maintenance, names);
+    let known = |name: &str| names.contains(&sites, name);
+    let maintenance = maintenance::check(checker, &raw.maintenance, &known);
     let control_checks = raw
         .control_checks
         .iter()
@@ -372,7 +372,7 @@ fn check(
         })
         .collect();
     let feeds = feeds::check(checker, &raw.feeds);
-    let webhooks = webhooks::check(checker, &raw.webhooks, names);
+    let webhooks = webhooks::check(checker, &raw.webhooks, &known);
     Config {
         sites,
         extra_roots,

@@ -3,6 +3,7 @@
 //! name, an interval, who hears about it.
 
 use std::collections::HashSet;
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,7 +149,7 @@ pub struct SiteChecker<'a> {
     /// How many sites were read, usable or not.
     read: usize,
     sites: Vec<Site>,
-    names: HashSet<String>,
+    names: SiteNames,
     /// Sites without origins: the first few names, and how many in all.
     without_origins: Vec<String>,
     /// The shared settings of the site checked last.
@@ -185,7 +186,7 @@ impl<'a> SiteChecker<'a> {
             extra_roots,
             read: 0,
             sites: Vec::new(),
-            names: HashSet::new(),
+            names: SiteNames::default(),
             without_origins: Vec::new(),
             without_origins_count: 0,
             last_shared: None,
@@ -293,6 +294,7 @@ impl<'a> SiteChecker<'a> {
                 .unwrap_or_default(),
         };
         let spot = site.name.as_deref().unwrap_or(&site.url);
+        let mut new_name = false;
         if name.starts_with('@') {
             checker.problem(
                 spot,
@@ -305,12 +307,14 @@ impl<'a> SiteChecker<'a> {
                 format!("{at}.name"),
                 format!("{name:?}: {SITE_NAME_RULE}"),
             );
-        } else if !name.is_empty() && !self.names.insert(name.clone()) {
+        } else if !name.is_empty() && self.names.contains(&self.sites, &name) {
             checker.problem(
                 spot,
                 format!("{at}.name"),
                 format!("a site named {name:?} is already defined; give each site a unique `name`"),
             );
+        } else if !name.is_empty() {
+            new_name = true;
         }
         if let Some(mut probe) = probe {
             if site.origins.is_empty() {
@@ -331,12 +335,17 @@ impl<'a> SiteChecker<'a> {
                 interval,
                 alert_to,
             });
+            if new_name {
+                self.names.add_last(&self.sites);
+            }
+        } else if new_name {
+            self.names.unusable.insert(name);
         }
     }
 
-    /// The sites checked and the set of their names; warns once about the sites without
+    /// The sites checked and their names; warns once about the sites without
     /// origins (naming the first few, then counting), and says so when there was no site.
-    pub fn finish(mut self, checker: &mut Checker) -> (Vec<Site>, HashSet<String>) {
+    pub fn finish(mut self, checker: &mut Checker) -> (Vec<Site>, SiteNames) {
         if self.read == 0 {
             checker.problems.push(ConfigProblem {
                 line: 1,
@@ -364,18 +373,53 @@ impl<'a> SiteChecker<'a> {
     }
 }
 
+/// The names of the sites read: the checked sites' own names, found by index into the list
+/// (100,000 names are not copied into a set), and those of the sites that could not be checked.
+#[derive(Default)]
+pub struct SiteNames {
+    /// Indices into the checked sites, hashed by their names.
+    checked: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+    unusable: HashSet<String>,
+}
+
+impl SiteNames {
+    /// Whether a site of `name` was read; `sites` are the checked sites.
+    pub fn contains(&self, sites: &[Site], name: &str) -> bool {
+        let hash = self.hasher.hash_one(name);
+        self.checked
+            .find(hash, |&i| sites[i as usize].name == name)
+            .is_some()
+            || self.unusable.contains(name)
+    }
+
+    /// Adds the name of the last site of `sites`.
+    fn add_last(&mut self, sites: &[Site]) {
+        let Some(name) = sites.last().map(|s| s.name.as_str()) else {
+            return;
+        };
+        // A config of more than 4 billion sites is refused long before (its size).
+        let index = (sites.len() - 1) as u32;
+        let hasher = &self.hasher;
+        self.checked
+            .insert_unique(hasher.hash_one(name), index, |&i| {
+                hasher.hash_one(sites[i as usize].name.as_str())
+            });
+    }
+}
+
 /// A list of site names (`maintenance[0].sites`, `webhooks[1].sites`), each checked against the
-/// names defined.
+/// names defined (`known`).
 pub fn names_in(
     checker: &mut Checker,
     list: Option<&Vec<Text>>,
     at: &str,
-    names: &HashSet<String>,
+    known: &dyn Fn(&str) -> bool,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for (j, site) in list.into_iter().flatten().enumerate() {
         let name = site.value.trim();
-        if names.contains(name) {
+        if known(name) {
             out.push(name.to_string());
         } else {
             checker.problem(

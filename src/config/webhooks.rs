@@ -1,7 +1,5 @@
 //! `webhooks:` — URLs that receive every incident transition as a JSON POST.
 
-use std::collections::HashSet;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -37,7 +35,7 @@ pub struct Webhook {
 pub fn check(
     checker: &mut Checker,
     raw: &[WebhookConfig],
-    names: &HashSet<String>,
+    known: &dyn Fn(&str) -> bool,
 ) -> Vec<Webhook> {
     let mut out = Vec::new();
     for (i, hook) in raw.iter().enumerate() {
@@ -58,7 +56,7 @@ pub fn check(
         if let Some(var) = &hook.secret_env {
             checker.secret_variable(var, &format!("{at}.secret_env"), "WEBHOOK_SECRET", "secret");
         }
-        let sites = names_in(checker, hook.sites.as_ref(), &at, names);
+        let sites = names_in(checker, hook.sites.as_ref(), &at, known);
         out.push(Webhook {
             url: url.to_string(),
             secret_env: hook.secret_env.as_ref().map(|v| v.value.clone()),

@@ -6,7 +6,10 @@
 //! No pool, no retries, no redirects followed (a redirect is evidence: status and `location`).
 
 use std::error::Error as _;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName};
@@ -15,7 +18,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
 use crate::observe::{
@@ -79,13 +81,37 @@ pub struct HttpExchange {
     pub error: Option<ObservedError>,
 }
 
-/// Aborts the connection task when the exchange is over, so a server that never stops sending
-/// cannot keep a task (and its socket) alive behind our back.
-struct AbortOnDrop(JoinHandle<()>);
+/// The connection's own work (reading frames, flow control, answering pings), driven in the
+/// probe's task alongside whatever the exchange awaits: no task of its own per probe, and it ends
+/// with the exchange, so a server that never stops sending cannot keep it (or its socket) alive.
+struct Connection {
+    driving: Pin<Box<dyn Future<Output = ()> + Send>>,
+    done: bool,
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl Connection {
+    fn new(driving: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            driving: Box::pin(driving),
+            done: false,
+        }
+    }
+
+    /// Awaits `future` while driving the connection.
+    async fn alongside<F: Future>(&mut self, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = future.as_mut().poll(cx) {
+                return Poll::Ready(out);
+            }
+            if !self.done && self.driving.as_mut().poll(cx).is_ready() {
+                self.done = true;
+                // The connection ended: what waited on it has its answer (or its error) now.
+                return future.as_mut().poll(cx);
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
@@ -120,11 +146,11 @@ impl ResponseBody {
     }
 }
 
-/// A response whose headers arrived, and the connection task behind it.
+/// A response whose headers arrived, and the connection behind it.
 struct Answered {
     response: Response<ResponseBody>,
     sent_at: Instant,
-    _connection: AbortOnDrop,
+    connection: Connection,
 }
 
 /// Sends one GET over `io` (HTTP/2 when `use_h2`, else HTTP/1.1) and reads the response, giving up
@@ -157,7 +183,7 @@ where
     } else {
         send_http1(io, spec, payload, deadline).await
     };
-    let answered = match answered {
+    let mut answered = match answered {
         Ok(a) => a,
         Err(error) => {
             return HttpExchange {
@@ -178,7 +204,8 @@ where
     let mut body_complete = false;
     let mut body_read_limit_hit = false;
     loop {
-        match timeout_at(deadline, body.next_chunk()).await {
+        let chunk = answered.connection.alongside(body.next_chunk());
+        match timeout_at(deadline, chunk).await {
             Err(_) => {
                 exchange.error = Some(timeout_error(Phase::Body));
                 break;
@@ -233,21 +260,21 @@ where
         .map_err(request_build_error)?;
     let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io));
     let (mut sender, conn) = within(deadline, Phase::Request, handshake, hyper_error).await?;
-    let connection = AbortOnDrop(tokio::spawn(async move {
+    let mut connection = Connection::new(async move {
         let _ = conn.await;
-    }));
+    });
     let sent_at = Instant::now();
     let response = within(
         deadline,
         Phase::Headers,
-        sender.send_request(request),
+        connection.alongside(sender.send_request(request)),
         hyper_error,
     )
     .await?;
     Ok(Answered {
         response: response.map(ResponseBody::Http1),
         sent_at,
-        _connection: connection,
+        connection,
     })
 }
 
@@ -273,10 +300,11 @@ where
         .max_header_list_size(MAX_HEADER_BYTES)
         .handshake::<_, Bytes>(io);
     let (sender, conn) = within(deadline, Phase::Request, handshake, h2_error).await?;
-    let connection = AbortOnDrop(tokio::spawn(async move {
+    let mut connection = Connection::new(async move {
         let _ = conn.await;
-    }));
-    let mut sender = within(deadline, Phase::Request, sender.ready(), h2_error).await?;
+    });
+    let ready = connection.alongside(sender.ready());
+    let mut sender = within(deadline, Phase::Request, ready, h2_error).await?;
     let sent_at = Instant::now();
     let (response, mut body) = sender
         .send_request(request, payload.body.is_empty())
@@ -285,11 +313,12 @@ where
         body.send_data(payload.body.clone(), true)
             .map_err(|e| h2_error(Phase::Request, &e))?;
     }
+    let response = connection.alongside(response);
     let response = within(deadline, Phase::Headers, response, h2_error).await?;
     Ok(Answered {
         response: response.map(ResponseBody::Http2),
         sent_at,
-        _connection: connection,
+        connection,
     })
 }
 

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::settings::ProbeSettings;
@@ -121,36 +120,28 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
         settings.static_path.as_deref(),
     );
 
-    let shared = Arc::new(Shared {
+    let shared = Shared {
         target: target.clone(),
         roots,
         timeout: settings.shared.timeout,
         user_agent: format!("probe/{}", env!("CARGO_PKG_VERSION")),
         redirect_hosts: settings.shared.redirect_hosts.clone(),
         nameserver: settings.shared.nameserver,
-    });
-    let mut tasks = JoinSet::new();
-    for (index, request) in requests.iter().cloned().enumerate() {
-        let shared = shared.clone();
-        let (samples, follow) = (settings.shared.samples, settings.shared.follow_redirects);
-        tasks.spawn(async move {
+    };
+    // The requests run side by side in this task (a probe mostly waits): a task per request
+    // would cost more hand-offs between threads than it saves.
+    let (samples, follow) = (settings.shared.samples, settings.shared.follow_redirects);
+    let runs = requests.iter().enumerate().map(|(index, request)| {
+        let shared = &shared;
+        async move {
             let mut observations = Vec::with_capacity(samples as usize);
             for sample in 1..=samples {
-                observations.push(observe_following(&shared, &request, sample, follow).await);
+                observations.push(observe_following(shared, request, sample, follow).await);
             }
             (index, observations)
-        });
-    }
-    let mut results = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(result) => results.push(result),
-            // A panic inside one request is a bug of ours; let it surface rather than hide it.
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => {}
         }
-    }
-    results.sort_by_key(|(index, _)| *index);
+    });
+    let mut results = futures_util::future::join_all(runs).await;
     ask_cloudflare_for_details(&shared, &requests, &mut results).await;
     let observations: Vec<Observation> = results.into_iter().flat_map(|(_, o)| o).collect();
 
@@ -378,8 +369,8 @@ async fn observe(
     let http: HttpExchange = match target.scheme {
         Scheme::Http => exchange(tcp, false, &spec, deadline).await,
         Scheme::Https => {
-            let roots = shared.roots.for_route(request.route);
-            let done = handshake(tcp, target.host(), roots, ALPN, started_at, deadline).await;
+            let verifier = shared.roots.verifier_for(request.route);
+            let done = handshake(tcp, target.host(), verifier, ALPN, started_at, deadline).await;
             observation.timings_ms.tls = Some(millis(done.ended_at - connected));
             observation.tls = done.facts;
             match done.stream {

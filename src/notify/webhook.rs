@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::tls::Verifier;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::body::Bytes;
 use ring::hmac;
 use rustls::pki_types::CertificateDer;
-use rustls::RootCertStore;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tokio::time::{timeout_at, Instant};
@@ -179,14 +179,14 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
 /// and HTTP code, with the public WebPKI roots and `defaults.ca_file`'s.
 pub struct WebhookChannel<'a> {
     hooks: &'a [Webhook],
-    roots: Result<Arc<RootCertStore>, String>,
+    roots: Result<Verifier, String>,
 }
 
 impl<'a> WebhookChannel<'a> {
     pub fn new(hooks: &'a [Webhook], extra_roots: &Arc<[CertificateDer<'static>]>) -> Self {
         // The engine's trust stores for this root list, built once while the list is shared.
         let roots = trust_roots(extra_roots)
-            .map(|r| r.for_route(Route::Edge))
+            .map(|r| r.verifier_for(Route::Edge))
             .map_err(|e| e.to_string());
         Self { hooks, roots }
     }
@@ -225,7 +225,7 @@ pub async fn deliver(
     url: &str,
     message: &OutboxMessage,
     secret_env: Option<&str>,
-    roots: Arc<RootCertStore>,
+    roots: Verifier,
 ) -> Result<(), WebhookError> {
     let signature = match secret_env {
         Some(var) => {
@@ -250,7 +250,7 @@ async fn post(
     url: &str,
     message: &OutboxMessage,
     signature: Option<String>,
-    roots: Arc<RootCertStore>,
+    roots: Verifier,
     deadline: Instant,
 ) -> Result<(), WebhookError> {
     let shown = endpoint_for_display(url);

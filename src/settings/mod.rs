@@ -139,9 +139,9 @@ pub enum Nameserver {
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
     pub target: Target,
-    pub origins: Vec<SocketAddr>,
+    pub origins: Box<[SocketAddr]>,
     pub edge: Option<SocketAddr>,
-    pub static_path: Option<String>,
+    pub static_path: Option<Box<str>>,
     pub shared: Arc<SharedSettings>,
 }
 
@@ -184,7 +184,7 @@ impl ProbeSettings {
     pub fn for_target(target: Target, timeout: Duration) -> Self {
         Self {
             target,
-            origins: Vec::new(),
+            origins: Box::new([]),
             edge: None,
             static_path: None,
             shared: Arc::new(SharedSettings::with_timeout(timeout)),
@@ -283,9 +283,9 @@ pub fn check_site(
     };
     let settings = ProbeSettings {
         target,
-        origins,
+        origins: origins.into(),
         edge,
-        static_path,
+        static_path: static_path.map(String::into_boxed_str),
         shared: Arc::new(shared),
     };
     (Some(settings), problems)

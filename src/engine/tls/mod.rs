@@ -35,14 +35,38 @@ pub enum TlsSetupError {
     /// A certificate given as an extra root was rejected as a trust anchor.
     #[error("CA file {path}: {reason}")]
     BadCaCertificate { path: String, reason: String },
+    /// The certificate verifier could not be built from the roots.
+    #[error("cannot build the certificate verifier: {0}")]
+    Verifier(String),
 }
 
 /// The trust roots of each route: public WebPKI roots everywhere, Cloudflare's Origin CA on the
 /// origin route only (Full-strict trusts it, browsers do not), `--ca-file` roots on both.
+/// Each route's verifier is built once with its roots (every handshake still verifies the
+/// whole chain; only the setup is shared).
 #[derive(Debug, Clone)]
 pub struct TrustRoots {
     edge: Arc<RootCertStore>,
     origin: Arc<RootCertStore>,
+    edge_verifier: Verifier,
+    origin_verifier: Verifier,
+}
+
+/// The WebPKI verifier of one route's roots.
+pub type Verifier = Arc<WebPkiServerVerifier>;
+
+/// The crypto provider of every handshake, made once.
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+fn verifier(roots: &Arc<RootCertStore>) -> Result<Verifier, TlsSetupError> {
+    WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+        .build()
+        .map_err(|e| TlsSetupError::Verifier(e.to_string()))
 }
 
 impl TrustRoots {
@@ -64,10 +88,21 @@ impl TrustRoots {
                 .add(der)
                 .expect("shipped Cloudflare Origin CA root parses");
         }
+        let (edge, origin) = (Arc::new(edge), Arc::new(origin));
         Ok(Self {
-            edge: Arc::new(edge),
-            origin: Arc::new(origin),
+            edge_verifier: verifier(&edge)?,
+            origin_verifier: verifier(&origin)?,
+            edge,
+            origin,
         })
+    }
+
+    /// The verifier of a route's roots, for `handshake`.
+    pub fn verifier_for(&self, route: Route) -> Verifier {
+        match route {
+            Route::Edge => self.edge_verifier.clone(),
+            Route::Origin => self.origin_verifier.clone(),
+        }
     }
 
     pub fn for_route(&self, route: Route) -> Arc<RootCertStore> {
@@ -160,29 +195,29 @@ pub struct Handshake {
 pub async fn handshake(
     tcp: TcpStream,
     host: &str,
-    roots: Arc<RootCertStore>,
+    verifier: Verifier,
     alpn: &[&[u8]],
     now: OffsetDateTime,
     deadline: Instant,
 ) -> Handshake {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = match recording_verifier(roots, provider.clone()) {
-        Ok(v) => v,
-        Err(message) => return failed(ErrorKind::Io, message),
+    let verifier = Arc::new(RecordingVerifier {
+        inner: verifier,
+        record: Mutex::new(None),
+    });
+    let config = match ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => {
+            let mut config = builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            config.resumption = Resumption::disabled();
+            config
+        }
+        Err(e) => return failed(ErrorKind::Io, e.to_string()),
     };
-    let config =
-        match ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
-            Ok(builder) => {
-                let mut config = builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(verifier.clone())
-                    .with_no_client_auth();
-                config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-                config.resumption = Resumption::disabled();
-                config
-            }
-            Err(e) => return failed(ErrorKind::Io, e.to_string()),
-        };
     let server_name = match ServerName::try_from(host.to_string()) {
         Ok(name) => name,
         Err(e) => {
@@ -254,19 +289,6 @@ fn failed(kind: ErrorKind, message: String) -> Handshake {
         facts: None,
         ended_at: Instant::now(),
     }
-}
-
-fn recording_verifier(
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-) -> Result<Arc<RecordingVerifier>, String> {
-    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
-        .build()
-        .map_err(|e| format!("cannot build certificate verifier: {e}"))?;
-    Ok(Arc::new(RecordingVerifier {
-        inner,
-        record: Mutex::new(None),
-    }))
 }
 
 fn record_facts(record: Option<VerificationRecord>, host: &str, now: OffsetDateTime) -> TlsFacts {
@@ -413,7 +435,7 @@ mod tests {
         let done = handshake(
             tcp,
             "probe.test",
-            TrustRoots::new(&[]).unwrap().for_route(Route::Edge),
+            TrustRoots::new(&[]).unwrap().verifier_for(Route::Edge),
             &[b"http/1.1"],
             OffsetDateTime::now_utc(),
             called + Duration::from_secs(10),
