@@ -117,13 +117,9 @@ fn schema_validator() -> jsonschema::Validator {
 /// Serves `files` in-process as `probe watch --listen` does; returns the address.
 async fn serve_files(files: Vec<FeedFile>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let published = Published::default().next(files, OffsetDateTime::now_utc());
-    let (_sender, receiver) = tokio::sync::watch::channel(Arc::new(published));
     let listener = serve::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let _sender = _sender;
-        serve::serve(listener, receiver).await
-    });
+    let task = tokio::spawn(serve::serve(listener, Arc::new(published)));
     (addr, task)
 }
 

@@ -1,5 +1,5 @@
 //! The feed server of `probe watch --listen ADDR`: read-only, serving the feeds rendered last
-//! (`feeds::render_all`) from memory — no file system, no store access, so no path can reach
+//! (`feeds::render_each`, each file put in place as it is made) from memory — no file system, no store access, so no path can reach
 //! anything else and no internal error can leak.
 //!
 //! Hardened for the open internet: GET and HEAD only; no request body; a 2 KiB URI; 16 KiB of
@@ -28,7 +28,7 @@ use hyper_util::service::TowerToHyperService;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::feeds::{ComponentStatus, FeedFile};
@@ -53,6 +53,8 @@ struct Entry {
     /// Of the file itself; the gzip representation's is this with `-gzip` before the quote.
     etag: String,
     last_modified: OffsetDateTime,
+    /// The rendering that made it.
+    rendering: u64,
 }
 
 /// How a file's bytes are held.
@@ -129,45 +131,75 @@ impl hyper::body::Body for Inflating {
     }
 }
 
-/// The feeds being served, by request path.
-#[derive(Debug, Clone, Default)]
+/// The feeds being served, by request path. A new rendering replaces the files one at a time as
+/// they are made (`update`), so two renderings are never held at once: a client may get one
+/// file from the new rendering and the next from the old, each whole.
+#[derive(Debug, Default)]
 pub struct Published {
-    files: HashMap<String, Entry>,
+    files: std::sync::RwLock<HashMap<String, Entry>>,
+    /// The rendering in progress or last done; a file not rendered again is removed at its end.
+    rendering: AtomicU64,
 }
 
 impl Published {
-    /// The new rendering; a file whose bytes did not change keeps its Last-Modified, so
-    /// conditional requests keep answering 304.
+    /// A new set of files after this one (tests, tools); a file whose bytes did not change
+    /// keeps its Last-Modified, so conditional requests keep answering 304.
     pub fn next(&self, files: Vec<FeedFile>, now: OffsetDateTime) -> Published {
-        let mut next = self.builder(now);
+        let next = self.copied();
+        let mut update = next.update(now);
         for file in files {
-            next.add(file);
+            update.add(file);
         }
-        next.finish()
+        update.finish();
+        next
     }
 
-    /// Builds the next rendering a file at a time (each compressed as it comes, so the rendered
-    /// text is never held whole).
-    pub fn builder(&self, now: OffsetDateTime) -> PublishedBuilder<'_> {
+    /// A copy of the files as they are.
+    fn copied(&self) -> Published {
+        Published {
+            files: std::sync::RwLock::new(self.read().clone()),
+            rendering: AtomicU64::new(self.rendering.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Replaces the files with a new rendering, a file at a time as each is made (compressed
+    /// as it comes, so the rendered text is never held whole).
+    pub fn update(&self, now: OffsetDateTime) -> PublishedBuilder<'_> {
         PublishedBuilder {
-            previous: self,
+            published: self,
             now,
-            files: HashMap::new(),
+            rendering: self.rendering.fetch_add(1, Ordering::Relaxed) + 1,
             current: None,
         }
     }
 
     /// The bytes served for `path` to a client that does not accept gzip (tests, checks).
     pub fn body(&self, path: &str) -> Option<Vec<u8>> {
-        self.files.get(path).and_then(|e| e.inflated().ok())
+        self.entry(path).and_then(|e| e.inflated().ok())
+    }
+
+    fn entry(&self, path: &str) -> Option<Entry> {
+        self.read().get(path).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.files
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.files
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-/// The next `Published`, being filled.
+/// A rendering going into a `Published`.
 pub struct PublishedBuilder<'a> {
-    previous: &'a Published,
+    published: &'a Published,
     now: OffsetDateTime,
-    files: HashMap<String, Entry>,
+    rendering: u64,
     /// The file being written.
     current: Option<Pending>,
 }
@@ -219,18 +251,26 @@ impl PublishedBuilder<'_> {
         }
     }
 
-    /// A file keeps its Last-Modified while its bytes stay the same.
-    fn last_modified(&self, path: &str, etag: &str) -> OffsetDateTime {
-        match self.previous.files.get(path) {
-            Some(old) if old.etag == etag => old.last_modified,
-            _ => self.now,
+    /// Puts a file in place of its previous version, which it keeps the Last-Modified of while
+    /// the bytes stay the same.
+    fn replace(&self, path: String, mut entry: Entry) {
+        let mut files = self.published.write();
+        if let Some(old) = files.get(&path) {
+            if old.etag == entry.etag {
+                entry.last_modified = old.last_modified;
+            }
         }
+        files.insert(path, entry);
     }
 
-    pub fn finish(mut self) -> Published {
+    /// Ends the rendering: the files it did not make again are gone.
+    pub fn finish(mut self) {
         use super::FeedSink as _;
         self.end();
-        Published { files: self.files }
+        let rendering = self.rendering;
+        self.published
+            .write()
+            .retain(|_, entry| entry.rendering == rendering);
     }
 }
 
@@ -259,7 +299,6 @@ impl super::FeedSink for PublishedBuilder<'_> {
             return;
         };
         let etag = super::etag_of(file.hash.finish().as_ref());
-        let last_modified = self.last_modified(&file.path, &etag);
         let held = match file.gzip {
             Some(gzip) => {
                 let mut compressed = gzip.finish().unwrap_or_default();
@@ -272,9 +311,10 @@ impl super::FeedSink for PublishedBuilder<'_> {
             held,
             content_type: file.content_type,
             etag,
-            last_modified,
+            last_modified: self.now,
+            rendering: self.rendering,
         };
-        self.files.insert(file.path, entry);
+        self.replace(file.path, entry);
     }
 
     fn badge(&mut self, site_name: &str, status: ComponentStatus) {
@@ -286,15 +326,16 @@ impl super::FeedSink for PublishedBuilder<'_> {
         let entry = Entry {
             held: Held::Badge(site_name.into(), status),
             content_type: super::BADGE_TYPE,
-            last_modified: self.last_modified(&path, &etag),
             etag,
+            last_modified: self.now,
+            rendering: self.rendering,
         };
-        self.files.insert(path, entry);
+        self.replace(path, entry);
     }
 }
 
-/// Where the feed server takes its files from; the watch loop sends each new rendering.
-pub type Feeds = watch::Receiver<Arc<Published>>;
+/// Where the feed server takes its files from; the watch loop updates them in place.
+pub type Feeds = Arc<Published>;
 
 /// One open connection, as the accept loop sees it.
 struct OpenConnection {
@@ -547,8 +588,7 @@ async fn respond(
         "/" => "index.html",
         other => other.strip_prefix('/').unwrap_or(other),
     };
-    let published = feeds.borrow().clone();
-    let Some(entry) = published.files.get(path) else {
+    let Some(entry) = feeds.entry(path) else {
         return plain(StatusCode::NOT_FOUND, "not found\n");
     };
     let last_modified = http_date(entry.last_modified);
@@ -695,13 +735,24 @@ mod tests {
         let t0 = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
         let t1 = t0 + time::Duration::minutes(1);
         let first = Published::default().next(vec![file("a")], t0);
+        // A file the next rendering does not make is gone with it.
+        let gone = FeedFile {
+            path: "badge/old.svg".into(),
+            ..file("x")
+        };
+        let with_old = first.next(vec![file("a"), gone], t0);
+        assert!(with_old.body("badge/old.svg").is_some());
+        assert!(with_old
+            .next(vec![file("a")], t1)
+            .body("badge/old.svg")
+            .is_none());
         let same = first.next(vec![file("a")], t1);
-        assert_eq!(same.files["status.json"].last_modified, t0);
+        assert_eq!(same.entry("status.json").unwrap().last_modified, t0);
         let changed = same.next(vec![file("b")], t1);
-        assert_eq!(changed.files["status.json"].last_modified, t1);
+        assert_eq!(changed.entry("status.json").unwrap().last_modified, t1);
         assert_ne!(
-            changed.files["status.json"].etag,
-            first.files["status.json"].etag
+            changed.entry("status.json").unwrap().etag,
+            first.entry("status.json").unwrap().etag
         );
     }
 
@@ -713,9 +764,11 @@ mod tests {
         let t0 = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
         let t1 = t0 + time::Duration::minutes(1);
         let drawn = |previous: &Published, status, now| {
-            let mut next = previous.builder(now);
-            next.badge("shop <eu>", status);
-            next.finish()
+            let next = previous.copied();
+            let mut update = next.update(now);
+            update.badge("shop <eu>", status);
+            update.finish();
+            next
         };
         let first = drawn(&Published::default(), ComponentStatus::Operational, t0);
         let path = "badge/shop%20%3Ceu%3E.svg";
@@ -725,13 +778,16 @@ mod tests {
             body: crate::feeds::html::badge("shop <eu>", ComponentStatus::Operational).into_bytes(),
         };
         assert_eq!(first.body(path).unwrap(), written.body);
-        assert_eq!(first.files[path].etag, written.etag());
-        assert!(matches!(first.files[path].held, Held::Badge(..)));
+        assert_eq!(first.entry(path).unwrap().etag, written.etag());
+        assert!(matches!(first.entry(path).unwrap().held, Held::Badge(..)));
         let same = drawn(&first, ComponentStatus::Operational, t1);
-        assert_eq!(same.files[path].last_modified, t0);
+        assert_eq!(same.entry(path).unwrap().last_modified, t0);
         let down = drawn(&same, ComponentStatus::MajorOutage, t1);
-        assert_eq!(down.files[path].last_modified, t1);
-        assert_ne!(down.files[path].etag, first.files[path].etag);
+        assert_eq!(down.entry(path).unwrap().last_modified, t1);
+        assert_ne!(
+            down.entry(path).unwrap().etag,
+            first.entry(path).unwrap().etag
+        );
         assert!(String::from_utf8(down.body(path).unwrap())
             .unwrap()
             .contains("major outage"));
@@ -752,13 +808,13 @@ mod tests {
             }],
             t0,
         );
-        let held = match &published.files["metrics"].held {
+        let held = match &published.entry("metrics").unwrap().held {
             Held::Gzip(bytes, _) => bytes.len(),
             Held::Plain(_) | Held::Badge(..) => usize::MAX,
         };
         assert!(held * 10 < text.len(), "held compressed");
         assert_eq!(published.body("metrics").unwrap(), text.as_bytes());
-        let (_, feeds) = watch::channel(Arc::new(published));
+        let feeds = Arc::new(published);
         let get = |accept: Option<&'static str>, tag: Option<String>| {
             let feeds = feeds.clone();
             async move {
@@ -819,10 +875,10 @@ mod tests {
             t0,
         );
         assert!(matches!(
-            published.files["badge/a.svg"].held,
+            published.entry("badge/a.svg").unwrap().held,
             Held::Plain(_)
         ));
-        let (_, feeds) = watch::channel(Arc::new(published));
+        let feeds = Arc::new(published);
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         let uri: Uri = "/badge/a.svg".parse().unwrap();

@@ -163,7 +163,7 @@ pub struct Watch<'a> {
     delivery: Delivery,
     /// Where freshly rendered feeds go, when they are served; `feeds_dirty`: results came in
     /// since the last rendering.
-    feeds: Option<watch::Sender<Arc<Published>>>,
+    feeds: Option<Arc<Published>>,
     feeds_dirty: bool,
     /// When the feeds were last rendered, and how long that took.
     feeds_rendered: Option<(Instant, Duration)>,
@@ -201,16 +201,16 @@ impl<'a> Watch<'a> {
     /// Starts publishing the feeds: rendered now, then again whenever results came in (at most
     /// every few seconds). The server reads from the returned receiver.
     pub fn publish_feeds(&mut self) -> crate::feeds::server::Feeds {
-        let (sender, receiver) = watch::channel(Arc::new(Published::default()));
-        self.feeds = Some(sender);
+        let published = Arc::new(Published::default());
+        self.feeds = Some(published.clone());
         self.feeds_dirty = true;
         self.refresh_feeds();
-        receiver
+        published
     }
 
     /// Renders the feeds from the store, if they are served and anything changed.
     fn refresh_feeds(&mut self) {
-        let Some(sender) = &self.feeds else {
+        let Some(published) = &self.feeds else {
             return;
         };
         if !self.feeds_dirty {
@@ -228,14 +228,11 @@ impl<'a> Watch<'a> {
         let now = OffsetDateTime::now_utc();
         match feeds::snapshot(&self.config, self.store, now) {
             Ok(snapshot) => {
-                // Each file compressed as it is written: no feed's text is ever held whole, nor
-                // beside the previous rendering.
-                let previous = sender.borrow().clone();
-                let mut next = previous.builder(now);
-                feeds::render_each(&snapshot, &mut next);
-                let next = next.finish();
-                drop(previous);
-                drop(sender.send_replace(Arc::new(next)));
+                // Each file compressed as it is written and put in place of its previous
+                // version: no feed's text is ever held whole, nor two renderings at once.
+                let mut update = published.update(now);
+                feeds::render_each(&snapshot, &mut update);
+                update.finish();
                 drop(snapshot);
                 release_freed_memory();
                 self.feeds_dirty = false;
