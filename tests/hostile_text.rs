@@ -251,11 +251,11 @@ fn feeds_stay_well_formed_xml_whatever_the_names_hold() {
         title: format!("Status {HOSTILE_CN}"),
         url: None,
         sites: vec![SiteFeed {
-            name: name.into(),
-            url: "https://shop.example/".into(),
+            name,
+            url: "https://shop.example/",
             latest: Some(LatestFacts {
                 at: now,
-                diagnosis: report.diagnosis.clone(),
+                diagnosis: report.diagnosis.clone().into(),
                 requests: Vec::new(),
             }),
             in_maintenance: false,

@@ -132,7 +132,7 @@ fn site_item(out: &mut dyn std::fmt::Write, site: &SiteFeed, now: time::OffsetDa
     let status = component_status(site);
     let (words, colour) = presentation(status);
     let status = status.as_str();
-    let name = xml(&site.name);
+    let name = xml(site.name);
     let _ = write!(
         out,
         "<li class=\"site\" data-site=\"{name}\" data-status=\"{status}\">\
@@ -190,7 +190,7 @@ fn site_item(out: &mut dyn std::fmt::Write, site: &SiteFeed, now: time::OffsetDa
         out,
         "{} · <a href=\"badge/{}.svg\">badge</a></p></li>",
         windows.join(" · "),
-        xml(&file_name(&site.name))
+        xml(&file_name(site.name))
     );
 }
 

@@ -68,7 +68,7 @@ type Sample<'a> = dyn FnMut(usize, &[(&str, &str)], f64) + 'a;
 
 fn each_sample(snapshot: &FeedSnapshot, sample: &mut Sample<'_>) {
     for site in &snapshot.sites {
-        let name = site.name.as_str();
+        let name = site.name;
         for ((window, _), share) in WINDOWS.iter().zip(site.uptime) {
             if let Some(share) = share {
                 sample(UPTIME, &[("site", name), ("window", window)], share);

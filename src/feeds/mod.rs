@@ -23,7 +23,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::config::{Config, MaintenanceWindow};
-use crate::diagnose::Diagnosis;
+use crate::diagnose::{Cause, Confidence, Diagnosis, Hop};
 use crate::engine::ProbeReport;
 use crate::observe::{PathRole, PhaseTimings, Route, Status};
 use crate::store::{IncidentRecord, Store, StoreError, UptimeHour};
@@ -41,23 +41,23 @@ pub const WINDOWS: [(&str, i64); 4] = [
 
 /// Everything the feeds show, read at one moment.
 #[derive(Debug, Clone)]
-pub struct FeedSnapshot {
+pub struct FeedSnapshot<'a> {
     pub generated_at: OffsetDateTime,
     pub title: String,
     /// Where the page is published (ends in `/`), if configured.
     pub url: Option<String>,
-    pub sites: Vec<SiteFeed>,
+    pub sites: Vec<SiteFeed<'a>>,
     /// Incidents open now or closed within the history, newest first.
     pub incidents: Vec<IncidentRecord>,
     /// Maintenance windows in progress or to come.
     pub maintenance: Vec<MaintenanceWindow>,
 }
 
-/// One site as the feeds show it.
+/// One site as the feeds show it (its name and URL are the config's).
 #[derive(Debug, Clone)]
-pub struct SiteFeed {
-    pub name: String,
-    pub url: String,
+pub struct SiteFeed<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
     /// What the latest result showed.
     pub latest: Option<LatestFacts>,
     /// A maintenance window covers the site now.
@@ -70,7 +70,7 @@ pub struct SiteFeed {
     pub days: Box<[(u32, u32)]>,
 }
 
-impl SiteFeed {
+impl SiteFeed<'_> {
     /// The history's days with their start, oldest first: (day's start, results, down results).
     /// `now` is the snapshot's time.
     pub fn day_bars(
@@ -104,9 +104,32 @@ impl SiteFeed {
 #[derive(Debug, Clone)]
 pub struct LatestFacts {
     pub at: OffsetDateTime,
-    pub diagnosis: Diagnosis,
+    pub diagnosis: Verdict,
     /// The first sample's page request on each route and address.
     pub requests: Vec<RequestFacts>,
+}
+
+/// A diagnosis as the feeds show it: the verdict and its summary (the evidence, next steps and
+/// alternatives stay in the store: thousands of sites' worth would dwarf the rest of a snapshot).
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub status: Status,
+    pub hop: Hop,
+    pub cause: Cause,
+    pub confidence: Confidence,
+    pub summary: String,
+}
+
+impl From<Diagnosis> for Verdict {
+    fn from(d: Diagnosis) -> Self {
+        Self {
+            status: d.status,
+            hop: d.hop,
+            cause: d.cause,
+            confidence: d.confidence,
+            summary: d.summary,
+        }
+    }
 }
 
 /// One page request, as the metrics show it.
@@ -147,17 +170,9 @@ impl LatestFacts {
                 }
             })
             .collect();
-        // The feeds show the verdict and its summary; the evidence and next steps stay in the
-        // store (thousands of sites' worth would dwarf the rest of a snapshot).
-        let diagnosis = Diagnosis {
-            evidence: Vec::new(),
-            next_steps: Vec::new(),
-            alternatives: Vec::new(),
-            ..report.diagnosis
-        };
         Self {
             at,
-            diagnosis,
+            diagnosis: report.diagnosis.into(),
             requests,
         }
     }
@@ -185,11 +200,11 @@ pub fn etag_of(sha256: &[u8]) -> String {
 }
 
 /// Reads what the feeds show for the sites of `config`, as of `now`.
-pub fn snapshot(
-    config: &Config,
+pub fn snapshot<'a>(
+    config: &'a Config,
     store: &dyn Store,
     now: OffsetDateTime,
-) -> Result<FeedSnapshot, StoreError> {
+) -> Result<FeedSnapshot<'a>, StoreError> {
     let history_start = now - time::Duration::days(HISTORY_DAYS);
     // Every site's entry is made first, in the config's order, and filled in place as the store
     // streams by: no map of every site's facts beside the list, and one site's uptime being
@@ -204,8 +219,8 @@ pub fn snapshot(
         .sites
         .iter()
         .map(|site| SiteFeed {
-            name: site.name.clone(),
-            url: site.probe.target.url().to_string(),
+            name: &site.name,
+            url: site.probe.target.url(),
             latest: None,
             in_maintenance: config.in_maintenance(&site.name, now),
             uptime: [None; 4],
@@ -382,7 +397,7 @@ pub fn render_each(snapshot: &FeedSnapshot, sink: &mut dyn FeedSink) {
     metrics::exposition(snapshot, sink);
     sink.end();
     for site in &snapshot.sites {
-        sink.badge(&site.name, status::component_status(site));
+        sink.badge(site.name, status::component_status(site));
     }
 }
 
@@ -528,8 +543,8 @@ mod tests {
         assert_eq!(tally.shares(), [Some(1.0), Some(0.5), Some(0.5), Some(0.5)]);
         assert_eq!(Tally::default().shares(), [None; 4]);
         let site = SiteFeed {
-            name: "a".into(),
-            url: "https://a.example/".into(),
+            name: "a",
+            url: "https://a.example/",
             latest: None,
             in_maintenance: false,
             uptime: tally.shares(),

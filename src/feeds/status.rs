@@ -208,7 +208,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
             let affected: Vec<Value> = snapshot
                 .sites
                 .iter()
-                .filter(|s| w.sites.is_empty() || w.sites.contains(&s.name))
+                .filter(|s| w.sites.is_empty() || w.sites.iter().any(|n| n == s.name))
                 .map(|s| {
                     json!({
                         "id": short_id(&format!("site:{}", s.name)),
