@@ -17,6 +17,7 @@ pub use status::ComponentStatus;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ring::digest::{digest, SHA256};
 use time::format_description::well_known::Rfc3339;
@@ -117,18 +118,44 @@ pub struct Verdict {
     pub hop: Hop,
     pub cause: Cause,
     pub confidence: Confidence,
-    pub summary: String,
+    /// Shared by the sites whose summaries read the same (most healthy ones do).
+    pub summary: Arc<str>,
 }
 
 impl From<Diagnosis> for Verdict {
     fn from(d: Diagnosis) -> Self {
+        Self::of(d, &mut Summaries::default())
+    }
+}
+
+impl Verdict {
+    fn of(d: Diagnosis, summaries: &mut Summaries) -> Self {
         Self {
             status: d.status,
             hop: d.hop,
             cause: d.cause,
             confidence: d.confidence,
-            summary: d.summary,
+            summary: summaries.shared(d.summary),
         }
+    }
+}
+
+/// The summaries seen while a snapshot is read: one copy of each (up to `MAX_SHARED` of them).
+#[derive(Default)]
+struct Summaries(std::collections::HashSet<Arc<str>>);
+
+impl Summaries {
+    const MAX_SHARED: usize = 4096;
+
+    fn shared(&mut self, summary: String) -> Arc<str> {
+        if let Some(seen) = self.0.get(summary.as_str()) {
+            return seen.clone();
+        }
+        let summary: Arc<str> = summary.into();
+        if self.0.len() < Self::MAX_SHARED {
+            self.0.insert(summary.clone());
+        }
+        summary
     }
 }
 
@@ -147,7 +174,7 @@ pub struct RequestFacts {
 }
 
 impl LatestFacts {
-    fn of(at: OffsetDateTime, report: ProbeReport) -> Self {
+    fn of(at: OffsetDateTime, report: ProbeReport, summaries: &mut Summaries) -> Self {
         let requests = report
             .observations
             .iter()
@@ -172,7 +199,7 @@ impl LatestFacts {
             .collect();
         Self {
             at,
-            diagnosis: report.diagnosis.into(),
+            diagnosis: Verdict::of(report.diagnosis, summaries),
             requests,
         }
     }
@@ -229,11 +256,13 @@ pub fn snapshot<'a>(
         .collect();
     // Reports are reduced to what the feeds show as they stream by: a full report per site
     // would not fit in memory for thousands of sites.
+    let mut summaries = Summaries::default();
     store.each_latest(&mut |l| {
         if let Some(&i) = index.get(l.site.as_str()) {
-            sites[i].latest = Some(LatestFacts::of(l.at, l.report));
+            sites[i].latest = Some(LatestFacts::of(l.at, l.report, &mut summaries));
         }
     })?;
+    drop(summaries);
     let mut tallying: Option<(usize, Tally)> = None;
     let done = |tallying: &mut Option<(usize, Tally)>, sites: &mut [SiteFeed]| {
         if let Some((i, tally)) = tallying.take() {

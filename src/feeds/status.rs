@@ -107,7 +107,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                     "hop": d.hop.as_str(),
                     "cause": d.cause.as_str(),
                     "confidence": d.confidence.as_str(),
-                    "summary": d.summary,
+                    "summary": &*d.summary,
                 })
             });
             let uptime: serde_json::Map<String, Value> = WINDOWS
