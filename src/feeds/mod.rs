@@ -471,7 +471,9 @@ impl std::fmt::Write for DirWriter<'_> {
         if let Some((_, _, writer)) = &mut self.current {
             if let Err(e) = writer.write_all(s.as_bytes()) {
                 self.failed.get_or_insert(e);
-                self.current = None;
+                if let Some((temporary, _, _)) = self.current.take() {
+                    let _ = std::fs::remove_file(temporary);
+                }
             }
         }
         Ok(())
@@ -498,6 +500,7 @@ impl FeedSink for DirWriter<'_> {
             .map_err(std::io::IntoInnerError::into_error)
             .and_then(|_| std::fs::rename(&temporary, &path));
         if let Err(e) = done {
+            let _ = std::fs::remove_file(&temporary);
             self.failed.get_or_insert(e);
         }
     }

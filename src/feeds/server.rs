@@ -163,7 +163,8 @@ impl Published {
     }
 
     /// Replaces the files with a new rendering, a file at a time as each is made (compressed
-    /// as it comes, so the rendered text is never held whole).
+    /// as it comes, so the rendered text is never held whole). One rendering at a time: its end
+    /// removes the files it did not make, another's included (the watch loop is the one writer).
     pub fn update(&self, now: OffsetDateTime) -> PublishedBuilder<'_> {
         PublishedBuilder {
             published: self,

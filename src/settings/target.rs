@@ -143,16 +143,16 @@ impl Target {
             "http" => Scheme::Http,
             other => return Err(TargetError::Scheme(other.to_string())),
         };
-        let (host, host_ip) = match url.host() {
+        let host_ip = match url.host() {
             Some(Host::Domain(name)) => {
                 // A single label ("intranet", "not-a-url") is almost always a typo for a URL.
                 if !name.contains('.') && name != "localhost" {
                     return Err(TargetError::NotQualified(name.to_string()));
                 }
-                (name.trim_end_matches('.').to_string(), None)
+                None
             }
-            Some(Host::Ipv4(ip)) => (ip.to_string(), Some(IpAddr::V4(ip))),
-            Some(Host::Ipv6(ip)) => (ip.to_string(), Some(IpAddr::V6(ip))),
+            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
             None => return Err(TargetError::NoHost),
         };
         let port = url.port_or_known_default().ok_or(TargetError::NoHost)?;
@@ -161,17 +161,20 @@ impl Target {
         }
         let shown = url_for_display(url.as_str());
         let too_long = || TargetError::Unparsable("longer than 4 GiB".into());
-        let host_start = url[..url::Position::BeforeHost].len()
-            + usize::from(host_ip.is_some_and(|ip| ip.is_ipv6()));
-        let host_end = host_start + host.len();
+        // The host as the URL writes it: without an IPv6 address's brackets or a name's
+        // trailing dot.
+        let written = &url[url::Position::BeforeHost..url::Position::AfterHost];
+        let bare = written
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(written.trim_end_matches('.'));
+        let host_start =
+            url[..url::Position::BeforeHost].len() + usize::from(written.starts_with('['));
+        let host_end = host_start + bare.len();
         let path_start = url[..url::Position::AfterPort].len();
-        // Masking touches the query only: the URL as shown starts as the URL does.
-        if shown.get(host_start..host_end) != Some(host.as_str())
-            || shown.get(..path_start) != Some(&url[..url::Position::AfterPort])
-        {
-            return Err(TargetError::Unparsable(format!(
-                "{host:?} is not where the URL names its host"
-            )));
+        // Masking touches the query and fragment only: the URL as shown starts as the URL does.
+        if shown.get(..path_start) != Some(&url[..url::Position::AfterPort]) {
+            return Err(TargetError::Unparsable("the URL cannot be shown".into()));
         }
         let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
         let secret_path = (shown.get(path_start..) != Some(path)).then(|| path.into());
@@ -253,6 +256,15 @@ mod tests {
         );
         let t = Target::parse("https://[::1]:8443/").unwrap();
         assert_eq!((t.host(), t.authority()), ("::1", "[::1]:8443"));
+        let mapped = Target::parse("https://[::ffff:1.2.3.4]/").unwrap();
+        assert_eq!(
+            (mapped.host(), mapped.authority(), mapped.host_ip),
+            (
+                "::ffff:102:304",
+                "[::ffff:102:304]",
+                "::ffff:1.2.3.4".parse().ok()
+            )
+        );
         let dotted = Target::parse("https://Example.com.:8443/x").unwrap();
         assert_eq!(
             (dotted.host(), dotted.authority(), dotted.path()),

@@ -265,8 +265,9 @@ pub trait Store: Send {
     }
     /// Incidents still open or closed after `since`, newest first, with their causes.
     fn incidents(&self, since: OffsetDateTime) -> Result<Vec<IncidentRecord>, StoreError>;
-    /// Calls `each` with the hourly uptime counts of every site from `since` on, per site in
-    /// time order, one row at a time (90 days of many sites need not fit in memory).
+    /// Calls `each` with the hourly uptime counts of every site from `since` on, one row at a
+    /// time (90 days of many sites need not fit in memory): each site's hours together, in time
+    /// order (the feeds tally one site at a time).
     fn each_uptime_hour(
         &self,
         since: OffsetDateTime,
