@@ -256,7 +256,7 @@ fn feeds_stay_well_formed_xml_whatever_the_names_hold() {
             latest: Some(LatestFacts {
                 at: now,
                 diagnosis: report.diagnosis.clone().into(),
-                requests: Vec::new(),
+                requests: Box::new([]),
             }),
             in_maintenance: false,
             uptime: [Some(1.0); 4],
