@@ -4,8 +4,8 @@
 //! column), then each section's checker (one file per section, beside its types) turns it into the
 //! `Config` the scheduler uses, reporting every problem at once with file:line:column and the
 //! field's path. The site list is read on a second reading of the file and checked a site at a
-//! time, so 100,000 sites are never held as written. Each site's probe settings are checked by the settings core, as the command line's
-//! are. A parse error's position comes from serde-saphyr's own location, its field path from the
+//! time, so 100,000 sites are never held as written. Each site's probe settings are checked by
+//! the settings core, as the command line's are. A parse error's position comes from serde-saphyr's own location, its field path from the
 //! deserializer (serde_path_to_error). Secrets are never in the file: variables name them.
 
 mod alerts;

@@ -152,9 +152,9 @@ pub struct SiteChecker<'a> {
     names: SiteNames,
     /// Sites without origins: the first few names, and how many in all.
     without_origins: Vec<String>,
+    without_origins_count: usize,
     /// The shared settings of the site checked last.
     last_shared: Option<Arc<SharedSettings>>,
-    without_origins_count: usize,
 }
 
 impl<'a> SiteChecker<'a> {

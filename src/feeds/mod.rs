@@ -311,8 +311,7 @@ pub fn snapshot<'a>(
 struct Tally {
     /// (results, down results) per window.
     windows: [(u64, u64); 4],
-    /// (results, down results) per day, oldest first, today last; absent until a result comes
-    /// (a fixed array: thousands of sites are tallied at once).
+    /// (results, down results) per day, oldest first, today last; absent until a result comes.
     days: Option<Box<[(u32, u32); HISTORY_DAYS as usize]>>,
 }
 

@@ -44,8 +44,8 @@ const MAX_URI_BYTES: usize = 2048;
 /// One served file and when its content last changed. A file of `GZIP_FROM` bytes or more is
 /// held gzip-compressed (the feeds of thousands of sites are tens of megabytes of text, a tenth
 /// of that compressed), sent as it is to clients that accept gzip and inflated as it is sent for
-/// the others; a smaller one (a badge) is held as it is. The bytes are shared, not copied, by
-/// every response.
+/// the others; a smaller one is held as it is, and a badge as its site's state. The bytes are
+/// shared, not copied, by every response.
 #[derive(Debug, Clone)]
 struct Entry {
     held: Held,

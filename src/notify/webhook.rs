@@ -179,16 +179,16 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
 /// and HTTP code, with the public WebPKI roots and `defaults.ca_file`'s.
 pub struct WebhookChannel<'a> {
     hooks: &'a [Webhook],
-    roots: Result<Verifier, String>,
+    verifier: Result<Verifier, String>,
 }
 
 impl<'a> WebhookChannel<'a> {
     pub fn new(hooks: &'a [Webhook], extra_roots: &Arc<[CertificateDer<'static>]>) -> Self {
         // The engine's trust stores for this root list, built once while the list is shared.
-        let roots = trust_roots(extra_roots)
+        let verifier = trust_roots(extra_roots)
             .map(|r| r.verifier_for(Route::Edge))
             .map_err(|e| e.to_string());
-        Self { hooks, roots }
+        Self { hooks, verifier }
     }
 }
 
@@ -210,11 +210,11 @@ impl Channel for WebhookChannel<'_> {
             .iter()
             .find(|h| h.url == url)
             .and_then(|h| h.secret_env.as_deref());
-        let roots = self
-            .roots
+        let verifier = self
+            .verifier
             .clone()
             .map_err(DeliveryError::DestinationFailing)?;
-        deliver(&url, message, secret_env, roots)
+        deliver(&url, message, secret_env, verifier)
             .await
             .map_err(DeliveryError::from)
     }
@@ -225,7 +225,7 @@ pub async fn deliver(
     url: &str,
     message: &OutboxMessage,
     secret_env: Option<&str>,
-    roots: Verifier,
+    verifier: Verifier,
 ) -> Result<(), WebhookError> {
     let signature = match secret_env {
         Some(var) => {
@@ -240,7 +240,7 @@ pub async fn deliver(
         url,
         message,
         signature,
-        roots,
+        verifier,
         Instant::now() + DELIVERY_TIMEOUT,
     )
     .await
@@ -250,7 +250,7 @@ async fn post(
     url: &str,
     message: &OutboxMessage,
     signature: Option<String>,
-    roots: Verifier,
+    verifier: Verifier,
     deadline: Instant,
 ) -> Result<(), WebhookError> {
     let shown = endpoint_for_display(url);
@@ -328,7 +328,7 @@ async fn post(
     let tcp = tcp?;
     let exchange = if https {
         let now = OffsetDateTime::now_utc();
-        let done = handshake(tcp, &host, roots, &[b"http/1.1"], now, deadline).await;
+        let done = handshake(tcp, &host, verifier, &[b"http/1.1"], now, deadline).await;
         let stream = match done.stream {
             Ok(stream) => stream,
             Err(e) if e.kind == ErrorKind::Timeout => return Err(timed_out()),

@@ -46,10 +46,8 @@ pub enum TlsSetupError {
 /// whole chain; only the setup is shared).
 #[derive(Debug, Clone)]
 pub struct TrustRoots {
-    edge: Arc<RootCertStore>,
-    origin: Arc<RootCertStore>,
-    edge_verifier: Verifier,
-    origin_verifier: Verifier,
+    edge: Verifier,
+    origin: Verifier,
 }
 
 /// The WebPKI verifier of one route's roots.
@@ -63,54 +61,52 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-fn verifier(roots: &Arc<RootCertStore>) -> Result<Verifier, TlsSetupError> {
-    WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+fn verifier(roots: RootCertStore) -> Result<Verifier, TlsSetupError> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| TlsSetupError::Verifier(e.to_string()))
 }
 
 impl TrustRoots {
     pub fn new(extra: &[CertificateDer<'static>]) -> Result<Self, TlsSetupError> {
-        let mut edge = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        for der in extra {
-            edge.add(der.clone())
-                .map_err(|e| TlsSetupError::BadCaCertificate {
-                    path: "--ca-file".into(),
-                    reason: e.to_string(),
-                })?;
-        }
-        let mut origin = edge.clone();
-        for der in crate::settings::pem_certificates(ORIGIN_CA_ROOT_PEM) {
-            // The shipped root is known-good; a failure here would be a build defect.
-            origin
-                .add(der)
-                .expect("shipped Cloudflare Origin CA root parses");
-        }
-        let (edge, origin) = (Arc::new(edge), Arc::new(origin));
+        let (edge, origin) = route_roots(extra)?;
         Ok(Self {
-            edge_verifier: verifier(&edge)?,
-            origin_verifier: verifier(&origin)?,
-            edge,
-            origin,
+            edge: verifier(edge)?,
+            origin: verifier(origin)?,
         })
     }
 
     /// The verifier of a route's roots, for `handshake`.
     pub fn verifier_for(&self, route: Route) -> Verifier {
         match route {
-            Route::Edge => self.edge_verifier.clone(),
-            Route::Origin => self.origin_verifier.clone(),
-        }
-    }
-
-    pub fn for_route(&self, route: Route) -> Arc<RootCertStore> {
-        match route {
             Route::Edge => self.edge.clone(),
             Route::Origin => self.origin.clone(),
         }
     }
+}
+
+/// The roots of the edge route and of the origin route.
+fn route_roots(
+    extra: &[CertificateDer<'static>],
+) -> Result<(RootCertStore, RootCertStore), TlsSetupError> {
+    let mut edge = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for der in extra {
+        edge.add(der.clone())
+            .map_err(|e| TlsSetupError::BadCaCertificate {
+                path: "--ca-file".into(),
+                reason: e.to_string(),
+            })?;
+    }
+    let mut origin = edge.clone();
+    for der in crate::settings::pem_certificates(ORIGIN_CA_ROOT_PEM) {
+        // The shipped root is known-good; a failure here would be a build defect.
+        origin
+            .add(der)
+            .expect("shipped Cloudflare Origin CA root parses");
+    }
+    Ok((edge, origin))
 }
 
 /// What the verifier saw: the chain as presented and the WebPKI verdict.
@@ -374,9 +370,7 @@ mod tests {
 
     #[test]
     fn the_origin_ca_is_trusted_on_the_origin_route_only() {
-        let roots = TrustRoots::new(&[]).unwrap();
-        let edge = roots.for_route(Route::Edge);
-        let origin = roots.for_route(Route::Origin);
+        let (edge, origin) = route_roots(&[]).unwrap();
         assert_eq!(origin.len(), edge.len() + 1);
         let cloudflare = pem_certificates(ORIGIN_CA_ROOT_PEM);
         let anchor = webpki_anchor_subject(&cloudflare[0]);
@@ -393,9 +387,8 @@ mod tests {
     #[test]
     fn extra_roots_are_trusted_on_both_routes() {
         let cloudflare = pem_certificates(ORIGIN_CA_ROOT_PEM);
-        let roots = TrustRoots::new(&cloudflare).unwrap();
+        let (edge, _) = route_roots(&cloudflare).unwrap();
         let anchor = webpki_anchor_subject(&cloudflare[0]);
-        let edge = roots.for_route(Route::Edge);
         assert!(edge
             .roots
             .iter()
