@@ -259,7 +259,7 @@ fn feeds_stay_well_formed_xml_whatever_the_names_hold() {
                 requests: Box::new([]),
             }),
             in_maintenance: false,
-            uptime: [Some(1.0); 4],
+            counts: [(1, 0); 4],
             days: Vec::new().into(),
         }],
         incidents: vec![IncidentRecord {

@@ -183,7 +183,7 @@ fn site_item(out: &mut dyn std::fmt::Write, site: &SiteFeed, now: time::OffsetDa
     let _ = out.write_str("</div><p class=\"uptime\">");
     let windows: Vec<String> = WINDOWS
         .iter()
-        .zip(site.uptime)
+        .zip(site.uptime())
         .map(|((label, _), share)| format!("{label} {}", percent(share)))
         .collect();
     let _ = writeln!(

@@ -69,7 +69,7 @@ type Sample<'a> = dyn FnMut(usize, &[(&str, &str)], f64) + 'a;
 fn each_sample(snapshot: &FeedSnapshot, sample: &mut Sample<'_>) {
     for site in &snapshot.sites {
         let name = site.name;
-        for ((window, _), share) in WINDOWS.iter().zip(site.uptime) {
+        for ((window, _), share) in WINDOWS.iter().zip(site.uptime()) {
             if let Some(share) = share {
                 sample(UPTIME, &[("site", name), ("window", window)], share);
             }
@@ -102,22 +102,22 @@ fn each_sample(snapshot: &FeedSnapshot, sample: &mut Sample<'_>) {
                 ("address", address.as_str()),
             ];
             sample(SUCCESS, &labels, if request.answered { 1.0 } else { 0.0 });
-            let t = &request.timings;
-            sample(DURATION, &labels, t.total / 1000.0);
+            let t = request.timings;
+            sample(DURATION, &labels, t.total() / 1000.0);
             sample(STATUS_CODE, &labels, f64::from(request.status));
             // blackbox_exporter's phase names.
             for (phase, ms) in [
-                ("resolve", t.dns),
-                ("connect", t.connect),
-                ("tls", t.tls),
-                ("processing", t.ttfb),
-                ("transfer", t.transfer),
+                ("resolve", t.dns()),
+                ("connect", t.connect()),
+                ("tls", t.tls()),
+                ("processing", t.ttfb()),
+                ("transfer", t.transfer()),
             ] {
                 let mut with_phase = labels.to_vec();
                 with_phase.push(("phase", phase));
                 sample(PHASES, &with_phase, ms.unwrap_or(0.0) / 1000.0);
             }
-            if let Some(ms) = t.dns {
+            if let Some(ms) = t.dns() {
                 sample(DNS, &labels, ms / 1000.0);
             }
             if let Some(expiry) = request.earliest_cert_expiry {

@@ -63,8 +63,8 @@ pub struct SiteFeed<'a> {
     pub latest: Option<LatestFacts>,
     /// A maintenance window covers the site now.
     pub in_maintenance: bool,
-    /// Share of results not `down`, per window of `WINDOWS`; `None` without results.
-    pub uptime: [Option<f64>; 4],
+    /// (results, down results) per window of `WINDOWS` (`uptime` gives the shares).
+    pub counts: [(u32, u32); 4],
     /// (results, down results) per UTC day of the history, oldest first, today last, from the
     /// first day with results on (`day_bars` gives all `HISTORY_DAYS`, with their dates): a site
     /// watched for a day holds one day, not ninety.
@@ -90,6 +90,12 @@ impl SiteFeed<'_> {
                 let day = OffsetDateTime::from_unix_timestamp(start).expect("a day within range");
                 (day, total, down)
             })
+    }
+
+    /// Share of results not `down`, per window of `WINDOWS`; `None` without results.
+    pub fn uptime(&self) -> [Option<f64>; 4] {
+        self.counts
+            .map(|(total, down)| (total > 0).then(|| f64::from(total - down) / f64::from(total)))
     }
 
     /// The site's status now (`Unknown` before its first result).
@@ -169,9 +175,58 @@ pub struct RequestFacts {
     pub status: u16,
     /// No error, and an answer below 400.
     pub answered: bool,
-    pub timings: PhaseTimings,
+    pub timings: Timings,
     /// The earliest `not_after` of the certificates presented, in Unix seconds.
     pub earliest_cert_expiry: Option<i64>,
+}
+
+/// A request's phase timings held as whole microseconds (what a report carries: its milliseconds
+/// are rounded to the microsecond), a quarter of their size as optional floats.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings([u32; 6]);
+
+impl Timings {
+    const ABSENT: u32 = u32::MAX;
+
+    fn of(t: &PhaseTimings) -> Self {
+        let micros = |ms: Option<f64>| {
+            ms.map_or(Self::ABSENT, |ms| {
+                (ms * 1000.0)
+                    .round()
+                    .clamp(0.0, f64::from(Self::ABSENT - 1)) as u32
+            })
+        };
+        Self([
+            micros(t.dns),
+            micros(t.connect),
+            micros(t.tls),
+            micros(t.ttfb),
+            micros(t.transfer),
+            micros(Some(t.total)),
+        ])
+    }
+
+    fn ms(self, i: usize) -> Option<f64> {
+        (self.0[i] != Self::ABSENT).then(|| f64::from(self.0[i]) / 1000.0)
+    }
+    pub fn dns(self) -> Option<f64> {
+        self.ms(0)
+    }
+    pub fn connect(self) -> Option<f64> {
+        self.ms(1)
+    }
+    pub fn tls(self) -> Option<f64> {
+        self.ms(2)
+    }
+    pub fn ttfb(self) -> Option<f64> {
+        self.ms(3)
+    }
+    pub fn transfer(self) -> Option<f64> {
+        self.ms(4)
+    }
+    pub fn total(self) -> f64 {
+        self.ms(5).unwrap_or(0.0)
+    }
 }
 
 impl LatestFacts {
@@ -187,7 +242,7 @@ impl LatestFacts {
                     address: o.address,
                     status,
                     answered: o.error.is_none() && (1..400).contains(&status),
-                    timings: o.timings_ms.clone(),
+                    timings: Timings::of(&o.timings_ms),
                     earliest_cert_expiry: o
                         .tls
                         .iter()
@@ -251,7 +306,7 @@ pub fn snapshot<'a>(
             url: site.probe.target.url(),
             latest: None,
             in_maintenance: config.in_maintenance(&site.name, now),
-            uptime: [None; 4],
+            counts: [(0, 0); 4],
             days: Box::new([]),
         })
         .collect();
@@ -267,7 +322,7 @@ pub fn snapshot<'a>(
     let mut tallying: Option<(usize, Tally)> = None;
     let done = |tallying: &mut Option<(usize, Tally)>, sites: &mut [SiteFeed]| {
         if let Some((i, tally)) = tallying.take() {
-            sites[i].uptime = tally.shares();
+            sites[i].counts = tally.counts();
             sites[i].days = tally.days();
         }
     };
@@ -310,7 +365,7 @@ pub fn snapshot<'a>(
 #[derive(Debug, Default)]
 struct Tally {
     /// (results, down results) per window.
-    windows: [(u64, u64); 4],
+    windows: [(u32, u32); 4],
     /// (results, down results) per day, oldest first, today last; absent until a result comes.
     days: Option<Box<[(u32, u32); HISTORY_DAYS as usize]>>,
 }
@@ -321,8 +376,8 @@ impl Tally {
         for ((_, seconds), (total, down)) in WINDOWS.iter().zip(self.windows.iter_mut()) {
             // An hour counts when any of it falls inside the window.
             if hour.hour + 3600 > now - seconds {
-                *total += u64::from(hour.total);
-                *down += u64::from(hour.down);
+                *total = total.saturating_add(hour.total);
+                *down = down.saturating_add(hour.down);
             }
         }
         let today = now - now.rem_euclid(86_400);
@@ -337,10 +392,9 @@ impl Tally {
         }
     }
 
-    /// The share of results that were not `down`, per window; `None` without results.
-    fn shares(&self) -> [Option<f64>; 4] {
+    /// (results, down results) per window.
+    fn counts(&self) -> [(u32, u32); 4] {
         self.windows
-            .map(|(total, down)| (total > 0).then(|| (total - down) as f64 / total as f64))
     }
 
     /// The history's days from the first with results, oldest first, today last.
@@ -572,17 +626,42 @@ mod tests {
         let mut tally = Tally::default();
         tally.add(hour(48, 60, 60), now);
         tally.add(hour(0, 60, 0), now);
-        assert_eq!(tally.shares(), [Some(1.0), Some(0.5), Some(0.5), Some(0.5)]);
-        assert_eq!(Tally::default().shares(), [None; 4]);
         let site = SiteFeed {
             name: "a",
             url: "https://a.example/",
             latest: None,
             in_maintenance: false,
-            uptime: tally.shares(),
+            counts: tally.counts(),
             days: tally.days(),
         };
+        assert_eq!(site.uptime(), [Some(1.0), Some(0.5), Some(0.5), Some(0.5)]);
+        let unwatched = SiteFeed {
+            counts: Tally::default().counts(),
+            ..site.clone()
+        };
+        assert_eq!(unwatched.uptime(), [None; 4]);
         assert_eq!(site.days.len(), 3, "from the first day with results");
+        let timings = PhaseTimings {
+            dns: None,
+            connect: Some(0.125),
+            tls: Some(3.004),
+            ttfb: Some(1.0),
+            transfer: Some(0.0),
+            total: 4.129,
+        };
+        let held = Timings::of(&timings);
+        assert_eq!(
+            (
+                held.dns(),
+                held.connect(),
+                held.tls(),
+                held.ttfb(),
+                held.transfer()
+            ),
+            (None, Some(0.125), Some(3.004), Some(1.0), Some(0.0)),
+            "the report's milliseconds, to the microsecond"
+        );
+        assert_eq!(held.total(), 4.129);
         let bars: Vec<_> = site.day_bars(now).collect();
         assert_eq!(bars.len(), 90);
         assert_eq!(bars[89].1, 60, "today last");

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,8 +44,8 @@ const MAX_URI_BYTES: usize = 2048;
 /// One served file and when its content last changed. A file of `GZIP_FROM` bytes or more is
 /// held gzip-compressed (the feeds of thousands of sites are tens of megabytes of text, a tenth
 /// of that compressed), sent as it is to clients that accept gzip and inflated as it is sent for
-/// the others; a smaller one is held as it is, and a badge as its site's state. The bytes are
-/// shared, not copied, by every response.
+/// the others; a smaller one is held as it is, and a badge drawn from its site's state
+/// (`BadgeState`). The bytes are shared, not copied, by every response.
 #[derive(Debug, Clone)]
 struct Entry {
     held: Held,
@@ -55,7 +55,7 @@ struct Entry {
     etag: [u8; 12],
     last_modified: OffsetDateTime,
     /// The rendering that made it.
-    rendering: u64,
+    rendering: u32,
 }
 
 /// How a file's bytes are held.
@@ -64,9 +64,20 @@ enum Held {
     Plain(Bytes),
     /// The compressed bytes, and the file's own length (its Content-Length when inflated).
     Gzip(Bytes, u64),
-    /// A site's badge, drawn when asked from the site's name and status: a badge is a few
-    /// hundred bytes, and 100,000 sites' badges held drawn would be most of the server's memory.
+    /// A site's badge, drawn when asked from the site's name and status.
     Badge(Box<str>, ComponentStatus),
+}
+
+/// What a site's badge is drawn from, held apart from the files by site name: a badge is a few
+/// hundred bytes, and 100,000 sites' badges held drawn (or even held as files' entries, each
+/// with its path, ETag and times) would be most of the server's memory.
+#[derive(Debug, Clone, Copy)]
+struct BadgeState {
+    status: ComponentStatus,
+    /// When the status last changed, in Unix seconds (what Last-Modified shows).
+    since: i64,
+    /// The rendering that showed it.
+    rendering: u32,
 }
 
 /// Files from this size on are held compressed; below it gzip saves little and costs a
@@ -142,8 +153,10 @@ impl hyper::body::Body for Inflating {
 #[derive(Debug, Default)]
 pub struct Published {
     files: std::sync::RwLock<HashMap<String, Entry>>,
+    /// Each site's badge (`badge/NAME.svg`), by site name.
+    badges: std::sync::RwLock<HashMap<Box<str>, BadgeState>>,
     /// The rendering in progress or last done; a file not rendered again is removed at its end.
-    rendering: AtomicU64,
+    rendering: AtomicU32,
 }
 
 impl Published {
@@ -163,7 +176,8 @@ impl Published {
     fn copied(&self) -> Published {
         Published {
             files: std::sync::RwLock::new(self.read().clone()),
-            rendering: AtomicU64::new(self.rendering.load(Ordering::Relaxed)),
+            badges: std::sync::RwLock::new(read(&self.badges).clone()),
+            rendering: AtomicU32::new(self.rendering.load(Ordering::Relaxed)),
         }
     }
 
@@ -174,7 +188,10 @@ impl Published {
         PublishedBuilder {
             published: self,
             now,
-            rendering: self.rendering.fetch_add(1, Ordering::Relaxed) + 1,
+            rendering: self
+                .rendering
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1),
             current: None,
         }
     }
@@ -185,27 +202,66 @@ impl Published {
     }
 
     fn entry(&self, path: &str) -> Option<Entry> {
-        self.read().get(path).cloned()
+        if let Some(entry) = self.read().get(path) {
+            return Some(entry.clone());
+        }
+        let name = badge_site(path)?;
+        let state = *read(&self.badges).get(name.as_str())?;
+        let svg = super::html::badge(&name, state.status);
+        Some(Entry {
+            etag: etag_bytes(ring::digest::digest(&ring::digest::SHA256, svg.as_bytes()).as_ref()),
+            held: Held::Badge(name.into(), state.status),
+            content_type: super::BADGE_TYPE,
+            last_modified: OffsetDateTime::from_unix_timestamp(state.since)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            rendering: state.rendering,
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
-        self.files
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        read(&self.files)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
-        self.files
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        write(&self.files)
     }
+}
+
+/// A lock's contents for reading; a panic while it was held leaves whole entries only.
+fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The site whose badge `path` names: `badge/NAME.svg` with NAME as `feeds::file_name` writes
+/// it (percent-decoded, and only the spelling `file_name` gives: one path per site).
+fn badge_site(path: &str) -> Option<String> {
+    let written = path.strip_prefix("badge/")?.strip_suffix(".svg")?;
+    let mut bytes = Vec::with_capacity(written.len());
+    let mut rest = written.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    let name = String::from_utf8(bytes).ok()?;
+    (super::file_name(&name) == written).then_some(name)
 }
 
 /// A rendering going into a `Published`.
 pub struct PublishedBuilder<'a> {
     published: &'a Published,
     now: OffsetDateTime,
-    rendering: u64,
+    rendering: u32,
     /// The file being written.
     current: Option<Pending>,
 }
@@ -277,6 +333,7 @@ impl PublishedBuilder<'_> {
         self.published
             .write()
             .retain(|_, entry| entry.rendering == rendering);
+        write(&self.published.badges).retain(|_, badge| badge.rendering == rendering);
     }
 }
 
@@ -325,17 +382,26 @@ impl super::FeedSink for PublishedBuilder<'_> {
 
     fn badge(&mut self, site_name: &str, status: ComponentStatus) {
         self.end();
-        let path = super::badge_path(site_name);
-        let svg = super::html::badge(site_name, status);
-        let etag = etag_bytes(ring::digest::digest(&ring::digest::SHA256, svg.as_bytes()).as_ref());
-        let entry = Entry {
-            held: Held::Badge(site_name.into(), status),
-            content_type: super::BADGE_TYPE,
-            etag,
-            last_modified: self.now,
-            rendering: self.rendering,
-        };
-        self.replace(path, entry);
+        let now = self.now.unix_timestamp();
+        let rendering = self.rendering;
+        let mut badges = write(&self.published.badges);
+        match badges.get_mut(site_name) {
+            Some(badge) => {
+                if badge.status != status {
+                    badge.since = now;
+                }
+                badge.status = status;
+                badge.rendering = rendering;
+            }
+            None => {
+                let badge = BadgeState {
+                    status,
+                    since: now,
+                    rendering,
+                };
+                badges.insert(site_name.into(), badge);
+            }
+        }
     }
 }
 
@@ -803,6 +869,33 @@ mod tests {
         assert!(String::from_utf8(down.body(path).unwrap())
             .unwrap()
             .contains("major outage"));
+        // A site gone from the config has its badge gone with the next rendering.
+        let gone = down.copied();
+        gone.update(t1).finish();
+        assert!(gone.entry(path).is_none());
+    }
+
+    /// A badge's path names one site, spelled only as `file_name` writes it.
+    #[test]
+    fn badge_paths_decode_to_their_site_only_as_written() {
+        assert_eq!(
+            badge_site("badge/shop%20%3Ceu%3E.svg").as_deref(),
+            Some("shop <eu>")
+        );
+        assert_eq!(badge_site("badge/s1.svg").as_deref(), Some("s1"));
+        assert_eq!(badge_site("badge/%2E%2E.svg").as_deref(), Some(".."));
+        // Another spelling of a name, broken escapes, bytes that are not UTF-8, other folders.
+        for path in [
+            "badge/%61.svg",
+            "badge/a%2.svg",
+            "badge/%zz.svg",
+            "badge/%C3.svg",
+            "badge/a/b.svg",
+            "badge/s1.png",
+            "status/s1.svg",
+        ] {
+            assert_eq!(badge_site(path), None, "{path}");
+        }
     }
 
     /// Served to a client that accepts gzip as the held gzip bytes with their own ETag, to one

@@ -112,7 +112,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
             });
             let uptime: serde_json::Map<String, Value> = WINDOWS
                 .iter()
-                .zip(site.uptime)
+                .zip(site.uptime())
                 .map(|((label, _), share)| (label.to_string(), json!(share)))
                 .collect();
             let component = json!({
