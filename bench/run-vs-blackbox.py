@@ -58,7 +58,7 @@ def run_probe(config):
 
 def bare_round(d, port):
     """The crypto floor: SITES bare rustls handshakes (examples/bare_handshake.rs: same provider,
-    ALPN and no resumption, a fresh config and connection each), one after the other."""
+    ALPN and no resumption, a config and connection per handshake around one verifier), one after the other."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([BARE_HANDSHAKE, f"127.0.0.1:{port}", SITE, f"{d}/ca.pem", str(SITES)],
                             stdout=subprocess.DEVNULL)
