@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers the tests run against (Debian 12): nginx (origin, TLS + HTTP/2),
 # PHP-FPM 8.2 behind it, MariaDB and WordPress (Debian's packages) for the application cases,
+# PostgreSQL 15 (the shared store),
 # dnsmasq (DNS), aiosmtpd (SMTP), openssl, curl, kill(1), and the feeds' consumers (promtool,
 # feedparser, Chromium). Does nothing when they are all there.
 set -euo pipefail
@@ -10,6 +11,8 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || base+=(nginx-light
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || base+=(dnsmasq-base)
 [ -x /usr/sbin/php-fpm8.2 ] || base+=(php8.2-fpm php8.2-mysql)
 [ -x /usr/sbin/mariadbd ] || base+=(mariadb-server)
+# PostgreSQL 15 for the shared store: the tests run initdb and the server themselves.
+[ -x /usr/lib/postgresql/15/bin/initdb ] || base+=(postgresql-15)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || base+=(python3-aiosmtpd)
 command -v openssl >/dev/null 2>&1 || base+=(openssl)
 command -v curl >/dev/null 2>&1 || base+=(curl)

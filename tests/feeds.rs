@@ -127,7 +127,7 @@ async fn serve_files(files: Vec<FeedFile>) -> (SocketAddr, tokio::task::JoinHand
 async fn feeds_of_a_real_history_pass_real_consumers() {
     let lab = Lab::start(&OriginSettings::default());
     let config = lab_config(&lab);
-    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
     let atom_at = |store: &SqliteStore, now| {
         let files = render(&config, store, now);
         parse_atom(&file(&files, "incidents.atom").body)

@@ -89,7 +89,7 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
     let smtp_port = support::free_tcp_port();
     let path = write_config(&lab, smtp_port, "PROBE_TEST_SMTP_PASSWORD_RUN");
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
-    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
     let server_dir = tempfile::tempdir().unwrap();
 
     // Healthy: nothing to say.
@@ -282,7 +282,7 @@ control_checks: ["http://127.0.0.1:{control_port}/"]
     let path = dir.path().join("probes.yaml");
     std::fs::write(&path, text).unwrap();
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
-    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
 
     // Nothing answers, the control check neither: one notice, the sites' alerts held.
     for m in 0..3 {
@@ -331,7 +331,7 @@ async fn a_flapping_site_run_every_minute_for_twenty_runs_does_not_storm() {
     let server = SmtpServer::start(lab.dir.path(), &lab.pki, None);
     let path = write_config(&lab, server.port, "PROBE_TEST_SMTP_PASSWORD_FLAP");
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
-    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
 
     // PHP answers 500 every other minute: never two failing runs in a row, never confirmed.
     let mut statuses = Vec::new();

@@ -60,7 +60,7 @@ webhooks:
     let path = lab.dir.path().join("probes.yaml");
     std::fs::write(&path, text).unwrap();
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
-    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
 
     run_once(&config, &mut store, minute(0)).await.unwrap();
     assert!(receiver.received().is_empty(), "healthy: nothing to say");
@@ -155,7 +155,7 @@ async fn a_delivery_refused_for_good_does_not_hold_back_the_others() {
     let path = dir.path().join("probes.yaml");
     std::fs::write(&path, text).unwrap();
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
-    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
 
     let pass = run_once(&config, &mut store, minute(0)).await.unwrap();
     assert_eq!(
@@ -219,7 +219,7 @@ async fn a_404_is_given_up_and_listed_while_a_503_is_retried() {
     let path = one_site_config(gone.path(), "gone", &receiver);
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
     {
-        let mut store = SqliteStore::open(&config.store_path).unwrap();
+        let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
         let pass = run_once(&config, &mut store, minute(0)).await.unwrap();
         assert_eq!(
             (pass.mails_sent, pass.mails_waiting, pass.mails_given_up),
@@ -254,7 +254,7 @@ async fn a_404_is_given_up_and_listed_while_a_503_is_retried() {
     receiver.answer(Some(503));
     let path = one_site_config(down.path(), "later", &receiver);
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}")).config;
-    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
     let pass = run_once(&config, &mut store, minute(0)).await.unwrap();
     assert_eq!(
         (pass.mails_sent, pass.mails_waiting, pass.mails_given_up),
@@ -266,7 +266,7 @@ async fn a_404_is_given_up_and_listed_while_a_503_is_retried() {
     assert!(listing.starts_with("QUEUED"), "{listing}");
     assert!(listing.contains("answered 503"), "{listing}");
     receiver.answer(None);
-    let mut store = SqliteStore::open(&config.store_path).unwrap();
+    let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
     let pass = run_once(&config, &mut store, minute(2)).await.unwrap();
     assert_eq!(
         (pass.mails_sent, pass.mails_waiting, pass.mails_given_up),

@@ -151,13 +151,12 @@ pub fn run_check_config(cli: &CheckConfigCli, out: &mut dyn Write) -> Result<Sta
 /// worst status.
 pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunError> {
     let loaded = config::load(&cli.config.path)?;
-    let mut store = store::SqliteStore::open(&loaded.config.store_path)
-        .map_err(|e| RunError::Schedule(e.into()))?;
+    let mut store = store::open(&loaded.config.store).map_err(|e| RunError::Schedule(e.into()))?;
     let now = time::OffsetDateTime::now_utc();
     // One line per site as it is stored (in the order the sites finish); a failed write ends
     // the lines, and is reported once the pass is over.
     let mut written: std::io::Result<()> = Ok(());
-    let outcome = run::run_once_with(&loaded.config, &mut store, now, &mut |site, report| {
+    let outcome = run::run_once_with(&loaded.config, store.as_mut(), now, &mut |site, report| {
         if written.is_ok() {
             let d = &report.diagnosis;
             written = writeln!(
@@ -175,7 +174,7 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
     .await?;
     written?;
     if let Some(dir) = &cli.feeds_dir {
-        let snapshot = feeds::snapshot(&loaded.config, &store, now)
+        let snapshot = feeds::snapshot(&loaded.config, store.as_ref(), now)
             .map_err(|e| RunError::Schedule(e.into()))?;
         feeds::render_into_dir(&snapshot, dir).map_err(|source| RunError::Feeds {
             dir: dir.display().to_string(),
@@ -205,8 +204,7 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
     for warning in &loaded.warnings {
         tracing::warn!(warning = %warning, "config");
     }
-    let mut store = store::SqliteStore::open(&loaded.config.store_path)
-        .map_err(|e| RunError::Schedule(e.into()))?;
+    let mut store = store::open(&loaded.config.store).map_err(|e| RunError::Schedule(e.into()))?;
     // Bound before anything starts, so a port in use stops the watch before delivery begins.
     let listener = match cli.listen {
         Some(address) => Some((
@@ -217,12 +215,14 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
         )),
         None => None,
     };
-    let delivery_store = store.reopen().map_err(|e| RunError::Schedule(e.into()))?;
+    let delivery_store = store
+        .another_connection()
+        .map_err(|e| RunError::Schedule(e.into()))?;
     let mut watch = watch::Watch::new(
         cli.config.path.clone(),
         loaded.config,
-        &mut store,
-        Box::new(delivery_store),
+        store.as_mut(),
+        delivery_store,
     );
     let server = listener.map(|(address, listener)| {
         tracing::info!(%address, "serving the feeds");
@@ -241,18 +241,23 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
 /// Returns CRITICAL when something was given up, WARNING when something waits, OK when empty.
 pub fn run_outbox(cli: &OutboxCli, out: &mut dyn Write) -> Result<Status, RunError> {
     let loaded = config::load(&cli.config.path)?;
-    let path = &loaded.config.store_path;
-    if !path.exists() {
-        writeln!(
-            out,
-            "no store yet at {}: nothing queued",
-            text::printable(&path.display().to_string())
-        )?;
-        return Ok(Status::Ok);
+    let messages = match &loaded.config.store {
+        config::StoreLocation::Sqlite(path) => {
+            if !path.exists() {
+                writeln!(
+                    out,
+                    "no store yet at {}: nothing queued",
+                    text::printable(&path.display().to_string())
+                )?;
+                return Ok(Status::Ok);
+            }
+            let store = store::SqliteStore::open_read_only(path)
+                .map_err(|e| RunError::Schedule(e.into()))?;
+            store::Store::undelivered(&store)
+        }
+        location => store::open(location).and_then(|store| store.undelivered()),
     }
-    let store =
-        store::SqliteStore::open_read_only(path).map_err(|e| RunError::Schedule(e.into()))?;
-    let messages = store::Store::undelivered(&store).map_err(|e| RunError::Schedule(e.into()))?;
+    .map_err(|e| RunError::Schedule(e.into()))?;
     let (mut waiting, mut given_up) = (0, 0);
     for m in &messages {
         let destination = match m.channel {

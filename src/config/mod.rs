@@ -17,7 +17,7 @@ mod smtp;
 mod store;
 mod webhooks;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -30,7 +30,7 @@ pub use maintenance::{MaintenanceConfig, MaintenanceWindow};
 pub use problems::{ConfigError, ConfigProblem};
 pub use sites::{Site, SiteConfig, SiteDefaults};
 pub use smtp::{Smtp, SmtpConfig, SmtpSecurity};
-pub use store::StoreConfig;
+pub use store::{DatabaseUrl, StoreConfig, StoreLocation};
 pub use webhooks::{Webhook, WebhookConfig};
 
 use crate::settings::{self, Target};
@@ -83,7 +83,7 @@ pub struct Config {
     pub extra_roots: std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>,
     pub alerts: Alerts,
     pub smtp: Option<Smtp>,
-    pub store_path: PathBuf,
+    pub store: store::StoreLocation,
     pub retention: Duration,
     pub maintenance: Vec<MaintenanceWindow>,
     pub control_checks: Vec<Target>,
@@ -358,7 +358,7 @@ fn check(
             .warnings
             .push("alerts.to is set but there is no `smtp` block: no mail can be sent".into());
     }
-    let (store_path, retention) = store::check(checker, &raw.store, base);
+    let (store_location, retention) = store::check(checker, &raw.store, base);
     let known = |name: &str| names.contains(&sites, name);
     let maintenance = maintenance::check(checker, &raw.maintenance, &known);
     let control_checks = raw
@@ -378,7 +378,7 @@ fn check(
         extra_roots,
         alerts,
         smtp,
-        store_path,
+        store: store_location,
         retention,
         maintenance,
         control_checks,
@@ -463,7 +463,7 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
     let _ = writeln!(
         out,
         "store: {}, results kept {}",
-        p(&c.store_path.display().to_string()),
+        p(&c.store.describe()),
         d(c.retention)
     );
     if !c.maintenance.is_empty() {

@@ -439,10 +439,10 @@ impl<'a> Watch<'a> {
             tracing::warn!(warning = %warning, "config");
         }
         let new = loaded.config;
-        if new.store_path != self.config.store_path {
+        if new.store != self.config.store {
             tracing::warn!(
-                store = %self.config.store_path.display(),
-                "a new store path takes a restart; still using the old one"
+                store = %self.config.store.describe(),
+                "a new store takes a restart; still using the old one"
             );
         }
         let now = Instant::now();

@@ -6,6 +6,7 @@
 //! checked here, so the two cannot drift.
 
 mod ca;
+pub mod database;
 mod target;
 
 use std::net::SocketAddr;

@@ -11,15 +11,18 @@
 //! migrates or writes anything, so two `probe run`s never deliver the same alert twice and never
 //! race the migrations. A file that is not a probe store is refused before anything is changed.
 
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
+pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, WriterLock, LOCK_WAIT};
 
 use crate::alert::AlertState;
+use crate::config::StoreLocation;
 use crate::engine::ProbeReport;
 
 /// Why the store failed (the tool failing, not a site).
@@ -58,6 +61,18 @@ pub enum StoreError {
         holder: String,
         waited: Duration,
     },
+    /// PostgreSQL reported an error, or the database could not be reached.
+    #[error("store {store}: {message}")]
+    Postgres {
+        /// The database as it may be shown (never with its password).
+        store: String,
+        message: String,
+        /// Whether trying again later can help (a lost connection, a restart, a deadlock).
+        transient: bool,
+    },
+    /// The database URL is unusable (it is never repeated: it may hold a password).
+    #[error("store {store}: {reason}")]
+    Url { store: String, reason: String },
     /// The lock file cannot be created or locked.
     #[error("store {path}: cannot lock {lock}: {source}")]
     Lock {
@@ -82,6 +97,7 @@ impl StoreError {
                 )
             ),
             StoreError::Busy { .. } => true,
+            StoreError::Postgres { transient, .. } => *transient,
             _ => false,
         }
     }
@@ -214,9 +230,57 @@ pub struct UptimeHour {
     pub down: u32,
 }
 
+/// Opens the store of the config for writing: the SQLite file (taking its writer lock) or the
+/// PostgreSQL database.
+pub fn open(location: &StoreLocation) -> Result<Box<dyn Store>, StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        StoreLocation::Postgres(url) => {
+            let url = url.resolve().map_err(|reason| StoreError::Url {
+                store: location.describe(),
+                reason,
+            })?;
+            Ok(Box::new(PostgresStore::open(&url)?))
+        }
+    }
+}
+
+/// Times are stored as Unix seconds (UTC): they compare and sort as numbers, whatever the
+/// fraction of a second.
+fn stamp_of(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+/// What the history keeps of a report: all of it when the site was not healthy (the evidence of
+/// a failure), and for a healthy run only the requests' statuses and timings — a few hundred
+/// bytes instead of the whole report, a minute of every site of every day.
+fn history_row<'a>(report: &ProbeReport, full: &'a str) -> std::borrow::Cow<'a, str> {
+    if report.status != crate::observe::Status::Ok {
+        return full.into();
+    }
+    let requests: Vec<serde_json::Value> = report
+        .observations
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "route": o.route,
+                "path_role": o.path_role,
+                "status": o.response.as_ref().map(|r| r.status),
+                "timings_ms": o.timings_ms,
+            })
+        })
+        .collect();
+    serde_json::json!({ "schema": report.schema, "status": report.status, "requests": requests })
+        .to_string()
+        .into()
+}
+
 /// What the scheduler, alerting and feeds need from storage. `Send`: delivery runs in a task of
 /// its own, on its own connection.
 pub trait Store: Send {
+    /// Another connection to the same store for this process (the delivery task of `probe
+    /// watch`), sharing what the first one holds (SQLite's writer lock).
+    fn another_connection(&self) -> Result<Box<dyn Store>, StoreError>;
     /// The site's alert state (default when never seen).
     fn alert_state(&self, site: &str) -> Result<AlertState, StoreError>;
     /// Saves a run's result, the site's new alert state and its queued messages, atomically.

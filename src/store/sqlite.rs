@@ -15,7 +15,6 @@ use super::{
     Store, StoreError, UndeliveredMessage, UptimeHour,
 };
 use crate::alert::AlertState;
-use crate::engine::ProbeReport;
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -150,7 +149,7 @@ fn check_ours(conn: &Connection, path: &str) -> Result<(), StoreError> {
 }
 
 /// Schema migrations, in order; `PRAGMA user_version` says how many have run.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     "CREATE TABLE results (
          id INTEGER PRIMARY KEY,
@@ -235,11 +234,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE sent_at IS NULL AND given_up_at IS NULL;",
 ];
 
-/// Times are stored as Unix seconds (UTC): they compare and sort as numbers, whatever the
-/// fraction of a second.
-fn stamp(t: OffsetDateTime) -> i64 {
-    t.unix_timestamp()
-}
+use super::{history_row, stamp_of as stamp};
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` for writing: refuses a file that is not a
@@ -375,6 +370,10 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn another_connection(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(self.reopen()?))
+    }
+
     fn alert_state(&self, site: &str) -> Result<AlertState, StoreError> {
         let text: Option<String> = self
             .conn
@@ -763,30 +762,6 @@ fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> ru
 
 /// Writes one run (result, latest report, uptime count, alert state, incident and its causes,
 /// queued messages) inside the caller's transaction.
-/// What the history keeps of a report: all of it when the site was not healthy (the evidence of
-/// a failure), and for a healthy run only the requests' statuses and timings — a few hundred
-/// bytes instead of the whole report, a minute of every site of every day.
-fn history_row<'a>(report: &ProbeReport, full: &'a str) -> std::borrow::Cow<'a, str> {
-    if report.status != crate::observe::Status::Ok {
-        return full.into();
-    }
-    let requests: Vec<serde_json::Value> = report
-        .observations
-        .iter()
-        .map(|o| {
-            serde_json::json!({
-                "route": o.route,
-                "path_role": o.path_role,
-                "status": o.response.as_ref().map(|r| r.status),
-                "timings_ms": o.timings_ms,
-            })
-        })
-        .collect();
-    serde_json::json!({ "schema": report.schema, "status": report.status, "requests": requests })
-        .to_string()
-        .into()
-}
-
 fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::Result<()> {
     let report = serde_json::to_string(run.report).expect("a report serialises");
     let state = serde_json::to_string(run.state).expect("an alert state serialises");

@@ -9,6 +9,7 @@ pub mod mariadb;
 pub mod nginx;
 pub mod php_fpm;
 pub mod pki;
+pub mod postgres;
 pub mod servers;
 pub mod smtp;
 pub mod webhook;
