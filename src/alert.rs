@@ -102,6 +102,16 @@ pub enum Notification {
 /// cannot start with `@`).
 pub const PROBER: &str = "@prober";
 
+/// The key a region's probers keep their connectivity state under: `@prober` for the default
+/// region (as before regions), `@prober:REGION` for the others.
+pub fn prober_key(region: &str) -> String {
+    if region == crate::config::DEFAULT_REGION {
+        PROBER.to_string()
+    } else {
+        format!("{PROBER}:{region}")
+    }
+}
+
 impl Notification {
     /// A stable identity: the same event always gets the same id, so a retried or repeated send
     /// can be recognised (it becomes the mail's Message-ID).
@@ -256,6 +266,97 @@ pub fn step(
     (next, out)
 }
 
+/// One region's standing on a site, as the store holds it: what its own state machine says
+/// (it confirms and recovers on its own, with `confirm_runs` and `recover_runs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionVote {
+    pub region: String,
+    /// Its probers reported on the site recently enough to be counted (within 3 intervals).
+    pub live: bool,
+    /// Its own state: a region confirms the site down from its opening until its recovery.
+    pub state: AlertState,
+}
+
+impl RegionVote {
+    /// The region has confirmed the site down and not yet seen it recover.
+    pub fn confirms_down(&self) -> bool {
+        matches!(self.state.phase, AlertPhase::Down | AlertPhase::Recovering)
+    }
+}
+
+/// How many live regions must confirm a site down: `quorum`, capped at the regions that are
+/// live (a region whose probers went silent is not waited for), and never 0.
+pub fn regions_needed(quorum: u32, votes: &[RegionVote]) -> usize {
+    let live = votes.iter().filter(|v| v.live).count();
+    (quorum as usize).min(live).max(1)
+}
+
+/// Advances a site's incident state once one region has stepped its own: `votes` holds every
+/// region's state (this one's included, already stepped with `run`). An incident opens, on a
+/// failing run, when `regions_needed` live regions confirm the site down, and closes when fewer
+/// do; while it is open, a failing run changes its cause or reminds as `step` does. With one
+/// region and a quorum of 1 this sends exactly what `step` sends for that region.
+pub fn quorum_step(
+    site: &AlertState,
+    run: &RunVerdict,
+    votes: &[RegionVote],
+    quorum: u32,
+    policy: &Alerts,
+) -> (AlertState, Vec<Notification>) {
+    let needed = regions_needed(quorum, votes);
+    let confirming: Vec<&RegionVote> = votes
+        .iter()
+        .filter(|v| v.live && v.confirms_down())
+        .collect();
+    let open = matches!(site.phase, AlertPhase::Down | AlertPhase::Recovering);
+    let mut out = Vec::new();
+    let next = if !open {
+        if confirming.len() < needed || !run.failing() || run.in_maintenance {
+            return (site.clone(), out);
+        }
+        // The incident began when the first confirming region saw the failure.
+        let since = confirming.iter().filter_map(|v| v.state.since).min();
+        let next = AlertState {
+            phase: AlertPhase::Down,
+            streak: 0,
+            cause: Some(run.diagnosis.cause),
+            since: Some(since.unwrap_or(run.at)),
+            last_notified: Some(run.at),
+            incident: site.incident + 1,
+            notified: 1,
+        };
+        out.push(Notification::Opened {
+            incident: next.incident,
+            diagnosis: run.diagnosis.clone(),
+        });
+        next
+    } else if confirming.len() < needed {
+        let lasted = site.since.map_or(Duration::ZERO, |s| elapsed(s, run.at));
+        out.push(Notification::Recovered {
+            incident: site.incident,
+            lasted,
+        });
+        AlertState {
+            incident: site.incident,
+            ..AlertState::default()
+        }
+    } else if run.failing() {
+        let down = AlertState {
+            phase: AlertPhase::Down,
+            ..site.clone()
+        };
+        let (next, changed) = step(&down, run, policy);
+        out = changed;
+        next
+    } else {
+        return (site.clone(), out);
+    };
+    if run.in_maintenance {
+        out.clear();
+    }
+    (next, out)
+}
+
 /// Advances the prober's own state: `cut_off` holds the evidence when every site and every
 /// control check failed in this run. One notice when the prober is cut off, one when it is back;
 /// nothing in between, however many runs it lasts.
@@ -314,6 +415,7 @@ mod tests {
             retry_spacing: Duration::from_secs(5),
             confirm_runs,
             recover_runs,
+            quorum: 1,
             remind_every: Duration::from_secs(3600),
         }
     }
@@ -441,6 +543,172 @@ mod tests {
             ]
         );
         assert_eq!(state.phase, AlertPhase::Ok);
+    }
+
+    /// Steps one region with `cause` at `minute`, then the site by the quorum: the site's
+    /// notifications as keys.
+    fn quorum_run(
+        p: &Alerts,
+        quorum: u32,
+        site: &mut AlertState,
+        regions: &mut [(String, AlertState, bool)],
+        region: usize,
+        minute: i64,
+        cause: Cause,
+    ) -> Vec<String> {
+        let run = verdict(minute, cause);
+        let (own, _) = step(&regions[region].1, &run, p);
+        regions[region].1 = own;
+        let votes: Vec<RegionVote> = regions
+            .iter()
+            .map(|(name, state, live)| RegionVote {
+                region: name.clone(),
+                live: *live,
+                state: state.clone(),
+            })
+            .collect();
+        let (next, out) = quorum_step(site, &run, &votes, quorum, p);
+        *site = next;
+        out.iter().map(|n| n.key("site")).collect()
+    }
+
+    #[test]
+    fn one_region_with_a_quorum_of_one_sends_what_step_sends() {
+        // Every sequence of 12 runs over three causes, under three policies: the quorum layer
+        // over a single region sends exactly the notifications of the plain state machine, and
+        // keeps the same incident number, cause and start.
+        let causes = [Up, Fpm, Refused];
+        for (confirm, recover) in [(1, 1), (1, 2), (2, 2), (3, 1)] {
+            let p = policy(confirm, recover);
+            for seed in 0..3u32.pow(8) {
+                let mut plain = AlertState::default();
+                let mut site = AlertState::default();
+                let mut regions = vec![("default".to_string(), AlertState::default(), true)];
+                let mut code = seed;
+                for minute in 0..12 {
+                    // Minutes 0..8 come from the seed, then the site recovers; a 61-minute gap
+                    // at minute 5 lets a reminder fall due.
+                    let cause = if minute < 8 {
+                        causes[(code % 3) as usize]
+                    } else {
+                        Up
+                    };
+                    code /= 3;
+                    let at = if minute >= 5 { minute + 61 } else { minute };
+                    let (next, out) = step(&plain, &verdict(at, cause), &p);
+                    plain = next;
+                    let expected: Vec<String> = out.iter().map(|n| n.key("site")).collect();
+                    let got = quorum_run(&p, 1, &mut site, &mut regions, 0, at, cause);
+                    assert_eq!(
+                        got, expected,
+                        "seed {seed} minute {minute} policy {confirm}/{recover}"
+                    );
+                    let open = matches!(plain.phase, AlertPhase::Down | AlertPhase::Recovering);
+                    assert_eq!(
+                        site.phase == AlertPhase::Down,
+                        open,
+                        "seed {seed} minute {minute}"
+                    );
+                    if open {
+                        assert_eq!(
+                            (site.incident, site.cause, site.since),
+                            (plain.incident, plain.cause, plain.since)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failure_seen_from_one_region_of_three_opens_nothing_with_a_quorum_of_two() {
+        let p = policy(1, 1);
+        let mut site = AlertState::default();
+        let mut regions: Vec<(String, AlertState, bool)> = ["eu", "us", "ap"]
+            .iter()
+            .map(|r| (r.to_string(), AlertState::default(), true))
+            .collect();
+        let mut sent = Vec::new();
+        for minute in 0..5 {
+            sent.extend(quorum_run(&p, 2, &mut site, &mut regions, 0, minute, Fpm));
+            sent.extend(quorum_run(&p, 2, &mut site, &mut regions, 1, minute, Up));
+            sent.extend(quorum_run(&p, 2, &mut site, &mut regions, 2, minute, Up));
+        }
+        assert!(sent.is_empty(), "{sent:?}");
+        assert_eq!(
+            regions[0].1.phase,
+            AlertPhase::Down,
+            "the region itself is down"
+        );
+        // A second region confirms: one incident, opened by whichever decided it.
+        let opened = quorum_run(&p, 2, &mut site, &mut regions, 1, 5, Fpm);
+        assert_eq!(opened, ["site/1/opened"]);
+        assert_eq!(
+            site.since,
+            Some(verdict(0, Up).at),
+            "from the first region's first failure"
+        );
+        // The third region failing too sends nothing more; one region recovering leaves two.
+        assert!(quorum_run(&p, 2, &mut site, &mut regions, 2, 6, Fpm).is_empty());
+        assert!(quorum_run(&p, 2, &mut site, &mut regions, 0, 7, Up).is_empty());
+        // Below the quorum: recovered, once.
+        assert_eq!(
+            quorum_run(&p, 2, &mut site, &mut regions, 1, 8, Up),
+            ["site/1/recovered"]
+        );
+        assert!(quorum_run(&p, 2, &mut site, &mut regions, 2, 9, Up).is_empty());
+    }
+
+    #[test]
+    fn silent_regions_are_not_waited_for_and_the_quorum_is_never_zero() {
+        let vote = |live, phase| RegionVote {
+            region: "r".into(),
+            live,
+            state: AlertState {
+                phase,
+                ..AlertState::default()
+            },
+        };
+        use AlertPhase::{Down, Ok as Fine};
+        assert_eq!(regions_needed(3, &[vote(true, Down), vote(false, Fine)]), 1);
+        assert_eq!(
+            regions_needed(2, &[vote(true, Down), vote(true, Fine), vote(true, Fine)]),
+            2
+        );
+        assert_eq!(regions_needed(2, &[vote(false, Down)]), 1);
+        assert_eq!(regions_needed(0, &[]), 1);
+        // Two regions, quorum 2, one of them silent: the live one decides alone.
+        let p = policy(1, 1);
+        let mut site = AlertState::default();
+        let mut regions = vec![
+            ("eu".to_string(), AlertState::default(), true),
+            ("us".to_string(), AlertState::default(), false),
+        ];
+        assert_eq!(
+            quorum_run(&p, 2, &mut site, &mut regions, 0, 0, Fpm),
+            ["site/1/opened"]
+        );
+        // A silent region's stale "down" does not hold an incident open.
+        let mut site = AlertState::default();
+        let mut regions = vec![
+            ("eu".to_string(), AlertState::default(), true),
+            (
+                "us".to_string(),
+                AlertState {
+                    phase: Down,
+                    ..AlertState::default()
+                },
+                false,
+            ),
+        ];
+        assert_eq!(
+            quorum_run(&p, 2, &mut site, &mut regions, 0, 0, Fpm),
+            ["site/1/opened"]
+        );
+        assert_eq!(
+            quorum_run(&p, 2, &mut site, &mut regions, 0, 1, Up),
+            ["site/1/recovered"]
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub mod store;
 pub mod text;
 
 pub use cli::commands::{
-    rediagnose, run, run_check_config, run_diagnose, run_outbox, run_pass, run_watch, RunError,
+    rediagnose, run, run_check_config, run_diagnose, run_outbox, run_pass, run_store, run_watch,
+    RunError,
 };
 pub use cli::{
     parse_invocation, CheckConfigCli, Cli, DiagnoseCli, Invocation, LogFormat, OutboxCli,

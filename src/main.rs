@@ -64,6 +64,7 @@ fn main() -> ExitCode {
         Invocation::CheckConfig(check) => probe::run_check_config(&check, &mut stdout),
         Invocation::Diagnose(diagnose) => probe::run_diagnose(&diagnose, &mut stdout),
         Invocation::Outbox(outbox) => probe::run_outbox(&outbox, &mut stdout),
+        Invocation::Store(store) => probe::run_store(&store, &mut stdout),
     };
     match outcome {
         Ok(status) => ExitCode::from(status.exit_code()),

@@ -416,6 +416,7 @@ async fn a_cause_flipping_back_and_forth_sends_every_change_once_in_order() {
         retry_spacing: Duration::from_secs(1),
         confirm_runs: 1,
         recover_runs: 2,
+        quorum: 1,
         remind_every: Duration::from_secs(24 * 3600),
     };
     let a = report("edge_stale_fastcgi_socket");

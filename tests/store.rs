@@ -67,7 +67,7 @@ fn a_new_store_is_created_and_reopened_without_migrating_twice() {
     drop(store);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.alert_state("nobody").unwrap(), AlertState::default());
-    assert_eq!(count(&path, "PRAGMA user_version"), 4);
+    assert_eq!(count(&path, "PRAGMA user_version"), 5);
     assert_eq!(
         count(&path, "PRAGMA application_id"),
         0x7072_6f62,
@@ -236,7 +236,15 @@ fn a_version_1_store_is_migrated_with_its_results_carried_over() {
         }
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(count(&path, "PRAGMA user_version"), 4);
+    assert_eq!(count(&path, "PRAGMA user_version"), 5);
+    assert_eq!(
+        count(
+            &path,
+            "SELECT COUNT(*) FROM results WHERE region = 'default'"
+        ),
+        2,
+        "results from before regions were the one region's"
+    );
     let latest = store.latest_results().unwrap();
     assert_eq!((latest.len(), latest[0].at), (1, at(1)));
     let hours = store.uptime_hours(at(0)).unwrap();
@@ -329,7 +337,7 @@ fn an_old_outbox_is_split_into_one_delivery_per_recipient() {
         .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(count(&path, "PRAGMA user_version"), 4);
+    assert_eq!(count(&path, "PRAGMA user_version"), 5);
     assert_eq!(count(&path, "PRAGMA application_id"), 0x7072_6f62);
     let due = store.due_messages(at(0)).unwrap();
     let mut rows: Vec<(String, String, Vec<String>, u32)> = due

@@ -491,7 +491,7 @@ fn a_restarted_database_is_reconnected() {
     };
     store.record_run(&run(0)).unwrap();
     db.stop();
-    let e = store.record_run(&run(1)).err().expect("no database");
+    let e = store.record_run(&run(1)).expect_err("no database");
     assert!(e.is_transient(), "{e}");
     assert!(store.alert_state("shop").is_err());
     db.resume();
@@ -519,4 +519,151 @@ fn the_harness_stops_postgres_on_drop() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "postgres still listening after drop"
     );
+}
+
+/// Everything a store's reads show, for comparing two stores.
+fn everything(store: &dyn Store, sites: &[&str]) -> String {
+    let states: Vec<_> = sites
+        .iter()
+        .map(|s| store.alert_state(s).unwrap())
+        .collect();
+    let regions: Vec<_> = sites
+        .iter()
+        .map(|s| store.region_state(s, "default").unwrap())
+        .collect();
+    let latest: Vec<_> = store
+        .latest_results()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.site, l.at, serde_json::to_string(&l.report).unwrap()))
+        .collect();
+    let due = store.due_messages(at(100_000)).unwrap();
+    format!(
+        "{states:?}\n{regions:?}\n{latest:?}\n{:?}\n{:?}\n{:?}\n{due:?}",
+        store.incidents(at(0)).unwrap(),
+        store.uptime_hours(at(0)).unwrap(),
+        store.undelivered().unwrap(),
+    )
+}
+
+/// `probe store migrate` copies a SQLite store into a new PostgreSQL one: the same states,
+/// history, incidents with their causes, uptime and outbox; the copy goes on working (new
+/// incidents and messages take new ids), and a second copy into it is refused.
+#[test]
+fn a_sqlite_store_moves_to_postgresql_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Postgres::start(dir.path());
+    let file = dir.path().join("probe.sqlite");
+    let mut sqlite = SqliteStore::open(&file).unwrap();
+    an_incidents_life_kept(&mut sqlite);
+    // The outbox in every state: one sent, one failed once, one given up.
+    let due = sqlite.due_messages(at(5)).unwrap();
+    assert_eq!(due.len(), 3);
+    sqlite.mark_sent(due[0].id, at(6)).unwrap();
+    sqlite
+        .mark_failed(due[1].id, "421 try later", at(8))
+        .unwrap();
+    sqlite
+        .mark_given_up(due[2].id, "550 no such user", at(6))
+        .unwrap();
+    let before = everything(&sqlite, &["shop", "cafe"]);
+    let results = sqlite.result_count("shop").unwrap();
+    drop(sqlite);
+
+    let migrate = |to: &str| {
+        Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(["store", "migrate", "--from"])
+            .arg(&file)
+            .args(["--to-env", "PROBE_TEST_MIGRATE_URL"])
+            .env("PROBE_TEST_MIGRATE_URL", to)
+            .output()
+            .unwrap()
+    };
+    let output = migrate(&db.tcp_url());
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(shown.contains("incident_causes  2 rows"), "{shown}");
+    assert!(
+        shown.contains("into postgresql://probe@127.0.0.1"),
+        "{shown}"
+    );
+    assert!(!shown.contains(PASSWORD), "{shown}");
+
+    let mut postgres = PostgresStore::open(&db.socket_url()).unwrap();
+    assert_eq!(everything(&postgres, &["shop", "cafe"]), before);
+    assert_eq!(postgres.result_count("shop").unwrap(), results);
+    // The copy goes on: a new incident and its mail get ids after the copied ones.
+    let failing = report("lab_fpm_stopped");
+    postgres
+        .record_run(&RunRecord {
+            site: "shop",
+            at: at(10),
+            report: &failing,
+            state: &down(2, Cause::FpmUnreachable, 10),
+            messages: &[message("shop/2/opened")],
+        })
+        .unwrap();
+    assert_eq!(postgres.incidents(at(0)).unwrap().len(), 2);
+    assert!(postgres
+        .due_messages(at(100_000))
+        .unwrap()
+        .iter()
+        .any(|m| m.key == "shop/2/opened"));
+
+    // Into a store that holds data: refused, nothing changed, the file untouched.
+    let again = migrate(&db.tcp_url());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(3), "{said}");
+    assert!(said.contains("holds probe data already"), "{said}");
+    assert_eq!(postgres.incidents(at(0)).unwrap().len(), 2);
+    let sqlite = SqliteStore::open(&file).unwrap();
+    assert_eq!(everything(&sqlite, &["shop", "cafe"]), before);
+}
+
+/// An incident's life, left in the store (no pruning), beside a second site.
+fn an_incidents_life_kept(store: &mut dyn Store) {
+    let failing = report("lab_fpm_stopped");
+    let healthy = report("lab_healthy");
+    let steps: [(i64, &str, &ProbeReport, AlertState, Vec<NewMessage>); 4] = [
+        (
+            0,
+            "shop",
+            &failing,
+            down(1, Cause::FpmUnreachable, 0),
+            vec![message("shop/1/opened")],
+        ),
+        (1, "cafe", &healthy, AlertState::default(), vec![]),
+        (
+            3,
+            "shop",
+            &failing,
+            down(1, Cause::OriginRefused, 0),
+            vec![message("shop/1/2/cause/origin_refused")],
+        ),
+        (
+            5,
+            "shop",
+            &healthy,
+            AlertState {
+                incident: 1,
+                ..AlertState::default()
+            },
+            vec![message("shop/1/recovered")],
+        ),
+    ];
+    for (minute, site, report, state, messages) in &steps {
+        store
+            .record_run(&RunRecord {
+                site,
+                at: at(*minute),
+                report,
+                state,
+                messages,
+            })
+            .unwrap();
+    }
 }

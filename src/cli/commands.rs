@@ -4,7 +4,8 @@
 use std::io::Write;
 
 use crate::cli::{
-    CheckConfigCli, Cli, DiagnoseCli, OutboxCli, OutputFormat, RunCli, UsageError, WatchCli,
+    CheckConfigCli, Cli, DiagnoseCli, OutboxCli, OutputFormat, RunCli, StoreCli, StoreCommand,
+    UsageError, WatchCli,
 };
 use crate::engine::{probe_site, ProbeError};
 use crate::engine::{ProbeReport, SCHEMA_VERSION};
@@ -150,7 +151,9 @@ pub fn run_check_config(cli: &CheckConfigCli, out: &mut dyn Write) -> Result<Sta
 /// `probe run`: one pass over every site of the config; prints one line per site and returns the
 /// worst status.
 pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunError> {
-    let loaded = config::load(&cli.config.path)?;
+    let region = cli.region.resolve()?;
+    let mut loaded = config::load(&cli.config.path)?;
+    loaded.config.region = region;
     let mut store = store::open(&loaded.config.store).map_err(|e| RunError::Schedule(e.into()))?;
     let now = time::OffsetDateTime::now_utc();
     // One line per site as it is stored (in the order the sites finish); a failed write ends
@@ -200,7 +203,9 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
 
 /// `probe watch`: every site on its interval until SIGTERM/SIGINT; OK once stopped gracefully.
 pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
-    let loaded = config::load(&cli.config.path)?;
+    let region = cli.region.resolve()?;
+    let mut loaded = config::load(&cli.config.path)?;
+    loaded.config.region = region;
     for warning in &loaded.warnings {
         tracing::warn!(warning = %warning, "config");
     }
@@ -299,4 +304,38 @@ pub fn run_outbox(cli: &OutboxCli, out: &mut dyn Write) -> Result<Status, RunErr
     } else {
         Status::Ok
     })
+}
+
+/// `probe store migrate`: copies a SQLite store into a new PostgreSQL store, printing each
+/// table's count as it is done.
+pub fn run_store(cli: &StoreCli, out: &mut dyn Write) -> Result<Status, RunError> {
+    let StoreCommand::Migrate { from, to, to_env } = &cli.command;
+    let url = match (to, to_env) {
+        (Some(url), _) => url.clone(),
+        (None, Some(name)) => std::env::var(name).map_err(|_| {
+            RunError::Usage(UsageError::Argument {
+                argument: "--to-env",
+                message: format!("the environment variable {name} is not set"),
+            })
+        })?,
+        (None, None) => unreachable!("clap requires --to or --to-env"),
+    };
+    let mut written: std::io::Result<()> = Ok(());
+    let copied = store::copy::sqlite_to_postgres(from, &url, &mut |table, rows| {
+        if written.is_ok() {
+            written = writeln!(out, "{table:<16} {rows} rows");
+        }
+    })
+    .map_err(|e| RunError::Schedule(e.into()))?;
+    written?;
+    let rows: u64 = copied.tables.iter().map(|(_, n)| n).sum();
+    let shown = crate::settings::database::parse_url(&url)
+        .map(|(config, _)| crate::settings::database::shown_url(&config))
+        .unwrap_or_else(|_| "the database".into());
+    writeln!(
+        out,
+        "copied {rows} rows from {} into {shown}",
+        from.display()
+    )?;
+    Ok(Status::Ok)
 }

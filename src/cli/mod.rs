@@ -110,6 +110,15 @@ pub struct ConfigPath {
     pub path: PathBuf,
 }
 
+/// `--region`, shared by the scheduled commands.
+#[derive(Debug, clap::Args)]
+pub struct RegionArg {
+    /// The region this prober reports as, when several share one PostgreSQL store (default:
+    /// $PROBE_REGION, else `default`).
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
+}
+
 /// `probe check-config -c probes.yaml`: validate and explain a config file.
 #[derive(Debug, Parser)]
 #[command(
@@ -155,6 +164,8 @@ pub struct RunCli {
     pub config: ConfigPath,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub region: RegionArg,
     /// After the pass, write the status feeds here (status.json, incidents.atom, metrics,
     /// index.html, badge/*.svg), each file replaced atomically.
     #[arg(long, value_name = "DIR")]
@@ -173,6 +184,8 @@ pub struct WatchCli {
     pub config: ConfigPath,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub region: RegionArg,
     /// Serve the status feeds over HTTP on this address (e.g. 127.0.0.1:9115): /, status.json,
     /// incidents.atom, metrics, badge/SITE.svg.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -191,6 +204,37 @@ pub struct OutboxCli {
     pub config: ConfigPath,
 }
 
+/// `probe store migrate --from probe.sqlite --to URL`: move a store up to PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "probe store", version, about = "Work on a store as a whole.")]
+pub struct StoreCli {
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+/// What `probe store` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Copy a SQLite store (alert states, history, incidents, uptime, the outbox) into a new
+    /// PostgreSQL store, in one transaction. The SQLite file is left as it was.
+    Migrate {
+        /// The SQLite store to copy (stop `probe watch` first: the copy takes its writer lock).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The PostgreSQL URL to copy into (its schema `probe` must hold no probe data yet).
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "to_env",
+            conflicts_with = "to_env"
+        )]
+        to: Option<String>,
+        /// The environment variable holding that URL (keeps a password off the command line).
+        #[arg(long, value_name = "VAR")]
+        to_env: Option<String>,
+    },
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {
@@ -206,6 +250,8 @@ pub enum Invocation {
     Watch(WatchCli),
     /// `probe outbox -c FILE`: undelivered notifications.
     Outbox(OutboxCli),
+    /// `probe store migrate …`: a store moved to PostgreSQL.
+    Store(StoreCli),
 }
 
 /// Parses the command line (`args` includes the program name). A first argument naming a
@@ -228,6 +274,7 @@ where
         Some("watch") => rest("watch", &args).map(Invocation::Watch),
         Some("check-config") => rest("check-config", &args).map(Invocation::CheckConfig),
         Some("outbox") => rest("outbox", &args).map(Invocation::Outbox),
+        Some("store") => rest("store", &args).map(Invocation::Store),
         _ => Cli::try_parse_from(args).map(Invocation::Probe),
     }
 }
@@ -249,6 +296,27 @@ pub enum UsageError {
     /// The sample count is out of range.
     #[error("--samples {value}: must be between 1 and {MAX_SAMPLES}")]
     Samples { value: u32 },
+    /// An argument (or the environment variable standing for it) is unusable.
+    #[error("{argument}: {message}")]
+    Argument {
+        argument: &'static str,
+        message: String,
+    },
+}
+
+impl RegionArg {
+    /// The region: `--region`, else `PROBE_REGION`, else `default`; checked.
+    pub fn resolve(&self) -> Result<String, UsageError> {
+        let (name, argument) = match (&self.region, std::env::var("PROBE_REGION")) {
+            (Some(name), _) => (name.clone(), "--region"),
+            (None, Ok(name)) => (name, "PROBE_REGION"),
+            (None, Err(_)) => return Ok(crate::config::DEFAULT_REGION.to_string()),
+        };
+        match crate::config::region_problem(&name) {
+            Some(message) => Err(UsageError::Argument { argument, message }),
+            None => Ok(name),
+        }
+    }
 }
 
 impl Cli {

@@ -5,6 +5,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use serde_saphyr::Spanned;
+
 use super::problems::Checker;
 use super::Text;
 
@@ -28,6 +30,10 @@ pub struct AlertConfig {
     /// Repeat an open incident's alert this often (default `4h`).
     #[schemars(with = "Option<String>")]
     pub remind_every: Option<Text>,
+    /// Regions that must confirm a site down before an incident opens (default 1). Regions
+    /// whose probers have not reported on the site for 3 intervals are not waited for.
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub quorum: Option<Spanned<u32>>,
 }
 
 /// Alert settings with defaults applied.
@@ -39,10 +45,20 @@ pub struct Alerts {
     pub confirm_runs: u32,
     pub recover_runs: u32,
     pub remind_every: Duration,
+    /// Regions that must confirm a site down (at least 1).
+    pub quorum: u32,
 }
 
 pub fn check(checker: &mut Checker, raw: &AlertConfig) -> Alerts {
+    if let Some(quorum) = raw.quorum.as_ref().filter(|q| q.value == 0) {
+        checker.problem(
+            quorum,
+            "alerts.quorum",
+            "must be at least 1 (the number of regions that confirm a site down)",
+        );
+    }
     Alerts {
+        quorum: raw.quorum.as_ref().map_or(1, |q| q.value.max(1)),
         to: checker.emails(&raw.to, "alerts.to"),
         confirm_retries: raw.confirm_retries.unwrap_or(2),
         retry_spacing: checker.duration(

@@ -89,6 +89,25 @@ pub struct Config {
     pub control_checks: Vec<Target>,
     pub feeds: Feeds,
     pub webhooks: Vec<Webhook>,
+    /// The region this prober reports as (`--region`, `PROBE_REGION`; not in the file: every
+    /// region runs the same probes.yaml).
+    pub region: String,
+}
+
+/// The region a prober belongs to when none is named.
+pub const DEFAULT_REGION: &str = "default";
+
+/// Why a region name is refused, if it is: 1 to 64 letters, digits, `.`, `_` or `-` (it goes
+/// into keys, labels and file names as it is).
+pub fn region_problem(name: &str) -> Option<String> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(fine) {
+        return Some(format!(
+            "region {:?}: use 1 to 64 letters, digits, '.', '_' or '-' (e.g. eu-west)",
+            crate::text::printable(name)
+        ));
+    }
+    None
 }
 
 impl Config {
@@ -384,6 +403,7 @@ fn check(
         control_checks,
         feeds,
         webhooks,
+        region: DEFAULT_REGION.to_string(),
     }
 }
 

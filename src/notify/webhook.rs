@@ -99,7 +99,9 @@ pub fn render(
     hooks
         .iter()
         .filter(|h| {
-            h.sites.is_empty() || site == crate::alert::PROBER || h.sites.iter().any(|s| s == site)
+            h.sites.is_empty()
+                || site.starts_with(crate::alert::PROBER)
+                || h.sites.iter().any(|s| s == site)
         })
         .map(|hook| NewMessage {
             channel: ChannelKind::Webhook,

@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::alert::AlertState;
-use crate::alert::{self, RunVerdict, PROBER};
+use crate::alert::{self, AlertState, RegionVote, RunVerdict};
 use crate::config::{Alerts, Config, Site};
 use crate::engine::ProbeReport;
 use crate::engine::{probe_site, ProbeError};
@@ -20,7 +19,7 @@ use crate::notify::webhook::WebhookChannel;
 use crate::notify::{mail, webhook};
 use crate::observe::Status;
 use crate::settings::ProbeSettings;
-use crate::store::{NewMessage, RunRecord, Store, StoreError};
+use crate::store::{NewMessage, RegionView, RegionalRun, Store, StoreError};
 
 /// Sites probed at once.
 pub const CONCURRENCY: usize = 32;
@@ -157,7 +156,8 @@ pub fn record_prober(
     cut_off: Option<&[String]>,
     now: OffsetDateTime,
 ) -> Result<(bool, usize), StoreError> {
-    let prober = store.alert_state(PROBER)?;
+    let key = alert::prober_key(&config.region);
+    let prober = store.alert_state(&key)?;
     let (next, notices) = alert::connectivity_step(&prober, cut_off, now);
     if next != prober {
         let recipients = prober_recipients(config);
@@ -166,45 +166,82 @@ pub fn record_prober(
         } else {
             notices
                 .iter()
-                .flat_map(|n| mail::render(PROBER, "", n, &recipients))
+                .flat_map(|n| mail::render(&key, "", n, &recipients))
                 .collect()
         };
         for n in &notices {
-            messages.extend(webhook::render(PROBER, "", n, &config.webhooks, now));
+            messages.extend(webhook::render(&key, "", n, &config.webhooks, now));
         }
         for n in &notices {
-            tracing::warn!(key = %n.key(PROBER), "prober connectivity changed");
+            tracing::warn!(key = %n.key(&key), "prober connectivity changed");
         }
-        store.record_state(PROBER, now, &next, &messages)?;
+        store.record_state(&key, now, &next, &messages)?;
         return Ok((cut_off.is_some(), messages.len()));
     }
     Ok((cut_off.is_some(), 0))
 }
 
-/// Steps a site's alert state with its confirmed report: the new state and the messages it
-/// decided. `held`: the prober is cut off, so the report says nothing about the site and its
-/// state stays as it was.
-pub fn judge_site(
+/// Steps this region's own alert state for a site with its confirmed report. `held`: the
+/// prober is cut off, so the report says nothing about the site and the state stays as it was.
+pub fn judge_region(
     config: &Config,
     store: &dyn Store,
     site: &Site,
     report: &ProbeReport,
     held: bool,
     now: OffsetDateTime,
-) -> Result<(AlertState, Vec<NewMessage>), StoreError> {
-    let state = store.alert_state(&site.name)?;
-    let (next, notifications) = if held {
-        (state, Vec::new())
-    } else {
-        let verdict = RunVerdict {
-            at: now,
-            diagnosis: report.diagnosis.clone(),
-            in_maintenance: config.in_maintenance(&site.name, now),
-        };
-        alert::step(&state, &verdict, &config.alerts)
-    };
+) -> Result<AlertState, StoreError> {
+    let state = store.region_state(&site.name, &config.region)?;
+    if held {
+        return Ok(state);
+    }
+    let (next, _) = alert::step(&state, &verdict(config, site, report, now), &config.alerts);
+    Ok(next)
+}
+
+fn verdict(config: &Config, site: &Site, report: &ProbeReport, now: OffsetDateTime) -> RunVerdict {
+    RunVerdict {
+        at: now,
+        diagnosis: report.diagnosis.clone(),
+        in_maintenance: config.in_maintenance(&site.name, now),
+    }
+}
+
+/// How many intervals a region may stay silent on a site and still be counted.
+const LIVE_INTERVALS: u32 = 3;
+
+/// Settles a site's incident from every region's view once this region's run is stored (the
+/// store holds the site meanwhile): the new state and the messages it decided, or `None` when
+/// nothing changed. A region counts while it reported on the site within 3 intervals.
+pub fn decide_site(
+    config: &Config,
+    site: &Site,
+    report: &ProbeReport,
+    held: bool,
+    now: OffsetDateTime,
+    current: &AlertState,
+    views: &[RegionView],
+) -> Option<(AlertState, Vec<NewMessage>)> {
+    if held {
+        return None;
+    }
+    let live_since = now - site.interval * LIVE_INTERVALS;
+    let votes: Vec<RegionVote> = views
+        .iter()
+        .map(|v| RegionVote {
+            region: v.region.clone(),
+            live: v.region == config.region || v.at >= live_since,
+            state: v.state.clone(),
+        })
+        .collect();
+    let run = verdict(config, site, report, now);
+    let (next, notifications) =
+        alert::quorum_step(current, &run, &votes, config.alerts.quorum, &config.alerts);
+    if next == *current && notifications.is_empty() {
+        return None;
+    }
     for n in &notifications {
-        tracing::warn!(site = %site.name, key = %n.key(&site.name), "alert");
+        tracing::warn!(site = %site.name, region = %config.region, key = %n.key(&site.name), "alert");
     }
     let mut messages: Vec<_> = if site.alert_to.is_empty() {
         Vec::new()
@@ -218,11 +255,12 @@ pub fn judge_site(
         let url = site.probe.target.url();
         messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
     }
-    Ok((next, messages))
+    Some((next, messages))
 }
 
-/// Judges one site's report and stores the result, the new state and any mail, in one
-/// transaction (`probe watch`, one site at a time). Returns how many messages were queued.
+/// Judges one site's report and stores the result, this region's state, and the site's
+/// incident state with any mail, in one transaction (`probe watch`, one site at a time).
+/// Returns how many messages were queued.
 pub fn record_site(
     config: &Config,
     store: &mut dyn Store,
@@ -231,15 +269,23 @@ pub fn record_site(
     held: bool,
     now: OffsetDateTime,
 ) -> Result<usize, StoreError> {
-    let (state, messages) = judge_site(config, store, site, report, held, now)?;
-    store.record_run(&RunRecord {
-        site: &site.name,
-        at: now,
-        report,
-        state: &state,
-        messages: &messages,
-    })?;
-    Ok(messages.len())
+    let state = judge_region(config, store, site, report, held, now)?;
+    let mut queued = 0;
+    store.record_regional(
+        &config.region,
+        &[RegionalRun {
+            site: &site.name,
+            at: now,
+            report,
+            state: &state,
+        }],
+        &mut |_, current, views| {
+            let decided = decide_site(config, site, report, held, now, current, views);
+            queued = decided.as_ref().map_or(0, |(_, m)| m.len());
+            decided
+        },
+    )?;
+    Ok(queued)
 }
 
 /// Delivers what is due in the outbox: mail (if there is an SMTP server) and webhook calls.
@@ -392,23 +438,33 @@ fn store_batch(
     }
     // In config order within the batch: the queued notifications go out in that order.
     batch.sort_by_key(|(index, _)| *index);
-    let mut decided = Vec::with_capacity(batch.len());
+    let mut states = Vec::with_capacity(batch.len());
     for (index, report) in batch.iter() {
         let site = &config.sites[*index];
-        decided.push(judge_site(config, store, site, report, held, now)?);
+        states.push(judge_region(config, store, site, report, held, now)?);
     }
-    let records: Vec<RunRecord<'_>> = batch
+    let runs: Vec<RegionalRun<'_>> = batch
         .iter()
-        .zip(&decided)
-        .map(|((index, report), (state, messages))| RunRecord {
+        .zip(&states)
+        .map(|((index, report), state)| RegionalRun {
             site: &config.sites[*index].name,
             at: now,
             report,
             state,
-            messages,
         })
         .collect();
-    store.record_runs(&records)?;
+    store.record_regional(&config.region, &runs, &mut |i, current, views| {
+        let (index, report) = &batch[i];
+        decide_site(
+            config,
+            &config.sites[*index],
+            report,
+            held,
+            now,
+            current,
+            views,
+        )
+    })?;
     for (index, report) in batch.drain(..) {
         outcome.worst = outcome.worst.max(report.status);
         on_site(&config.sites[index].name, &report);

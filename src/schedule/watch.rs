@@ -43,6 +43,34 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const FEEDS_REFRESH: Duration = Duration::from_secs(5);
 /// Grace beyond a probe's own deadline before a stopping watch cuts it.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Results kept in memory while the store cannot be written (a database restarting or out of
+/// reach); past this, the oldest go, counted. 10,000 sites' minute, a few KB each.
+const SPOOL_LIMIT: usize = 10_000;
+/// How often the store is tried again while results wait: a database out of reach can take its
+/// connect timeout to say so, and the loop must keep probing meanwhile.
+const SPOOL_RETRY: Duration = Duration::from_secs(5);
+
+/// A result waiting for the store, with what it was judged with.
+struct Spooled {
+    /// The site's place in the config when it was probed (a reload may move it) and its name.
+    index: usize,
+    site: String,
+    report: ProbeReport,
+    at: OffsetDateTime,
+    /// The prober's cut-off evidence at the time (`Some`: every site and control check failed).
+    cut_off: Option<Vec<String>>,
+}
+
+/// Results the store could not take yet, oldest first, and the outage they wait out.
+#[derive(Default)]
+struct Spool {
+    waiting: std::collections::VecDeque<Spooled>,
+    /// Results let go because the spool was full, this outage.
+    dropped: u64,
+    /// When the store first refused, this outage.
+    since: Option<OffsetDateTime>,
+    last_try: Option<Instant>,
+}
 
 /// Why the watch could not start.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +195,8 @@ pub struct Watch<'a> {
     feeds_dirty: bool,
     /// When the feeds were last rendered, and how long that took.
     feeds_rendered: Option<(Instant, Duration)>,
+    /// Results waiting for the store while it cannot be written.
+    spool: Spool,
 }
 
 impl<'a> Watch<'a> {
@@ -195,6 +225,7 @@ impl<'a> Watch<'a> {
             feeds: None,
             feeds_dirty: false,
             feeds_rendered: None,
+            spool: Spool::default(),
         }
     }
 
@@ -358,23 +389,109 @@ impl<'a> Watch<'a> {
             tracing::debug!(site = %name, status = d.status.as_str(), "probed");
         }
         let evidence = self.cut_off_evidence().await;
-        let config = self.config.clone();
-        let stored = schedule::record_prober(&config, self.store, evidence.as_deref(), now)
-            .and_then(|(cut_off, notices)| {
-                let site = &config.sites[index];
-                schedule::record_site(&config, self.store, site, report, cut_off, now)
-                    .map(|queued| notices + queued)
-            });
+        let spooled = Spooled {
+            index,
+            site: self.config.sites[index].name.clone(),
+            report: report.clone(),
+            at: now,
+            cut_off: evidence,
+        };
         self.feeds_dirty = true;
-        match stored {
-            // Fresh mail goes out now, from the delivery task; retries wait for its own tick, so
-            // the outbox is not read after every probe.
-            Ok(queued) if queued > 0 => self.delivery.wake.notify_one(),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(site = %config.sites[index].name, error = %e, "cannot store the result")
+        // Results wait their turn behind those already waiting, so each site's runs are judged
+        // in the order they happened.
+        if !self.spool.waiting.is_empty() {
+            self.spool_push(spooled);
+            self.flush_spool(false);
+            return;
+        }
+        if let Err(e) = self.store_one(&spooled) {
+            if e.is_transient() {
+                self.spool.since = Some(now);
+                self.spool.last_try = Some(Instant::now());
+                tracing::error!(error = %e, limit = SPOOL_LIMIT, "cannot write the store; results are kept in memory and written when it is back");
+                self.spool_push(spooled);
+            } else {
+                tracing::error!(site = %spooled.site, error = %e, "cannot store the result");
             }
         }
+    }
+
+    /// Judges and stores one result with its prober state, and wakes delivery if it queued
+    /// anything.
+    fn store_one(&mut self, spooled: &Spooled) -> Result<(), crate::store::StoreError> {
+        let config = self.config.clone();
+        let site = match config.sites.get(spooled.index) {
+            Some(site) if site.name == spooled.site => Some(site),
+            _ => config.sites.iter().find(|s| s.name == spooled.site),
+        };
+        let Some(site) = site else {
+            // Removed by a reload while it waited.
+            return Ok(());
+        };
+        let (cut_off, notices) =
+            schedule::record_prober(&config, self.store, spooled.cut_off.as_deref(), spooled.at)?;
+        let queued = schedule::record_site(
+            &config,
+            self.store,
+            site,
+            &spooled.report,
+            cut_off,
+            spooled.at,
+        )?;
+        // Fresh mail goes out now, from the delivery task; retries wait for its own tick, so
+        // the outbox is not read after every probe.
+        if notices + queued > 0 {
+            self.delivery.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn spool_push(&mut self, spooled: Spooled) {
+        if self.spool.waiting.len() >= SPOOL_LIMIT {
+            self.spool.waiting.pop_front();
+            self.spool.dropped += 1;
+        }
+        self.spool.waiting.push_back(spooled);
+    }
+
+    /// Writes the waiting results, oldest first, while the store takes them; tried at most every
+    /// `SPOOL_RETRY` unless `now`. Says once when the store is back.
+    fn flush_spool(&mut self, now: bool) {
+        if self.spool.waiting.is_empty() {
+            return;
+        }
+        if !now
+            && self
+                .spool
+                .last_try
+                .is_some_and(|t| t.elapsed() < SPOOL_RETRY)
+        {
+            return;
+        }
+        self.spool.last_try = Some(Instant::now());
+        let mut written = 0;
+        while let Some(spooled) = self.spool.waiting.pop_front() {
+            match self.store_one(&spooled) {
+                Ok(()) => written += 1,
+                Err(e) if e.is_transient() => {
+                    self.spool.waiting.push_front(spooled);
+                    tracing::debug!(error = %e, waiting = self.spool.waiting.len(), "the store is still unreachable");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(site = %spooled.site, error = %e, "cannot store the result")
+                }
+            }
+        }
+        let since = self.spool.since.take();
+        let outage = since.map_or(0, |s| (OffsetDateTime::now_utc() - s).whole_seconds());
+        tracing::warn!(
+            written,
+            dropped = self.spool.dropped,
+            outage_s = outage,
+            "the store is back; the results kept meanwhile are written"
+        );
+        self.spool.dropped = 0;
     }
 
     /// When every site's last report is silent, whether the control checks fail too (the prober
@@ -412,6 +529,10 @@ impl<'a> Watch<'a> {
     }
 
     fn housekeeping(&mut self) {
+        self.flush_spool(false);
+        if !self.spool.waiting.is_empty() {
+            return;
+        }
         if self.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             let now = OffsetDateTime::now_utc();
             self.last_prune = Some(Instant::now());
@@ -438,7 +559,9 @@ impl<'a> Watch<'a> {
         for warning in &loaded.warnings {
             tracing::warn!(warning = %warning, "config");
         }
-        let new = loaded.config;
+        let mut new = loaded.config;
+        // The region is the process's, not the file's.
+        new.region = self.config.region.clone();
         if new.store != self.config.store {
             tracing::warn!(
                 store = %self.config.store.describe(),
@@ -521,6 +644,13 @@ impl<'a> Watch<'a> {
             }
         }
         self.tasks.abort_all();
+        self.flush_spool(true);
+        if !self.spool.waiting.is_empty() {
+            tracing::error!(
+                lost = self.spool.waiting.len(),
+                "stopping while the store is unreachable: the results kept in memory are lost"
+            );
+        }
         self.delivery.stop.send_replace(true);
         let task = &mut self.delivery.task;
         if tokio::time::timeout(STOP_DELIVERY_GRACE, &mut *task)

@@ -11,6 +11,7 @@
 //! migrates or writes anything, so two `probe run`s never deliver the same alert twice and never
 //! race the migrations. A file that is not a probe store is refused before anything is changed.
 
+pub mod copy;
 mod postgres;
 mod sqlite;
 
@@ -22,7 +23,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, WriterLock, LOCK_WAIT};
 
 use crate::alert::AlertState;
-use crate::config::StoreLocation;
+use crate::config::{StoreLocation, DEFAULT_REGION};
 use crate::engine::ProbeReport;
 
 /// Why the store failed (the tool failing, not a site).
@@ -192,6 +193,31 @@ pub struct RunRecord<'a> {
     pub messages: &'a [NewMessage],
 }
 
+/// One region's run of one site: its result and the region's own alert state after it.
+#[derive(Debug, Clone)]
+pub struct RegionalRun<'a> {
+    pub site: &'a str,
+    pub at: OffsetDateTime,
+    pub report: &'a ProbeReport,
+    /// The region's own state (it confirms and recovers on its own).
+    pub state: &'a AlertState,
+}
+
+/// A region's standing on a site as stored: its own state and when it last reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionView {
+    pub region: String,
+    pub at: OffsetDateTime,
+    pub state: AlertState,
+}
+
+/// Decides a site's incident state while a batch is written, with the site's row held so no
+/// other prober decides it at the same moment: given the run's index in the batch, the site's
+/// stored state and every region's view (this run's included), returns the new state and the
+/// messages it queues, or `None` to leave it as it is.
+pub type Decide<'d> =
+    dyn FnMut(usize, &AlertState, &[RegionView]) -> Option<(AlertState, Vec<NewMessage>)> + 'd;
+
 /// A site's latest stored result.
 #[derive(Debug, Clone)]
 pub struct LatestResult {
@@ -289,7 +315,33 @@ pub trait Store: Send {
         self.record_runs(std::slice::from_ref(run))
     }
     /// Saves several runs (a batch of a `probe run` pass) in one transaction: all of them or none.
-    fn record_runs(&mut self, runs: &[RunRecord<'_>]) -> Result<(), StoreError>;
+    /// Each state is both the default region's and the site's.
+    fn record_runs(&mut self, runs: &[RunRecord<'_>]) -> Result<(), StoreError> {
+        let regional: Vec<RegionalRun<'_>> = runs
+            .iter()
+            .map(|r| RegionalRun {
+                site: r.site,
+                at: r.at,
+                report: r.report,
+                state: r.state,
+            })
+            .collect();
+        self.record_regional(DEFAULT_REGION, &regional, &mut |index, _, _| {
+            Some((runs[index].state.clone(), runs[index].messages.to_vec()))
+        })
+    }
+    /// The region's own alert state for a site (default when it never reported on it).
+    fn region_state(&self, site: &str, region: &str) -> Result<AlertState, StoreError>;
+    /// Saves a region's batch in one transaction: each result under `region`, the region's own
+    /// states, then each site's incident state as `decide` settles it (the site held meanwhile,
+    /// so of regions deciding the same transition together one decides it, once) with the
+    /// messages it queues, and the incident's history.
+    fn record_regional(
+        &mut self,
+        region: &str,
+        runs: &[RegionalRun<'_>],
+        decide: &mut Decide<'_>,
+    ) -> Result<(), StoreError>;
     /// Saves an alert state that has no result of its own (the prober's connectivity, under
     /// `alert::PROBER`) with its queued messages, atomically.
     fn record_state(

@@ -23,9 +23,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::settings::database::{parse_url, shown_url};
 
+use super::copy::{Column, Copied, CopyWork, Kind, Table, TABLES};
 use super::{
-    CauseRecord, Channel, IncidentRecord, LatestResult, NewMessage, OutboxMessage, RunRecord,
-    Store, StoreError, UndeliveredMessage, UptimeHour,
+    CauseRecord, Channel, Decide, IncidentRecord, LatestResult, NewMessage, OutboxMessage,
+    RegionView, RegionalRun, Store, StoreError, UndeliveredMessage, UptimeHour,
 };
 use crate::alert::AlertState;
 
@@ -105,6 +106,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "",
     "",
     "",
+    // 5: regions (as SQLite's 5).
+    "ALTER TABLE results ADD COLUMN region TEXT NOT NULL DEFAULT 'default';
+     CREATE TABLE region_state (
+         site TEXT COLLATE \"C\" NOT NULL,
+         region TEXT COLLATE \"C\" NOT NULL,
+         at BIGINT NOT NULL,
+         state TEXT NOT NULL,
+         PRIMARY KEY (site, region)
+     );
+     INSERT INTO region_state (site, region, at, state)
+         SELECT a.site, 'default', COALESCE(l.at, 0), a.state
+         FROM alert_state a LEFT JOIN latest l ON l.site = a.site
+         WHERE left(a.site, 1) <> '@';",
 ];
 
 /// Where the database is: the parsed URL, its TLS setup, and how it is shown (never with its
@@ -457,14 +471,26 @@ impl PostgresStore {
         done.map_err(|e| self.error(e))
     }
 
-    /// Writes a batch of runs inside the caller's transaction: the results, alert states,
-    /// latest reports, uptime counts and queued messages of every run each in one statement
-    /// (arrays unnested), sent together; incidents (rare) a run at a time.
-    fn write_runs(&mut self, runs: &[RunRecord<'_>]) -> Result<(), StoreError> {
-        let [results, states, latest, uptime, outbox] = self.statements([
-            "INSERT INTO results (site, at, status, hop, cause, report)
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
-            STATE_UPSERT,
+    /// Writes a region's batch inside the caller's transaction, in three round trips: the
+    /// results, the region's states, latest reports and uptime counts of every run (each one
+    /// statement over arrays, sent together), with a row made for each new site's incident
+    /// state; then those rows locked (in site order, so probers writing together cannot
+    /// deadlock) and every region's view read; then, once `decide` has settled each site, the
+    /// changed incident states and their messages. Incidents (rare) a run at a time.
+    fn write_regional(
+        &mut self,
+        region: &str,
+        runs: &[RegionalRun<'_>],
+        decide: &mut Decide<'_>,
+    ) -> Result<(), StoreError> {
+        let [results, regional, latest, uptime, ensure, lock, views] = self.statements([
+            "INSERT INTO results (site, at, status, hop, cause, report, region)
+             SELECT s, a, st, h, c, r, $7::text
+             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
+                  AS x (s, a, st, h, c, r)",
+            "INSERT INTO region_state (site, region, at, state)
+             SELECT s, $2::text, a, st FROM unnest($1::text[], $3::bigint[], $4::text[]) AS x (s, a, st)
+             ON CONFLICT (site, region) DO UPDATE SET at = excluded.at, state = excluded.state",
             "INSERT INTO latest (site, at, report)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
              ON CONFLICT (site) DO UPDATE SET at = excluded.at, report = excluded.report",
@@ -472,14 +498,18 @@ impl PostgresStore {
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
              ON CONFLICT (site, hour) DO UPDATE SET total = uptime_hourly.total + excluded.total,
                                                     down = uptime_hourly.down + excluded.down",
-            OUTBOX_INSERT,
+            "INSERT INTO alert_state (site, state) SELECT unnest($1::text[]), $2::text
+             ON CONFLICT (site) DO NOTHING",
+            "SELECT site, state FROM alert_state WHERE site = ANY($1::text[]) ORDER BY site FOR UPDATE",
+            "SELECT site, region, at, state FROM region_state WHERE site = ANY($1::text[])
+             ORDER BY site, region",
         ])?;
         let rows = BatchRows::of(runs);
-        let queued = QueuedRows::of(runs.iter().map(|r| (super::stamp_of(r.at), r.messages)));
+        let fresh = serde_json::to_string(&AlertState::default()).expect("a state serialises");
         {
             let client = self.client()?;
-            let done = wait(async {
-                futures_util::future::try_join5(
+            let done = wait(futures_util::future::try_join3(
+                futures_util::future::try_join(
                     client.execute(
                         &results,
                         &[
@@ -489,9 +519,15 @@ impl PostgresStore {
                             &rows.hops,
                             &rows.causes,
                             &rows.history,
+                            &region,
                         ],
                     ),
-                    client.execute(&states, &[&rows.last.sites, &rows.last.states]),
+                    client.execute(
+                        &regional,
+                        &[&rows.last.sites, &region, &rows.last.ats, &rows.last.states],
+                    ),
+                ),
+                futures_util::future::try_join(
                     client.execute(
                         &latest,
                         &[&rows.last.sites, &rows.last.ats, &rows.last.reports],
@@ -505,23 +541,82 @@ impl PostgresStore {
                             &rows.hours.downs,
                         ],
                     ),
-                    queued.insert(client, &outbox),
-                )
-                .await
-            });
+                ),
+                client.execute(&ensure, &[&rows.last.sites, &fresh]),
+            ));
             done.map_err(|e| self.error(e))?;
         }
-        for run in runs.iter().filter(|r| r.state.incident > 0) {
-            self.write_incident(run)?;
+        let (held, seen) = {
+            let client = self.client()?;
+            let read = wait(futures_util::future::try_join(
+                client.query(&lock, &[&rows.last.sites]),
+                client.query(&views, &[&rows.last.sites]),
+            ));
+            read.map_err(|e| self.error(e))?
+        };
+        let mut states: HashMap<String, AlertState> = HashMap::with_capacity(held.len());
+        for row in &held {
+            let state = serde_json::from_str(row.get::<_, &str>(1))
+                .map_err(|e| self.corrupt("alert state", e))?;
+            states.insert(row.get(0), state);
+        }
+        let mut regions: HashMap<&str, Vec<RegionView>> = HashMap::new();
+        for row in &seen {
+            let view = RegionView {
+                region: row.get(1),
+                at: self.time(row.get(2))?,
+                state: serde_json::from_str(row.get::<_, &str>(3))
+                    .map_err(|e| self.corrupt("region state", e))?,
+            };
+            regions.entry(row.get(0)).or_default().push(view);
+        }
+        let mut decided: Vec<(usize, AlertState, Vec<NewMessage>)> = Vec::new();
+        for (index, run) in runs.iter().enumerate() {
+            let current = states.get(run.site).cloned().unwrap_or_default();
+            let views = regions.get(run.site).map_or(&[][..], Vec::as_slice);
+            if let Some((state, messages)) = decide(index, &current, views) {
+                states.insert(run.site.to_string(), state.clone());
+                decided.push((index, state, messages));
+            }
+        }
+        if decided.is_empty() {
+            return Ok(());
+        }
+        let [upsert, outbox] = self.statements([STATE_UPSERT, OUTBOX_INSERT])?;
+        let mut last: std::collections::BTreeMap<&str, String> = Default::default();
+        for (index, state, _) in &decided {
+            let text = serde_json::to_string(state).expect("an alert state serialises");
+            last.insert(runs[*index].site, text);
+        }
+        let (sites, texts): (Vec<&str>, Vec<String>) = last.into_iter().unzip();
+        let queued =
+            QueuedRows::of(decided.iter().map(|(index, _, messages)| {
+                (super::stamp_of(runs[*index].at), messages.as_slice())
+            }));
+        {
+            let client = self.client()?;
+            let done = wait(futures_util::future::try_join(
+                client.execute(&upsert, &[&sites, &texts]),
+                queued.insert(client, &outbox),
+            ));
+            done.map_err(|e| self.error(e))?;
+        }
+        for (index, state, _) in decided.iter().filter(|(_, s, _)| s.incident > 0) {
+            self.write_incident(&runs[*index], state)?;
         }
         Ok(())
     }
 
-    /// The incident a run's state belongs to, and its cause history (as the SQLite store does).
-    fn write_incident(&mut self, run: &RunRecord<'_>) -> Result<(), StoreError> {
+    /// The incident a decided state belongs to, and its cause history (as the SQLite store
+    /// does).
+    fn write_incident(
+        &mut self,
+        run: &RegionalRun<'_>,
+        state: &AlertState,
+    ) -> Result<(), StoreError> {
         let at = super::stamp_of(run.at);
-        let number = run.state.incident as i64;
-        let opened_at = run.state.since.map_or(at, super::stamp_of);
+        let number = state.incident as i64;
+        let opened_at = state.since.map_or(at, super::stamp_of);
         let id: i64 = {
             let statement = self.statement(
                 "WITH made AS (
@@ -536,7 +631,7 @@ impl PostgresStore {
             );
             row.map_err(|e| self.error(e))?.get(0)
         };
-        if let Some(cause) = run.state.cause {
+        if let Some(cause) = state.cause {
             let d = &run.report.diagnosis;
             let evidence = serde_json::to_string(&d.evidence).expect("strings serialise");
             self.execute(
@@ -553,6 +648,90 @@ impl PostgresStore {
             )?;
         }
         Ok(())
+    }
+
+    /// Runs a whole copy into this store in one transaction (`copy::sqlite_to_postgres`): the
+    /// store must hold no probe data yet; `work` writes each table's chunks through the sink it
+    /// is given. The id sequences continue after the copied ids.
+    pub(super) fn import(&mut self, work: &mut CopyWork<'_>) -> Result<Copied, StoreError> {
+        let begun = wait(self.client()?.batch_execute("BEGIN"));
+        begun.map_err(|e| self.error(e))?;
+        let outcome = self.import_within(work).and_then(|copied| {
+            let committed = wait(self.client()?.batch_execute("COMMIT"));
+            committed.map_err(|e| self.error(e)).map(|()| copied)
+        });
+        if outcome.is_err() {
+            if let Some(client) = self.client.as_ref() {
+                let _ = wait(client.batch_execute("ROLLBACK"));
+            }
+        }
+        outcome
+    }
+
+    fn import_within(&mut self, work: &mut CopyWork<'_>) -> Result<Copied, StoreError> {
+        let held: i64 = {
+            let client = self.client()?;
+            let row = wait(client.query_one(
+                "SELECT (SELECT COUNT(*) FROM results) + (SELECT COUNT(*) FROM alert_state)
+                      + (SELECT COUNT(*) FROM incidents) + (SELECT COUNT(*) FROM outbox)",
+                &[],
+            ));
+            row.map_err(|e| self.error(e))?.get(0)
+        };
+        if held > 0 {
+            return Err(StoreError::Postgres {
+                store: self.database.shown.clone(),
+                message: "holds probe data already: migrate into a new database (or drop its \
+                          schema probe first)"
+                    .into(),
+                transient: false,
+            });
+        }
+        let copied = {
+            let shown = self.database.shown.clone();
+            let client: &Client = self.client()?;
+            let mut sink = |table: &Table, chunk: &[Column], _rows: usize| {
+                let names: Vec<&str> = table.columns.iter().map(|c| c.1).collect();
+                let arrays: Vec<String> = table
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| match c.2 {
+                        Kind::Integer => format!("${}::bigint[]", i + 1),
+                        Kind::Text => format!("${}::text[]", i + 1),
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO {} ({}) SELECT * FROM unnest({})",
+                    table.name,
+                    names.join(", "),
+                    arrays.join(", ")
+                );
+                let params: Vec<&(dyn ToSql + Sync)> = chunk
+                    .iter()
+                    .map(|column| match column {
+                        Column::Integers(v) => v as &(dyn ToSql + Sync),
+                        Column::Texts(v) => v as &(dyn ToSql + Sync),
+                    })
+                    .collect();
+                wait(client.execute(sql.as_str(), &params))
+                    .map(|_| ())
+                    .map_err(|e| postgres_error(&shown, &e))
+            };
+            work(&mut sink)?
+        };
+        for table in TABLES {
+            if let Some(serial) = table.serial {
+                let sql = format!(
+                    "SELECT setval(pg_get_serial_sequence('{SCHEMA}.{name}', '{serial}'),
+                                   COALESCE((SELECT MAX({serial}) FROM {name}), 0) + 1, false)",
+                    name = table.name
+                );
+                let done = wait(self.client()?.batch_execute(&sql));
+                done.map_err(|e| self.error(e))?;
+            }
+        }
+        Ok(copied)
     }
 
     fn outbox_row(&self, row: &Row) -> Result<OutboxMessage, StoreError> {
@@ -667,7 +846,7 @@ struct HourRows<'a> {
 }
 
 impl<'a> BatchRows<'a> {
-    fn of(runs: &[RunRecord<'a>]) -> Self {
+    fn of(runs: &[RegionalRun<'a>]) -> Self {
         let mut rows = BatchRows {
             sites: Vec::with_capacity(runs.len()),
             ats: Vec::with_capacity(runs.len()),
@@ -812,8 +991,25 @@ impl Store for PostgresStore {
         }
     }
 
-    fn record_runs(&mut self, runs: &[RunRecord<'_>]) -> Result<(), StoreError> {
-        self.transaction(&mut |store| store.write_runs(runs))
+    fn region_state(&self, site: &str, region: &str) -> Result<AlertState, StoreError> {
+        let rows = self.read(
+            "SELECT state FROM region_state WHERE site = $1 AND region = $2",
+            &[&site, &region],
+        )?;
+        match rows.first() {
+            None => Ok(AlertState::default()),
+            Some(row) => serde_json::from_str(row.get::<_, &str>(0))
+                .map_err(|e| self.corrupt("region state", e)),
+        }
+    }
+
+    fn record_regional(
+        &mut self,
+        region: &str,
+        runs: &[RegionalRun<'_>],
+        decide: &mut Decide<'_>,
+    ) -> Result<(), StoreError> {
+        self.transaction(&mut |store| store.write_regional(region, runs, &mut *decide))
     }
 
     fn record_state(

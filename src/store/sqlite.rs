@@ -11,15 +11,15 @@ use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::{
-    CauseRecord, Channel, IncidentRecord, LatestResult, NewMessage, OutboxMessage, RunRecord,
-    Store, StoreError, UndeliveredMessage, UptimeHour,
+    CauseRecord, Channel, IncidentRecord, LatestResult, NewMessage, OutboxMessage, Store,
+    StoreError, UndeliveredMessage, UptimeHour,
 };
 use crate::alert::AlertState;
 
 /// The SQLite store.
 pub struct SqliteStore {
-    conn: Connection,
-    path: String,
+    pub(super) conn: Connection,
+    pub(super) path: String,
     /// The writer lock, shared by every connection this process opened on the store; `None` for
     /// a read-only look.
     lock: Option<Arc<WriterLock>>,
@@ -232,9 +232,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
          FROM outbox o, json_each(o.recipients) r WHERE o.channel = 'mail';
      DELETE FROM outbox WHERE channel = 'mail' AND instr(key, '#mail-') = 0;
      CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE sent_at IS NULL AND given_up_at IS NULL;",
+    // 5: regions. Each result says which region saw it; each region keeps its own state per
+    // site (it confirms and recovers on its own) beside the site's incident state, which the
+    // quorum of regions decides. A store from before had one region: its states become that
+    // region's.
+    "ALTER TABLE results ADD COLUMN region TEXT NOT NULL DEFAULT 'default';
+     CREATE TABLE region_state (
+         site TEXT NOT NULL,
+         region TEXT NOT NULL,
+         at INTEGER NOT NULL,
+         state TEXT NOT NULL,
+         PRIMARY KEY (site, region)
+     );
+     INSERT INTO region_state (site, region, at, state)
+         SELECT a.site, 'default', COALESCE(l.at, 0), a.state
+         FROM alert_state a LEFT JOIN latest l ON l.site = a.site
+         WHERE substr(a.site, 1, 1) <> '@';",
 ];
 
-use super::{history_row, stamp_of as stamp};
+use super::{history_row, stamp_of as stamp, Decide, RegionView, RegionalRun};
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` for writing: refuses a file that is not a
@@ -314,7 +330,7 @@ impl SqliteStore {
         Ok(Self { conn, path, lock })
     }
 
-    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+    pub(super) fn sqlite(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
             source,
@@ -394,15 +410,83 @@ impl Store for SqliteStore {
         }
     }
 
-    fn record_runs(&mut self, runs: &[RunRecord<'_>]) -> Result<(), StoreError> {
+    fn region_state(&self, site: &str, region: &str) -> Result<AlertState, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .prepare_cached("SELECT state FROM region_state WHERE site = ?1 AND region = ?2")
+            .and_then(|mut s| s.query_row([site, region], |row| row.get(0)).optional())
+            .map_err(|e| self.sqlite(e))?;
+        match text {
+            None => Ok(AlertState::default()),
+            Some(text) => serde_json::from_str(&text).map_err(|e| self.corrupt("region state", e)),
+        }
+    }
+
+    fn record_regional(
+        &mut self,
+        region: &str,
+        runs: &[RegionalRun<'_>],
+        decide: &mut Decide<'_>,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sqlite = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
+        let corrupt = |what: &'static str, e: serde_json::Error| StoreError::Corrupt {
+            path: path.clone(),
+            what,
+            reason: e.to_string(),
+        };
+        // One writer at a time (the writer lock): what is read here is what is decided on.
         let tx = self.conn.transaction().map_err(sqlite)?;
         for run in runs {
-            write_run(&tx, run).map_err(sqlite)?;
+            write_result(&tx, region, run).map_err(sqlite)?;
+        }
+        for (index, run) in runs.iter().enumerate() {
+            let stored: Option<String> = tx
+                .prepare_cached("SELECT state FROM alert_state WHERE site = ?1")
+                .and_then(|mut s| s.query_row([run.site], |row| row.get(0)).optional())
+                .map_err(sqlite)?;
+            let site_state = match stored {
+                Some(text) => serde_json::from_str(&text).map_err(|e| corrupt("alert state", e))?,
+                None => AlertState::default(),
+            };
+            let mut views = Vec::new();
+            {
+                let mut statement = tx
+                    .prepare_cached(
+                        "SELECT region, at, state FROM region_state WHERE site = ?1 ORDER BY region",
+                    )
+                    .map_err(sqlite)?;
+                let rows = statement
+                    .query_map([run.site], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    })
+                    .map_err(sqlite)?;
+                for row in rows {
+                    let (region, at, state) = row.map_err(sqlite)?;
+                    views.push(RegionView {
+                        region,
+                        at: OffsetDateTime::from_unix_timestamp(at).map_err(|e| {
+                            StoreError::Corrupt {
+                                path: path.clone(),
+                                what: "timestamp",
+                                reason: e.to_string(),
+                            }
+                        })?,
+                        state: serde_json::from_str(&state)
+                            .map_err(|e| corrupt("region state", e))?,
+                    });
+                }
+            }
+            if let Some((state, messages)) = decide(index, &site_state, &views) {
+                write_decision(&tx, run, &state, &messages).map_err(sqlite)?;
+            }
         }
         tx.commit().map_err(sqlite)
     }
@@ -760,15 +844,19 @@ fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> ru
     Ok(())
 }
 
-/// Writes one run (result, latest report, uptime count, alert state, incident and its causes,
-/// queued messages) inside the caller's transaction.
-fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::Result<()> {
+/// Writes one region's result (the history row, the latest report, the uptime count and the
+/// region's own state) inside the caller's transaction.
+fn write_result(
+    tx: &rusqlite::Transaction<'_>,
+    region: &str,
+    run: &RegionalRun<'_>,
+) -> rusqlite::Result<()> {
     let report = serde_json::to_string(run.report).expect("a report serialises");
     let state = serde_json::to_string(run.state).expect("an alert state serialises");
     let at = stamp(run.at);
     let d = &run.report.diagnosis;
     tx.prepare_cached(
-        "INSERT INTO results (site, at, status, hop, cause, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO results (site, at, status, hop, cause, report, region) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         run.site,
@@ -776,9 +864,15 @@ fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::R
         d.status.as_str(),
         d.hop.as_str(),
         d.cause.as_str(),
-        history_row(run.report, &report)
+        history_row(run.report, &report),
+        region
     ])?;
-    save_state(tx, run.site, &state)?;
+    execute_cached(
+        tx,
+        "INSERT INTO region_state (site, region, at, state) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (site, region) DO UPDATE SET at = excluded.at, state = excluded.state",
+        params![run.site, region, at, state],
+    )?;
     execute_cached(
         tx,
         "INSERT INTO latest (site, at, report) VALUES (?1, ?2, ?3)
@@ -795,22 +889,37 @@ fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::R
             i64::from(d.status == crate::observe::Status::Down)
         ],
     )?;
+    Ok(())
+}
+
+/// Writes a site's decided incident state, its incident and cause history, and the messages it
+/// queued, inside the caller's transaction.
+fn write_decision(
+    tx: &rusqlite::Transaction<'_>,
+    run: &RegionalRun<'_>,
+    state: &AlertState,
+    messages: &[NewMessage],
+) -> rusqlite::Result<()> {
+    let at = stamp(run.at);
+    let d = &run.report.diagnosis;
+    let text = serde_json::to_string(state).expect("an alert state serialises");
+    save_state(tx, run.site, &text)?;
     // The incident this state belongs to, and its cause history.
-    if run.state.incident > 0 {
-        let open = run.state.cause.is_some();
-        let opened_at = run.state.since.map_or(at, stamp);
+    if state.incident > 0 {
+        let open = state.cause.is_some();
+        let opened_at = state.since.map_or(at, stamp);
         execute_cached(
             tx,
             "INSERT INTO incidents (site, number, opened_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (site, number) DO NOTHING",
-            params![run.site, run.state.incident as i64, opened_at],
+            params![run.site, state.incident as i64, opened_at],
         )?;
         let incident_id: i64 = tx.query_row(
             "SELECT id FROM incidents WHERE site = ?1 AND number = ?2",
-            params![run.site, run.state.incident as i64],
+            params![run.site, state.incident as i64],
             |row| row.get(0),
         )?;
-        if let Some(cause) = run.state.cause {
+        if let Some(cause) = state.cause {
             let last: Option<String> = tx
                 .query_row(
                     "SELECT cause FROM incident_causes WHERE incident_id = ?1 ORDER BY rowid DESC LIMIT 1",
@@ -821,7 +930,7 @@ fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::R
             if last.as_deref() != Some(cause.as_str()) {
                 let evidence = serde_json::to_string(&d.evidence).expect("strings serialise");
                 execute_cached(
-            tx,
+                    tx,
                     "INSERT INTO incident_causes (incident_id, at, cause, summary, evidence) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![incident_id, at, cause.as_str(), d.summary, evidence],
                 )?;
@@ -835,5 +944,5 @@ fn write_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> rusqlite::R
             )?;
         }
     }
-    queue(tx, at, run.messages)
+    queue(tx, at, messages)
 }
