@@ -266,6 +266,47 @@ pub fn step(
     (next, out)
 }
 
+/// What a region's latest result of a site showed, kept beside its state so every region's
+/// view can be shown side by side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionSeen {
+    pub status: Status,
+    pub cause: Cause,
+    pub summary: String,
+    /// The Cloudflare data centre that answered on the edge route (from `cf-ray`: `FRA`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colo: Option<String>,
+    /// The edge page request's total time, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<f64>,
+}
+
+impl RegionSeen {
+    pub fn of(report: &crate::engine::ProbeReport) -> Self {
+        use crate::observe::{PathRole, Route};
+        let page = report
+            .observations
+            .iter()
+            .find(|o| o.route == Route::Edge && o.path_role == PathRole::Page);
+        let colo = page
+            .and_then(|o| o.response.as_ref())
+            .and_then(|r| r.headers.cf_ray.as_deref())
+            .and_then(|ray| ray.rsplit_once('-'))
+            .map(|(_, colo)| colo)
+            .filter(|c| {
+                !c.is_empty() && c.len() <= 8 && c.chars().all(|c| c.is_ascii_alphanumeric())
+            })
+            .map(str::to_string);
+        Self {
+            status: report.diagnosis.status,
+            cause: report.diagnosis.cause,
+            summary: report.diagnosis.summary.clone(),
+            colo,
+            total_ms: page.map(|o| o.timings_ms.total),
+        }
+    }
+}
+
 /// One region's standing on a site, as the store holds it: what its own state machine says
 /// (it confirms and recovers on its own, with `confirm_runs` and `recover_runs`).
 #[derive(Debug, Clone, PartialEq)]

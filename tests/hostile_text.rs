@@ -261,6 +261,7 @@ fn feeds_stay_well_formed_xml_whatever_the_names_hold() {
             in_maintenance: false,
             counts: [(1, 0); 4],
             days: Vec::new().into(),
+            regions: Box::new([]),
         }],
         incidents: vec![IncidentRecord {
             site: name.into(),

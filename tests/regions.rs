@@ -46,6 +46,19 @@ fn config(url: &str, sites: usize, quorum: u32, region: &str) -> Config {
     loaded.config
 }
 
+/// The feeds rendered from the store, by file name.
+fn feed_files(
+    config: &Config,
+    store: &dyn Store,
+    now: OffsetDateTime,
+) -> std::collections::HashMap<String, Vec<u8>> {
+    let snapshot = probe::feeds::snapshot(config, store, now).unwrap();
+    probe::feeds::render_all(&snapshot)
+        .into_iter()
+        .map(|f| (f.path, f.body))
+        .collect()
+}
+
 /// Every queued notification's key, oldest first (the mail to ops@ only).
 fn queued(store: &dyn Store) -> Vec<String> {
     let far = at(0) + time::Duration::days(3650);
@@ -91,11 +104,91 @@ fn three_regions_with_a_quorum_of_two_open_one_incident_and_close_it_once() {
     );
     assert_eq!(reader.alert_state("shop-0").unwrap().phase, AlertPhase::Ok);
     assert!(queued(&reader).is_empty(), "{:?}", queued(&reader));
+    // The feeds call it regional: a warning, each region's line, a label per region.
+    let feeds = feed_files(&configs[1], &reader, at(1));
+    let status: serde_json::Value = serde_json::from_slice(&feeds["status.json"]).unwrap();
+    let component = &status["components"][0];
+    // Some visitors fail, not all: a partial outage, not the major one of an incident.
+    assert_eq!(component["status"], "partial_outage", "{component}");
+    assert_eq!(component["probe"]["diagnosis"]["status"], "degraded");
+    let summary = component["probe"]["diagnosis"]["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("regional: fails from eu-west while ap-south, us-east see it well"),
+        "{summary}"
+    );
+    let views = component["probe"]["regions"].as_array().unwrap();
+    let shown: Vec<(&str, &str, bool)> = views
+        .iter()
+        .map(|r| {
+            (
+                r["region"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+                r["confirms_down"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("ap-south", "ok", false),
+            ("eu-west", "down", true),
+            ("us-east", "ok", false)
+        ]
+    );
+    let metrics = String::from_utf8(feeds["metrics"].clone()).unwrap();
+    assert!(
+        metrics.contains("probe_region_success{site=\"shop-0\",region=\"eu-west\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("probe_region_success{site=\"shop-0\",region=\"us-east\"} 1"));
+    let promtool = support::require_program("promtool (Debian's prometheus)", "/usr/bin/promtool");
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let page = String::from_utf8(feeds["index.html"].clone()).unwrap();
+    assert_eq!(page.matches("class=\"region\"").count(), 3, "{page}");
     // A second region confirms: one incident, one mail.
     assert_eq!(step(1, 2, true), 1);
     assert_eq!(step(0, 2, true), 0);
     assert_eq!(step(2, 2, true), 0);
     assert_eq!(queued(&reader), ["shop-0/1/opened"]);
+    // The mail shows every region's view, and the one that still sees the site well.
+    let mail = reader.due_messages(at(100)).unwrap().remove(0).body_text;
+    assert!(
+        mail.contains("regions: 2 of 3 live confirm it down (quorum 2)"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("region eu-west: down · fpm_unreachable"),
+        "{mail}"
+    );
+    assert!(mail.contains("region ap-south: ok · ok"), "{mail}");
+    assert!(
+        mail.contains("regional: fails from eu-west, us-east while ap-south see it well"),
+        "{mail}"
+    );
+    // The feeds: down now that the quorum confirms it.
+    let feeds = feed_files(&configs[0], &reader, at(2));
+    let status: serde_json::Value = serde_json::from_slice(&feeds["status.json"]).unwrap();
+    assert_eq!(status["components"][0]["status"], "major_outage");
     let incident = reader.alert_state("shop-0").unwrap();
     assert_eq!(
         (incident.phase, incident.since),

@@ -667,3 +667,72 @@ fn an_incidents_life_kept(store: &mut dyn Store) {
             .unwrap();
     }
 }
+
+/// Probers sharing a PostgreSQL store deliver from one outbox: each due message is claimed by
+/// one of them, never two; a claim left by a prober that died runs out after its lease, and the
+/// message is then another's to send (with the same key, so the same Message-ID).
+#[test]
+fn probers_claim_each_delivery_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Postgres::start(dir.path());
+    let url = db.socket_url();
+    let mut first = PostgresStore::open(&url).unwrap();
+    let healthy = report("lab_healthy");
+    let messages: Vec<NewMessage> = (0..300)
+        .map(|i| message(&format!("shop/{i}/opened")))
+        .collect();
+    first
+        .record_run(&RunRecord {
+            site: "shop",
+            at: at(0),
+            report: &healthy,
+            state: &AlertState::default(),
+            messages: &messages,
+        })
+        .unwrap();
+    let lease = Duration::from_secs(300);
+    // Four probers claim at the same moment, repeatedly: every message claimed exactly once.
+    let claimed: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let url = &url;
+                scope.spawn(move || {
+                    let mut store = PostgresStore::open(url).unwrap();
+                    let mut mine = Vec::new();
+                    for _ in 0..5 {
+                        mine.extend(
+                            store
+                                .claim_due(at(1), lease)
+                                .unwrap()
+                                .into_iter()
+                                .map(|m| m.key),
+                        );
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all: Vec<&String> = claimed.iter().flatten().collect();
+    assert_eq!(all.len(), 300, "each message claimed once");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 300);
+    // Nobody claims them again within the lease; once it runs out, what was not sent is due.
+    assert!(first.claim_due(at(5), lease).unwrap().is_empty());
+    let due_again = first
+        .claim_due(at(1) + time::Duration::seconds(301), lease)
+        .unwrap();
+    assert_eq!(due_again.len(), 300);
+    // A message sent or rescheduled by its claimer follows its own record, not the lease.
+    first.mark_sent(due_again[0].id, at(7)).unwrap();
+    first
+        .mark_failed(due_again[1].id, "421 later", at(8))
+        .unwrap();
+    let later = first.claim_due(at(8), lease).unwrap();
+    assert_eq!(
+        later.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [due_again[1].id]
+    );
+}

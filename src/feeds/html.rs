@@ -33,7 +33,8 @@ ul{list-style:none;padding:0}.site,.incident{border:1px solid #d0d7de;border-rad
 .summary{margin:.25rem 0;color:#57606a}.uptime{font-size:.85rem;color:#57606a}\
 .bars{display:flex;gap:1px;height:1.6rem;margin:.4rem 0}.bars span{flex:1;border-radius:1px}\
 .up{background:#2da44e}.blip{background:#d4a72c}.down{background:#cf222e}.none{background:#d0d7de}\
-footer{margin-top:2rem;font-size:.8rem;color:#6e7781}code{font-size:.85em}";
+footer{margin-top:2rem;font-size:.8rem;color:#6e7781}code{font-size:.85em}\
+.regions{margin:.25rem 0;padding-left:1rem;font-size:.85rem;color:#57606a}";
 
 /// The page, written into `out` as it is made.
 pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
@@ -150,6 +151,31 @@ fn site_item(out: &mut dyn std::fmt::Write, site: &SiteFeed, now: time::OffsetDa
             rfc3339(*at),
             rfc3339(*at)
         );
+    }
+    if !site.regions.is_empty() {
+        let _ = out.write_str("<ul class=\"regions\">");
+        for region in site.regions.iter() {
+            let seen = region.seen.as_ref().map_or("no result".to_string(), |s| {
+                let colo = s
+                    .colo
+                    .as_deref()
+                    .map(|c| format!(" · {}", xml(c)))
+                    .unwrap_or_default();
+                format!("{} · {}{colo}", s.status.as_str(), s.cause.as_str())
+            });
+            let counted = if region.live {
+                ""
+            } else {
+                " (silent, not counted)"
+            };
+            let _ = write!(
+                out,
+                "<li class=\"region\" data-region=\"{}\"><code>{}</code> {seen}{counted}</li>",
+                xml(&region.region),
+                xml(&region.region)
+            );
+        }
+        let _ = out.write_str("</ul>");
     }
     let _ = out.write_str("<div class=\"bars\" aria-label=\"uptime per day, last 90 days\">");
     // Days of the same colour side by side make one bar as wide as they are: the page stays

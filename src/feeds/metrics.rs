@@ -5,7 +5,7 @@
 use super::{FeedSnapshot, WINDOWS};
 
 /// The metric families, in the order they are written: (name, help).
-const FAMILIES: [(&str, &str); 9] = [
+const FAMILIES: [(&str, &str); 11] = [
     (
         "probe_success",
         "Whether the page request on this route got an answer below 400 (1) or not (0).",
@@ -42,6 +42,14 @@ const FAMILIES: [(&str, &str); 9] = [
         "probe_last_run_timestamp_seconds",
         "When the site was last probed, in Unix seconds.",
     ),
+    (
+        "probe_region_success",
+        "Whether this region's latest result of the site was not down (1) or was (0); with several regions only.",
+    ),
+    (
+        "probe_region_info",
+        "Each region's view of the site: its latest status and cause, the Cloudflare colo, whether it confirms the site down and counts for the quorum (value always 1).",
+    ),
 ];
 const SUCCESS: usize = 0;
 const DURATION: usize = 1;
@@ -52,6 +60,8 @@ const DNS: usize = 5;
 const INFO: usize = 6;
 const UPTIME: usize = 7;
 const LAST_RUN: usize = 8;
+const REGION_SUCCESS: usize = 9;
+const REGION_INFO: usize = 10;
 
 /// Escapes a label value as the text format requires (backslash, double quote, newline), after
 /// showing any other control character as a visible escape.
@@ -73,6 +83,32 @@ fn each_sample(snapshot: &FeedSnapshot, sample: &mut Sample<'_>) {
             if let Some(share) = share {
                 sample(UPTIME, &[("site", name), ("window", window)], share);
             }
+        }
+        for region in site.regions.iter() {
+            let Some(seen) = &region.seen else {
+                continue;
+            };
+            let labels = [("site", name), ("region", &*region.region)];
+            let up = if seen.status == crate::observe::Status::Down {
+                0.0
+            } else {
+                1.0
+            };
+            sample(REGION_SUCCESS, &labels, up);
+            let yes_no = |b: bool| if b { "true" } else { "false" };
+            sample(
+                REGION_INFO,
+                &[
+                    ("site", name),
+                    ("region", &*region.region),
+                    ("status", seen.status.as_str()),
+                    ("cause", seen.cause.as_str()),
+                    ("colo", seen.colo.as_deref().unwrap_or("")),
+                    ("confirms_down", yes_no(region.confirms_down)),
+                    ("counted", yes_no(region.live)),
+                ],
+                1.0,
+            );
         }
         let Some(latest) = &site.latest else {
             continue;

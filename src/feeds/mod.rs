@@ -23,7 +23,8 @@ use ring::digest::{digest, SHA256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::config::{Config, MaintenanceWindow};
+use crate::alert::{AlertPhase, RegionSeen};
+use crate::config::{Config, MaintenanceWindow, DEFAULT_REGION};
 use crate::diagnose::{Cause, Confidence, Diagnosis, Hop};
 use crate::engine::ProbeReport;
 use crate::observe::{PathRole, PhaseTimings, Route, Status};
@@ -69,6 +70,22 @@ pub struct SiteFeed<'a> {
     /// first day with results on (`day_bars` gives all `HISTORY_DAYS`, with their dates): a site
     /// watched for a day holds one day, not ninety.
     pub days: Box<[(u32, u32)]>,
+    /// Each region's view, when probers in several regions share the store (empty with one).
+    pub regions: Box<[RegionFacts]>,
+}
+
+/// One region's view of a site, as the feeds show it.
+#[derive(Debug, Clone)]
+pub struct RegionFacts {
+    pub region: Arc<str>,
+    /// When the region last reported on the site.
+    pub at: OffsetDateTime,
+    /// What its latest result showed.
+    pub seen: Option<RegionSeen>,
+    /// The region has confirmed the site down (its own state machine) and not seen it recover.
+    pub confirms_down: bool,
+    /// It reported within 3 of the site's intervals, so it counts towards the quorum.
+    pub live: bool,
 }
 
 impl SiteFeed<'_> {
@@ -308,6 +325,7 @@ pub fn snapshot<'a>(
             in_maintenance: config.in_maintenance(&site.name, now),
             counts: [(0, 0); 4],
             days: Box::new([]),
+            regions: Box::new([]),
         })
         .collect();
     // Reports are reduced to what the feeds show as they stream by: a full report per site
@@ -319,6 +337,7 @@ pub fn snapshot<'a>(
         }
     })?;
     drop(summaries);
+    read_regions(config, store, &index, &mut sites, now)?;
     let mut tallying: Option<(usize, Tally)> = None;
     let done = |tallying: &mut Option<(usize, Tally)>, sites: &mut [SiteFeed]| {
         if let Some((i, tally)) = tallying.take() {
@@ -358,6 +377,108 @@ pub fn snapshot<'a>(
             .cloned()
             .collect(),
     })
+}
+
+/// Each region's view of each site, when more than one region reports, and the site's verdict
+/// as the regions' quorum sees it: down only when the quorum of live regions confirms it;
+/// failing from fewer regions than that, a *regional* warning (degraded), naming who sees what.
+fn read_regions(
+    config: &Config,
+    store: &dyn Store,
+    index: &HashMap<&str, usize>,
+    sites: &mut [SiteFeed],
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    let mut current: Option<(usize, Vec<RegionFacts>)> = None;
+    let mut finished: Vec<(usize, Vec<RegionFacts>)> = Vec::new();
+    store.each_region_view(&mut |site, view| {
+        let Some(&i) = index.get(site) else {
+            return;
+        };
+        if current.as_ref().is_some_and(|(c, _)| *c != i) {
+            finished.extend(current.take());
+        }
+        let live_since = now - config.sites[i].interval * 3;
+        let region = names
+            .entry(view.region.clone())
+            .or_insert_with(|| view.region.as_str().into())
+            .clone();
+        current
+            .get_or_insert_with(|| (i, Vec::new()))
+            .1
+            .push(RegionFacts {
+                region,
+                at: view.at,
+                confirms_down: matches!(
+                    view.state.phase,
+                    AlertPhase::Down | AlertPhase::Recovering
+                ),
+                live: view.at >= live_since,
+                seen: view.seen,
+            });
+    })?;
+    finished.extend(current.take());
+    if names.len() < 2 && names.keys().all(|n| n == DEFAULT_REGION) {
+        // One prober's store: nothing regional to show.
+        return Ok(());
+    }
+    for (i, regions) in finished {
+        judge_by_quorum(&mut sites[i], &regions, config.alerts.quorum);
+        sites[i].regions = regions.into();
+    }
+    Ok(())
+}
+
+/// Sets a site's shown verdict from its regions' views (see `read_regions`).
+fn judge_by_quorum(site: &mut SiteFeed, regions: &[RegionFacts], quorum: u32) {
+    let Some(latest) = site.latest.as_mut() else {
+        return;
+    };
+    let live = regions.iter().filter(|r| r.live).count();
+    let needed = (quorum as usize).min(live).max(1);
+    let failing: Vec<&RegionFacts> = regions
+        .iter()
+        .filter(|r| {
+            r.live && (r.confirms_down || r.seen.as_ref().is_some_and(|s| s.status == Status::Down))
+        })
+        .collect();
+    let confirming = failing.iter().filter(|r| r.confirms_down).count();
+    let well: Vec<&str> = regions
+        .iter()
+        .filter(|r| r.live && !failing.iter().any(|f| f.region == r.region))
+        .map(|r| &*r.region)
+        .collect();
+    let from = |r: &&RegionFacts| r.seen.as_ref().map(|s| (s.cause, s.summary.clone()));
+    if confirming >= needed {
+        if latest.diagnosis.status != Status::Down {
+            if let Some((cause, summary)) = failing.iter().find_map(from) {
+                latest.diagnosis.status = Status::Down;
+                latest.diagnosis.cause = cause;
+                latest.diagnosis.hop = cause.hop();
+                latest.diagnosis.summary = summary.into();
+            }
+        }
+    } else if !failing.is_empty() {
+        let names: Vec<&str> = failing.iter().map(|r| &*r.region).collect();
+        let (cause, _) = failing
+            .iter()
+            .find_map(from)
+            .unwrap_or((latest.diagnosis.cause, String::new()));
+        latest.diagnosis.status = Status::Degraded;
+        latest.diagnosis.cause = cause;
+        latest.diagnosis.hop = cause.hop();
+        latest.diagnosis.summary = if well.is_empty() {
+            format!("regional: fails from {} (below the quorum of {needed})", names.join(", "))
+        } else {
+            format!(
+                "regional: fails from {} while {} see it well (the route or the edge location, not the origin)",
+                names.join(", "),
+                well.join(", ")
+            )
+        }
+        .into();
+    }
 }
 
 /// A site's uptime counts, added up hour by hour as the store streams them: per window of
@@ -633,6 +754,7 @@ mod tests {
             in_maintenance: false,
             counts: tally.counts(),
             days: tally.days(),
+            regions: Box::new([]),
         };
         assert_eq!(site.uptime(), [Some(1.0), Some(0.5), Some(0.5), Some(0.5)]);
         let unwatched = SiteFeed {

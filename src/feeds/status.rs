@@ -135,6 +135,26 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                     "uptime": uptime,
                 },
             });
+            let mut component = component;
+            if !site.regions.is_empty() {
+                component["probe"]["regions"] = site
+                    .regions
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "region": &*r.region,
+                            "checked_at": rfc3339(r.at),
+                            "status": r.seen.as_ref().map(|s| s.status.as_str()),
+                            "cause": r.seen.as_ref().map(|s| s.cause.as_str()),
+                            "summary": r.seen.as_ref().map(|s| s.summary.as_str()),
+                            "colo": r.seen.as_ref().and_then(|s| s.colo.as_deref()),
+                            "total_ms": r.seen.as_ref().and_then(|s| s.total_ms),
+                            "confirms_down": r.confirms_down,
+                            "counted": r.live,
+                        })
+                    })
+                    .collect();
+            }
             if position > 0 {
                 let _ = out.write_char(',');
             }

@@ -183,6 +183,10 @@ pub struct Recorder {
     held: HashMap<(ChannelKind, String), Hold>,
 }
 
+/// How long a delivery claimed by this process is left to it before another prober may take it
+/// over (when this one died mid-delivery): longer than a delivery pass takes.
+pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Recorder {
     /// The due messages minus those this process delivered and could not record yet (whose
     /// recording is tried again first).
@@ -198,7 +202,7 @@ impl Recorder {
                 self.unrecorded.remove(&id);
             }
         }
-        let mut due = store.due_messages(now)?;
+        let mut due = store.claim_due(now, CLAIM_LEASE)?;
         due.retain(|m| !self.unrecorded.contains_key(&m.id));
         Ok(due)
     }

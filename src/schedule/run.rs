@@ -234,7 +234,14 @@ pub fn decide_site(
             state: v.state.clone(),
         })
         .collect();
-    let run = verdict(config, site, report, now);
+    let mut run = verdict(config, site, report, now);
+    if views.len() > 1 {
+        // Several regions: the notification shows each one's view, and says when the failure
+        // is regional.
+        run.diagnosis
+            .evidence
+            .extend(region_lines(config, &votes, views, now));
+    }
     let (next, notifications) =
         alert::quorum_step(current, &run, &votes, config.alerts.quorum, &config.alerts);
     if next == *current && notifications.is_empty() {
@@ -256,6 +263,76 @@ pub fn decide_site(
         messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
     }
     Some((next, messages))
+}
+
+/// Each region's view of a site, side by side, for a notification: the quorum, then a line per
+/// region (status, cause, Cloudflare colo, time; or how long it has been silent), and whether
+/// the failure is regional (confirmed from some live regions while others see the site well).
+pub fn region_lines(
+    config: &Config,
+    votes: &[RegionVote],
+    views: &[RegionView],
+    now: OffsetDateTime,
+) -> Vec<String> {
+    let live = votes.iter().filter(|v| v.live).count();
+    let needed = alert::regions_needed(config.alerts.quorum, votes);
+    let confirming: Vec<&str> = votes
+        .iter()
+        .filter(|v| v.live && v.confirms_down())
+        .map(|v| v.region.as_str())
+        .collect();
+    let well: Vec<&str> = votes
+        .iter()
+        .zip(views)
+        .filter(|(v, view)| {
+            v.live
+                && !v.confirms_down()
+                && view.seen.as_ref().is_some_and(|s| s.status != Status::Down)
+        })
+        .map(|(v, _)| v.region.as_str())
+        .collect();
+    let mut lines = vec![format!(
+        "regions: {} of {live} live confirm it down (quorum {needed})",
+        confirming.len()
+    )];
+    for (vote, view) in votes.iter().zip(views) {
+        let mut line = format!("region {}: ", vote.region);
+        match &view.seen {
+            Some(seen) => {
+                line.push_str(&format!(
+                    "{} · {}",
+                    seen.status.as_str(),
+                    seen.cause.as_str()
+                ));
+                if let Some(colo) = &seen.colo {
+                    line.push_str(&format!(", Cloudflare {colo}"));
+                }
+                if let Some(ms) = seen.total_ms {
+                    line.push_str(&format!(", {ms:.0} ms"));
+                }
+            }
+            None => line.push_str(&format!("{:?}", vote.state.phase).to_lowercase()),
+        }
+        if vote.confirms_down() {
+            if let Some(since) = vote.state.since {
+                let minutes = (now - since).whole_minutes();
+                line.push_str(&format!(", confirmed down for {minutes} min"));
+            }
+        }
+        if !vote.live {
+            let minutes = (now - view.at).whole_minutes();
+            line.push_str(&format!(" — silent for {minutes} min, not counted"));
+        }
+        lines.push(line);
+    }
+    if !confirming.is_empty() && !well.is_empty() {
+        lines.push(format!(
+            "regional: fails from {} while {} see it well — the route or the edge location, not the origin",
+            confirming.join(", "),
+            well.join(", ")
+        ));
+    }
+    lines
 }
 
 /// Judges one site's report and stores the result, this region's state, and the site's

@@ -80,6 +80,7 @@ pub(super) const TABLES: &[Table] = &[
             ("region", "region", T),
             ("at", "at", I),
             ("state", "state", T),
+            ("seen", "seen", T),
         ],
         serial: None,
     },

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, WriterLock, LOCK_WAIT};
 
-use crate::alert::AlertState;
+use crate::alert::{AlertState, RegionSeen};
 use crate::config::{StoreLocation, DEFAULT_REGION};
 use crate::engine::ProbeReport;
 
@@ -209,6 +209,8 @@ pub struct RegionView {
     pub region: String,
     pub at: OffsetDateTime,
     pub state: AlertState,
+    /// What its latest result showed (`None` in states from before it was kept).
+    pub seen: Option<RegionSeen>,
 }
 
 /// Decides a site's incident state while a batch is written, with the site's row held so no
@@ -353,6 +355,18 @@ pub trait Store: Send {
     ) -> Result<(), StoreError>;
     /// Messages not yet delivered nor given up whose next attempt is due at `now`.
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// The due messages, claimed for this process's delivery for `lease`: probers sharing the
+    /// store each deliver what they claimed, so none is sent by two of them; one that dies
+    /// mid-delivery leaves its claims to the others once the lease runs out. A store with one
+    /// writer (SQLite) has nobody to claim against: the due messages as they are.
+    fn claim_due(
+        &mut self,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        let _ = lease;
+        self.due_messages(now)
+    }
     /// Marks a message delivered.
     fn mark_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError>;
     /// Records a failed attempt and when to try again.
@@ -373,6 +387,8 @@ pub trait Store: Send {
     fn prune_uptime(&mut self, before: OffsetDateTime) -> Result<usize, StoreError>;
     /// Calls `each` with every site's latest result, one at a time (reports can be large).
     fn each_latest(&self, each: &mut dyn FnMut(LatestResult)) -> Result<(), StoreError>;
+    /// Calls `each` with every region's view of every site, by site then region.
+    fn each_region_view(&self, each: &mut dyn FnMut(&str, RegionView)) -> Result<(), StoreError>;
     /// Every site's latest result, collected.
     fn latest_results(&self) -> Result<Vec<LatestResult>, StoreError> {
         let mut out = Vec::new();

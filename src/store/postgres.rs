@@ -28,7 +28,7 @@ use super::{
     CauseRecord, Channel, Decide, IncidentRecord, LatestResult, NewMessage, OutboxMessage,
     RegionView, RegionalRun, Store, StoreError, UndeliveredMessage, UptimeHour,
 };
-use crate::alert::AlertState;
+use crate::alert::{AlertState, RegionSeen};
 
 /// The schema (namespace) probe's tables live in.
 const SCHEMA: &str = "probe";
@@ -113,6 +113,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
          region TEXT COLLATE \"C\" NOT NULL,
          at BIGINT NOT NULL,
          state TEXT NOT NULL,
+         seen TEXT,
          PRIMARY KEY (site, region)
      );
      INSERT INTO region_state (site, region, at, state)
@@ -488,9 +489,11 @@ impl PostgresStore {
              SELECT s, a, st, h, c, r, $7::text
              FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
                   AS x (s, a, st, h, c, r)",
-            "INSERT INTO region_state (site, region, at, state)
-             SELECT s, $2::text, a, st FROM unnest($1::text[], $3::bigint[], $4::text[]) AS x (s, a, st)
-             ON CONFLICT (site, region) DO UPDATE SET at = excluded.at, state = excluded.state",
+            "INSERT INTO region_state (site, region, at, state, seen)
+             SELECT s, $2::text, a, st, sn
+             FROM unnest($1::text[], $3::bigint[], $4::text[], $5::text[]) AS x (s, a, st, sn)
+             ON CONFLICT (site, region) DO UPDATE SET at = excluded.at, state = excluded.state,
+                                                      seen = excluded.seen",
             "INSERT INTO latest (site, at, report)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
              ON CONFLICT (site) DO UPDATE SET at = excluded.at, report = excluded.report",
@@ -501,7 +504,7 @@ impl PostgresStore {
             "INSERT INTO alert_state (site, state) SELECT unnest($1::text[]), $2::text
              ON CONFLICT (site) DO NOTHING",
             "SELECT site, state FROM alert_state WHERE site = ANY($1::text[]) ORDER BY site FOR UPDATE",
-            "SELECT site, region, at, state FROM region_state WHERE site = ANY($1::text[])
+            "SELECT site, region, at, state, seen FROM region_state WHERE site = ANY($1::text[])
              ORDER BY site, region",
         ])?;
         let rows = BatchRows::of(runs);
@@ -524,7 +527,13 @@ impl PostgresStore {
                     ),
                     client.execute(
                         &regional,
-                        &[&rows.last.sites, &region, &rows.last.ats, &rows.last.states],
+                        &[
+                            &rows.last.sites,
+                            &region,
+                            &rows.last.ats,
+                            &rows.last.states,
+                            &rows.last.seen,
+                        ],
                     ),
                 ),
                 futures_util::future::try_join(
@@ -567,6 +576,9 @@ impl PostgresStore {
                 at: self.time(row.get(2))?,
                 state: serde_json::from_str(row.get::<_, &str>(3))
                     .map_err(|e| self.corrupt("region state", e))?,
+                seen: row
+                    .get::<_, Option<&str>>(4)
+                    .and_then(|s| serde_json::from_str(s).ok()),
             };
             regions.entry(row.get(0)).or_default().push(view);
         }
@@ -836,6 +848,8 @@ struct LastRows<'a> {
     ats: Vec<i64>,
     states: Vec<String>,
     reports: Vec<String>,
+    /// What each showed, for the regions' side-by-side view.
+    seen: Vec<String>,
 }
 
 struct HourRows<'a> {
@@ -859,6 +873,7 @@ impl<'a> BatchRows<'a> {
                 ats: Vec::new(),
                 states: Vec::new(),
                 reports: Vec::new(),
+                seen: Vec::new(),
             },
             hours: HourRows {
                 sites: Vec::new(),
@@ -900,6 +915,9 @@ impl<'a> BatchRows<'a> {
             rows.last
                 .reports
                 .push(serde_json::to_string(run.report).expect("a report serialises"));
+            rows.last.seen.push(
+                serde_json::to_string(&RegionSeen::of(run.report)).expect("a view serialises"),
+            );
         }
         for ((site, hour), (total, down)) in hours {
             rows.hours.sites.push(site);
@@ -1043,6 +1061,33 @@ impl Store for PostgresStore {
         rows.iter().map(|row| self.outbox_row(row)).collect()
     }
 
+    fn claim_due(
+        &mut self,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        // Rows another prober is claiming right now are skipped, not waited for.
+        let statement = self.statement(
+            "UPDATE outbox SET next_attempt_at = $1 + $2
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
+                          ORDER BY id FOR UPDATE SKIP LOCKED)
+             RETURNING id, key, recipients, subject, body_text, body_html, attempts, channel, notification",
+        )?;
+        let lease = lease.as_secs() as i64;
+        let rows = wait(
+            self.client()?
+                .query(&statement, &[&super::stamp_of(now), &lease]),
+        );
+        let rows = rows.map_err(|e| self.error(e))?;
+        let mut claimed: Vec<OutboxMessage> = rows
+            .iter()
+            .map(|row| self.outbox_row(row))
+            .collect::<Result<_, _>>()?;
+        claimed.sort_by_key(|m| m.id);
+        Ok(claimed)
+    }
+
     fn mark_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {
         self.execute(
             "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
@@ -1137,6 +1182,26 @@ impl Store for PostgresStore {
                     at: self.time(row.get(1))?,
                     report: serde_json::from_str(report).map_err(|e| self.corrupt("report", e))?,
                 });
+                Ok(())
+            },
+        )
+    }
+
+    fn each_region_view(&self, each: &mut dyn FnMut(&str, RegionView)) -> Result<(), StoreError> {
+        self.read_each(
+            "SELECT site, region, at, state, seen FROM region_state ORDER BY site, region",
+            &[],
+            &mut |row| {
+                let view = RegionView {
+                    region: row.get(1),
+                    at: self.time(row.get(2))?,
+                    state: serde_json::from_str(row.get::<_, &str>(3))
+                        .map_err(|e| self.corrupt("region state", e))?,
+                    seen: row
+                        .get::<_, Option<&str>>(4)
+                        .and_then(|s| serde_json::from_str(s).ok()),
+                };
+                each(row.get::<_, &str>(0), view);
                 Ok(())
             },
         )

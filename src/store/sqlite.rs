@@ -14,7 +14,7 @@ use super::{
     CauseRecord, Channel, IncidentRecord, LatestResult, NewMessage, OutboxMessage, Store,
     StoreError, UndeliveredMessage, UptimeHour,
 };
-use crate::alert::AlertState;
+use crate::alert::{AlertState, RegionSeen};
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -242,6 +242,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
          region TEXT NOT NULL,
          at INTEGER NOT NULL,
          state TEXT NOT NULL,
+         seen TEXT,
          PRIMARY KEY (site, region)
      );
      INSERT INTO region_state (site, region, at, state)
@@ -456,7 +457,7 @@ impl Store for SqliteStore {
             {
                 let mut statement = tx
                     .prepare_cached(
-                        "SELECT region, at, state FROM region_state WHERE site = ?1 ORDER BY region",
+                        "SELECT region, at, state, seen FROM region_state WHERE site = ?1 ORDER BY region",
                     )
                     .map_err(sqlite)?;
                 let rows = statement
@@ -465,11 +466,12 @@ impl Store for SqliteStore {
                             row.get::<_, String>(0)?,
                             row.get::<_, i64>(1)?,
                             row.get::<_, String>(2)?,
+                            row.get::<_, Option<String>>(3)?,
                         ))
                     })
                     .map_err(sqlite)?;
                 for row in rows {
-                    let (region, at, state) = row.map_err(sqlite)?;
+                    let (region, at, state, seen) = row.map_err(sqlite)?;
                     views.push(RegionView {
                         region,
                         at: OffsetDateTime::from_unix_timestamp(at).map_err(|e| {
@@ -481,6 +483,7 @@ impl Store for SqliteStore {
                         })?,
                         state: serde_json::from_str(&state)
                             .map_err(|e| corrupt("region state", e))?,
+                        seen: seen.and_then(|s| serde_json::from_str(&s).ok()),
                     });
                 }
             }
@@ -696,6 +699,34 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn each_region_view(&self, each: &mut dyn FnMut(&str, RegionView)) -> Result<(), StoreError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT site, region, at, state, seen FROM region_state ORDER BY site, region")
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = statement.query([]).map_err(|e| self.sqlite(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            let read = || -> rusqlite::Result<(String, String, i64, String, Option<String>)> {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            };
+            let (site, region, at, state, seen) = read().map_err(|e| self.sqlite(e))?;
+            let view = RegionView {
+                region,
+                at: self.time(at)?,
+                state: serde_json::from_str(&state).map_err(|e| self.corrupt("region state", e))?,
+                seen: seen.and_then(|s| serde_json::from_str(&s).ok()),
+            };
+            each(&site, view);
+        }
+        Ok(())
+    }
+
     fn incidents(&self, since: OffsetDateTime) -> Result<Vec<IncidentRecord>, StoreError> {
         let mut statement = self
             .conn
@@ -853,6 +884,7 @@ fn write_result(
 ) -> rusqlite::Result<()> {
     let report = serde_json::to_string(run.report).expect("a report serialises");
     let state = serde_json::to_string(run.state).expect("an alert state serialises");
+    let seen = serde_json::to_string(&RegionSeen::of(run.report)).expect("a view serialises");
     let at = stamp(run.at);
     let d = &run.report.diagnosis;
     tx.prepare_cached(
@@ -869,9 +901,9 @@ fn write_result(
     ])?;
     execute_cached(
         tx,
-        "INSERT INTO region_state (site, region, at, state) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (site, region) DO UPDATE SET at = excluded.at, state = excluded.state",
-        params![run.site, region, at, state],
+        "INSERT INTO region_state (site, region, at, state, seen) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (site, region) DO UPDATE SET at = excluded.at, state = excluded.state, seen = excluded.seen",
+        params![run.site, region, at, state, seen],
     )?;
     execute_cached(
         tx,
