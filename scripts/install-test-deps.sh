@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers the tests run against (Debian 12): nginx (origin, TLS + HTTP/2),
 # PHP-FPM 8.2 behind it, MariaDB and WordPress (Debian's packages) for the application cases,
-# PostgreSQL 15 (the shared store),
+# PostgreSQL 15 (the shared store), iproute2 (regions as network namespaces),
 # dnsmasq (DNS), aiosmtpd (SMTP), openssl, curl, kill(1), and the feeds' consumers (promtool,
 # feedparser, Chromium). Does nothing when they are all there.
 set -euo pipefail
@@ -13,6 +13,8 @@ command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || base+=(dnsmasq
 [ -x /usr/sbin/mariadbd ] || base+=(mariadb-server)
 # PostgreSQL 15 for the shared store: the tests run initdb and the server themselves.
 [ -x /usr/lib/postgresql/15/bin/initdb ] || base+=(postgresql-15)
+# Regions as network namespaces (ip netns, veth pairs, a bridge): iproute2; the tests run as root.
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || base+=(iproute2)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || base+=(python3-aiosmtpd)
 command -v openssl >/dev/null 2>&1 || base+=(openssl)
 command -v curl >/dev/null 2>&1 || base+=(curl)

@@ -37,6 +37,8 @@ pub struct SmtpOptions {
     pub reject_sender: bool,
     /// Seconds waited before every reply.
     pub tarpit_secs: Option<f64>,
+    /// The address to listen on (and name in the certificate) instead of 127.0.0.1.
+    pub host: Option<String>,
     /// On DATA, SQLite's write lock on this store is taken and held this long after the 250.
     pub lock_store: Option<(PathBuf, f64)>,
 }
@@ -59,7 +61,8 @@ impl SmtpServer {
             super::require_program("python3 (Debian's, with aiosmtpd)", "/usr/bin/python3");
         let inbox = dir.join("inbox");
         std::fs::create_dir_all(&inbox).unwrap();
-        let leaf = pki.leaf(&["127.0.0.1"], -1, 90, false);
+        let host = options.host.as_deref().unwrap_or("127.0.0.1");
+        let leaf = pki.leaf(&[host], -1, 90, false);
         let port = port.unwrap_or_else(free_tcp_port);
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
         let mut command = Command::new(python);
@@ -81,6 +84,9 @@ impl SmtpServer {
         }
         if options.reject_sender {
             command.arg("--reject-sender");
+        }
+        if options.host.is_some() {
+            command.args(["--host", host]);
         }
         if let Some(secs) = options.tarpit_secs {
             command.args(["--tarpit", &secs.to_string()]);

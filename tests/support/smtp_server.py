@@ -9,6 +9,7 @@ usage: smtp_server.py OUT_DIR PORT CERT KEY USER PASSWORD [options]
   --reject-data        answer the end of DATA with 554
   --reject-sender      answer MAIL FROM with 553 (the sender refused: about our settings)
   --tarpit SECONDS     wait this long before every reply
+  --host ADDRESS       listen on ADDRESS instead of 127.0.0.1 (a bridge the test made)
   --lock-store PATH S  on DATA, take SQLite's write lock on PATH, answer 250, and hold the lock
                        for S seconds more (a store locked right after the server accepted)
 Every AUTH attempt is appended to OUT_DIR/auth.log as "encrypted|plain LOGIN PASSWORD".
@@ -32,6 +33,7 @@ reject_data = "--reject-data" in options
 reject_sender = "--reject-sender" in options
 rejected = {options[i + 1] for i, o in enumerate(options) if o == "--reject"}
 tarpit = float(options[options.index("--tarpit") + 1]) if "--tarpit" in options else 0.0
+host = options[options.index("--host") + 1] if "--host" in options else "127.0.0.1"
 lock_store = None
 if "--lock-store" in options:
     at = options.index("--lock-store")
@@ -112,7 +114,7 @@ else:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     kwargs.update(tls_context=context, require_starttls=True, auth_require_tls=True)
-controller = TestController(SaveToDir(), hostname="127.0.0.1", port=int(port), **kwargs)
+controller = TestController(SaveToDir(), hostname=host, port=int(port), **kwargs)
 controller.start()
 armed.set()
 print("ready", flush=True)
