@@ -13,7 +13,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use probe::store::{PostgresStore, Store};
+use probe::store::PostgresStore;
 use support::pki::TempPki;
 use support::postgres::Postgres;
 use support::smtp::{SmtpOptions, SmtpServer, PASSWORD, USER};
