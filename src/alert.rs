@@ -96,6 +96,19 @@ pub enum Notification {
     },
     /// The prober reaches the network again.
     ConnectivityRestored { incident: u64, lasted: Duration },
+    /// Every prober of a region went silent (no heartbeat): its sites are no longer watched
+    /// from there. `evidence` says when each was last seen.
+    RegionOffline {
+        incident: u64,
+        region: String,
+        evidence: Vec<String>,
+    },
+    /// A prober of the region reports again.
+    RegionOnline {
+        incident: u64,
+        region: String,
+        lasted: Duration,
+    },
 }
 
 /// The key the prober's own connectivity state is kept under, beside the sites' (a site name
@@ -143,6 +156,8 @@ impl Notification {
             Notification::ConnectivityRestored { incident, .. } => {
                 format!("{site}/{incident}/restored")
             }
+            Notification::RegionOffline { incident, .. } => format!("{site}/{incident}/offline"),
+            Notification::RegionOnline { incident, .. } => format!("{site}/{incident}/online"),
         }
     }
 }
@@ -396,6 +411,39 @@ pub fn quorum_step(
         out.clear();
     }
     (next, out)
+}
+
+/// The key a region's offline state is kept under (`@region:eu-west`).
+pub fn region_key(region: &str) -> String {
+    format!("@region:{region}")
+}
+
+/// Advances a region's offline state: `silent` holds the evidence while every prober of the
+/// region has been silent too long. One notice when it goes silent, one when it is back.
+pub fn region_step(
+    state: &AlertState,
+    region: &str,
+    silent: Option<&[String]>,
+    at: OffsetDateTime,
+) -> (AlertState, Vec<Notification>) {
+    let (next, notices) = connectivity_step(state, silent, at);
+    let notices = notices
+        .into_iter()
+        .map(|n| match n {
+            Notification::ConnectivityLost { incident, evidence } => Notification::RegionOffline {
+                incident,
+                region: region.to_string(),
+                evidence,
+            },
+            Notification::ConnectivityRestored { incident, lasted } => Notification::RegionOnline {
+                incident,
+                region: region.to_string(),
+                lasted,
+            },
+            other => other,
+        })
+        .collect();
+    (next, notices)
 }
 
 /// Advances the prober's own state: `cut_off` holds the evidence when every site and every

@@ -114,9 +114,15 @@ fn a_database_outage_loses_no_result_and_no_alert() {
             .unwrap();
         text
     };
-    wait_until("the spool written", Duration::from_secs(30), || {
-        said().contains("the store is back")
-    });
+    let until = Instant::now() + Duration::from_secs(30);
+    while !said().contains("the store is back") {
+        assert!(
+            Instant::now() < until,
+            "the spool not written within 30 s:\n{}",
+            said()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Every second of the outage has its results: probed, kept, written (1 s interval with a
     // little jitter: at least 45 in the 56 s between its edges).

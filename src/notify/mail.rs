@@ -100,6 +100,34 @@ pub fn render(
                 None,
             )
         }
+        Notification::RegionOffline {
+            region,
+            evidence: seen,
+            ..
+        } => {
+            evidence = seen;
+            (
+                format!("[REGION OFFLINE] every prober of {region} went silent"),
+                format!(
+                    "No prober of region {region} has reported for a while: its sites are not \
+                     watched from there, and the quorum counts the regions still reporting. \
+                     Look at the prober's container or host in that region (its logs, its \
+                     network, its route to the database)."
+                ),
+                None,
+            )
+        }
+        Notification::RegionOnline { region, lasted, .. } => (
+            format!(
+                "[REGION ONLINE] {region} reports again after {}",
+                human(*lasted)
+            ),
+            format!(
+                "A prober of region {region} reports again after {} silent.",
+                human(*lasted)
+            ),
+            None,
+        ),
         Notification::ConnectivityRestored { lasted, .. } => (
             format!("[PROBE ONLINE] the prober is back after {}", human(*lasted)),
             format!(

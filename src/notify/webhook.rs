@@ -99,9 +99,7 @@ pub fn render(
     hooks
         .iter()
         .filter(|h| {
-            h.sites.is_empty()
-                || site.starts_with(crate::alert::PROBER)
-                || h.sites.iter().any(|s| s == site)
+            h.sites.is_empty() || site.starts_with('@') || h.sites.iter().any(|s| s == site)
         })
         .map(|hook| NewMessage {
             channel: ChannelKind::Webhook,
@@ -160,6 +158,24 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
             "prober.online",
             incident,
             json!({ "duration_seconds": lasted.as_secs() }),
+        ),
+        Notification::RegionOffline {
+            incident,
+            region,
+            evidence,
+        } => (
+            "region.offline",
+            incident,
+            json!({ "region": region, "evidence": evidence }),
+        ),
+        Notification::RegionOnline {
+            incident,
+            region,
+            lasted,
+        } => (
+            "region.online",
+            incident,
+            json!({ "region": region, "duration_seconds": lasted.as_secs() }),
         ),
         Notification::Reminder { .. } => return None,
     };

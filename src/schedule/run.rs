@@ -181,6 +181,76 @@ pub fn record_prober(
     Ok((cut_off.is_some(), 0))
 }
 
+/// How long a region's probers may all stay silent before it is called offline: three of the
+/// shortest site interval, and never less than three of their heartbeats.
+pub fn region_silence_limit(config: &Config, heartbeat: std::time::Duration) -> time::Duration {
+    let shortest = config
+        .sites
+        .iter()
+        .map(|s| s.interval)
+        .min()
+        .unwrap_or(heartbeat);
+    let limit = shortest.max(heartbeat) * LIVE_INTERVALS;
+    time::Duration::try_from(limit).unwrap_or(time::Duration::MINUTE)
+}
+
+/// Steps every region's offline state from the probers' heartbeats (one notice when all of a
+/// region's probers went silent, one when one is back) and stores any change with its notices.
+/// Probers deciding the same change at once queue the same keys: each notice once. Returns how
+/// many messages were queued.
+pub fn record_regions(
+    config: &Config,
+    store: &mut dyn Store,
+    heartbeat: std::time::Duration,
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
+    let limit = region_silence_limit(config, heartbeat);
+    let mut regions: Vec<(String, Vec<(String, OffsetDateTime)>)> = Vec::new();
+    for (prober, region, seen) in store.probers()? {
+        match regions.iter_mut().find(|(r, _)| *r == region) {
+            Some((_, probers)) => probers.push((prober, seen)),
+            None => regions.push((region, vec![(prober, seen)])),
+        }
+    }
+    let mut queued = 0;
+    for (region, probers) in regions {
+        let last = probers.iter().map(|(_, seen)| *seen).max();
+        let silent = last.is_some_and(|last| now - last > limit);
+        let evidence: Vec<String> = probers
+            .iter()
+            .map(|(prober, seen)| {
+                format!(
+                    "prober {prober}: last seen {} s ago",
+                    (now - *seen).whole_seconds()
+                )
+            })
+            .collect();
+        let key = alert::region_key(&region);
+        let state = store.alert_state(&key)?;
+        let (next, notices) =
+            alert::region_step(&state, &region, silent.then_some(evidence.as_slice()), now);
+        if next == state {
+            continue;
+        }
+        let recipients = prober_recipients(config);
+        let mut messages: Vec<NewMessage> = if recipients.is_empty() {
+            Vec::new()
+        } else {
+            notices
+                .iter()
+                .flat_map(|n| mail::render(&key, "", n, &recipients))
+                .collect()
+        };
+        for n in &notices {
+            messages.extend(webhook::render(&key, "", n, &config.webhooks, now));
+            tracing::warn!(region = %region, key = %n.key(&key), "region changed");
+        }
+        store.record_state(&key, now, &next, &messages)?;
+        queued += messages.len();
+    }
+    Ok(queued)
+}
+
 /// Steps this region's own alert state for a site with its confirmed report. `held`: the
 /// prober is cut off, so the report says nothing about the site and the state stays as it was.
 pub fn judge_region(
@@ -333,6 +403,59 @@ pub fn region_lines(
         ));
     }
     lines
+}
+
+/// Judges a batch of results (each site's index in the config, its report and when it was
+/// probed) and stores them in one transaction, this region's states read in one go: all of
+/// them or none. `held`: the prober is cut off. Returns how many messages were queued.
+pub fn record_batch(
+    config: &Config,
+    store: &mut dyn Store,
+    entries: &[(usize, &ProbeReport, OffsetDateTime)],
+    held: bool,
+) -> Result<usize, StoreError> {
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|(i, _, _)| config.sites[*i].name.as_str())
+        .collect();
+    let mut states = store.region_states(&names, &config.region)?;
+    if !held {
+        for (state, (i, report, at)) in states.iter_mut().zip(entries) {
+            let site = &config.sites[*i];
+            let (next, _) = alert::step(state, &verdict(config, site, report, *at), &config.alerts);
+            *state = next;
+        }
+    }
+    let runs: Vec<RegionalRun<'_>> = entries
+        .iter()
+        .zip(&states)
+        .zip(&names)
+        .map(|(((_, report, at), state), site)| RegionalRun {
+            site,
+            at: *at,
+            report,
+            state,
+        })
+        .collect();
+    let mut queued = 0;
+    store.record_regional(&config.region, &runs, &mut |n, current, views| {
+        let (index, report, at) = entries[n];
+        let decided = decide_site(
+            config,
+            &config.sites[index],
+            report,
+            held,
+            at,
+            current,
+            views,
+        );
+        queued += decided.as_ref().map_or(0, |(_, m)| m.len());
+        decided
+    })?;
+    Ok(queued)
 }
 
 /// Judges one site's report and stores the result, this region's state, and the site's
@@ -515,33 +638,9 @@ fn store_batch(
     }
     // In config order within the batch: the queued notifications go out in that order.
     batch.sort_by_key(|(index, _)| *index);
-    let mut states = Vec::with_capacity(batch.len());
-    for (index, report) in batch.iter() {
-        let site = &config.sites[*index];
-        states.push(judge_region(config, store, site, report, held, now)?);
-    }
-    let runs: Vec<RegionalRun<'_>> = batch
-        .iter()
-        .zip(&states)
-        .map(|((index, report), state)| RegionalRun {
-            site: &config.sites[*index].name,
-            at: now,
-            report,
-            state,
-        })
-        .collect();
-    store.record_regional(&config.region, &runs, &mut |i, current, views| {
-        let (index, report) = &batch[i];
-        decide_site(
-            config,
-            &config.sites[*index],
-            report,
-            held,
-            now,
-            current,
-            views,
-        )
-    })?;
+    let entries: Vec<(usize, &ProbeReport, OffsetDateTime)> =
+        batch.iter().map(|(i, r)| (*i, r, now)).collect();
+    record_batch(config, store, &entries, held)?;
     for (index, report) in batch.drain(..) {
         outcome.worst = outcome.worst.max(report.status);
         on_site(&config.sites[index].name, &report);

@@ -50,8 +50,70 @@ const SPOOL_LIMIT: usize = 10_000;
 /// connect timeout to say so, and the loop must keep probing meanwhile.
 const SPOOL_RETRY: Duration = Duration::from_secs(5);
 
+/// How often a prober sharing its region's work asks the store for due sites, and says it is
+/// alive.
+const CLAIM_EVERY: Duration = Duration::from_millis(500);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// Sites claimed ahead of the probes' room: one round trip to the store for many probes.
+const CLAIM_AHEAD: usize = 4 * CONCURRENCY;
+
+/// This prober's part in a pool: the probers of one region sharing a PostgreSQL store, each
+/// site claimed from the store by one of them when due (no coordinator).
+struct Pool {
+    /// This prober's name in the store: its region, process and a random part.
+    me: String,
+    started: OffsetDateTime,
+    last_claim: Option<Instant>,
+    last_heartbeat: Option<Instant>,
+    /// Each site's index in the config, by name (claims come back as names).
+    index: HashMap<String, usize>,
+    /// The config's sites are in the shared schedule (tried again at each claim until they are).
+    synced: bool,
+    /// Sites claimed and not started yet (a claim takes a few at once: one round trip for
+    /// many probes), by index.
+    claimed: std::collections::VecDeque<usize>,
+    /// The last claim took all it asked for: more may be due, so the next need not wait.
+    more: bool,
+    /// The last claim failed (the store is unreachable): this prober schedules its sites itself
+    /// meanwhile, so probing goes on, and tries to claim again every `SPOOL_RETRY`.
+    unreachable: bool,
+}
+
+impl Pool {
+    fn new(config: &Config) -> Self {
+        let tag = (random_fraction() * f64::from(u32::MAX)) as u32;
+        Self {
+            me: format!("{}-{}-{tag:08x}", config.region, std::process::id()),
+            started: OffsetDateTime::now_utc(),
+            last_claim: None,
+            last_heartbeat: None,
+            index: Self::index_of(config),
+            synced: false,
+            claimed: std::collections::VecDeque::new(),
+            more: false,
+            unreachable: false,
+        }
+    }
+
+    fn index_of(config: &Config) -> HashMap<String, usize> {
+        config
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect()
+    }
+}
+
+/// Results written together, at most: one transaction for them all.
+const WRITE_BATCH: usize = 64;
+/// How long a result waits for others before it is written anyway.
+const WRITE_DELAY: Duration = Duration::from_millis(200);
+
 /// A result waiting for the store, with what it was judged with.
 struct Spooled {
+    /// When it joined the queue.
+    queued: Instant,
     /// The site's place in the config when it was probed (a reload may move it) and its name.
     index: usize,
     site: String,
@@ -61,7 +123,8 @@ struct Spooled {
     cut_off: Option<Vec<String>>,
 }
 
-/// Results the store could not take yet, oldest first, and the outage they wait out.
+/// Results waiting to be written, oldest first (a moment for a batch to fill, or an outage of
+/// the store to end), and the outage they wait out.
 #[derive(Default)]
 struct Spool {
     waiting: std::collections::VecDeque<Spooled>,
@@ -197,6 +260,8 @@ pub struct Watch<'a> {
     feeds_rendered: Option<(Instant, Duration)>,
     /// Results waiting for the store while it cannot be written.
     spool: Spool,
+    /// Set when the store is shared (PostgreSQL): due sites are claimed from it.
+    pool: Option<Pool>,
 }
 
 impl<'a> Watch<'a> {
@@ -211,8 +276,9 @@ impl<'a> Watch<'a> {
     ) -> Self {
         let now = Instant::now();
         let slots: Vec<Slot> = config.sites.iter().map(|s| Slot::new(s, now)).collect();
+        let pool = store.shares_work().then(|| Pool::new(&config));
         let config = Arc::new(config);
-        Self {
+        let mut watch = Self {
             path,
             delivery: Delivery::start(config.clone(), delivery_store),
             config,
@@ -226,6 +292,35 @@ impl<'a> Watch<'a> {
             feeds_dirty: false,
             feeds_rendered: None,
             spool: Spool::default(),
+            pool,
+        };
+        watch.sync_schedule();
+        watch
+    }
+
+    /// Puts the config's sites into the region's shared schedule (a pool only).
+    fn sync_schedule(&mut self) {
+        if self.pool.is_none() {
+            return;
+        }
+        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let sites: Vec<(&str, i64, i64)> = self
+            .config
+            .sites
+            .iter()
+            .map(|s| {
+                let every = s.interval.as_millis() as i64;
+                // New sites' first probes spread over their first interval.
+                let first = now_ms + (every as f64 * random_fraction()) as i64;
+                (s.name.as_str(), every, first)
+            })
+            .collect();
+        let synced = self.store.sync_schedule(&self.config.region, &sites);
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "cannot share the schedule in the store; trying again at the next claim");
+        }
+        if let Some(pool) = self.pool.as_mut() {
+            pool.synced = synced.is_ok();
         }
     }
 
@@ -289,8 +384,12 @@ impl<'a> Watch<'a> {
         loop {
             self.launch_due();
             let wake = self.next_wake();
+            let flush = self.flush_due();
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
+                _ = tokio::time::sleep_until(flush.unwrap_or(wake)), if flush.is_some() => {
+                    self.flush_spool(false);
+                }
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.finished(joined).await;
                 }
@@ -318,6 +417,12 @@ impl<'a> Watch<'a> {
     /// Starts the due sites, most overdue first, while there is room.
     fn launch_due(&mut self) {
         let room = CONCURRENCY.saturating_sub(self.tasks.len());
+        if self.pool.is_some() {
+            self.launch_claimed(room);
+            if self.pool.as_ref().is_some_and(|p| !p.unreachable) {
+                return;
+            }
+        }
         if room == 0 {
             return;
         }
@@ -338,9 +443,116 @@ impl<'a> Watch<'a> {
         }
     }
 
+    /// A pool's prober: says it is alive, then claims up to `room` due sites of its region from
+    /// the store and starts them (at most every `CLAIM_EVERY`).
+    fn launch_claimed(&mut self, room: usize) {
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if pool
+            .last_heartbeat
+            .is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY)
+        {
+            pool.last_heartbeat = Some(now);
+            let (me, started) = (pool.me.clone(), pool.started);
+            let at = OffsetDateTime::now_utc();
+            if let Err(e) = self.store.heartbeat(&me, &self.config.region, started, at) {
+                tracing::debug!(error = %e, "cannot record the heartbeat");
+            }
+            // With each heartbeat, every region's probers are looked at: one silent too long
+            // is called offline (once), and back when it reports again.
+            match schedule::record_regions(&self.config, self.store, HEARTBEAT_EVERY, at) {
+                Ok(0) => {}
+                Ok(_) => self.delivery.wake.notify_one(),
+                Err(e) => tracing::debug!(error = %e, "cannot check the regions' probers"),
+            }
+        }
+        self.start_claimed(room);
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        let every = if pool.unreachable {
+            SPOOL_RETRY
+        } else {
+            CLAIM_EVERY
+        };
+        if pool.claimed.len() >= CONCURRENCY
+            || (!pool.more && pool.last_claim.is_some_and(|t| t.elapsed() < every))
+        {
+            return;
+        }
+        pool.last_claim = Some(now);
+        let me = pool.me.clone();
+        let want = CLAIM_AHEAD - pool.claimed.len();
+        if !pool.synced {
+            self.sync_schedule();
+        }
+        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        // Members are the probers of the region with a heartbeat in the last three.
+        let members_since = OffsetDateTime::now_utc()
+            - time::Duration::try_from(HEARTBEAT_EVERY * 3).unwrap_or(time::Duration::MINUTE);
+        let claimed = self
+            .store
+            .claim_sites(&self.config.region, &me, now_ms, members_since, want);
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        match claimed {
+            Ok(claimed) => {
+                if pool.unreachable {
+                    tracing::info!(
+                        "the shared schedule is reachable again: sites are claimed from it"
+                    );
+                }
+                pool.unreachable = false;
+                pool.more = claimed.len() == want;
+                for name in claimed {
+                    if let Some(&i) = pool.index.get(&name) {
+                        pool.claimed.push_back(i);
+                    }
+                }
+            }
+            Err(e) => {
+                pool.more = false;
+                if !pool.unreachable {
+                    tracing::warn!(error = %e, "cannot claim due sites from the store; probing every site here until it is back");
+                }
+                pool.unreachable = true;
+            }
+        }
+        self.start_claimed(CONCURRENCY.saturating_sub(self.tasks.len()));
+    }
+
+    /// Starts up to `room` of the claimed sites.
+    fn start_claimed(&mut self, room: usize) {
+        for _ in 0..room {
+            let Some(i) = self.pool.as_mut().and_then(|p| p.claimed.pop_front()) else {
+                return;
+            };
+            if i >= self.slots.len() || self.slots[i].in_flight {
+                continue;
+            }
+            self.slots[i].in_flight = true;
+            let config = self.config.clone();
+            let handle = self.tasks.spawn(async move {
+                schedule::probe_confirmed(&config.sites[i], &config.alerts).await
+            });
+            self.running.insert(handle.id(), Some(i));
+        }
+    }
+
     /// When the next idle site falls due (far ahead when there is no room: a finishing probe
     /// wakes the loop).
     fn next_wake(&self) -> Instant {
+        if let Some(pool) = self.pool.as_ref().filter(|p| !p.unreachable) {
+            // The store says what is due: asked again shortly (at once when more may be due
+            // and there is room).
+            if pool.more && self.tasks.len() < CONCURRENCY {
+                return Instant::now();
+            }
+            return pool.last_claim.unwrap_or_else(Instant::now) + CLAIM_EVERY;
+        }
         let far = Instant::now() + Duration::from_secs(3600);
         if self.tasks.len() >= CONCURRENCY {
             return far;
@@ -390,6 +602,7 @@ impl<'a> Watch<'a> {
         }
         let evidence = self.cut_off_evidence().await;
         let spooled = Spooled {
+            queued: Instant::now(),
             index,
             site: self.config.sites[index].name.clone(),
             report: report.clone(),
@@ -397,53 +610,11 @@ impl<'a> Watch<'a> {
             cut_off: evidence,
         };
         self.feeds_dirty = true;
-        // Results wait their turn behind those already waiting, so each site's runs are judged
-        // in the order they happened.
-        if !self.spool.waiting.is_empty() {
-            self.spool_push(spooled);
-            self.flush_spool(false);
-            return;
-        }
-        if let Err(e) = self.store_one(&spooled) {
-            if e.is_transient() {
-                self.spool.since = Some(now);
-                self.spool.last_try = Some(Instant::now());
-                tracing::error!(error = %e, limit = SPOOL_LIMIT, "cannot write the store; results are kept in memory and written when it is back");
-                self.spool_push(spooled);
-            } else {
-                tracing::error!(site = %spooled.site, error = %e, "cannot store the result");
-            }
-        }
-    }
-
-    /// Judges and stores one result with its prober state, and wakes delivery if it queued
-    /// anything.
-    fn store_one(&mut self, spooled: &Spooled) -> Result<(), crate::store::StoreError> {
-        let config = self.config.clone();
-        let site = match config.sites.get(spooled.index) {
-            Some(site) if site.name == spooled.site => Some(site),
-            _ => config.sites.iter().find(|s| s.name == spooled.site),
-        };
-        let Some(site) = site else {
-            // Removed by a reload while it waited.
-            return Ok(());
-        };
-        let (cut_off, notices) =
-            schedule::record_prober(&config, self.store, spooled.cut_off.as_deref(), spooled.at)?;
-        let queued = schedule::record_site(
-            &config,
-            self.store,
-            site,
-            &spooled.report,
-            cut_off,
-            spooled.at,
-        )?;
-        // Fresh mail goes out now, from the delivery task; retries wait for its own tick, so
-        // the outbox is not read after every probe.
-        if notices + queued > 0 {
-            self.delivery.wake.notify_one();
-        }
-        Ok(())
+        // Stored in batches: a write per `WRITE_BATCH` results or `WRITE_DELAY`, not per result
+        // (a database far away costs a round trip per batch). Results wait their turn behind
+        // those already waiting, so each site's runs are judged in the order they happened.
+        self.spool_push(spooled);
+        self.flush_spool(false);
     }
 
     fn spool_push(&mut self, spooled: Spooled) {
@@ -454,44 +625,93 @@ impl<'a> Watch<'a> {
         self.spool.waiting.push_back(spooled);
     }
 
-    /// Writes the waiting results, oldest first, while the store takes them; tried at most every
-    /// `SPOOL_RETRY` unless `now`. Says once when the store is back.
+    /// When the waiting results are to be written at the latest (the loop wakes for it).
+    fn flush_due(&self) -> Option<Instant> {
+        let oldest = self.spool.waiting.front()?;
+        Some(match (self.spool.since, self.spool.last_try) {
+            (Some(_), Some(tried)) => tried + SPOOL_RETRY,
+            _ => oldest.queued + WRITE_DELAY,
+        })
+    }
+
+    /// Writes the waiting results, oldest first, a batch per transaction, while the store takes
+    /// them: when `WRITE_BATCH` are waiting or the oldest waited `WRITE_DELAY` (or `now`).
+    /// While the store is unreachable it is tried at most every `SPOOL_RETRY`; the outage is
+    /// logged once when it starts and once when it ends.
     fn flush_spool(&mut self, now: bool) {
-        if self.spool.waiting.is_empty() {
+        let Some(due) = self.flush_due() else {
+            return;
+        };
+        let full = self.spool.since.is_none() && self.spool.waiting.len() >= WRITE_BATCH;
+        if !now && !full && Instant::now() < due {
             return;
         }
-        if !now
-            && self
-                .spool
-                .last_try
-                .is_some_and(|t| t.elapsed() < SPOOL_RETRY)
-        {
-            return;
-        }
-        self.spool.last_try = Some(Instant::now());
         let mut written = 0;
-        while let Some(spooled) = self.spool.waiting.pop_front() {
-            match self.store_one(&spooled) {
-                Ok(()) => written += 1,
+        while !self.spool.waiting.is_empty() {
+            let take = self.spool.waiting.len().min(schedule::BATCH);
+            match self.store_batch(take) {
+                Ok(()) => {
+                    self.spool.waiting.drain(..take);
+                    written += take;
+                }
                 Err(e) if e.is_transient() => {
-                    self.spool.waiting.push_front(spooled);
-                    tracing::debug!(error = %e, waiting = self.spool.waiting.len(), "the store is still unreachable");
+                    self.spool.last_try = Some(Instant::now());
+                    if self.spool.since.is_none() {
+                        self.spool.since = Some(OffsetDateTime::now_utc());
+                        tracing::error!(error = %e, limit = SPOOL_LIMIT, "cannot write the store; results are kept in memory and written when it is back");
+                    } else {
+                        tracing::debug!(error = %e, waiting = self.spool.waiting.len(), "the store is still unreachable");
+                    }
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(site = %spooled.site, error = %e, "cannot store the result")
+                    let lost: Vec<String> =
+                        self.spool.waiting.drain(..take).map(|s| s.site).collect();
+                    tracing::error!(sites = %lost.join(", "), error = %e, "cannot store the results");
                 }
             }
         }
-        let since = self.spool.since.take();
-        let outage = since.map_or(0, |s| (OffsetDateTime::now_utc() - s).whole_seconds());
-        tracing::warn!(
-            written,
-            dropped = self.spool.dropped,
-            outage_s = outage,
-            "the store is back; the results kept meanwhile are written"
-        );
-        self.spool.dropped = 0;
+        if let Some(since) = self.spool.since.take() {
+            let outage = (OffsetDateTime::now_utc() - since).whole_seconds();
+            tracing::warn!(
+                written,
+                dropped = self.spool.dropped,
+                outage_s = outage,
+                "the store is back; the results kept meanwhile are written"
+            );
+            self.spool.dropped = 0;
+        }
+    }
+
+    /// Judges and stores the first `take` waiting results in one transaction, with the
+    /// prober's state as the newest of them saw it, and wakes delivery if anything was queued.
+    fn store_batch(&mut self, take: usize) -> Result<(), crate::store::StoreError> {
+        let config = self.config.clone();
+        let batch: Vec<&Spooled> = self.spool.waiting.iter().take(take).collect();
+        let (newest_at, evidence) = batch
+            .last()
+            .map(|s| (s.at, s.cut_off.clone()))
+            .expect("a batch is never empty");
+        let (cut_off, notices) =
+            schedule::record_prober(&config, self.store, evidence.as_deref(), newest_at)?;
+        let entries: Vec<(usize, &crate::engine::ProbeReport, OffsetDateTime)> = batch
+            .iter()
+            .filter_map(|s| {
+                // A reload may have moved or removed the site while it waited.
+                let index = match config.sites.get(s.index) {
+                    Some(site) if site.name == s.site => Some(s.index),
+                    _ => config.sites.iter().position(|site| site.name == s.site),
+                };
+                index.map(|i| (i, &s.report, s.at))
+            })
+            .collect();
+        let queued = schedule::record_batch(&config, self.store, &entries, cut_off)?;
+        // Fresh mail goes out now, from the delivery task; retries wait for its own tick, so
+        // the outbox is not read after every probe.
+        if notices + queued > 0 {
+            self.delivery.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// When every site's last report is silent, whether the control checks fail too (the prober
@@ -533,6 +753,7 @@ impl<'a> Watch<'a> {
         if !self.spool.waiting.is_empty() {
             return;
         }
+
         if self.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             let now = OffsetDateTime::now_utc();
             self.last_prune = Some(Instant::now());
@@ -604,6 +825,12 @@ impl<'a> Watch<'a> {
             *index = index.and_then(|before| moved.get(&before).copied());
         }
         self.config = Arc::new(new);
+        if let Some(pool) = self.pool.as_mut() {
+            pool.index = Pool::index_of(&self.config);
+            // Claimed by their old places: let go (probed again at their next claim).
+            pool.claimed.clear();
+        }
+        self.sync_schedule();
         self.delivery.config.send_replace(self.config.clone());
         self.control_verdict = None;
         self.feeds_dirty = true;

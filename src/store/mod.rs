@@ -334,6 +334,10 @@ pub trait Store: Send {
     }
     /// The region's own alert state for a site (default when it never reported on it).
     fn region_state(&self, site: &str, region: &str) -> Result<AlertState, StoreError>;
+    /// The region's own states of several sites, in their order (one read for a batch).
+    fn region_states(&self, sites: &[&str], region: &str) -> Result<Vec<AlertState>, StoreError> {
+        sites.iter().map(|s| self.region_state(s, region)).collect()
+    }
     /// Saves a region's batch in one transaction: each result under `region`, the region's own
     /// states, then each site's incident state as `decide` settles it (the site held meanwhile,
     /// so of regions deciding the same transition together one decides it, once) with the
@@ -366,6 +370,52 @@ pub trait Store: Send {
     ) -> Result<Vec<OutboxMessage>, StoreError> {
         let _ = lease;
         self.due_messages(now)
+    }
+    /// Whether several probers share this store's work (PostgreSQL): a region's due probes are
+    /// then claimed from the store (`claim_sites`) instead of scheduled by each prober alone.
+    fn shares_work(&self) -> bool {
+        false
+    }
+    /// Makes the region's shared schedule hold exactly `sites` (name, interval in ms): new
+    /// ones due at once, spread over their first interval by `first_due_ms`; gone ones removed.
+    fn sync_schedule(
+        &mut self,
+        region: &str,
+        sites: &[(&str, i64, i64)],
+    ) -> Result<(), StoreError> {
+        let _ = (region, sites);
+        Ok(())
+    }
+    /// Claims up to `limit` of the region's sites due at `now_ms` for `holder`, each due again
+    /// one interval later: among probers claiming together, each due site goes to one of them.
+    /// A prober claims its own share — the sites whose highest-scoring live member (a
+    /// heartbeat since `members_since`) it is — and any site overdue by half an interval (a
+    /// member died or lags).
+    fn claim_sites(
+        &mut self,
+        region: &str,
+        holder: &str,
+        now_ms: i64,
+        members_since: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let _ = (region, holder, now_ms, members_since, limit);
+        Ok(Vec::new())
+    }
+    /// Says this prober is alive (its region and when it started), for the others to see.
+    fn heartbeat(
+        &mut self,
+        prober: &str,
+        region: &str,
+        started: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let _ = (prober, region, started, now);
+        Ok(())
+    }
+    /// Every prober's region and when it was last seen, oldest heartbeat first.
+    fn probers(&self) -> Result<Vec<(String, String, OffsetDateTime)>, StoreError> {
+        Ok(Vec::new())
     }
     /// Marks a message delivered.
     fn mark_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError>;

@@ -119,7 +119,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
      INSERT INTO region_state (site, region, at, state)
          SELECT a.site, 'default', COALESCE(l.at, 0), a.state
          FROM alert_state a LEFT JOIN latest l ON l.site = a.site
-         WHERE left(a.site, 1) <> '@';",
+         WHERE left(a.site, 1) <> '@';
+     CREATE TABLE schedule (
+         site TEXT COLLATE \"C\" NOT NULL,
+         region TEXT COLLATE \"C\" NOT NULL,
+         every_ms BIGINT NOT NULL,
+         next_due_ms BIGINT NOT NULL,
+         holder TEXT,
+         PRIMARY KEY (region, site)
+     );
+     CREATE INDEX schedule_due ON schedule (region, next_due_ms);
+     CREATE TABLE probers (
+         id TEXT PRIMARY KEY,
+         region TEXT NOT NULL,
+         started_at BIGINT NOT NULL,
+         seen_at BIGINT NOT NULL
+     );",
 ];
 
 /// Where the database is: the parsed URL, its TLS setup, and how it is shown (never with its
@@ -1021,6 +1036,23 @@ impl Store for PostgresStore {
         }
     }
 
+    fn region_states(&self, sites: &[&str], region: &str) -> Result<Vec<AlertState>, StoreError> {
+        let rows = self.read(
+            "SELECT site, state FROM region_state WHERE region = $2 AND site = ANY($1::text[])",
+            &[&sites, &region],
+        )?;
+        let mut found: HashMap<&str, AlertState> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let state = serde_json::from_str(row.get::<_, &str>(1))
+                .map_err(|e| self.corrupt("region state", e))?;
+            found.insert(row.get(0), state);
+        }
+        Ok(sites
+            .iter()
+            .map(|s| found.get(s).cloned().unwrap_or_default())
+            .collect())
+    }
+
     fn record_regional(
         &mut self,
         region: &str,
@@ -1086,6 +1118,102 @@ impl Store for PostgresStore {
             .collect::<Result<_, _>>()?;
         claimed.sort_by_key(|m| m.id);
         Ok(claimed)
+    }
+
+    fn shares_work(&self) -> bool {
+        true
+    }
+
+    fn sync_schedule(
+        &mut self,
+        region: &str,
+        sites: &[(&str, i64, i64)],
+    ) -> Result<(), StoreError> {
+        let mut sorted: Vec<&(&str, i64, i64)> = sites.iter().collect();
+        sorted.sort_by_key(|s| s.0);
+        let names: Vec<&str> = sorted.iter().map(|s| s.0).collect();
+        let every: Vec<i64> = sorted.iter().map(|s| s.1).collect();
+        let first: Vec<i64> = sorted.iter().map(|s| s.2).collect();
+        self.transaction(&mut |store| {
+            let [upsert, remove] = store.statements([
+                "INSERT INTO schedule (site, region, every_ms, next_due_ms)
+                 SELECT s, $2::text, e, f FROM unnest($1::text[], $3::bigint[], $4::bigint[]) AS x (s, e, f)
+                 ON CONFLICT (region, site) DO UPDATE SET every_ms = excluded.every_ms",
+                "DELETE FROM schedule WHERE region = $2 AND NOT (site = ANY($1::text[]))",
+            ])?;
+            let client = store.client()?;
+            let done = wait(futures_util::future::try_join(
+                client.execute(&upsert, &[&names, &region, &every, &first]),
+                client.execute(&remove, &[&names, &region]),
+            ));
+            done.map(|_| ()).map_err(|e| store.error(e))
+        })
+    }
+
+    fn claim_sites(
+        &mut self,
+        region: &str,
+        holder: &str,
+        now_ms: i64,
+        members_since: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        // Each site's owner among the live members by rendezvous hashing (the highest hash of
+        // site and member): shares stay put when a member comes or goes, except that member's.
+        // Rows another prober is claiming are skipped, not waited for.
+        let statement = self.statement(
+            "UPDATE schedule s SET next_due_ms = $2 + s.every_ms, holder = $3
+             FROM (SELECT c.site FROM schedule c
+                   WHERE c.region = $1 AND c.next_due_ms <= $2
+                     AND (c.next_due_ms <= $2 - c.every_ms / 2
+                          OR $3 = (SELECT m.id FROM probers m
+                                   WHERE m.region = $1 AND m.seen_at >= $5
+                                   ORDER BY hashtext(c.site || '/' || m.id) DESC, m.id LIMIT 1))
+                   ORDER BY c.next_due_ms LIMIT $4 FOR UPDATE SKIP LOCKED) d
+             WHERE s.region = $1 AND s.site = d.site
+             RETURNING s.site",
+        )?;
+        let limit = limit as i64;
+        let since = super::stamp_of(members_since);
+        let rows = wait(
+            self.client()?
+                .query(&statement, &[&region, &now_ms, &holder, &limit, &since]),
+        );
+        Ok(rows
+            .map_err(|e| self.error(e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    fn heartbeat(
+        &mut self,
+        prober: &str,
+        region: &str,
+        started: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO probers (id, region, started_at, seen_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET region = excluded.region, seen_at = excluded.seen_at",
+            &[
+                &prober,
+                &region,
+                &super::stamp_of(started),
+                &super::stamp_of(now),
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn probers(&self) -> Result<Vec<(String, String, OffsetDateTime)>, StoreError> {
+        let rows = self.read(
+            "SELECT id, region, seen_at FROM probers ORDER BY seen_at, id",
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| Ok((row.get(0), row.get(1), self.time(row.get(2))?)))
+            .collect()
     }
 
     fn mark_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {

@@ -248,7 +248,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
      INSERT INTO region_state (site, region, at, state)
          SELECT a.site, 'default', COALESCE(l.at, 0), a.state
          FROM alert_state a LEFT JOIN latest l ON l.site = a.site
-         WHERE substr(a.site, 1, 1) <> '@';",
+         WHERE substr(a.site, 1, 1) <> '@';
+     CREATE TABLE schedule (
+         site TEXT NOT NULL,
+         region TEXT NOT NULL,
+         every_ms INTEGER NOT NULL,
+         next_due_ms INTEGER NOT NULL,
+         holder TEXT,
+         PRIMARY KEY (region, site)
+     );
+     CREATE TABLE probers (
+         id TEXT PRIMARY KEY,
+         region TEXT NOT NULL,
+         started_at INTEGER NOT NULL,
+         seen_at INTEGER NOT NULL
+     );",
 ];
 
 use super::{history_row, stamp_of as stamp, Decide, RegionView, RegionalRun};
