@@ -14,8 +14,9 @@ Measured per round:
   results/s       results written per second of wall;
   CPU ms/probe    user + system seconds of the probe processes, per result (PostgreSQL's own
                   CPU is shown apart: the server's processes, from /proc);
-  bytes/result    growth of the store (SQLite pages in use; PostgreSQL's results table with its
-                  indexes and TOAST, and the other tables) per result written;
+  bytes/result    growth of the store per result written: SQLite's pages in use (everything);
+                  PostgreSQL's results table with its indexes and TOAST (the history: the
+                  per-site tables are rewritten, their old row versions reclaimed by autovacuum);
   GB / 30 days    that, for the sites probed every minute by the round's regions, kept 30 days
                   (the default retention).
 
@@ -118,9 +119,11 @@ class Postgres:
         return out.stdout.strip()
 
     def bytes(self):
-        return int(self.psql("probe", "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-                                      "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                                      "WHERE n.nspname = 'probe' AND c.relkind = 'r'"))
+        """The history's size: the results table with its indexes and TOAST. (The per-site
+        tables, latest reports and states, are rewritten in place of older row versions that
+        autovacuum reclaims: they do not grow with the history.)"""
+        self.psql("probe", "VACUUM probe.results")
+        return int(self.psql("probe", "SELECT pg_total_relation_size('probe.results')"))
 
     def cpu_seconds(self):
         """User + system seconds of every server process (the postmaster's children included)."""
