@@ -10,13 +10,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use probe::store::PostgresStore;
 use support::pki::TempPki;
 use support::postgres::Postgres;
 use support::smtp::{SmtpOptions, SmtpServer, PASSWORD, USER};
+use support::{wait_until, Killed};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
@@ -102,23 +103,6 @@ impl Drop for Network {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .status();
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < until, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -160,25 +160,37 @@ pub fn record_prober(
     let prober = store.alert_state(&key)?;
     let (next, notices) = alert::connectivity_step(&prober, cut_off, now);
     if next != prober {
-        let recipients = prober_recipients(config);
-        let mut messages: Vec<_> = if recipients.is_empty() {
-            Vec::new()
-        } else {
-            notices
-                .iter()
-                .flat_map(|n| mail::render(&key, "", n, &recipients))
-                .collect()
-        };
-        for n in &notices {
-            messages.extend(webhook::render(&key, "", n, &config.webhooks, now));
-        }
         for n in &notices {
             tracing::warn!(key = %n.key(&key), "prober connectivity changed");
         }
+        let messages = prober_messages(config, &key, &notices, now);
         store.record_state(&key, now, &next, &messages)?;
         return Ok((cut_off.is_some(), messages.len()));
     }
     Ok((cut_off.is_some(), 0))
+}
+
+/// The messages of the probers' own notices (kept under `key`: about no one site): mail to the
+/// prober's recipients, and every webhook.
+fn prober_messages(
+    config: &Config,
+    key: &str,
+    notices: &[alert::Notification],
+    now: OffsetDateTime,
+) -> Vec<NewMessage> {
+    let recipients = prober_recipients(config);
+    let mut messages: Vec<NewMessage> = if recipients.is_empty() {
+        Vec::new()
+    } else {
+        notices
+            .iter()
+            .flat_map(|n| mail::render(key, "", n, &recipients))
+            .collect()
+    };
+    for n in notices {
+        messages.extend(webhook::render(key, "", n, &config.webhooks, now));
+    }
+    messages
 }
 
 /// How long a region's probers may all stay silent before it is called offline: three of the
@@ -232,19 +244,10 @@ pub fn record_regions(
         if next == state {
             continue;
         }
-        let recipients = prober_recipients(config);
-        let mut messages: Vec<NewMessage> = if recipients.is_empty() {
-            Vec::new()
-        } else {
-            notices
-                .iter()
-                .flat_map(|n| mail::render(&key, "", n, &recipients))
-                .collect()
-        };
         for n in &notices {
-            messages.extend(webhook::render(&key, "", n, &config.webhooks, now));
             tracing::warn!(region = %region, key = %n.key(&key), "region changed");
         }
+        let messages = prober_messages(config, &key, &notices, now);
         store.record_state(&key, now, &next, &messages)?;
         queued += messages.len();
     }

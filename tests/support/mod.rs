@@ -41,6 +41,25 @@ pub async fn run_json(args: &[&str]) -> (ProbeReport, serde_json::Value) {
     (report, serde_json::from_str(&text).unwrap())
 }
 
+/// A child process, killed and reaped when dropped (however the test ends).
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `done` every 250 ms until it holds; fails the test, naming `what`, after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < until, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_tcp_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -92,9 +111,15 @@ pub fn record_fixture(name: &str, report: &ProbeReport) {
 
 /// Ends a server process as its service manager would: SIGTERM, then at most `grace` for a clean
 /// shutdown, then SIGKILL.
-pub fn stop_gracefully(mut child: Child, grace: Duration) {
+pub fn stop_gracefully(child: Child, grace: Duration) {
+    stop_with_signal(child, "-TERM", grace);
+}
+
+/// Sends `signal` (`-TERM`, `-INT`) to `child` and waits up to `grace` for it to end, then
+/// kills it.
+pub fn stop_with_signal(mut child: Child, signal: &str, grace: Duration) {
     let _ = std::process::Command::new("kill")
-        .arg("-TERM")
+        .arg(signal)
         .arg(child.id().to_string())
         .status();
     let until = Instant::now() + grace;

@@ -232,20 +232,8 @@ impl Postgres {
 
     /// Stops the server (SIGINT: a fast shutdown), at most 20 s, then kills it.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-INT")
-                .arg(child.id().to_string())
-                .status();
-            let until = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < until {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            super::stop_with_signal(child, "-INT", Duration::from_secs(20));
         }
     }
 
