@@ -147,6 +147,14 @@ fn broken_files_get_exact_messages() {
             "probes.yaml:1:8: sites: expected sequence start",
         ),
         (
+            "sites:\n  - url: example.com\nalerts:\n  quorum: 0\n",
+            "probes.yaml:4:11: alerts.quorum: must be at least 1 (the number of regions that confirm a site down)",
+        ),
+        (
+            "sites:\n  - url: example.com\nstore:\n  url: postgresql://probe:hunter2@db.internal/probe\n",
+            "probes.yaml:4:8: store.url: this URL holds a password: put the whole URL in an environment variable and name it with store.url_env (the password never goes in this file)",
+        ),
+        (
             "sites:\n  - url: example.com\n    timeout: 2m\n",
             "probes.yaml:3:14: sites[0].timeout: the timeout (2m) must be shorter than the interval (1m)",
         ),

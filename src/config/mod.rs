@@ -455,6 +455,13 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
         "alerts: to {to}; a failure counts after {} retries {} apart and {} failing run(s); recovery after {} healthy run(s); reminders every {}",
         a.confirm_retries, d(a.retry_spacing), a.confirm_runs, a.recover_runs, d(a.remind_every)
     );
+    if a.quorum > 1 {
+        let _ = writeln!(
+            out,
+            "quorum: an incident opens when {} regions confirm a site down (each prober names its region with --region or PROBE_REGION; a region silent for 3 intervals is not waited for)",
+            a.quorum
+        );
+    }
     match &c.smtp {
         Some(s) => {
             let security = match s.security {
