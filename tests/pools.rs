@@ -16,7 +16,8 @@ use support::postgres::Postgres;
 use support::{wait_until, Killed};
 
 const SITES: usize = 1000;
-const INTERVAL_S: i64 = 5;
+/// Long enough that one prober of a debug build probes and stores all 1,001 sites per interval.
+const INTERVAL_S: i64 = 10;
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

@@ -426,9 +426,15 @@ pub fn record_batch(
         .collect();
     let mut states = store.region_states(&names, &config.region)?;
     if !held {
+        // A site may come more than once (results kept through a store outage): each run
+        // steps from the one before it, in order.
+        let mut last: std::collections::HashMap<usize, AlertState> = Default::default();
         for (state, (i, report, at)) in states.iter_mut().zip(entries) {
             let site = &config.sites[*i];
-            let (next, _) = alert::step(state, &verdict(config, site, report, *at), &config.alerts);
+            let before = last.get(i).unwrap_or(state);
+            let (next, _) =
+                alert::step(before, &verdict(config, site, report, *at), &config.alerts);
+            last.insert(*i, next.clone());
             *state = next;
         }
     }

@@ -2,7 +2,10 @@
 //!
 //! One loop owns the config, the store and the schedule; probes run as tasks, at most
 //! `CONCURRENCY` at once, each site never twice at the same time. A finished probe is judged and
-//! stored by the loop (the same steps as `probe run`). Delivery runs beside it, in a task of its
+//! stored by the loop (the same steps as `probe run`), in batches (a few dozen results, or a
+//! fifth of a second), kept in memory while the store cannot be written. On a shared store
+//! (PostgreSQL) the probers of a region form a pool: due sites are claimed from the store's
+//! schedule instead of scheduled here, so each is probed by one of them per interval. Delivery runs beside it, in a task of its
 //! own on its own store connection, woken when something is queued: a slow or tarpitting mail
 //! server or webhook delays only the mail, never a probe. SIGHUP reloads the config (a bad file is
 //! logged and the running config kept); SIGTERM or SIGINT stops launching, lets the probes in
