@@ -1,12 +1,15 @@
-//! The store: results (with their diagnosis), incidents with their cause history, each site's
-//! alert state, and the outbox of notifications to deliver. One SQLite file in WAL mode.
+//! The store: results (with their diagnosis, under the region that saw them), incidents with
+//! their cause history, each region's and each site's alert state, and the outbox of
+//! notifications to deliver. One SQLite file in WAL mode (`sqlite`), or one PostgreSQL database
+//! shared by probers in several regions and pools (`postgres`); `copy` moves the first into the
+//! second.
 //!
-//! Everything a run decides is written in one transaction (`record_run`), so a process killed at
-//! any moment leaves either the whole run or none of it: no result without its alert state, no
-//! alert state without its queued mail. Callers use the `Store` trait, so a PostgreSQL backend for
-//! multi-region deployments can come later without touching them.
+//! Everything a run decides is written in one transaction (`record_regional`), so a process
+//! killed at any moment leaves either the whole run or none of it: no result without its alert
+//! state, no alert state without its queued mail. The site's incident is decided inside that
+//! transaction, from every region's state, so probers deciding together decide once.
 //!
-//! One process writes to a store at a time: `SqliteStore::open` takes the store's writer lock (an
+//! On SQLite one process writes at a time: `SqliteStore::open` takes the store's writer lock (an
 //! advisory lock on `FILE.lock`, released by the kernel however the process ends) before it
 //! migrates or writes anything, so two `probe run`s never deliver the same alert twice and never
 //! race the migrations. A file that is not a probe store is refused before anything is changed.
