@@ -397,6 +397,14 @@ pub fn quorum_step(
             ..AlertState::default()
         }
     } else if run.failing() {
+        if run.diagnosis.cause != site.cause.unwrap_or(Cause::Unknown)
+            && confirming.iter().any(|v| v.state.cause == site.cause)
+        {
+            // Regions may see one outage differently (refused here, a timeout there): the
+            // incident's cause changes only once no confirming region still sees it, so two
+            // regions do not trade "cause changed" back and forth.
+            return (site.clone(), out);
+        }
         let down = AlertState {
             phase: AlertPhase::Down,
             ..site.clone()
@@ -746,6 +754,34 @@ mod tests {
             ["site/1/recovered"]
         );
         assert!(quorum_run(&p, 2, &mut site, &mut regions, 2, 9, Up).is_empty());
+    }
+
+    #[test]
+    fn regions_seeing_one_outage_differently_do_not_trade_cause_changes() {
+        // The origin down: refused from one region, a stale socket from the other. One
+        // incident, no back-and-forth; once both see the new cause, one change.
+        let p = policy(1, 1);
+        let mut site = AlertState::default();
+        let mut regions = vec![
+            ("eu".to_string(), AlertState::default(), true),
+            ("us".to_string(), AlertState::default(), true),
+        ];
+        let mut sent = Vec::new();
+        for minute in 0..6 {
+            sent.extend(quorum_run(&p, 1, &mut site, &mut regions, 0, minute, Fpm));
+            sent.extend(quorum_run(
+                &p,
+                1,
+                &mut site,
+                &mut regions,
+                1,
+                minute,
+                Refused,
+            ));
+        }
+        assert_eq!(sent, ["site/1/opened"]);
+        sent.extend(quorum_run(&p, 1, &mut site, &mut regions, 0, 6, Refused));
+        assert_eq!(sent, ["site/1/opened", "site/1/2/cause/origin_refused"]);
     }
 
     #[test]

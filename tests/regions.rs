@@ -232,7 +232,7 @@ fn record_pass(
             site: &config.sites[i].name,
             at: now,
             report,
-            state,
+            state: Some(state),
         })
         .collect();
     store
@@ -328,4 +328,41 @@ fn one_region_alone_behaves_as_before_regions() {
         db.count("SELECT COUNT(*) FROM probe.results WHERE region = 'default'"),
         4
     );
+}
+
+/// Results of one site written together (kept through a store outage): each is decided as it
+/// happened — a failure that came and went within the batch opens its incident and closes it,
+/// on both stores.
+#[test]
+fn a_batch_with_a_site_several_times_is_decided_run_by_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Postgres::start(dir.path());
+    let (broken, healthy) = (report("lab_fpm_stopped"), report("lab_healthy"));
+    let entries = [
+        (0, &healthy, at(0)),
+        (0, &broken, at(1)),
+        (0, &broken, at(2)),
+        (0, &healthy, at(3)),
+        (0, &healthy, at(4)),
+    ];
+    let sqlite_path = dir.path().join("probe.sqlite");
+    let mut sqlite = probe::store::SqliteStore::open(&sqlite_path).unwrap();
+    let mut postgres = PostgresStore::open(&db.socket_url()).unwrap();
+    let stores: [(&str, &mut dyn Store); 2] =
+        [("sqlite", &mut sqlite), ("postgres", &mut postgres)];
+    for (name, store) in stores {
+        let config = config(&db.socket_url(), 1, 1, "default");
+        run::record_batch(&config, store, &entries, false).unwrap();
+        assert_eq!(
+            queued(store),
+            ["shop-0/1/opened", "shop-0/1/recovered"],
+            "{name}"
+        );
+        let incidents = store.incidents(at(0)).unwrap();
+        assert_eq!(
+            (incidents[0].opened_at, incidents[0].closed_at),
+            (at(1), Some(at(3))),
+            "{name}"
+        );
+    }
 }

@@ -446,12 +446,28 @@ pub fn record_batch(
             site,
             at: *at,
             report,
-            state,
+            state: (!held).then_some(state),
         })
         .collect();
-    let mut queued = 0;
+    // Messages queued per run (a transaction tried again decides again: counted once).
+    let mut queued = vec![0; entries.len()];
     store.record_regional(&config.region, &runs, &mut |n, current, views| {
         let (index, report, at) = entries[n];
+        // The store holds each region's state after the whole batch; each run is decided on
+        // this region's state as it stood after that run.
+        let own = RegionView {
+            region: config.region.clone(),
+            at,
+            state: states[n].clone(),
+            seen: Some(alert::RegionSeen::of(report)),
+        };
+        let mut as_of_run: Vec<RegionView> = views
+            .iter()
+            .filter(|v| v.region != config.region)
+            .cloned()
+            .collect();
+        as_of_run.push(own);
+        as_of_run.sort_by(|a, b| a.region.cmp(&b.region));
         let decided = decide_site(
             config,
             &config.sites[index],
@@ -459,12 +475,12 @@ pub fn record_batch(
             held,
             at,
             current,
-            views,
+            &as_of_run,
         );
-        queued += decided.as_ref().map_or(0, |(_, m)| m.len());
+        queued[n] = decided.as_ref().map_or(0, |(_, m)| m.len());
         decided
     })?;
-    Ok(queued)
+    Ok(queued.iter().sum())
 }
 
 /// Judges one site's report and stores the result, this region's state, and the site's
@@ -486,7 +502,7 @@ pub fn record_site(
             site: &site.name,
             at: now,
             report,
-            state: &state,
+            state: (!held).then_some(&state),
         }],
         &mut |_, current, views| {
             let decided = decide_site(config, site, report, held, now, current, views);

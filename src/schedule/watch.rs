@@ -537,6 +537,8 @@ impl<'a> Watch<'a> {
                 continue;
             }
             self.slots[i].in_flight = true;
+            // Kept up to date, for when this prober must schedule alone (the store unreachable).
+            self.slots[i].next_due = Instant::now() + self.config.sites[i].interval;
             let config = self.config.clone();
             let handle = self.tasks.spawn(async move {
                 schedule::probe_confirmed(&config.sites[i], &config.alerts).await
@@ -753,7 +755,8 @@ impl<'a> Watch<'a> {
 
     fn housekeeping(&mut self) {
         self.flush_spool(false);
-        if !self.spool.waiting.is_empty() {
+        if self.spool.since.is_some() {
+            // The store is unreachable: nothing to prune now.
             return;
         }
 

@@ -202,8 +202,10 @@ pub struct RegionalRun<'a> {
     pub site: &'a str,
     pub at: OffsetDateTime,
     pub report: &'a ProbeReport,
-    /// The region's own state (it confirms and recovers on its own).
-    pub state: &'a AlertState,
+    /// The region's own state (it confirms and recovers on its own); `None` when the prober is
+    /// cut off: the result says nothing about the site, and the region's state, and when it
+    /// last counted, stay as they were (so a cut-off region stops counting after 3 intervals).
+    pub state: Option<&'a AlertState>,
 }
 
 /// A region's standing on a site as stored: its own state and when it last reported.
@@ -328,7 +330,7 @@ pub trait Store: Send {
                 site: r.site,
                 at: r.at,
                 report: r.report,
-                state: r.state,
+                state: Some(r.state),
             })
             .collect();
         self.record_regional(DEFAULT_REGION, &regional, &mut |index, _, _| {

@@ -295,6 +295,8 @@ impl PostgresStore {
 
     /// The statement for `sql`, prepared once per connection.
     fn statement(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
+        // Connected (again) first: a new connection forgets what the old one had prepared.
+        self.client()?;
         if let Some(statement) = self.prepared.get(sql) {
             return Ok(statement.clone());
         }
@@ -310,6 +312,7 @@ impl PostgresStore {
         &mut self,
         sqls: [&'static str; N],
     ) -> Result<[Statement; N], StoreError> {
+        self.client()?;
         let missing: Vec<&'static str> = sqls
             .iter()
             .copied()
@@ -506,7 +509,9 @@ impl PostgresStore {
                   AS x (s, a, st, h, c, r)",
             "INSERT INTO region_state (site, region, at, state, seen)
              SELECT s, $2::text, a, st, sn
-             FROM unnest($1::text[], $3::bigint[], $4::text[], $5::text[]) AS x (s, a, st, sn)
+             FROM unnest($1::text[], $3::bigint[], $4::text[], $5::text[], $6::bool[])
+                  AS x (s, a, st, sn, counts)
+             WHERE counts
              ON CONFLICT (site, region) DO UPDATE SET at = excluded.at, state = excluded.state,
                                                       seen = excluded.seen",
             "INSERT INTO latest (site, at, report)
@@ -548,6 +553,7 @@ impl PostgresStore {
                             &rows.last.ats,
                             &rows.last.states,
                             &rows.last.seen,
+                            &rows.last.counts,
                         ],
                     ),
                 ),
@@ -865,6 +871,8 @@ struct LastRows<'a> {
     reports: Vec<String>,
     /// What each showed, for the regions' side-by-side view.
     seen: Vec<String>,
+    /// Whether the region's state is written (not while the prober is cut off).
+    counts: Vec<bool>,
 }
 
 struct HourRows<'a> {
@@ -889,6 +897,7 @@ impl<'a> BatchRows<'a> {
                 states: Vec::new(),
                 reports: Vec::new(),
                 seen: Vec::new(),
+                counts: Vec::new(),
             },
             hours: HourRows {
                 sites: Vec::new(),
@@ -924,9 +933,12 @@ impl<'a> BatchRows<'a> {
             let run = &runs[index];
             rows.last.sites.push(site);
             rows.last.ats.push(super::stamp_of(run.at));
-            rows.last
-                .states
-                .push(serde_json::to_string(run.state).expect("an alert state serialises"));
+            rows.last.states.push(
+                run.state
+                    .map(|s| serde_json::to_string(s).expect("an alert state serialises"))
+                    .unwrap_or_default(),
+            );
+            rows.last.counts.push(run.state.is_some());
             rows.last
                 .reports
                 .push(serde_json::to_string(run.report).expect("a report serialises"));

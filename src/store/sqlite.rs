@@ -897,7 +897,6 @@ fn write_result(
     run: &RegionalRun<'_>,
 ) -> rusqlite::Result<()> {
     let report = serde_json::to_string(run.report).expect("a report serialises");
-    let state = serde_json::to_string(run.state).expect("an alert state serialises");
     let seen = serde_json::to_string(&RegionSeen::of(run.report)).expect("a view serialises");
     let at = stamp(run.at);
     let d = &run.report.diagnosis;
@@ -913,12 +912,15 @@ fn write_result(
         history_row(run.report, &report),
         region
     ])?;
-    execute_cached(
-        tx,
-        "INSERT INTO region_state (site, region, at, state, seen) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (site, region) DO UPDATE SET at = excluded.at, state = excluded.state, seen = excluded.seen",
-        params![run.site, region, at, state, seen],
-    )?;
+    if let Some(state) = run.state {
+        let state = serde_json::to_string(state).expect("an alert state serialises");
+        execute_cached(
+            tx,
+            "INSERT INTO region_state (site, region, at, state, seen) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (site, region) DO UPDATE SET at = excluded.at, state = excluded.state, seen = excluded.seen",
+            params![run.site, region, at, state, seen],
+        )?;
+    }
     execute_cached(
         tx,
         "INSERT INTO latest (site, at, report) VALUES (?1, ?2, ?3)
