@@ -668,6 +668,9 @@ fn an_incidents_life_kept(store: &mut dyn Store) {
     }
 }
 
+/// The channel of the test's messages.
+const MAIL: &[probe::store::Channel] = &[probe::store::Channel::Mail];
+
 /// Probers sharing a PostgreSQL store deliver from one outbox: each due message is claimed by
 /// one of them, never two; a claim left by a prober that died runs out after its lease, and the
 /// message is then another's to send (with the same key, so the same Message-ID).
@@ -691,6 +694,11 @@ fn probers_claim_each_delivery_once() {
         })
         .unwrap();
     let lease = Duration::from_secs(300);
+    // A prober without the channel (no SMTP server configured) claims nothing.
+    assert!(first
+        .claim_due(at(1), lease, &[probe::store::Channel::Webhook])
+        .unwrap()
+        .is_empty());
     // Four probers claim at the same moment, repeatedly: every message claimed exactly once.
     let claimed: Vec<Vec<String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)
@@ -702,7 +710,7 @@ fn probers_claim_each_delivery_once() {
                     for _ in 0..5 {
                         mine.extend(
                             store
-                                .claim_due(at(1), lease)
+                                .claim_due(at(1), lease, MAIL)
                                 .unwrap()
                                 .into_iter()
                                 .map(|m| m.key),
@@ -720,9 +728,9 @@ fn probers_claim_each_delivery_once() {
     all.dedup();
     assert_eq!(all.len(), 300);
     // Nobody claims them again within the lease; once it runs out, what was not sent is due.
-    assert!(first.claim_due(at(5), lease).unwrap().is_empty());
+    assert!(first.claim_due(at(5), lease, MAIL).unwrap().is_empty());
     let due_again = first
-        .claim_due(at(1) + time::Duration::seconds(301), lease)
+        .claim_due(at(1) + time::Duration::seconds(301), lease, MAIL)
         .unwrap();
     assert_eq!(due_again.len(), 300);
     // A message sent or rescheduled by its claimer follows its own record, not the lease.
@@ -730,7 +738,7 @@ fn probers_claim_each_delivery_once() {
     first
         .mark_failed(due_again[1].id, "421 later", at(8))
         .unwrap();
-    let later = first.claim_due(at(8), lease).unwrap();
+    let later = first.claim_due(at(8), lease, MAIL).unwrap();
     assert_eq!(
         later.iter().map(|m| m.id).collect::<Vec<_>>(),
         [due_again[1].id]

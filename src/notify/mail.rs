@@ -316,7 +316,7 @@ pub async fn flush_outbox(
     now: OffsetDateTime,
 ) -> Result<FlushSummary, StoreError> {
     let mut recorder = Recorder::default();
-    let due = recorder.due(store, now)?;
+    let due = recorder.due(store, now, &[crate::store::Channel::Mail])?;
     outbox::flush(store, &mut MailChannel::new(smtp), &due, now, &mut recorder).await
 }
 

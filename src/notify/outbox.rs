@@ -194,6 +194,7 @@ impl Recorder {
         &mut self,
         store: &mut dyn Store,
         now: OffsetDateTime,
+        channels: &[crate::store::Channel],
     ) -> Result<Vec<OutboxMessage>, StoreError> {
         let pending: Vec<(i64, OffsetDateTime)> =
             self.unrecorded.iter().map(|(id, at)| (*id, *at)).collect();
@@ -202,7 +203,7 @@ impl Recorder {
                 self.unrecorded.remove(&id);
             }
         }
-        let mut due = store.claim_due(now, CLAIM_LEASE)?;
+        let mut due = store.claim_due(now, CLAIM_LEASE, channels)?;
         due.retain(|m| !self.unrecorded.contains_key(&m.id));
         Ok(due)
     }

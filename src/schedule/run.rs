@@ -19,7 +19,7 @@ use crate::notify::webhook::WebhookChannel;
 use crate::notify::{mail, webhook};
 use crate::observe::Status;
 use crate::settings::ProbeSettings;
-use crate::store::{NewMessage, RegionView, RegionalRun, Store, StoreError};
+use crate::store::{Channel, NewMessage, RegionView, RegionalRun, Store, StoreError};
 
 /// Sites probed at once.
 pub const CONCURRENCY: usize = 32;
@@ -522,8 +522,13 @@ pub async fn deliver_outbox(
     now: OffsetDateTime,
     recorder: &mut Recorder,
 ) -> Result<FlushSummary, StoreError> {
-    // One read of the outbox for every channel.
-    let due = recorder.due(store, now)?;
+    // One read of the outbox for every channel this prober can deliver on: mail needs an SMTP
+    // server; a webhook call carries its own URL.
+    let mut channels = vec![Channel::Webhook];
+    if config.smtp.is_some() {
+        channels.push(Channel::Mail);
+    }
+    let due = recorder.due(store, now, &channels)?;
     if due.is_empty() {
         return Ok(FlushSummary::default());
     }

@@ -368,13 +368,17 @@ pub trait Store: Send {
     /// store each deliver what they claimed, so none is sent by two of them; one that dies
     /// mid-delivery leaves its claims to the others once the lease runs out. A store with one
     /// writer (SQLite) has nobody to claim against: the due messages as they are.
+    /// Only deliveries on `channels` (those this prober can make) are claimed.
     fn claim_due(
         &mut self,
         now: OffsetDateTime,
         lease: Duration,
+        channels: &[Channel],
     ) -> Result<Vec<OutboxMessage>, StoreError> {
         let _ = lease;
-        self.due_messages(now)
+        let mut due = self.due_messages(now)?;
+        due.retain(|m| channels.contains(&m.channel));
+        Ok(due)
     }
     /// Whether several probers share this store's work (PostgreSQL): a region's due probes are
     /// then claimed from the store (`claim_sites`) instead of scheduled by each prober alone.

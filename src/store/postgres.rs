@@ -1109,19 +1109,23 @@ impl Store for PostgresStore {
         &mut self,
         now: OffsetDateTime,
         lease: Duration,
+        channels: &[Channel],
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        // Rows another prober is claiming right now are skipped, not waited for.
+        // Rows another prober is claiming right now are skipped, not waited for; deliveries
+        // on a channel this prober cannot make are left to one that can.
         let statement = self.statement(
             "UPDATE outbox SET next_attempt_at = $1 + $2
              WHERE id IN (SELECT id FROM outbox
                           WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
+                            AND channel = ANY($3::text[])
                           ORDER BY id FOR UPDATE SKIP LOCKED)
              RETURNING id, key, recipients, subject, body_text, body_html, attempts, channel, notification",
         )?;
         let lease = lease.as_secs() as i64;
+        let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
         let rows = wait(
             self.client()?
-                .query(&statement, &[&super::stamp_of(now), &lease]),
+                .query(&statement, &[&super::stamp_of(now), &lease, &channels]),
         );
         let rows = rows.map_err(|e| self.error(e))?;
         let mut claimed: Vec<OutboxMessage> = rows
