@@ -111,6 +111,18 @@ pub enum Notification {
     },
 }
 
+impl Notification {
+    /// The diagnosis it carries (an opening, a cause change, a reminder), to add evidence to.
+    pub fn diagnosis_mut(&mut self) -> Option<&mut Diagnosis> {
+        match self {
+            Notification::Opened { diagnosis, .. }
+            | Notification::CauseChanged { diagnosis, .. }
+            | Notification::Reminder { diagnosis, .. } => Some(diagnosis),
+            _ => None,
+        }
+    }
+}
+
 /// The key the prober's own connectivity state is kept under, beside the sites' (a site name
 /// cannot start with `@`).
 pub const PROBER: &str = "@prober";

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Barrier;
 
 use probe::alert::AlertPhase;
@@ -19,15 +18,7 @@ use probe::ProbeReport;
 use support::postgres::Postgres;
 use time::OffsetDateTime;
 
-fn report(name: &str) -> ProbeReport {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn at(minute: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000 + minute * 60).unwrap()
-}
+use support::{fixture as report, minute as at};
 
 /// The config every region runs, as that region.
 fn config(url: &str, sites: usize, quorum: u32, region: &str) -> Config {

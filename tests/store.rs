@@ -2,25 +2,17 @@
 //! outbox's never-lost / never-twice rules, incidents with their cause history, retention, and a
 //! writer killed with SIGKILL mid-stream leaving a sound file with whole runs only.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use probe::alert::{AlertPhase, AlertState};
 use probe::diagnose::Cause;
 use probe::store::{NewMessage, RunRecord, SqliteStore, Store};
-use probe::ProbeReport;
-use time::OffsetDateTime;
 
-fn report(name: &str) -> ProbeReport {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn at(minute: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000 + minute * 60).unwrap()
-}
+use support::{fixture as report, minute as at};
 
 fn message(key: &str) -> NewMessage {
     NewMessage {

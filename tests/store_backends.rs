@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,15 +16,7 @@ use probe::ProbeReport;
 use support::postgres::{Postgres, PASSWORD};
 use time::OffsetDateTime;
 
-fn report(name: &str) -> ProbeReport {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn at(minute: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000 + minute * 60).unwrap()
-}
+use support::{fixture as report, minute as at};
 
 fn message(key: &str) -> NewMessage {
     NewMessage {

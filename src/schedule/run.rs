@@ -307,18 +307,19 @@ pub fn decide_site(
             state: v.state.clone(),
         })
         .collect();
-    let mut run = verdict(config, site, report, now);
-    if views.len() > 1 {
-        // Several regions: the notification shows each one's view, and says when the failure
-        // is regional.
-        run.diagnosis
-            .evidence
-            .extend(region_lines(config, &votes, views, now));
-    }
-    let (next, notifications) =
+    let run = verdict(config, site, report, now);
+    let (next, mut notifications) =
         alert::quorum_step(current, &run, &votes, config.alerts.quorum, &config.alerts);
     if next == *current && notifications.is_empty() {
         return None;
+    }
+    if views.len() > 1 && !notifications.is_empty() {
+        // Several regions: the notification shows each one's view, and says when the failure
+        // is regional (written only when something is sent: most runs send nothing).
+        let lines = region_lines(config, &votes, views, now);
+        for diagnosis in notifications.iter_mut().filter_map(|n| n.diagnosis_mut()) {
+            diagnosis.evidence.extend(lines.iter().cloned());
+        }
     }
     for n in &notifications {
         tracing::warn!(site = %site.name, region = %config.region, key = %n.key(&site.name), "alert");

@@ -385,8 +385,9 @@ pub trait Store: Send {
     fn shares_work(&self) -> bool {
         false
     }
-    /// Makes the region's shared schedule hold exactly `sites` (name, interval in ms): new
-    /// ones due at once, spread over their first interval by `first_due_ms`; gone ones removed.
+    /// Makes the region's shared schedule hold exactly `sites` (name, interval in ms, first due
+    /// time in ms): new ones first due then (the caller spreads them over their first
+    /// interval), known ones keep their due time, gone ones are removed.
     fn sync_schedule(
         &mut self,
         region: &str,

@@ -592,16 +592,10 @@ impl PostgresStore {
         }
         let mut regions: HashMap<&str, Vec<RegionView>> = HashMap::new();
         for row in &seen {
-            let view = RegionView {
-                region: row.get(1),
-                at: self.time(row.get(2))?,
-                state: serde_json::from_str(row.get::<_, &str>(3))
-                    .map_err(|e| self.corrupt("region state", e))?,
-                seen: row
-                    .get::<_, Option<&str>>(4)
-                    .and_then(|s| serde_json::from_str(s).ok()),
-            };
-            regions.entry(row.get(0)).or_default().push(view);
+            regions
+                .entry(row.get(0))
+                .or_default()
+                .push(self.region_view(row)?);
         }
         let mut decided: Vec<(usize, AlertState, Vec<NewMessage>)> = Vec::new();
         for (index, run) in runs.iter().enumerate() {
@@ -765,6 +759,19 @@ impl PostgresStore {
             }
         }
         Ok(copied)
+    }
+
+    /// A region's view from a row of (site, region, at, state, seen).
+    fn region_view(&self, row: &Row) -> Result<RegionView, StoreError> {
+        Ok(RegionView {
+            region: row.get(1),
+            at: self.time(row.get(2))?,
+            state: serde_json::from_str(row.get::<_, &str>(3))
+                .map_err(|e| self.corrupt("region state", e))?,
+            seen: row
+                .get::<_, Option<&str>>(4)
+                .and_then(|s| serde_json::from_str(s).ok()),
+        })
     }
 
     fn outbox_row(&self, row: &Row) -> Result<OutboxMessage, StoreError> {
@@ -1336,16 +1343,7 @@ impl Store for PostgresStore {
             "SELECT site, region, at, state, seen FROM region_state ORDER BY site, region",
             &[],
             &mut |row| {
-                let view = RegionView {
-                    region: row.get(1),
-                    at: self.time(row.get(2))?,
-                    state: serde_json::from_str(row.get::<_, &str>(3))
-                        .map_err(|e| self.corrupt("region state", e))?,
-                    seen: row
-                        .get::<_, Option<&str>>(4)
-                        .and_then(|s| serde_json::from_str(s).ok()),
-                };
-                each(row.get::<_, &str>(0), view);
+                each(row.get::<_, &str>(0), self.region_view(row)?);
                 Ok(())
             },
         )

@@ -41,6 +41,18 @@ pub async fn run_json(args: &[&str]) -> (ProbeReport, serde_json::Value) {
     (report, serde_json::from_str(&text).unwrap())
 }
 
+/// A recorded lab report from `tests/fixtures/NAME.json`.
+pub fn fixture(name: &str) -> ProbeReport {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A fixed moment plus `minute` minutes: the store tests' compressed clock.
+pub fn minute(minute: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(1_800_000_000 + minute * 60).unwrap()
+}
+
 /// A child process, killed and reaped when dropped (however the test ends).
 pub struct Killed(pub Child);
 
