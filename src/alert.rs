@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::Alerts;
+use crate::diagnose::pattern::{self, RunRecord};
 use crate::diagnose::{Cause, Diagnosis};
 use crate::observe::Status;
 
@@ -48,6 +49,18 @@ pub struct AlertState {
     /// the next number into its key. 0 when none is open (and in states stored before it).
     #[serde(default)]
     pub notified: u32,
+    /// A site's warnings (degraded, confirmed on their own), beside its outages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<Box<AlertState>>,
+    /// A site's intermittent incident (failing now and then over its recent runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermittent: Option<Box<AlertState>>,
+    /// Certificates a notice went out for, until they are renewed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certs: Vec<CertSeen>,
+    /// A region's recent runs of the site, oldest first (bounded by `MAX_WINDOW_RUNS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RunRecord>,
 }
 
 impl Default for AlertState {
@@ -60,7 +73,136 @@ impl Default for AlertState {
             last_notified: None,
             incident: 0,
             notified: 0,
+            warning: None,
+            intermittent: None,
+            certs: Vec::new(),
+            history: Vec::new(),
         }
+    }
+}
+
+impl AlertState {
+    /// Healthy, with no incident open: the incident count, the other tracks and the history
+    /// stay.
+    pub fn closed(&self) -> AlertState {
+        AlertState {
+            phase: AlertPhase::Ok,
+            streak: 0,
+            cause: None,
+            since: None,
+            last_notified: None,
+            notified: 0,
+            ..self.clone()
+        }
+    }
+
+    /// An incident is open (confirmed, maybe recovering).
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, AlertPhase::Down | AlertPhase::Recovering)
+    }
+
+    /// The warning track (idle when none was kept).
+    pub fn warning(&self) -> AlertState {
+        self.warning.as_deref().cloned().unwrap_or_default()
+    }
+
+    /// The intermittent track (idle when none was kept).
+    pub fn intermittent(&self) -> AlertState {
+        self.intermittent.as_deref().cloned().unwrap_or_default()
+    }
+}
+
+/// How grave an incident is: its own state machine, its own notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Visitors get errors.
+    Down,
+    /// Working, but degraded (slow, the origin failing behind an edge that still serves, a
+    /// certificate near expiry).
+    Warning,
+    /// Failing now and then over the recent runs.
+    Intermittent,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Down => "down",
+            Severity::Warning => "warning",
+            Severity::Intermittent => "intermittent",
+        }
+    }
+
+    /// The part of a notification key that keeps each severity's incidents apart (none for
+    /// outages, whose keys predate severities).
+    fn key_part(self) -> &'static str {
+        match self {
+            Severity::Down => "",
+            Severity::Warning => "warning/",
+            Severity::Intermittent => "intermittent/",
+        }
+    }
+}
+
+/// A certificate a route presented, as its notices name it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertSeen {
+    /// Stable over runs: from its subject, issuer and expiry.
+    pub id: String,
+    /// `edge`, `origin`, or `edge and origin`.
+    pub route: String,
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: String,
+    pub days_left: i64,
+    /// A Cloudflare Origin CA certificate (renewed in Cloudflare's dashboard, not by an ACME
+    /// client).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub origin_ca: bool,
+    /// The smallest threshold a notice went out for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified: Option<i64>,
+}
+
+impl CertSeen {
+    /// The leaf certificates a report's routes presented, each once, with the whole days left
+    /// from `at` (the run's time) to their expiry.
+    pub fn all_of(report: &crate::engine::ProbeReport, at: OffsetDateTime) -> Vec<CertSeen> {
+        let mut seen: Vec<CertSeen> = Vec::new();
+        for o in &report.observations {
+            let Some(leaf) = o.tls.as_ref().and_then(|t| t.leaf()) else {
+                continue;
+            };
+            let id = crate::text::short_id(&format!(
+                "{}\n{}\n{}",
+                leaf.subject, leaf.issuer, leaf.not_after
+            ));
+            let route = o.route.as_str();
+            match seen.iter_mut().find(|c| c.id == id) {
+                Some(c) if !c.route.contains(route) => {
+                    c.route = "edge and origin".to_string();
+                }
+                Some(_) => {}
+                None => seen.push(CertSeen {
+                    id,
+                    route: route.to_string(),
+                    subject: leaf.subject.clone(),
+                    issuer: leaf.issuer.clone(),
+                    not_after: leaf.not_after.clone(),
+                    days_left: OffsetDateTime::parse(
+                        &leaf.not_after,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map_or(leaf.days_left, |end| {
+                        (end - at).whole_seconds().div_euclid(86_400)
+                    }),
+                    origin_ca: leaf.cloudflare_origin_ca,
+                    notified: None,
+                }),
+            }
+        }
+        seen
     }
 }
 
@@ -68,9 +210,14 @@ impl Default for AlertState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notification {
     /// An incident opened.
-    Opened { incident: u64, diagnosis: Diagnosis },
+    Opened {
+        severity: Severity,
+        incident: u64,
+        diagnosis: Diagnosis,
+    },
     /// The open incident's cause changed.
     CauseChanged {
+        severity: Severity,
         incident: u64,
         /// Its place among the incident's notifications (the opening is 1): a cause can come
         /// back within one incident, and each change is its own notification.
@@ -80,6 +227,7 @@ pub enum Notification {
     },
     /// The incident is still open.
     Reminder {
+        severity: Severity,
         incident: u64,
         /// Its place among the incident's notifications.
         sequence: u32,
@@ -87,7 +235,15 @@ pub enum Notification {
         diagnosis: Diagnosis,
     },
     /// The incident closed.
-    Recovered { incident: u64, lasted: Duration },
+    Recovered {
+        severity: Severity,
+        incident: u64,
+        lasted: Duration,
+    },
+    /// A certificate came within a threshold of its expiry (`threshold` days).
+    CertExpiring { cert: CertSeen, threshold: i64 },
+    /// A certificate a notice went out for is no longer presented: `by` replaced it.
+    CertRenewed { cert: CertSeen, by: CertSeen },
     /// The prober itself is cut off: every site and every control check failed in one run.
     /// `evidence` says what each of them saw.
     ConnectivityLost {
@@ -112,6 +268,21 @@ pub enum Notification {
 }
 
 impl Notification {
+    /// How grave it is (certificate notices are warnings; the probers' own notices are about
+    /// no site, and count as outages).
+    pub fn severity(&self) -> Severity {
+        match self {
+            Notification::Opened { severity, .. }
+            | Notification::CauseChanged { severity, .. }
+            | Notification::Reminder { severity, .. }
+            | Notification::Recovered { severity, .. } => *severity,
+            Notification::CertExpiring { .. } | Notification::CertRenewed { .. } => {
+                Severity::Warning
+            }
+            _ => Severity::Down,
+        }
+    }
+
     /// The diagnosis it carries (an opening, a cause change, a reminder), to add evidence to.
     pub fn diagnosis_mut(&mut self) -> Option<&mut Diagnosis> {
         match self {
@@ -142,28 +313,40 @@ impl Notification {
     /// can be recognised (it becomes the mail's Message-ID).
     pub fn key(&self, site: &str) -> String {
         match self {
-            Notification::Opened { incident, .. } => format!("{site}/{incident}/opened"),
+            Notification::Opened {
+                severity, incident, ..
+            } => format!("{site}/{}{incident}/opened", severity.key_part()),
             Notification::CauseChanged {
+                severity,
                 incident,
                 sequence,
                 diagnosis,
                 ..
             } => {
                 let cause = diagnosis.cause.as_str();
-                format!("{site}/{incident}/{sequence}/cause/{cause}")
+                let part = severity.key_part();
+                format!("{site}/{part}{incident}/{sequence}/cause/{cause}")
             }
             Notification::Reminder {
+                severity,
                 incident,
                 sequence,
                 open_for,
                 ..
             } => {
                 format!(
-                    "{site}/{incident}/{sequence}/reminder/{}",
+                    "{site}/{}{incident}/{sequence}/reminder/{}",
+                    severity.key_part(),
                     open_for.as_secs()
                 )
             }
-            Notification::Recovered { incident, .. } => format!("{site}/{incident}/recovered"),
+            Notification::Recovered {
+                severity, incident, ..
+            } => format!("{site}/{}{incident}/recovered", severity.key_part()),
+            Notification::CertExpiring { cert, threshold } => {
+                format!("{site}/cert/{}/{threshold}d", cert.id)
+            }
+            Notification::CertRenewed { cert, .. } => format!("{site}/cert/{}/renewed", cert.id),
             Notification::ConnectivityLost { incident, .. } => format!("{site}/{incident}/lost"),
             Notification::ConnectivityRestored { incident, .. } => {
                 format!("{site}/{incident}/restored")
@@ -196,9 +379,19 @@ pub fn step(
     run: &RunVerdict,
     policy: &Alerts,
 ) -> (AlertState, Vec<Notification>) {
+    step_as(state, run, run.failing(), policy, Severity::Down)
+}
+
+/// `step` for an incident of `severity`, the run `failing` by that severity's measure.
+fn step_as(
+    state: &AlertState,
+    run: &RunVerdict,
+    failing: bool,
+    policy: &Alerts,
+    severity: Severity,
+) -> (AlertState, Vec<Notification>) {
     let mut next = state.clone();
     let mut out = Vec::new();
-    let failing = run.failing();
     let cause = run.diagnosis.cause;
     match (state.phase, failing) {
         (AlertPhase::Ok, false) => {
@@ -224,6 +417,7 @@ pub fn step(
                 next.last_notified = Some(run.at);
                 next.notified = 1;
                 out.push(Notification::Opened {
+                    severity,
                     incident: next.incident,
                     diagnosis: run.diagnosis.clone(),
                 });
@@ -232,10 +426,7 @@ pub fn step(
             }
         }
         (AlertPhase::Suspect, false) => {
-            next = AlertState {
-                incident: state.incident,
-                ..AlertState::default()
-            };
+            next = state.closed();
         }
         (AlertPhase::Down | AlertPhase::Recovering, true) => {
             next.phase = AlertPhase::Down;
@@ -246,6 +437,7 @@ pub fn step(
                 next.last_notified = Some(run.at);
                 next.notified = state.notified + 1;
                 out.push(Notification::CauseChanged {
+                    severity,
                     incident: state.incident,
                     sequence: next.notified,
                     from,
@@ -258,6 +450,7 @@ pub fn step(
                 next.last_notified = Some(run.at);
                 next.notified = state.notified + 1;
                 out.push(Notification::Reminder {
+                    severity,
                     incident: state.incident,
                     sequence: next.notified,
                     open_for: state.since.map_or(Duration::ZERO, |s| elapsed(s, run.at)),
@@ -274,13 +467,11 @@ pub fn step(
             if streak >= policy.recover_runs {
                 let lasted = state.since.map_or(Duration::ZERO, |s| elapsed(s, run.at));
                 out.push(Notification::Recovered {
+                    severity,
                     incident: state.incident,
                     lasted,
                 });
-                next = AlertState {
-                    incident: state.incident,
-                    ..AlertState::default()
-                };
+                next = state.closed();
             } else {
                 next.phase = AlertPhase::Recovering;
                 next.streak = streak;
@@ -392,8 +583,10 @@ pub fn quorum_step(
             last_notified: Some(run.at),
             incident: site.incident + 1,
             notified: 1,
+            ..site.clone()
         };
         out.push(Notification::Opened {
+            severity: Severity::Down,
             incident: next.incident,
             diagnosis: run.diagnosis.clone(),
         });
@@ -401,13 +594,11 @@ pub fn quorum_step(
     } else if confirming.len() < needed {
         let lasted = site.since.map_or(Duration::ZERO, |s| elapsed(s, run.at));
         out.push(Notification::Recovered {
+            severity: Severity::Down,
             incident: site.incident,
             lasted,
         });
-        AlertState {
-            incident: site.incident,
-            ..AlertState::default()
-        }
+        site.closed()
     } else if run.failing() {
         if run.diagnosis.cause != site.cause.unwrap_or(Cause::Unknown)
             && confirming.iter().any(|v| v.state.cause == site.cause)
@@ -429,6 +620,290 @@ pub fn quorum_step(
     };
     if run.in_maintenance {
         out.clear();
+    }
+    (next, out)
+}
+
+/// Adds a run to a region's history of a site, keeping the last `MAX_WINDOW_RUNS`. Runs in a
+/// maintenance window are not kept: their failures were expected.
+pub fn remember(state: &mut AlertState, record: RunRecord, in_maintenance: bool) {
+    if in_maintenance {
+        return;
+    }
+    state.history.push(record);
+    let max = crate::config::MAX_WINDOW_RUNS as usize;
+    if state.history.len() > max {
+        let extra = state.history.len() - max;
+        state.history.drain(..extra);
+    }
+}
+
+/// What a site's run brings beyond the outage verdict: the certificates it saw and the
+/// thresholds they are judged by.
+#[derive(Debug, Clone, Copy)]
+pub struct SiteExtras<'a> {
+    pub certs: &'a [CertSeen],
+    /// Days before expiry, largest first.
+    pub cert_thresholds: &'a [i64],
+}
+
+/// Advances a site's every incident once a region has stepped its own state: the outage by the
+/// quorum (`quorum_step`), then the intermittent incident from the regions' histories, the
+/// warning from the run's degraded verdict, and the certificate notices. A graver incident
+/// opening folds a lighter one that is open (its opening says so): one site is never reported
+/// down and warned about at once.
+pub fn site_step(
+    site: &AlertState,
+    run: &RunVerdict,
+    votes: &[RegionVote],
+    quorum: u32,
+    policy: &Alerts,
+    extras: SiteExtras<'_>,
+) -> (AlertState, Vec<Notification>) {
+    let (mut next, mut out) = quorum_step(site, run, votes, quorum, policy);
+    let down = next.is_open();
+
+    let before = site.intermittent();
+    let (intermittent, notes) = intermittent_step(&before, run, votes, quorum, down, policy);
+    if down && before.is_open() {
+        fold(&mut out, &before, Severity::Intermittent);
+    }
+    out.extend(notes);
+
+    let before_warning = site.warning();
+    let graver = down || intermittent.is_open();
+    let (warning, notes) = if graver {
+        if before_warning.is_open() {
+            let folded_into = if down {
+                Severity::Down
+            } else {
+                Severity::Intermittent
+            };
+            fold_into(&mut out, &before_warning, folded_into);
+        }
+        (before_warning.closed(), Vec::new())
+    } else if run.failing() {
+        // The site is failing: the outage machine judges it, the warning waits.
+        (before_warning, Vec::new())
+    } else {
+        let degraded =
+            run.diagnosis.status == Status::Degraded && run.diagnosis.cause != Cause::CertExpiring;
+        step_as(
+            &before_warning,
+            run,
+            degraded,
+            &policy.for_warnings(),
+            Severity::Warning,
+        )
+    };
+    out.extend(notes);
+    if !run.in_maintenance {
+        let (certs, notes) = cert_step(&site.certs, extras.certs, extras.cert_thresholds);
+        next.certs = certs;
+        out.extend(notes);
+    }
+    next.intermittent = (intermittent != AlertState::default()).then(|| Box::new(intermittent));
+    next.warning = (warning != AlertState::default()).then(|| Box::new(warning));
+    if run.in_maintenance {
+        out.clear();
+    }
+    (next, out)
+}
+
+/// The open `lighter` incident ends inside the graver one opening now: its opening says so.
+fn fold(out: &mut [Notification], lighter: &AlertState, severity: Severity) {
+    let line = format!(
+        "the open {} incident #{} ({}, since {}) is part of this one",
+        severity.as_str(),
+        lighter.incident,
+        lighter.cause.unwrap_or(Cause::Unknown).as_str(),
+        lighter.since.map_or("?".to_string(), crate::text::rfc3339)
+    );
+    for n in out.iter_mut() {
+        if let Notification::Opened { diagnosis, .. } = n {
+            diagnosis.evidence.push(line.clone());
+        }
+    }
+}
+
+/// A warning folded into the graver incident (of `into`) opening in this run, or already open.
+fn fold_into(out: &mut [Notification], warning: &AlertState, into: Severity) {
+    let opening = out
+        .iter()
+        .any(|n| matches!(n, Notification::Opened { severity, .. } if *severity == into));
+    if opening {
+        fold(out, warning, Severity::Warning);
+    }
+}
+
+/// The intermittent incident: opens when enough live regions' recent runs show the site failing
+/// now and then (and it is not down), closes after a full window without a failure; folded
+/// (closed without a notice) when the site goes down. While closed, the track's `since` marks
+/// the last run of the last outage: the failures up to it belonged to that outage and do not
+/// count again.
+fn intermittent_step(
+    track: &AlertState,
+    run: &RunVerdict,
+    votes: &[RegionVote],
+    quorum: u32,
+    down: bool,
+    policy: &Alerts,
+) -> (AlertState, Vec<Notification>) {
+    let settings = &policy.intermittent;
+    if run.in_maintenance {
+        return (track.clone(), Vec::new());
+    }
+    if down {
+        let mark = AlertState {
+            since: Some(run.at),
+            ..track.closed()
+        };
+        return (mark, Vec::new());
+    }
+    if !settings.enabled {
+        return (track.closed(), Vec::new());
+    }
+    let counted_from = if track.is_open() { None } else { track.since };
+    let fresh = |history: &'_ [RunRecord]| -> usize {
+        counted_from.map_or(0, |mark| {
+            let mark = mark.unix_timestamp();
+            history
+                .iter()
+                .position(|r| r.at > mark)
+                .unwrap_or(history.len())
+        })
+    };
+    let (window, min) = (
+        settings.window_runs as usize,
+        settings.min_failures as usize,
+    );
+    let live: Vec<&RegionVote> = votes.iter().filter(|v| v.live).collect();
+    let showing: Vec<(&RegionVote, pattern::Intermittency)> = live
+        .iter()
+        .filter_map(|v| {
+            let history = &v.state.history[fresh(&v.state.history)..];
+            Some((*v, pattern::intermittency(history, window, min)?))
+        })
+        .collect();
+    let needed = regions_needed(quorum, votes);
+    let worst = showing
+        .iter()
+        .max_by_key(|(_, i)| i.failed)
+        .map(|(v, _)| *v);
+    let diagnosis = |v: &RegionVote| {
+        let mut d = pattern::diagnose(&v.state.history[fresh(&v.state.history)..], window);
+        if votes.len() > 1 {
+            d.evidence
+                .insert(0, format!("seen from region {}", v.region));
+        }
+        d
+    };
+    let mut out = Vec::new();
+    if !track.is_open() {
+        let Some(worst) = worst.filter(|_| showing.len() >= needed) else {
+            return (track.clone(), out);
+        };
+        let first_failure =
+            pattern::window(&worst.state.history[fresh(&worst.state.history)..], window)
+                .iter()
+                .find(|r| r.failed())
+                .and_then(|r| OffsetDateTime::from_unix_timestamp(r.at).ok());
+        let d = diagnosis(worst);
+        let next = AlertState {
+            phase: AlertPhase::Down,
+            streak: 0,
+            cause: Some(d.cause),
+            since: Some(first_failure.unwrap_or(run.at)),
+            last_notified: Some(run.at),
+            incident: track.incident + 1,
+            notified: 1,
+            ..AlertState::default()
+        };
+        out.push(Notification::Opened {
+            severity: Severity::Intermittent,
+            incident: next.incident,
+            diagnosis: d,
+        });
+        return (next, out);
+    }
+    if live
+        .iter()
+        .all(|v| pattern::clean_window(&v.state.history, window))
+    {
+        let lasted = track.since.map_or(Duration::ZERO, |s| elapsed(s, run.at));
+        out.push(Notification::Recovered {
+            severity: Severity::Intermittent,
+            incident: track.incident,
+            lasted,
+        });
+        return (track.closed(), out);
+    }
+    let mut next = track.clone();
+    let due = track
+        .last_notified
+        .is_some_and(|t| elapsed(t, run.at) >= policy.remind_every);
+    if let (true, Some(worst)) = (due, worst) {
+        next.last_notified = Some(run.at);
+        next.notified = track.notified + 1;
+        out.push(Notification::Reminder {
+            severity: Severity::Intermittent,
+            incident: track.incident,
+            sequence: next.notified,
+            open_for: track.since.map_or(Duration::ZERO, |s| elapsed(s, run.at)),
+            diagnosis: diagnosis(worst),
+        });
+    }
+    (next, out)
+}
+
+/// Certificate notices: one per certificate at each threshold it crosses (the smallest one
+/// crossed, once: a certificate first seen 2 days from expiry gets the 3-day notice only), and
+/// one when a route that presented it presents another. A route not seen this run (it failed
+/// before TLS) changes nothing.
+fn cert_step(
+    tracked: &[CertSeen],
+    seen: &[CertSeen],
+    thresholds: &[i64],
+) -> (Vec<CertSeen>, Vec<Notification>) {
+    let mut out = Vec::new();
+    let mut next: Vec<CertSeen> = Vec::new();
+    for cert in seen {
+        let before = tracked.iter().find(|c| c.id == cert.id);
+        let notified = before.and_then(|c| c.notified);
+        let crossed = thresholds
+            .iter()
+            .copied()
+            .filter(|t| cert.days_left < *t)
+            .min();
+        let mut kept = CertSeen {
+            notified,
+            ..cert.clone()
+        };
+        if let Some(threshold) = crossed.filter(|t| notified.is_none_or(|n| t < &n)) {
+            kept.notified = Some(threshold);
+            out.push(Notification::CertExpiring {
+                cert: kept.clone(),
+                threshold,
+            });
+        }
+        if kept.notified.is_some() {
+            next.push(kept);
+        }
+    }
+    for old in tracked {
+        if next.iter().any(|c| c.id == old.id) {
+            continue;
+        }
+        let replaced_by = seen.iter().find(|c| {
+            c.id != old.id && (c.route.contains(&old.route) || old.route.contains(&c.route))
+        });
+        match replaced_by {
+            Some(by) => out.push(Notification::CertRenewed {
+                cert: old.clone(),
+                by: by.clone(),
+            }),
+            None => next.push(old.clone()),
+        }
     }
     (next, out)
 }
@@ -484,6 +959,7 @@ pub fn connectivity_step(
                 last_notified: Some(at),
                 incident: state.incident + 1,
                 notified: 1,
+                ..AlertState::default()
             };
             let notice = Notification::ConnectivityLost {
                 incident: next.incident,
@@ -495,10 +971,7 @@ pub fn connectivity_step(
         (_, Some(_)) => (state.clone(), Vec::new()),
         (_, None) => {
             let lasted = state.since.map_or(Duration::ZERO, |s| elapsed(s, at));
-            let next = AlertState {
-                incident: state.incident,
-                ..AlertState::default()
-            };
+            let next = state.closed();
             let notice = Notification::ConnectivityRestored {
                 incident: state.incident,
                 lasted,
@@ -526,6 +999,8 @@ mod tests {
             recover_runs,
             quorum: 1,
             remind_every: Duration::from_secs(3600),
+            warning: Default::default(),
+            intermittent: Default::default(),
         }
     }
 
@@ -846,6 +1321,226 @@ mod tests {
             quorum_run(&p, 2, &mut site, &mut regions, 0, 1, Up),
             ["site/1/recovered"]
         );
+    }
+
+    /// One region, one site: steps the region (its history too) and then the site by
+    /// `site_step`, as the scheduler does. Returns the notifications' keys.
+    fn site_run(
+        p: &Alerts,
+        site: &mut AlertState,
+        region: &mut AlertState,
+        minute: i64,
+        cause: Cause,
+        certs: &[CertSeen],
+    ) -> Vec<String> {
+        site_run_notes(p, site, region, minute, cause, certs)
+            .iter()
+            .map(|n| n.key("site"))
+            .collect()
+    }
+
+    fn site_run_notes(
+        p: &Alerts,
+        site: &mut AlertState,
+        region: &mut AlertState,
+        minute: i64,
+        cause: Cause,
+        certs: &[CertSeen],
+    ) -> Vec<Notification> {
+        let run = verdict(minute, cause);
+        let (mut own, _) = step(region, &run, p);
+        let failure = (run.diagnosis.status == Status::Down).then_some(pattern::Failure {
+            cause,
+            code: Some(502),
+            wait_ms: 300.0,
+            failed: 1,
+            of: 1,
+            hidden: false,
+        });
+        let record = RunRecord {
+            at: run.at.unix_timestamp(),
+            status: run.diagnosis.status,
+            cause,
+            failure,
+            page_ms: None,
+            static_ms: None,
+        };
+        remember(&mut own, record, false);
+        *region = own;
+        let votes = [RegionVote {
+            region: "default".into(),
+            live: true,
+            state: region.clone(),
+        }];
+        let extras = SiteExtras {
+            certs,
+            cert_thresholds: &[14, 7, 3, 1],
+        };
+        let (next, out) = site_step(site, &run, &votes, 1, p, extras);
+        *site = next;
+        out
+    }
+
+    #[test]
+    fn a_warning_is_confirmed_on_its_own_and_folded_into_an_outage() {
+        let p = policy(1, 2);
+        let (mut site, mut region) = (AlertState::default(), AlertState::default());
+        let mut sent = Vec::new();
+        for minute in 0..5 {
+            sent.extend(site_run(
+                &p,
+                &mut site,
+                &mut region,
+                minute,
+                Cause::Slow,
+                &[],
+            ));
+        }
+        // Confirmed after 3 degraded runs (the warning default), once.
+        assert_eq!(sent, ["site/warning/1/opened"]);
+        // The site goes down: the outage opens and says the warning is part of it; no warning
+        // is closed on its own.
+        let notes = site_run_notes(&p, &mut site, &mut region, 5, Fpm, &[]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let Notification::Opened {
+            severity: Severity::Down,
+            diagnosis,
+            ..
+        } = &notes[0]
+        else {
+            panic!("{notes:?}")
+        };
+        assert!(diagnosis
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("the open warning incident #1 (slow")));
+        assert!(!site.warning().is_open());
+        // Back up, then degraded again: a new warning, numbered 2, only after 3 more runs.
+        let mut sent = Vec::new();
+        for minute in 6..8 {
+            sent.extend(site_run(&p, &mut site, &mut region, minute, Up, &[]));
+        }
+        for minute in 8..11 {
+            sent.extend(site_run(
+                &p,
+                &mut site,
+                &mut region,
+                minute,
+                Cause::Slow,
+                &[],
+            ));
+        }
+        for minute in 11..14 {
+            sent.extend(site_run(&p, &mut site, &mut region, minute, Up, &[]));
+        }
+        assert_eq!(
+            sent,
+            [
+                "site/1/recovered",
+                "site/warning/2/opened",
+                "site/warning/2/recovered"
+            ]
+        );
+    }
+
+    fn cert(days_left: i64, not_after: &str) -> CertSeen {
+        CertSeen {
+            id: crate::text::short_id(not_after),
+            route: "origin".into(),
+            subject: "CN=probe.test".into(),
+            issuer: "CN=Lab CA".into(),
+            not_after: not_after.into(),
+            days_left,
+            origin_ca: false,
+            notified: None,
+        }
+    }
+
+    #[test]
+    fn each_certificate_threshold_is_noticed_once_and_a_renewal_closes_it() {
+        let p = policy(1, 2);
+        let (mut site, mut region) = (AlertState::default(), AlertState::default());
+        let mut sent = Vec::new();
+        let old = |days| cert(days, "2027-01-20");
+        for (minute, days) in [(0, 20), (1, 13), (2, 13), (3, 6), (4, 6), (5, 2), (6, 2)] {
+            let seen = [old(days)];
+            sent.extend(site_run(&p, &mut site, &mut region, minute, Up, &seen));
+        }
+        let id = old(0).id;
+        assert_eq!(
+            sent,
+            [
+                format!("site/cert/{id}/14d"),
+                format!("site/cert/{id}/7d"),
+                format!("site/cert/{id}/3d")
+            ]
+        );
+        // A run that saw no certificate (the origin failed before TLS) changes nothing; the
+        // new certificate closes the notice, once.
+        assert!(site_run(&p, &mut site, &mut region, 7, Up, &[]).is_empty());
+        let new = [cert(90, "2027-04-20")];
+        assert_eq!(
+            site_run(&p, &mut site, &mut region, 8, Up, &new),
+            [format!("site/cert/{id}/renewed")]
+        );
+        assert!(site_run(&p, &mut site, &mut region, 9, Up, &new).is_empty());
+        assert!(site.certs.is_empty());
+        // First seen 2 days before expiry: the 3-day notice alone.
+        let late = [cert(2, "2027-05-01")];
+        let keys = site_run(&p, &mut site, &mut region, 10, Up, &late);
+        assert_eq!(keys, [format!("site/cert/{}/3d", late[0].id)]);
+    }
+
+    #[test]
+    fn a_site_failing_every_other_run_opens_one_intermittent_incident() {
+        // Confirmation over 2 runs never confirms it down; the history does.
+        let p = policy(2, 2);
+        let (mut site, mut region) = (AlertState::default(), AlertState::default());
+        let mut sent = Vec::new();
+        for minute in 0..20 {
+            let cause = if minute % 2 == 1 { Fpm } else { Up };
+            sent.extend(site_run(&p, &mut site, &mut region, minute, cause, &[]));
+        }
+        assert_eq!(sent, ["site/intermittent/1/opened"]);
+        // The opening came with the third failure, and its evidence quotes the history.
+        assert_eq!(site.intermittent().since, Some(verdict(1, Up).at));
+        // A full window (20 runs) without failure closes it, once.
+        let mut sent = Vec::new();
+        for minute in 20..45 {
+            sent.extend(site_run(&p, &mut site, &mut region, minute, Up, &[]));
+        }
+        assert_eq!(sent, ["site/intermittent/1/recovered"]);
+    }
+
+    #[test]
+    fn an_outage_folds_the_intermittent_incident_and_its_failures_do_not_reopen_it() {
+        let p = policy(2, 2);
+        let (mut site, mut region) = (AlertState::default(), AlertState::default());
+        let mut sent = Vec::new();
+        for minute in 0..8 {
+            let cause = if minute % 2 == 1 { Fpm } else { Up };
+            sent.extend(site_run(&p, &mut site, &mut region, minute, cause, &[]));
+        }
+        for minute in 8..12 {
+            sent.extend(site_run(&p, &mut site, &mut region, minute, Fpm, &[]));
+        }
+        for minute in 12..16 {
+            sent.extend(site_run(&p, &mut site, &mut region, minute, Up, &[]));
+        }
+        assert_eq!(
+            sent,
+            [
+                "site/intermittent/1/opened",
+                "site/1/opened",
+                "site/1/recovered"
+            ]
+        );
+        // Failing now and then again after the outage: a new intermittent incident.
+        for minute in 16..22 {
+            let cause = if minute % 2 == 1 { Fpm } else { Up };
+            sent.extend(site_run(&p, &mut site, &mut region, minute, cause, &[]));
+        }
+        assert_eq!(sent.last().unwrap(), "site/intermittent/2/opened");
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n    origin: [203.0.113.10]\n",
-            "probes.yaml:3:5: sites[0].origin: unknown field `origin`, expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, alert_to",
+            "probes.yaml:3:5: sites[0].origin: unknown field `origin`, expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, alert_to",
         ),
         (
             "sites: example.com\n",
@@ -207,6 +207,26 @@ fn broken_files_get_exact_messages() {
             "probes.yaml:4:13: maintenance[0].sites[0]: no site is named \"shop\"",
         ),
         ("sites: []\n", "probes.yaml:1:1: sites: no site to probe: add at least one under `sites:`"),
+        (
+            "sites:\n  - url: example.com\n    cert_warning_days: [14, 0]\n",
+            "probes.yaml:3:24: sites[0].cert_warning_days: 0: a threshold is 1 to 400 days before expiry",
+        ),
+        (
+            "defaults:\n  cert_warning_days: two weeks\nsites:\n  - url: example.com\n",
+            "probes.yaml:2:3: defaults.cert_warning_days: invalid type: string \"two weeks\", expected a number of days or a list of them, e.g. [14, 7, 3, 1]",
+        ),
+        (
+            "sites:\n  - url: example.com\n    burst: 6\n",
+            "probes.yaml:3:12: sites[0].burst: 6: burst is 1 to 5",
+        ),
+        (
+            "sites:\n  - url: example.com\nalerts:\n  intermittent:\n    window_runs: 10\n    min_failures: 11\n",
+            "probes.yaml:6:19: alerts.intermittent.min_failures: must be 1 to window_runs (10)",
+        ),
+        (
+            "sites:\n  - url: example.com\nalerts:\n  warning:\n    confirm: 2\n",
+            "probes.yaml:5:5: alerts.warning.confirm: unknown field `confirm`, expected one of confirm_runs, recover_runs, remind_every",
+        ),
         (
             "sites:\n  - name: \"@prober\"\n    url: example.com\n",
             "probes.yaml:2:11: sites[0].name: \"@prober\": names starting with '@' are reserved for the prober itself",

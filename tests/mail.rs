@@ -39,6 +39,7 @@ fn smtp(port: u16, ca: &str, password_env: &str) -> Smtp {
 fn queue_opened(store: &mut SqliteStore, now: OffsetDateTime) -> String {
     let report = report("edge_stale_fastcgi_socket");
     let notification = Notification::Opened {
+        severity: probe::alert::Severity::Down,
         incident: 1,
         diagnosis: report.diagnosis.clone(),
     };
@@ -204,6 +205,7 @@ async fn a_wrong_password_keeps_the_mail_queued() {
 fn queue_for(store: &mut SqliteStore, now: OffsetDateTime, recipients: &[&str]) {
     let report = report("edge_stale_fastcgi_socket");
     let notification = Notification::Opened {
+        severity: probe::alert::Severity::Down,
         incident: 1,
         diagnosis: report.diagnosis.clone(),
     };
@@ -418,6 +420,8 @@ async fn a_cause_flipping_back_and_forth_sends_every_change_once_in_order() {
         recover_runs: 2,
         quorum: 1,
         remind_every: Duration::from_secs(24 * 3600),
+        warning: Default::default(),
+        intermittent: Default::default(),
     };
     let a = report("edge_stale_fastcgi_socket");
     let b = report("edge_blocked_refused");

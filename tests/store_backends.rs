@@ -39,6 +39,7 @@ fn down(incident: u64, cause: Cause, since: i64) -> AlertState {
         last_notified: Some(at(since)),
         incident,
         notified: 1,
+        ..AlertState::default()
     }
 }
 

@@ -109,6 +109,7 @@ pub fn rediagnose(text: &str) -> Result<ProbeReport, String> {
         resolution: recorded.resolution,
         observations: recorded.observations,
         cloudflare_edge_declared: recorded.cloudflare_edge_declared,
+        hidden_failure: None,
     })
 }
 

@@ -34,7 +34,60 @@ pub struct AlertConfig {
     /// whose probers have not reported on the site for 3 intervals are not waited for.
     #[schemars(with = "Option<u32>", range(min = 1))]
     pub quorum: Option<Spanned<u32>>,
+    /// How warnings (a degraded site: slow, the origin failing behind an edge that still
+    /// serves) are confirmed, closed and repeated.
+    #[serde(default)]
+    pub warning: WarningConfig,
+    /// When a site that is not down counts as failing now and then.
+    #[serde(default)]
+    pub intermittent: IntermittentConfig,
 }
+
+/// `alerts.warning:`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarningConfig {
+    /// Consecutive degraded runs before a warning opens (default 3).
+    pub confirm_runs: Option<u32>,
+    /// Consecutive runs without it before a warning closes (default 3).
+    pub recover_runs: Option<u32>,
+    /// Repeat an open warning this often (default `24h`).
+    #[schemars(with = "Option<String>")]
+    pub remind_every: Option<Text>,
+}
+
+/// `alerts.intermittent:`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntermittentConfig {
+    /// Off with `false` (default true).
+    pub enabled: Option<bool>,
+    /// The runs looked back over (2-100, default 20).
+    #[schemars(with = "Option<u32>", range(min = 2, max = 100))]
+    pub window_runs: Option<Spanned<u32>>,
+    /// Failed runs within the window that open an intermittent incident (default 3).
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub min_failures: Option<Spanned<u32>>,
+}
+
+/// Warning settings with defaults applied.
+#[derive(Debug, Clone)]
+pub struct WarningPolicy {
+    pub confirm_runs: u32,
+    pub recover_runs: u32,
+    pub remind_every: Duration,
+}
+
+/// Intermittency settings with defaults applied.
+#[derive(Debug, Clone)]
+pub struct IntermittentPolicy {
+    pub enabled: bool,
+    pub window_runs: u32,
+    pub min_failures: u32,
+}
+
+/// Most runs a site's history keeps (and so the widest window).
+pub const MAX_WINDOW_RUNS: u32 = 100;
 
 /// Alert settings with defaults applied.
 #[derive(Debug, Clone)]
@@ -47,6 +100,40 @@ pub struct Alerts {
     pub remind_every: Duration,
     /// Regions that must confirm a site down (at least 1).
     pub quorum: u32,
+    pub warning: WarningPolicy,
+    pub intermittent: IntermittentPolicy,
+}
+
+impl Alerts {
+    /// The policy warnings are stepped with (the down machine's, with the warning's numbers).
+    pub fn for_warnings(&self) -> Alerts {
+        Alerts {
+            confirm_runs: self.warning.confirm_runs,
+            recover_runs: self.warning.recover_runs,
+            remind_every: self.warning.remind_every,
+            ..self.clone()
+        }
+    }
+}
+
+impl Default for WarningPolicy {
+    fn default() -> Self {
+        Self {
+            confirm_runs: 3,
+            recover_runs: 3,
+            remind_every: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Default for IntermittentPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_runs: 20,
+            min_failures: 3,
+        }
+    }
 }
 
 pub fn check(checker: &mut Checker, raw: &AlertConfig) -> Alerts {
@@ -57,7 +144,55 @@ pub fn check(checker: &mut Checker, raw: &AlertConfig) -> Alerts {
             "must be at least 1 (the number of regions that confirm a site down)",
         );
     }
+    let defaults = WarningPolicy::default();
+    let warning = WarningPolicy {
+        confirm_runs: raw
+            .warning
+            .confirm_runs
+            .unwrap_or(defaults.confirm_runs)
+            .max(1),
+        recover_runs: raw
+            .warning
+            .recover_runs
+            .unwrap_or(defaults.recover_runs)
+            .max(1),
+        remind_every: checker.duration(
+            raw.warning.remind_every.as_ref(),
+            "alerts.warning.remind_every",
+            defaults.remind_every,
+            None,
+        ),
+    };
+    let raw_i = &raw.intermittent;
+    let window_runs = raw_i.window_runs.as_ref().map_or(20, |w| w.value);
+    if let Some(w) = raw_i.window_runs.as_ref() {
+        if !(2..=MAX_WINDOW_RUNS).contains(&w.value) {
+            checker.problem(
+                w,
+                "alerts.intermittent.window_runs",
+                format!("must be 2 to {MAX_WINDOW_RUNS} runs"),
+            );
+        }
+    }
+    let window_runs = window_runs.clamp(2, MAX_WINDOW_RUNS);
+    let min_failures = raw_i.min_failures.as_ref().map_or(3, |m| m.value);
+    if let Some(m) = raw_i.min_failures.as_ref() {
+        if m.value == 0 || m.value > window_runs {
+            checker.problem(
+                m,
+                "alerts.intermittent.min_failures",
+                format!("must be 1 to window_runs ({window_runs})"),
+            );
+        }
+    }
+    let intermittent = IntermittentPolicy {
+        enabled: raw_i.enabled.unwrap_or(true),
+        window_runs,
+        min_failures: min_failures.clamp(1, window_runs),
+    };
     Alerts {
+        warning,
+        intermittent,
         quorum: raw.quorum.as_ref().map_or(1, |q| q.value.max(1)),
         to: checker.emails(&raw.to, "alerts.to"),
         confirm_retries: raw.confirm_retries.unwrap_or(2),

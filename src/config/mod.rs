@@ -24,7 +24,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-pub use alerts::{AlertConfig, Alerts};
+pub use alerts::{AlertConfig, Alerts, IntermittentPolicy, WarningPolicy, MAX_WINDOW_RUNS};
 pub use feeds::{Feeds, FeedsConfig};
 pub use maintenance::{MaintenanceConfig, MaintenanceWindow};
 pub use problems::{ConfigError, ConfigProblem};
@@ -346,6 +346,11 @@ fn syntax_problem(e: &serde_saphyr::Error, path: Option<&str>, max_nodes: usize)
         Some(p) if !p.is_empty() && p != "." && !budget => p.to_string(),
         _ => "(top)".to_string(),
     };
+    // A value kept with its place is read through a wrapper whose one field is `value`: the
+    // user wrote the key before it.
+    if let Some(field) = path.strip_suffix(".value") {
+        path = field.to_string();
+    }
     // The deserializer names a key it has not matched to a field `?`: a repeated key is known.
     if let serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } = e {
         if let Some(parent) = path.strip_suffix('?') {

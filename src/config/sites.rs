@@ -27,9 +27,18 @@ pub struct SiteDefaults {
     /// Deadline per request, all phases included (e.g. `10s`, at most 10m). Default 10s.
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Text>,
-    /// A certificate this many days from expiry degrades the site. Default 14.
-    #[schemars(with = "Option<u32>")]
-    pub cert_warning_days: Option<Box<Spanned<u32>>>,
+    /// Days before a certificate's expiry at which a notice goes out, each once per
+    /// certificate (one number is one threshold); the largest also degrades the site.
+    /// Default `[14, 7, 3, 1]`.
+    #[schemars(with = "Option<CertDays>")]
+    pub cert_warning_days: Option<Box<Spanned<CertDays>>>,
+    /// Each request made this many times, one after the other (1-5). Default 1.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 5))]
+    pub samples: Option<Box<Spanned<u32>>>,
+    /// The page requested this many times at once on each route (1-5), to expose a listen
+    /// backlog that overflows under load. Default 1 (off).
+    #[schemars(with = "Option<u32>", range(min = 1, max = 5))]
+    pub burst: Option<Box<Spanned<u32>>>,
     /// Statuses the page may answer with while healthy. Default: any 2xx or 3xx.
     #[schemars(with = "Option<Vec<u16>>")]
     pub expect_status: Option<Vec<Spanned<u16>>>,
@@ -45,6 +54,56 @@ pub struct SiteDefaults {
     /// The edge is Cloudflare although its address is outside Cloudflare's published ranges (a
     /// Cloudflare Tunnel, a private edge address): its headers count as proof. Default false.
     pub cloudflare_edge: Option<bool>,
+}
+
+/// `cert_warning_days`: one threshold, or several.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(untagged)]
+pub enum CertDays {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl<'de> Deserialize<'de> for CertDays {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Days;
+        impl<'de> serde::de::Visitor<'de> for Days {
+            type Value = CertDays;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of days or a list of them, e.g. [14, 7, 3, 1]")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<CertDays, E> {
+                u32::try_from(v)
+                    .map(CertDays::One)
+                    .map_err(|_| E::custom(format!("{v}: too many days")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<CertDays, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("{v}: a number of days is not negative")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CertDays, A::Error> {
+                let mut days = Vec::new();
+                while let Some(d) = seq.next_element::<u32>()? {
+                    days.push(d);
+                }
+                Ok(CertDays::Many(days))
+            }
+        }
+        deserializer.deserialize_any(Days)
+    }
+}
+
+impl CertDays {
+    fn to_vec(&self) -> Vec<u32> {
+        match self {
+            CertDays::One(days) => vec![*days],
+            CertDays::Many(days) => days.clone(),
+        }
+    }
 }
 
 // Settings a site seldom sets are boxed: a list of 100,000 sites is read whole before it is
@@ -73,8 +132,12 @@ pub struct SiteConfig {
     pub interval: Option<Box<Text>>,
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Box<Text>>,
-    #[schemars(with = "Option<u32>")]
-    pub cert_warning_days: Option<Box<Spanned<u32>>>,
+    #[schemars(with = "Option<CertDays>")]
+    pub cert_warning_days: Option<Box<Spanned<CertDays>>>,
+    #[schemars(with = "Option<u32>", range(min = 1, max = 5))]
+    pub samples: Option<Box<Spanned<u32>>>,
+    #[schemars(with = "Option<u32>", range(min = 1, max = 5))]
+    pub burst: Option<Box<Spanned<u32>>>,
     #[schemars(with = "Option<Vec<u16>>")]
     pub expect_status: Option<Vec<Spanned<u16>>>,
     #[schemars(with = "Option<u32>")]
@@ -245,7 +308,22 @@ impl<'a> SiteChecker<'a> {
             &at,
             "cert_warning_days",
         ) {
-            input.cert_warning_days = Some(written(days, path));
+            let place = written(days, path);
+            input.cert_warning_days =
+                Some(settings::Written::new(place.value.to_vec(), place.place));
+        }
+        for (field, own, default, slot) in [
+            (
+                "samples",
+                &site.samples,
+                &defaults.samples,
+                &mut input.samples,
+            ),
+            ("burst", &site.burst, &defaults.burst, &mut input.burst),
+        ] {
+            if let Some((n, path)) = inherited(own, default, &at, field) {
+                *slot = Some(written(n, path));
+            }
         }
         input.cloudflare_edge = site
             .cloudflare_edge

@@ -6,6 +6,7 @@
 //! application), and the first that fits names the cause.
 
 mod advice;
+pub mod pattern;
 pub mod recognise;
 mod rules;
 

@@ -10,8 +10,9 @@ use super::{Alternative, Cause, Confidence, Diagnosis};
 /// Thresholds the rules use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiagnoseSettings {
-    /// A certificate expiring within this many days degrades the site.
-    pub cert_warning_days: i64,
+    /// Days before a certificate's expiry at which a notice goes out, largest first (never
+    /// empty): a certificate within the largest degrades the site.
+    pub cert_warning_days: Vec<i64>,
     /// A healthy answer slower than this (time to first byte) degrades the site.
     pub slow_ttfb_ms: f64,
     /// Statuses the page may answer with while healthy (e.g. 401 for a site behind a login);
@@ -25,11 +26,18 @@ pub struct DiagnoseSettings {
 impl Default for DiagnoseSettings {
     fn default() -> Self {
         Self {
-            cert_warning_days: 14,
+            cert_warning_days: vec![14, 7, 3, 1],
             slow_ttfb_ms: 2000.0,
             expect_status: Vec::new(),
             cloudflare_edge_declared: false,
         }
+    }
+}
+
+impl DiagnoseSettings {
+    /// Days before expiry from which a certificate degrades the site: the largest threshold.
+    pub fn cert_window(&self) -> i64 {
+        self.cert_warning_days.first().copied().unwrap_or(14)
     }
 }
 
@@ -408,10 +416,20 @@ fn failing_chain(view: &View<'_>) -> Option<Verdict> {
         origin_cause(&view.edge_page, &view.edge_static, true)
     }?;
     if !edge_fails {
+        // The hop that broke is behind an edge that still serves: say what visitors get first.
         verdict.confidence = verdict.confidence.min(Confidence::Medium);
-        verdict
-            .summary
-            .push_str(" Visitors are still served through the edge (cached, or another origin).");
+        let cached = view.edge_page.iter().any(|o| {
+            o.response
+                .as_ref()
+                .and_then(|r| r.headers.cf_cache_status.as_deref())
+                .is_some_and(|s| matches!(s, "HIT" | "STALE" | "UPDATING" | "REVALIDATED"))
+        });
+        let served = if cached {
+            "Visitors get cached pages from the edge"
+        } else {
+            "Visitors are still served through the edge (cached pages, or another origin)"
+        };
+        verdict.summary = format!("{served}; behind it: {}", lowercase_first(&verdict.summary));
     } else if !origin_fails && !view.origin_page.is_empty() {
         verdict.confidence = verdict.confidence.min(Confidence::Medium);
         verdict.summary.push_str(" The origin answers us directly: the failure is intermittent or limited to the edge's path.");
@@ -686,7 +704,7 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
         let cert = tls
             .chain
             .iter()
-            .find(|c| (0..settings.cert_warning_days).contains(&c.days_left))?;
+            .find(|c| (0..settings.cert_window()).contains(&c.days_left))?;
         Some((*o, cert))
     });
     if let Some((o, cert)) = expiring {
@@ -941,6 +959,14 @@ fn who(o: &Observation) -> String {
     match (o.route, o.address) {
         (Route::Origin, Some(a)) => format!("origin {a} {}", o.path_role.as_str()),
         _ => format!("{} {}", o.route.as_str(), o.path_role.as_str()),
+    }
+}
+
+pub(super) fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 

@@ -58,6 +58,10 @@ pub struct ProbeReport {
     /// although its address may be outside Cloudflare's ranges; absent when not.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cloudflare_edge_declared: bool,
+    /// A scheduled run only: an earlier attempt of this run failed and a retry replaced it.
+    /// The run is judged on the last attempt; the failure still counts in the site's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_failure: Option<crate::diagnose::pattern::Failure>,
 }
 
 /// ALPN we offer: HTTP/2 first, as browsers do.
@@ -131,12 +135,23 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
     // The requests run side by side in this task (a probe mostly waits): a task per request
     // would cost more hand-offs between threads than it saves.
     let (samples, follow) = (settings.shared.samples, settings.shared.follow_redirects);
+    let burst = settings.shared.burst.max(1);
     let runs = requests.iter().enumerate().map(|(index, request)| {
         let shared = &shared;
         async move {
-            let mut observations = Vec::with_capacity(samples as usize);
-            for sample in 1..=samples {
-                observations.push(observe_following(shared, request, sample, follow).await);
+            // A burst asks for the page several times at once: a listen backlog that
+            // overflows under load shows as fast 502s beside answered requests.
+            let at_once = if request.path_role == crate::observe::PathRole::Page {
+                burst
+            } else {
+                1
+            };
+            let mut observations = Vec::with_capacity((samples * at_once) as usize);
+            for round in 0..samples {
+                let first = round * at_once + 1;
+                let wave = (first..first + at_once)
+                    .map(|sample| observe_following(shared, request, sample, follow));
+                observations.extend(futures_util::future::join_all(wave).await);
             }
             (index, observations)
         }
@@ -167,6 +182,7 @@ pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeEr
         resolution,
         observations,
         cloudflare_edge_declared: settings.shared.diagnose.cloudflare_edge_declared,
+        hidden_failure: None,
     })
 }
 

@@ -26,7 +26,7 @@ use lettre::transport::smtp::response::Response;
 use lettre::Message;
 use time::OffsetDateTime;
 
-use crate::alert::Notification;
+use crate::alert::{CertSeen, Notification, Severity};
 use crate::config::{Smtp, SmtpSecurity};
 use crate::diagnose::Diagnosis;
 use crate::notify::outbox::{self, stable_id, Channel, DeliveryError, FlushSummary, Recorder};
@@ -44,8 +44,14 @@ pub fn render(
     let site = printable(site);
     let url = printable(url);
     let mut evidence: &[String] = &[];
+    let cert_lines: Vec<String>;
+    let mut steps: Vec<String> = Vec::new();
     let (subject, lead, diagnosis) = match notification {
-        Notification::Opened { diagnosis, .. } => (
+        Notification::Opened {
+            severity: Severity::Down,
+            diagnosis,
+            ..
+        } => (
             format!(
                 "[DOWN] {site}: {} ({})",
                 diagnosis.cause.title(),
@@ -54,41 +60,141 @@ pub fn render(
             format!("{site} is down."),
             Some(diagnosis),
         ),
-        Notification::CauseChanged {
-            from, diagnosis, ..
+        Notification::Opened {
+            severity,
+            diagnosis,
+            ..
         } => (
             format!(
-                "[CHANGED] {site}: now {} ({}, was {})",
+                "{} {site}: {} ({})",
+                prefix(*severity),
                 diagnosis.cause.title(),
-                diagnosis.cause.as_str(),
-                from.as_str()
+                diagnosis.cause.as_str()
             ),
+            match severity {
+                Severity::Intermittent => format!(
+                    "{site} fails now and then: some visitors get errors while the site is not down."
+                ),
+                _ => format!("{site} works, but not as it should."),
+            },
+            Some(diagnosis),
+        ),
+        Notification::CauseChanged {
+            severity,
+            from,
+            diagnosis,
+            ..
+        } => (
+            match severity {
+                Severity::Down => format!(
+                    "[CHANGED] {site}: now {} ({}, was {})",
+                    diagnosis.cause.title(),
+                    diagnosis.cause.as_str(),
+                    from.as_str()
+                ),
+                _ => format!(
+                    "{} {site}: now {} ({}, was {})",
+                    prefix(*severity),
+                    diagnosis.cause.title(),
+                    diagnosis.cause.as_str(),
+                    from.as_str()
+                ),
+            },
             format!(
-                "{site} is still down, for another reason: {} → {}.",
+                "{site} is still {}, for another reason: {} → {}.",
+                state_word(*severity),
                 from.as_str(),
                 diagnosis.cause.as_str()
             ),
             Some(diagnosis),
         ),
         Notification::Reminder {
+            severity,
             open_for,
             diagnosis,
             ..
         } => (
+            match severity {
+                Severity::Down => format!(
+                    "[STILL DOWN] {site}: {} ({}) for {}",
+                    diagnosis.cause.title(),
+                    diagnosis.cause.as_str(),
+                    human(*open_for)
+                ),
+                _ => format!(
+                    "{} {site}: still {} ({}) after {}",
+                    prefix(*severity),
+                    state_word(*severity),
+                    diagnosis.cause.as_str(),
+                    human(*open_for)
+                ),
+            },
             format!(
-                "[STILL DOWN] {site}: {} ({}) for {}",
-                diagnosis.cause.title(),
-                diagnosis.cause.as_str(),
+                "{site} has been {} for {}.",
+                state_word(*severity),
                 human(*open_for)
             ),
-            format!("{site} has been down for {}.", human(*open_for)),
             Some(diagnosis),
         ),
-        Notification::Recovered { lasted, .. } => (
+        Notification::Recovered {
+            severity: Severity::Down,
+            lasted,
+            ..
+        } => (
             format!("[RECOVERED] {site} after {}", human(*lasted)),
             format!("{site} answers again after {} down.", human(*lasted)),
             None,
         ),
+        Notification::Recovered {
+            severity, lasted, ..
+        } => (
+            format!("{} {site}: resolved after {}", prefix(*severity), human(*lasted)),
+            match severity {
+                Severity::Intermittent => format!(
+                    "{site} has not failed for a full window of runs: the intermittent incident is closed after {}.",
+                    human(*lasted)
+                ),
+                _ => format!(
+                    "{site} is no longer degraded, after {}.",
+                    human(*lasted)
+                ),
+            },
+            None,
+        ),
+        Notification::CertExpiring { cert, threshold } => {
+            cert_lines = describe_cert(cert);
+            evidence = &cert_lines;
+            steps = renewal_steps(cert);
+            (
+                format!(
+                    "[WARNING] {site}: certificate {} expires in {} days ({} route)",
+                    printable(&cert.subject),
+                    cert.days_left,
+                    cert.route
+                ),
+                format!(
+                    "The certificate {site} presents on the {} route expires in {} days (notice at {threshold} days).",
+                    cert.route, cert.days_left
+                ),
+                None,
+            )
+        }
+        Notification::CertRenewed { cert, by } => {
+            cert_lines = [describe_cert(cert), vec![format!("replaced by: {} · valid until {} · {} days left", by.subject, by.not_after, by.days_left)]].concat();
+            evidence = &cert_lines;
+            (
+                format!(
+                    "[WARNING] {site}: certificate {} renewed ({} route)",
+                    printable(&cert.subject),
+                    cert.route
+                ),
+                format!(
+                    "The {} route of {site} presents a new certificate, valid until {}: the expiry notice is closed.",
+                    cert.route, by.not_after
+                ),
+                None,
+            )
+        }
         Notification::ConnectivityLost { evidence: seen, .. } => {
             evidence = seen;
             (
@@ -158,6 +264,7 @@ pub fn render(
         append_diagnosis(&mut text, &mut html, d);
     }
     append_list(&mut text, &mut html, "Evidence", evidence);
+    append_list(&mut text, &mut html, "Next steps", &steps);
     text.push_str("\n-- \nprobe\n");
     let html = format!("<!DOCTYPE html><html><body>\n{html}</body></html>\n");
     let mut once: Vec<&String> = Vec::with_capacity(recipients.len());
@@ -222,6 +329,58 @@ fn append_list(text: &mut String, html: &mut String, title: &str, lines: &[Strin
         let _ = writeln!(html, "<li><code>{}</code></li>", xml(line));
     }
     html.push_str("</ul>\n");
+}
+
+/// The subject prefix of a severity's notices.
+fn prefix(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Down => "[DOWN]",
+        Severity::Warning => "[WARNING]",
+        Severity::Intermittent => "[INTERMITTENT]",
+    }
+}
+
+fn state_word(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Down => "down",
+        Severity::Warning => "degraded",
+        Severity::Intermittent => "failing now and then",
+    }
+}
+
+fn describe_cert(cert: &CertSeen) -> Vec<String> {
+    vec![
+        format!("subject: {}", cert.subject),
+        format!("issuer: {}", cert.issuer),
+        format!("route: {}", cert.route),
+        format!("expires: {} ({} days left)", cert.not_after, cert.days_left),
+    ]
+}
+
+/// How the certificate is renewed, by who issued it and where it is presented.
+fn renewal_steps(cert: &CertSeen) -> Vec<String> {
+    if cert.origin_ca {
+        return vec![
+            "A Cloudflare Origin CA certificate: create a new one (dashboard → SSL/TLS → Origin Server), install it in nginx, then: nginx -t && systemctl reload nginx".to_string(),
+        ];
+    }
+    let issuer = cert.issuer.to_lowercase();
+    if cert.route == "edge"
+        && (issuer.contains("cloudflare")
+            || issuer.contains("google trust")
+            || issuer.contains("ssl.com"))
+    {
+        return vec![
+            "The edge's own certificate: Cloudflare renews it itself; if this lasts, look at dashboard → SSL/TLS → Edge Certificates (a paused or failed validation)".to_string(),
+        ];
+    }
+    vec![
+        "certbot certificates   # which certificate this is, and when it expires".to_string(),
+        "certbot renew --dry-run && certbot renew && nginx -t && systemctl reload nginx"
+            .to_string(),
+        "systemctl list-timers | grep -i certbot   # the renewal timer should run twice a day"
+            .to_string(),
+    ]
 }
 
 fn human(d: Duration) -> String {

@@ -131,6 +131,7 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
         Notification::Opened {
             incident,
             diagnosis: d,
+            ..
         } => (
             "incident.opened",
             incident,
@@ -146,7 +147,9 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
             incident,
             json!({ "previous_cause": from.as_str(), "diagnosis": diagnosis(d) }),
         ),
-        Notification::Recovered { incident, lasted } => (
+        Notification::Recovered {
+            incident, lasted, ..
+        } => (
             "incident.resolved",
             incident,
             json!({ "duration_seconds": lasted.as_secs() }),
@@ -177,6 +180,16 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
             incident,
             json!({ "region": region, "duration_seconds": lasted.as_secs() }),
         ),
+        Notification::CertExpiring { cert, threshold } => (
+            "certificate.expiring",
+            &0,
+            json!({ "certificate": cert_json(cert), "threshold_days": threshold }),
+        ),
+        Notification::CertRenewed { cert, by } => (
+            "certificate.renewed",
+            &0,
+            json!({ "certificate": cert_json(cert), "replaced_by": cert_json(by) }),
+        ),
         Notification::Reminder { .. } => return None,
     };
     let mut payload = json!({
@@ -186,11 +199,22 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
         "site": site,
         "url": url,
         "incident": incident,
+        "severity": n.severity().as_str(),
     });
     if let (Some(map), Value::Object(more)) = (payload.as_object_mut(), extra) {
         map.extend(more);
     }
     Some(payload)
+}
+
+fn cert_json(cert: &crate::alert::CertSeen) -> Value {
+    json!({
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "route": cert.route,
+        "not_after": cert.not_after,
+        "days_left": cert.days_left,
+    })
 }
 
 /// Webhooks as a delivery channel: one POST per delivery, over the engine's own connect, TLS

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use crate::alert::{self, AlertState, RegionVote, RunVerdict};
 use crate::config::{Alerts, Config, Site};
+use crate::diagnose::pattern::{Failure, RunRecord};
 use crate::engine::ProbeReport;
 use crate::engine::{probe_site, ProbeError};
 use crate::notify::mail::MailChannel;
@@ -111,16 +112,22 @@ fn prober_recipients(config: &Config) -> Vec<String> {
 }
 
 /// Probes a site; while it is down, tries again (up to `confirm_retries` times, `retry_spacing`
-/// apart) so one lost packet does not count as a failure.
+/// apart) so one lost packet does not count as a failure. The first failure a retry replaced
+/// stays on the report (`hidden_failure`): it counts in the site's history.
 pub async fn probe_confirmed(site: &Site, alerts: &Alerts) -> Result<ProbeReport, ProbeError> {
     let settings = &site.probe;
     let mut report = probe_site(settings).await?;
+    let mut hidden = None;
     for _ in 0..alerts.confirm_retries {
         if report.status != Status::Down {
             break;
         }
+        hidden = hidden.or_else(|| Failure::of(&report.observations, &report.diagnosis));
         tokio::time::sleep(alerts.retry_spacing).await;
         report = probe_site(settings).await?;
+    }
+    if report.status != Status::Down {
+        report.hidden_failure = hidden;
     }
     Ok(report)
 }
@@ -268,8 +275,28 @@ pub fn judge_region(
     if held {
         return Ok(state);
     }
-    let (next, _) = alert::step(&state, &verdict(config, site, report, now), &config.alerts);
-    Ok(next)
+    Ok(step_region(config, site, report, now, &state))
+}
+
+/// This region's state after one run: stepped by the outage machine, the run added to its
+/// history.
+fn step_region(
+    config: &Config,
+    site: &Site,
+    report: &ProbeReport,
+    at: OffsetDateTime,
+    before: &AlertState,
+) -> AlertState {
+    let run = verdict(config, site, report, at);
+    let (mut next, _) = alert::step(before, &run, &config.alerts);
+    let record = RunRecord::of(
+        at,
+        &report.observations,
+        &report.diagnosis,
+        report.hidden_failure.as_ref(),
+    );
+    alert::remember(&mut next, record, run.in_maintenance);
+    next
 }
 
 fn verdict(config: &Config, site: &Site, report: &ProbeReport, now: OffsetDateTime) -> RunVerdict {
@@ -308,8 +335,19 @@ pub fn decide_site(
         })
         .collect();
     let run = verdict(config, site, report, now);
-    let (next, mut notifications) =
-        alert::quorum_step(current, &run, &votes, config.alerts.quorum, &config.alerts);
+    let certs = alert::CertSeen::all_of(report, now);
+    let extras = alert::SiteExtras {
+        certs: &certs,
+        cert_thresholds: &site.probe.shared.diagnose.cert_warning_days,
+    };
+    let (next, mut notifications) = alert::site_step(
+        current,
+        &run,
+        &votes,
+        config.alerts.quorum,
+        &config.alerts,
+        extras,
+    );
     if next == *current && notifications.is_empty() {
         return None;
     }
@@ -433,8 +471,7 @@ pub fn record_batch(
         for (state, (i, report, at)) in states.iter_mut().zip(entries) {
             let site = &config.sites[*i];
             let before = last.get(i).unwrap_or(state);
-            let (next, _) =
-                alert::step(before, &verdict(config, site, report, *at), &config.alerts);
+            let next = step_region(config, site, report, *at, before);
             last.insert(*i, next.clone());
             *state = next;
         }

@@ -29,8 +29,11 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 pub const MAX_REDIRECTS: u32 = 5;
 /// The deadline per request when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Days before a certificate's expiry from which it degrades the site, when not given.
-pub const DEFAULT_CERT_WARNING_DAYS: u32 = 14;
+/// Days before a certificate's expiry at which a notice goes out, when not given (the largest
+/// also degrades the site).
+pub const DEFAULT_CERT_WARNING_DAYS: [u32; 4] = [14, 7, 3, 1];
+/// A certificate threshold further out than this is a typo (a year and a bit).
+const MAX_CERT_WARNING_DAYS: u32 = 400;
 
 /// Where a value was written, for the message that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +106,10 @@ pub struct SiteInput {
     pub expect_status: Vec<Written<u16>>,
     pub follow_redirects: Option<Written<u32>>,
     pub redirect_hosts: Vec<Written<String>>,
-    pub cert_warning_days: Option<Written<u32>>,
+    /// One threshold or several, in any order.
+    pub cert_warning_days: Option<Written<Vec<u32>>>,
+    pub samples: Option<Written<u32>>,
+    pub burst: Option<Written<u32>>,
     pub cloudflare_edge: bool,
 }
 
@@ -120,6 +126,8 @@ impl SiteInput {
             follow_redirects: None,
             redirect_hosts: Vec::new(),
             cert_warning_days: None,
+            samples: None,
+            burst: None,
             cloudflare_edge: false,
         }
     }
@@ -157,6 +165,8 @@ pub struct SharedSettings {
     pub timeout: Duration,
     /// Each request made this many times, one after the other.
     pub samples: u32,
+    /// The page requested this many times at once on each route (1: one request).
+    pub burst: u32,
     /// Thresholds of the diagnosis (certificate warning window, expected statuses, …).
     pub diagnose: DiagnoseSettings,
     /// Redirects followed per request (same scheme, host and port, or `redirect_hosts`).
@@ -173,6 +183,7 @@ impl SharedSettings {
             extra_roots: Arc::from(Vec::new()),
             timeout,
             samples: 1,
+            burst: 1,
             diagnose: DiagnoseSettings::default(),
             follow_redirects: 0,
             redirect_hosts: Vec::new(),
@@ -260,21 +271,27 @@ pub fn check_site(
         Some(n) => n.value,
         None => 0,
     };
-    let cert_warning_days = input
-        .cert_warning_days
-        .as_ref()
-        .map_or(DEFAULT_CERT_WARNING_DAYS, |d| d.value);
+    let cert_warning_days = cert_thresholds(input.cert_warning_days.as_ref(), &mut problems);
+    let samples = at_most(
+        input.samples.as_ref(),
+        MAX_SAMPLES,
+        "samples",
+        &mut problems,
+    );
+    let burst = at_most(input.burst.as_ref(), MAX_BURST, "burst", &mut problems);
     let Some(target) = target.filter(|_| problems.is_empty()) else {
         return (None, problems);
     };
     let shared = SharedSettings {
         diagnose: DiagnoseSettings {
-            cert_warning_days: i64::from(cert_warning_days),
+            cert_warning_days,
             expect_status: input.expect_status.iter().map(|s| s.value).collect(),
             cloudflare_edge_declared: input.cloudflare_edge,
             ..DiagnoseSettings::default()
         },
         follow_redirects,
+        samples,
+        burst,
         redirect_hosts: input
             .redirect_hosts
             .iter()
@@ -290,6 +307,61 @@ pub fn check_site(
         shared: Arc::new(shared),
     };
     (Some(settings), problems)
+}
+
+/// Most requests of one kind a scheduled site makes in a run, one after the other.
+pub const MAX_SAMPLES: u32 = 5;
+/// Most page requests a site makes at once on one route.
+pub const MAX_BURST: u32 = 5;
+
+/// A count from 1 to `max` (1 when not given).
+fn at_most(
+    written: Option<&Written<u32>>,
+    max: u32,
+    what: &str,
+    problems: &mut Vec<Problem>,
+) -> u32 {
+    match written {
+        Some(n) if !(1..=max).contains(&n.value) => {
+            problems.push(Problem::new(
+                &n.place,
+                format!("{}: {what} is 1 to {max}", n.value),
+            ));
+            1
+        }
+        Some(n) => n.value,
+        None => 1,
+    }
+}
+
+/// The certificate thresholds, largest first and each once; the defaults when none are given.
+fn cert_thresholds(written: Option<&Written<Vec<u32>>>, problems: &mut Vec<Problem>) -> Vec<i64> {
+    let days = written.map_or(&DEFAULT_CERT_WARNING_DAYS[..], |d| d.value.as_slice());
+    if let Some(w) = written {
+        if w.value.is_empty() {
+            problems.push(Problem::new(&w.place, "give at least one number of days"));
+        }
+        if let Some(bad) = w
+            .value
+            .iter()
+            .find(|d| **d == 0 || **d > MAX_CERT_WARNING_DAYS)
+        {
+            problems.push(Problem::new(
+                &w.place,
+                format!("{bad}: a threshold is 1 to {MAX_CERT_WARNING_DAYS} days before expiry"),
+            ));
+        }
+    }
+    let mut days: Vec<i64> = days.iter().map(|d| i64::from(*d)).collect();
+    days.sort_unstable_by(|a, b| b.cmp(a));
+    days.dedup();
+    if days.is_empty() {
+        days = DEFAULT_CERT_WARNING_DAYS
+            .iter()
+            .map(|d| i64::from(*d))
+            .collect();
+    }
+    days
 }
 
 /// A site's URL (`example.com` means `https://example.com/`).
@@ -417,7 +489,7 @@ mod tests {
         let s = settings.unwrap();
         assert_eq!(s.target.url(), "https://example.com/");
         assert_eq!(s.shared.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(s.shared.diagnose.cert_warning_days, 14);
+        assert_eq!(s.shared.diagnose.cert_warning_days, [14, 7, 3, 1]);
         assert_eq!((s.shared.samples, s.shared.follow_redirects), (1, 0));
     }
 }

@@ -35,6 +35,12 @@ const SCRIPTS: &[(&str, &str)] = &[
          if (is_file($f)) { http_response_code(intval(file_get_contents($f))); echo 'failing on purpose'; exit; }\n\
          echo \"<html><body>hello from PHP-FPM</body></html>\";\n",
     ),
+    (
+        "/flaky.php",
+        "<?php $f = __DIR__ . '/../marks/die';\n\
+         if (is_file($f) && @unlink($f)) { usleep(intval(file_get_contents(__DIR__ . '/../marks/die-ms')) * 1000); posix_kill(getmypid(), 9); }\n\
+         echo \"<html><body>hello from PHP-FPM</body></html>\";\n",
+    ),
     (STATIC_PATH, ".dashicons{display:inline-block}\n"),
 ];
 
@@ -138,6 +144,18 @@ impl OriginLab {
             std::thread::sleep(Duration::from_millis(10));
         }
         busy
+    }
+
+    /// Makes the next request to `/flaky.php` kill its own PHP-FPM worker after `ms` of work
+    /// (SIGKILL, as the OOM killer does); the requests after it are answered.
+    pub fn kill_next_worker_after(&self, ms: u64) {
+        std::fs::write(self.marks.join("die-ms"), ms.to_string()).unwrap();
+        std::fs::write(self.marks.join("die"), "1").unwrap();
+    }
+
+    /// Whether the planned worker death has happened (the mark is gone).
+    pub fn worker_kill_pending(&self) -> bool {
+        self.marks.join("die").exists()
     }
 
     /// Makes `/switch.php` answer `status` from PHP (`None`: answer normally again).

@@ -17,6 +17,8 @@ pub struct PoolSettings {
     pub max_children: u32,
     /// `request_terminate_timeout`, if any.
     pub request_terminate_timeout: Option<Duration>,
+    /// `listen.backlog`, if not PHP-FPM's default.
+    pub listen_backlog: Option<u32>,
 }
 
 impl Default for PoolSettings {
@@ -24,6 +26,7 @@ impl Default for PoolSettings {
         Self {
             max_children: 4,
             request_terminate_timeout: None,
+            listen_backlog: None,
         }
     }
 }
@@ -50,13 +53,17 @@ impl PhpFpm {
             .request_terminate_timeout
             .map(|t| format!("request_terminate_timeout = {}s\n", t.as_secs().max(1)))
             .unwrap_or_default();
+        let backlog = settings
+            .listen_backlog
+            .map(|n| format!("listen.backlog = {n}\n"))
+            .unwrap_or_default();
         let conf = dir.join("php-fpm.conf");
         fs::write(
             &conf,
             format!(
                 "[global]\npid = {pid}\nerror_log = {log}\ndaemonize = no\n\n\
                  [www]\nuser = www-data\ngroup = www-data\nlisten = {socket}\nlisten.mode = 0666\n\
-                 pm = static\npm.max_children = {children}\ncatch_workers_output = yes\n{terminate}",
+                 pm = static\npm.max_children = {children}\ncatch_workers_output = yes\n{terminate}{backlog}",
                 pid = dir.join("php-fpm.pid").display(),
                 log = log.display(),
                 socket = socket.display(),

@@ -76,16 +76,38 @@ impl Pki {
         to_days: i64,
         self_signed: bool,
     ) -> Leaf {
+        let now = OffsetDateTime::now_utc();
+        // An hour more than asked, so "5 days" still reads 5 whole days when the probe runs.
+        let (from, to) = (
+            now + Duration::days(from_days),
+            now + Duration::days(to_days) + Duration::hours(1),
+        );
+        self.leaf_between(names, common_name, from, to, self_signed)
+    }
+
+    /// A leaf for `names` signed by the CA, valid until `not_after` (from a year before it):
+    /// for a clock the test compresses.
+    pub fn leaf_until(&self, names: &[&str], not_after: OffsetDateTime) -> Leaf {
+        let from = not_after - Duration::days(365);
+        self.leaf_between(names, names[0], from, not_after, false)
+    }
+
+    fn leaf_between(
+        &self,
+        names: &[&str],
+        common_name: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        self_signed: bool,
+    ) -> Leaf {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
         params.distinguished_name.push(
             DnType::CommonName,
             rcgen::DnValue::Utf8String(common_name.to_string()),
         );
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now + Duration::days(from_days);
-        // An hour more than asked, so "5 days" still reads 5 whole days when the probe runs.
-        params.not_after = now + Duration::days(to_days) + Duration::hours(1);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let key = KeyPair::generate().unwrap();
         let (cert, chain) = if self_signed {
             let cert = params.self_signed(&key).unwrap();

@@ -132,6 +132,11 @@ impl SmtpServer {
             .collect()
     }
 
+    /// The Subject of every message received so far, with folded header lines joined again.
+    pub fn subjects(&self) -> Vec<String> {
+        self.messages().iter().map(|m| subject(m)).collect()
+    }
+
     /// The messages received so far, oldest first.
     pub fn messages(&self) -> Vec<String> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.inbox)
@@ -146,4 +151,21 @@ impl SmtpServer {
             .map(|p| std::fs::read_to_string(p).unwrap())
             .collect()
     }
+}
+
+/// The Subject of a message, with folded header lines joined again.
+pub fn subject(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("Subject: "))
+        .unwrap_or(0);
+    let mut subject = lines[at].trim_start_matches("Subject: ").to_string();
+    for more in lines[at + 1..]
+        .iter()
+        .take_while(|l| l.starts_with([' ', '\t']))
+    {
+        subject.push_str(more.trim_start_matches(['\t']));
+    }
+    subject
 }
