@@ -61,6 +61,12 @@ pub struct AlertState {
     /// A region's recent runs of the site, oldest first (bounded by `MAX_WINDOW_RUNS`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RunRecord>,
+    /// The shared cause the open incident belongs to (other sites may share it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Group>,
+    /// A group's state: the sites in it now (per recipient: `group_key`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
 }
 
 impl Default for AlertState {
@@ -77,6 +83,8 @@ impl Default for AlertState {
             intermittent: None,
             certs: Vec::new(),
             history: Vec::new(),
+            group: None,
+            members: Vec::new(),
         }
     }
 }
@@ -92,6 +100,7 @@ impl AlertState {
             since: None,
             last_notified: None,
             notified: 0,
+            group: None,
             ..self.clone()
         }
     }
@@ -110,6 +119,83 @@ impl AlertState {
     pub fn intermittent(&self) -> AlertState {
         self.intermittent.as_deref().cloned().unwrap_or_default()
     }
+}
+
+/// What several failing sites can share: an origin address failing on the origin's side (the
+/// web server, PHP-FPM, the database), or an edge failing on its own. Their outages are told as
+/// one incident. The cause is each site's own: one server may break two ways at once, and a
+/// site whose cause changes stays in its group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// What the sites share: `origin 203.0.113.10`, `edge Cloudflare FRA`.
+    pub key: String,
+    /// Where, for a subject: `on 203.0.113.10`, `behind the edge (Cloudflare FRA)`.
+    pub place: String,
+    /// This site's cause.
+    pub cause: Cause,
+}
+
+impl Group {
+    /// The group a failing report's cause puts its site in, if the cause can be shared.
+    pub fn of(report: &crate::engine::ProbeReport) -> Option<Group> {
+        use crate::diagnose::Hop;
+        use crate::observe::{PathRole, Route};
+        let cause = report.diagnosis.cause;
+        if report.diagnosis.status != Status::Down {
+            return None;
+        }
+        let address = |route| {
+            report
+                .observations
+                .iter()
+                .find(|o| o.route == route && o.path_role == PathRole::Page)
+                .and_then(|o| o.address)
+                .map(|a| a.ip().to_string())
+        };
+        match cause.hop() {
+            Hop::EdgeOrigin | Hop::OriginFpm | Hop::FpmDatabase => {
+                let origin = address(Route::Origin)?;
+                Some(Group {
+                    key: format!("origin {origin}"),
+                    place: format!("on {origin}"),
+                    cause,
+                })
+            }
+            Hop::VisitorEdge if cause == Cause::EdgeInternal => {
+                let edge = RegionSeen::of(report)
+                    .colo
+                    .map(|colo| format!("Cloudflare {colo}"))
+                    .or_else(|| address(Route::Edge).map(|a| format!("edge {a}")))?;
+                Some(Group {
+                    key: format!("edge {edge}"),
+                    place: format!("behind the edge ({edge})"),
+                    cause,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What a grouped mail carries beside its own text: its site, its group and what happened, so
+/// the deliveries of one group to one recipient can be told as one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grouping {
+    pub group: Group,
+    pub site: String,
+    pub url: String,
+    pub event: GroupEvent,
+    /// The site's own summary of the failure (openings and reminders).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupEvent {
+    Opened,
+    Reminder,
+    Recovered,
 }
 
 /// How grave an incident is: its own state machine, its own notifications.
@@ -132,6 +218,12 @@ impl Severity {
             Severity::Warning => "warning",
             Severity::Intermittent => "intermittent",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<Severity> {
+        [Severity::Down, Severity::Warning, Severity::Intermittent]
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 
     /// The part of a notification key that keeps each severity's incidents apart (none for
@@ -240,6 +332,13 @@ pub enum Notification {
         incident: u64,
         lasted: Duration,
     },
+    /// A lighter incident ended inside a graver one that opened (its opening says so): no mail
+    /// of its own, but a webhook receiver learns it is over.
+    Folded {
+        severity: Severity,
+        incident: u64,
+        lasted: Duration,
+    },
     /// A certificate came within a threshold of its expiry (`threshold` days).
     CertExpiring { cert: CertSeen, threshold: i64 },
     /// A certificate a notice went out for is no longer presented: `by` replaced it.
@@ -275,7 +374,8 @@ impl Notification {
             Notification::Opened { severity, .. }
             | Notification::CauseChanged { severity, .. }
             | Notification::Reminder { severity, .. }
-            | Notification::Recovered { severity, .. } => *severity,
+            | Notification::Recovered { severity, .. }
+            | Notification::Folded { severity, .. } => *severity,
             Notification::CertExpiring { .. } | Notification::CertRenewed { .. } => {
                 Severity::Warning
             }
@@ -343,6 +443,9 @@ impl Notification {
             Notification::Recovered {
                 severity, incident, ..
             } => format!("{site}/{}{incident}/recovered", severity.key_part()),
+            Notification::Folded {
+                severity, incident, ..
+            } => format!("{site}/{}{incident}/folded", severity.key_part()),
             Notification::CertExpiring { cert, threshold } => {
                 format!("{site}/cert/{}/{threshold}d", cert.id)
             }
@@ -667,6 +770,7 @@ pub fn site_step(
     let (intermittent, notes) = intermittent_step(&before, run, votes, quorum, down, policy);
     if down && before.is_open() {
         fold(&mut out, &before, Severity::Intermittent);
+        out.push(folded(&before, Severity::Intermittent, run.at));
     }
     out.extend(notes);
 
@@ -680,6 +784,7 @@ pub fn site_step(
                 Severity::Intermittent
             };
             fold_into(&mut out, &before_warning, folded_into);
+            out.push(folded(&before_warning, Severity::Warning, run.at));
         }
         (before_warning.closed(), Vec::new())
     } else if run.failing() {
@@ -697,6 +802,26 @@ pub fn site_step(
         )
     };
     out.extend(notes);
+    // A site's incidents of every severity share one count: "incident #7" of a site names one.
+    let (mut intermittent, mut warning) = (intermittent, warning);
+    let mut taken = site
+        .incident
+        .max(site.warning().incident)
+        .max(site.intermittent().incident);
+    for n in out.iter_mut() {
+        if let Notification::Opened {
+            severity, incident, ..
+        } = n
+        {
+            taken += 1;
+            *incident = taken;
+            match severity {
+                Severity::Down => next.incident = taken,
+                Severity::Warning => warning.incident = taken,
+                Severity::Intermittent => intermittent.incident = taken,
+            }
+        }
+    }
     if !run.in_maintenance {
         let (certs, notes) = cert_step(&site.certs, extras.certs, extras.cert_thresholds);
         next.certs = certs;
@@ -708,6 +833,15 @@ pub fn site_step(
         out.clear();
     }
     (next, out)
+}
+
+/// The notice that an open lighter incident ended inside a graver one.
+fn folded(lighter: &AlertState, severity: Severity, at: OffsetDateTime) -> Notification {
+    Notification::Folded {
+        severity,
+        incident: lighter.incident,
+        lasted: lighter.since.map_or(Duration::ZERO, |s| elapsed(s, at)),
+    }
 }
 
 /// The open `lighter` incident ends inside the graver one opening now: its opening says so.
@@ -859,7 +993,8 @@ fn intermittent_step(
 /// Certificate notices: one per certificate at each threshold it crosses (the smallest one
 /// crossed, once: a certificate first seen 2 days from expiry gets the 3-day notice only), and
 /// one when a route that presented it presents another. A route not seen this run (it failed
-/// before TLS) changes nothing.
+/// before TLS) changes nothing; an expired certificate is no longer "expiring" (it fails
+/// verification: an outage of its own).
 fn cert_step(
     tracked: &[CertSeen],
     seen: &[CertSeen],
@@ -873,7 +1008,7 @@ fn cert_step(
         let crossed = thresholds
             .iter()
             .copied()
-            .filter(|t| cert.days_left < *t)
+            .filter(|t| (0..*t).contains(&cert.days_left))
             .min();
         let mut kept = CertSeen {
             notified,
@@ -1001,6 +1136,7 @@ mod tests {
             remind_every: Duration::from_secs(3600),
             warning: Default::default(),
             intermittent: Default::default(),
+            group: true,
         }
     }
 
@@ -1398,10 +1534,11 @@ mod tests {
         }
         // Confirmed after 3 degraded runs (the warning default), once.
         assert_eq!(sent, ["site/warning/1/opened"]);
-        // The site goes down: the outage opens and says the warning is part of it; no warning
-        // is closed on its own.
+        // The site goes down: the outage opens and says the warning is part of it; the warning
+        // ends folded into it (a webhook hears so; no mail of its own).
         let notes = site_run_notes(&p, &mut site, &mut region, 5, Fpm, &[]);
-        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(notes[1].key("site"), "site/warning/1/folded");
         let Notification::Opened {
             severity: Severity::Down,
             diagnosis,
@@ -1435,10 +1572,11 @@ mod tests {
         }
         assert_eq!(
             sent,
+            // One count for every severity: the warning was #1, the outage #2.
             [
-                "site/1/recovered",
-                "site/warning/2/opened",
-                "site/warning/2/recovered"
+                "site/2/recovered",
+                "site/warning/3/opened",
+                "site/warning/3/recovered"
             ]
         );
     }
@@ -1531,8 +1669,9 @@ mod tests {
             sent,
             [
                 "site/intermittent/1/opened",
-                "site/1/opened",
-                "site/1/recovered"
+                "site/2/opened",
+                "site/intermittent/1/folded",
+                "site/2/recovered"
             ]
         );
         // Failing now and then again after the outage: a new intermittent incident.
@@ -1540,7 +1679,7 @@ mod tests {
             let cause = if minute % 2 == 1 { Fpm } else { Up };
             sent.extend(site_run(&p, &mut site, &mut region, minute, cause, &[]));
         }
-        assert_eq!(sent.last().unwrap(), "site/intermittent/2/opened");
+        assert_eq!(sent.last().unwrap(), "site/intermittent/3/opened");
     }
 
     #[test]

@@ -262,10 +262,13 @@ fn feeds_stay_well_formed_xml_whatever_the_names_hold() {
             counts: [(1, 0); 4],
             days: Vec::new().into(),
             regions: Box::new([]),
+            open_lighter: None,
         }],
         incidents: vec![IncidentRecord {
             site: name.into(),
             number: 1,
+            severity: probe::alert::Severity::Down,
+            group: Some(format!("origin {name}")),
             opened_at: now,
             closed_at: None,
             causes: vec![CauseRecord {

@@ -14,6 +14,10 @@ use support::pki::Pki;
 use support::servers::{tls_server, Alpn, Behaviour};
 use support::smtp::{SmtpServer, PASSWORD, USER};
 
+/// The lab tests here run one at a time: each reads timings (a 502 within 50 ms is nginx not
+/// reaching PHP-FPM), and six labs at once on two cores would blur them.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A config with `sites` (YAML list entries), `alerts` settings, mail to ops@example.com.
 fn write_config(
     dir: &std::path::Path,
@@ -56,12 +60,15 @@ store:
 /// third opens one intermittent incident whose diagnosis reads the pattern.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_dying_one_request_in_three_opens_one_intermittent_incident() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     std::env::set_var("PROBE_TEST_SMTP_PASSWORD_JUDGE_DIE", PASSWORD);
     let lab = Lab::start(&OriginSettings::default());
     let server = SmtpServer::start(lab.dir.path(), &lab.pki, None);
+    // One route only: the planned death meets the one page request of the attempt (with an
+    // origin route beside it, either of the two concurrent requests could meet it).
     let address = lab.origin.address();
     let sites = format!(
-        "  - {{ name: lab, url: \"https://probe.test/flaky.php\", edge: \"{address}\", origins: [\"{address}\"], static_path: {STATIC_PATH} }}"
+        "  - {{ name: lab, url: \"https://probe.test/flaky.php\", edge: \"{address}\", static_path: {STATIC_PATH} }}"
     );
     let config = write_config(
         lab.dir.path(),
@@ -126,6 +133,40 @@ async fn a_worker_dying_one_request_in_three_opens_one_intermittent_incident() {
         (Some(502), probe::diagnose::Cause::FpmWorkerDied)
     );
     assert!(hidden.wait_ms >= 500.0, "{hidden:?}");
+
+    // The feeds show the intermittent incident apart from outages, though the latest run was
+    // fine: a partial outage on the status page, its severity on the incident and the entry.
+    let files =
+        probe::feeds::render_all(&probe::feeds::snapshot(&config, &store, minute(19)).unwrap());
+    let file = |path: &str| {
+        let f = files.iter().find(|f| f.path == path).unwrap();
+        String::from_utf8(f.body.clone()).unwrap()
+    };
+    let status: serde_json::Value = serde_json::from_str(&file("status.json")).unwrap();
+    assert_eq!(status["components"][0]["status"], "partial_outage");
+    assert_eq!(
+        status["components"][0]["probe"]["diagnosis"]["status"],
+        "ok"
+    );
+    let incident = &status["incidents"][0];
+    assert_eq!(incident["probe"]["severity"], "intermittent");
+    assert_eq!(incident["impact"], "major");
+    assert_eq!(
+        incident["name"],
+        "Intermittent — lab: a PHP-FPM worker died mid-request"
+    );
+    let atom = file("incidents.atom");
+    assert!(
+        atom.contains("<title>[INTERMITTENT] lab: a PHP-FPM worker died mid-request (fpm_worker_died)</title>"),
+        "{atom}"
+    );
+    assert!(atom.contains(r#"<category term="intermittent" label="severity"/>"#));
+    let page = file("index.html");
+    assert!(page.contains(r#"<ul id="open-warnings">"#), "{page}");
+    assert!(
+        !page.contains(r#"<ul id="open-incidents">"#),
+        "no outage is open"
+    );
 }
 
 /// One PHP-FPM worker with a listen backlog of 1, and a site asking for its page 5 times at
@@ -133,6 +174,7 @@ async fn a_worker_dying_one_request_in_three_opens_one_intermittent_incident() {
 /// backlog, read from the pattern as an intermittent incident.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_against_a_full_backlog_reads_as_saturation() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     std::env::set_var("PROBE_TEST_SMTP_PASSWORD_JUDGE_BURST", PASSWORD);
     let settings = OriginSettings {
         pool: PoolSettings {
@@ -194,6 +236,7 @@ async fn a_burst_against_a_full_backlog_reads_as_saturation() {
 /// [14, 7, 3, 1] crossed, naming the certificate, then one "renewed" that closes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_certificate_threshold_is_noticed_once_and_the_renewal_closes_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     std::env::set_var("PROBE_TEST_SMTP_PASSWORD_JUDGE_CERT", PASSWORD);
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
@@ -259,4 +302,191 @@ async fn each_certificate_threshold_is_noticed_once_and_the_renewal_closes_it() 
     assert!(first.contains("certbot renew"), "{first}");
     let last = &smtp.messages()[3];
     assert!(last.contains("replaced by: "), "{last}");
+}
+
+/// Ten sites of one recipient and one of another on one origin whose PHP-FPM stops: the first
+/// recipient gets one mail listing the ten, the other their own site's mail; a site failing
+/// there a run later is one "also affected" mail; the recovery of all is one mail each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_failing_on_one_origin_are_told_as_one_incident() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_JUDGE_GROUP", PASSWORD);
+    let mut lab = Lab::start(&OriginSettings::default());
+    let server = SmtpServer::start(lab.dir.path(), &lab.pki, None);
+    let address = lab.origin.address();
+    let site = |name: &str, to: &str| {
+        format!(
+            "  - {{ name: {name}, url: \"https://probe.test/index.php?site={name}\", edge: \"{address}\", origins: [\"{address}\"], static_path: {STATIC_PATH}, alert_to: [{to}] }}\n"
+        )
+    };
+    let mut sites: String = (1..=10)
+        .map(|n| site(&format!("shop{n:02}"), "ops@example.com"))
+        .collect();
+    sites.push_str(&site("solo", "dev@example.com"));
+    let config = |sites: &str| {
+        write_config(
+            lab.dir.path(),
+            &lab.pki.ca_path,
+            sites.trim_end(),
+            "  confirm_retries: 0",
+            server.port,
+            "PROBE_TEST_SMTP_PASSWORD_JUDGE_GROUP",
+        )
+    };
+    let first = config(&sites);
+    let mut store = SqliteStore::open(first.store.sqlite_path().unwrap()).unwrap();
+    run_once(&first, &mut store, minute(0)).await.unwrap();
+    lab.origin.fpm.stop();
+    run_once(&first, &mut store, minute(1)).await.unwrap();
+
+    let ops = server.messages_for("ops@example.com");
+    assert_eq!(ops.len(), 1, "one mail for the ten");
+    let subject = support::smtp::subject(&ops[0]);
+    assert_eq!(
+        subject,
+        "[DOWN] 10 sites on 127.0.0.1: the web server cannot reach PHP-FPM"
+    );
+    let text = support::smtp::decoded(&ops[0]);
+    for n in 1..=10 {
+        let line = format!(
+            "  shop{n:02} https://probe.test/index.php?site=shop{n:02} (fpm_unreachable): "
+        );
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
+    assert!(
+        text.contains("The first of them, shop01, in full:"),
+        "{text}"
+    );
+    let dev = server.messages_for("dev@example.com");
+    assert_eq!(dev.len(), 1);
+    assert!(
+        support::smtp::subject(&dev[0]).starts_with("[DOWN] solo: "),
+        "the other recipient's one site is its own mail: {}",
+        dev[0]
+    );
+
+    // A site on that origin failing a run later joins the open incident.
+    sites.push_str(&site("late", "ops@example.com"));
+    let second = config(&sites);
+    run_once(&second, &mut store, minute(2)).await.unwrap();
+    let ops = server.messages_for("ops@example.com");
+    assert_eq!(ops.len(), 2);
+    assert_eq!(
+        support::smtp::subject(&ops[1]),
+        "[DOWN] also affected on 127.0.0.1: late (the web server cannot reach PHP-FPM)"
+    );
+
+    // PHP-FPM back: every site recovers after two healthy runs, one mail for all of them.
+    lab.origin.fpm = support::php_fpm::PhpFpm::start(lab.dir.path(), &PoolSettings::default());
+    run_once(&second, &mut store, minute(3)).await.unwrap();
+    run_once(&second, &mut store, minute(4)).await.unwrap();
+    let ops = server.messages_for("ops@example.com");
+    let subjects: Vec<String> = ops.iter().map(|m| support::smtp::subject(m)).collect();
+    assert_eq!(subjects.len(), 3, "{subjects:#?}");
+    assert_eq!(subjects[2], "[RECOVERED] 11 sites on 127.0.0.1 after 3m");
+    let dev: Vec<String> = server
+        .messages_for("dev@example.com")
+        .iter()
+        .map(|m| support::smtp::subject(m))
+        .collect();
+    assert_eq!(dev.len(), 2, "{dev:#?}");
+    assert!(dev[1].starts_with("[RECOVERED] solo after "), "{}", dev[1]);
+    // Each site keeps its own incident.
+    let incidents = store.incidents(minute(0)).unwrap();
+    assert_eq!(incidents.len(), 12);
+    assert!(incidents.iter().all(|i| i.closed_at.is_some()));
+}
+
+/// Five sites behind one edge that fails on its own (its own 502, whatever the origin does):
+/// one mail for the five, naming the edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_behind_a_failing_edge_are_told_as_one_incident() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_JUDGE_EDGE", PASSWORD);
+    let lab = support::lab::EdgeLab::start_custom(&OriginSettings::default(), None, |edge| {
+        edge.fails_itself = true;
+    })
+    .await;
+    let server = SmtpServer::start(lab.lab.dir.path(), &lab.lab.pki, None);
+    let (edge, origin) = (lab.edge.addr, lab.lab.origin.address());
+    let sites: Vec<String> = (1..=5)
+        .map(|n| {
+            format!(
+                "  - {{ name: blog{n}, url: \"https://probe.test/?blog={n}\", edge: \"{edge}\", origins: [\"{origin}\"], cloudflare_edge: true }}"
+            )
+        })
+        .collect();
+    let config = write_config(
+        lab.lab.dir.path(),
+        &lab.lab.pki.ca_path,
+        &sites.join("\n"),
+        "  confirm_retries: 0",
+        server.port,
+        "PROBE_TEST_SMTP_PASSWORD_JUDGE_EDGE",
+    );
+    let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
+    run_once(&config, &mut store, minute(0)).await.unwrap();
+    let subjects = server.subjects();
+    assert_eq!(subjects.len(), 1, "{subjects:#?}");
+    assert!(
+        subjects[0].starts_with("[DOWN] 5 sites behind the edge (")
+            && subjects[0].ends_with("): the edge itself failed"),
+        "{}",
+        subjects[0]
+    );
+    let text = support::smtp::decoded(&server.messages()[0]);
+    for n in 1..=5 {
+        assert!(
+            text.contains(&format!(
+                "  blog{n} https://probe.test/?blog={n} (edge_internal)"
+            )),
+            "{text}"
+        );
+    }
+}
+
+/// The origin refusing connections while the edge still serves (here the edge route reaches a
+/// working server): a warning, confirmed over three runs, naming the hop; the status page shows
+/// degraded performance, not an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_failing_behind_a_serving_edge_is_one_warning() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    std::env::set_var("PROBE_TEST_SMTP_PASSWORD_JUDGE_WARN", PASSWORD);
+    let lab = Lab::start(&OriginSettings::default());
+    let server = SmtpServer::start(lab.dir.path(), &lab.pki, None);
+    let (edge, refused) = (lab.origin.address(), support::servers::refused_port());
+    let sites = format!(
+        "  - {{ name: shop, url: \"https://probe.test/\", edge: \"{edge}\", origins: [\"{refused}\"], static_path: {STATIC_PATH} }}"
+    );
+    let config = write_config(
+        lab.dir.path(),
+        &lab.pki.ca_path,
+        &sites,
+        "  confirm_retries: 0",
+        server.port,
+        "PROBE_TEST_SMTP_PASSWORD_JUDGE_WARN",
+    );
+    let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
+    let mut sent = Vec::new();
+    for m in 0..5 {
+        let pass = run_once(&config, &mut store, minute(m)).await.unwrap();
+        assert_eq!(pass.worst(), probe::Status::Degraded);
+        sent.push(pass.mails_sent);
+    }
+    assert_eq!(sent, [0, 0, 1, 0, 0], "confirmed over 3 runs, once");
+    assert_eq!(
+        server.subjects(),
+        ["[WARNING] shop: the origin refuses connections (origin_refused)"]
+    );
+    let text = support::smtp::decoded(&server.messages()[0]);
+    assert!(
+        text.contains("Visitors are still served through the edge (cached pages, or another origin); behind it: the origin refuses connections"),
+        "{text}"
+    );
+    let files =
+        probe::feeds::render_all(&probe::feeds::snapshot(&config, &store, minute(4)).unwrap());
+    let status = files.iter().find(|f| f.path == "status.json").unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+    assert_eq!(status["components"][0]["status"], "degraded_performance");
+    assert_eq!(status["incidents"][0]["probe"]["severity"], "warning");
 }

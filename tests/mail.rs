@@ -124,6 +124,7 @@ async fn a_mail_queued_while_the_server_is_down_is_delivered_after_it_returns_ex
         subject: "another".into(),
         body_text: "text".into(),
         body_html: "<p>html</p>".into(),
+        grouping: None,
     };
     let state = probe::alert::AlertState::default();
     store
@@ -422,6 +423,7 @@ async fn a_cause_flipping_back_and_forth_sends_every_change_once_in_order() {
         remind_every: Duration::from_secs(24 * 3600),
         warning: Default::default(),
         intermittent: Default::default(),
+        group: true,
     };
     let a = report("edge_stale_fastcgi_socket");
     let b = report("edge_blocked_refused");

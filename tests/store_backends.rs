@@ -27,6 +27,7 @@ fn message(key: &str) -> NewMessage {
         subject: format!("[DOWN] {key}"),
         body_text: "text".into(),
         body_html: "<p>html</p>".into(),
+        grouping: None,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct AlertConfig {
     /// When a site that is not down counts as failing now and then.
     #[serde(default)]
     pub intermittent: IntermittentConfig,
+    /// Tell the outages of sites failing on one origin address (or one edge) together: one mail
+    /// per recipient listing them, instead of one per site (default true).
+    pub group: Option<bool>,
 }
 
 /// `alerts.warning:`.
@@ -102,6 +105,8 @@ pub struct Alerts {
     pub quorum: u32,
     pub warning: WarningPolicy,
     pub intermittent: IntermittentPolicy,
+    /// Outages sharing an origin address or an edge are told together.
+    pub group: bool,
 }
 
 impl Alerts {
@@ -191,6 +196,7 @@ pub fn check(checker: &mut Checker, raw: &AlertConfig) -> Alerts {
         min_failures: min_failures.clamp(1, window_runs),
     };
     Alerts {
+        group: raw.group.unwrap_or(true),
         warning,
         intermittent,
         quorum: raw.quorum.as_ref().map_or(1, |q| q.value.max(1)),

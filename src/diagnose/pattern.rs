@@ -203,10 +203,12 @@ pub fn diagnose(history: &[RunRecord], window_runs: usize) -> Diagnosis {
             .filter(|(_, f)| f.code == Some(code))
             .count()
     };
-    let fast_502s = failures
-        .iter()
-        .filter(|(_, f)| f.code == Some(502) && f.wait_ms <= FAST_MS)
-        .count();
+    // Fast by the clock, or by the run's own reading (which allows for the round trips of a
+    // route through an edge).
+    let fast = |f: &Failure| {
+        f.code == Some(502) && (f.wait_ms <= FAST_MS || f.cause == Cause::FpmSaturated)
+    };
+    let fast_502s = failures.iter().filter(|(_, f)| fast(f)).count();
     let slow_502s = codes(502) - fast_502s;
     let n = failures.len().max(1);
     let (cause, confidence, summary, next_steps) = if let Some(minute) = clustered_504s(&failures) {
@@ -228,7 +230,7 @@ pub fn diagnose(history: &[RunRecord], window_runs: usize) -> Diagnosis {
     } else if slow_502s * 2 >= n && slow_502s > 0 {
         let waits: Vec<f64> = failures
             .iter()
-            .filter(|(_, f)| f.code == Some(502) && f.wait_ms > FAST_MS)
+            .filter(|(_, f)| f.code == Some(502) && !fast(f))
             .map(|(_, f)| f.wait_ms)
             .collect();
         let varying = spread(&waits).is_some_and(|(lo, hi)| hi - lo > 0.1 * hi);

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::status::cause_title;
 use super::FeedSnapshot;
+use crate::alert::Severity;
 use crate::text::{rfc3339, short_id, xml};
 
 pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
@@ -47,14 +48,27 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
         let what = last.map_or("down".to_string(), |c| {
             format!("{} ({})", cause_title(&c.cause), c.cause)
         });
+        let kind = match incident.severity {
+            Severity::Down => "DOWN",
+            Severity::Warning => "WARNING",
+            Severity::Intermittent => "INTERMITTENT",
+        };
         let title = match incident.closed_at {
-            Some(_) => format!("[RESOLVED] {}: {what}", incident.site),
-            None => format!("[DOWN] {}: {what}", incident.site),
+            Some(_) if incident.severity == Severity::Down => {
+                format!("[RESOLVED] {}: {what}", incident.site)
+            }
+            Some(_) => format!("[RESOLVED {kind}] {}: {what}", incident.site),
+            None => format!("[{kind}] {}: {what}", incident.site),
         };
         let mut html = String::new();
+        let began = match incident.severity {
+            Severity::Down => "went down",
+            Severity::Warning => "was degraded",
+            Severity::Intermittent => "began failing now and then",
+        };
         let _ = write!(
             html,
-            "<p>{} went down at {}.",
+            "<p>{} {began} at {}.",
             xml(&incident.site),
             rfc3339(incident.opened_at)
         );
@@ -67,7 +81,7 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
                     rfc3339(closed)
                 );
             }
-            None => html.push_str(" Still down.</p>"),
+            None => html.push_str(" Still open.</p>"),
         }
         for cause in &incident.causes {
             let _ = write!(
@@ -89,6 +103,11 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
         let _ = writeln!(out, "  <entry>");
         let _ = writeln!(out, "    <id>{id}</id>");
         let _ = writeln!(out, "    <title>{}</title>", xml(&title));
+        let _ = writeln!(
+            out,
+            r#"    <category term="{}" label="severity"/>"#,
+            incident.severity.as_str()
+        );
         let _ = writeln!(
             out,
             "    <published>{}</published>",

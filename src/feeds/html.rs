@@ -1,7 +1,8 @@
 //! The HTML status page (server-rendered, no script, readable on a phone) and the SVG badges.
 
-use super::status::{cause_title, component_status, ComponentStatus};
+use super::status::{cause_title, component_status, severity_prefix, ComponentStatus};
 use super::{file_name, percent, FeedSnapshot, SiteFeed, WINDOWS};
+use crate::alert::Severity;
 use crate::text::{rfc3339, xml};
 
 /// Words and colour for a Statuspage component status.
@@ -61,13 +62,24 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
         presentation(worst).1
     );
 
-    let open: Vec<_> = snapshot
+    // Outages first; warnings and intermittent failures apart, below them.
+    let (outages, lighter): (Vec<_>, Vec<_>) = snapshot
         .incidents
         .iter()
         .filter(|i| i.closed_at.is_none())
-        .collect();
-    if !open.is_empty() {
-        let _ = out.write_str("<h2>Open incidents</h2>\n<ul id=\"open-incidents\">\n");
+        .partition(|i| i.severity == Severity::Down);
+    for (open, heading, id) in [
+        (outages, "Open incidents", "open-incidents"),
+        (
+            lighter,
+            "Warnings and intermittent failures",
+            "open-warnings",
+        ),
+    ] {
+        if open.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "<h2>{heading}</h2>\n<ul id=\"{id}\">");
         for incident in open {
             let last = incident.causes.last();
             let _ = writeln!(
@@ -76,7 +88,8 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                  <p class=\"summary\">{}</p></li>",
                 xml(&incident.site),
                 xml(&format!(
-                    "{}: {}",
+                    "{}{}: {}",
+                    severity_prefix(incident.severity),
                     incident.site,
                     last.map_or("down".to_string(), |c| cause_title(&c.cause))
                 )),
@@ -107,7 +120,8 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                 "<li class=\"incident\" data-site=\"{}\"><div class=\"head\"><strong>{}</strong><span>{} – {}</span></div></li>",
                 xml(&incident.site),
                 xml(&format!(
-                    "{}: {}",
+                    "{}{}: {}",
+                    severity_prefix(incident.severity),
                     incident.site,
                     incident
                         .causes

@@ -23,7 +23,7 @@ use ring::digest::{digest, SHA256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::alert::{AlertPhase, RegionSeen};
+use crate::alert::{AlertPhase, RegionSeen, Severity};
 use crate::config::{Config, MaintenanceWindow, DEFAULT_REGION};
 use crate::diagnose::{Cause, Confidence, Diagnosis, Hop};
 use crate::engine::ProbeReport;
@@ -72,6 +72,9 @@ pub struct SiteFeed<'a> {
     pub days: Box<[(u32, u32)]>,
     /// Each region's view, when probers in several regions share the store (empty with one).
     pub regions: Box<[RegionFacts]>,
+    /// An open warning or intermittent incident (intermittent when both), shown even while
+    /// the latest run was fine.
+    pub open_lighter: Option<Severity>,
 }
 
 /// One region's view of a site, as the feeds show it.
@@ -326,6 +329,7 @@ pub fn snapshot<'a>(
             counts: [(0, 0); 4],
             days: Box::new([]),
             regions: Box::new([]),
+            open_lighter: None,
         })
         .collect();
     // Reports are reduced to what the feeds show as they stream by: a full report per site
@@ -358,11 +362,18 @@ pub fn snapshot<'a>(
             .add(hour, now);
     })?;
     done(&mut tallying, &mut sites);
-    let incidents = store
+    let incidents: Vec<IncidentRecord> = store
         .incidents(history_start)?
         .into_iter()
         .filter(|i| index.contains_key(i.site.as_str()))
         .collect();
+    for incident in incidents.iter().filter(|i| i.closed_at.is_none()) {
+        let site = &mut sites[index[incident.site.as_str()]];
+        match (incident.severity, site.open_lighter) {
+            (Severity::Down, _) | (_, Some(Severity::Intermittent)) => {}
+            (severity, _) => site.open_lighter = Some(severity),
+        }
+    }
     drop(index);
     Ok(FeedSnapshot {
         generated_at: now,
@@ -755,6 +766,7 @@ mod tests {
             counts: tally.counts(),
             days: tally.days(),
             regions: Box::new([]),
+            open_lighter: None,
         };
         assert_eq!(site.uptime(), [Some(1.0), Some(0.5), Some(0.5), Some(0.5)]);
         let unwatched = SiteFeed {

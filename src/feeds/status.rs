@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use super::{FeedSnapshot, SiteFeed, WINDOWS};
+use crate::alert::Severity;
 use crate::diagnose::Cause;
 use crate::observe::Status;
 use crate::text::{rfc3339, short_id};
@@ -32,11 +33,29 @@ impl ComponentStatus {
     }
 }
 
-/// A site's component status.
+/// A site's component status: its latest verdict, read with its open incident. An open
+/// intermittent incident is a partial outage even between failures; an open warning (the site
+/// degraded, visitors still served) is degraded performance, unless the latest run saw worse
+/// (down, or failing from a region).
 pub(super) fn component_status(site: &SiteFeed) -> ComponentStatus {
     if site.in_maintenance {
         return ComponentStatus::UnderMaintenance;
     }
+    let latest = latest_status(site);
+    let regional = site
+        .latest
+        .as_ref()
+        .is_some_and(|l| l.diagnosis.summary.starts_with("regional:"));
+    match site.open_lighter {
+        Some(Severity::Intermittent) => latest.max(ComponentStatus::PartialOutage),
+        Some(Severity::Warning) if latest != ComponentStatus::MajorOutage && !regional => {
+            ComponentStatus::DegradedPerformance
+        }
+        _ => latest,
+    }
+}
+
+fn latest_status(site: &SiteFeed) -> ComponentStatus {
     match site
         .latest
         .as_ref()
@@ -169,9 +188,11 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
         .map(|incident| {
             let id = short_id(&format!("incident:{}/{}", incident.site, incident.number));
             let component = snapshot.sites.iter().find(|s| s.name == incident.site);
-            let impact = match component.map(component_status) {
-                Some(ComponentStatus::MajorOutage) => "critical",
-                Some(ComponentStatus::PartialOutage) => "major",
+            let impact = match (incident.severity, component.map(component_status)) {
+                (Severity::Warning, _) => "minor",
+                (Severity::Intermittent, _) => "major",
+                (_, Some(ComponentStatus::MajorOutage)) => "critical",
+                (_, Some(ComponentStatus::PartialOutage)) => "major",
                 _ => "minor",
             };
             let last = incident.causes.last();
@@ -197,7 +218,12 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                 })
                 .collect();
             let name = match last {
-                Some(cause) => format!("{}: {}", incident.site, cause_title(&cause.cause)),
+                Some(cause) => format!(
+                    "{}{}: {}",
+                    severity_prefix(incident.severity),
+                    incident.site,
+                    cause_title(&cause.cause)
+                ),
                 None => format!("{} is down", incident.site),
             };
             json!({
@@ -218,7 +244,13 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                     "name": s.name,
                     "status": component_status(s).as_str(),
                 })]).unwrap_or_default(),
-                "probe": { "site": incident.site, "number": incident.number, "cause": last.map(|c| c.cause.clone()) },
+                "probe": {
+                    "site": incident.site,
+                    "number": incident.number,
+                    "severity": incident.severity.as_str(),
+                    "group": incident.group,
+                    "cause": last.map(|c| c.cause.clone()),
+                },
             })
         });
     let maintenances: Vec<Value> = snapshot
@@ -275,6 +307,15 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
     let _ = out.write_str(",\"scheduled_maintenances\":");
     let _ = out.write_str(&crate::text::json(&maintenances));
     let _ = out.write_str("}\n");
+}
+
+/// What an incident's name starts with: nothing for an outage, its kind for the others.
+pub(super) fn severity_prefix(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Down => "",
+        Severity::Warning => "Warning — ",
+        Severity::Intermittent => "Intermittent — ",
+    }
 }
 
 /// A cause id's title (`fpm_unreachable` → "the web server cannot reach PHP-FPM"); the id itself when

@@ -47,6 +47,8 @@ pub fn render(
     let cert_lines: Vec<String>;
     let mut steps: Vec<String> = Vec::new();
     let (subject, lead, diagnosis) = match notification {
+        // Told in the graver incident's opening.
+        Notification::Folded { .. } => return Vec::new(),
         Notification::Opened {
             severity: Severity::Down,
             diagnosis,
@@ -282,6 +284,7 @@ pub fn render(
             subject: subject.clone(),
             body_text: text.clone(),
             body_html: html.clone(),
+            grouping: None,
         })
         .collect()
 }

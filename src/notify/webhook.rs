@@ -109,6 +109,7 @@ pub fn render(
             subject: payload["event"].as_str().unwrap_or_default().to_string(),
             body_text: body.clone(),
             body_html: String::new(),
+            grouping: None,
         })
         .collect()
 }
@@ -179,6 +180,13 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
             "region.online",
             incident,
             json!({ "region": region, "duration_seconds": lasted.as_secs() }),
+        ),
+        Notification::Folded {
+            incident, lasted, ..
+        } => (
+            "incident.resolved",
+            incident,
+            json!({ "duration_seconds": lasted.as_secs(), "folded": true }),
         ),
         Notification::CertExpiring { cert, threshold } => (
             "certificate.expiring",

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::alert::{self, AlertState, RegionVote, RunVerdict};
+use crate::alert::{
+    self, AlertState, GroupEvent, Grouping, Notification, RegionVote, RunVerdict, Severity,
+};
 use crate::config::{Alerts, Config, Site};
 use crate::diagnose::pattern::{Failure, RunRecord};
 use crate::engine::ProbeReport;
@@ -17,7 +19,7 @@ use crate::engine::{probe_site, ProbeError};
 use crate::notify::mail::MailChannel;
 use crate::notify::outbox::{self, FlushSummary, Recorder};
 use crate::notify::webhook::WebhookChannel;
-use crate::notify::{mail, webhook};
+use crate::notify::{group, mail, webhook};
 use crate::observe::Status;
 use crate::settings::ProbeSettings;
 use crate::store::{Channel, NewMessage, RegionView, RegionalRun, Store, StoreError};
@@ -340,7 +342,7 @@ pub fn decide_site(
         certs: &certs,
         cert_thresholds: &site.probe.shared.diagnose.cert_warning_days,
     };
-    let (next, mut notifications) = alert::site_step(
+    let (mut next, mut notifications) = alert::site_step(
         current,
         &run,
         &votes,
@@ -348,6 +350,21 @@ pub fn decide_site(
         &config.alerts,
         extras,
     );
+    let outage_begins_or_changes = notifications.iter().any(|n| {
+        matches!(
+            n,
+            Notification::Opened {
+                severity: Severity::Down,
+                ..
+            } | Notification::CauseChanged {
+                severity: Severity::Down,
+                ..
+            }
+        )
+    });
+    if config.alerts.group && outage_begins_or_changes {
+        next.group = alert::Group::of(report);
+    }
     if next == *current && notifications.is_empty() {
         return None;
     }
@@ -365,9 +382,17 @@ pub fn decide_site(
     let mut messages: Vec<_> = if site.alert_to.is_empty() {
         Vec::new()
     } else {
+        let url = site.probe.target.url();
         notifications
             .iter()
-            .flat_map(|n| mail::render(&site.name, site.probe.target.url(), n, &site.alert_to))
+            .flat_map(|n| {
+                let grouping = grouping(site, n, current, &next);
+                let mut rendered = mail::render(&site.name, url, n, &site.alert_to);
+                for m in &mut rendered {
+                    m.grouping = grouping.clone();
+                }
+                rendered
+            })
             .collect()
     };
     for n in &notifications {
@@ -375,6 +400,44 @@ pub fn decide_site(
         messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
     }
     Some((next, messages))
+}
+
+/// The group an outage's mail is told in, if its site shares its failure (`before` and `after`
+/// the run: a recovery belongs to the group the incident had).
+fn grouping(
+    site: &Site,
+    n: &Notification,
+    before: &AlertState,
+    after: &AlertState,
+) -> Option<Grouping> {
+    let (event, group, summary) = match n {
+        Notification::Opened {
+            severity: Severity::Down,
+            diagnosis,
+            ..
+        } => (GroupEvent::Opened, after.group.as_ref(), &diagnosis.summary),
+        Notification::Reminder {
+            severity: Severity::Down,
+            diagnosis,
+            ..
+        } => (
+            GroupEvent::Reminder,
+            after.group.as_ref(),
+            &diagnosis.summary,
+        ),
+        Notification::Recovered {
+            severity: Severity::Down,
+            ..
+        } => (GroupEvent::Recovered, before.group.as_ref(), &String::new()),
+        _ => return None,
+    };
+    Some(Grouping {
+        group: group?.clone(),
+        site: site.name.clone(),
+        url: site.probe.target.url().to_string(),
+        event,
+        summary: summary.clone(),
+    })
 }
 
 /// Each region's view of a site, side by side, for a notification: the quorum, then a line per
@@ -553,12 +616,14 @@ pub fn record_site(
 
 /// Delivers what is due in the outbox: mail (if there is an SMTP server) and webhook calls.
 /// `recorder` remembers, across passes of one process, what was delivered but could not be
-/// recorded yet.
+/// recorded yet. The mails of sites failing together are told as one once their group's oldest
+/// is `group_wait` old (`notify::group`).
 pub async fn deliver_outbox(
     config: &Config,
     store: &mut dyn Store,
     now: OffsetDateTime,
     recorder: &mut Recorder,
+    group_wait: std::time::Duration,
 ) -> Result<FlushSummary, StoreError> {
     // One read of the outbox for every channel this prober can deliver on: mail needs an SMTP
     // server; a webhook call carries its own URL.
@@ -566,7 +631,30 @@ pub async fn deliver_outbox(
     if config.smtp.is_some() {
         channels.push(Channel::Mail);
     }
-    let due = recorder.due(store, now, &channels)?;
+    let mut due = recorder.due(store, now, &channels)?;
+    if due.iter().any(|m| m.grouping.is_some()) {
+        let mut states = |key: &str| store.alert_state(key).unwrap_or_default();
+        let (merges, waiting) = group::plan(&due, &mut states, now, group_wait);
+        for (id, ready) in &waiting {
+            store.defer_message(*id, *ready)?;
+        }
+        let mut held: Vec<i64> = waiting.iter().map(|(id, _)| *id).collect();
+        for merge in &merges {
+            held.extend(&merge.close);
+            if merge.send.is_some() || !merge.close.is_empty() {
+                tracing::info!(group = %merge.state_key, told = merge.close.len(), "grouped mail");
+            }
+            let send: Vec<_> = merge.send.iter().cloned().collect();
+            store.record_group(&merge.state_key, now, &merge.state, &send, &merge.close)?;
+        }
+        if merges.iter().any(|m| m.send.is_some()) {
+            // The group mails just queued go out in this pass.
+            due.extend(recorder.due(store, now, &channels)?);
+            due.sort_by_key(|m| m.id);
+            due.dedup_by_key(|m| m.id);
+        }
+        due.retain(|m| !held.contains(&m.id));
+    }
     if due.is_empty() {
         return Ok(FlushSummary::default());
     }
@@ -682,7 +770,15 @@ pub async fn run_once_with(
     }
     store_batch(config, store, &mut batch, false, now, &mut outcome, on_site)?;
 
-    let delivered = deliver_outbox(config, store, now, &mut Recorder::default()).await?;
+    // Every site of the pass is decided by now: a group's mails need not wait for more.
+    let delivered = deliver_outbox(
+        config,
+        store,
+        now,
+        &mut Recorder::default(),
+        std::time::Duration::ZERO,
+    )
+    .await?;
     prune(config, store, now)?;
     outcome.mails_sent = delivered.sent;
     outcome.mails_waiting = delivered.waiting();

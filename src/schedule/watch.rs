@@ -177,6 +177,16 @@ impl Delivery {
     }
 }
 
+/// How long the mails of a shared outage wait for the other sites of their group: the shortest
+/// site interval, at most `MAX_GROUP_WAIT`.
+fn group_wait(config: &Config) -> Duration {
+    let shortest = config.sites.iter().map(|s| s.interval).min();
+    shortest.unwrap_or(Duration::ZERO).min(MAX_GROUP_WAIT)
+}
+
+/// The longest a shared outage's mails wait for the rest of their group.
+const MAX_GROUP_WAIT: Duration = Duration::from_secs(300);
+
 /// Delivers what is due whenever woken, every `HOUSEKEEPING` for retries, and once more when
 /// told to stop.
 async fn deliver_until_stopped(
@@ -192,7 +202,16 @@ async fn deliver_until_stopped(
         let stopping = *stop.borrow_and_update();
         let current = config.borrow().clone();
         let now = OffsetDateTime::now_utc();
-        match schedule::deliver_outbox(&current, store.as_mut(), now, &mut recorder).await {
+        // Sites failing together are probed within one interval of each other: their mails
+        // wait that long to be told as one (not when stopping: nothing more will come).
+        let group_wait = if stopping {
+            Duration::ZERO
+        } else {
+            group_wait(&current)
+        };
+        match schedule::deliver_outbox(&current, store.as_mut(), now, &mut recorder, group_wait)
+            .await
+        {
             Ok(s) if s.sent + s.waiting() + s.given_up > 0 => {
                 tracing::info!(
                     sent = s.sent,

@@ -25,8 +25,9 @@ use time::OffsetDateTime;
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, WriterLock, LOCK_WAIT};
 
-use crate::alert::{AlertState, RegionSeen};
+use crate::alert::{AlertState, RegionSeen, Severity};
 use crate::config::{StoreLocation, DEFAULT_REGION};
+use crate::diagnose::Cause;
 use crate::engine::ProbeReport;
 
 /// Why the store failed (the tool failing, not a site).
@@ -151,6 +152,10 @@ pub struct OutboxMessage {
     pub body_text: String,
     pub body_html: String,
     pub attempts: u32,
+    /// When it was queued (the run that decided it).
+    pub created_at: OffsetDateTime,
+    /// A mail about an outage other sites may share: told together with theirs.
+    pub grouping: Option<crate::alert::Grouping>,
 }
 
 /// A delivery to queue, rendered.
@@ -166,6 +171,8 @@ pub struct NewMessage {
     pub subject: String,
     pub body_text: String,
     pub body_html: String,
+    /// A mail about an outage other sites may share: told together with theirs.
+    pub grouping: Option<crate::alert::Grouping>,
 }
 
 /// A delivery not yet made, as `probe outbox` lists it.
@@ -247,8 +254,11 @@ pub struct CauseRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncidentRecord {
     pub site: String,
-    /// The site's incident number (1, 2, …).
+    /// The site's incident number (1, 2, …), one count for every severity.
     pub number: u64,
+    pub severity: Severity,
+    /// The shared failure it belongs to (`origin 203.0.113.10`), if others share it.
+    pub group: Option<String>,
     pub opened_at: OffsetDateTime,
     pub closed_at: Option<OffsetDateTime>,
     pub causes: Vec<CauseRecord>,
@@ -278,10 +288,62 @@ pub fn open(location: &StoreLocation) -> Result<Box<dyn Store>, StoreError> {
     }
 }
 
+/// What the incident tables hold for one incident of a decided site state.
+pub(crate) struct IncidentRow<'a> {
+    pub severity: Severity,
+    pub number: i64,
+    pub opened_at: i64,
+    /// Its current cause; `None` once it is closed.
+    pub cause: Option<Cause>,
+    pub summary: &'a str,
+    pub evidence: String,
+    pub group: Option<&'a str>,
+}
+
+/// The incidents a site's decided state speaks of: its outage and its warning and intermittent
+/// tracks, each once it has a number.
+pub(crate) fn incident_rows<'a>(
+    state: &'a AlertState,
+    report: &'a ProbeReport,
+    at: i64,
+) -> Vec<IncidentRow<'a>> {
+    let d = &report.diagnosis;
+    let evidence = || serde_json::to_string(&d.evidence).expect("strings serialise");
+    let mut rows = Vec::new();
+    let mut add = |severity, track: &'a AlertState, summary: &'a str, evidence: String| {
+        if track.incident > 0 {
+            rows.push(IncidentRow {
+                severity,
+                number: track.incident as i64,
+                opened_at: track.since.map_or(at, stamp_of),
+                cause: track.cause,
+                summary,
+                evidence,
+                group: track.group.as_ref().map(|g| g.key.as_str()),
+            });
+        }
+    };
+    add(Severity::Down, state, &d.summary, evidence());
+    if let Some(warning) = state.warning.as_deref() {
+        add(Severity::Warning, warning, &d.summary, evidence());
+    }
+    if let Some(track) = state.intermittent.as_deref() {
+        // Its diagnosis reads the history, not this run: its cause's title stands for it.
+        let summary = track.cause.map_or("", |c| c.title());
+        add(Severity::Intermittent, track, summary, "[]".to_string());
+    }
+    rows
+}
+
 /// Times are stored as Unix seconds (UTC): they compare and sort as numbers, whatever the
 /// fraction of a second.
 fn stamp_of(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
+}
+
+/// A stored time back (the epoch if out of range: a time we wrote ourselves never is).
+fn time_of(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// What the history keeps of a report: all of it when the site was not healthy (the evidence of
@@ -362,6 +424,18 @@ pub trait Store: Send {
         state: &AlertState,
         messages: &[NewMessage],
     ) -> Result<(), StoreError>;
+    /// Saves a group's state with the mail that tells its sites' deliveries (`told`: closed
+    /// without being sent, their text in `messages`), atomically.
+    fn record_group(
+        &mut self,
+        key: &str,
+        at: OffsetDateTime,
+        state: &AlertState,
+        messages: &[NewMessage],
+        told: &[i64],
+    ) -> Result<(), StoreError>;
+    /// Makes a message wait until `until` (its group is gathering), its attempts untouched.
+    fn defer_message(&mut self, id: i64, until: OffsetDateTime) -> Result<(), StoreError>;
     /// Messages not yet delivered nor given up whose next attempt is due at `now`.
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError>;
     /// The due messages, claimed for this process's delivery for `lease`: probers sharing the

@@ -135,6 +135,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
          started_at BIGINT NOT NULL,
          seen_at BIGINT NOT NULL
      );",
+    // 6: as SQLite's 6.
+    "ALTER TABLE outbox ADD COLUMN grouping TEXT;
+     ALTER TABLE incidents ADD COLUMN severity TEXT NOT NULL DEFAULT 'down';
+     ALTER TABLE incidents ADD COLUMN group_key TEXT;"
 ];
 
 /// Where the database is: the parsed URL, its TLS setup, and how it is shown (never with its
@@ -642,37 +646,43 @@ impl PostgresStore {
         state: &AlertState,
     ) -> Result<(), StoreError> {
         let at = super::stamp_of(run.at);
-        let number = state.incident as i64;
-        let opened_at = state.since.map_or(at, super::stamp_of);
-        let id: i64 = {
-            let statement = self.statement(
-                "WITH made AS (
-                     INSERT INTO incidents (site, number, opened_at) VALUES ($1::text, $2::bigint, $3::bigint)
-                     ON CONFLICT (site, number) DO NOTHING RETURNING id)
-                 SELECT id FROM made
-                 UNION ALL SELECT id FROM incidents WHERE site = $1 AND number = $2",
-            )?;
-            let row = wait(
-                self.client()?
-                    .query_one(&statement, &[&run.site, &number, &opened_at]),
-            );
-            row.map_err(|e| self.error(e))?.get(0)
-        };
-        if let Some(cause) = state.cause {
-            let d = &run.report.diagnosis;
-            let evidence = serde_json::to_string(&d.evidence).expect("strings serialise");
-            self.execute(
-                "INSERT INTO incident_causes (incident_id, at, cause, summary, evidence)
-                 SELECT $1::bigint, $2::bigint, $3::text, $4::text, $5::text
-                 WHERE (SELECT cause FROM incident_causes WHERE incident_id = $1
-                        ORDER BY id DESC LIMIT 1) IS DISTINCT FROM $3",
-                &[&id, &at, &cause.as_str(), &d.summary, &evidence],
-            )?;
-        } else {
-            self.execute(
-                "UPDATE incidents SET closed_at = $1 WHERE id = $2 AND closed_at IS NULL",
-                &[&at, &id],
-            )?;
+        for row in super::incident_rows(state, run.report, at) {
+            let id: i64 = {
+                let statement = self.statement(
+                    "WITH made AS (
+                         INSERT INTO incidents (site, number, opened_at, severity, group_key)
+                         VALUES ($1::text, $2::bigint, $3::bigint, $4::text, $5::text)
+                         ON CONFLICT (site, number) DO NOTHING RETURNING id)
+                     SELECT id FROM made
+                     UNION ALL SELECT id FROM incidents WHERE site = $1 AND number = $2",
+                )?;
+                let severity = row.severity.as_str();
+                let found = wait(self.client()?.query_one(
+                    &statement,
+                    &[
+                        &run.site,
+                        &row.number,
+                        &row.opened_at,
+                        &severity,
+                        &row.group,
+                    ],
+                ));
+                found.map_err(|e| self.error(e))?.get(0)
+            };
+            if let Some(cause) = row.cause {
+                self.execute(
+                    "INSERT INTO incident_causes (incident_id, at, cause, summary, evidence)
+                     SELECT $1::bigint, $2::bigint, $3::text, $4::text, $5::text
+                     WHERE (SELECT cause FROM incident_causes WHERE incident_id = $1
+                            ORDER BY id DESC LIMIT 1) IS DISTINCT FROM $3",
+                    &[&id, &at, &cause.as_str(), &row.summary, &row.evidence],
+                )?;
+            } else {
+                self.execute(
+                    "UPDATE incidents SET closed_at = $1 WHERE id = $2 AND closed_at IS NULL",
+                    &[&at, &id],
+                )?;
+            }
         }
         Ok(())
     }
@@ -789,6 +799,10 @@ impl PostgresStore {
             body_text: row.get(4),
             body_html: row.get(5),
             attempts: row.get::<_, i32>(6) as u32,
+            created_at: super::time_of(row.get(9)),
+            grouping: row
+                .get::<_, Option<&str>>(10)
+                .and_then(|g| serde_json::from_str(g).ok()),
         })
     }
 }
@@ -797,10 +811,10 @@ const STATE_UPSERT: &str = "INSERT INTO alert_state (site, state)
      SELECT * FROM unnest($1::text[], $2::text[])
      ON CONFLICT (site) DO UPDATE SET state = excluded.state";
 
-const OUTBOX_INSERT: &str = "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification)
-     SELECT k, c, r, s, t, h, c, ch, n
-     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-          AS m (k, c, r, s, t, h, ch, n)
+const OUTBOX_INSERT: &str = "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification, grouping)
+     SELECT k, c, r, s, t, h, c, ch, n, g
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+          AS m (k, c, r, s, t, h, ch, n, g)
      ON CONFLICT (key) DO NOTHING";
 
 /// Opens a connection, driven on a thread of its own until the client is dropped or the
@@ -973,6 +987,7 @@ struct QueuedRows<'a> {
     htmls: Vec<&'a str>,
     channels: Vec<&'static str>,
     notifications: Vec<&'a str>,
+    groupings: Vec<Option<String>>,
 }
 
 impl<'a> QueuedRows<'a> {
@@ -986,6 +1001,7 @@ impl<'a> QueuedRows<'a> {
             htmls: Vec::new(),
             channels: Vec::new(),
             notifications: Vec::new(),
+            groupings: Vec::new(),
         };
         for (at, messages) in batches {
             for m in messages {
@@ -998,6 +1014,7 @@ impl<'a> QueuedRows<'a> {
                 rows.htmls.push(&m.body_html);
                 rows.channels.push(m.channel.as_str());
                 rows.notifications.push(&m.notification);
+                rows.groupings.push(super::sqlite::grouping_text(m));
             }
         }
         rows
@@ -1023,6 +1040,7 @@ impl<'a> QueuedRows<'a> {
                     &self.htmls,
                     &self.channels,
                     &self.notifications,
+                    &self.groupings,
                 ],
             )
             .await
@@ -1102,9 +1120,51 @@ impl Store for PostgresStore {
         })
     }
 
+    fn defer_message(&mut self, id: i64, until: OffsetDateTime) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2",
+            &[&super::stamp_of(until), &id],
+        )
+        .map(|_| ())
+    }
+
+    fn record_group(
+        &mut self,
+        key: &str,
+        at: OffsetDateTime,
+        state: &AlertState,
+        messages: &[NewMessage],
+        told: &[i64],
+    ) -> Result<(), StoreError> {
+        let state = serde_json::to_string(state).expect("an alert state serialises");
+        let queued = QueuedRows::of(std::iter::once((super::stamp_of(at), messages)));
+        let note = format!(
+            "told in {}",
+            messages
+                .first()
+                .map_or("the group's state", |m| m.key.as_str())
+        );
+        self.transaction(&mut |store| {
+            let [upsert, outbox, close] = store.statements([
+                STATE_UPSERT,
+                OUTBOX_INSERT,
+                "UPDATE outbox SET sent_at = $1, last_error = $2 WHERE id = ANY($3) AND sent_at IS NULL",
+            ])?;
+            let client = store.client()?;
+            let (keys, states) = ([key], [state.as_str()]);
+            let stamp = super::stamp_of(at);
+            let done = wait(futures_util::future::try_join3(
+                client.execute(&upsert, &[&keys.as_slice(), &states.as_slice()]),
+                queued.insert(client, &outbox),
+                client.execute(&close, &[&stamp, &note, &told]),
+            ));
+            done.map(|_| ()).map_err(|e| store.error(e))
+        })
+    }
+
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError> {
         let rows = self.read(
-            "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification
+            "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping
              FROM outbox
              WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1 ORDER BY id",
             &[&super::stamp_of(now)],
@@ -1126,7 +1186,7 @@ impl Store for PostgresStore {
                           WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
                             AND channel = ANY($3::text[])
                           ORDER BY id FOR UPDATE SKIP LOCKED)
-             RETURNING id, key, recipients, subject, body_text, body_html, attempts, channel, notification",
+             RETURNING id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping",
         )?;
         let lease = lease.as_secs() as i64;
         let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
@@ -1351,7 +1411,7 @@ impl Store for PostgresStore {
 
     fn incidents(&self, since: OffsetDateTime) -> Result<Vec<IncidentRecord>, StoreError> {
         let rows = self.read(
-            "SELECT i.id, i.site, i.number, i.opened_at, i.closed_at, c.at, c.cause, c.summary, c.evidence
+            "SELECT i.id, i.site, i.number, i.opened_at, i.closed_at, c.at, c.cause, c.summary, c.evidence, i.severity, i.group_key
              FROM incidents i LEFT JOIN incident_causes c ON c.incident_id = i.id
              WHERE i.closed_at IS NULL OR i.closed_at >= $1
              ORDER BY i.opened_at DESC, i.id DESC, c.id",
@@ -1364,9 +1424,13 @@ impl Store for PostgresStore {
             if last_id != Some(id) {
                 last_id = Some(id);
                 let closed: Option<i64> = row.get(4);
+                let severity: &str = row.get(9);
                 out.push(IncidentRecord {
                     site: row.get(1),
                     number: row.get::<_, i64>(2) as u64,
+                    severity: crate::alert::Severity::parse(severity)
+                        .ok_or_else(|| self.corrupt("incident severity", severity))?,
+                    group: row.get(10),
                     opened_at: self.time(row.get(3))?,
                     closed_at: closed.map(|t| self.time(t)).transpose()?,
                     causes: Vec::new(),

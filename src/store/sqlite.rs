@@ -263,6 +263,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
          started_at INTEGER NOT NULL,
          seen_at INTEGER NOT NULL
      );",
+    // 6: a mail about an outage other sites may share carries its group, so the deliveries of
+    // one group to one recipient go out as one mail; incidents have a severity (a site's
+    // incidents of every severity share one count) and name the group they belong to.
+    "ALTER TABLE outbox ADD COLUMN grouping TEXT;
+     ALTER TABLE incidents ADD COLUMN severity TEXT NOT NULL DEFAULT 'down';
+     ALTER TABLE incidents ADD COLUMN group_key TEXT;"
 ];
 
 use super::{history_row, stamp_of as stamp, Decide, RegionView, RegionalRun};
@@ -527,11 +533,55 @@ impl Store for SqliteStore {
         tx.commit().map_err(sqlite)
     }
 
+    fn defer_message(&mut self, id: i64, until: OffsetDateTime) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET next_attempt_at = ?1 WHERE id = ?2",
+                params![stamp(until), id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    fn record_group(
+        &mut self,
+        key: &str,
+        at: OffsetDateTime,
+        state: &AlertState,
+        messages: &[NewMessage],
+        told: &[i64],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let state = serde_json::to_string(state).expect("an alert state serialises");
+        let note = format!(
+            "told in {}",
+            messages
+                .first()
+                .map_or("the group's state", |m| m.key.as_str())
+        );
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        save_state(&tx, key, &state).map_err(sqlite)?;
+        queue(&tx, stamp(at), messages).map_err(sqlite)?;
+        for id in told {
+            execute_cached(
+                &tx,
+                "UPDATE outbox SET sent_at = ?1, last_error = ?2 WHERE id = ?3 AND sent_at IS NULL",
+                params![stamp(at), note, id],
+            )
+            .map_err(sqlite)?;
+        }
+        tx.commit().map_err(sqlite)
+    }
+
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError> {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification
+                "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping
                  FROM outbox
                  WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= ?1 ORDER BY id",
             )
@@ -548,6 +598,8 @@ impl Store for SqliteStore {
                     row.get::<_, u32>(6)?,
                     row.get::<_, String>(7)?,
                     row.get::<_, String>(8)?,
+                    row.get::<_, i64>(9)?,
+                    row.get::<_, Option<String>>(10)?,
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
@@ -563,6 +615,8 @@ impl Store for SqliteStore {
                 attempts,
                 channel,
                 notification,
+                created_at,
+                grouping,
             ) = row.map_err(|e| self.sqlite(e))?;
             let channel =
                 Channel::parse(&channel).ok_or_else(|| self.corrupt("outbox channel", &channel))?;
@@ -582,6 +636,8 @@ impl Store for SqliteStore {
                 body_text,
                 body_html,
                 attempts,
+                created_at: super::time_of(created_at),
+                grouping: grouping.and_then(|g| serde_json::from_str(&g).ok()),
             });
         }
         Ok(out)
@@ -745,7 +801,7 @@ impl Store for SqliteStore {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT i.id, i.site, i.number, i.opened_at, i.closed_at, c.at, c.cause, c.summary, c.evidence
+                "SELECT i.id, i.site, i.number, i.opened_at, i.closed_at, c.at, c.cause, c.summary, c.evidence, i.severity, i.group_key
                  FROM incidents i LEFT JOIN incident_causes c ON c.incident_id = i.id
                  WHERE i.closed_at IS NULL OR i.closed_at >= ?1
                  ORDER BY i.opened_at DESC, i.id DESC, c.rowid",
@@ -761,6 +817,8 @@ impl Store for SqliteStore {
             Option<String>,
             Option<String>,
             Option<String>,
+            String,
+            Option<String>,
         );
         let rows = statement
             .query_map([stamp(since)], |row| {
@@ -774,19 +832,24 @@ impl Store for SqliteStore {
                     row.get(6)?,
                     row.get(7)?,
                     row.get(8)?,
+                    row.get(9)?,
+                    row.get(10)?,
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
         let mut out: Vec<IncidentRecord> = Vec::new();
         let mut last_id = None;
         for row in rows {
-            let (id, site, number, opened, closed, at, cause, summary, evidence): Row =
+            let (id, site, number, opened, closed, at, cause, summary, evidence, severity, group): Row =
                 row.map_err(|e| self.sqlite(e))?;
             if last_id != Some(id) {
                 last_id = Some(id);
                 out.push(IncidentRecord {
                     site,
                     number: number as u64,
+                    severity: crate::alert::Severity::parse(&severity)
+                        .ok_or_else(|| self.corrupt("incident severity", &severity))?,
+                    group,
                     opened_at: self.time(opened)?,
                     closed_at: closed.map(|t| self.time(t)).transpose()?,
                     causes: Vec::new(),
@@ -875,15 +938,23 @@ fn save_state(tx: &rusqlite::Transaction<'_>, key: &str, state: &str) -> rusqlit
 }
 
 /// Queues messages; one whose key is already queued or sent is not queued again.
+/// A message's group as stored (JSON), if it has one.
+pub(super) fn grouping_text(message: &NewMessage) -> Option<String> {
+    message
+        .grouping
+        .as_ref()
+        .map(|g| serde_json::to_string(g).expect("a grouping serialises"))
+}
+
 fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> rusqlite::Result<()> {
     for message in messages {
         let recipients = serde_json::to_string(&message.recipients).expect("strings serialise");
         execute_cached(
             tx,
-            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8)
+            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification, grouping)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8, ?9)
              ON CONFLICT (key) DO NOTHING",
-            params![message.key, at, recipients, message.subject, message.body_text, message.body_html, message.channel.as_str(), message.notification],
+            params![message.key, at, recipients, message.subject, message.body_text, message.body_html, message.channel.as_str(), message.notification, grouping_text(message)],
         )?;
     }
     Ok(())
@@ -949,25 +1020,23 @@ fn write_decision(
     messages: &[NewMessage],
 ) -> rusqlite::Result<()> {
     let at = stamp(run.at);
-    let d = &run.report.diagnosis;
     let text = serde_json::to_string(state).expect("an alert state serialises");
     save_state(tx, run.site, &text)?;
-    // The incident this state belongs to, and its cause history.
-    if state.incident > 0 {
-        let open = state.cause.is_some();
-        let opened_at = state.since.map_or(at, stamp);
+    // The incidents this state speaks of, and their cause histories.
+    for row in super::incident_rows(state, run.report, at) {
+        let open = row.cause.is_some();
         execute_cached(
             tx,
-            "INSERT INTO incidents (site, number, opened_at) VALUES (?1, ?2, ?3)
+            "INSERT INTO incidents (site, number, opened_at, severity, group_key) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (site, number) DO NOTHING",
-            params![run.site, state.incident as i64, opened_at],
+            params![run.site, row.number, row.opened_at, row.severity.as_str(), row.group],
         )?;
         let incident_id: i64 = tx.query_row(
             "SELECT id FROM incidents WHERE site = ?1 AND number = ?2",
-            params![run.site, state.incident as i64],
+            params![run.site, row.number],
             |row| row.get(0),
         )?;
-        if let Some(cause) = state.cause {
+        if let Some(cause) = row.cause {
             let last: Option<String> = tx
                 .query_row(
                     "SELECT cause FROM incident_causes WHERE incident_id = ?1 ORDER BY rowid DESC LIMIT 1",
@@ -976,11 +1045,10 @@ fn write_decision(
                 )
                 .optional()?;
             if last.as_deref() != Some(cause.as_str()) {
-                let evidence = serde_json::to_string(&d.evidence).expect("strings serialise");
                 execute_cached(
                     tx,
                     "INSERT INTO incident_causes (incident_id, at, cause, summary, evidence) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![incident_id, at, cause.as_str(), d.summary, evidence],
+                    params![incident_id, at, cause.as_str(), row.summary, row.evidence],
                 )?;
             }
         }

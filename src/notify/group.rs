@@ -1,0 +1,436 @@
+//! One mail for a shared outage: the due mails of sites failing on one origin address (or one
+//! edge), to one recipient, told as one.
+//!
+//! A grouped mail waits until the oldest of its group's due mails is `wait` old (the other sites
+//! on that origin are probed within one interval), then the group's mails to that recipient are
+//! merged: an opening listing every site, "also affected" for a site joining an open group, one
+//! reminder for all, and one recovery when the last site recovers (a site recovering before
+//! the others is told in it). The recipient's group state (its open incident and its sites) is
+//! kept in the store with the merge, in one transaction (its `members` are the sites down in it
+//! now, its `streak` how many were in it in all). A group of one site is that site's own mail.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::alert::{AlertPhase, AlertState, GroupEvent, Grouping};
+use crate::store::{Channel, NewMessage, OutboxMessage};
+use crate::text::{printable, xml};
+
+/// A grouped mail with its grouping.
+type Member<'a> = (&'a OutboxMessage, &'a Grouping);
+
+/// What to do with the due mails of one group to one recipient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merge {
+    /// Outbox rows told in `send` (or needing no mail of their own): closed without delivery.
+    pub close: Vec<i64>,
+    /// The one mail that tells them, queued in their place.
+    pub send: Option<NewMessage>,
+    /// The recipient's group state after it, kept under `state_key`.
+    pub state_key: String,
+    pub state: AlertState,
+}
+
+/// The store key of one recipient's state of one group.
+pub fn state_key(group: &str, recipient: &str) -> String {
+    format!("@group:{group}:{recipient}")
+}
+
+/// Plans the merges of the grouped mails among `due`; `state` reads a recipient's group state.
+/// Returns the merges, and the grouped mails whose group is still gathering, each with when it
+/// is ready.
+pub fn plan(
+    due: &[OutboxMessage],
+    state: &mut dyn FnMut(&str) -> AlertState,
+    now: OffsetDateTime,
+    wait: Duration,
+) -> (Vec<Merge>, Vec<(i64, OffsetDateTime)>) {
+    let mut buckets: Vec<(String, &str, Vec<Member<'_>>)> = Vec::new();
+    for m in due.iter().filter(|m| m.channel == Channel::Mail) {
+        let (Some(g), Some(to)) = (m.grouping.as_ref(), m.recipients.first()) else {
+            continue;
+        };
+        match buckets
+            .iter_mut()
+            .find(|(key, r, _)| *key == g.group.key && r == to)
+        {
+            Some((_, _, members)) => members.push((m, g)),
+            None => buckets.push((g.group.key.clone(), to, vec![(m, g)])),
+        }
+    }
+    let mut merges = Vec::new();
+    let mut waiting = Vec::new();
+    for (group, recipient, members) in buckets {
+        let oldest = members.iter().map(|(m, _)| m.created_at).min();
+        let ready = oldest.map_or(now, |t| t + wait);
+        if ready > now {
+            waiting.extend(members.iter().map(|(m, _)| (m.id, ready)));
+            continue;
+        }
+        let key = state_key(&group, recipient);
+        let before = state(&key);
+        merges.push(merge(&key, before, recipient, &members, now));
+    }
+    (merges, waiting)
+}
+
+fn merge(
+    key: &str,
+    before: AlertState,
+    recipient: &str,
+    members: &[(&OutboxMessage, &Grouping)],
+    now: OffsetDateTime,
+) -> Merge {
+    let of =
+        |event| -> Vec<&Member<'_>> { members.iter().filter(|(_, g)| g.event == event).collect() };
+    let (opened, reminders, recovered) = (
+        of(GroupEvent::Opened),
+        of(GroupEvent::Reminder),
+        of(GroupEvent::Recovered),
+    );
+    let mut state = before.clone();
+    let open = state.phase == AlertPhase::Down;
+    let mut close = Vec::new();
+    let mut send = None;
+    let place = &members[0].1.group.place;
+
+    let joining: Vec<&Member<'_>> = opened
+        .iter()
+        .copied()
+        .filter(|(_, g)| !state.members.contains(&g.site))
+        .collect();
+    if !open && !joining.is_empty() {
+        state.phase = AlertPhase::Down;
+        state.incident += 1;
+        state.since = members.iter().map(|(m, _)| m.created_at).min();
+        state.notified = 1;
+        state.last_notified = Some(now);
+        state.members = joining.iter().map(|(_, g)| g.site.clone()).collect();
+        state.streak = joining.len() as u32;
+        if joining.len() > 1 {
+            let subject = format!(
+                "[DOWN] {} sites {place}: {}",
+                joining.len(),
+                shared_cause(&joining)
+            );
+            let lead = format!(
+                "{} sites {place} are down together: one shared failure, told once.",
+                joining.len()
+            );
+            send = Some(render(
+                key, recipient, &state, "opened", subject, &lead, &joining,
+            ));
+            close.extend(joining.iter().map(|(m, _)| m.id));
+        }
+        // One site alone: its own mail goes out as it is.
+    } else if !joining.is_empty() {
+        state.notified += 1;
+        state.streak += joining.len() as u32;
+        state
+            .members
+            .extend(joining.iter().map(|(_, g)| g.site.clone()));
+        let names: Vec<&str> = joining.iter().map(|(_, g)| g.site.as_str()).collect();
+        let subject = format!(
+            "[DOWN] also affected {place}: {} ({})",
+            names.join(", "),
+            shared_cause(&joining)
+        );
+        let lead = format!(
+            "More sites {place} fail with the open incident #{}; {} sites of yours are in it now.",
+            state.incident,
+            state.members.len()
+        );
+        let part = format!("also-{}", state.notified);
+        send = Some(render(
+            key, recipient, &state, &part, subject, &lead, &joining,
+        ));
+        close.extend(joining.iter().map(|(m, _)| m.id));
+    }
+    // Openings of sites already in the group (a mail queued twice) need nothing more.
+    let repeated: Vec<i64> = opened
+        .iter()
+        .filter(|(m, _)| !close.contains(&m.id) && send.is_some())
+        .map(|(m, _)| m.id)
+        .collect();
+    close.extend(repeated);
+
+    // A group that only ever held one site reminds as that site.
+    let shared = open && state.streak > 1;
+    if shared && !reminders.is_empty() && send.is_none() {
+        state.notified += 1;
+        let subject = format!(
+            "[STILL DOWN] {} sites {place}: {}",
+            reminders.len(),
+            shared_cause(&reminders)
+        );
+        let lead = format!(
+            "{} sites {place} are still down (incident #{}).",
+            reminders.len(),
+            state.incident
+        );
+        let part = format!("reminder-{}", state.notified);
+        send = Some(render(
+            key, recipient, &state, &part, subject, &lead, &reminders,
+        ));
+    }
+    if shared {
+        close.extend(reminders.iter().map(|(m, _)| m.id));
+    }
+
+    let leaving: Vec<&Member<'_>> = recovered
+        .iter()
+        .copied()
+        .filter(|(_, g)| state.members.contains(&g.site))
+        .collect();
+    if state.phase == AlertPhase::Down && !leaving.is_empty() {
+        state
+            .members
+            .retain(|s| !leaving.iter().any(|(_, g)| g.site == *s));
+        let alone = state.streak <= 1;
+        if state.members.is_empty() && send.is_none() && !alone {
+            // From the first failure to the last site's recovery (not to this delivery).
+            let ended = leaving
+                .iter()
+                .map(|(m, _)| m.created_at)
+                .max()
+                .unwrap_or(now);
+            let lasted = state
+                .since
+                .map_or(0, |s| (ended - s).whole_minutes().max(0));
+            let subject = format!("[RECOVERED] {} sites {place} after {lasted}m", state.streak);
+            let lead = format!(
+                "Every site of incident #{} answers again ({} in all): the shared failure {place} is over. The last to recover:",
+                state.incident, state.streak
+            );
+            send = Some(render(
+                key,
+                recipient,
+                &state,
+                "recovered",
+                subject,
+                &lead,
+                &leaving,
+            ));
+        }
+        if !alone {
+            // Told in the group's recovery, or (a site recovering before the others) in it
+            // later.
+            close.extend(leaving.iter().map(|(m, _)| m.id));
+        }
+        if state.members.is_empty() {
+            state = AlertState {
+                incident: state.incident,
+                ..AlertState::default()
+            };
+        }
+    }
+    Merge {
+        close,
+        send,
+        state_key: key.to_string(),
+        state,
+    }
+}
+
+/// The cause the sites share, or "several causes".
+fn shared_cause(members: &[&Member<'_>]) -> String {
+    let first = members[0].1.group.cause;
+    if members.iter().all(|(_, g)| g.group.cause == first) {
+        first.title().to_string()
+    } else {
+        "several causes".to_string()
+    }
+}
+
+/// The group mail: the lead, every site told (name, URL, cause, its summary), then the first
+/// site's own mail for the evidence and the commands.
+fn render(
+    key: &str,
+    recipient: &str,
+    state: &AlertState,
+    part: &str,
+    subject: String,
+    lead: &str,
+    members: &[&Member<'_>],
+) -> NewMessage {
+    use std::fmt::Write as _;
+    let notification = format!("{key}/{}/{part}", state.incident);
+    let mut text = format!("{lead}\n\nSites:\n");
+    let mut html = format!("<p><strong>{}</strong></p>\n<ul>\n", xml(lead));
+    for (_, g) in members {
+        let cause = g.group.cause.as_str();
+        let _ = writeln!(
+            text,
+            "  {} {} ({cause}){}",
+            printable(&g.site),
+            printable(&g.url),
+            if g.summary.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", printable(&g.summary))
+            }
+        );
+        let _ = writeln!(
+            html,
+            "<li><strong>{}</strong> <a href=\"{}\">{}</a> ({cause}) {}</li>",
+            xml(&g.site),
+            xml(&g.url),
+            xml(&g.url),
+            xml(&g.summary)
+        );
+    }
+    html.push_str("</ul>\n");
+    if let Some((first, g)) = members
+        .first()
+        .filter(|(_, g)| g.event != GroupEvent::Recovered)
+    {
+        let _ = write!(
+            text,
+            "\nThe first of them, {}, in full:\n\n{}",
+            printable(&g.site),
+            first.body_text
+        );
+        let _ = write!(
+            html,
+            "<h3>The first of them, {}, in full</h3>\n<blockquote>{}</blockquote>\n",
+            xml(&g.site),
+            strip_document(&first.body_html)
+        );
+    } else {
+        text.push_str("\n-- \nprobe\n");
+    }
+    NewMessage {
+        channel: Channel::Mail,
+        key: format!("{notification}#mail-{recipient}"),
+        notification,
+        recipients: vec![recipient.to_string()],
+        subject: printable(&subject).into_owned(),
+        body_text: text,
+        body_html: format!("<!DOCTYPE html><html><body>\n{html}</body></html>\n"),
+        grouping: None,
+    }
+}
+
+/// A rendered mail's HTML body without its document wrapper, to quote inside another.
+fn strip_document(html: &str) -> &str {
+    html.trim()
+        .trim_start_matches("<!DOCTYPE html><html><body>")
+        .trim_end_matches("</body></html>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Group;
+    use crate::diagnose::Cause;
+
+    fn at(minute: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000 + minute * 60).unwrap()
+    }
+
+    fn mail(id: i64, site: &str, event: GroupEvent, minute: i64) -> OutboxMessage {
+        OutboxMessage {
+            id,
+            channel: Channel::Mail,
+            key: format!("{site}/{id}#mail-ops@example.com"),
+            notification: format!("{site}/{id}"),
+            recipients: vec!["ops@example.com".into()],
+            subject: format!("[DOWN] {site}"),
+            body_text: format!("{site} is down.\n"),
+            body_html: String::new(),
+            attempts: 0,
+            created_at: at(minute),
+            grouping: Some(Grouping {
+                group: Group {
+                    key: "origin 203.0.113.10".into(),
+                    place: "on 203.0.113.10".into(),
+                    cause: Cause::FpmUnreachable,
+                },
+                site: site.into(),
+                url: format!("https://{site}.example/"),
+                event,
+                summary: "nginx cannot reach PHP-FPM".into(),
+            }),
+        }
+    }
+
+    /// Plans `due` against `state`, applies the merges to it, and returns what was sent (the
+    /// subjects of merged mails, and `own:ID` for each mail left to go out alone).
+    fn pass(
+        state: &mut AlertState,
+        due: &[OutboxMessage],
+        minute: i64,
+        wait: Duration,
+    ) -> Vec<String> {
+        let (merges, waiting) = plan(due, &mut |_| state.clone(), at(minute), wait);
+        let mut out: Vec<String> = Vec::new();
+        let mut told: Vec<i64> = waiting.iter().map(|(id, _)| *id).collect();
+        for merge in merges {
+            out.extend(merge.send.map(|m| m.subject));
+            told.extend(merge.close);
+            *state = merge.state;
+        }
+        out.extend(
+            due.iter()
+                .filter(|m| !told.contains(&m.id))
+                .map(|m| format!("own:{}", m.id)),
+        );
+        out
+    }
+
+    use GroupEvent::{Opened, Recovered, Reminder};
+
+    #[test]
+    fn a_shared_failure_is_told_once_joined_reminded_and_recovered_by_its_last_site() {
+        let mut state = AlertState::default();
+        let wait = Duration::from_secs(60);
+        // Two openings a few seconds apart: held until the first is a minute old, then one mail.
+        let due = [mail(1, "a", Opened, 0), mail(2, "b", Opened, 0)];
+        assert!(pass(&mut state, &due, 0, wait).is_empty());
+        let sent = pass(&mut state, &due, 1, wait);
+        assert_eq!(
+            sent,
+            ["[DOWN] 2 sites on 203.0.113.10: the web server cannot reach PHP-FPM"]
+        );
+        assert_eq!(state.members, ["a", "b"]);
+        // A third site later: "also affected".
+        let sent = pass(&mut state, &[mail(3, "c", Opened, 5)], 6, wait);
+        assert_eq!(
+            sent,
+            ["[DOWN] also affected on 203.0.113.10: c (the web server cannot reach PHP-FPM)"]
+        );
+        // Their reminders: one mail.
+        let due = [mail(4, "a", Reminder, 240), mail(5, "b", Reminder, 240)];
+        let sent = pass(&mut state, &due, 241, wait);
+        assert_eq!(
+            sent,
+            ["[STILL DOWN] 2 sites on 203.0.113.10: the web server cannot reach PHP-FPM"]
+        );
+        // One site recovers before the others: nothing yet; the last two: one mail, for all 3.
+        assert!(pass(&mut state, &[mail(6, "a", Recovered, 300)], 301, wait).is_empty());
+        let due = [mail(7, "b", Recovered, 310), mail(8, "c", Recovered, 310)];
+        let sent = pass(&mut state, &due, 311, wait);
+        assert_eq!(sent, ["[RECOVERED] 3 sites on 203.0.113.10 after 310m"]);
+        assert_eq!((state.phase, state.incident), (AlertPhase::Ok, 1));
+    }
+
+    #[test]
+    fn a_group_of_one_site_is_that_sites_own_mail() {
+        let mut state = AlertState::default();
+        let wait = Duration::ZERO;
+        assert_eq!(
+            pass(&mut state, &[mail(1, "a", Opened, 0)], 0, wait),
+            ["own:1"]
+        );
+        assert_eq!(
+            pass(&mut state, &[mail(2, "a", Reminder, 240)], 240, wait),
+            ["own:2"]
+        );
+        assert_eq!(
+            pass(&mut state, &[mail(3, "a", Recovered, 300)], 300, wait),
+            ["own:3"]
+        );
+        assert_eq!(state.phase, AlertPhase::Ok);
+    }
+}
