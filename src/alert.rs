@@ -58,7 +58,7 @@ pub struct AlertState {
     /// Certificates a notice went out for, until they are renewed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certs: Vec<CertSeen>,
-    /// A region's recent runs of the site, oldest first (bounded by `MAX_WINDOW_RUNS`).
+    /// A region's recent runs of the site, oldest first (as many as the intermittency window).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RunRecord>,
     /// The shared cause the open incident belongs to (other sites may share it).
@@ -727,16 +727,16 @@ pub fn quorum_step(
     (next, out)
 }
 
-/// Adds a run to a region's history of a site, keeping the last `MAX_WINDOW_RUNS`. Runs in a
-/// maintenance window are not kept: their failures were expected.
-pub fn remember(state: &mut AlertState, record: RunRecord, in_maintenance: bool) {
+/// Adds a run to a region's history of a site, keeping the last `keep` (the intermittency
+/// window: the history is written with the state on every run). Runs in a maintenance window
+/// are not kept: their failures were expected.
+pub fn remember(state: &mut AlertState, record: RunRecord, in_maintenance: bool, keep: usize) {
     if in_maintenance {
         return;
     }
     state.history.push(record);
-    let max = crate::config::MAX_WINDOW_RUNS as usize;
-    if state.history.len() > max {
-        let extra = state.history.len() - max;
+    if state.history.len() > keep {
+        let extra = state.history.len() - keep;
         state.history.drain(..extra);
     }
 }
@@ -895,7 +895,13 @@ fn intermittent_step(
         return (mark, Vec::new());
     }
     if !settings.enabled {
-        return (track.closed(), Vec::new());
+        // Turned off while one is open: it is closed, and said so.
+        let closing = track.is_open().then(|| Notification::Recovered {
+            severity: Severity::Intermittent,
+            incident: track.incident,
+            lasted: track.since.map_or(Duration::ZERO, |s| elapsed(s, run.at)),
+        });
+        return (track.closed(), closing.into_iter().collect());
     }
     let counted_from = if track.is_open() { None } else { track.since };
     let fresh = |history: &'_ [RunRecord]| -> usize {
@@ -1501,7 +1507,7 @@ mod tests {
             page_ms: None,
             static_ms: None,
         };
-        remember(&mut own, record, false);
+        remember(&mut own, record, false, 20);
         *region = own;
         let votes = [RegionVote {
             region: "default".into(),

@@ -61,6 +61,7 @@ const SUITE: &[(&str, Scenario)] = &[
     ("a batch of runs", a_batch_of_runs),
     ("states without results", states_without_results),
     ("reads in byte order", reads_in_byte_order),
+    ("a group merged once", a_group_merged_once),
 ];
 
 /// An incident opens with its mail queued in the same transaction, changes cause, recovers; the
@@ -248,6 +249,75 @@ fn states_without_results(store: &mut dyn Store) {
     assert_eq!(store.alert_state("(prober)").unwrap(), cut_off);
     assert_eq!(store.due_messages(at(0)).unwrap().len(), 1);
     assert!(store.latest_results().unwrap().is_empty());
+}
+
+/// A group's merge is saved only over the state it was planned from: the told rows closed and
+/// the group mail queued together, or (the state moved meanwhile) nothing at all.
+fn a_group_merged_once(store: &mut dyn Store) {
+    store
+        .record_state(
+            "(site)",
+            at(0),
+            &AlertState::default(),
+            &[message("a/1/opened"), message("b/1/opened")],
+        )
+        .unwrap();
+    let told: Vec<i64> = store
+        .due_messages(at(0))
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    let open = AlertState {
+        phase: AlertPhase::Down,
+        incident: 1,
+        members: vec!["a".into(), "b".into()],
+        ..AlertState::default()
+    };
+    let before = AlertState::default();
+    let group_mail = [message("@group:origin/1/opened")];
+    let saved = store
+        .record_group(
+            "@group:origin",
+            at(1),
+            Some(&before),
+            &open,
+            &group_mail,
+            &told,
+        )
+        .unwrap();
+    assert!(saved);
+    let due: Vec<String> = store
+        .due_messages(at(1))
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(
+        due,
+        ["@group:origin/1/opened"],
+        "the members told, the group mail queued"
+    );
+    // Another prober planned from the old state: refused, nothing written.
+    let stale = store
+        .record_group(
+            "@group:origin",
+            at(2),
+            Some(&before),
+            &AlertState::default(),
+            &[message("@group:origin/2/opened")],
+            &[],
+        )
+        .unwrap();
+    assert!(!stale);
+    assert_eq!(store.alert_state("@group:origin").unwrap(), open);
+    assert_eq!(store.due_messages(at(2)).unwrap().len(), 1);
+    let undelivered = store.undelivered().unwrap();
+    assert_eq!(
+        undelivered.len(),
+        1,
+        "told rows are not waiting: {undelivered:?}"
+    );
 }
 
 /// Sites come back in byte order (the feeds tally one site at a time in that order), whatever

@@ -79,7 +79,11 @@ impl Failure {
         Some(Failure {
             cause: diagnosis.cause,
             code: worst.response.as_ref().map(|r| r.status),
-            wait_ms: worst.timings_ms.ttfb.unwrap_or(worst.timings_ms.total),
+            wait_ms: worst
+                .timings_ms
+                .ttfb
+                .unwrap_or(worst.timings_ms.total)
+                .round(),
             failed: route.iter().filter(|o| failing(o)).count() as u32,
             of: route.len() as u32,
             hidden: false,
@@ -96,7 +100,12 @@ impl RunRecord {
         diagnosis: &Diagnosis,
         hidden: Option<&Failure>,
     ) -> RunRecord {
-        let own = Failure::of(observations, diagnosis);
+        // What visitors could meet: the run failing, or some of its page requests failing
+        // beside answered ones. A route failing whole while the run is only degraded (the
+        // origin refusing behind an edge that still serves) is a steady warning, judged as
+        // one, not a failure now and then.
+        let own = Failure::of(observations, diagnosis)
+            .filter(|f| diagnosis.status == Status::Down || f.failed < f.of);
         let failure = own.or_else(|| {
             hidden.map(|f| Failure {
                 hidden: true,
@@ -118,13 +127,14 @@ impl RunRecord {
             status: diagnosis.status,
             cause: diagnosis.cause,
             failure,
-            page_ms: ttfb(PathRole::Page),
-            static_ms: ttfb(PathRole::Static),
+            // Whole milliseconds: the history is written on every run of every site.
+            page_ms: ttfb(PathRole::Page).map(f64::round),
+            static_ms: ttfb(PathRole::Static).map(f64::round),
         }
     }
 
-    /// A visitor could have met the failure: the run's verdict failed, or some page request
-    /// did (also one a retry replaced).
+    /// A visitor could have met a failure: the run's verdict failed, some of its page requests
+    /// failed beside answered ones, or an attempt a retry replaced failed.
     pub fn failed(&self) -> bool {
         self.failure.is_some()
     }

@@ -23,31 +23,42 @@ type Member<'a> = (&'a OutboxMessage, &'a Grouping);
 /// What to do with the due mails of one group to one recipient.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Merge {
+    /// Every outbox row of the group considered (to try again if the merge cannot be saved).
+    pub rows: Vec<i64>,
     /// Outbox rows told in `send` (or needing no mail of their own): closed without delivery.
     pub close: Vec<i64>,
-    /// The one mail that tells them, queued in their place.
-    pub send: Option<NewMessage>,
-    /// The recipient's group state after it, kept under `state_key`.
+    /// The mails that tell them, queued in their place, in order.
+    pub send: Vec<NewMessage>,
+    /// The recipient's group state after it, kept under `state_key`, and the one it was
+    /// planned from (another prober may have moved it since: then nothing is saved).
     pub state_key: String,
+    pub before: AlertState,
     pub state: AlertState,
 }
+
+/// The merges to save, and the grouped mails still gathering, each with when it is ready.
+pub type Plan = (Vec<Merge>, Vec<(i64, OffsetDateTime)>);
 
 /// The store key of one recipient's state of one group.
 pub fn state_key(group: &str, recipient: &str) -> String {
     format!("@group:{group}:{recipient}")
 }
 
-/// Plans the merges of the grouped mails among `due`; `state` reads a recipient's group state.
-/// Returns the merges, and the grouped mails whose group is still gathering, each with when it
-/// is ready.
-pub fn plan(
+/// Plans the merges of the grouped mails among `due`; `state` reads a stored state (a group's
+/// under its key, a site's under its name). Returns the merges, and the grouped mails whose
+/// group is still gathering, each with when it is ready. A grouped mail already tried (left to
+/// go out alone, and refused for now) is not planned again.
+pub fn plan<E>(
     due: &[OutboxMessage],
-    state: &mut dyn FnMut(&str) -> AlertState,
+    state: &mut dyn FnMut(&str) -> Result<AlertState, E>,
     now: OffsetDateTime,
     wait: Duration,
-) -> (Vec<Merge>, Vec<(i64, OffsetDateTime)>) {
+) -> Result<Plan, E> {
     let mut buckets: Vec<(String, &str, Vec<Member<'_>>)> = Vec::new();
-    for m in due.iter().filter(|m| m.channel == Channel::Mail) {
+    let grouped = due
+        .iter()
+        .filter(|m| m.channel == Channel::Mail && m.attempts == 0);
+    for m in grouped {
         let (Some(g), Some(to)) = (m.grouping.as_ref(), m.recipients.first()) else {
             continue;
         };
@@ -61,49 +72,108 @@ pub fn plan(
     }
     let mut merges = Vec::new();
     let mut waiting = Vec::new();
-    for (group, recipient, members) in buckets {
+    for (group, recipient, mut members) in buckets {
         let oldest = members.iter().map(|(m, _)| m.created_at).min();
         let ready = oldest.map_or(now, |t| t + wait);
         if ready > now {
             waiting.extend(members.iter().map(|(m, _)| (m.id, ready)));
             continue;
         }
+        members.sort_by_key(|(m, _)| (m.created_at, m.id));
         let key = state_key(&group, recipient);
-        let before = state(&key);
-        merges.push(merge(&key, before, recipient, &members, now));
+        let before = state(&key)?;
+        // A member whose own incident ended without a mail of this group (in a maintenance
+        // window, say) or left it is let go, so the group can close.
+        let mut current = before.clone();
+        let mut kept = Vec::new();
+        for site in &current.members {
+            let told_now = members.iter().any(|(_, g)| &g.site == site);
+            let own = state(site)?;
+            let still_in = own.is_open() && own.group.as_ref().is_some_and(|g| g.key == group);
+            if told_now || still_in {
+                kept.push(site.clone());
+            }
+        }
+        current.members = kept;
+        if current.phase == AlertPhase::Down && current.members.is_empty() {
+            current = AlertState {
+                incident: current.incident,
+                ..AlertState::default()
+            };
+        }
+        let mut merge = merge(&key, current, recipient, &members, now);
+        merge.before = before;
+        merges.push(merge);
     }
-    (merges, waiting)
+    Ok((merges, waiting))
 }
 
+/// Tells the group's mails to one recipient in the order they were queued: each stretch of
+/// openings, reminders or recoveries becomes one mail (or none: a site recovering before the
+/// others, a group of one site).
 fn merge(
     key: &str,
     before: AlertState,
     recipient: &str,
-    members: &[(&OutboxMessage, &Grouping)],
+    members: &[Member<'_>],
     now: OffsetDateTime,
 ) -> Merge {
-    let of =
-        |event| -> Vec<&Member<'_>> { members.iter().filter(|(_, g)| g.event == event).collect() };
-    let (opened, reminders, recovered) = (
-        of(GroupEvent::Opened),
-        of(GroupEvent::Reminder),
-        of(GroupEvent::Recovered),
-    );
     let mut state = before.clone();
-    let open = state.phase == AlertPhase::Down;
     let mut close = Vec::new();
-    let mut send = None;
-    let place = &members[0].1.group.place;
+    let mut send = Vec::new();
+    let mut at = 0;
+    while at < members.len() {
+        let event = members[at].1.event;
+        let run = members[at..]
+            .iter()
+            .take_while(|(_, g)| g.event == event)
+            .count();
+        let stretch: Vec<&Member<'_>> = members[at..at + run].iter().collect();
+        at += run;
+        match event {
+            GroupEvent::Opened => opened(
+                &mut state, key, recipient, &stretch, now, &mut close, &mut send,
+            ),
+            GroupEvent::Reminder => {
+                reminded(&mut state, key, recipient, &stretch, &mut close, &mut send)
+            }
+            GroupEvent::Recovered => recovered(
+                &mut state, key, recipient, &stretch, now, &mut close, &mut send,
+            ),
+        }
+    }
+    Merge {
+        rows: members.iter().map(|(m, _)| m.id).collect(),
+        close,
+        send,
+        state_key: key.to_string(),
+        before,
+        state,
+    }
+}
 
-    let joining: Vec<&Member<'_>> = opened
+fn opened(
+    state: &mut AlertState,
+    key: &str,
+    recipient: &str,
+    stretch: &[&Member<'_>],
+    now: OffsetDateTime,
+    close: &mut Vec<i64>,
+    send: &mut Vec<NewMessage>,
+) {
+    let place = &stretch[0].1.group.place;
+    let joining: Vec<&Member<'_>> = stretch
         .iter()
         .copied()
         .filter(|(_, g)| !state.members.contains(&g.site))
         .collect();
-    if !open && !joining.is_empty() {
+    if joining.is_empty() {
+        return;
+    }
+    if state.phase != AlertPhase::Down {
         state.phase = AlertPhase::Down;
         state.incident += 1;
-        state.since = members.iter().map(|(m, _)| m.created_at).min();
+        state.since = joining.iter().map(|(m, _)| m.created_at).min();
         state.notified = 1;
         state.last_notified = Some(now);
         state.members = joining.iter().map(|(_, g)| g.site.clone()).collect();
@@ -118,77 +188,95 @@ fn merge(
                 "{} sites {place} are down together: one shared failure, told once.",
                 joining.len()
             );
-            send = Some(render(
-                key, recipient, &state, "opened", subject, &lead, &joining,
+            send.push(render(
+                key, recipient, state, "opened", subject, &lead, &joining,
             ));
             close.extend(joining.iter().map(|(m, _)| m.id));
         }
         // One site alone: its own mail goes out as it is.
-    } else if !joining.is_empty() {
-        state.notified += 1;
-        state.streak += joining.len() as u32;
-        state
-            .members
-            .extend(joining.iter().map(|(_, g)| g.site.clone()));
-        let names: Vec<&str> = joining.iter().map(|(_, g)| g.site.as_str()).collect();
-        let subject = format!(
-            "[DOWN] also affected {place}: {} ({})",
-            names.join(", "),
-            shared_cause(&joining)
-        );
-        let lead = format!(
-            "More sites {place} fail with the open incident #{}; {} sites of yours are in it now.",
-            state.incident,
-            state.members.len()
-        );
-        let part = format!("also-{}", state.notified);
-        send = Some(render(
-            key, recipient, &state, &part, subject, &lead, &joining,
-        ));
-        close.extend(joining.iter().map(|(m, _)| m.id));
+        return;
     }
-    // Openings of sites already in the group (a mail queued twice) need nothing more.
-    let repeated: Vec<i64> = opened
-        .iter()
-        .filter(|(m, _)| !close.contains(&m.id) && send.is_some())
-        .map(|(m, _)| m.id)
-        .collect();
-    close.extend(repeated);
+    state.notified += 1;
+    state.streak += joining.len() as u32;
+    state
+        .members
+        .extend(joining.iter().map(|(_, g)| g.site.clone()));
+    let names: Vec<&str> = joining.iter().map(|(_, g)| g.site.as_str()).collect();
+    let subject = format!(
+        "[DOWN] also affected {place}: {} ({})",
+        names.join(", "),
+        shared_cause(&joining)
+    );
+    let lead = format!(
+        "More sites {place} fail with the open incident #{}; {} sites of yours are in it now.",
+        state.incident,
+        state.members.len()
+    );
+    let part = format!("also-{}", state.notified);
+    send.push(render(
+        key, recipient, state, &part, subject, &lead, &joining,
+    ));
+    close.extend(joining.iter().map(|(m, _)| m.id));
+}
 
+fn reminded(
+    state: &mut AlertState,
+    key: &str,
+    recipient: &str,
+    stretch: &[&Member<'_>],
+    close: &mut Vec<i64>,
+    send: &mut Vec<NewMessage>,
+) {
     // A group that only ever held one site reminds as that site.
-    let shared = open && state.streak > 1;
-    if shared && !reminders.is_empty() && send.is_none() {
-        state.notified += 1;
-        let subject = format!(
-            "[STILL DOWN] {} sites {place}: {}",
-            reminders.len(),
-            shared_cause(&reminders)
-        );
-        let lead = format!(
-            "{} sites {place} are still down (incident #{}).",
-            reminders.len(),
-            state.incident
-        );
-        let part = format!("reminder-{}", state.notified);
-        send = Some(render(
-            key, recipient, &state, &part, subject, &lead, &reminders,
-        ));
+    if state.phase != AlertPhase::Down || state.streak <= 1 {
+        return;
     }
-    if shared {
-        close.extend(reminders.iter().map(|(m, _)| m.id));
-    }
+    let place = &stretch[0].1.group.place;
+    state.notified += 1;
+    let subject = format!(
+        "[STILL DOWN] {} sites {place}: {}",
+        stretch.len(),
+        shared_cause(stretch)
+    );
+    let lead = format!(
+        "{} sites {place} are still down (incident #{}).",
+        stretch.len(),
+        state.incident
+    );
+    let part = format!("reminder-{}", state.notified);
+    send.push(render(
+        key, recipient, state, &part, subject, &lead, stretch,
+    ));
+    close.extend(stretch.iter().map(|(m, _)| m.id));
+}
 
-    let leaving: Vec<&Member<'_>> = recovered
+fn recovered(
+    state: &mut AlertState,
+    key: &str,
+    recipient: &str,
+    stretch: &[&Member<'_>],
+    now: OffsetDateTime,
+    close: &mut Vec<i64>,
+    send: &mut Vec<NewMessage>,
+) {
+    let place = &stretch[0].1.group.place;
+    let leaving: Vec<&Member<'_>> = stretch
         .iter()
         .copied()
         .filter(|(_, g)| state.members.contains(&g.site))
         .collect();
-    if state.phase == AlertPhase::Down && !leaving.is_empty() {
-        state
-            .members
-            .retain(|s| !leaving.iter().any(|(_, g)| g.site == *s));
-        let alone = state.streak <= 1;
-        if state.members.is_empty() && send.is_none() && !alone {
+    if state.phase != AlertPhase::Down || leaving.is_empty() {
+        return;
+    }
+    state
+        .members
+        .retain(|s| !leaving.iter().any(|(_, g)| g.site == *s));
+    if state.streak <= 1 {
+        // A group of one site: its own recovery mail goes out as it is.
+    } else {
+        // Told in the group's recovery (now, or when its last site recovers).
+        close.extend(leaving.iter().map(|(m, _)| m.id));
+        if state.members.is_empty() {
             // From the first failure to the last site's recovery (not to this delivery).
             let ended = leaving
                 .iter()
@@ -203,33 +291,22 @@ fn merge(
                 "Every site of incident #{} answers again ({} in all): the shared failure {place} is over. The last to recover:",
                 state.incident, state.streak
             );
-            send = Some(render(
+            send.push(render(
                 key,
                 recipient,
-                &state,
+                state,
                 "recovered",
                 subject,
                 &lead,
                 &leaving,
             ));
         }
-        if !alone {
-            // Told in the group's recovery, or (a site recovering before the others) in it
-            // later.
-            close.extend(leaving.iter().map(|(m, _)| m.id));
-        }
-        if state.members.is_empty() {
-            state = AlertState {
-                incident: state.incident,
-                ..AlertState::default()
-            };
-        }
     }
-    Merge {
-        close,
-        send,
-        state_key: key.to_string(),
-        state,
+    if state.members.is_empty() {
+        *state = AlertState {
+            incident: state.incident,
+            ..AlertState::default()
+        };
     }
 }
 
@@ -363,11 +440,22 @@ mod tests {
         minute: i64,
         wait: Duration,
     ) -> Vec<String> {
-        let (merges, waiting) = plan(due, &mut |_| state.clone(), at(minute), wait);
+        // Every site is still down in the group, as far as its own state says.
+        let mut read = |key: &str| -> Result<AlertState, ()> {
+            if key.starts_with("@group:") {
+                return Ok(state.clone());
+            }
+            Ok(AlertState {
+                phase: AlertPhase::Down,
+                group: due[0].grouping.as_ref().map(|g| g.group.clone()),
+                ..AlertState::default()
+            })
+        };
+        let (merges, waiting) = plan(due, &mut read, at(minute), wait).unwrap();
         let mut out: Vec<String> = Vec::new();
         let mut told: Vec<i64> = waiting.iter().map(|(id, _)| *id).collect();
         for merge in merges {
-            out.extend(merge.send.map(|m| m.subject));
+            out.extend(merge.send.into_iter().map(|m| m.subject));
             told.extend(merge.close);
             *state = merge.state;
         }
@@ -413,6 +501,81 @@ mod tests {
         let sent = pass(&mut state, &due, 311, wait);
         assert_eq!(sent, ["[RECOVERED] 3 sites on 203.0.113.10 after 310m"]);
         assert_eq!((state.phase, state.incident), (AlertPhase::Ok, 1));
+    }
+
+    #[test]
+    fn a_backlog_delivered_at_once_is_told_in_order() {
+        // The only prober with SMTP was away: openings and recoveries come due together.
+        let mut state = AlertState::default();
+        let due = [
+            mail(1, "a", Opened, 0),
+            mail(2, "b", Opened, 0),
+            mail(3, "a", Recovered, 30),
+            mail(4, "b", Recovered, 31),
+        ];
+        assert_eq!(
+            pass(&mut state, &due, 60, Duration::ZERO),
+            [
+                "[DOWN] 2 sites on 203.0.113.10: the web server cannot reach PHP-FPM",
+                "[RECOVERED] 2 sites on 203.0.113.10 after 31m"
+            ]
+        );
+        assert_eq!(state.phase, AlertPhase::Ok);
+    }
+
+    #[test]
+    fn an_opening_left_alone_and_retried_is_never_closed_by_a_later_merge() {
+        let mut state = AlertState::default();
+        assert_eq!(
+            pass(&mut state, &[mail(1, "a", Opened, 0)], 0, Duration::ZERO),
+            ["own:1"]
+        );
+        // Its delivery failed for now; b joins while it is retried.
+        let mut retried = mail(1, "a", Opened, 0);
+        retried.attempts = 1;
+        let due = [retried, mail(2, "b", Opened, 2)];
+        assert_eq!(
+            pass(&mut state, &due, 2, Duration::ZERO),
+            [
+                "[DOWN] also affected on 203.0.113.10: b (the web server cannot reach PHP-FPM)",
+                "own:1"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_member_whose_incident_ended_unseen_does_not_hold_the_group_open() {
+        // a and b were told together; a's incident then closed inside a maintenance window (no
+        // mail). b's recovery closes the group.
+        let group = Group {
+            key: "origin 203.0.113.10".into(),
+            place: "on 203.0.113.10".into(),
+            cause: Cause::FpmUnreachable,
+        };
+        let open = AlertState {
+            phase: AlertPhase::Down,
+            incident: 4,
+            since: Some(at(0)),
+            streak: 2,
+            members: vec!["a".into(), "b".into()],
+            ..AlertState::default()
+        };
+        let due = [mail(9, "b", Recovered, 50)];
+        let mut read = |key: &str| -> Result<AlertState, ()> {
+            Ok(match key {
+                "a" => AlertState::default(),
+                "b" => AlertState {
+                    group: Some(group.clone()),
+                    ..AlertState::default()
+                },
+                _ => open.clone(),
+            })
+        };
+        let (merges, _) = plan(&due, &mut read, at(51), Duration::ZERO).unwrap();
+        let subjects: Vec<&str> = merges[0].send.iter().map(|m| m.subject.as_str()).collect();
+        assert_eq!(subjects, ["[RECOVERED] 2 sites on 203.0.113.10 after 50m"]);
+        assert_eq!(merges[0].state.phase, AlertPhase::Ok);
+        assert_eq!(merges[0].before, open);
     }
 
     #[test]

@@ -297,7 +297,8 @@ fn step_region(
         &report.diagnosis,
         report.hidden_failure.as_ref(),
     );
-    alert::remember(&mut next, record, run.in_maintenance);
+    let keep = config.alerts.intermittent.window_runs as usize;
+    alert::remember(&mut next, record, run.in_maintenance, keep);
     next
 }
 
@@ -350,20 +351,29 @@ pub fn decide_site(
         &config.alerts,
         extras,
     );
-    let outage_begins_or_changes = notifications.iter().any(|n| {
-        matches!(
-            n,
+    for n in &notifications {
+        match n {
             Notification::Opened {
                 severity: Severity::Down,
                 ..
-            } | Notification::CauseChanged {
+            } if config.alerts.group => next.group = alert::Group::of(report),
+            // A site whose cause changes stays in the group it was told in (its recovery is
+            // told there); a site in none may join one.
+            Notification::CauseChanged {
                 severity: Severity::Down,
+                diagnosis,
                 ..
+            } if config.alerts.group => {
+                next.group = match &current.group {
+                    Some(group) => Some(alert::Group {
+                        cause: diagnosis.cause,
+                        ..group.clone()
+                    }),
+                    None => alert::Group::of(report),
+                };
             }
-        )
-    });
-    if config.alerts.group && outage_begins_or_changes {
-        next.group = alert::Group::of(report);
+            _ => {}
+        }
     }
     if next == *current && notifications.is_empty() {
         return None;
@@ -633,21 +643,35 @@ pub async fn deliver_outbox(
     }
     let mut due = recorder.due(store, now, &channels)?;
     if due.iter().any(|m| m.grouping.is_some()) {
-        let mut states = |key: &str| store.alert_state(key).unwrap_or_default();
-        let (merges, waiting) = group::plan(&due, &mut states, now, group_wait);
+        let mut states = |key: &str| store.alert_state(key);
+        let (merges, waiting) = group::plan(&due, &mut states, now, group_wait)?;
         for (id, ready) in &waiting {
             store.defer_message(*id, *ready)?;
         }
         let mut held: Vec<i64> = waiting.iter().map(|(id, _)| *id).collect();
         for merge in &merges {
-            held.extend(&merge.close);
-            if merge.send.is_some() || !merge.close.is_empty() {
-                tracing::info!(group = %merge.state_key, told = merge.close.len(), "grouped mail");
+            let saved = store.record_group(
+                &merge.state_key,
+                now,
+                Some(&merge.before),
+                &merge.state,
+                &merge.send,
+                &merge.close,
+            )?;
+            if !saved {
+                // Another prober merged this group meanwhile: these rows wait for the next pass.
+                for id in &merge.rows {
+                    store.defer_message(*id, now)?;
+                }
+                held.extend(&merge.rows);
+                continue;
             }
-            let send: Vec<_> = merge.send.iter().cloned().collect();
-            store.record_group(&merge.state_key, now, &merge.state, &send, &merge.close)?;
+            held.extend(&merge.close);
+            if !merge.send.is_empty() || !merge.close.is_empty() {
+                tracing::info!(group = %merge.state_key, told = merge.close.len(), mails = merge.send.len(), "grouped mail");
+            }
         }
-        if merges.iter().any(|m| m.send.is_some()) {
+        if merges.iter().any(|m| !m.send.is_empty()) {
             // The group mails just queued go out in this pass.
             due.extend(recorder.due(store, now, &channels)?);
             due.sort_by_key(|m| m.id);

@@ -423,17 +423,23 @@ pub trait Store: Send {
         at: OffsetDateTime,
         state: &AlertState,
         messages: &[NewMessage],
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.record_group(key, at, None, state, messages, &[])
+            .map(|_| ())
+    }
     /// Saves a group's state with the mail that tells its sites' deliveries (`told`: closed
-    /// without being sent, their text in `messages`), atomically.
+    /// without being sent, their text in `messages`), atomically — only if the stored state is
+    /// still `expected` (probers sharing the store may merge one group at once): `false` when
+    /// it was not, and nothing was written.
     fn record_group(
         &mut self,
         key: &str,
         at: OffsetDateTime,
+        expected: Option<&AlertState>,
         state: &AlertState,
         messages: &[NewMessage],
         told: &[i64],
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Makes a message wait until `until` (its group is gathering), its attempts untouched.
     fn defer_message(&mut self, id: i64, until: OffsetDateTime) -> Result<(), StoreError>;
     /// Messages not yet delivered nor given up whose next attempt is due at `now`.

@@ -1099,27 +1099,6 @@ impl Store for PostgresStore {
         self.transaction(&mut |store| store.write_regional(region, runs, &mut *decide))
     }
 
-    fn record_state(
-        &mut self,
-        key: &str,
-        at: OffsetDateTime,
-        state: &AlertState,
-        messages: &[NewMessage],
-    ) -> Result<(), StoreError> {
-        let state = serde_json::to_string(state).expect("an alert state serialises");
-        let queued = QueuedRows::of(std::iter::once((super::stamp_of(at), messages)));
-        self.transaction(&mut |store| {
-            let [upsert, outbox] = store.statements([STATE_UPSERT, OUTBOX_INSERT])?;
-            let client = store.client()?;
-            let (keys, states) = ([key], [state.as_str()]);
-            let done = wait(futures_util::future::try_join(
-                client.execute(&upsert, &[&keys.as_slice(), &states.as_slice()]),
-                queued.insert(client, &outbox),
-            ));
-            done.map(|_| ()).map_err(|e| store.error(e))
-        })
-    }
-
     fn defer_message(&mut self, id: i64, until: OffsetDateTime) -> Result<(), StoreError> {
         self.execute(
             "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2",
@@ -1132,10 +1111,11 @@ impl Store for PostgresStore {
         &mut self,
         key: &str,
         at: OffsetDateTime,
+        expected: Option<&AlertState>,
         state: &AlertState,
         messages: &[NewMessage],
         told: &[i64],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let state = serde_json::to_string(state).expect("an alert state serialises");
         let queued = QueuedRows::of(std::iter::once((super::stamp_of(at), messages)));
         let note = format!(
@@ -1144,7 +1124,34 @@ impl Store for PostgresStore {
                 .first()
                 .map_or("the group's state", |m| m.key.as_str())
         );
+        let mut saved = false;
         self.transaction(&mut |store| {
+            saved = false;
+            if let Some(expected) = expected {
+                // Probers merging one group at once take turns; the second finds the state
+                // moved and leaves its rows for its next pass.
+                let [lock, read] = store.statements([
+                    "SELECT pg_advisory_xact_lock(hashtext($1))",
+                    "SELECT state FROM alert_state WHERE site = $1",
+                ])?;
+                let (locked, row) = {
+                    let client = store.client()?;
+                    let locked = wait(client.execute(&lock, &[&key]));
+                    let row = wait(client.query_opt(&read, &[&key]));
+                    (locked, row)
+                };
+                locked.map_err(|e| store.error(e))?;
+                let row = row.map_err(|e| store.error(e))?;
+                let current: AlertState = match row {
+                    Some(row) => serde_json::from_str(row.get::<_, &str>(0))
+                        .map_err(|e| store.corrupt("alert state", e))?,
+                    None => AlertState::default(),
+                };
+                if current != *expected {
+                    return Ok(());
+                }
+            }
+            saved = true;
             let [upsert, outbox, close] = store.statements([
                 STATE_UPSERT,
                 OUTBOX_INSERT,
@@ -1159,7 +1166,8 @@ impl Store for PostgresStore {
                 client.execute(&close, &[&stamp, &note, &told]),
             ));
             done.map(|_| ()).map_err(|e| store.error(e))
-        })
+        })?;
+        Ok(saved)
     }
 
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError> {

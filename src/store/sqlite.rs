@@ -514,25 +514,6 @@ impl Store for SqliteStore {
         tx.commit().map_err(sqlite)
     }
 
-    fn record_state(
-        &mut self,
-        key: &str,
-        at: OffsetDateTime,
-        state: &AlertState,
-        messages: &[NewMessage],
-    ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let state = serde_json::to_string(state).expect("an alert state serialises");
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        save_state(&tx, key, &state).map_err(sqlite)?;
-        queue(&tx, stamp(at), messages).map_err(sqlite)?;
-        tx.commit().map_err(sqlite)
-    }
-
     fn defer_message(&mut self, id: i64, until: OffsetDateTime) -> Result<(), StoreError> {
         self.conn
             .execute(
@@ -547,10 +528,17 @@ impl Store for SqliteStore {
         &mut self,
         key: &str,
         at: OffsetDateTime,
+        expected: Option<&AlertState>,
         state: &AlertState,
         messages: &[NewMessage],
         told: &[i64],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        if let Some(expected) = expected {
+            // One writer at a time holds this store: a state read now stays until the write.
+            if self.alert_state(key)? != *expected {
+                return Ok(false);
+            }
+        }
         let path = self.path.clone();
         let sqlite = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -574,7 +562,7 @@ impl Store for SqliteStore {
             )
             .map_err(sqlite)?;
         }
-        tx.commit().map_err(sqlite)
+        tx.commit().map_err(sqlite).map(|()| true)
     }
 
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError> {
