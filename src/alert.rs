@@ -409,6 +409,40 @@ pub fn prober_key(region: &str) -> String {
 }
 
 impl Notification {
+    /// The key of the notification its thread began with, when it is not the beginning itself:
+    /// an incident's opening for its changes, reminders and end; a certificate's own thread for
+    /// its notices; the prober's or region's first notice for its return.
+    pub fn thread_key(&self, site: &str) -> Option<String> {
+        let opening = |severity: &Severity, incident| {
+            format!("{site}/{}{incident}/opened", severity.key_part())
+        };
+        match self {
+            Notification::Opened { .. } => None,
+            Notification::CauseChanged {
+                severity, incident, ..
+            }
+            | Notification::Reminder {
+                severity, incident, ..
+            }
+            | Notification::Recovered {
+                severity, incident, ..
+            }
+            | Notification::Folded {
+                severity, incident, ..
+            } => Some(opening(severity, incident)),
+            Notification::CertExpiring { cert, .. } | Notification::CertRenewed { cert, .. } => {
+                Some(format!("{site}/cert/{}", cert.id))
+            }
+            Notification::ConnectivityLost { .. } | Notification::RegionOffline { .. } => None,
+            Notification::ConnectivityRestored { incident, .. } => {
+                Some(format!("{site}/{incident}/lost"))
+            }
+            Notification::RegionOnline { incident, .. } => {
+                Some(format!("{site}/{incident}/offline"))
+            }
+        }
+    }
+
     /// A stable identity: the same event always gets the same id, so a retried or repeated send
     /// can be recognised (it becomes the mail's Message-ID).
     pub fn key(&self, site: &str) -> String {

@@ -87,6 +87,29 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// A duration as every mail and feed says it: `45s`, `12m`, `3h05m`.
+pub fn duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs / 60),
+        _ => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+/// A moment as a person reads it in a mail: `2026-12-06 14:02 UTC`.
+pub fn clock(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
 /// A short stable id of a string (48 bits of its SHA-256 in hex): Statuspage and Atom ids, the
 /// webhook part of a delivery key.
 pub fn short_id(text: &str) -> String {

@@ -130,6 +130,20 @@ fn recorded_lab_runs_are_diagnosed_as_expected() {
             "{name}: the diagnosis drifted from the recorded one; re-record the fixtures if intended"
         );
         assert_eq!(d.evidence.first(), was.evidence.first(), "{name}");
+        // "Also possible" names other causes only; a cause's look-alike forms are said in its
+        // summary.
+        assert!(
+            d.alternatives.iter().all(|a| a.cause != d.cause),
+            "{name}: {:?}",
+            d.alternatives
+        );
+        if d.cause == Cause::FpmUnreachable {
+            assert!(
+                d.summary.contains("its socket was renamed"),
+                "{}",
+                d.summary
+            );
+        }
     }
 }
 

@@ -400,6 +400,14 @@ async fn sites_failing_on_one_origin_are_told_as_one_incident() {
     let subjects: Vec<String> = ops.iter().map(|m| support::smtp::subject(m)).collect();
     assert_eq!(subjects.len(), 3, "{subjects:#?}");
     assert_eq!(subjects[2], "[RECOVERED] 11 sites on 127.0.0.1 after 3m");
+    // The group's later mails thread under its opening.
+    let root = ops[0]
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .unwrap();
+    for later in &ops[1..] {
+        assert!(later.contains(&format!("In-Reply-To: {root}")), "{later}");
+    }
     let dev: Vec<String> = server
         .messages_for("dev@example.com")
         .iter()

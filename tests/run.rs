@@ -48,6 +48,8 @@ smtp:
   timeout: 5s
 store:
   path: probe.sqlite
+feeds:
+  url: https://status.example.com/
 "#
     );
     let path = lab.dir.path().join("probes.yaml");
@@ -159,6 +161,49 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
         "next steps in the mail"
     );
     assert!(opened.contains("Message-ID: <lab-1-opened."), "{opened}");
+    // The opening says which incident, since when, how it was confirmed, where the page is;
+    // every later mail threads under it; the recovery says what it was and when.
+    let opened = support::smtp::decoded(opened);
+    let began = minute(1);
+    let since = format!(
+        "Incident #1, failing since {}-{:02}-{:02} {:02}:{:02} UTC (1m ago).",
+        began.year(),
+        u8::from(began.month()),
+        began.day(),
+        began.hour(),
+        began.minute()
+    );
+    assert!(opened.contains(&since), "{since}\n{opened}");
+    assert!(
+        opened.contains("Confirmed by 2 failing runs in a row, each tried 1 time."),
+        "{opened}"
+    );
+    assert!(
+        opened.contains("Status page: https://status.example.com/"),
+        "{opened}"
+    );
+    assert!(
+        !opened.contains("In-Reply-To"),
+        "the opening begins the thread"
+    );
+    let root = opened
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .unwrap()
+        .to_string();
+    for later in &server.messages()[1..] {
+        assert!(
+            later.contains(&format!("In-Reply-To: {root}"))
+                && later.contains(&format!("References: {root}")),
+            "{later}"
+        );
+    }
+    let recovered = support::smtp::decoded(&server.messages()[3]);
+    assert!(
+        recovered.contains("Incident #1 was the application fails (app_error)."),
+        "{recovered}"
+    );
+    assert!(recovered.contains(" UTC: 1h06m."), "{recovered}");
     assert_eq!(store.integrity_check().unwrap(), "ok");
     assert_eq!(store.result_count("lab").unwrap(), 14, "every run stored");
 }

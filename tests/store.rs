@@ -24,6 +24,7 @@ fn message(key: &str) -> NewMessage {
         body_text: "text".into(),
         body_html: "<p>html</p>".into(),
         grouping: None,
+        thread: None,
     }
 }
 

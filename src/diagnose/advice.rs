@@ -172,22 +172,30 @@ fn proxy_steps(proxy: &Proxy, cause: Cause, url: &str, origin: &str) -> Option<V
 }
 
 /// Causes the outside evidence cannot rule out, with why.
+/// The forms of one cause that look the same from outside, said once after its summary (they
+/// are not other causes: "also possible" names only those).
+pub fn variants(cause: Cause) -> Option<&'static str> {
+    match cause {
+        Cause::FpmUnreachable => Some(
+            "It looks the same from outside whether PHP-FPM is stopped, its socket was renamed by a PHP upgrade, or its permissions are wrong.",
+        ),
+        Cause::FpmWorkerDied => Some(
+            "A segfault, an OOM kill and request_terminate_timeout look the same from outside.",
+        ),
+        _ => None,
+    }
+}
+
 pub fn alternatives(cause: Cause) -> Vec<(Cause, &'static str)> {
     match cause {
-        Cause::FpmUnreachable => vec![
-            (
-                Cause::FpmUnreachable,
-                "PHP-FPM stopped, its socket renamed by a PHP upgrade, or its permissions wrong: the same instant 502 from outside",
-            ),
-            (
-                Cause::FpmSaturated,
-                "a full listen backlog under load turns the overflow away with the same instant 502, but it comes and goes",
-            ),
-        ],
-        Cause::FpmWorkerDied => vec![
-            (Cause::FpmWorkerDied, "a segfault and an OOM kill look the same from outside; so does request_terminate_timeout"),
-            (Cause::FpmSaturated, "a worker recycled under load can also cut a request"),
-        ],
+        Cause::FpmUnreachable => vec![(
+            Cause::FpmSaturated,
+            "a full listen backlog under load turns the overflow away with the same instant 502, but it comes and goes",
+        )],
+        Cause::FpmWorkerDied => vec![(
+            Cause::FpmSaturated,
+            "a worker recycled under load can also cut a request",
+        )],
         Cause::FpmSaturated => vec![(
             Cause::OriginSlow,
             "one very slow request holding every worker looks the same as many ordinary ones",

@@ -839,8 +839,14 @@ fn finish(
         proxy: verdict.proxy.clone(),
     };
     let origin_probed = !view.origin_page.is_empty();
+    if let Some(variants) = advice::variants(verdict.cause) {
+        verdict.summary.push(' ');
+        verdict.summary.push_str(variants);
+    }
     let alternatives = advice::alternatives(verdict.cause)
         .into_iter()
+        // Another cause, never the one just named.
+        .filter(|(cause, _)| *cause != verdict.cause)
         // Having been refused or timed out ourselves, the edge is not singled out.
         .filter(|(cause, _)| !(origin_probed && *cause == Cause::OriginBlocksEdge))
         .map(|(cause, why)| Alternative {

@@ -74,11 +74,14 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
         );
         match incident.closed_at {
             Some(closed) => {
-                let minutes = (closed - incident.opened_at).whole_minutes();
+                // Said as the mails say it.
+                let lasted =
+                    std::time::Duration::try_from(closed - incident.opened_at).unwrap_or_default();
                 let _ = write!(
                     html,
-                    " Resolved at {} after {minutes} min.</p>",
-                    rfc3339(closed)
+                    " Resolved at {} after {}.</p>",
+                    rfc3339(closed),
+                    crate::text::duration(lasted)
                 );
             }
             None => html.push_str(" Still open.</p>"),

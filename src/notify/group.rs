@@ -386,6 +386,7 @@ fn render(
         body_text: text,
         body_html: format!("<!DOCTYPE html><html><body>\n{html}</body></html>\n"),
         grouping: None,
+        thread: (part != "opened").then(|| format!("{key}/{}/opened", state.incident)),
     }
 }
 
@@ -418,6 +419,7 @@ mod tests {
             body_html: String::new(),
             attempts: 0,
             created_at: at(minute),
+            thread: None,
             grouping: Some(Grouping {
                 group: Group {
                     key: "origin 203.0.113.10".into(),

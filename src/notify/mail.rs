@@ -33,6 +33,21 @@ use crate::notify::outbox::{self, stable_id, Channel, DeliveryError, FlushSummar
 use crate::store::{Channel as ChannelKind, NewMessage, OutboxMessage, Store, StoreError};
 use crate::text::{printable, xml};
 
+/// What a mail says of its incident beyond the notification itself.
+#[derive(Debug, Clone, Default)]
+pub struct About<'a> {
+    /// When the incident began (its first failing run).
+    pub since: Option<OffsetDateTime>,
+    /// The incident's cause as it stood (said again in its recovery).
+    pub cause: Option<crate::diagnose::Cause>,
+    /// When this was decided.
+    pub at: Option<OffsetDateTime>,
+    /// How an opening was confirmed: failing runs in a row, and attempts within each.
+    pub confirmed_by: Option<(u32, u32)>,
+    /// Where the status page is published.
+    pub page: Option<&'a str>,
+}
+
 /// Renders a notification about `site` into one message per recipient.
 pub fn render(
     site: &str,
@@ -40,7 +55,19 @@ pub fn render(
     notification: &Notification,
     recipients: &[String],
 ) -> Vec<NewMessage> {
-    let key = notification.key(site);
+    render_about(site, url, notification, recipients, &About::default())
+}
+
+/// `render`, saying what `about` knows of the incident: since when, its number, how it was
+/// confirmed, its cause and span at recovery, and the status page.
+pub fn render_about(
+    site: &str,
+    url: &str,
+    notification: &Notification,
+    recipients: &[String],
+    about: &About<'_>,
+) -> Vec<NewMessage> {
+    let (key, site_key) = (notification.key(site), site);
     let site = printable(site);
     let url = printable(url);
     let mut evidence: &[String] = &[];
@@ -262,6 +289,17 @@ pub fn render(
             ),
         )
     };
+    let facts = incident_facts(notification, about);
+    if !facts.is_empty() {
+        use std::fmt::Write as _;
+        text.push('\n');
+        html.push_str("<p>");
+        for (n, line) in facts.iter().enumerate() {
+            let _ = writeln!(text, "{line}");
+            let _ = write!(html, "{}{}", if n > 0 { "<br>" } else { "" }, xml(line));
+        }
+        html.push_str("</p>\n");
+    }
     if let Some(d) = diagnosis {
         append_diagnosis(&mut text, &mut html, d);
     }
@@ -285,6 +323,7 @@ pub fn render(
             body_text: text.clone(),
             body_html: html.clone(),
             grouping: None,
+            thread: notification.thread_key(site_key),
         })
         .collect()
 }
@@ -332,6 +371,64 @@ fn append_list(text: &mut String, html: &mut String, title: &str, lines: &[Strin
         let _ = writeln!(html, "<li><code>{}</code></li>", xml(line));
     }
     html.push_str("</ul>\n");
+}
+
+/// The incident's own facts: its number and since when, how it was confirmed, its cause and span
+/// at its end, where the status page is.
+fn incident_facts(notification: &Notification, about: &About<'_>) -> Vec<String> {
+    use crate::text::{clock, duration};
+    let mut lines = Vec::new();
+    let since = |t: OffsetDateTime| match about.at {
+        Some(at) => format!(
+            "failing since {} ({} ago)",
+            clock(t),
+            duration(Duration::try_from(at - t).unwrap_or_default())
+        ),
+        None => format!("failing since {}", clock(t)),
+    };
+    match notification {
+        Notification::Opened { incident, .. }
+        | Notification::CauseChanged { incident, .. }
+        | Notification::Reminder { incident, .. } => {
+            lines.push(match about.since {
+                Some(t) => format!("Incident #{incident}, {}.", since(t)),
+                None => format!("Incident #{incident}."),
+            });
+            if let (Notification::Opened { .. }, Some((runs, attempts))) =
+                (notification, about.confirmed_by)
+            {
+                lines.push(format!(
+                    "Confirmed by {runs} failing run{} in a row, each tried {attempts} time{}.",
+                    if runs == 1 { "" } else { "s" },
+                    if attempts == 1 { "" } else { "s" }
+                ));
+            }
+        }
+        Notification::Recovered {
+            incident, lasted, ..
+        } => {
+            if let Some(cause) = about.cause {
+                lines.push(format!(
+                    "Incident #{incident} was {} ({}).",
+                    cause.title(),
+                    cause.as_str()
+                ));
+            }
+            if let (Some(from), Some(to)) = (about.since, about.at) {
+                lines.push(format!(
+                    "From {} to {}: {}.",
+                    clock(from),
+                    clock(to),
+                    duration(*lasted)
+                ));
+            }
+        }
+        _ => {}
+    }
+    if let Some(page) = about.page.filter(|_| !lines.is_empty()) {
+        lines.push(format!("Status page: {page}"));
+    }
+    lines
 }
 
 /// The subject prefix of a severity's notices.
@@ -387,12 +484,7 @@ fn renewal_steps(cert: &CertSeen) -> Vec<String> {
 }
 
 fn human(d: Duration) -> String {
-    let secs = d.as_secs();
-    match secs {
-        0..=59 => format!("{secs}s"),
-        60..=3599 => format!("{}m", secs / 60),
-        _ => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
-    }
+    crate::text::duration(d)
 }
 
 /// The Message-ID of every mail of a notification: its key made into a stable id (distinct keys
@@ -603,7 +695,16 @@ fn build(smtp: &Smtp, message: &OutboxMessage) -> Result<(Envelope, Vec<u8>), St
         .from(from.clone())
         .to(to)
         .subject(printable(&message.subject).into_owned())
-        .message_id(Some(message_id(notification, &from)))
+        .message_id(Some(message_id(notification, &from)));
+    // Every mail of an incident threads under its opening mail.
+    let email = match &message.thread {
+        Some(root) => {
+            let root = message_id(root, &from);
+            email.in_reply_to(root.clone()).references(root)
+        }
+        None => email,
+    };
+    let email = email
         .multipart(MultiPart::alternative_plain_html(
             message.body_text.clone(),
             message.body_html.clone(),

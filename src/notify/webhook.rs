@@ -110,6 +110,7 @@ pub fn render(
             body_text: body.clone(),
             body_html: String::new(),
             grouping: None,
+            thread: None,
         })
         .collect()
 }

@@ -397,7 +397,8 @@ pub fn decide_site(
             .iter()
             .flat_map(|n| {
                 let grouping = grouping(site, n, current, &next);
-                let mut rendered = mail::render(&site.name, url, n, &site.alert_to);
+                let about = about(config, n, current, &next, now);
+                let mut rendered = mail::render_about(&site.name, url, n, &site.alert_to, &about);
                 for m in &mut rendered {
                     m.grouping = grouping.clone();
                 }
@@ -410,6 +411,46 @@ pub fn decide_site(
         messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
     }
     Some((next, messages))
+}
+
+/// What a site's mail says of its incident: from the state of the notification's severity
+/// before the run (a recovery: since when, and why) or after it (the rest).
+fn about<'a>(
+    config: &'a Config,
+    n: &Notification,
+    before: &AlertState,
+    after: &AlertState,
+    at: OffsetDateTime,
+) -> mail::About<'a> {
+    let severity = n.severity();
+    let track = |s: &AlertState| match severity {
+        Severity::Down => (s.since, s.cause),
+        Severity::Warning => {
+            let w = s.warning();
+            (w.since, w.cause)
+        }
+        Severity::Intermittent => {
+            let i = s.intermittent();
+            (i.since, i.cause)
+        }
+    };
+    let (since, cause) = match n {
+        Notification::Recovered { .. } => track(before),
+        _ => track(after),
+    };
+    let alerts = &config.alerts;
+    let confirmed_by = match severity {
+        Severity::Down => Some((alerts.confirm_runs, alerts.confirm_retries + 1)),
+        Severity::Warning => Some((alerts.warning.confirm_runs, 1)),
+        Severity::Intermittent => None,
+    };
+    mail::About {
+        since,
+        cause,
+        at: Some(at),
+        confirmed_by,
+        page: config.feeds.url.as_deref(),
+    }
 }
 
 /// The group an outage's mail is told in, if its site shares its failure (`before` and `after`

@@ -123,6 +123,7 @@ pub(super) const TABLES: &[Table] = &[
             ("notification", "notification", T),
             ("given_up_at", "given_up_at", I),
             ("grouping", "grouping", T),
+            ("thread", "thread", T),
         ],
         serial: Some("id"),
     },

@@ -156,6 +156,9 @@ pub struct OutboxMessage {
     pub created_at: OffsetDateTime,
     /// A mail about an outage other sites may share: told together with theirs.
     pub grouping: Option<crate::alert::Grouping>,
+    /// The notification key of the mail its thread began with (the incident's opening), when
+    /// it is not that mail itself.
+    pub thread: Option<String>,
 }
 
 /// A delivery to queue, rendered.
@@ -173,6 +176,9 @@ pub struct NewMessage {
     pub body_html: String,
     /// A mail about an outage other sites may share: told together with theirs.
     pub grouping: Option<crate::alert::Grouping>,
+    /// The notification key of the mail its thread began with (the incident's opening), when
+    /// it is not that mail itself.
+    pub thread: Option<String>,
 }
 
 /// A delivery not yet made, as `probe outbox` lists it.

@@ -137,6 +137,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
      );",
     // 6: as SQLite's 6.
     "ALTER TABLE outbox ADD COLUMN grouping TEXT;
+     ALTER TABLE outbox ADD COLUMN thread TEXT;
      ALTER TABLE incidents ADD COLUMN severity TEXT NOT NULL DEFAULT 'down';
      ALTER TABLE incidents ADD COLUMN group_key TEXT;"
 ];
@@ -803,6 +804,7 @@ impl PostgresStore {
             grouping: row
                 .get::<_, Option<&str>>(10)
                 .and_then(|g| serde_json::from_str(g).ok()),
+            thread: row.get(11),
         })
     }
 }
@@ -811,10 +813,10 @@ const STATE_UPSERT: &str = "INSERT INTO alert_state (site, state)
      SELECT * FROM unnest($1::text[], $2::text[])
      ON CONFLICT (site) DO UPDATE SET state = excluded.state";
 
-const OUTBOX_INSERT: &str = "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification, grouping)
-     SELECT k, c, r, s, t, h, c, ch, n, g
-     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-          AS m (k, c, r, s, t, h, ch, n, g)
+const OUTBOX_INSERT: &str = "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification, grouping, thread)
+     SELECT k, c, r, s, t, h, c, ch, n, g, th
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+          AS m (k, c, r, s, t, h, ch, n, g, th)
      ON CONFLICT (key) DO NOTHING";
 
 /// Opens a connection, driven on a thread of its own until the client is dropped or the
@@ -988,6 +990,7 @@ struct QueuedRows<'a> {
     channels: Vec<&'static str>,
     notifications: Vec<&'a str>,
     groupings: Vec<Option<String>>,
+    threads: Vec<Option<&'a str>>,
 }
 
 impl<'a> QueuedRows<'a> {
@@ -1002,6 +1005,7 @@ impl<'a> QueuedRows<'a> {
             channels: Vec::new(),
             notifications: Vec::new(),
             groupings: Vec::new(),
+            threads: Vec::new(),
         };
         for (at, messages) in batches {
             for m in messages {
@@ -1015,6 +1019,7 @@ impl<'a> QueuedRows<'a> {
                 rows.channels.push(m.channel.as_str());
                 rows.notifications.push(&m.notification);
                 rows.groupings.push(super::sqlite::grouping_text(m));
+                rows.threads.push(m.thread.as_deref());
             }
         }
         rows
@@ -1041,6 +1046,7 @@ impl<'a> QueuedRows<'a> {
                     &self.channels,
                     &self.notifications,
                     &self.groupings,
+                    &self.threads,
                 ],
             )
             .await
@@ -1172,7 +1178,7 @@ impl Store for PostgresStore {
 
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError> {
         let rows = self.read(
-            "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping
+            "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping, thread
              FROM outbox
              WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1 ORDER BY id",
             &[&super::stamp_of(now)],
@@ -1194,7 +1200,7 @@ impl Store for PostgresStore {
                           WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
                             AND channel = ANY($3::text[])
                           ORDER BY id FOR UPDATE SKIP LOCKED)
-             RETURNING id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping",
+             RETURNING id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping, thread",
         )?;
         let lease = lease.as_secs() as i64;
         let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();

@@ -264,9 +264,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
          seen_at INTEGER NOT NULL
      );",
     // 6: a mail about an outage other sites may share carries its group, so the deliveries of
-    // one group to one recipient go out as one mail; incidents have a severity (a site's
-    // incidents of every severity share one count) and name the group they belong to.
+    // one group to one recipient go out as one mail, and every mail names the mail its thread
+    // began with; incidents have a severity (a site's incidents of every severity share one
+    // count) and name the group they belong to.
     "ALTER TABLE outbox ADD COLUMN grouping TEXT;
+     ALTER TABLE outbox ADD COLUMN thread TEXT;
      ALTER TABLE incidents ADD COLUMN severity TEXT NOT NULL DEFAULT 'down';
      ALTER TABLE incidents ADD COLUMN group_key TEXT;"
 ];
@@ -569,7 +571,7 @@ impl Store for SqliteStore {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping
+                "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping, thread
                  FROM outbox
                  WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= ?1 ORDER BY id",
             )
@@ -588,6 +590,7 @@ impl Store for SqliteStore {
                     row.get::<_, String>(8)?,
                     row.get::<_, i64>(9)?,
                     row.get::<_, Option<String>>(10)?,
+                    row.get::<_, Option<String>>(11)?,
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
@@ -605,6 +608,7 @@ impl Store for SqliteStore {
                 notification,
                 created_at,
                 grouping,
+                thread,
             ) = row.map_err(|e| self.sqlite(e))?;
             let channel =
                 Channel::parse(&channel).ok_or_else(|| self.corrupt("outbox channel", &channel))?;
@@ -626,6 +630,7 @@ impl Store for SqliteStore {
                 attempts,
                 created_at: super::time_of(created_at),
                 grouping: grouping.and_then(|g| serde_json::from_str(&g).ok()),
+                thread,
             });
         }
         Ok(out)
@@ -939,10 +944,10 @@ fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> ru
         let recipients = serde_json::to_string(&message.recipients).expect("strings serialise");
         execute_cached(
             tx,
-            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification, grouping)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8, ?9)
+            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification, grouping, thread)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8, ?9, ?10)
              ON CONFLICT (key) DO NOTHING",
-            params![message.key, at, recipients, message.subject, message.body_text, message.body_html, message.channel.as_str(), message.notification, grouping_text(message)],
+            params![message.key, at, recipients, message.subject, message.body_text, message.body_html, message.channel.as_str(), message.notification, grouping_text(message), message.thread],
         )?;
     }
     Ok(())
