@@ -383,6 +383,51 @@ impl Notification {
         }
     }
 
+    /// What happened, in one word for logs: `opened`, `cause_changed`, `recovered`, ….
+    pub fn transition(&self) -> &'static str {
+        match self {
+            Notification::Opened { .. } => "opened",
+            Notification::CauseChanged { .. } => "cause_changed",
+            Notification::Reminder { .. } => "reminder",
+            Notification::Recovered { .. } => "recovered",
+            Notification::Folded { .. } => "folded",
+            Notification::CertExpiring { .. } => "certificate_expiring",
+            Notification::CertRenewed { .. } => "certificate_renewed",
+            Notification::ConnectivityLost { .. } => "prober_offline",
+            Notification::ConnectivityRestored { .. } => "prober_online",
+            Notification::RegionOffline { .. } => "region_offline",
+            Notification::RegionOnline { .. } => "region_online",
+        }
+    }
+
+    /// Whether it says something is wrong (else that it is over): logged as a warning.
+    pub fn is_trouble(&self) -> bool {
+        !matches!(
+            self,
+            Notification::Recovered { .. }
+                | Notification::Folded { .. }
+                | Notification::CertRenewed { .. }
+                | Notification::ConnectivityRestored { .. }
+                | Notification::RegionOnline { .. }
+        )
+    }
+
+    /// The incident it belongs to (certificate notices belong to none).
+    pub fn incident(&self) -> Option<u64> {
+        match self {
+            Notification::Opened { incident, .. }
+            | Notification::CauseChanged { incident, .. }
+            | Notification::Reminder { incident, .. }
+            | Notification::Recovered { incident, .. }
+            | Notification::Folded { incident, .. }
+            | Notification::ConnectivityLost { incident, .. }
+            | Notification::ConnectivityRestored { incident, .. }
+            | Notification::RegionOffline { incident, .. }
+            | Notification::RegionOnline { incident, .. } => Some(*incident),
+            Notification::CertExpiring { .. } | Notification::CertRenewed { .. } => None,
+        }
+    }
+
     /// The diagnosis it carries (an opening, a cause change, a reminder), to add evidence to.
     pub fn diagnosis_mut(&mut self) -> Option<&mut Diagnosis> {
         match self {

@@ -139,7 +139,7 @@ fn results(store: &Path, site: &str) -> i64 {
 
 #[test]
 fn watch_probes_on_interval_reloads_on_sighup_and_stops_gracefully_on_sigterm() {
-    let lab = Lab::start(&OriginSettings::default());
+    let mut lab = Lab::start(&OriginSettings::default());
     let config: PathBuf = lab.dir.path().join("probes.yaml");
     let store = lab.dir.path().join("probe.sqlite");
     std::fs::write(&config, config_text(&lab, "")).unwrap();
@@ -182,6 +182,31 @@ fn watch_probes_on_interval_reloads_on_sighup_and_stops_gracefully_on_sigterm() 
     let summary: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(summary["components"][0]["name"], "lab");
     assert_eq!(summary["components"][0]["status"], "operational");
+
+    // An incident is logged with what a person needs — the site, what happened, its severity,
+    // cause and number — as a warning while the site is down, and as information once over.
+    lab.origin.fpm.stop();
+    let alert = |transition: &'static str| {
+        move |l: &Value| {
+            field(l, "message") == "alert"
+                && field(l, "site") == "lab"
+                && field(l, "transition") == transition
+        }
+    };
+    let opened = watch.wait_for("lab down", Duration::from_secs(15), alert("opened"));
+    assert_eq!(opened["level"], "WARN", "{opened}");
+    assert_eq!(
+        (field(&opened, "severity"), field(&opened, "cause")),
+        ("down", "fpm_unreachable"),
+        "{opened}"
+    );
+    assert_eq!(opened["fields"]["incident"], 1, "{opened}");
+    lab.origin.fpm =
+        support::php_fpm::PhpFpm::start(lab.dir.path(), &support::php_fpm::PoolSettings::default());
+    let recovered = watch.wait_for("lab recovered", Duration::from_secs(15), alert("recovered"));
+    assert_eq!(recovered["level"], "INFO", "{recovered}");
+    assert_eq!(field(&recovered, "cause"), "fpm_unreachable", "{recovered}");
+    assert_eq!(recovered["fields"]["incident"], 1, "{recovered}");
 
     // A broken config is rejected with its file:line:column, and the old one keeps running.
     std::fs::write(
@@ -228,11 +253,16 @@ fn watch_probes_on_interval_reloads_on_sighup_and_stops_gracefully_on_sigterm() 
     let stored_before = results(&store, "slow");
     watch.signal("TERM");
     let stopping = watch.wait_for("stopping", Duration::from_secs(5), |l| {
-        field(l, "message") == "stopping"
+        field(l, "message").starts_with("stopping")
     });
     assert!(
         stopping["fields"]["in_flight"].as_u64().unwrap() >= 1,
         "{stopping}"
+    );
+    assert!(
+        field(&stopping, "message").contains("within their own deadlines and the grace")
+            && field(&stopping, "grace") == "2s",
+        "the wait explained: {stopping}"
     );
     watch.wait_for(
         "the slow probe's result",

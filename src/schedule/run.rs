@@ -117,6 +117,13 @@ fn prober_recipients(config: &Config) -> Vec<String> {
 /// apart) so one lost packet does not count as a failure. The first failure a retry replaced
 /// stays on the report (`hidden_failure`): it counts in the site's history.
 pub async fn probe_confirmed(site: &Site, alerts: &Alerts) -> Result<ProbeReport, ProbeError> {
+    use tracing::Instrument as _;
+    // Every line logged while probing the site names it.
+    let span = tracing::info_span!("site", site = %site.name);
+    probe_with_retries(site, alerts).instrument(span).await
+}
+
+async fn probe_with_retries(site: &Site, alerts: &Alerts) -> Result<ProbeReport, ProbeError> {
     let settings = &site.probe;
     let mut report = probe_site(settings).await?;
     let mut hidden = None;
@@ -170,7 +177,7 @@ pub fn record_prober(
     let (next, notices) = alert::connectivity_step(&prober, cut_off, now);
     if next != prober {
         for n in &notices {
-            tracing::warn!(key = %n.key(&key), "prober connectivity changed");
+            log_alert(&key, &config.region, n, None);
         }
         let messages = prober_messages(config, &key, &notices, now);
         store.record_state(&key, now, &next, &messages)?;
@@ -254,7 +261,7 @@ pub fn record_regions(
             continue;
         }
         for n in &notices {
-            tracing::warn!(region = %region, key = %n.key(&key), "region changed");
+            log_alert(&key, &region, n, None);
         }
         let messages = prober_messages(config, &key, &notices, now);
         store.record_state(&key, now, &next, &messages)?;
@@ -387,7 +394,8 @@ pub fn decide_site(
         }
     }
     for n in &notifications {
-        tracing::warn!(site = %site.name, region = %config.region, key = %n.key(&site.name), "alert");
+        let cause = about(config, n, current, &next, now).cause;
+        log_alert(&site.name, &config.region, n, cause);
     }
     let mut messages: Vec<_> = if site.alert_to.is_empty() {
         Vec::new()
@@ -411,6 +419,20 @@ pub fn decide_site(
         messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
     }
     Some((next, messages))
+}
+
+/// One log line per notification, with what a person needs: the site, what happened, its
+/// severity, cause and incident number; a warning while something is wrong, info once it is
+/// over.
+fn log_alert(site: &str, region: &str, n: &Notification, cause: Option<crate::diagnose::Cause>) {
+    let (transition, severity) = (n.transition(), n.severity().as_str());
+    let cause = cause.map_or("", |c| c.as_str());
+    let incident = n.incident().unwrap_or(0);
+    if n.is_trouble() {
+        tracing::warn!(site, region, transition, severity, cause, incident, "alert");
+    } else {
+        tracing::info!(site, region, transition, severity, cause, incident, "alert");
+    }
 }
 
 /// What a site's mail says of its incident: from the state of the notification's severity

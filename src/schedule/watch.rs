@@ -880,10 +880,14 @@ impl<'a> Watch<'a> {
             .map(|(_, site)| probe_budget(site, &self.config))
             .max()
             .unwrap_or_default();
+        // Said in full: the wait is the longest probe in flight (every try at its deadline,
+        // the spacing between tries) plus a grace, not a setting of its own.
         tracing::info!(
             in_flight = self.tasks.len(),
             wait_at_most = ?budget + STOP_GRACE,
-            "stopping"
+            longest_probe_in_flight = ?budget,
+            grace = ?STOP_GRACE,
+            "stopping: probes in flight finish within their own deadlines and the grace, then are stored"
         );
         let deadline = Instant::now() + budget + STOP_GRACE;
         while !self.tasks.is_empty() {
