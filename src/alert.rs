@@ -806,6 +806,43 @@ pub fn quorum_step(
     (next, out)
 }
 
+/// A site's open incidents and how far along they are, for a person reading `probe run`:
+/// "incident #3 open since 14:02 UTC, recovering 1/2", "failing 1/2 before an incident opens".
+/// `state` is the site's, `region` this region's own (which confirms and recovers run by run).
+/// `None` when nothing is open or pending.
+pub fn progress(state: &AlertState, region: &AlertState, policy: &Alerts) -> Option<String> {
+    let since = |s: &AlertState| {
+        s.since.map_or(String::new(), |t| {
+            format!(" since {}", crate::text::clock(t))
+        })
+    };
+    let mut parts = Vec::new();
+    if state.is_open() {
+        let mut line = format!("incident #{} open{}", state.incident, since(state));
+        if region.phase == AlertPhase::Recovering {
+            line.push_str(&format!(
+                ", recovering {}/{}",
+                region.streak, policy.recover_runs
+            ));
+        }
+        parts.push(line);
+    } else if region.phase == AlertPhase::Suspect {
+        parts.push(format!(
+            "failing {}/{} before an incident opens",
+            region.streak, policy.confirm_runs
+        ));
+    }
+    for (track, kind) in [
+        (state.intermittent(), "intermittent"),
+        (state.warning(), "warning"),
+    ] {
+        if track.is_open() {
+            parts.push(format!("{kind} #{} open{}", track.incident, since(&track)));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// Adds a run to a region's history of a site, keeping the last `keep` (the intermittency
 /// window: the history is written with the state on every run). Runs in a maintenance window
 /// are not kept: their failures were expected.

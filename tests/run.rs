@@ -210,7 +210,7 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
 
 #[test]
 fn probe_run_exits_with_the_worst_status_and_says_why() {
-    let lab = Lab::start(&OriginSettings::default());
+    let mut lab = Lab::start(&OriginSettings::default());
     let path = write_config(&lab, support::free_tcp_port(), "PROBE_TEST_UNSET_PASSWORD");
     let run = |path: &Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_probe"))
@@ -227,6 +227,24 @@ fn probe_run_exits_with_the_worst_status_and_says_why() {
     );
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(out.starts_with("OK       lab  none · ok (high)"), "{out}");
+    assert!(!out.contains('['), "nothing open: {out}");
+
+    // Each line says where the site's incident stands: pending, open, recovering.
+    lab.origin.fpm.stop();
+    let line = |path: &Path| String::from_utf8_lossy(&run(path).stdout).into_owned();
+    let first = line(&path);
+    assert!(
+        first.starts_with("DOWN") && first.contains("  [failing 1/2 before an incident opens]"),
+        "{first}"
+    );
+    let second = line(&path);
+    assert!(second.contains("  [incident #1 open since "), "{second}");
+    lab.origin.fpm = PhpFpm::start(lab.dir.path(), &PoolSettings::default());
+    let healthy = line(&path);
+    assert!(
+        healthy.starts_with("OK") && healthy.contains(" UTC, recovering 1/2]"),
+        "a healthy run while the incident is open says so: {healthy}"
+    );
 
     let mut broken = std::fs::read_to_string(&path).unwrap();
     broken = broken.replace("confirm_runs: 2", "confirm_runs: two");

@@ -160,12 +160,15 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
     // One line per site as it is stored (in the order the sites finish); a failed write ends
     // the lines, and is reported once the pass is over.
     let mut written: std::io::Result<()> = Ok(());
-    let outcome = run::run_once_with(&loaded.config, store.as_mut(), now, &mut |site, report| {
+    let mut line = |site: &str, report: &ProbeReport, progress: Option<&str>| {
         if written.is_ok() {
             let d = &report.diagnosis;
+            // A healthy run while an incident is still open says so: "OK" alone would read as
+            // over.
+            let open = progress.map_or(String::new(), |p| format!("  [{p}]"));
             written = writeln!(
                 out,
-                "{:<8} {}  {} · {} ({})  {}",
+                "{:<8} {}  {} · {} ({})  {}{open}",
                 d.status.as_str().to_uppercase(),
                 text::printable(site),
                 d.hop.as_str(),
@@ -174,8 +177,8 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
                 text::printable(&d.summary)
             );
         }
-    })
-    .await?;
+    };
+    let outcome = run::run_once_with(&loaded.config, store.as_mut(), now, &mut line).await?;
     written?;
     if let Some(dir) = &cli.feeds_dir {
         let snapshot = feeds::snapshot(&loaded.config, store.as_ref(), now)

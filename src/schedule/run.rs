@@ -583,17 +583,26 @@ pub fn region_lines(
     lines
 }
 
+/// What storing a batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Messages queued.
+    pub queued: usize,
+    /// Each entry's open incidents and their progress after its run (`alert::progress`).
+    pub progress: Vec<Option<String>>,
+}
+
 /// Judges a batch of results (each site's index in the config, its report and when it was
 /// probed) and stores them in one transaction, this region's states read in one go: all of
-/// them or none. `held`: the prober is cut off. Returns how many messages were queued.
+/// them or none. `held`: the prober is cut off.
 pub fn record_batch(
     config: &Config,
     store: &mut dyn Store,
     entries: &[(usize, &ProbeReport, OffsetDateTime)],
     held: bool,
-) -> Result<usize, StoreError> {
+) -> Result<BatchOutcome, StoreError> {
     if entries.is_empty() {
-        return Ok(0);
+        return Ok(BatchOutcome::default());
     }
     let names: Vec<&str> = entries
         .iter()
@@ -625,6 +634,7 @@ pub fn record_batch(
         .collect();
     // Messages queued per run (a transaction tried again decides again: counted once).
     let mut queued = vec![0; entries.len()];
+    let mut progress = vec![None; entries.len()];
     store.record_regional(&config.region, &runs, &mut |n, current, views| {
         let (index, report, at) = entries[n];
         // The store holds each region's state after the whole batch; each run is decided on
@@ -652,9 +662,14 @@ pub fn record_batch(
             &as_of_run,
         );
         queued[n] = decided.as_ref().map_or(0, |(_, m)| m.len());
+        let state = decided.as_ref().map_or(current, |(s, _)| s);
+        progress[n] = alert::progress(state, &states[n], &config.alerts);
         decided
     })?;
-    Ok(queued.iter().sum())
+    Ok(BatchOutcome {
+        queued: queued.iter().sum(),
+        progress,
+    })
 }
 
 /// Judges one site's report and stores the result, this region's state, and the site's
@@ -775,16 +790,16 @@ pub async fn run_once(
     store: &mut dyn Store,
     now: OffsetDateTime,
 ) -> Result<PassOutcome, ScheduleError> {
-    run_once_with(config, store, now, &mut |_, _| {}).await
+    run_once_with(config, store, now, &mut |_, _, _| {}).await
 }
 
-/// `run_once`, calling `on_site` with each site's name and report once it is stored (in the order
-/// the sites finish).
+/// `run_once`, calling `on_site` with each site's name, report and open incidents' progress once
+/// it is stored (in the order the sites finish).
 pub async fn run_once_with(
     config: &Config,
     store: &mut dyn Store,
     now: OffsetDateTime,
-    on_site: &mut dyn FnMut(&str, &ProbeReport),
+    on_site: &mut dyn FnMut(&str, &ProbeReport, Option<&str>),
 ) -> Result<PassOutcome, ScheduleError> {
     let alerts = Arc::new(config.alerts.clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -882,7 +897,7 @@ fn store_batch(
     held: bool,
     now: OffsetDateTime,
     outcome: &mut PassOutcome,
-    on_site: &mut dyn FnMut(&str, &ProbeReport),
+    on_site: &mut dyn FnMut(&str, &ProbeReport, Option<&str>),
 ) -> Result<(), StoreError> {
     if batch.is_empty() {
         return Ok(());
@@ -891,10 +906,10 @@ fn store_batch(
     batch.sort_by_key(|(index, _)| *index);
     let entries: Vec<(usize, &ProbeReport, OffsetDateTime)> =
         batch.iter().map(|(i, r)| (*i, r, now)).collect();
-    record_batch(config, store, &entries, held)?;
-    for (index, report) in batch.drain(..) {
+    let stored = record_batch(config, store, &entries, held)?;
+    for ((index, report), progress) in batch.drain(..).zip(stored.progress) {
         outcome.worst = outcome.worst.max(report.status);
-        on_site(&config.sites[index].name, &report);
+        on_site(&config.sites[index].name, &report, progress.as_deref());
     }
     Ok(())
 }

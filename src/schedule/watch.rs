@@ -729,7 +729,7 @@ impl<'a> Watch<'a> {
                 index.map(|i| (i, &s.report, s.at))
             })
             .collect();
-        let queued = schedule::record_batch(&config, self.store, &entries, cut_off)?;
+        let queued = schedule::record_batch(&config, self.store, &entries, cut_off)?.queued;
         // Fresh mail goes out now, from the delivery task; retries wait for its own tick, so
         // the outbox is not read after every probe.
         if notices + queued > 0 {
