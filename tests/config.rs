@@ -140,7 +140,15 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n    origin: [203.0.113.10]\n",
-            "probes.yaml:3:5: sites[0].origin: unknown field `origin`, expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, alert_to",
+            "probes.yaml:3:5: sites[0].origin: unknown field `origin`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, alert_to)",
+        ),
+        (
+            "sites:\n  - url: example.com\n    statc_path: /x.css\n",
+            "probes.yaml:3:5: sites[0].statc_path: unknown field `statc_path`: did you mean `static_path`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, alert_to)",
+        ),
+        (
+            "sites:\n  - url: example.com\n   origins: [203.0.113.10]\n",
+            "probes.yaml:3:4: sites: while parsing a block collection, did not find expected '-' indicator — the indentation is likely off here: a list's entries start with `-` at one column, and the keys of one entry line up under its first key",
         ),
         (
             "sites: example.com\n",
@@ -241,6 +249,32 @@ fn broken_files_get_exact_messages() {
             "a secret written into the file is never repeated: {first}"
         );
     }
+}
+
+#[test]
+fn a_bad_default_is_reported_once_at_its_own_line_and_odd_units_say_how_they_were_read() {
+    let got = problems(
+        "defaults:\n  interval: 1m\n  timeout: soon\nsites:\n  - url: example.com\n  - url: example.org\n",
+    );
+    assert_eq!(
+        got,
+        ["probes.yaml:3:12: defaults.timeout: \"soon\" is not a duration (expected number at 0); write e.g. 30s, 5m, 1h"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(
+        &path,
+        "defaults:\n  interval: 1 minute\n  timeout: 10 secs\nsites:\n  - url: example.com\n    origins: [203.0.113.10]\n",
+    )
+    .unwrap();
+    let loaded = probe::config::load(&path).unwrap();
+    assert_eq!(
+        loaded.warnings,
+        [
+            "defaults.interval: \"1 minute\" read as 1m",
+            "defaults.timeout: \"10 secs\" read as 10s"
+        ]
+    );
 }
 
 #[test]

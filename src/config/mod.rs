@@ -325,10 +325,16 @@ fn syntax_problem(e: &serde_saphyr::Error, path: Option<&str>, max_nodes: usize)
     let message = match e {
         serde_saphyr::Error::SerdeUnknownField {
             field, expected, ..
-        } => format!(
-            "unknown field `{field}`, expected one of {}",
-            expected.join(", ")
-        ),
+        } => match closest(field, expected) {
+            Some(near) => format!(
+                "unknown field `{field}`: did you mean `{near}`? (expected one of {})",
+                expected.join(", ")
+            ),
+            None => format!(
+                "unknown field `{field}`, expected one of {}",
+                expected.join(", ")
+            ),
+        },
         serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
             format!("duplicate mapping key: {key}")
         }
@@ -337,9 +343,20 @@ fn syntax_problem(e: &serde_saphyr::Error, path: Option<&str>, max_nodes: usize)
             max_nodes / 20,
             MAX_CONFIG_BYTES >> 20
         ),
-        other => serde_saphyr::DefaultMessageFormatter
-            .format_message(other)
-            .into_owned(),
+        other => {
+            let message = serde_saphyr::DefaultMessageFormatter
+                .format_message(other)
+                .into_owned();
+            // The parser's words for a line out of place name no cause a person recognises.
+            let misplaced = ["did not find expected", "mapping values are not allowed"]
+                .iter()
+                .any(|m| message.contains(m));
+            if misplaced {
+                format!("{message} — the indentation is likely off here: a list's entries start with `-` at one column, and the keys of one entry line up under its first key")
+            } else {
+                message
+            }
+        }
     };
     let budget = matches!(e, serde_saphyr::Error::Budget { .. });
     let mut path = match path {
@@ -363,6 +380,32 @@ fn syntax_problem(e: &serde_saphyr::Error, path: Option<&str>, max_nodes: usize)
         path,
         message,
     }
+}
+
+/// The expected name nearest to a mistyped one (at most two letters off, and not most of it).
+fn closest<'a>(typed: &str, expected: &'a [&'static str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let above = row[j + 1];
+                row[j + 1] = (diagonal + usize::from(ca != *cb))
+                    .min(row[j] + 1)
+                    .min(above + 1);
+                diagonal = above;
+            }
+        }
+        row[b.len()]
+    };
+    expected
+        .iter()
+        .map(|e| (distance(typed, e), *e))
+        .filter(|(d, e)| *d <= 2 && *d * 3 <= e.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, e)| e)
 }
 
 /// Builds the checked config from the file as written and its checked sites, one section

@@ -114,7 +114,23 @@ impl Checker {
             return default;
         };
         match settings::duration(&written(text, path), max) {
-            Ok(d) => d,
+            Ok(d) => {
+                // Written some other way than `90s` / `5m` / `1h`: say how it was read.
+                let plain = text.value.trim();
+                let digits = plain.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+                let unit = &plain[digits.len()..];
+                let canonical = !digits.is_empty()
+                    && digits.chars().all(|c| c.is_ascii_digit())
+                    && ["ms", "s", "m", "h", "d"].contains(&unit);
+                if !canonical {
+                    self.warnings.push(format!(
+                        "{path}: {:?} read as {}",
+                        plain,
+                        humantime::format_duration(d)
+                    ));
+                }
+                d
+            }
             Err(problem) => {
                 self.report(vec![problem]);
                 default
