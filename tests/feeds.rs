@@ -346,12 +346,49 @@ async fn feeds_of_a_real_history_pass_real_consumers() {
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     assert!(dom.contains("<h1>Lab status</h1>"), "{dom}");
     assert!(
-        dom.contains(r#"<li class="site" data-site="blog" data-status="operational">"#),
+        dom.contains(r#"<li class="site" data-site="blog" data-status="operational" data-hop="none" data-cause="ok">"#),
         "{dom}"
     );
     assert!(
-        dom.contains(r#"<li class="site" data-site="shop" data-status="major_outage">"#),
+        dom.contains(r#"<li class="site" data-site="shop" data-status="major_outage""#),
         "{dom}"
+    );
+    // One vocabulary: the banner says what status.json's indicator says, in Statuspage's words;
+    // a site shows its URL, words not ids, and (public by default) no server version, address
+    // or command; each bar's colour is in the legend; times without fractions of a second.
+    let description = status["status"]["description"].as_str().unwrap();
+    assert!(
+        dom.contains(&format!(
+            r#"data-indicator="{}" style="background:#cf222e">{description}</p>"#,
+            status["status"]["indicator"].as_str().unwrap()
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<a class="url" href="https://shop.probe.test/">"#),
+        "{dom}"
+    );
+    for private in ["nginx/", "127.0.0.1", "<code>", "none · ok", "grep "] {
+        assert!(
+            !dom.contains(private),
+            "{private} on the public page: {dom}"
+        );
+    }
+    assert!(dom.contains(r#"<p class="legend" id="legend">"#), "{dom}");
+    for words in [
+        "100%",
+        "99% or more",
+        "90–99%",
+        "50–90%",
+        "under 50%",
+        "no data",
+    ] {
+        assert!(dom.contains(words), "legend {words}: {dom}");
+    }
+    let footer = dom.split("<footer>Updated ").nth(1).unwrap();
+    assert!(
+        footer[..30].contains(" UTC ·"),
+        "no fractions of a second: {footer}"
     );
     let open = dom
         .split(r#"<ul id="open-incidents">"#)
@@ -362,13 +399,19 @@ async fn feeds_of_a_real_history_pass_real_consumers() {
         open.contains(r#"data-site="shop""#) && !open.contains(r#"data-site="blog""#),
         "{open}"
     );
-    assert_eq!(
-        dom.matches("<span class=\"up\"").count()
-            + dom.matches("<span class=\"down\"").count()
-            + dom.matches("<span class=\"blip\"").count(),
-        2,
-        "one day of history per site"
-    );
+    let bars = dom
+        .split(r#"class="bars""#)
+        .skip(1)
+        .map(|b| b.split("</div>").next().unwrap());
+    let days: usize = bars
+        .map(|b| {
+            ["up", "blip", "minor", "major", "down"]
+                .iter()
+                .map(|c| b.matches(&format!("<span class=\"{c}\"")).count())
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(days, 2, "one day of history per site");
     browser(&[
         format!("--screenshot={}", shot.display()),
         "--window-size=412,915".to_string(),

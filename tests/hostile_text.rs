@@ -250,6 +250,8 @@ fn feeds_stay_well_formed_xml_whatever_the_names_hold() {
         generated_at: now,
         title: format!("Status {HOSTILE_CN}"),
         url: None,
+        // The operator's view: every text the server sent goes through.
+        public: false,
         sites: vec![SiteFeed {
             name,
             url: "https://shop.example/",

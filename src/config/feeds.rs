@@ -16,6 +16,10 @@ pub struct FeedsConfig {
     /// Where the page is published (e.g. `https://status.example.com/`), for links in the feeds.
     #[schemars(with = "Option<String>")]
     pub url: Option<Text>,
+    /// The page and status.json are public (default true): they keep each site's state, its
+    /// broken hop and a plain summary, but no server versions, addresses or commands. The
+    /// operator's views (mail, metrics, Atom, `probe` itself) keep everything.
+    pub public: Option<bool>,
 }
 
 /// The feeds' presentation, with defaults applied.
@@ -24,6 +28,8 @@ pub struct Feeds {
     pub title: String,
     /// The published page's URL, ending in `/`.
     pub url: Option<String>,
+    /// The page and status.json say only what the public may read.
+    pub public: bool,
 }
 
 pub fn check(checker: &mut Checker, raw: &FeedsConfig) -> Feeds {
@@ -51,5 +57,9 @@ pub fn check(checker: &mut Checker, raw: &FeedsConfig) -> Feeds {
             }
         }
     });
-    Feeds { title, url }
+    Feeds {
+        title,
+        url,
+        public: raw.public.unwrap_or(true),
+    }
 }

@@ -3,7 +3,7 @@
 use super::status::{cause_title, component_status, severity_prefix, ComponentStatus};
 use super::{file_name, percent, FeedSnapshot, SiteFeed, WINDOWS};
 use crate::alert::Severity;
-use crate::text::{rfc3339, xml};
+use crate::text::{clock, rfc3339, xml};
 
 /// Words and colour for a Statuspage component status.
 fn presentation(status: ComponentStatus) -> (&'static str, &'static str) {
@@ -16,12 +16,27 @@ fn presentation(status: ComponentStatus) -> (&'static str, &'static str) {
     }
 }
 
-/// The colour class of one day's bar.
+/// The colour classes of a day's bar by its uptime, best first, with the legend's words.
+const DAY_CLASSES: [(&str, &str); 6] = [
+    ("up", "100%"),
+    ("blip", "99% or more"),
+    ("minor", "90–99%"),
+    ("major", "50–90%"),
+    ("down", "under 50%"),
+    ("none", "no data"),
+];
+
+/// The colour class of one day's bar: by the day's share of probes that were not down.
 fn day_class(total: u32, down: u32) -> &'static str {
-    match (total, down) {
-        (0, _) => "none",
-        (_, 0) => "up",
-        (t, d) if f64::from(d) / f64::from(t) <= 0.01 => "blip",
+    if total == 0 {
+        return "none";
+    }
+    let share = f64::from(total - down) / f64::from(total);
+    match share {
+        s if s >= 1.0 => "up",
+        s if s >= 0.99 => "blip",
+        s if s >= 0.90 => "minor",
+        s if s >= 0.50 => "major",
         _ => "down",
     }
 }
@@ -33,7 +48,9 @@ ul{list-style:none;padding:0}.site,.incident{border:1px solid #d0d7de;border-rad
 .head{display:flex;justify-content:space-between;gap:1rem;flex-wrap:wrap}.state{font-weight:600}\
 .summary{margin:.25rem 0;color:#57606a}.uptime{font-size:.85rem;color:#57606a}\
 .bars{display:flex;gap:1px;height:1.6rem;margin:.4rem 0}.bars span{flex:1;border-radius:1px}\
-.up{background:#2da44e}.blip{background:#d4a72c}.down{background:#cf222e}.none{background:#d0d7de}\
+.up{background:#2da44e}.blip{background:#a2c62f}.minor{background:#d4a72c}.major{background:#e16f24}.down{background:#cf222e}.none{background:#d0d7de}\
+.legend{font-size:.8rem;color:#57606a}.legend span{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin:0 .25rem 0 .75rem;vertical-align:middle}\
+.url{font-size:.85rem;color:#57606a}\
 footer{margin-top:2rem;font-size:.8rem;color:#6e7781}code{font-size:.85em}\
 .regions{margin:.25rem 0;padding-left:1rem;font-size:.85rem;color:#57606a}";
 
@@ -46,18 +63,15 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
         .map(component_status)
         .max()
         .unwrap_or(ComponentStatus::Operational);
-    let overall = match worst {
-        ComponentStatus::Operational => "All systems operational",
-        ComponentStatus::UnderMaintenance => "Maintenance in progress",
-        _ => "Some systems are not working as they should",
-    };
+    // The banner says what status.json's indicator says, in Statuspage's words.
+    let (indicator, overall) = super::status::indicator(&snapshot.sites);
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{title}</title><link rel=\"alternate\" type=\"application/atom+xml\" href=\"incidents.atom\">\
          <style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n\
-         <p class=\"overall\" id=\"overall\" data-status=\"{}\" style=\"background:{}\">{overall}</p>\n",
+         <p class=\"overall\" id=\"overall\" data-status=\"{}\" data-indicator=\"{indicator}\" style=\"background:{}\">{overall}</p>\n",
         worst.as_str(),
         presentation(worst).1
     );
@@ -93,8 +107,11 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                     incident.site,
                     last.map_or("down".to_string(), |c| cause_title(&c.cause))
                 )),
-                rfc3339(incident.opened_at),
-                xml(last.map_or("", |c| c.summary.as_str()))
+                clock(incident.opened_at),
+                xml(&match last {
+                    Some(c) if !snapshot.public => c.summary.clone(),
+                    _ => String::new(),
+                })
             );
         }
         let _ = out.write_str("</ul>\n");
@@ -102,9 +119,13 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
 
     let _ = out.write_str("<h2>Sites</h2>\n<ul id=\"sites\">\n");
     for site in &snapshot.sites {
-        site_item(out, site, snapshot.generated_at);
+        site_item(out, site, snapshot.generated_at, snapshot.public);
     }
-    let _ = out.write_str("</ul>\n");
+    let _ = out.write_str("</ul>\n<p class=\"legend\" id=\"legend\">Each bar is a day's uptime:");
+    for (class, words) in DAY_CLASSES {
+        let _ = write!(out, "<span class=\"{class}\"></span>{words}");
+    }
+    let _ = out.write_str("</p>\n");
 
     let resolved: Vec<_> = snapshot
         .incidents
@@ -115,9 +136,13 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
     if !resolved.is_empty() {
         let _ = out.write_str("<h2>Resolved incidents</h2>\n<ul id=\"resolved-incidents\">\n");
         for incident in resolved {
+            // When, for how long, and why.
+            let closed = incident.closed_at.unwrap_or(incident.opened_at);
+            let lasted =
+                std::time::Duration::try_from(closed - incident.opened_at).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "<li class=\"incident\" data-site=\"{}\"><div class=\"head\"><strong>{}</strong><span>{} – {}</span></div></li>",
+                "<li class=\"incident\" data-site=\"{}\"><div class=\"head\"><strong>{}</strong><span>{} – {} · {}</span></div></li>",
                 xml(&incident.site),
                 xml(&format!(
                     "{}{}: {}",
@@ -128,8 +153,9 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                         .last()
                         .map_or("down".to_string(), |c| cause_title(&c.cause))
                 )),
-                rfc3339(incident.opened_at),
-                incident.closed_at.map(rfc3339).unwrap_or_default()
+                clock(incident.opened_at),
+                clock(closed),
+                crate::text::duration(lasted)
             );
         }
         let _ = out.write_str("</ul>\n");
@@ -139,31 +165,45 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
         "<footer>Updated {} · <a href=\"status.json\">status.json</a> · \
          <a href=\"incidents.atom\">incidents.atom</a> · <a href=\"metrics\">metrics</a> · \
          uptime is the share of probes that were not down</footer>\n</body></html>",
-        rfc3339(snapshot.generated_at)
+        clock(snapshot.generated_at)
     );
 }
 
-fn site_item(out: &mut dyn std::fmt::Write, site: &SiteFeed, now: time::OffsetDateTime) {
+fn site_item(
+    out: &mut dyn std::fmt::Write,
+    site: &SiteFeed,
+    now: time::OffsetDateTime,
+    public: bool,
+) {
     let status = component_status(site);
     let (words, colour) = presentation(status);
     let status = status.as_str();
     let name = xml(site.name);
+    let url = xml(site.url);
+    let (hop, cause) = site.latest.as_ref().map_or(("", ""), |l| {
+        (l.diagnosis.hop.as_str(), l.diagnosis.cause.as_str())
+    });
+    // The hop and cause ids are for machines (data attributes); people read words.
     let _ = write!(
         out,
-        "<li class=\"site\" data-site=\"{name}\" data-status=\"{status}\">\
+        "<li class=\"site\" data-site=\"{name}\" data-status=\"{status}\" data-hop=\"{hop}\" data-cause=\"{cause}\">\
          <div class=\"head\"><strong>{name}</strong>\
-         <span class=\"state\" style=\"color:{colour}\">{words}</span></div>"
+         <span class=\"state\" style=\"color:{colour}\">{words}</span></div>\
+         <a class=\"url\" href=\"{url}\">{url}</a>"
     );
     if let Some(latest) = &site.latest {
         let (at, d) = (&latest.at, &latest.diagnosis);
+        let summary = if public {
+            super::public_summary(d.cause, &d.summary)
+        } else {
+            d.summary.to_string()
+        };
         let _ = write!(
             out,
-            "<p class=\"summary\">{} <code>{} · {}</code> <span title=\"{}\">checked {}</span></p>",
-            xml(&d.summary),
-            d.hop.as_str(),
-            d.cause.as_str(),
+            "<p class=\"summary\">{} <span title=\"{}\">Checked {}.</span></p>",
+            xml(&summary),
             rfc3339(*at),
-            rfc3339(*at)
+            clock(*at)
         );
     }
     if !site.regions.is_empty() {

@@ -48,6 +48,8 @@ pub struct FeedSnapshot<'a> {
     pub title: String,
     /// Where the page is published (ends in `/`), if configured.
     pub url: Option<String>,
+    /// The page and status.json are public: plain summaries, no versions, addresses or commands.
+    pub public: bool,
     pub sites: Vec<SiteFeed<'a>>,
     /// Incidents open now or closed within the history, newest first.
     pub incidents: Vec<IncidentRecord>,
@@ -379,6 +381,7 @@ pub fn snapshot<'a>(
         generated_at: now,
         title: config.feeds.title.clone(),
         url: config.feeds.url.clone(),
+        public: config.feeds.public,
         sites,
         incidents,
         maintenance: config
@@ -734,8 +737,29 @@ pub fn file_name(name: &str) -> String {
 }
 
 /// An uptime share as a percentage with three decimals, as status pages show it.
+/// A share as a percentage with two decimals; "100%" only when nothing failed at all (99.999 %
+/// reads 99.99 %).
 pub(crate) fn percent(share: Option<f64>) -> String {
-    share.map_or("–".to_string(), |s| format!("{:.3}%", s * 100.0))
+    match share {
+        None => "–".to_string(),
+        Some(s) if s >= 1.0 => "100%".to_string(),
+        Some(s) => format!("{:.2}%", ((s * 100.0) * 100.0).floor() / 100.0),
+    }
+}
+
+/// What the public may read of a verdict: the cause's title (which names the hop), never a
+/// server's version, an address or a command. A regional verdict is ours (region names and
+/// the cause) and stays as it is.
+pub(crate) fn public_summary(cause: Cause, summary: &str) -> String {
+    if summary.starts_with("regional:") {
+        return summary.to_string();
+    }
+    let title = cause.title();
+    let mut chars = title.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

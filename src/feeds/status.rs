@@ -72,8 +72,9 @@ fn latest_status(site: &SiteFeed) -> ComponentStatus {
     }
 }
 
-/// The page's overall indicator and its description, from the components.
-fn indicator(sites: &[SiteFeed]) -> (&'static str, &'static str) {
+/// The page's overall indicator and its description, from the components (Statuspage's words:
+/// the page's banner says the same).
+pub(super) fn indicator(sites: &[SiteFeed]) -> (&'static str, &'static str) {
     use ComponentStatus as C;
     let statuses: Vec<C> = sites.iter().map(component_status).collect();
     let count = |s: C| statuses.iter().filter(|x| **x == s).count();
@@ -120,13 +121,18 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
         .for_each(|(position, site)| {
             let diagnosis = site.latest.as_ref().map(|l| {
                 let d = &l.diagnosis;
+                let summary = if snapshot.public {
+                    super::public_summary(d.cause, &d.summary)
+                } else {
+                    d.summary.to_string()
+                };
                 json!({
                     "checked_at": rfc3339(l.at),
                     "status": d.status.as_str(),
                     "hop": d.hop.as_str(),
                     "cause": d.cause.as_str(),
                     "confidence": d.confidence.as_str(),
-                    "summary": &*d.summary,
+                    "summary": summary,
                 })
             });
             let uptime: serde_json::Map<String, Value> = WINDOWS
@@ -165,7 +171,11 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                             "checked_at": rfc3339(r.at),
                             "status": r.seen.as_ref().map(|s| s.status.as_str()),
                             "cause": r.seen.as_ref().map(|s| s.cause.as_str()),
-                            "summary": r.seen.as_ref().map(|s| s.summary.as_str()),
+                            "summary": r.seen.as_ref().map(|s| if snapshot.public {
+                                super::public_summary(s.cause, &s.summary)
+                            } else {
+                                s.summary.clone()
+                            }),
                             "colo": r.seen.as_ref().and_then(|s| s.colo.as_deref()),
                             "total_ms": r.seen.as_ref().and_then(|s| s.total_ms),
                             "confirms_down": r.confirms_down,
@@ -205,7 +215,11 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                     json!({
                         "id": short_id(&format!("update:{}/{}/{n}", incident.site, incident.number)),
                         "status": "identified",
-                        "body": format!("{} ({})", cause.summary, cause.cause),
+                        "body": if snapshot.public {
+                            cause_title(&cause.cause)
+                        } else {
+                            format!("{} ({})", cause.summary, cause.cause)
+                        },
                         "incident_id": id,
                         "created_at": rfc3339(cause.at),
                         "updated_at": rfc3339(cause.at),
