@@ -675,6 +675,16 @@ fn causes_that_cannot_be_told_apart_name_their_alternatives() {
         .next_steps
         .iter()
         .any(|s| s.contains("ls -la /var/run/php/")));
+    // What the commands assume is said, with the usual other places.
+    let assumed = unreachable.next_steps.last().unwrap();
+    for words in [
+        "assume Debian/Ubuntu with systemd",
+        "/etc/nginx/conf.d/",
+        "/var/log/php*-fpm.log",
+        "docker logs",
+    ] {
+        assert!(assumed.contains(words), "{words}: {assumed}");
+    }
 }
 
 #[test]

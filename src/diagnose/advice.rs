@@ -125,7 +125,34 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
             "wp core verify-checksums; wp plugin list --update=available".into(),
         ],
     };
+    let mut lines = lines;
+    if on_the_server(cause) {
+        lines.push(LAYOUT_ASSUMED.to_string());
+    }
     lines
+}
+
+/// What the server-side commands take for granted, and where things are otherwise.
+const LAYOUT_ASSUMED: &str = "# these assume Debian/Ubuntu with systemd: elsewhere nginx's sites may be in /etc/nginx/conf.d/, PHP-FPM logs in /var/log/php*-fpm.log (RHEL: /var/log/php-fpm/), the socket in /run/php-fpm/; in a container, docker logs CONTAINER stands for journalctl and the log files";
+
+/// The cause's commands are run on the origin server (so they assume its layout).
+fn on_the_server(cause: Cause) -> bool {
+    matches!(
+        cause,
+        Cause::OriginRefused
+            | Cause::OriginBlocksEdge
+            | Cause::OriginTlsHandshake
+            | Cause::OriginCertExpired
+            | Cause::OriginCertNameMismatch
+            | Cause::OriginBadResponse
+            | Cause::FpmUnreachable
+            | Cause::FpmSaturated
+            | Cause::FpmWorkerDied
+            | Cause::OriginSlow
+            | Cause::DatabaseUnreachable
+            | Cause::AppError
+            | Cause::Maintenance
+    )
 }
 
 /// The commands for a proxy other than nginx whose upstream failed (`None`: the cause is not about
