@@ -346,6 +346,54 @@ fn check_config_exits_3_and_lists_each_problem() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains(": OK, 2 sites"));
 }
 
+#[test]
+fn check_config_shows_every_effective_setting_in_words_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(
+        &path,
+        "sites:\n  - url: example.com\n    edge: 198.51.100.7\n    origins: [203.0.113.10]\n    cert_warning_days: 10\n    burst: 2\n    cloudflare_edge: true\nsmtp:\n  host: mail.example.com\n  security: tls\n  from: probe@example.com\nfeeds:\n  public: false\nalerts:\n  intermittent: {enabled: false}\n",
+    )
+    .unwrap();
+    let run = |json: bool| {
+        let mut args = vec!["check-config", "-c", path.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(false);
+    for words in [
+        "edge route dials 198.51.100.7:443 (not DNS)",
+        "certificate notices at 10 days",
+        "page 2 times at once",
+        "edge declared Cloudflare",
+        "smtp: mail.example.com:465 with TLS",
+        "intermittent: off",
+        "the operator's view",
+    ] {
+        assert!(text.contains(words), "{words}:\n{text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+    let site = &json["sites"][0];
+    assert_eq!(site["edge"], "198.51.100.7:443");
+    assert_eq!(site["cert_warning_days"], serde_json::json!([10]));
+    assert_eq!(site["burst"], 2);
+    assert_eq!(json["smtp"]["security"], "tls");
+    assert_eq!(json["alerts"]["intermittent"]["enabled"], false);
+    assert_eq!(json["feeds"]["public"], false);
+}
+
 /// A long site list loads: 100,000 sites, well past the parser's default budget (which stopped
 /// at about 19,000 with "budget breached: Nodes").
 #[test]

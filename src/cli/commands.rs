@@ -144,7 +144,13 @@ pub fn run_check_config(cli: &CheckConfigCli, out: &mut dyn Write) -> Result<Sta
         return Ok(Status::Ok);
     }
     let loaded = config::load(&cli.config.path)?;
-    out.write_all(config::explain(&cli.config.path, &loaded).as_bytes())?;
+    if cli.json {
+        let summary = config::summary_json(&cli.config.path, &loaded);
+        out.write_all(text::json_pretty(&summary).as_bytes())?;
+        out.write_all(b"\n")?;
+    } else {
+        out.write_all(config::explain(&cli.config.path, &loaded).as_bytes())?;
+    }
     out.flush()?;
     Ok(Status::Ok)
 }

@@ -133,6 +133,10 @@ pub struct CheckConfigCli {
     /// Print the JSON Schema of the config file (for editors) instead.
     #[arg(long)]
     pub schema: bool,
+
+    /// Print the checked config, every effective setting, as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How log lines are written (to standard error).
