@@ -813,7 +813,7 @@ pub fn quorum_step(
 pub fn progress(state: &AlertState, region: &AlertState, policy: &Alerts) -> Option<String> {
     let since = |s: &AlertState| {
         s.since.map_or(String::new(), |t| {
-            format!(" since {}", crate::text::clock(t))
+            format!(" since {}", policy.zone.clock(t))
         })
     };
     let mut parts = Vec::new();
@@ -1259,6 +1259,7 @@ mod tests {
             warning: Default::default(),
             intermittent: Default::default(),
             group: true,
+            zone: Default::default(),
         }
     }
 

@@ -97,6 +97,38 @@ pub fn duration(d: std::time::Duration) -> String {
     }
 }
 
+/// Where times are shown to people: UTC, or an IANA time zone (`feeds.timezone`,
+/// `alerts.timezone`).
+#[derive(Debug, Clone, Default)]
+pub struct Zone(Option<(String, jiff::tz::TimeZone)>);
+
+impl Zone {
+    /// The zone of an IANA name (`Europe/Berlin`), if there is one by that name.
+    pub fn named(name: &str) -> Option<Zone> {
+        let tz = jiff::tz::TimeZone::get(name).ok()?;
+        Some(Zone(Some((name.to_string(), tz))))
+    }
+
+    /// Its IANA name (`Etc/UTC` for UTC).
+    pub fn name(&self) -> &str {
+        self.0.as_ref().map_or("Etc/UTC", |(name, _)| name.as_str())
+    }
+
+    /// A moment as a person reads it: `2026-12-06 15:02 CET` (UTC: `… UTC`).
+    pub fn clock(&self, t: time::OffsetDateTime) -> String {
+        let Some((_, tz)) = &self.0 else {
+            return clock(t);
+        };
+        match jiff::Timestamp::from_second(t.unix_timestamp()) {
+            Ok(at) => at
+                .to_zoned(tz.clone())
+                .strftime("%Y-%m-%d %H:%M %Z")
+                .to_string(),
+            Err(_) => clock(t),
+        }
+    }
+}
+
 /// A moment as a person reads it in a mail: `2026-12-06 14:02 UTC`.
 pub fn clock(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
@@ -299,6 +331,26 @@ fn looks_secret(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_shown_in_the_zone_asked_for() {
+        let at = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        assert_eq!(Zone::default().clock(at), "2027-01-15 08:00 UTC");
+        assert_eq!(
+            Zone::named("Europe/Berlin").unwrap().clock(at),
+            "2027-01-15 09:00 CET"
+        );
+        let summer = time::OffsetDateTime::from_unix_timestamp(1_815_000_000).unwrap();
+        assert_eq!(
+            Zone::named("Europe/Berlin").unwrap().clock(summer),
+            "2027-07-08 00:40 CEST"
+        );
+        assert!(Zone::named("Mars/Olympus").is_none());
+        assert_eq!(
+            Zone::named("America/New_York").unwrap().name(),
+            "America/New_York"
+        );
+    }
 
     #[test]
     fn control_and_invisible_characters_become_visible_escapes() {

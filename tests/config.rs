@@ -224,6 +224,10 @@ fn broken_files_get_exact_messages() {
             "probes.yaml:2:3: defaults.cert_warning_days: invalid type: string \"two weeks\", expected a number of days or a list of them, e.g. [14, 7, 3, 1]",
         ),
         (
+            "sites:\n  - url: example.com\nfeeds:\n  timezone: Mars/Olympus\n",
+            "probes.yaml:4:13: feeds.timezone: \"Mars/Olympus\" is not an IANA time zone name (e.g. Europe/Berlin, America/New_York, UTC)",
+        ),
+        (
             "sites:\n  - url: example.com\n    burst: 6\n",
             "probes.yaml:3:12: sites[0].burst: 6: burst is 1 to 5",
         ),

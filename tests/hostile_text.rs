@@ -252,6 +252,7 @@ fn feeds_stay_well_formed_xml_whatever_the_names_hold() {
         url: None,
         // The operator's view: every text the server sent goes through.
         public: false,
+        zone: Default::default(),
         sites: vec![SiteFeed {
             name,
             url: "https://shop.example/",

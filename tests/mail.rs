@@ -425,6 +425,7 @@ async fn a_cause_flipping_back_and_forth_sends_every_change_once_in_order() {
         warning: Default::default(),
         intermittent: Default::default(),
         group: true,
+        zone: Default::default(),
     };
     let a = report("edge_stale_fastcgi_socket");
     let b = report("edge_blocked_refused");

@@ -37,6 +37,7 @@ alerts:
   confirm_runs: 2
   recover_runs: 2
   remind_every: 1h
+  timezone: Asia/Kolkata
 smtp:
   host: 127.0.0.1
   port: {smtp_port}
@@ -164,9 +165,10 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
     // The opening says which incident, since when, how it was confirmed, where the page is;
     // every later mail threads under it; the recovery says what it was and when.
     let opened = support::smtp::decoded(opened);
-    let began = minute(1);
+    // In the mails' time zone (alerts.timezone: India, UTC+5:30 all year).
+    let began = minute(1).to_offset(time::macros::offset!(+5:30));
     let since = format!(
-        "Incident #1, failing since {}-{:02}-{:02} {:02}:{:02} UTC (1m ago).",
+        "Incident #1, failing since {}-{:02}-{:02} {:02}:{:02} IST (1m ago).",
         began.year(),
         u8::from(began.month()),
         began.day(),
@@ -203,7 +205,7 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
         recovered.contains("Incident #1 was the application fails (app_error)."),
         "{recovered}"
     );
-    assert!(recovered.contains(" UTC: 1h06m."), "{recovered}");
+    assert!(recovered.contains(" IST: 1h06m."), "{recovered}");
     assert_eq!(store.integrity_check().unwrap(), "ok");
     assert_eq!(store.result_count("lab").unwrap(), 14, "every run stored");
 }
@@ -242,7 +244,7 @@ fn probe_run_exits_with_the_worst_status_and_says_why() {
     lab.origin.fpm = PhpFpm::start(lab.dir.path(), &PoolSettings::default());
     let healthy = line(&path);
     assert!(
-        healthy.starts_with("OK") && healthy.contains(" UTC, recovering 1/2]"),
+        healthy.starts_with("OK") && healthy.contains(" IST, recovering 1/2]"),
         "a healthy run while the incident is open says so: {healthy}"
     );
 

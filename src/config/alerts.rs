@@ -44,6 +44,9 @@ pub struct AlertConfig {
     /// Tell the outages of sites failing on one origin address (or one edge) together: one mail
     /// per recipient listing them, instead of one per site (default true).
     pub group: Option<bool>,
+    /// The IANA time zone mails show times in (e.g. `Europe/Berlin`; default UTC).
+    #[schemars(with = "Option<String>")]
+    pub timezone: Option<Text>,
 }
 
 /// `alerts.warning:`.
@@ -107,6 +110,8 @@ pub struct Alerts {
     pub intermittent: IntermittentPolicy,
     /// Outages sharing an origin address or an edge are told together.
     pub group: bool,
+    /// Mails' times are in this zone.
+    pub zone: crate::text::Zone,
 }
 
 impl Alerts {
@@ -196,6 +201,7 @@ pub fn check(checker: &mut Checker, raw: &AlertConfig) -> Alerts {
         min_failures: min_failures.clamp(1, window_runs),
     };
     Alerts {
+        zone: checker.zone(raw.timezone.as_ref(), "alerts.timezone"),
         group: raw.group.unwrap_or(true),
         warning,
         intermittent,

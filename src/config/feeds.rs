@@ -20,6 +20,9 @@ pub struct FeedsConfig {
     /// broken hop and a plain summary, but no server versions, addresses or commands. The
     /// operator's views (mail, metrics, Atom, `probe` itself) keep everything.
     pub public: Option<bool>,
+    /// The IANA time zone the page shows times in (e.g. `Europe/Berlin`; default UTC).
+    #[schemars(with = "Option<String>")]
+    pub timezone: Option<Text>,
 }
 
 /// The feeds' presentation, with defaults applied.
@@ -30,6 +33,8 @@ pub struct Feeds {
     pub url: Option<String>,
     /// The page and status.json say only what the public may read.
     pub public: bool,
+    /// The page's times are in this zone.
+    pub zone: crate::text::Zone,
 }
 
 pub fn check(checker: &mut Checker, raw: &FeedsConfig) -> Feeds {
@@ -61,5 +66,6 @@ pub fn check(checker: &mut Checker, raw: &FeedsConfig) -> Feeds {
         title,
         url,
         public: raw.public.unwrap_or(true),
+        zone: checker.zone(raw.timezone.as_ref(), "feeds.timezone"),
     }
 }

@@ -138,6 +138,27 @@ impl Checker {
         }
     }
 
+    /// An IANA time zone name, if given (UTC otherwise, and when the name is unknown: reported).
+    pub fn zone(&mut self, value: Option<&Spanned<String>>, path: &str) -> crate::text::Zone {
+        let Some(name) = value else {
+            return crate::text::Zone::default();
+        };
+        match crate::text::Zone::named(name.value.trim()) {
+            Some(zone) => zone,
+            None => {
+                self.problem(
+                    name,
+                    path,
+                    format!(
+                        "{:?} is not an IANA time zone name (e.g. Europe/Berlin, America/New_York, UTC)",
+                        name.value
+                    ),
+                );
+                crate::text::Zone::default()
+            }
+        }
+    }
+
     /// Each address checked by the mailer's own parser, so what passes here can be sent.
     pub fn emails(&mut self, list: &[Spanned<String>], path: &str) -> Vec<String> {
         let mut out = Vec::new();

@@ -3,7 +3,7 @@
 use super::status::{cause_title, component_status, severity_prefix, ComponentStatus};
 use super::{file_name, percent, FeedSnapshot, SiteFeed, WINDOWS};
 use crate::alert::Severity;
-use crate::text::{clock, rfc3339, xml};
+use crate::text::{rfc3339, xml};
 
 /// Words and colour for a Statuspage component status.
 fn presentation(status: ComponentStatus) -> (&'static str, &'static str) {
@@ -107,7 +107,7 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                     incident.site,
                     last.map_or("down".to_string(), |c| cause_title(&c.cause))
                 )),
-                clock(incident.opened_at),
+                snapshot.zone.clock(incident.opened_at),
                 xml(&match last {
                     Some(c) if !snapshot.public => c.summary.clone(),
                     _ => String::new(),
@@ -119,7 +119,13 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
 
     let _ = out.write_str("<h2>Sites</h2>\n<ul id=\"sites\">\n");
     for site in &snapshot.sites {
-        site_item(out, site, snapshot.generated_at, snapshot.public);
+        site_item(
+            out,
+            site,
+            snapshot.generated_at,
+            snapshot.public,
+            &snapshot.zone,
+        );
     }
     let _ = out.write_str("</ul>\n<p class=\"legend\" id=\"legend\">Each bar is a day's uptime:");
     for (class, words) in DAY_CLASSES {
@@ -153,8 +159,8 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                         .last()
                         .map_or("down".to_string(), |c| cause_title(&c.cause))
                 )),
-                clock(incident.opened_at),
-                clock(closed),
+                snapshot.zone.clock(incident.opened_at),
+                snapshot.zone.clock(closed),
                 crate::text::duration(lasted)
             );
         }
@@ -165,7 +171,7 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
         "<footer>Updated {} · <a href=\"status.json\">status.json</a> · \
          <a href=\"incidents.atom\">incidents.atom</a> · <a href=\"metrics\">metrics</a> · \
          uptime is the share of probes that were not down</footer>\n</body></html>",
-        clock(snapshot.generated_at)
+        snapshot.zone.clock(snapshot.generated_at)
     );
 }
 
@@ -174,6 +180,7 @@ fn site_item(
     site: &SiteFeed,
     now: time::OffsetDateTime,
     public: bool,
+    zone: &crate::text::Zone,
 ) {
     let status = component_status(site);
     let (words, colour) = presentation(status);
@@ -203,7 +210,7 @@ fn site_item(
             "<p class=\"summary\">{} <span title=\"{}\">Checked {}.</span></p>",
             xml(&summary),
             rfc3339(*at),
-            clock(*at)
+            zone.clock(*at)
         );
     }
     if !site.regions.is_empty() {

@@ -50,6 +50,8 @@ pub struct FeedSnapshot<'a> {
     pub url: Option<String>,
     /// The page and status.json are public: plain summaries, no versions, addresses or commands.
     pub public: bool,
+    /// The zone the page shows times in.
+    pub zone: crate::text::Zone,
     pub sites: Vec<SiteFeed<'a>>,
     /// Incidents open now or closed within the history, newest first.
     pub incidents: Vec<IncidentRecord>,
@@ -382,6 +384,7 @@ pub fn snapshot<'a>(
         title: config.feeds.title.clone(),
         url: config.feeds.url.clone(),
         public: config.feeds.public,
+        zone: config.feeds.zone.clone(),
         sites,
         incidents,
         maintenance: config

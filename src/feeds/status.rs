@@ -103,7 +103,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
         "name": snapshot.title,
         // Statuspage always has a URL; consumers that expect a string get an empty one.
         "url": snapshot.url.clone().unwrap_or_default(),
-        "time_zone": "Etc/UTC",
+        "time_zone": snapshot.zone.name(),
         "updated_at": updated,
     });
     let status = json!({ "indicator": indicator, "description": description });

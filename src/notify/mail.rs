@@ -46,6 +46,8 @@ pub struct About<'a> {
     pub confirmed_by: Option<(u32, u32)>,
     /// Where the status page is published.
     pub page: Option<&'a str>,
+    /// The zone its times are shown in (UTC when none).
+    pub zone: Option<&'a crate::text::Zone>,
 }
 
 /// Renders a notification about `site` into one message per recipient.
@@ -376,7 +378,10 @@ fn append_list(text: &mut String, html: &mut String, title: &str, lines: &[Strin
 /// The incident's own facts: its number and since when, how it was confirmed, its cause and span
 /// at its end, where the status page is.
 fn incident_facts(notification: &Notification, about: &About<'_>) -> Vec<String> {
-    use crate::text::{clock, duration};
+    use crate::text::duration;
+    let utc = crate::text::Zone::default();
+    let zone = about.zone.unwrap_or(&utc);
+    let clock = |t| zone.clock(t);
     let mut lines = Vec::new();
     let since = |t: OffsetDateTime| match about.at {
         Some(at) => format!(

@@ -472,6 +472,7 @@ fn about<'a>(
         at: Some(at),
         confirmed_by,
         page: config.feeds.url.as_deref(),
+        zone: Some(&config.alerts.zone),
     }
 }
 
