@@ -231,3 +231,43 @@ async fn wordpress_in_maintenance_and_without_its_database() {
         d.evidence
     );
 }
+
+/// `PROBE_LOG=debug` is probe's own debug: every line names the site it is about, and other
+/// crates (HTTP/2 frames) stay quiet unless named (`PROBE_LOG=debug,h2=trace`).
+#[test]
+fn debug_logs_are_ours_and_name_the_site() {
+    let lab = Lab::start(&OriginSettings::default());
+    let run = |log: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(lab.probe_args("/"))
+            .env("PROBE_LOG", log)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let ours = run("debug");
+    let observed: Vec<&str> = ours.lines().filter(|l| l.contains("observed")).collect();
+    assert!(observed.len() >= 4, "{ours}");
+    assert!(
+        observed
+            .iter()
+            .all(|l| l.contains("probe{host=probe.test}")),
+        "{ours}"
+    );
+    assert!(
+        !ours.contains(" h2::"),
+        "no HTTP/2 frame lines unless asked: {ours}"
+    );
+    let asked = run("debug,h2=trace");
+    assert!(
+        asked.contains(" h2::"),
+        "h2 lines when named: {}",
+        &asked[..asked.len().min(2000)]
+    );
+}

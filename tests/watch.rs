@@ -152,6 +152,11 @@ fn watch_probes_on_interval_reloads_on_sighup_and_stops_gracefully_on_sigterm() 
     watch.wait_for("`watching`", Duration::from_secs(10), |l| {
         field(l, "message") == "watching"
     });
+    // A debug line from inside the probe names its site (the span it runs in).
+    let observed = watch.wait_for("an observed line", Duration::from_secs(10), |l| {
+        field(l, "message") == "observed" && l.to_string().contains(r#""site":"lab""#)
+    });
+    assert!(observed.to_string().contains(r#""host":"probe.test""#), "{observed}");
     let first = watch.wait_for("lab probed", Duration::from_secs(10), probed("lab"));
     assert_eq!(field(&first, "status"), "ok", "{first}");
     watch.wait_for("slow probed", Duration::from_secs(10), probed("slow"));

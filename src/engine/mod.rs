@@ -97,6 +97,13 @@ pub fn trust_roots(extra: &Arc<[CertificateDer<'static>]>) -> Result<TrustRoots,
 
 /// Probes one site along every route and returns the whole report.
 pub async fn probe_site(settings: &ProbeSettings) -> Result<ProbeReport, ProbeError> {
+    use tracing::Instrument as _;
+    // Every line logged while probing names the site probed.
+    let span = tracing::debug_span!("probe", host = %settings.target.host());
+    probe_in_span(settings).instrument(span).await
+}
+
+async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeError> {
     let target = &settings.target;
     let roots = trust_roots(&settings.shared.extra_roots)?;
     // An address on the command line or in the URL means no DNS: like curl --connect-to.
