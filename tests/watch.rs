@@ -156,7 +156,10 @@ fn watch_probes_on_interval_reloads_on_sighup_and_stops_gracefully_on_sigterm() 
     let observed = watch.wait_for("an observed line", Duration::from_secs(10), |l| {
         field(l, "message") == "observed" && l.to_string().contains(r#""site":"lab""#)
     });
-    assert!(observed.to_string().contains(r#""host":"probe.test""#), "{observed}");
+    assert!(
+        observed.to_string().contains(r#""host":"probe.test""#),
+        "{observed}"
+    );
     let first = watch.wait_for("lab probed", Duration::from_secs(10), probed("lab"));
     assert_eq!(field(&first, "status"), "ok", "{first}");
     watch.wait_for("slow probed", Duration::from_secs(10), probed("slow"));
