@@ -67,6 +67,10 @@ pub struct AlertState {
     /// A group's state: the sites in it now (per recipient: `group_key`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
+    /// A group's state: the notification key of the mail its incident's thread began with (the
+    /// group's opening, or its first site's own when it opened alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
 }
 
 impl Default for AlertState {
@@ -85,6 +89,7 @@ impl Default for AlertState {
             history: Vec::new(),
             group: None,
             members: Vec::new(),
+            thread: None,
         }
     }
 }
@@ -455,8 +460,9 @@ pub fn prober_key(region: &str) -> String {
 
 impl Notification {
     /// The key of the notification its thread began with, when it is not the beginning itself:
-    /// an incident's opening for its changes, reminders and end; a certificate's own thread for
-    /// its notices; the prober's or region's first notice for its return.
+    /// an incident's opening for its changes, reminders and end; the prober's or region's first
+    /// notice for its return. A certificate's notices all name one key of their own that no mail
+    /// carries (`SITE/cert/ID`): clients thread them together by it, whichever came first.
     pub fn thread_key(&self, site: &str) -> Option<String> {
         let opening = |severity: &Severity, incident| {
             format!("{site}/{}{incident}/opened", severity.key_part())

@@ -200,7 +200,12 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
             "{later}"
         );
     }
-    let recovered = support::smtp::decoded(&server.messages()[3]);
+    let recovered = server
+        .messages()
+        .into_iter()
+        .find(|m| support::smtp::subject(m).starts_with("[RECOVERED]"))
+        .map(|m| support::smtp::decoded(&m))
+        .unwrap();
     assert!(
         recovered.contains("Incident #1 was the application fails (app_error)."),
         "{recovered}"

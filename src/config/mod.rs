@@ -348,9 +348,9 @@ fn syntax_problem(e: &serde_saphyr::Error, path: Option<&str>, max_nodes: usize)
                 .format_message(other)
                 .into_owned();
             // The parser's words for a line out of place name no cause a person recognises.
-            let misplaced = ["did not find expected", "mapping values are not allowed"]
-                .iter()
-                .any(|m| message.contains(m));
+            let misplaced = message.contains("mapping values are not allowed")
+                || (message.contains("did not find expected")
+                    && message.contains("while parsing a block"));
             if misplaced {
                 format!("{message} — the indentation is likely off here: a list's entries start with `-` at one column, and the keys of one entry line up under its first key")
             } else {

@@ -87,15 +87,20 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
             None => html.push_str(" Still open.</p>"),
         }
         for cause in &incident.causes {
+            // Public: the cause, not the servers' words (versions, addresses, commands).
+            let summary = if snapshot.public {
+                String::new()
+            } else {
+                format!("<p>{}</p>", xml(&cause.summary))
+            };
             let _ = write!(
                 html,
-                "<h3>{} · {} ({})</h3><p>{}</p>",
+                "<h3>{} · {} ({})</h3>{summary}",
                 rfc3339(cause.at),
                 xml(&cause_title(&cause.cause)),
                 xml(&cause.cause),
-                xml(&cause.summary)
             );
-            if !cause.evidence.is_empty() {
+            if !cause.evidence.is_empty() && !snapshot.public {
                 html.push_str("<ul>");
                 for line in &cause.evidence {
                     let _ = write!(html, "<li><code>{}</code></li>", xml(line));
@@ -125,7 +130,12 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
             let _ = writeln!(out, r#"    <link rel="alternate" href="{}"/>"#, xml(url));
         }
         if let Some(cause) = last {
-            let _ = writeln!(out, "    <summary>{}</summary>", xml(&cause.summary));
+            let summary = if snapshot.public {
+                cause_title(&cause.cause)
+            } else {
+                cause.summary.clone()
+            };
+            let _ = writeln!(out, "    <summary>{}</summary>", xml(&summary));
         }
         let _ = writeln!(out, r#"    <content type="html">{}</content>"#, xml(&html));
         let _ = writeln!(out, "  </entry>");

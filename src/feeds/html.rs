@@ -169,9 +169,16 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
     let _ = writeln!(
         out,
         "<footer>Updated {} · <a href=\"status.json\">status.json</a> · \
-         <a href=\"incidents.atom\">incidents.atom</a> · <a href=\"metrics\">metrics</a> · \
+         <a href=\"incidents.atom\">incidents.atom</a>{} · \
          uptime is the share of probes that were not down</footer>\n</body></html>",
-        snapshot.zone.clock(snapshot.generated_at)
+        snapshot.zone.clock(snapshot.generated_at),
+        // The metrics name the addresses dialled: for the operator's Prometheus, not linked
+        // from a public page.
+        if snapshot.public {
+            ""
+        } else {
+            " · <a href=\"metrics\">metrics</a>"
+        }
     );
 }
 

@@ -746,7 +746,9 @@ pub(crate) fn percent(share: Option<f64>) -> String {
     match share {
         None => "–".to_string(),
         Some(s) if s >= 1.0 => "100%".to_string(),
-        Some(s) => format!("{:.2}%", ((s * 100.0) * 100.0).floor() / 100.0),
+        // Floored, so 99.999 % never reads 100 %; the tolerance keeps 57/100 from reading
+        // 56.99 % (0.57 × 10,000 is 5,699.999… in binary).
+        Some(s) => format!("{:.2}%", ((s * 10_000.0) + 1e-6).floor() / 100.0),
     }
 }
 
@@ -831,6 +833,24 @@ mod tests {
         let today = now.unix_timestamp() - now.unix_timestamp().rem_euclid(86_400);
         assert_eq!(bars[89].0.unix_timestamp(), today);
         assert_eq!(bars[0].0.unix_timestamp(), today - 89 * 86_400);
+    }
+
+    #[test]
+    fn percentages_have_two_decimals_and_read_100_only_without_a_failure() {
+        let share = |up: u32, total: u32| percent(Some(f64::from(up) / f64::from(total)));
+        assert_eq!(share(57, 100), "57.00%");
+        assert_eq!(share(29, 100), "29.00%");
+        assert_eq!(share(99_999, 100_000), "99.99%");
+        assert_eq!(share(100, 100), "100%");
+        assert_eq!(share(1, 3), "33.33%");
+        assert_eq!(percent(None), "–");
+        for total in 1..=200u32 {
+            for up in 0..total {
+                let exact = u64::from(up) * 10_000 / u64::from(total);
+                let shown = format!("{}.{:02}%", exact / 100, exact % 100);
+                assert_eq!(share(up, total), shown, "{up}/{total}");
+            }
+        }
     }
 
     #[test]

@@ -178,6 +178,12 @@ fn opened(
         state.last_notified = Some(now);
         state.members = joining.iter().map(|(_, g)| g.site.clone()).collect();
         state.streak = joining.len() as u32;
+        // Later mails thread under the mail that opens it: the group's, or the lone site's.
+        state.thread = Some(if joining.len() > 1 {
+            format!("{key}/{}/opened", state.incident)
+        } else {
+            joining[0].0.notification.clone()
+        });
         if joining.len() > 1 {
             let subject = format!(
                 "[DOWN] {} sites {place}: {}",
@@ -386,7 +392,7 @@ fn render(
         body_text: text,
         body_html: format!("<!DOCTYPE html><html><body>\n{html}</body></html>\n"),
         grouping: None,
-        thread: (part != "opened").then(|| format!("{key}/{}/opened", state.incident)),
+        thread: state.thread.clone().filter(|_| part != "opened"),
     }
 }
 
@@ -578,6 +584,61 @@ mod tests {
         assert_eq!(subjects, ["[RECOVERED] 2 sites on 203.0.113.10 after 50m"]);
         assert_eq!(merges[0].state.phase, AlertPhase::Ok);
         assert_eq!(merges[0].before, open);
+    }
+
+    #[test]
+    fn later_mails_thread_under_the_mail_that_opened_the_group() {
+        let read = |state: AlertState| {
+            move |key: &str| -> Result<AlertState, ()> {
+                if key.starts_with("@group:") {
+                    Ok(state.clone())
+                } else {
+                    Ok(AlertState {
+                        phase: AlertPhase::Down,
+                        group: mail(0, "x", Opened, 0).grouping.map(|g| g.group),
+                        ..AlertState::default()
+                    })
+                }
+            }
+        };
+        // Opened by two sites: the group's own opening is the root.
+        let due = [mail(1, "a", Opened, 0), mail(2, "b", Opened, 0)];
+        let (merges, _) = plan(
+            &due,
+            &mut read(AlertState::default()),
+            at(0),
+            Duration::ZERO,
+        )
+        .unwrap();
+        let opened = merges[0].state.clone();
+        let root = merges[0].send[0].notification.clone();
+        assert_eq!(opened.thread.as_deref(), Some(root.as_str()));
+        let (merges, _) = plan(
+            &[mail(3, "c", Opened, 5)],
+            &mut read(opened),
+            at(5),
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(merges[0].send[0].thread.as_deref(), Some(root.as_str()));
+        // Opened by one site alone: that site's own opening is the root.
+        let (merges, _) = plan(
+            &[mail(4, "a", Opened, 0)],
+            &mut read(AlertState::default()),
+            at(0),
+            Duration::ZERO,
+        )
+        .unwrap();
+        let alone = merges[0].state.clone();
+        assert_eq!(alone.thread.as_deref(), Some("a/4"));
+        let (merges, _) = plan(
+            &[mail(5, "b", Opened, 5)],
+            &mut read(alone),
+            at(5),
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(merges[0].send[0].thread.as_deref(), Some("a/4"));
     }
 
     #[test]

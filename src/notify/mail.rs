@@ -42,8 +42,10 @@ pub struct About<'a> {
     pub cause: Option<crate::diagnose::Cause>,
     /// When this was decided.
     pub at: Option<OffsetDateTime>,
-    /// How an opening was confirmed: failing runs in a row, and attempts within each.
+    /// How an outage's opening was confirmed: failing runs in a row, and attempts within each.
     pub confirmed_by: Option<(u32, u32)>,
+    /// How a warning's opening was confirmed: degraded runs in a row.
+    pub degraded_runs: Option<u32>,
     /// Where the status page is published.
     pub page: Option<&'a str>,
     /// The zone its times are shown in (UTC when none).
@@ -406,6 +408,12 @@ fn incident_facts(notification: &Notification, about: &About<'_>) -> Vec<String>
                     "Confirmed by {runs} failing run{} in a row, each tried {attempts} time{}.",
                     if runs == 1 { "" } else { "s" },
                     if attempts == 1 { "" } else { "s" }
+                ));
+            }
+            if let (Notification::Opened { .. }, Some(runs)) = (notification, about.degraded_runs) {
+                lines.push(format!(
+                    "Confirmed by {runs} degraded run{} in a row.",
+                    if runs == 1 { "" } else { "s" }
                 ));
             }
         }

@@ -394,7 +394,11 @@ pub fn decide_site(
         }
     }
     for n in &notifications {
-        let cause = about(config, n, current, &next, now).cause;
+        // A certificate notice is about a certificate, not an incident's cause.
+        let cause = match n {
+            Notification::CertExpiring { .. } | Notification::CertRenewed { .. } => None,
+            _ => about(config, n, current, &next, now).cause,
+        };
         log_alert(&site.name, &config.region, n, cause);
     }
     let mut messages: Vec<_> = if site.alert_to.is_empty() {
@@ -426,8 +430,8 @@ pub fn decide_site(
 /// over.
 fn log_alert(site: &str, region: &str, n: &Notification, cause: Option<crate::diagnose::Cause>) {
     let (transition, severity) = (n.transition(), n.severity().as_str());
-    let cause = cause.map_or("", |c| c.as_str());
-    let incident = n.incident().unwrap_or(0);
+    let cause = cause.map(|c| c.as_str());
+    let incident = n.incident();
     if n.is_trouble() {
         tracing::warn!(site, region, transition, severity, cause, incident, "alert");
     } else {
@@ -463,14 +467,15 @@ fn about<'a>(
     let alerts = &config.alerts;
     let confirmed_by = match severity {
         Severity::Down => Some((alerts.confirm_runs, alerts.confirm_retries + 1)),
-        Severity::Warning => Some((alerts.warning.confirm_runs, 1)),
-        Severity::Intermittent => None,
+        Severity::Warning | Severity::Intermittent => None,
     };
+    let degraded_runs = (severity == Severity::Warning).then_some(alerts.warning.confirm_runs);
     mail::About {
         since,
         cause,
         at: Some(at),
         confirmed_by,
+        degraded_runs,
         page: config.feeds.url.as_deref(),
         zone: Some(&config.alerts.zone),
     }
