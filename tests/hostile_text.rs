@@ -140,7 +140,7 @@ async fn a_hostile_certificate_name_reaches_no_output_raw() {
     std::fs::write(
         &config,
         format!(
-            "sites:\n  - name: hostile\n    url: {url}\n    edge: \"{edge}\"\n    interval: 2s\n    timeout: 1s\nalerts:\n  to: [ops@example.com]\n  confirm_retries: 0\nsmtp:\n  host: 127.0.0.1\n  port: {}\n  username: {USER}\n  password_env: PROBE_TEST_HOSTILE_PASSWORD\n  from: probe@example.com\n  ca_file: {}\n  timeout: 5s\nstore:\n  path: probe.sqlite\n",
+            "sites:\n  - name: hostile\n    url: {url}\n    edge: \"{edge}\"\n    interval: 2s\n    timeout: 1s\nalerts:\n  to: [ops@example.com]\n  confirm_retries: 0\nsmtp:\n  host: 127.0.0.1\n  port: {}\n  username: {USER}\n  password_env: PROBE_TEST_HOSTILE_PASSWORD\n  from: probe@example.com\n  ca_file: {}\n  timeout: 5s\nstore:\n  path: probe.sqlite\nfeeds:\n  public: false\n",
             smtp.port, pki.ca
         ),
     )
