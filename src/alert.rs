@@ -838,12 +838,13 @@ pub fn progress(state: &AlertState, region: &AlertState, policy: &Alerts) -> Opt
             region.streak, policy.confirm_runs
         ));
     }
+    // Read in place: this runs for every site of every batch.
     for (track, kind) in [
-        (state.intermittent(), "intermittent"),
-        (state.warning(), "warning"),
+        (state.intermittent.as_deref(), "intermittent"),
+        (state.warning.as_deref(), "warning"),
     ] {
-        if track.is_open() {
-            parts.push(format!("{kind} #{} open{}", track.incident, since(&track)));
+        if let Some(track) = track.filter(|t| t.is_open()) {
+            parts.push(format!("{kind} #{} open{}", track.incident, since(track)));
         }
     }
     (!parts.is_empty()).then(|| parts.join("; "))

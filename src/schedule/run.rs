@@ -393,13 +393,13 @@ pub fn decide_site(
             diagnosis.evidence.extend(lines.iter().cloned());
         }
     }
-    for n in &notifications {
-        // A certificate notice is about a certificate, not an incident's cause.
-        let cause = match n {
-            Notification::CertExpiring { .. } | Notification::CertRenewed { .. } => None,
-            _ => about(config, n, current, &next, now).cause,
-        };
-        log_alert(&site.name, &config.region, n, cause);
+    // What each notification says of its incident, worked out once for its log line and mail.
+    let abouts: Vec<mail::About<'_>> = notifications
+        .iter()
+        .map(|n| about(config, n, current, &next, now))
+        .collect();
+    for (n, about) in notifications.iter().zip(&abouts) {
+        log_alert(&site.name, &config.region, n, about.cause);
     }
     let mut messages: Vec<_> = if site.alert_to.is_empty() {
         Vec::new()
@@ -407,10 +407,10 @@ pub fn decide_site(
         let url = site.probe.target.url();
         notifications
             .iter()
-            .flat_map(|n| {
+            .zip(&abouts)
+            .flat_map(|(n, about)| {
                 let grouping = grouping(site, n, current, &next);
-                let about = about(config, n, current, &next, now);
-                let mut rendered = mail::render_about(&site.name, url, n, &site.alert_to, &about);
+                let mut rendered = mail::render_about(&site.name, url, n, &site.alert_to, about);
                 for m in &mut rendered {
                     m.grouping = grouping.clone();
                 }
@@ -462,6 +462,8 @@ fn about<'a>(
     };
     let (since, cause) = match n {
         Notification::Recovered { .. } => track(before),
+        // A certificate notice is about a certificate, not an incident's cause.
+        Notification::CertExpiring { .. } | Notification::CertRenewed { .. } => (None, None),
         _ => track(after),
     };
     let alerts = &config.alerts;
