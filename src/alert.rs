@@ -1630,6 +1630,7 @@ mod tests {
             failure,
             page_ms: None,
             static_ms: None,
+            witness: None,
         };
         remember(&mut own, record, false, 20);
         *region = own;

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use crate::diagnose::Diagnosis;
 use crate::engine::ProbeReport;
+use crate::observe::witness::Witness;
 use crate::observe::{DnsAnswer, Observation, TlsFacts};
 use crate::text::printable;
 
@@ -72,6 +73,9 @@ pub fn render_table(report: &ProbeReport) -> String {
         }
         for url in &o.redirects {
             let _ = writeln!(out, "  via    {}", printable(url));
+        }
+        if let Some(w) = &o.witness {
+            let _ = writeln!(out, "  status {}", printable(&witness_summary(w)));
         }
         if let Some(e) = &o.error {
             let _ = writeln!(
@@ -151,6 +155,30 @@ fn row(o: &Observation, with_sample: bool) -> Vec<String> {
         format!("{:.1}", o.timings_ms.total),
     ]);
     cells
+}
+
+/// One line of what a status page said (the diagnosis quotes what matters of it).
+fn witness_summary(witness: &Witness) -> String {
+    match witness {
+        Witness::FpmStatus(s) => format!(
+            "PHP-FPM pool {} ({}): {} active, {} idle of {}, listen queue {}/{}, max children reached {}, {} accepted, up {}s",
+            s.pool,
+            s.process_manager,
+            s.active_processes,
+            s.idle_processes,
+            s.total_processes,
+            s.listen_queue,
+            s.listen_queue_len,
+            s.max_children_reached,
+            s.accepted_conn,
+            s.start_since
+        ),
+        Witness::NginxStatus(s) => format!(
+            "nginx: {} connections (reading {}, writing {}, waiting {}), {} accepted, {} handled, {} requests",
+            s.active, s.reading, s.writing, s.waiting, s.accepts, s.handled, s.requests
+        ),
+        Witness::Unreadable(why) => format!("unreadable: {why}"),
+    }
 }
 
 fn dns_answer(answer: &DnsAnswer) -> String {

@@ -69,6 +69,7 @@ fn observation(route: Route, role: PathRole) -> Observation {
         error: None,
         cloudflare_error: None,
         redirects: Vec::new(),
+        witness: None,
     }
 }
 

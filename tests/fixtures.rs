@@ -1,6 +1,6 @@
 //! The diagnosis over recorded observations: each file in tests/fixtures/ is a report the lab
-//! produced for real (`PROBE_RECORD_FIXTURES=1 cargo test --test lab --test edge_lab` records
-//! them anew). Offline, the diagnosis must still name the cause the table below expects, and
+//! produced for real (`PROBE_RECORD_FIXTURES=1 cargo test --test lab --test edge_lab --test witness`
+//! records them anew). Offline, the diagnosis must still name the cause the table below expects, and
 //! agree with what was recorded.
 
 use std::path::PathBuf;
@@ -19,6 +19,14 @@ const EXPECTED: &[(&str, Cause, Status)] = &[
     ("lab_fpm_stopped", Cause::FpmUnreachable, Status::Down),
     ("lab_busy_pool", Cause::FpmSaturated, Status::Down),
     ("lab_worker_killed", Cause::FpmWorkerDied, Status::Down),
+    // With the server's status pages read (tests/witness.rs).
+    ("lab_fpm_status_two_held", Cause::Ok, Status::Ok),
+    (
+        "lab_fpm_saturated_witnessed",
+        Cause::FpmSaturated,
+        Status::Down,
+    ),
+    ("lab_fpm_status_waits", Cause::FpmSaturated, Status::Down),
     (
         "lab_origin_port_closed",
         Cause::OriginRefused,

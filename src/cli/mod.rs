@@ -40,6 +40,20 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub static_path: Option<String>,
 
+    /// PHP-FPM's status page on the origin (its pm.status_path, e.g. /fpm-status), read with
+    /// ?json&full on the origin route: the pool's own account of busy workers and its queue.
+    #[arg(long, value_name = "PATH")]
+    pub fpm_status: Option<String>,
+
+    /// nginx's stub_status page on the origin (e.g. /nginx_status), read on the origin route.
+    #[arg(long, value_name = "PATH")]
+    pub nginx_status: Option<String>,
+
+    /// A header the status requests carry, its value read from the environment variable VAR
+    /// (never written on the command line), e.g. X-Status-Token=FPM_STATUS_TOKEN.
+    #[arg(long, value_name = "NAME=VAR")]
+    pub status_header: Option<String>,
+
     /// Send our DNS queries to this server instead of the system's (PORT defaults to 53).
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub resolver: Option<String>,
@@ -242,8 +256,8 @@ pub enum StoreCommand {
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {
-    /// `probe <site> …`: probe a site now.
-    Probe(Cli),
+    /// `probe <site> …`: probe a site now (boxed: it holds every flag).
+    Probe(Box<Cli>),
     /// `probe diagnose FILE`: replay a saved report.
     Diagnose(DiagnoseCli),
     /// `probe check-config -c FILE`: validate a config.
@@ -279,7 +293,7 @@ where
         Some("check-config") => rest("check-config", &args).map(Invocation::CheckConfig),
         Some("outbox") => rest("outbox", &args).map(Invocation::Outbox),
         Some("store") => rest("store", &args).map(Invocation::Store),
-        _ => Cli::try_parse_from(args).map(Invocation::Probe),
+        _ => Cli::try_parse_from(args).map(|cli| Invocation::Probe(Box::new(cli))),
     }
 }
 
@@ -351,6 +365,31 @@ impl Cli {
             .map(|h| flag("--redirect-host", h))
             .collect();
         input.cloudflare_edge = self.cloudflare_edge;
+        input.fpm_status = self.fpm_status.as_deref().map(|p| flag("--fpm-status", p));
+        input.nginx_status = self
+            .nginx_status
+            .as_deref()
+            .map(|p| flag("--nginx-status", p));
+        if let Some(written) = &self.status_header {
+            let Some((name, var)) = written.split_once('=') else {
+                return Err(UsageError::Argument {
+                    argument: "--status-header",
+                    message: format!("{written:?}: write NAME=VAR, the header's name and the environment variable holding its value"),
+                });
+            };
+            let var = var.trim();
+            let value = std::env::var(var).map_err(|_| UsageError::Argument {
+                argument: "--status-header",
+                message: format!(
+                    "{var} is not set in this environment (it holds the header's value)"
+                ),
+            })?;
+            input.status_header = Some(settings::StatusHeaderInput {
+                name: flag("--status-header", name),
+                value_env: flag("--status-header", var),
+                value: Some(value),
+            });
+        }
         let (settings, problems) = settings::check_site(&input, settings::DEFAULT_TIMEOUT);
         if let Some(first) = problems.into_iter().next() {
             return Err(UsageError::Setting(first));

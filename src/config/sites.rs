@@ -54,6 +54,29 @@ pub struct SiteDefaults {
     /// The edge is Cloudflare although its address is outside Cloudflare's published ranges (a
     /// Cloudflare Tunnel, a private edge address): its headers count as proof. Default false.
     pub cloudflare_edge: Option<bool>,
+    /// PHP-FPM's status page (`pm.status_path`, e.g. `/fpm-status`) of every site with origins,
+    /// read as `?json&full` on the origin route.
+    #[schemars(with = "Option<String>")]
+    pub fpm_status: Option<Text>,
+    /// nginx's `stub_status` page (e.g. `/nginx_status`) of every site with origins, read on
+    /// the origin route.
+    #[schemars(with = "Option<String>")]
+    pub nginx_status: Option<Text>,
+    /// A header the status requests carry (a token the origin checks), its value from the
+    /// environment.
+    pub status_header: Option<StatusHeaderConfig>,
+}
+
+/// `status_header: {name: X-Status-Token, value_env: FPM_STATUS_TOKEN}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusHeaderConfig {
+    /// The header's name, e.g. `X-Status-Token`.
+    #[schemars(with = "String")]
+    pub name: Text,
+    /// The environment variable holding its value (never the value itself).
+    #[schemars(with = "String")]
+    pub value_env: Text,
 }
 
 /// `cert_warning_days`: one threshold, or several.
@@ -145,6 +168,14 @@ pub struct SiteConfig {
     #[schemars(with = "Option<Vec<String>>")]
     pub redirect_hosts: Option<Vec<Text>>,
     pub cloudflare_edge: Option<bool>,
+    /// PHP-FPM's status page on the origin (its `pm.status_path`, e.g. `/fpm-status`), read
+    /// as `?json&full` on the origin route. Needs `origins`.
+    #[schemars(with = "Option<String>")]
+    pub fpm_status: Option<Box<Text>>,
+    /// nginx's `stub_status` page on the origin (e.g. `/nginx_status`). Needs `origins`.
+    #[schemars(with = "Option<String>")]
+    pub nginx_status: Option<Box<Text>>,
+    pub status_header: Option<Box<StatusHeaderConfig>>,
     /// Addresses this site's alerts go to, instead of `alerts.to`.
     #[schemars(with = "Option<Vec<String>>")]
     pub alert_to: Option<Vec<Text>>,
@@ -329,6 +360,47 @@ impl<'a> SiteChecker<'a> {
             .cloudflare_edge
             .or(defaults.cloudflare_edge)
             .unwrap_or(false);
+        // The defaults' status pages apply to the sites with origins; a site's own needs one.
+        let has_origins = !site.origins.is_empty();
+        for (field, own, default, slot) in [
+            (
+                "fpm_status",
+                site.fpm_status.as_deref(),
+                defaults.fpm_status.as_ref(),
+                &mut input.fpm_status,
+            ),
+            (
+                "nginx_status",
+                site.nginx_status.as_deref(),
+                defaults.nginx_status.as_ref(),
+                &mut input.nginx_status,
+            ),
+        ] {
+            *slot = match (own, default) {
+                (Some(path), _) => Some(written(path, format!("{at}.{field}"))),
+                (None, Some(path)) if has_origins => {
+                    Some(written(path, format!("defaults.{field}")))
+                }
+                _ => None,
+            };
+        }
+        let header = match (&site.status_header, &defaults.status_header) {
+            (Some(h), _) => Some((&**h, format!("{at}.status_header"))),
+            (None, Some(h)) => Some((h, "defaults.status_header".to_string())),
+            (None, None) => None,
+        };
+        if let Some((h, path)) =
+            header.filter(|_| input.fpm_status.is_some() || input.nginx_status.is_some())
+        {
+            let var_at = format!("{path}.value_env");
+            checker.secret_variable(&h.value_env, &var_at, "FPM_STATUS_TOKEN", "header value");
+            let var = written(&h.value_env, var_at);
+            input.status_header = Some(settings::StatusHeaderInput {
+                name: written(&h.name, format!("{path}.name")),
+                value: std::env::var(var.value.trim()).ok(),
+                value_env: var,
+            });
+        }
         let (probe, problems) = settings::check_site(&input, self.default_timeout);
         drop(input);
         checker.report(problems);

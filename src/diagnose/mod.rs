@@ -9,6 +9,7 @@ mod advice;
 pub mod pattern;
 pub mod recognise;
 mod rules;
+pub mod witness;
 
 use serde::{Deserialize, Serialize};
 
@@ -211,5 +212,17 @@ pub fn diagnose(
     observations: &[Observation],
     settings: &DiagnoseSettings,
 ) -> Diagnosis {
-    rules::diagnose(host, observations, settings)
+    rules::diagnose(host, observations, settings, None)
+}
+
+/// Diagnoses one site as `diagnose` does, its status pages also compared with what the site's
+/// last run read of them (`previous`, from its history): a restart, a pool that filled up in
+/// between.
+pub fn diagnose_since(
+    host: &str,
+    observations: &[Observation],
+    settings: &DiagnoseSettings,
+    previous: Option<&witness::PreviousRead>,
+) -> Diagnosis {
+    rules::diagnose(host, observations, settings, previous)
 }

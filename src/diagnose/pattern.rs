@@ -37,6 +37,9 @@ pub struct RunRecord {
     /// Time to first byte of the static file, on the same route.
     #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     pub static_ms: Option<f64>,
+    /// The counters of the server's status pages, when the run read them.
+    #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<crate::observe::witness::WitnessCounters>,
 }
 
 /// A failed page request of a run.
@@ -130,6 +133,7 @@ impl RunRecord {
             // Whole milliseconds: the history is written on every run of every site.
             page_ms: ttfb(PathRole::Page).map(f64::round),
             static_ms: ttfb(PathRole::Static).map(f64::round),
+            witness: super::witness::counters(observations),
         }
     }
 
@@ -392,7 +396,7 @@ fn range(lo: f64, hi: f64) -> String {
     }
 }
 
-fn ms(v: f64) -> String {
+pub(super) fn ms(v: f64) -> String {
     if v >= 1000.0 {
         format!("{:.1} s", v / 1000.0)
     } else {
@@ -401,7 +405,7 @@ fn ms(v: f64) -> String {
 }
 
 /// HH:MM in UTC.
-fn clock(at: i64) -> String {
+pub(super) fn clock(at: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp(at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     format!("{:02}:{:02}", t.hour(), t.minute())
 }
@@ -461,6 +465,7 @@ mod tests {
             }),
             page_ms: Some(40.0),
             static_ms: Some(2.0),
+            witness: None,
         }
     }
 

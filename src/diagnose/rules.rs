@@ -5,6 +5,7 @@ use crate::observe::{CertProblem, ErrorKind, Observation, PathRole, Phase, Route
 
 use super::advice::{self, AdviceContext};
 use super::recognise::{self, CloudflareBox, Generator, Proxy};
+use super::witness::{self, PreviousRead};
 use super::{Alternative, Cause, Confidence, Diagnosis};
 
 /// Thresholds the rules use.
@@ -46,13 +47,17 @@ impl DiagnoseSettings {
 const FAST_ANSWER_MS: f64 = 50.0;
 
 /// A cause with what proves it, before status, hop and advice are added.
-struct Verdict {
-    cause: Cause,
-    confidence: Confidence,
-    summary: String,
-    evidence: Vec<String>,
+pub(super) struct Verdict {
+    pub(super) cause: Cause,
+    pub(super) confidence: Confidence,
+    pub(super) summary: String,
+    pub(super) evidence: Vec<String>,
     /// The proxy whose upstream failed, when it answered itself (its own next steps).
     proxy: Option<Proxy>,
+    /// Next steps this evidence calls for, before the cause's own.
+    pub(super) steps: Vec<String>,
+    /// The server's own status page confirmed the cause: no alternative is left open.
+    pub(super) witnessed: bool,
 }
 
 impl Verdict {
@@ -68,6 +73,8 @@ impl Verdict {
             summary: summary.into(),
             evidence,
             proxy: None,
+            steps: Vec::new(),
+            witnessed: false,
         }
     }
 
@@ -78,11 +85,14 @@ impl Verdict {
 }
 
 /// The observations sorted by route and path role.
-struct View<'a> {
-    edge_page: Vec<&'a Observation>,
-    edge_static: Vec<&'a Observation>,
-    origin_page: Vec<&'a Observation>,
-    origin_static: Vec<&'a Observation>,
+pub(super) struct View<'a> {
+    pub(super) edge_page: Vec<&'a Observation>,
+    pub(super) edge_static: Vec<&'a Observation>,
+    pub(super) origin_page: Vec<&'a Observation>,
+    pub(super) origin_static: Vec<&'a Observation>,
+    /// The origin's status pages (the server's own witnesses).
+    pub(super) fpm_status: Vec<&'a Observation>,
+    pub(super) nginx_status: Vec<&'a Observation>,
 }
 
 impl<'a> View<'a> {
@@ -98,6 +108,8 @@ impl<'a> View<'a> {
             edge_static: pick(Route::Edge, PathRole::Static),
             origin_page: pick(Route::Origin, PathRole::Page),
             origin_static: pick(Route::Origin, PathRole::Static),
+            fpm_status: pick(Route::Origin, PathRole::FpmStatus),
+            nginx_status: pick(Route::Origin, PathRole::NginxStatus),
         }
     }
 
@@ -115,6 +127,7 @@ pub(super) fn diagnose(
     host: &str,
     observations: &[Observation],
     settings: &DiagnoseSettings,
+    previous: Option<&PreviousRead>,
 ) -> Diagnosis {
     let view = View::new(observations);
     let verdict = dns(&view)
@@ -125,6 +138,7 @@ pub(super) fn diagnose(
         .or_else(|| healthy(&view, settings))
         .or_else(|| unexpected_answer(&view, settings))
         .unwrap_or_else(|| unknown(&view));
+    let verdict = witness::weigh(&view, settings, previous, verdict);
     finish(host, &view, settings, verdict)
 }
 
@@ -853,6 +867,7 @@ fn finish(
     }
     let alternatives = advice::alternatives(verdict.cause)
         .into_iter()
+        .filter(|_| !verdict.witnessed)
         // Another cause, never the one just named.
         .filter(|(cause, _)| *cause != verdict.cause)
         // Having been refused or timed out ourselves, the edge is not singled out.
@@ -869,7 +884,11 @@ fn finish(
         confidence: verdict.confidence,
         summary: verdict.summary,
         evidence: verdict.evidence,
-        next_steps: advice::next_steps(verdict.cause, &ctx),
+        next_steps: {
+            let mut steps = std::mem::take(&mut verdict.steps);
+            steps.extend(advice::next_steps(verdict.cause, &ctx));
+            steps
+        },
         alternatives,
     }
 }
@@ -917,7 +936,7 @@ fn still_redirecting(o: &Observation) -> bool {
             .is_some_and(|r| (300..400).contains(&r.status))
 }
 
-fn is_healthy(o: &Observation) -> bool {
+pub(super) fn is_healthy(o: &Observation) -> bool {
     o.error.is_none() && o.response.as_ref().is_some_and(|r| r.status < 400)
 }
 
@@ -999,7 +1018,7 @@ fn server_name(response: &crate::observe::ResponseFacts) -> String {
     }
 }
 
-fn format_ms(ms: f64) -> String {
+pub(super) fn format_ms(ms: f64) -> String {
     if ms >= 10_000.0 {
         format!("{:.1} s", ms / 1000.0)
     } else if ms >= 10.0 {

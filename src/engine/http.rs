@@ -47,6 +47,10 @@ pub struct HttpRequestSpec {
     pub user_agent: String,
     /// The Accept header (`*/*`, or `application/json` to get Cloudflare's error details).
     pub accept: String,
+    /// Body bytes kept as the excerpt, and read at most (`BODY_EXCERPT_BYTES` and
+    /// `BODY_READ_LIMIT` for a page; a status page is read whole, up to its own limit).
+    pub excerpt_bytes: usize,
+    pub read_limit: u64,
 }
 
 /// What a request carries beyond what every probe sends: its method, extra headers and body.
@@ -220,9 +224,9 @@ where
             }
             Ok(Some(Ok(data))) => {
                 body_bytes += data.len() as u64;
-                let room = BODY_EXCERPT_BYTES.saturating_sub(excerpt.len());
+                let room = spec.excerpt_bytes.saturating_sub(excerpt.len());
                 excerpt.extend_from_slice(&data[..data.len().min(room)]);
-                if body_bytes >= BODY_READ_LIMIT {
+                if body_bytes >= spec.read_limit {
                     body_read_limit_hit = true;
                     break;
                 }

@@ -25,12 +25,15 @@ use crate::diagnose::recognise::made_by_cloudflare;
 use crate::diagnose::{diagnose, Diagnosis};
 use crate::engine::cloudflare::is_cloudflare_address;
 use crate::engine::connect::connect;
-use crate::engine::http::{exchange, HttpExchange, HttpRequestSpec};
+use crate::engine::http::{
+    exchange_with, HttpExchange, HttpRequestSpec, Payload, BODY_EXCERPT_BYTES, BODY_READ_LIMIT,
+};
 use crate::engine::plan::{plan, EdgeAddresses, PlannedRequest};
 use crate::engine::resolve::{DnsClient, Nameserver, ResolveSetupError};
 use crate::engine::tls::{handshake, TlsSetupError, TrustRoots};
+use crate::observe::witness::{FpmStatus, NginxStatus, Witness, WITNESS_READ_LIMIT};
 use crate::observe::{
-    millis, CloudflareErrorDetails, Observation, PhaseTimings, Resolution, Route, Status,
+    millis, CloudflareErrorDetails, Observation, PathRole, PhaseTimings, Resolution, Route, Status,
 };
 use crate::settings::{Scheme, Target};
 use crate::text::url_for_display;
@@ -129,6 +132,7 @@ async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeErr
         &edge,
         &settings.origins,
         settings.static_path.as_deref(),
+        settings.witnesses.as_deref(),
     );
 
     let shared = Shared {
@@ -138,6 +142,11 @@ async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeErr
         user_agent: format!("probe/{}", env!("CARGO_PKG_VERSION")),
         redirect_hosts: settings.shared.redirect_hosts.clone(),
         nameserver: settings.shared.nameserver,
+        status_header: settings
+            .witnesses
+            .as_ref()
+            .and_then(|w| w.header.as_ref())
+            .and_then(|h| Some((h.name.clone(), h.value.clone()?))),
     };
     // The requests run side by side in this task (a probe mostly waits): a task per request
     // would cost more hand-offs between threads than it saves.
@@ -153,8 +162,15 @@ async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeErr
             } else {
                 1
             };
-            let mut observations = Vec::with_capacity((samples * at_once) as usize);
-            for round in 0..samples {
+            // A status page is read once, where it is: its counters are the server's, not
+            // a sample of ours, and it never redirects anywhere we should go.
+            let (rounds, follow) = if request.path_role.is_witness() {
+                (1, 0)
+            } else {
+                (samples, follow)
+            };
+            let mut observations = Vec::with_capacity((rounds * at_once) as usize);
+            for round in 0..rounds {
                 let first = round * at_once + 1;
                 let wave = (first..first + at_once)
                     .map(|sample| observe_following(shared, request, sample, follow));
@@ -324,6 +340,8 @@ struct Shared {
     /// Other hosts redirects may be followed to.
     redirect_hosts: Vec<String>,
     nameserver: Nameserver,
+    /// The header the status page requests carry (a token), when its value is set.
+    status_header: Option<(::http::HeaderName, ::http::HeaderValue)>,
 }
 
 /// Makes one request and records everything it saw.
@@ -358,6 +376,7 @@ async fn observe(
         error: None,
         cloudflare_error: None,
         redirects: Vec::new(),
+        witness: None,
     };
     let finish = |mut observation: Observation| {
         observation.timings_ms.total =
@@ -379,7 +398,7 @@ async fn observe(
     let connected = Instant::now();
     observation.timings_ms.connect = Some(millis(connected - start));
 
-    let spec = HttpRequestSpec {
+    let mut spec = HttpRequestSpec {
         scheme: match target.scheme {
             Scheme::Https => "https".into(),
             Scheme::Http => "http".into(),
@@ -388,9 +407,19 @@ async fn observe(
         path: request.path.clone(),
         user_agent: shared.user_agent.clone(),
         accept: accept.to_string(),
+        excerpt_bytes: BODY_EXCERPT_BYTES,
+        read_limit: BODY_READ_LIMIT,
     };
+    let mut payload = Payload::get();
+    let witness = request.path_role.is_witness();
+    if witness {
+        // Read whole (to parse it), up to its own bound.
+        spec.excerpt_bytes = WITNESS_READ_LIMIT as usize;
+        spec.read_limit = WITNESS_READ_LIMIT;
+        payload.headers.extend(shared.status_header.clone());
+    }
     let http: HttpExchange = match target.scheme {
-        Scheme::Http => exchange(tcp, false, &spec, deadline).await,
+        Scheme::Http => exchange_with(tcp, false, &spec, &payload, deadline).await,
         Scheme::Https => {
             let verifier = shared.roots.verifier_for(request.route);
             let done = handshake(tcp, target.host(), verifier, ALPN, started_at, deadline).await;
@@ -400,7 +429,7 @@ async fn observe(
                 Ok(stream) => {
                     let use_h2 =
                         observation.tls.as_ref().and_then(|t| t.alpn.as_deref()) == Some("h2");
-                    exchange(stream, use_h2, &spec, deadline).await
+                    exchange_with(stream, use_h2, &spec, &payload, deadline).await
                 }
                 Err(e) => {
                     observation.error = Some(e);
@@ -413,7 +442,47 @@ async fn observe(
     observation.timings_ms.transfer = http.transfer.map(millis);
     observation.response = http.response;
     observation.error = http.error;
+    if witness {
+        read_witness(&mut observation);
+    }
     finish(observation)
+}
+
+/// Bytes of an unreadable status page kept on its observation.
+const WITNESS_EXCERPT_BYTES: usize = 512;
+
+/// Reads what a status page that answered 200 says of the server, and keeps only the start of
+/// its text. A page that is not what the server writes is recorded as unreadable, with why.
+fn read_witness(observation: &mut Observation) {
+    let Some(response) = observation.response.as_mut() else {
+        return;
+    };
+    if response.status != 200 {
+        return;
+    }
+    let witness = if response.body_read_limit_hit {
+        Witness::Unreadable(format!("larger than {} KiB", WITNESS_READ_LIMIT / 1024))
+    } else if !response.body_complete {
+        Witness::Unreadable("the page was cut off".into())
+    } else {
+        let read = match observation.path_role {
+            PathRole::FpmStatus => FpmStatus::parse(&response.body_excerpt).map(Witness::FpmStatus),
+            _ => NginxStatus::parse(&response.body_excerpt).map(Witness::NginxStatus),
+        };
+        read.unwrap_or_else(|e| Witness::Unreadable(e.to_string()))
+    };
+    // The parsed account replaces the text (whose request URIs carry query strings); of a page
+    // that could not be read, its start shows what it was.
+    let keep = match witness {
+        Witness::Unreadable(_) => WITNESS_EXCERPT_BYTES,
+        _ => 0,
+    };
+    observation.witness = Some(witness);
+    let mut end = keep.min(response.body_excerpt.len());
+    while !response.body_excerpt.is_char_boundary(end) {
+        end -= 1;
+    }
+    response.body_excerpt.truncate(end);
 }
 
 fn round3(ms: f64) -> f64 {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::observe::{DnsFailure, ErrorKind, ObservedError, PathRole, Phase, Resolution, Route};
-use crate::settings::Target;
+use crate::settings::{Target, WitnessSettings};
 
 /// At most this many addresses of each family are dialled on the edge route.
 pub const MAX_EDGE_ADDRESSES_PER_FAMILY: usize = 2;
@@ -32,12 +32,14 @@ pub enum EdgeAddresses<'a> {
     Resolved(&'a Resolution),
 }
 
-/// Lists every request for the site: edge first, then each origin, page before static.
+/// Lists every request for the site: edge first, then each origin, page before static, then the
+/// origin's status pages (never asked of the edge: they must not be public).
 pub fn plan(
     target: &Target,
     edge: &EdgeAddresses<'_>,
     origins: &[SocketAddr],
     static_path: Option<&str>,
+    witnesses: Option<&WitnessSettings>,
 ) -> Vec<PlannedRequest> {
     let mut paths = vec![(PathRole::Page, target.path().to_string())];
     if let Some(p) = static_path {
@@ -57,8 +59,19 @@ pub fn plan(
             });
         }
     }
+    let mut origin_paths = paths.clone();
+    if let Some(w) = witnesses {
+        if let Some(p) = &w.fpm_status {
+            // The full status as JSON: the pool's counters and every worker's request.
+            let join = if p.contains('?') { '&' } else { '?' };
+            origin_paths.push((PathRole::FpmStatus, format!("{p}{join}json&full")));
+        }
+        if let Some(p) = &w.nginx_status {
+            origin_paths.push((PathRole::NginxStatus, p.to_string()));
+        }
+    }
     for origin in origins {
-        for (role, path) in &paths {
+        for (role, path) in &origin_paths {
             requests.push(PlannedRequest {
                 route: Route::Origin,
                 path_role: *role,
@@ -161,15 +174,23 @@ mod tests {
             &EdgeAddresses::Resolved(&resolution),
             &origins,
             Some("/s.css"),
+            Some(&WitnessSettings {
+                fpm_status: Some("/fpm-status".into()),
+                nginx_status: Some("/ns?x=1".into()),
+                header: None,
+            }),
         );
         let edge: Vec<_> = requests.iter().filter(|r| r.route == Route::Edge).collect();
         assert_eq!(edge.len(), 6, "2 A + 1 AAAA, × page and static");
         assert_eq!(edge[4].address.unwrap().to_string(), "[2001:db8::1]:443");
         assert_eq!(edge[4].dns_ms, Some(2.0));
-        assert_eq!(
-            requests.iter().filter(|r| r.route == Route::Origin).count(),
-            2
-        );
+        let origin: Vec<_> = requests
+            .iter()
+            .filter(|r| r.route == Route::Origin)
+            .collect();
+        assert_eq!(origin.len(), 4, "page, static and both status pages");
+        assert_eq!(origin[2].path, "/fpm-status?json&full");
+        assert_eq!(origin[3].path, "/ns?x=1");
     }
 
     #[test]
@@ -181,7 +202,13 @@ mod tests {
             a: answer("A", &[], Some(ErrorKind::NoRecords)),
             aaaa: answer("AAAA", &[], Some(ErrorKind::Nxdomain)),
         };
-        let requests = plan(&target, &EdgeAddresses::Resolved(&resolution), &[], None);
+        let requests = plan(
+            &target,
+            &EdgeAddresses::Resolved(&resolution),
+            &[],
+            None,
+            None,
+        );
         assert_eq!(requests.len(), 1);
         assert!(requests[0].address.is_none());
         assert_eq!(

@@ -352,6 +352,8 @@ async fn post(
         path,
         user_agent: concat!("probe/", env!("CARGO_PKG_VERSION")).into(),
         accept: "*/*".into(),
+        excerpt_bytes: crate::engine::http::BODY_EXCERPT_BYTES,
+        read_limit: crate::engine::http::BODY_READ_LIMIT,
     };
     let unreachable = |reason: String| WebhookError::Unreachable {
         url: shown.clone(),

@@ -5,6 +5,7 @@
 //! transaction each, then dropped, so a pass's memory does not grow with the site list. The state
 //! lives in the store, so running this every minute from cron never repeats an alert.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -13,7 +14,9 @@ use crate::alert::{
     self, AlertState, GroupEvent, Grouping, Notification, RegionVote, RunVerdict, Severity,
 };
 use crate::config::{Alerts, Config, Site};
+use crate::diagnose::diagnose_since;
 use crate::diagnose::pattern::{Failure, RunRecord};
+use crate::diagnose::witness::{self, PreviousRead};
 use crate::engine::ProbeReport;
 use crate::engine::{probe_site, ProbeError};
 use crate::notify::mail::MailChannel;
@@ -284,7 +287,43 @@ pub fn judge_region(
     if held {
         return Ok(state);
     }
-    Ok(step_region(config, site, report, now, &state))
+    let report = with_previous(site, report, &state);
+    Ok(step_region(config, site, &report, now, &state))
+}
+
+/// The report judged again with what this region's earlier runs read of the server's status
+/// pages (a restart, a pool that filled up in between); the report as it is when it read none,
+/// or when that changes nothing.
+pub fn with_previous<'a>(
+    site: &Site,
+    report: &'a ProbeReport,
+    before: &AlertState,
+) -> Cow<'a, ProbeReport> {
+    if !witness::has_witness(&report.observations) {
+        return Cow::Borrowed(report);
+    }
+    let previous = before.history.iter().rev().find_map(|r| {
+        Some(PreviousRead {
+            at: r.at,
+            counters: r.witness.clone()?,
+        })
+    });
+    let Some(previous) = previous else {
+        return Cow::Borrowed(report);
+    };
+    let diagnosis = diagnose_since(
+        &report.host,
+        &report.observations,
+        &site.probe.shared.diagnose,
+        Some(&previous),
+    );
+    if diagnosis == report.diagnosis {
+        return Cow::Borrowed(report);
+    }
+    let mut judged = report.clone();
+    judged.status = diagnosis.status;
+    judged.diagnosis = diagnosis;
+    Cow::Owned(judged)
 }
 
 /// This region's state after one run: stepped by the outage machine, the run added to its
@@ -598,6 +637,9 @@ pub struct BatchOutcome {
     pub queued: usize,
     /// Each entry's open incidents and their progress after its run (`alert::progress`).
     pub progress: Vec<Option<String>>,
+    /// Each entry's diagnosis when its earlier runs' status reads changed it (`with_previous`);
+    /// `None` when it stands as probed.
+    pub judged: Vec<Option<crate::diagnose::Diagnosis>>,
 }
 
 /// Judges a batch of results (each site's index in the config, its report and when it was
@@ -617,14 +659,19 @@ pub fn record_batch(
         .map(|(i, _, _)| config.sites[*i].name.as_str())
         .collect();
     let mut states = store.region_states(&names, &config.region)?;
+    let mut judged: Vec<Cow<'_, ProbeReport>> =
+        entries.iter().map(|(_, r, _)| Cow::Borrowed(*r)).collect();
     if !held {
         // A site may come more than once (results kept through a store outage): each run
         // steps from the one before it, in order.
         let mut last: std::collections::HashMap<usize, AlertState> = Default::default();
-        for (state, (i, report, at)) in states.iter_mut().zip(entries) {
+        for ((state, (i, report, at)), judged) in
+            states.iter_mut().zip(entries).zip(judged.iter_mut())
+        {
             let site = &config.sites[*i];
             let before = last.get(i).unwrap_or(state);
-            let next = step_region(config, site, report, *at, before);
+            *judged = with_previous(site, report, before);
+            let next = step_region(config, site, judged, *at, before);
             last.insert(*i, next.clone());
             *state = next;
         }
@@ -633,7 +680,8 @@ pub fn record_batch(
         .iter()
         .zip(&states)
         .zip(&names)
-        .map(|(((_, report, at), state), site)| RegionalRun {
+        .zip(&judged)
+        .map(|((((_, _, at), state), site), report)| RegionalRun {
             site,
             at: *at,
             report,
@@ -644,7 +692,8 @@ pub fn record_batch(
     let mut queued = vec![0; entries.len()];
     let mut progress = vec![None; entries.len()];
     store.record_regional(&config.region, &runs, &mut |n, current, views| {
-        let (index, report, at) = entries[n];
+        let (index, _, at) = entries[n];
+        let report = &*judged[n];
         // The store holds each region's state after the whole batch; each run is decided on
         // this region's state as it stood after that run.
         let own = RegionView {
@@ -677,6 +726,13 @@ pub fn record_batch(
     Ok(BatchOutcome {
         queued: queued.iter().sum(),
         progress,
+        judged: judged
+            .into_iter()
+            .map(|r| match r {
+                Cow::Owned(r) => Some(r.diagnosis),
+                Cow::Borrowed(_) => None,
+            })
+            .collect(),
     })
 }
 
@@ -691,7 +747,13 @@ pub fn record_site(
     held: bool,
     now: OffsetDateTime,
 ) -> Result<usize, StoreError> {
-    let state = judge_region(config, store, site, report, held, now)?;
+    let before = store.region_state(&site.name, &config.region)?;
+    let report = &*with_previous(site, report, &before);
+    let state = if held {
+        before
+    } else {
+        step_region(config, site, report, now, &before)
+    };
     let mut queued = 0;
     store.record_regional(
         &config.region,
@@ -915,7 +977,13 @@ fn store_batch(
     let entries: Vec<(usize, &ProbeReport, OffsetDateTime)> =
         batch.iter().map(|(i, r)| (*i, r, now)).collect();
     let stored = record_batch(config, store, &entries, held)?;
-    for ((index, report), progress) in batch.drain(..).zip(stored.progress) {
+    for (((index, mut report), progress), judged) in
+        batch.drain(..).zip(stored.progress).zip(stored.judged)
+    {
+        if let Some(diagnosis) = judged {
+            report.status = diagnosis.status;
+            report.diagnosis = diagnosis;
+        }
         outcome.worst = outcome.worst.max(report.status);
         on_site(&config.sites[index].name, &report, progress.as_deref());
     }

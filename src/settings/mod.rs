@@ -111,6 +111,31 @@ pub struct SiteInput {
     pub samples: Option<Written<u32>>,
     pub burst: Option<Written<u32>>,
     pub cloudflare_edge: bool,
+    /// PHP-FPM's status page (`pm.status_path`), read on the origin route.
+    pub fpm_status: Option<Written<String>>,
+    /// nginx's `stub_status` page, read on the origin route.
+    pub nginx_status: Option<Written<String>>,
+    /// A header sent with the status requests only (a token the origin checks).
+    pub status_header: Option<StatusHeaderInput>,
+}
+
+/// `status_header` as written: the header's name, and the environment variable holding its
+/// value with the value found there (`None` when the variable is not set).
+#[derive(Clone)]
+pub struct StatusHeaderInput {
+    pub name: Written<String>,
+    pub value_env: Written<String>,
+    pub value: Option<String>,
+}
+
+impl std::fmt::Debug for StatusHeaderInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The value is a secret: never in a log line or a panic message.
+        f.debug_struct("StatusHeaderInput")
+            .field("name", &self.name.value)
+            .field("value_env", &self.value_env.value)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SiteInput {
@@ -129,6 +154,9 @@ impl SiteInput {
             samples: None,
             burst: None,
             cloudflare_edge: false,
+            fpm_status: None,
+            nginx_status: None,
+            status_header: None,
         }
     }
 }
@@ -151,7 +179,39 @@ pub struct ProbeSettings {
     pub origins: Box<[SocketAddr]>,
     pub edge: Option<SocketAddr>,
     pub static_path: Option<Box<str>>,
+    /// Status pages read on the origin route; boxed, as most sites have none.
+    pub witnesses: Option<Box<WitnessSettings>>,
     pub shared: Arc<SharedSettings>,
+}
+
+/// The server's own status pages, read on the origin route with the site's Host and SNI.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WitnessSettings {
+    /// PHP-FPM's `pm.status_path`, read as `?json&full`.
+    pub fpm_status: Option<Box<str>>,
+    /// nginx's `stub_status` location.
+    pub nginx_status: Option<Box<str>>,
+    pub header: Option<StatusHeader>,
+}
+
+/// A header the status requests carry (and no other request).
+#[derive(Clone, PartialEq)]
+pub struct StatusHeader {
+    pub name: http::HeaderName,
+    /// From the environment; `None` when the variable was not set (nothing is sent then).
+    pub value: Option<http::HeaderValue>,
+    /// The variable it came from, for what people read.
+    pub value_env: String,
+}
+
+impl std::fmt::Debug for StatusHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusHeader")
+            .field("name", &self.name)
+            .field("value_env", &self.value_env)
+            .field("set", &self.value.is_some())
+            .finish()
+    }
 }
 
 /// How a site is probed and judged, beyond where it is.
@@ -199,6 +259,7 @@ impl ProbeSettings {
             origins: Box::new([]),
             edge: None,
             static_path: None,
+            witnesses: None,
             shared: Arc::new(SharedSettings::with_timeout(timeout)),
         }
     }
@@ -279,6 +340,7 @@ pub fn check_site(
         &mut problems,
     );
     let burst = at_most(input.burst.as_ref(), MAX_BURST, "burst", &mut problems);
+    let witnesses = witness_settings(input, &mut problems);
     let Some(target) = target.filter(|_| problems.is_empty()) else {
         return (None, problems);
     };
@@ -304,9 +366,85 @@ pub fn check_site(
         origins: origins.into(),
         edge,
         static_path: static_path.map(String::into_boxed_str),
+        witnesses,
         shared: Arc::new(shared),
     };
     (Some(settings), problems)
+}
+
+/// Headers a status request may not set: they belong to the request itself.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+];
+
+/// The status pages to read, checked: paths like the static file's, only with an origin to read
+/// them on (a status page is never asked of the edge: it must not be public), and a header
+/// whose name HTTP allows and whose value the environment holds.
+fn witness_settings(
+    input: &SiteInput,
+    problems: &mut Vec<Problem>,
+) -> Option<Box<WitnessSettings>> {
+    let mut witnesses = WitnessSettings::default();
+    for (written, slot) in [
+        (&input.fpm_status, &mut witnesses.fpm_status),
+        (&input.nginx_status, &mut witnesses.nginx_status),
+    ] {
+        let Some(p) = written else { continue };
+        match check_static_path(&p.value) {
+            Err(e) => problems.push(Problem::new(&p.place, format!("{:?}: {e}", p.value))),
+            Ok(_) if input.origins.is_empty() => problems.push(Problem::new(
+                &p.place,
+                "needs an origin address: status pages are read on the origin route only (they must not be public)",
+            )),
+            Ok(path) => *slot = Some(path.into_boxed_str()),
+        }
+    }
+    if let Some(h) = &input.status_header {
+        let name = h.name.value.trim();
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) if RESERVED_HEADERS.contains(&header.as_str()) => problems.push(Problem::new(
+                &h.name.place,
+                format!("{name:?}: the request sets this header itself; name a header of your own (e.g. X-Status-Token)"),
+            )),
+            Ok(header) => {
+                let value = match &h.value {
+                    Some(v) => match http::HeaderValue::from_str(v) {
+                        Ok(mut value) => {
+                            value.set_sensitive(true);
+                            Some(value)
+                        }
+                        Err(_) => {
+                            // The value is never repeated: it is a secret.
+                            problems.push(Problem::new(
+                                &h.value_env.place,
+                                format!("{} holds a value a header cannot carry (a line break or control character)", h.value_env.value),
+                            ));
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                witnesses.header = Some(StatusHeader {
+                    name: header,
+                    value,
+                    value_env: h.value_env.value.clone(),
+                });
+            }
+            Err(_) => problems.push(Problem::new(
+                &h.name.place,
+                format!("{name:?} is not a header name (letters, digits and - only)"),
+            )),
+        }
+    }
+    (witnesses.fpm_status.is_some() || witnesses.nginx_status.is_some())
+        .then(|| Box::new(witnesses))
 }
 
 /// Most requests of one kind a scheduled site makes in a run, one after the other.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::nginx::Nginx;
-use super::php_fpm::{PhpFpm, PoolSettings};
+use super::php_fpm::{PhpFpm, PoolSettings, FPM_STATUS_PATH};
 use super::pki::{Leaf, Pki};
 
 /// A file nginx serves without PHP.
@@ -52,7 +52,16 @@ pub struct OriginSettings {
     /// reproduces "fastcgi_pass still names the old PHP version's socket".
     pub fastcgi_pass: Option<String>,
     pub fastcgi_read_timeout: Duration,
+    /// nginx's `stub_status` at `NGINX_STATUS_PATH`.
+    pub nginx_status: bool,
+    /// Who may read the status pages (nginx access rules), e.g. `allow 127.0.0.1; deny all;`.
+    pub status_access: &'static str,
+    /// The status pages answer 403 unless the request carries `X-Status-Token: TOKEN`.
+    pub status_token: Option<&'static str>,
 }
+
+/// nginx's stub_status path in the lab.
+pub const NGINX_STATUS_PATH: &str = "/nginx_status";
 
 impl Default for OriginSettings {
     fn default() -> Self {
@@ -60,6 +69,9 @@ impl Default for OriginSettings {
             pool: PoolSettings::default(),
             fastcgi_pass: None,
             fastcgi_read_timeout: Duration::from_secs(60),
+            nginx_status: false,
+            status_access: "allow 127.0.0.1; deny all;",
+            status_token: None,
         }
     }
 }
@@ -98,16 +110,42 @@ impl OriginLab {
         let fpm = PhpFpm::start(dir, &settings.pool);
         let pass = settings
             .fastcgi_pass
-            .clone()
-            .unwrap_or_else(|| fpm.socket.display().to_string());
+            .as_ref()
+            .map_or_else(|| fpm.pass.clone(), |p| format!("unix:{p}"));
+        // The status pages as the README shows them: exact locations, the prober allowed.
+        let access = settings.status_access;
+        let token = settings
+            .status_token
+            .map(|t| format!(r#"if ($http_x_status_token != "{t}") {{ return 403; }}"#))
+            .unwrap_or_default();
+        let mut status = String::new();
+        if settings.pool.status_path {
+            status.push_str(&format!(
+                r#"location = {FPM_STATUS_PATH} {{
+            {access} {token}
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_pass {status_pass};
+            fastcgi_read_timeout {read}s;
+        }}
+        "#,
+                status_pass = fpm.status_pass,
+                read = settings.fastcgi_read_timeout.as_secs().max(1),
+            ));
+        }
+        if settings.nginx_status {
+            status.push_str(&format!(
+                "location = {NGINX_STATUS_PATH} {{ {access} {token} stub_status; }}\n        "
+            ));
+        }
         let locations = format!(
-            r#"index index.php;
+            r#"{status}index index.php;
         location / {{ try_files $uri $uri/ /index.php?$args; }}
         location ~ \.php$ {{
             include /etc/nginx/fastcgi_params;
             fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
             fastcgi_param HTTP_HOST $http_host;
-            fastcgi_pass unix:{pass};
+            fastcgi_pass {pass};
             fastcgi_read_timeout {read}s;
         }}"#,
             read = settings.fastcgi_read_timeout.as_secs().max(1),
@@ -144,6 +182,20 @@ impl OriginLab {
             std::thread::sleep(Duration::from_millis(10));
         }
         busy
+    }
+
+    /// Sends a request for `/sleep.php` (working `ms`) without waiting for PHP to take it: with
+    /// every worker busy it waits in PHP-FPM's listen queue. Ended when dropped.
+    pub fn queue_a_request(&self, ms: u64) -> BusyWorker {
+        let child = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "--max-time", "30", "--connect-to"])
+            .arg(format!("::{}", self.address()))
+            .arg(format!("https://probe.test/sleep.php?ms={ms}&queued=1"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("curl runs");
+        BusyWorker(child)
     }
 
     /// Makes the next request to `/flaky.php` kill its own PHP-FPM worker after `ms` of work

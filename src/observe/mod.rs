@@ -4,6 +4,8 @@
 //! after `http` (the diagnosis, the report) reads only these types, so a recorded `--json` run can
 //! be replayed without a network. How socket errors map to evidence kinds lives here too.
 
+pub mod witness;
+
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,10 @@ pub enum PathRole {
     Page,
     /// A file the web server serves without PHP (`--static-path`).
     Static,
+    /// PHP-FPM's own status page (`--fpm-status`), read on the origin route.
+    FpmStatus,
+    /// nginx's `stub_status` page (`--nginx-status`), read on the origin route.
+    NginxStatus,
 }
 
 impl PathRole {
@@ -42,7 +48,14 @@ impl PathRole {
         match self {
             PathRole::Page => "page",
             PathRole::Static => "static",
+            PathRole::FpmStatus => "fpm_status",
+            PathRole::NginxStatus => "nginx_status",
         }
+    }
+
+    /// A server's status page rather than a page of the site.
+    pub fn is_witness(self) -> bool {
+        matches!(self, PathRole::FpmStatus | PathRole::NginxStatus)
     }
 }
 
@@ -277,6 +290,10 @@ pub struct Observation {
     /// timings and the response are the last request's. Absent when none was followed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redirects: Vec<String>,
+    /// A status page's account of the server (`fpm_status` and `nginx_status` requests that
+    /// answered 200): parsed, or why it could not be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<witness::Witness>,
 }
 
 /// Cloudflare's RFC 9457 error document, the fields the diagnosis uses.

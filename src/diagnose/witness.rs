@@ -1,0 +1,460 @@
+//! The server's own witnesses: what PHP-FPM's status page and nginx's `stub_status` say, weighed
+//! against the verdict the outside evidence reached. A status page states what timings only
+//! suggest — every worker busy, requests waiting in the listen queue, which URIs hold the workers
+//! and for how long, a restart — so it can confirm or sharpen a verdict about the pool. It never
+//! overrides a hop in front of the pool, and a page that could not be read changes nothing but
+//! one line of evidence that says so.
+//!
+//! Pure: the status pages are recorded observations; what the last run read comes in as data.
+
+use serde::{Deserialize, Serialize};
+
+use super::pattern::{clock, ms as duration_ms};
+use super::rules::{format_ms, is_healthy, Verdict, View};
+use super::{Cause, Confidence, DiagnoseSettings};
+use crate::observe::witness::{FpmProcess, NginxStatus, Witness, WitnessCounters};
+use crate::observe::{ErrorKind, Observation, PathRole, Phase};
+
+/// A pool started this recently is said to have (re)started, even with no earlier run to
+/// compare with.
+const RECENT_START_S: u64 = 300;
+/// Busy workers named in a witness line.
+const LONGEST_SHOWN: usize = 3;
+/// A request running this many times longer than the next one is "one slow request".
+const FAR_PAST: f64 = 3.0;
+
+/// What the site's last run read of the server's status pages (from its history).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviousRead {
+    /// When that run was made (Unix seconds).
+    pub at: i64,
+    pub counters: WitnessCounters,
+}
+
+/// What the status pages of one probe found, beyond their lines of evidence.
+#[derive(Default)]
+struct Findings {
+    lines: Vec<String>,
+    /// The pool has no free worker and requests wait (or our page waited): confidence, and
+    /// the sentence that says so.
+    saturated: Option<(Confidence, String)>,
+    /// The pool ran out of workers since the last run, though it may have free ones now.
+    reached_since: Option<String>,
+    /// One request far past the others holds a worker: its URI and duration.
+    one_slow: Option<(String, f64)>,
+    /// PHP-FPM answers its status page (its master runs).
+    fpm_answers: Option<String>,
+    /// PHP-FPM restarted, or workers were replaced: the sentence.
+    restarted: Option<String>,
+}
+
+/// Weighs the status pages against `verdict`: their lines join the evidence, and when they
+/// speak to the pool they may confirm, sharpen or (for a pool that looked healthy from outside)
+/// set the cause.
+pub(super) fn weigh(
+    view: &View<'_>,
+    settings: &DiagnoseSettings,
+    previous: Option<&PreviousRead>,
+    mut verdict: Verdict,
+) -> Verdict {
+    if view.fpm_status.is_empty() && view.nginx_status.is_empty() {
+        return verdict;
+    }
+    let page_waited = page_waited(view, settings);
+    let static_fast = !view.origin_static.is_empty()
+        && view.origin_static.iter().all(|o| is_healthy(o))
+        && view
+            .origin_static
+            .iter()
+            .all(|o| o.timings_ms.ttfb.unwrap_or(0.0) < settings.slow_ttfb_ms);
+    let mut found = Findings::default();
+    for o in &view.fpm_status {
+        fpm(
+            o,
+            view,
+            settings,
+            previous,
+            page_waited,
+            static_fast,
+            &mut found,
+        );
+    }
+    for o in &view.nginx_status {
+        nginx(o, previous, &mut found);
+    }
+    // A route broken in front of the pool: a status page that failed with it says nothing new.
+    let in_front = !matches!(
+        verdict.cause,
+        Cause::Ok
+            | Cause::Slow
+            | Cause::OriginSlow
+            | Cause::FpmSaturated
+            | Cause::FpmUnreachable
+            | Cause::FpmWorkerDied
+    );
+    if in_front {
+        verdict.evidence.extend(found.lines);
+        return verdict;
+    }
+    let mut decided = true;
+    if let Some((confidence, sentence)) = found.saturated.clone() {
+        let answered = matches!(verdict.cause, Cause::Ok | Cause::Slow);
+        verdict.cause = Cause::FpmSaturated;
+        verdict.confidence = confidence;
+        verdict.summary = if answered {
+            format!("{sentence} Our page was still answered, after waiting its turn.")
+        } else {
+            sentence
+        };
+    } else if let Some(sentence) = found.reached_since.clone() {
+        if matches!(
+            verdict.cause,
+            Cause::Ok | Cause::Slow | Cause::OriginSlow | Cause::FpmSaturated
+        ) {
+            verdict.cause = Cause::FpmSaturated;
+            verdict.confidence = Confidence::Medium;
+            verdict.summary = sentence;
+        } else {
+            decided = false;
+        }
+    } else if let (Cause::FpmUnreachable, Some(pool)) = (verdict.cause, &found.fpm_answers) {
+        verdict.confidence = Confidence::High;
+        verdict.summary.push_str(&format!(" Yet PHP-FPM itself runs ({pool} answers its status page): nginx passes PHP to a socket the pool does not listen on (fastcgi_pass names another socket, e.g. the old one after a PHP upgrade), or to another pool that is down."));
+    } else if let (Cause::FpmWorkerDied, Some(restart)) = (verdict.cause, &found.restarted) {
+        verdict.confidence = Confidence::High;
+        verdict
+            .summary
+            .push_str(&format!(" PHP-FPM's own status agrees: {restart}."));
+    } else {
+        decided = false;
+    }
+    if verdict.cause == Cause::FpmSaturated && decided {
+        if let Some((uri, ms)) = &found.one_slow {
+            verdict.summary = format!(
+                "One slow request holds a worker: {uri} has been running for {}, far longer than the others. {}",
+                duration_ms(*ms),
+                verdict.summary
+            );
+            verdict.steps.extend(slow_request_steps(uri));
+        }
+        // What the pool says rules out what only timings could not tell apart.
+        verdict.witnessed = true;
+    }
+    verdict.evidence.extend(found.lines);
+    verdict
+}
+
+/// Our page waited for PHP: it timed out, nginx gave up on PHP-FPM (504), or it took longer
+/// than the site's budget.
+fn page_waited(view: &View<'_>, settings: &DiagnoseSettings) -> bool {
+    let page = if view.origin_page.is_empty() {
+        &view.edge_page
+    } else {
+        &view.origin_page
+    };
+    page.iter().any(|o| {
+        let timed_out = o.error.as_ref().is_some_and(|e| {
+            e.kind == ErrorKind::Timeout && matches!(e.phase, Phase::Headers | Phase::Body)
+        });
+        let gave_up = o.response.as_ref().is_some_and(|r| r.status == 504);
+        let slow = o.timings_ms.ttfb.is_some_and(|t| t > settings.slow_ttfb_ms);
+        timed_out || gave_up || slow
+    })
+}
+
+/// The path a status observation asked for, without its query.
+fn own_path(o: &Observation) -> String {
+    url::Url::parse(&o.url)
+        .map(|u| u.path().to_string())
+        .unwrap_or_default()
+}
+
+fn fpm(
+    o: &Observation,
+    view: &View<'_>,
+    settings: &DiagnoseSettings,
+    previous: Option<&PreviousRead>,
+    page_waited: bool,
+    static_fast: bool,
+    found: &mut Findings,
+) {
+    let path = own_path(o);
+    let status = match &o.witness {
+        Some(Witness::FpmStatus(status)) => status,
+        _ => {
+            let stuck = unavailable(o, "PHP-FPM status", &path, found);
+            if stuck && static_fast {
+                let confidence = if page_waited || view.origin_page.iter().any(|p| !is_healthy(p)) {
+                    Confidence::High
+                } else {
+                    Confidence::Medium
+                };
+                found.saturated.get_or_insert((
+                    confidence,
+                    format!("PHP-FPM has no free worker: even its status page ({path}) waits for one while the web server serves the static file at once."),
+                ));
+            }
+            return;
+        }
+    };
+    let ours = status.served_itself(&path);
+    let busy: Vec<&FpmProcess> = status.busy_others(&path).collect();
+    let active = status.active_processes.saturating_sub(u64::from(ours));
+    let total = status.total_processes.saturating_sub(u64::from(ours));
+    let all_busy = status.idle_processes == 0 && active > 0;
+    let measured = status.listen_queue_len > 0;
+    let waiting = status.listen_queue;
+    let pool = format!("PHP-FPM pool {}", status.pool);
+    found.fpm_answers = Some(format!("pool {}", status.pool));
+
+    let last = previous.map(|p| (p.at, &p.counters));
+    let restarted_since = last.and_then(|(at, c)| {
+        let start = c.fpm_start_time?;
+        let dropped = c.fpm_accepted.is_some_and(|a| a > status.accepted_conn);
+        (start != status.start_time || dropped).then_some(at)
+    });
+    let mut line = format!(
+        "{pool}: {active}/{total} workers busy, listen queue {}",
+        if measured {
+            waiting.to_string()
+        } else {
+            "not measurable (a unix socket)".to_string()
+        }
+    );
+    if measured && status.max_listen_queue > 0 {
+        line.push_str(&format!(
+            " (at most {} since it started)",
+            status.max_listen_queue
+        ));
+    }
+    line.push_str(&format!(
+        ", max children reached {}",
+        status.max_children_reached
+    ));
+    let reached_delta = last
+        .filter(|_| restarted_since.is_none())
+        .and_then(|(at, c)| {
+            let before = c.fpm_max_children_reached?;
+            (status.max_children_reached > before)
+                .then_some((at, status.max_children_reached - before))
+        });
+    if let Some((at, delta)) = reached_delta {
+        line.push_str(&format!(" (+{delta} since {})", clock(at)));
+    }
+    if status.slow_requests > 0 {
+        line.push_str(&format!(", slow requests {}", status.slow_requests));
+    }
+    if !busy.is_empty() {
+        let longest: Vec<String> = busy
+            .iter()
+            .take(LONGEST_SHOWN)
+            .map(|p| format!("{} {}", shown_uri(p), duration_ms(p.request_duration_ms)))
+            .collect();
+        line.push_str(&format!("; longest: {}", longest.join(", ")));
+    }
+    found.lines.push(line);
+
+    // Restarts: the pool's start time moved, or it is young; workers younger than a static pool
+    // were replaced (a worker died, or pm.max_requests recycled it).
+    let restart = match restarted_since {
+        Some(at) => Some(format!(
+            "PHP-FPM restarted since the last run at {} (pool started {} ago, {} requests since): a crash, a deploy or a reload",
+            clock(at),
+            age(status.start_since),
+            status.accepted_conn
+        )),
+        None if status.start_since < RECENT_START_S => Some(format!(
+            "{pool} started {} ago: PHP-FPM was just (re)started (a crash, a deploy or a reload?)",
+            age(status.start_since)
+        )),
+        None => None,
+    };
+    let replaced = if status.process_manager == "static" {
+        status
+            .processes
+            .iter()
+            .filter(|p| p.start_since + 5 < status.start_since)
+            .count()
+    } else {
+        0
+    };
+    if let Some(sentence) = &restart {
+        found.lines.push(sentence.clone());
+        found.restarted = Some(sentence.clone());
+    }
+    if replaced > 0 {
+        let sentence = format!(
+            "{replaced} of its workers are younger than the pool: replaced after dying (or recycled by pm.max_requests)"
+        );
+        found.lines.push(format!("{pool}: {sentence}"));
+        found.restarted.get_or_insert(sentence);
+    }
+
+    // One request far past the others (not our own page, which the verdict already times).
+    let page_path = view
+        .origin_page
+        .first()
+        .or(view.edge_page.first())
+        .map(|p| own_path(p))
+        .unwrap_or_default();
+    if let Some(first) = busy
+        .first()
+        .filter(|p| p.request_uri != page_path && p.request_duration_ms >= settings.slow_ttfb_ms)
+    {
+        let next = busy.get(1).map_or(0.0, |p| p.request_duration_ms);
+        if first.request_duration_ms >= FAR_PAST * next {
+            found.one_slow = Some((shown_uri(first), first.request_duration_ms));
+        }
+    }
+
+    let holders = holders(&busy);
+    // PHP-FPM refreshes the queue length about once a second: our page waiting is the same
+    // proof, seen first-hand.
+    if all_busy && measured && waiting > 0 {
+        found.saturated = Some((
+            Confidence::High,
+            format!(
+                "{pool} has no free worker: all {active} are busy and {waiting} {} in its listen queue{holders}.",
+                if waiting == 1 { "request waits" } else { "requests wait" }
+            ),
+        ));
+    } else if all_busy && page_waited {
+        found.saturated = Some((
+            Confidence::High,
+            format!("{pool} has no free worker: all {active} are busy and our page waited for one{holders}."),
+        ));
+    }
+    if let Some((at, delta)) = reached_delta {
+        found.reached_since = Some(format!(
+            "{pool} ran out of workers since the last run: it reached pm.max_children {delta} more time{} since {} (it has {} free now).",
+            if delta == 1 { "" } else { "s" },
+            clock(at),
+            status.idle_processes
+        ));
+    }
+}
+
+/// "; the longest: URI for 48 s, …" over the busy workers.
+fn holders(busy: &[&FpmProcess]) -> String {
+    if busy.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = busy
+        .iter()
+        .take(LONGEST_SHOWN)
+        .map(|p| {
+            format!(
+                "{} for {}",
+                shown_uri(p),
+                duration_ms(p.request_duration_ms)
+            )
+        })
+        .collect();
+    format!("; holding them longest: {}", named.join(", "))
+}
+
+fn shown_uri(p: &FpmProcess) -> String {
+    if p.request_uri.is_empty() {
+        "(no URI)".to_string()
+    } else {
+        p.request_uri.clone()
+    }
+}
+
+fn nginx(o: &Observation, previous: Option<&PreviousRead>, found: &mut Findings) {
+    let status: &NginxStatus = match &o.witness {
+        Some(Witness::NginxStatus(status)) => status,
+        _ => {
+            unavailable(o, "nginx stub_status", &own_path(o), found);
+            return;
+        }
+    };
+    let mut line = format!(
+        "nginx: {} connections (reading {}, writing {}, waiting {}); {} accepted, {} handled, {} requests",
+        status.active,
+        status.reading,
+        status.writing,
+        status.waiting,
+        status.accepts,
+        status.handled,
+        status.requests
+    );
+    let dropped = status.accepts.saturating_sub(status.handled);
+    let last = previous.map(|p| (p.at, &p.counters));
+    let restarted = last.is_some_and(|(_, c)| c.nginx_accepts.is_some_and(|a| a > status.accepts));
+    let dropped_since = last.filter(|_| !restarted).and_then(|(at, c)| {
+        let before = c.nginx_accepts?.saturating_sub(c.nginx_handled?);
+        (dropped > before).then_some((at, dropped - before))
+    });
+    if let Some((at, n)) = dropped_since {
+        line.push_str(&format!(
+            "; {n} connections dropped since {} (worker_connections reached)",
+            clock(at)
+        ));
+    } else if dropped > 0 {
+        line.push_str(&format!(
+            "; {dropped} connections dropped since it started (worker_connections reached)"
+        ));
+    }
+    if let Some((at, _)) = last.filter(|_| restarted) {
+        line.push_str(&format!("; restarted since the last run at {}", clock(at)));
+    }
+    found.lines.push(line);
+}
+
+/// The line for a status page that told nothing; whether it waited without an answer (a status
+/// request queued behind busy workers).
+fn unavailable(o: &Observation, what: &str, path: &str, found: &mut Findings) -> bool {
+    let (why, stuck) = match (&o.witness, &o.response, &o.error) {
+        (Some(Witness::Unreadable(why)), _, _) => (format!("unreadable: {why}"), false),
+        (_, _, Some(e)) if e.kind == ErrorKind::Timeout => (
+            format!("no answer within {}", format_ms(o.timings_ms.total)),
+            matches!(e.phase, Phase::Headers | Phase::Body),
+        ),
+        (_, _, Some(e)) => (format!("{} {}", e.phase.as_str(), e.kind.as_str()), false),
+        (_, Some(r), None) => match r.status {
+            401 | 403 => (format!("{} (the origin refuses it: allow the prober's address, or send the header it expects: status_header)", r.status), false),
+            404 => (
+                "404 (not routed: is the path right, and passed to the status handler?)".to_string(),
+                false,
+            ),
+            504 => ("504 (the web server timed out waiting for it)".to_string(), true),
+            status => (format!("answered {status}"), false),
+        },
+        (_, None, None) => ("nothing recorded".to_string(), false),
+    };
+    found.lines.push(format!(
+        "{what} {path} unavailable: {why}; judged from outside only"
+    ));
+    stuck && o.path_role == PathRole::FpmStatus
+}
+
+/// Commands for the playbook's slow request holding a worker.
+fn slow_request_steps(uri: &str) -> Vec<String> {
+    vec![
+        format!("grep -rn 'request_slowlog_timeout\\|slowlog' /etc/php/*/fpm/pool.d/   # set request_slowlog_timeout = 10s: the slow log shows where {uri} spends its time"),
+        format!("move {uri} off the visitors' pool: run it as a background job (Action Scheduler, WP-CLI cron), or give /wp-admin/ a PHP-FPM pool of its own (its own pm.max_children, memory and time limits)"),
+    ]
+}
+
+fn age(seconds: u64) -> String {
+    crate::text::duration(std::time::Duration::from_secs(seconds))
+}
+
+/// The counters worth keeping from a probe's status pages, for the next run to compare with.
+pub fn counters(observations: &[Observation]) -> Option<WitnessCounters> {
+    let fpm = observations.iter().find_map(|o| match &o.witness {
+        Some(Witness::FpmStatus(s)) => Some(s),
+        _ => None,
+    });
+    let nginx = observations.iter().find_map(|o| match &o.witness {
+        Some(Witness::NginxStatus(s)) => Some(s),
+        _ => None,
+    });
+    WitnessCounters::of(fpm, nginx)
+}
+
+/// Whether a probe read any status page (a judgement with history may then differ).
+pub fn has_witness(observations: &[Observation]) -> bool {
+    observations.iter().any(|o| o.path_role.is_witness())
+}
