@@ -140,11 +140,11 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n    origin: [203.0.113.10]\n",
-            "probes.yaml:3:5: sites[0].origin: unknown field `origin`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, alert_to)",
+            "probes.yaml:3:5: sites[0].origin: unknown field `origin`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
         ),
         (
             "sites:\n  - url: example.com\n    statc_path: /x.css\n",
-            "probes.yaml:3:5: sites[0].statc_path: unknown field `statc_path`: did you mean `static_path`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, alert_to)",
+            "probes.yaml:3:5: sites[0].statc_path: unknown field `statc_path`: did you mean `static_path`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
         ),
         (
             "sites:\n  - url: example.com\n   origins: [203.0.113.10]\n",
@@ -238,6 +238,22 @@ fn broken_files_get_exact_messages() {
         (
             "sites:\n  - url: example.com\nalerts:\n  warning:\n    confirm: 2\n",
             "probes.yaml:5:5: alerts.warning.confirm: unknown field `confirm`, expected one of confirm_runs, recover_runs, remind_every",
+        ),
+        (
+            "sites:\n  - url: example.com\n    fpm_status: /fpm-status\n",
+            "probes.yaml:3:17: sites[0].fpm_status: needs an origin address: status pages are read on the origin route only (they must not be public)",
+        ),
+        (
+            "sites:\n  - url: example.com\n    origins: [203.0.113.10]\n    nginx_status: nginx_status\n",
+            "probes.yaml:4:19: sites[0].nginx_status: \"nginx_status\": must be a path starting with '/', e.g. /nginx_status",
+        ),
+        (
+            "sites:\n  - url: example.com\n    origins: [203.0.113.10]\n    fpm_status: /fpm-status\n    status_header: {name: Host, value_env: FPM_STATUS_TOKEN}\n",
+            "probes.yaml:5:27: sites[0].status_header.name: \"Host\": the request sets this header itself; name a header of your own (e.g. X-Status-Token)",
+        ),
+        (
+            "sites:\n  - url: example.com\n    origins: [203.0.113.10]\n    fpm_status: /fpm-status\n    status_header: {name: X-Status-Token, value_env: hunter2}\n",
+            "probes.yaml:5:54: sites[0].status_header.value_env: this looks like a secret, not a variable name: name the environment variable that holds the header value (e.g. FPM_STATUS_TOKEN: A-Z, 0-9 and _); the header value itself never goes in this file",
         ),
         (
             "sites:\n  - name: \"@prober\"\n    url: example.com\n",

@@ -788,3 +788,240 @@ fn expect_status_decides_what_a_healthy_page_answers() {
         assert!(d.summary.contains(summary), "{codes:?}: {}", d.summary);
     }
 }
+
+// ---- the server's own witnesses -----------------------------------------------------------------
+
+use probe::diagnose::diagnose_since;
+use probe::diagnose::witness::PreviousRead;
+use probe::observe::witness::{FpmProcess, FpmStatus, NginxStatus, Witness, WitnessCounters};
+
+/// A worker of the pool: `state`, its request `uri` running for `ms`, started `age` s ago.
+fn worker(pid: u64, state: &str, uri: &str, ms: f64, age: u64) -> FpmProcess {
+    FpmProcess {
+        pid,
+        state: state.into(),
+        start_since: age,
+        requests: 10,
+        request_duration_ms: ms,
+        request_method: "GET".into(),
+        request_uri: uri.into(),
+        content_length: 0,
+        last_request_cpu: 0.0,
+        last_request_memory: 0,
+    }
+}
+
+/// A static pool of `workers`, up for an hour, with `queue` requests waiting.
+fn pool(workers: Vec<FpmProcess>, queue: u64) -> FpmStatus {
+    let active = workers.iter().filter(|p| p.is_busy()).count() as u64;
+    FpmStatus {
+        pool: "www".into(),
+        process_manager: "static".into(),
+        start_time: 1_796_000_000,
+        start_since: 3600,
+        accepted_conn: 5000,
+        listen_queue: queue,
+        max_listen_queue: queue,
+        listen_queue_len: 511,
+        idle_processes: workers.len() as u64 - active,
+        active_processes: active,
+        total_processes: workers.len() as u64,
+        max_active_processes: workers.len() as u64,
+        max_children_reached: 30,
+        slow_requests: 0,
+        processes: workers,
+        processes_omitted: 0,
+    }
+}
+
+fn status_page(role: PathRole, witness: Witness) -> Observation {
+    let mut o = answered(Origin, role, 200, 2.0, "nginx/1.22.1", "");
+    o.url = format!("https://{HOST}/fpm-status?json&full");
+    o.witness = Some(witness);
+    o
+}
+
+fn fpm_page(status: FpmStatus) -> Observation {
+    status_page(PathRole::FpmStatus, Witness::FpmStatus(status))
+}
+
+fn healthy_with(extra: Vec<Observation>) -> Vec<Observation> {
+    let mut all = vec![edge_ok(), static_ok(Edge), origin_ok(), static_ok(Origin)];
+    all.extend(extra);
+    all
+}
+
+#[test]
+fn one_slow_request_holding_a_full_pool_is_named_with_the_playbook_advice() {
+    let busy = vec![
+        worker(1, "Running", "/wp-admin/export.php", 48_000.0, 3600),
+        worker(2, "Running", "/feed/", 900.0, 3600),
+        worker(3, "Running", "/", 700.0, 3600),
+    ];
+    let observations = healthy_with(vec![fpm_page(pool(busy, 11))]);
+    let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
+    assert_eq!(
+        (d.status, d.cause, d.confidence),
+        (Status::Degraded, Cause::FpmSaturated, Confidence::High),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary.starts_with(
+            "One slow request holds a worker: /wp-admin/export.php has been running for 48.0 s"
+        ) && d.summary.contains("11 requests wait in its listen queue"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.next_steps[1].contains("background job") && d.next_steps[1].contains("pool of its own"),
+        "{:#?}",
+        d.next_steps
+    );
+    assert!(d.alternatives.is_empty());
+    // Every worker busy with nobody waiting is said, not judged.
+    let busy = vec![worker(1, "Running", "/a", 900.0, 3600)];
+    let observations = healthy_with(vec![fpm_page(pool(busy, 0))]);
+    let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
+    assert_eq!(d.cause, Cause::Ok, "{d:#?}");
+    assert!(d.evidence.iter().any(|l| l.contains("1/1 workers busy")));
+}
+
+#[test]
+fn a_witness_never_overrides_a_hop_in_front_of_the_pool() {
+    let full = pool(vec![worker(1, "Running", "/x", 9000.0, 3600)], 40);
+    let refused = vec![
+        failed(Edge, Page, Phase::Connect, ErrorKind::Refused, 1.0),
+        failed(Origin, Page, Phase::Connect, ErrorKind::Refused, 1.0),
+        fpm_page(full),
+    ];
+    let d = diagnose(HOST, &refused, &DiagnoseSettings::default());
+    assert_eq!(d.cause, Cause::EdgeUnreachable, "{d:#?}");
+    assert!(d.evidence.iter().any(|l| l.contains("listen queue 40")));
+}
+
+#[test]
+fn php_fpm_answering_while_nginx_cannot_reach_it_points_at_fastcgi_pass() {
+    let idle = pool(vec![worker(1, "Idle", "/", 30.0, 3600)], 0);
+    let observations = vec![
+        answered(Edge, Page, 502, 1.2, "nginx/1.22.1", NGINX_502),
+        static_ok(Edge),
+        answered(Origin, Page, 502, 1.0, "nginx/1.22.1", NGINX_502),
+        static_ok(Origin),
+        fpm_page(idle),
+    ];
+    let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
+    assert_eq!(
+        (d.cause, d.confidence),
+        (Cause::FpmUnreachable, Confidence::High)
+    );
+    assert!(
+        d.summary
+            .contains("Yet PHP-FPM itself runs (pool www answers its status page)"),
+        "{}",
+        d.summary
+    );
+}
+
+#[test]
+fn workers_younger_than_their_pool_confirm_a_worker_death() {
+    let replaced = pool(
+        vec![
+            worker(1, "Idle", "/", 30.0, 4),
+            worker(2, "Idle", "/", 30.0, 3600),
+        ],
+        0,
+    );
+    let observations = vec![
+        answered(Edge, Page, 502, 800.0, "nginx/1.22.1", NGINX_502),
+        static_ok(Edge),
+        answered(Origin, Page, 502, 790.0, "nginx/1.22.1", NGINX_502),
+        static_ok(Origin),
+        fpm_page(replaced),
+    ];
+    let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
+    assert_eq!(
+        (d.cause, d.confidence),
+        (Cause::FpmWorkerDied, Confidence::High),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary
+            .contains("1 of its workers are younger than the pool"),
+        "{}",
+        d.summary
+    );
+}
+
+#[test]
+fn what_changed_since_the_last_read_is_judged_with_history() {
+    let now = pool(vec![worker(1, "Idle", "/", 30.0, 3600)], 0);
+    let nginx = NginxStatus {
+        active: 3,
+        reading: 0,
+        writing: 1,
+        waiting: 2,
+        accepts: 1000,
+        handled: 990,
+        requests: 3000,
+    };
+    let observations = healthy_with(vec![
+        fpm_page(now.clone()),
+        status_page(PathRole::NginxStatus, Witness::NginxStatus(nginx.clone())),
+    ]);
+    let before = |reached: u64, start: i64| PreviousRead {
+        at: 1_796_000_000 + 3000,
+        counters: WitnessCounters {
+            fpm_start_time: Some(start),
+            fpm_accepted: Some(4000),
+            fpm_max_children_reached: Some(reached),
+            fpm_max_listen_queue: Some(0),
+            fpm_slow_requests: Some(0),
+            nginx_accepts: Some(900),
+            nginx_handled: Some(896),
+        },
+    };
+    let settings = DiagnoseSettings::default();
+    // Without history, a healthy run.
+    assert_eq!(diagnose(HOST, &observations, &settings).cause, Cause::Ok);
+    // The pool hit pm.max_children 7 times since: saturation, over now.
+    let d = diagnose_since(
+        HOST,
+        &observations,
+        &settings,
+        Some(&before(23, now.start_time)),
+    );
+    assert_eq!(
+        (d.status, d.cause, d.confidence),
+        (Status::Degraded, Cause::FpmSaturated, Confidence::Medium),
+        "{d:#?}"
+    );
+    assert!(
+        d.evidence
+            .iter()
+            .any(|l| l.contains("max children reached 30 (+7 since 01:43)")),
+        "{:#?}",
+        d.evidence
+    );
+    assert!(
+        d.evidence
+            .iter()
+            .any(|l| l.contains("6 connections dropped since 01:43")),
+        "{:#?}",
+        d.evidence
+    );
+    // Nothing more reached, but the pool's start time moved: a restart, said and not judged.
+    let d = diagnose_since(
+        HOST,
+        &observations,
+        &settings,
+        Some(&before(30, now.start_time - 60)),
+    );
+    assert_eq!(d.cause, Cause::Ok);
+    assert!(
+        d.evidence
+            .iter()
+            .any(|l| l.starts_with("PHP-FPM restarted since the last run at 01:43")),
+        "{:#?}",
+        d.evidence
+    );
+}

@@ -506,3 +506,33 @@ async fn a_cause_flipping_back_and_forth_sends_every_change_once_in_order() {
         .collect();
     assert_eq!(ids.len(), 4, "four distinct Message-IDs");
 }
+
+/// The mail of an incident the pool's own status page decided quotes it: the witness line in
+/// the evidence, the URIs holding the workers in the summary.
+#[test]
+fn a_mail_quotes_what_the_status_page_said() {
+    let report = report("lab_fpm_saturated_witnessed");
+    let notification = Notification::Opened {
+        severity: probe::alert::Severity::Down,
+        incident: 1,
+        diagnosis: report.diagnosis.clone(),
+    };
+    let message = render(
+        "lab",
+        &report.target,
+        &notification,
+        &["ops@example.com".to_string()],
+    )
+    .remove(0);
+    let body = &message.body_text;
+    assert!(
+        body.contains("PHP-FPM pool www: 3/3 workers busy, listen queue 1")
+            && body.contains("holding them longest: /sleep.php"),
+        "{body}"
+    );
+    assert!(
+        message.subject.contains("PHP-FPM has no free worker"),
+        "{}",
+        message.subject
+    );
+}

@@ -20,6 +20,7 @@ use support::webhook::Receiver;
 const WEBHOOK_SECRET: &str = "webhook-secret-7f3a0c";
 const URL_TOKEN: &str = "url-token-51c2b9";
 const HOOK_TOKEN: &str = "hook-token-9d8e44";
+const STATUS_TOKEN: &str = "status-token-3b6f21";
 
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -58,6 +59,7 @@ fn forms() -> Vec<(String, String)> {
         ("the webhook secret".into(), WEBHOOK_SECRET.into()),
         ("the site URL's token".into(), URL_TOKEN.into()),
         ("the webhook URL's token".into(), HOOK_TOKEN.into()),
+        ("the status pages' token".into(), STATUS_TOKEN.into()),
     ]
 }
 
@@ -95,6 +97,8 @@ sites:
     url: "https://probe.test:{port}/status?token={URL_TOKEN}&page=1"
     edge: "{site}"
     origins: ["{site}"]
+    fpm_status: /fpm-status
+    status_header: {{name: X-Status-Token, value_env: PROBE_TEST_SECRETS_STATUS}}
 alerts:
   to: [ops@example.com]
   confirm_retries: 0
@@ -128,6 +132,7 @@ fn probe_command(args: &[&str]) -> Command {
         .args(args)
         .env("PROBE_TEST_SECRETS_SMTP", PASSWORD)
         .env("PROBE_TEST_SECRETS_WEBHOOK", WEBHOOK_SECRET)
+        .env("PROBE_TEST_SECRETS_STATUS", STATUS_TOKEN)
         .env("PROBE_LOG", "debug");
     command
 }
@@ -261,6 +266,12 @@ async fn no_secret_reaches_any_output() {
             url.as_str(),
             "--edge",
             address.as_str(),
+            "--origin",
+            address.as_str(),
+            "--fpm-status",
+            "/fpm-status",
+            "--status-header",
+            "X-Status-Token=PROBE_TEST_SECRETS_STATUS",
             "--ca-file",
             pki.ca.as_str(),
         ];
@@ -299,7 +310,7 @@ async fn no_secret_reaches_any_output() {
     for file in ["probe.sqlite", "probe.sqlite-wal"] {
         let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
         let store = String::from_utf8_lossy(&bytes);
-        for secret in [PASSWORD, WEBHOOK_SECRET, URL_TOKEN] {
+        for secret in [PASSWORD, WEBHOOK_SECRET, URL_TOKEN, STATUS_TOKEN] {
             assert!(!store.contains(secret), "{file} keeps {secret:?}");
         }
     }
@@ -309,6 +320,10 @@ async fn no_secret_reaches_any_output() {
         paths
             .iter()
             .any(|p| p == &format!("/status?token={URL_TOKEN}&page=1")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p == "/fpm-status?json&full"),
         "{paths:?}"
     );
 }

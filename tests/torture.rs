@@ -1085,3 +1085,165 @@ async fn redirects_are_followed_a_few_times_and_never_to_another_host() {
     assert_eq!((r.status, r.body_excerpt.as_str()), (200, "landed"));
     assert_eq!(report.status, probe::Status::Ok);
 }
+
+// ---- hostile status pages ----------------------------------------------------------------------
+
+/// What a hostile origin does with a request for its status pages.
+#[derive(Clone)]
+enum StatusAnswer {
+    /// This whole reply (status line, headers, body).
+    Reply(Arc<Vec<u8>>),
+    /// Headers, then a body that trickles a byte a second and never ends.
+    Trickle,
+    /// Nothing at all: the request waits until the deadline.
+    Hang,
+}
+
+/// Reads a request head; its path (empty if none came).
+async fn request_path(io: &mut Box<dyn Io>) -> String {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+        match tokio::time::timeout(Duration::from_millis(500), io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    text.split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// An origin whose page answers at once and whose status pages answer as `status` says.
+fn hostile_status_origin(status: StatusAnswer) -> Script {
+    script(move |mut io| {
+        let status = status.clone();
+        async move {
+            let path = request_path(&mut io).await;
+            let page = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+            if !path.contains("status") {
+                let _ = io.write_all(page).await;
+                return;
+            }
+            match status {
+                StatusAnswer::Reply(reply) => {
+                    let _ = io.write_all(&reply).await;
+                }
+                StatusAnswer::Trickle => {
+                    let _ = io
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{")
+                        .await;
+                    for _ in 0..10 {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if io.write_all(b" ").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                StatusAnswer::Hang => hold(io).await,
+            }
+        }
+    })
+}
+
+fn status_reply(body: &[u8]) -> StatusAnswer {
+    let mut reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(body);
+    StatusAnswer::Reply(Arc::new(reply))
+}
+
+/// A site probed on both routes, with (or without) both status pages.
+async fn probe_with_status(addr: SocketAddr, read_status: bool) -> (ProbeReport, Duration) {
+    let address = addr.to_string();
+    let mut args = vec![
+        format!("http://{SITE}:{}/", addr.port()),
+        "--edge".into(),
+        address.clone(),
+        "--origin".into(),
+        address,
+        "--timeout".into(),
+        "2s".into(),
+    ];
+    if read_status {
+        args.extend(
+            [
+                "--fpm-status",
+                "/fpm-status",
+                "--nginx-status",
+                "/nginx_status",
+            ]
+            .map(String::from),
+        );
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let report = support::run_json(&args).await.0;
+    (report, started.elapsed())
+}
+
+/// Status pages that are huge, endless, nested without end, out of range or silent: each is
+/// recorded as a witness that could not be read (or did not answer), within the deadline, and
+/// the verdict is the one the site gets without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_status_pages_never_change_the_verdict() {
+    let fpm_like = |listen_queue: &str| {
+        format!(
+            r#"{{"pool":"www","process manager":"static","start time":1796596302,"start since":7000,"accepted conn":3,"listen queue":{listen_queue},"max listen queue":2,"listen queue len":4096,"idle processes":3,"active processes":0,"total processes":3,"max active processes":3,"max children reached":0,"slow requests":0,"processes":[{{"pid":1,"state":"Running\u001b[2J","start since":7000,"requests":1,"request duration":99,"request method":"GET","request uri":"/x\u001b]0;owned\u0007?token=secret","content length":0}}]}}"#
+        )
+    };
+    let cases: Vec<(&str, StatusAnswer, &str)> = vec![
+        (
+            "2 MiB",
+            status_reply(&vec![b' '; 2 * 1024 * 1024]),
+            "larger than 1024 KiB",
+        ),
+        ("nested", status_reply(&b"[".repeat(200_000)), "not JSON"),
+        (
+            "out of range",
+            status_reply(fpm_like("18446744073709551616").as_bytes()),
+            "listen queue",
+        ),
+        ("trickle", StatusAnswer::Trickle, "the page was cut off"),
+        ("silent", StatusAnswer::Hang, "no answer within"),
+        (
+            "escapes",
+            status_reply(fpm_like("0").as_bytes()),
+            "PHP-FPM pool www: 0/3 workers busy",
+        ),
+    ];
+    for (name, answer, line) in cases {
+        let addr = scripted(Transport::Tcp, hostile_status_origin(answer)).await;
+        let (plain, _) = probe_with_status(addr, false).await;
+        let (report, took) = probe_with_status(addr, true).await;
+        assert!(took < DEADLINE + SLACK, "{name}: took {took:?}");
+        let (a, b) = (&plain.diagnosis, &report.diagnosis);
+        assert_eq!(
+            (a.status, a.cause, a.confidence),
+            (b.status, b.cause, b.confidence),
+            "{name}: {b:#?}"
+        );
+        assert!(
+            b.evidence.iter().any(|l| l.contains(line)),
+            "{name}: {:#?}",
+            b.evidence
+        );
+        let text = probe::report::render_table(&report);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains("secret"),
+            "{name}: {text}"
+        );
+        let kept: usize = report
+            .observations
+            .iter()
+            .filter_map(|o| o.response.as_ref())
+            .map(|r| r.body_excerpt.len())
+            .sum();
+        assert!(kept < 4096, "{name}: {kept} bytes of status pages kept");
+    }
+}

@@ -465,6 +465,32 @@ mod tests {
                 "--static-path \"//evil.example/x.css\": starts with '//'",
             ),
             (
+                &["example.com", "--fpm-status", "/fpm-status"],
+                "--fpm-status: needs an origin address",
+            ),
+            (
+                &[
+                    "example.com",
+                    "--origin",
+                    "10.0.0.1",
+                    "--nginx-status",
+                    "ns",
+                ],
+                "--nginx-status \"ns\": must be a path starting with '/'",
+            ),
+            (
+                &["example.com", "--status-header", "X-Token"],
+                "--status-header: \"X-Token\": write NAME=VAR",
+            ),
+            (
+                &[
+                    "example.com",
+                    "--status-header",
+                    "X-Token=PROBE_TEST_NO_SUCH_VARIABLE",
+                ],
+                "--status-header: PROBE_TEST_NO_SUCH_VARIABLE is not set",
+            ),
+            (
                 &["example.com", "--origin", "127.0.0.1:0"],
                 "--origin \"127.0.0.1:0\": port 0 is not a port",
             ),

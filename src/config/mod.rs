@@ -650,6 +650,20 @@ fn site_details(site: &Site, default_to: &[String]) -> Vec<String> {
     if diagnose.cloudflare_edge_declared {
         more.push("edge declared Cloudflare".to_string());
     }
+    if let Some(w) = site.probe.witnesses.as_deref() {
+        let mut pages = Vec::new();
+        if let Some(p) = &w.fpm_status {
+            pages.push(format!("PHP-FPM status {p}"));
+        }
+        if let Some(p) = &w.nginx_status {
+            pages.push(format!("nginx stub_status {p}"));
+        }
+        let header = w.header.as_ref().map_or(String::new(), |h| {
+            let set = if h.value.is_some() { "" } else { ", not set" };
+            format!(" with {} from ${}{set}", h.name, h.value_env)
+        });
+        more.push(format!("reads {}{header}", pages.join(" and ")));
+    }
     if *site.alert_to != *default_to {
         more.push(format!("alerts to {}", site.alert_to.join(", ")));
     }
@@ -683,6 +697,13 @@ pub fn summary_json(path: &Path, loaded: &Loaded) -> serde_json::Value {
                 "samples": shared.samples,
                 "burst": shared.burst,
                 "cloudflare_edge": shared.diagnose.cloudflare_edge_declared,
+                "fpm_status": probe.witnesses.as_ref().and_then(|w| w.fpm_status.as_deref()),
+                "nginx_status": probe.witnesses.as_ref().and_then(|w| w.nginx_status.as_deref()),
+                "status_header": probe.witnesses.as_ref().and_then(|w| w.header.as_ref()).map(|h| json!({
+                    "name": h.name.as_str(),
+                    "value_env": h.value_env,
+                    "set": h.value.is_some(),
+                })),
                 "alert_to": &*site.alert_to,
             })
         })

@@ -183,15 +183,14 @@ fn fpm(
         Some(Witness::FpmStatus(status)) => status,
         _ => {
             let stuck = unavailable(o, "PHP-FPM status", &path, found);
-            if stuck && static_fast {
-                let confidence = if page_waited || view.origin_page.iter().any(|p| !is_healthy(p)) {
-                    Confidence::High
-                } else {
-                    Confidence::Medium
-                };
+            // Our page waiting too is what makes the status page's silence a full pool; a
+            // status page that hangs beside an answered page proves nothing (a location
+            // routed elsewhere, a hostile server).
+            let page_failed = view.origin_page.iter().any(|p| !is_healthy(p));
+            if stuck && static_fast && (page_waited || page_failed) {
                 found.saturated.get_or_insert((
-                    confidence,
-                    format!("PHP-FPM has no free worker: even its status page ({path}) waits for one while the web server serves the static file at once."),
+                    Confidence::High,
+                    format!("PHP-FPM has no free worker: even its status page ({path}) waits for one, and so does our page, while the web server serves the static file at once."),
                 ));
             }
             return;

@@ -392,12 +392,20 @@ fn witness_settings(
     problems: &mut Vec<Problem>,
 ) -> Option<Box<WitnessSettings>> {
     let mut witnesses = WitnessSettings::default();
-    for (written, slot) in [
-        (&input.fpm_status, &mut witnesses.fpm_status),
-        (&input.nginx_status, &mut witnesses.nginx_status),
+    for (written, slot, example) in [
+        (&input.fpm_status, &mut witnesses.fpm_status, "/fpm-status"),
+        (
+            &input.nginx_status,
+            &mut witnesses.nginx_status,
+            "/nginx_status",
+        ),
     ] {
         let Some(p) = written else { continue };
         match check_static_path(&p.value) {
+            Err(StaticPathError::NotAbsolute) => problems.push(Problem::new(
+                &p.place,
+                format!("{:?}: must be a path starting with '/', e.g. {example}", p.value),
+            )),
             Err(e) => problems.push(Problem::new(&p.place, format!("{:?}: {e}", p.value))),
             Ok(_) if input.origins.is_empty() => problems.push(Problem::new(
                 &p.place,
