@@ -61,6 +61,10 @@ pub struct AlertState {
     /// A region's recent runs of the site, oldest first (as many as the intermittency window).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RunRecord>,
+    /// What the region last read of each origin's status pages (runs in maintenance too), for
+    /// the next run to compare with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witness: Vec<crate::observe::witness::WitnessCounters>,
     /// The shared cause the open incident belongs to (other sites may share it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<Group>,
@@ -87,6 +91,7 @@ impl Default for AlertState {
             intermittent: None,
             certs: Vec::new(),
             history: Vec::new(),
+            witness: Vec::new(),
             group: None,
             members: Vec::new(),
             thread: None,
@@ -1630,7 +1635,6 @@ mod tests {
             failure,
             page_ms: None,
             static_ms: None,
-            witness: None,
         };
         remember(&mut own, record, false, 20);
         *region = own;

@@ -62,3 +62,73 @@ pub fn diagnose_json(data: &[u8]) {
         let _ = crate::report::render_json(&report);
     }
 }
+
+/// The status-page parsers (PHP-FPM's `?json&full`, nginx's `stub_status`) on arbitrary text,
+/// and each page they accept weighed by the diagnosis, without and with an earlier read.
+pub fn witness(data: &[u8]) {
+    use crate::observe::witness::{FpmStatus, NginxStatus, Witness, WitnessCounters};
+    use crate::observe::{Observation, PathRole, PhaseTimings, Route};
+    let text = String::from_utf8_lossy(data);
+    let read = [
+        (
+            PathRole::FpmStatus,
+            FpmStatus::parse(&text).map(Witness::FpmStatus).ok(),
+        ),
+        (
+            PathRole::NginxStatus,
+            NginxStatus::parse(&text).map(Witness::NginxStatus).ok(),
+        ),
+    ];
+    let observation = |path_role, witness, status: u16| Observation {
+        route: Route::Origin,
+        path_role,
+        sample: 1,
+        address: Some(([127, 0, 0, 1], 443).into()),
+        cloudflare_address: false,
+        url: "https://probe.test/fpm-status?json&full".into(),
+        started_at: "2030-03-17T17:46:40Z".into(),
+        timings_ms: PhaseTimings {
+            ttfb: Some(3.0),
+            total: 5.0,
+            ..PhaseTimings::default()
+        },
+        tls: None,
+        response: Some(ResponseFacts {
+            status,
+            http_version: "HTTP/1.1".into(),
+            headers: ResponseHeaders::default(),
+            body_excerpt: String::new(),
+            body_bytes: 0,
+            body_complete: true,
+            body_read_limit_hit: false,
+        }),
+        error: None,
+        cloudflare_error: None,
+        redirects: Vec::new(),
+        witness,
+    };
+    let settings = crate::diagnose::DiagnoseSettings::default();
+    for (role, witness) in read {
+        let Some(witness) = witness else { continue };
+        for page_status in [200, 504] {
+            let observations = vec![
+                observation(PathRole::Page, None, page_status),
+                observation(role, Some(witness.clone()), 200),
+            ];
+            let _ = crate::diagnose::diagnose("probe.test", &observations, &settings);
+            // The same page read before, older and younger: every difference is weighed.
+            let mut previous = WitnessCounters::read(&observations, 1_900_000_000);
+            for c in &mut previous {
+                if let Some(f) = c.fpm.as_mut() {
+                    f.max_children_reached = f.max_children_reached.wrapping_add(7);
+                    f.start_time = f.start_time.wrapping_sub(1);
+                }
+                if let Some(n) = c.nginx.as_mut() {
+                    n.accepts = n.accepts.wrapping_sub(1);
+                }
+            }
+            let _ =
+                crate::diagnose::diagnose_since("probe.test", &observations, &settings, &previous);
+        }
+    }
+}

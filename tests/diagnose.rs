@@ -792,8 +792,9 @@ fn expect_status_decides_what_a_healthy_page_answers() {
 // ---- the server's own witnesses -----------------------------------------------------------------
 
 use probe::diagnose::diagnose_since;
-use probe::diagnose::witness::PreviousRead;
-use probe::observe::witness::{FpmProcess, FpmStatus, NginxStatus, Witness, WitnessCounters};
+use probe::observe::witness::{
+    FpmCounters, FpmProcess, FpmStatus, NginxCounters, NginxStatus, Witness, WitnessCounters,
+};
 
 /// A worker of the pool: `state`, its request `uri` running for `ms`, started `age` s ago.
 fn worker(pid: u64, state: &str, uri: &str, ms: f64, age: u64) -> FpmProcess {
@@ -923,7 +924,7 @@ fn php_fpm_answering_while_nginx_cannot_reach_it_points_at_fastcgi_pass() {
 }
 
 #[test]
-fn workers_younger_than_their_pool_confirm_a_worker_death() {
+fn workers_replaced_lately_are_said_beside_a_worker_death() {
     let replaced = pool(
         vec![
             worker(1, "Idle", "/", 30.0, 4),
@@ -939,14 +940,15 @@ fn workers_younger_than_their_pool_confirm_a_worker_death() {
         fpm_page(replaced),
     ];
     let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
+    // Said, not proved: pm.max_requests recycles workers too.
     assert_eq!(
         (d.cause, d.confidence),
-        (Cause::FpmWorkerDied, Confidence::High),
+        (Cause::FpmWorkerDied, Confidence::Medium),
         "{d:#?}"
     );
     assert!(
         d.summary
-            .contains("1 of its workers are younger than the pool"),
+            .contains("PHP-FPM's own status: 1 of its workers started in the last minute"),
         "{}",
         d.summary
     );
@@ -968,28 +970,27 @@ fn what_changed_since_the_last_read_is_judged_with_history() {
         fpm_page(now.clone()),
         status_page(PathRole::NginxStatus, Witness::NginxStatus(nginx.clone())),
     ]);
-    let before = |reached: u64, start: i64| PreviousRead {
-        at: 1_796_000_000 + 3000,
-        counters: WitnessCounters {
-            fpm_start_time: Some(start),
-            fpm_accepted: Some(4000),
-            fpm_max_children_reached: Some(reached),
-            fpm_max_listen_queue: Some(0),
-            fpm_slow_requests: Some(0),
-            nginx_accepts: Some(900),
-            nginx_handled: Some(896),
-        },
+    let before = |reached: u64, start: i64| {
+        vec![WitnessCounters {
+            origin: ORIGIN.into(),
+            fpm: Some(FpmCounters {
+                at: 1_796_000_000 + 3000,
+                start_time: start,
+                accepted_conn: 4000,
+                max_children_reached: reached,
+            }),
+            nginx: Some(NginxCounters {
+                at: 1_796_000_000 + 3000,
+                accepts: 900,
+                handled: 896,
+            }),
+        }]
     };
     let settings = DiagnoseSettings::default();
     // Without history, a healthy run.
     assert_eq!(diagnose(HOST, &observations, &settings).cause, Cause::Ok);
     // The pool hit pm.max_children 7 times since: saturation, over now.
-    let d = diagnose_since(
-        HOST,
-        &observations,
-        &settings,
-        Some(&before(23, now.start_time)),
-    );
+    let d = diagnose_since(HOST, &observations, &settings, &before(23, now.start_time));
     assert_eq!(
         (d.status, d.cause, d.confidence),
         (Status::Degraded, Cause::FpmSaturated, Confidence::Medium),
@@ -1014,7 +1015,7 @@ fn what_changed_since_the_last_read_is_judged_with_history() {
         HOST,
         &observations,
         &settings,
-        Some(&before(30, now.start_time - 60)),
+        &before(30, now.start_time - 60),
     );
     assert_eq!(d.cause, Cause::Ok);
     assert!(
@@ -1023,5 +1024,95 @@ fn what_changed_since_the_last_read_is_judged_with_history() {
             .any(|l| l.starts_with("PHP-FPM restarted since the last run at 01:43")),
         "{:#?}",
         d.evidence
+    );
+}
+
+#[test]
+fn history_of_another_origin_or_below_an_outside_verdict_never_weakens_it() {
+    let now = pool(vec![worker(1, "Idle", "/", 30.0, 3600)], 0);
+    let counters = |origin: &str| {
+        vec![WitnessCounters {
+            origin: origin.into(),
+            fpm: Some(FpmCounters {
+                at: 1_796_003_000,
+                start_time: now.start_time,
+                accepted_conn: 4000,
+                max_children_reached: 20,
+            }),
+            nginx: None,
+        }]
+    };
+    let settings = DiagnoseSettings::default();
+    // Counters read on another origin say nothing of this one.
+    let healthy = healthy_with(vec![fpm_page(now.clone())]);
+    let d = diagnose_since(HOST, &healthy, &settings, &counters("198.51.100.9:443"));
+    assert_eq!(d.cause, Cause::Ok, "{d:#?}");
+    // Fast 502s beside answered requests (a full backlog, shown from outside): the pool's
+    // counters since the last run add their sentence and keep the confidence.
+    let backlog = vec![
+        edge_ok(),
+        static_ok(Edge),
+        answered(Origin, Page, 502, 1.0, "nginx/1.22.1", NGINX_502),
+        origin_ok(),
+        static_ok(Origin),
+        fpm_page(now.clone()),
+    ];
+    let outside = diagnose(HOST, &backlog, &settings);
+    let d = diagnose_since(HOST, &backlog, &settings, &counters(ORIGIN));
+    assert_eq!(outside.cause, Cause::FpmSaturated, "{outside:#?}");
+    assert_eq!((d.cause, d.confidence), (outside.cause, outside.confidence));
+    assert!(
+        d.summary.starts_with(&outside.summary)
+            && d.summary.contains("ran out of workers since the last run"),
+        "{}",
+        d.summary
+    );
+    assert_eq!(d.alternatives, outside.alternatives);
+}
+
+#[test]
+fn a_hung_status_page_beside_a_page_failing_at_once_is_not_saturation() {
+    let mut hung = observation(Origin, PathRole::FpmStatus);
+    hung.url = format!("https://{HOST}/fpm-status?json&full");
+    hung.error = Some(ObservedError {
+        phase: Phase::Headers,
+        kind: ErrorKind::Timeout,
+        message: "no response headers before the deadline".into(),
+    });
+    hung.timings_ms.total = 10_000.0;
+    let observations = vec![
+        answered(Edge, Page, 502, 1.2, "nginx/1.22.1", NGINX_502),
+        static_ok(Edge),
+        answered(Origin, Page, 502, 1.0, "nginx/1.22.1", NGINX_502),
+        static_ok(Origin),
+        hung,
+    ];
+    let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
+    assert_eq!(d.cause, Cause::FpmUnreachable, "{d:#?}");
+    assert!(
+        d.evidence
+            .iter()
+            .any(|l| l.contains("unavailable: no answer within 10.0 s")),
+        "{:#?}",
+        d.evidence
+    );
+}
+
+#[test]
+fn the_busiest_workers_are_named_whatever_order_a_saved_report_lists_them_in() {
+    let busy = vec![
+        worker(1, "Running", "/", 700.0, 3600),
+        worker(2, "Running", "/wp-admin/export.php", 48_000.0, 3600),
+    ];
+    let d = diagnose(
+        HOST,
+        &healthy_with(vec![fpm_page(pool(busy, 2))]),
+        &DiagnoseSettings::default(),
+    );
+    assert!(
+        d.summary
+            .starts_with("One slow request holds a worker: /wp-admin/export.php"),
+        "{}",
+        d.summary
     );
 }

@@ -50,3 +50,8 @@ fn certificate_inputs() {
 fn diagnose_json_inputs() {
     replay("diagnose_json", probe::fuzzing::diagnose_json);
 }
+
+#[test]
+fn witness_inputs() {
+    replay("witness", probe::fuzzing::witness);
+}

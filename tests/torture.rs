@@ -1216,6 +1216,35 @@ async fn hostile_status_pages_never_change_the_verdict() {
             status_reply(fpm_like("0").as_bytes()),
             "PHP-FPM pool www: 0/3 workers busy",
         ),
+        (
+            "cpu past any float",
+            status_reply(
+                fpm_like("0")
+                    .replace(r#""content length":0"#, r#""content length":0,"last request cpu":1e307"#)
+                    .as_bytes(),
+            ),
+            "PHP-FPM pool www: 0/3 workers busy",
+        ),
+        (
+            "a worker older than time",
+            status_reply(
+                fpm_like("0")
+                    .replace(r#""start since":7000,"requests""#, r#""start since":18446744073709551615,"requests""#)
+                    .as_bytes(),
+            ),
+            "PHP-FPM pool www: 0/3 workers busy",
+        ),
+        (
+            "a huge 403",
+            StatusAnswer::Reply(Arc::new(
+                [
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n".to_vec(),
+                    vec![b'x'; 1024 * 1024],
+                ]
+                .concat(),
+            )),
+            "unavailable: 403",
+        ),
     ];
     for (name, answer, line) in cases {
         let addr = scripted(Transport::Tcp, hostile_status_origin(answer)).await;
@@ -1238,6 +1267,12 @@ async fn hostile_status_pages_never_change_the_verdict() {
             !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains("secret"),
             "{name}: {text}"
         );
+        // What is stored reads back whole (no float JSON cannot hold), and keeps no query string.
+        let json = probe::report::render_json(&report);
+        assert!(!json.contains("secret"), "{name}: {json}");
+        let back: ProbeReport =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(back, report, "{name}");
         let kept: usize = report
             .observations
             .iter()

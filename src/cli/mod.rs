@@ -371,19 +371,33 @@ impl Cli {
             .as_deref()
             .map(|p| flag("--nginx-status", p));
         if let Some(written) = &self.status_header {
-            let Some((name, var)) = written.split_once('=') else {
-                return Err(UsageError::Argument {
-                    argument: "--status-header",
-                    message: format!("{written:?}: write NAME=VAR, the header's name and the environment variable holding its value"),
-                });
-            };
-            let var = var.trim();
-            let value = std::env::var(var).map_err(|_| UsageError::Argument {
+            // What was written is never repeated: it may be the token itself.
+            let usage = |message: &str| UsageError::Argument {
                 argument: "--status-header",
-                message: format!(
-                    "{var} is not set in this environment (it holds the header's value)"
-                ),
+                message: message.to_string(),
+            };
+            let (name, var) = written.split_once('=').ok_or_else(|| {
+                usage("write NAME=VAR: the header's name, and the environment variable holding its value (never the value itself)")
             })?;
+            let var = var.trim();
+            let variable_name = !var.is_empty()
+                && !var.starts_with(|c: char| c.is_ascii_digit())
+                && var
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !variable_name {
+                return Err(usage("after = comes the name of the environment variable holding the value (A-Z, 0-9 and _), never the value itself"));
+            }
+            let value = std::env::var(var).map_err(|_| {
+                usage(&format!(
+                    "{var} is not set in this environment (it holds the header's value)"
+                ))
+            })?;
+            if self.fpm_status.is_none() && self.nginx_status.is_none() {
+                return Err(usage(
+                    "goes with --fpm-status or --nginx-status (only the status requests carry it)",
+                ));
+            }
             input.status_header = Some(settings::StatusHeaderInput {
                 name: flag("--status-header", name),
                 value_env: flag("--status-header", var),
@@ -480,7 +494,11 @@ mod tests {
             ),
             (
                 &["example.com", "--status-header", "X-Token"],
-                "--status-header: \"X-Token\": write NAME=VAR",
+                "--status-header: write NAME=VAR",
+            ),
+            (
+                &["example.com", "--status-header", "X-Token=s3cr3t-value"],
+                "--status-header: after = comes the name of the environment variable",
             ),
             (
                 &[

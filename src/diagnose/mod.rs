@@ -212,17 +212,17 @@ pub fn diagnose(
     observations: &[Observation],
     settings: &DiagnoseSettings,
 ) -> Diagnosis {
-    rules::diagnose(host, observations, settings, None)
+    rules::diagnose(host, observations, settings, &[])
 }
 
-/// Diagnoses one site as `diagnose` does, its status pages also compared with what the site's
-/// last run read of them (`previous`, from its history): a restart, a pool that filled up in
-/// between.
+/// Diagnoses one site as `diagnose` does, its status pages also compared with what earlier runs
+/// read of them (`previous`: each origin's counters, kept in the region's state of the site): a
+/// restart, a pool that filled up in between.
 pub fn diagnose_since(
     host: &str,
     observations: &[Observation],
     settings: &DiagnoseSettings,
-    previous: Option<&witness::PreviousRead>,
+    previous: &[crate::observe::witness::WitnessCounters],
 ) -> Diagnosis {
     rules::diagnose(host, observations, settings, previous)
 }

@@ -37,9 +37,6 @@ pub struct RunRecord {
     /// Time to first byte of the static file, on the same route.
     #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     pub static_ms: Option<f64>,
-    /// The counters of the server's status pages, when the run read them.
-    #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
-    pub witness: Option<crate::observe::witness::WitnessCounters>,
 }
 
 /// A failed page request of a run.
@@ -133,7 +130,6 @@ impl RunRecord {
             // Whole milliseconds: the history is written on every run of every site.
             page_ms: ttfb(PathRole::Page).map(f64::round),
             static_ms: ttfb(PathRole::Static).map(f64::round),
-            witness: super::witness::counters(observations),
         }
     }
 
@@ -465,7 +461,6 @@ mod tests {
             }),
             page_ms: Some(40.0),
             static_ms: Some(2.0),
-            witness: None,
         }
     }
 

@@ -5,8 +5,9 @@ use crate::observe::{CertProblem, ErrorKind, Observation, PathRole, Phase, Route
 
 use super::advice::{self, AdviceContext};
 use super::recognise::{self, CloudflareBox, Generator, Proxy};
-use super::witness::{self, PreviousRead};
+use super::witness;
 use super::{Alternative, Cause, Confidence, Diagnosis};
+use crate::observe::witness::WitnessCounters;
 
 /// Thresholds the rules use.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,7 +128,7 @@ pub(super) fn diagnose(
     host: &str,
     observations: &[Observation],
     settings: &DiagnoseSettings,
-    previous: Option<&PreviousRead>,
+    previous: &[WitnessCounters],
 ) -> Diagnosis {
     let view = View::new(observations);
     let verdict = dns(&view)

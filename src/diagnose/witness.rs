@@ -5,56 +5,51 @@
 //! overrides a hop in front of the pool, and a page that could not be read changes nothing but
 //! one line of evidence that says so.
 //!
-//! Pure: the status pages are recorded observations; what the last run read comes in as data.
-
-use serde::{Deserialize, Serialize};
+//! Pure: the status pages are recorded observations; what earlier runs read of them comes in as
+//! data (`WitnessCounters`, kept in the region's state of the site).
 
 use super::pattern::{clock, ms as duration_ms};
 use super::rules::{format_ms, is_healthy, Verdict, View};
 use super::{Cause, Confidence, DiagnoseSettings};
-use crate::observe::witness::{FpmProcess, NginxStatus, Witness, WitnessCounters};
+use crate::observe::witness::{
+    FpmCounters, FpmProcess, NginxCounters, NginxStatus, Witness, WitnessCounters,
+};
 use crate::observe::{ErrorKind, Observation, PathRole, Phase};
 
-/// A pool started this recently is said to have (re)started, even with no earlier run to
-/// compare with.
+/// A pool started this recently is said to have (re)started, when no earlier read of it is
+/// there to compare with.
 const RECENT_START_S: u64 = 300;
+/// Workers started this recently in an older static pool were replaced (died, or recycled).
+const RECENT_WORKER_S: u64 = 60;
 /// Busy workers named in a witness line.
 const LONGEST_SHOWN: usize = 3;
 /// A request running this many times longer than the next one is "one slow request".
 const FAR_PAST: f64 = 3.0;
 
-/// What the site's last run read of the server's status pages (from its history).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PreviousRead {
-    /// When that run was made (Unix seconds).
-    pub at: i64,
-    pub counters: WitnessCounters,
-}
-
 /// What the status pages of one probe found, beyond their lines of evidence.
 #[derive(Default)]
 struct Findings {
     lines: Vec<String>,
-    /// The pool has no free worker and requests wait (or our page waited): confidence, and
-    /// the sentence that says so.
-    saturated: Option<(Confidence, String)>,
+    /// The pool has no free worker and requests wait (or our page waited): the sentence that
+    /// says so.
+    saturated: Option<String>,
     /// The pool ran out of workers since the last run, though it may have free ones now.
     reached_since: Option<String>,
     /// One request far past the others holds a worker: its URI and duration.
     one_slow: Option<(String, f64)>,
-    /// PHP-FPM answers its status page (its master runs).
+    /// PHP-FPM answers its status page (its master runs): the pool's name.
     fpm_answers: Option<String>,
-    /// PHP-FPM restarted, or workers were replaced: the sentence.
+    /// PHP-FPM restarted, or workers were replaced lately: the sentence.
     restarted: Option<String>,
 }
 
 /// Weighs the status pages against `verdict`: their lines join the evidence, and when they
 /// speak to the pool they may confirm, sharpen or (for a pool that looked healthy from outside)
-/// set the cause.
+/// set the cause. `previous`: each origin's counters as the site's earlier runs read them.
 pub(super) fn weigh(
     view: &View<'_>,
     settings: &DiagnoseSettings,
-    previous: Option<&PreviousRead>,
+    previous: &[WitnessCounters],
     mut verdict: Verdict,
 ) -> Verdict {
     if view.fpm_status.is_empty() && view.nginx_status.is_empty() {
@@ -69,18 +64,20 @@ pub(super) fn weigh(
             .all(|o| o.timings_ms.ttfb.unwrap_or(0.0) < settings.slow_ttfb_ms);
     let mut found = Findings::default();
     for o in &view.fpm_status {
+        let last = counters_of(previous, o).and_then(|c| c.fpm.as_ref());
         fpm(
             o,
             view,
             settings,
-            previous,
+            last,
             page_waited,
             static_fast,
             &mut found,
         );
     }
     for o in &view.nginx_status {
-        nginx(o, previous, &mut found);
+        let last = counters_of(previous, o).and_then(|c| c.nginx.as_ref());
+        nginx(o, last, &mut found);
     }
     // A route broken in front of the pool: a status page that failed with it says nothing new.
     let in_front = !matches!(
@@ -96,39 +93,15 @@ pub(super) fn weigh(
         verdict.evidence.extend(found.lines);
         return verdict;
     }
-    let mut decided = true;
-    if let Some((confidence, sentence)) = found.saturated.clone() {
+    if let Some(sentence) = found.saturated.clone() {
         let answered = matches!(verdict.cause, Cause::Ok | Cause::Slow);
         verdict.cause = Cause::FpmSaturated;
-        verdict.confidence = confidence;
+        verdict.confidence = Confidence::High;
         verdict.summary = if answered {
             format!("{sentence} Our page was still answered, after waiting its turn.")
         } else {
             sentence
         };
-    } else if let Some(sentence) = found.reached_since.clone() {
-        if matches!(
-            verdict.cause,
-            Cause::Ok | Cause::Slow | Cause::OriginSlow | Cause::FpmSaturated
-        ) {
-            verdict.cause = Cause::FpmSaturated;
-            verdict.confidence = Confidence::Medium;
-            verdict.summary = sentence;
-        } else {
-            decided = false;
-        }
-    } else if let (Cause::FpmUnreachable, Some(pool)) = (verdict.cause, &found.fpm_answers) {
-        verdict.confidence = Confidence::High;
-        verdict.summary.push_str(&format!(" Yet PHP-FPM itself runs ({pool} answers its status page): nginx passes PHP to a socket the pool does not listen on (fastcgi_pass names another socket, e.g. the old one after a PHP upgrade), or to another pool that is down."));
-    } else if let (Cause::FpmWorkerDied, Some(restart)) = (verdict.cause, &found.restarted) {
-        verdict.confidence = Confidence::High;
-        verdict
-            .summary
-            .push_str(&format!(" PHP-FPM's own status agrees: {restart}."));
-    } else {
-        decided = false;
-    }
-    if verdict.cause == Cause::FpmSaturated && decided {
         if let Some((uri, ms)) = &found.one_slow {
             verdict.summary = format!(
                 "One slow request holds a worker: {uri} has been running for {}, far longer than the others. {}",
@@ -137,11 +110,46 @@ pub(super) fn weigh(
             );
             verdict.steps.extend(slow_request_steps(uri));
         }
+        if let Some(sentence) = &found.reached_since {
+            verdict.summary.push(' ');
+            verdict.summary.push_str(sentence);
+        }
         // What the pool says rules out what only timings could not tell apart.
         verdict.witnessed = true;
+    } else if let Some(sentence) = &found.reached_since {
+        match verdict.cause {
+            // Already shown from outside: the history adds to it and never lowers it.
+            Cause::FpmSaturated => {
+                verdict.summary.push(' ');
+                verdict.summary.push_str(sentence);
+            }
+            Cause::Ok | Cause::Slow | Cause::OriginSlow => {
+                verdict.cause = Cause::FpmSaturated;
+                verdict.confidence = Confidence::Medium;
+                verdict.summary = sentence.clone();
+            }
+            _ => {}
+        }
+    } else if let (Cause::FpmUnreachable, Some(pool)) = (verdict.cause, &found.fpm_answers) {
+        verdict.confidence = Confidence::High;
+        verdict.summary.push_str(&format!(" Yet PHP-FPM itself runs (pool {pool} answers its status page): nginx passes PHP to a socket the pool does not listen on (fastcgi_pass names another socket, e.g. the old one after a PHP upgrade), or to another pool that is down."));
+    } else if let (Cause::FpmWorkerDied, Some(restart)) = (verdict.cause, &found.restarted) {
+        // Said, not proved: pm.max_requests recycles workers too.
+        verdict
+            .summary
+            .push_str(&format!(" PHP-FPM's own status: {restart}."));
     }
     verdict.evidence.extend(found.lines);
     verdict
+}
+
+/// The counters earlier runs read on the origin `o` was read on.
+fn counters_of<'a>(
+    previous: &'a [WitnessCounters],
+    o: &Observation,
+) -> Option<&'a WitnessCounters> {
+    let origin = o.address?.to_string();
+    previous.iter().find(|c| c.origin == origin)
 }
 
 /// Our page waited for PHP: it timed out, nginx gave up on PHP-FPM (504), or it took longer
@@ -173,7 +181,7 @@ fn fpm(
     o: &Observation,
     view: &View<'_>,
     settings: &DiagnoseSettings,
-    previous: Option<&PreviousRead>,
+    last: Option<&FpmCounters>,
     page_waited: bool,
     static_fast: bool,
     found: &mut Findings,
@@ -184,33 +192,40 @@ fn fpm(
         _ => {
             let stuck = unavailable(o, "PHP-FPM status", &path, found);
             // Our page waiting too is what makes the status page's silence a full pool; a
-            // status page that hangs beside an answered page proves nothing (a location
-            // routed elsewhere, a hostile server).
-            let page_failed = view.origin_page.iter().any(|p| !is_healthy(p));
-            if stuck && static_fast && (page_waited || page_failed) {
-                found.saturated.get_or_insert((
-                    Confidence::High,
-                    format!("PHP-FPM has no free worker: even its status page ({path}) waits for one, and so does our page, while the web server serves the static file at once."),
+            // status page that hangs beside an answered (or at once failing) page proves
+            // nothing: a location routed elsewhere, a hostile server.
+            if stuck && static_fast && page_waited {
+                found.saturated.get_or_insert(format!(
+                    "PHP-FPM has no free worker: even its status page ({path}) waits for one, and so does our page, while the web server serves the static file at once."
                 ));
             }
             return;
         }
     };
     let ours = status.served_itself(&path);
-    let busy: Vec<&FpmProcess> = status.busy_others(&path).collect();
+    // Busiest first, whatever order the page (or a saved report) listed them in.
+    let mut busy: Vec<&FpmProcess> = status.busy_others(&path).collect();
+    busy.sort_by(|a, b| {
+        b.request_duration_ms
+            .partial_cmp(&a.request_duration_ms)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     let active = status.active_processes.saturating_sub(u64::from(ours));
     let total = status.total_processes.saturating_sub(u64::from(ours));
     let all_busy = status.idle_processes == 0 && active > 0;
     let measured = status.listen_queue_len > 0;
     let waiting = status.listen_queue;
     let pool = format!("PHP-FPM pool {}", status.pool);
-    found.fpm_answers = Some(format!("pool {}", status.pool));
+    found.fpm_answers = Some(status.pool.clone());
 
-    let last = previous.map(|p| (p.at, &p.counters));
-    let restarted_since = last.and_then(|(at, c)| {
-        let start = c.fpm_start_time?;
-        let dropped = c.fpm_accepted.is_some_and(|a| a > status.accepted_conn);
-        (start != status.start_time || dropped).then_some(at)
+    // Against the last read of this pool: a start time that moved, or fewer requests accepted
+    // than then, is a restart; otherwise what its counters gained happened in between.
+    let restarted_at = last
+        .filter(|l| l.start_time != status.start_time || l.accepted_conn > status.accepted_conn)
+        .map(|l| l.at);
+    let reached_delta = last.filter(|_| restarted_at.is_none()).and_then(|l| {
+        (status.max_children_reached > l.max_children_reached)
+            .then(|| (l.at, status.max_children_reached - l.max_children_reached))
     });
     let mut line = format!(
         "{pool}: {active}/{total} workers busy, listen queue {}",
@@ -230,13 +245,6 @@ fn fpm(
         ", max children reached {}",
         status.max_children_reached
     ));
-    let reached_delta = last
-        .filter(|_| restarted_since.is_none())
-        .and_then(|(at, c)| {
-            let before = c.fpm_max_children_reached?;
-            (status.max_children_reached > before)
-                .then_some((at, status.max_children_reached - before))
-        });
     if let Some((at, delta)) = reached_delta {
         line.push_str(&format!(" (+{delta} since {})", clock(at)));
     }
@@ -253,37 +261,38 @@ fn fpm(
     }
     found.lines.push(line);
 
-    // Restarts: the pool's start time moved, or it is young; workers younger than a static pool
-    // were replaced (a worker died, or pm.max_requests recycled it).
-    let restart = match restarted_since {
+    let restart = match restarted_at {
         Some(at) => Some(format!(
             "PHP-FPM restarted since the last run at {} (pool started {} ago, {} requests since): a crash, a deploy or a reload",
             clock(at),
             age(status.start_since),
             status.accepted_conn
         )),
-        None if status.start_since < RECENT_START_S => Some(format!(
+        // With no earlier read to compare with, a young pool says the same.
+        None if last.is_none() && status.start_since < RECENT_START_S => Some(format!(
             "{pool} started {} ago: PHP-FPM was just (re)started (a crash, a deploy or a reload?)",
             age(status.start_since)
         )),
         None => None,
     };
-    let replaced = if status.process_manager == "static" {
-        status
-            .processes
-            .iter()
-            .filter(|p| p.start_since + 5 < status.start_since)
-            .count()
-    } else {
-        0
-    };
     if let Some(sentence) = &restart {
         found.lines.push(sentence.clone());
         found.restarted = Some(sentence.clone());
     }
+    // A static pool replaces a worker only when it ends: died, or recycled by pm.max_requests.
+    let replaced = if status.process_manager == "static" && status.start_since > RECENT_WORKER_S {
+        status
+            .processes
+            .iter()
+            .filter(|p| p.start_since < RECENT_WORKER_S)
+            .count()
+    } else {
+        0
+    };
     if replaced > 0 {
         let sentence = format!(
-            "{replaced} of its workers are younger than the pool: replaced after dying (or recycled by pm.max_requests)"
+            "{replaced} of its workers started in the last minute, in a pool up for {}: replaced after dying, or recycled by pm.max_requests",
+            age(status.start_since)
         );
         found.lines.push(format!("{pool}: {sentence}"));
         found.restarted.get_or_insert(sentence);
@@ -306,21 +315,17 @@ fn fpm(
         }
     }
 
-    let holders = holders(&busy);
     // PHP-FPM refreshes the queue length about once a second: our page waiting is the same
     // proof, seen first-hand.
+    let holders = holders(&busy);
     if all_busy && measured && waiting > 0 {
-        found.saturated = Some((
-            Confidence::High,
-            format!(
-                "{pool} has no free worker: all {active} are busy and {waiting} {} in its listen queue{holders}.",
-                if waiting == 1 { "request waits" } else { "requests wait" }
-            ),
+        found.saturated = Some(format!(
+            "{pool} has no free worker: all {active} are busy and {waiting} {} in its listen queue{holders}.",
+            if waiting == 1 { "request waits" } else { "requests wait" }
         ));
     } else if all_busy && page_waited {
-        found.saturated = Some((
-            Confidence::High,
-            format!("{pool} has no free worker: all {active} are busy and our page waited for one{holders}."),
+        found.saturated = Some(format!(
+            "{pool} has no free worker: all {active} are busy and our page waited for one{holders}."
         ));
     }
     if let Some((at, delta)) = reached_delta {
@@ -333,7 +338,7 @@ fn fpm(
     }
 }
 
-/// "; the longest: URI for 48 s, …" over the busy workers.
+/// "; holding them longest: URI for 48 s, …" over the busy workers (busiest first).
 fn holders(busy: &[&FpmProcess]) -> String {
     if busy.is_empty() {
         return String::new();
@@ -360,7 +365,7 @@ fn shown_uri(p: &FpmProcess) -> String {
     }
 }
 
-fn nginx(o: &Observation, previous: Option<&PreviousRead>, found: &mut Findings) {
+fn nginx(o: &Observation, last: Option<&NginxCounters>, found: &mut Findings) {
     let status: &NginxStatus = match &o.witness {
         Some(Witness::NginxStatus(status)) => status,
         _ => {
@@ -379,11 +384,10 @@ fn nginx(o: &Observation, previous: Option<&PreviousRead>, found: &mut Findings)
         status.requests
     );
     let dropped = status.accepts.saturating_sub(status.handled);
-    let last = previous.map(|p| (p.at, &p.counters));
-    let restarted = last.is_some_and(|(_, c)| c.nginx_accepts.is_some_and(|a| a > status.accepts));
-    let dropped_since = last.filter(|_| !restarted).and_then(|(at, c)| {
-        let before = c.nginx_accepts?.saturating_sub(c.nginx_handled?);
-        (dropped > before).then_some((at, dropped - before))
+    let restarted = last.is_some_and(|l| l.accepts > status.accepts);
+    let dropped_since = last.filter(|_| !restarted).and_then(|l| {
+        let before = l.accepts.saturating_sub(l.handled);
+        (dropped > before).then(|| (l.at, dropped - before))
     });
     if let Some((at, n)) = dropped_since {
         line.push_str(&format!(
@@ -395,8 +399,11 @@ fn nginx(o: &Observation, previous: Option<&PreviousRead>, found: &mut Findings)
             "; {dropped} connections dropped since it started (worker_connections reached)"
         ));
     }
-    if let Some((at, _)) = last.filter(|_| restarted) {
-        line.push_str(&format!("; restarted since the last run at {}", clock(at)));
+    if let Some(l) = last.filter(|_| restarted) {
+        line.push_str(&format!(
+            "; restarted since the last run at {}",
+            clock(l.at)
+        ));
     }
     found.lines.push(line);
 }
@@ -432,25 +439,12 @@ fn unavailable(o: &Observation, what: &str, path: &str, found: &mut Findings) ->
 fn slow_request_steps(uri: &str) -> Vec<String> {
     vec![
         format!("grep -rn 'request_slowlog_timeout\\|slowlog' /etc/php/*/fpm/pool.d/   # set request_slowlog_timeout = 10s: the slow log shows where {uri} spends its time"),
-        format!("move {uri} off the visitors' pool: run it as a background job (Action Scheduler, WP-CLI cron), or give /wp-admin/ a PHP-FPM pool of its own (its own pm.max_children, memory and time limits)"),
+        format!("move {uri} off the visitors' pool: run it as a background job (Action Scheduler, WP-CLI cron), or pass its location to a PHP-FPM pool of its own (its own pm.max_children, memory and time limits)"),
     ]
 }
 
 fn age(seconds: u64) -> String {
     crate::text::duration(std::time::Duration::from_secs(seconds))
-}
-
-/// The counters worth keeping from a probe's status pages, for the next run to compare with.
-pub fn counters(observations: &[Observation]) -> Option<WitnessCounters> {
-    let fpm = observations.iter().find_map(|o| match &o.witness {
-        Some(Witness::FpmStatus(s)) => Some(s),
-        _ => None,
-    });
-    let nginx = observations.iter().find_map(|o| match &o.witness {
-        Some(Witness::NginxStatus(s)) => Some(s),
-        _ => None,
-    });
-    WitnessCounters::of(fpm, nginx)
 }
 
 /// Whether a probe read any status page (a judgement with history may then differ).

@@ -67,6 +67,9 @@ pub struct ProbeReport {
     pub hidden_failure: Option<crate::diagnose::pattern::Failure>,
 }
 
+/// How long the page requests wait for the status pages to answer before starting anyway.
+const WITNESS_GRACE: Duration = Duration::from_secs(1);
+
 /// ALPN we offer: HTTP/2 first, as browsers do.
 const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
@@ -152,8 +155,9 @@ async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeErr
     // would cost more hand-offs between threads than it saves.
     let (samples, follow) = (settings.shared.samples, settings.shared.follow_redirects);
     let burst = settings.shared.burst.max(1);
-    let runs = requests.iter().enumerate().map(|(index, request)| {
-        let shared = &shared;
+    let (requests_ref, shared_ref) = (&requests, &shared);
+    let run = move |index: usize| {
+        let (request, shared) = (&requests_ref[index], shared_ref);
         async move {
             // A burst asks for the page several times at once: a listen backlog that
             // overflows under load shows as fast 502s beside answered requests.
@@ -178,8 +182,29 @@ async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeErr
             }
             (index, observations)
         }
-    });
-    let mut results = futures_util::future::join_all(runs).await;
+    };
+    // The status pages are read first, so that they count the pool's load and not our own
+    // page requests; those start once the pages have answered, or after a short grace when
+    // they do not (a pool so busy that its status page waits too).
+    let (witnesses, others): (Vec<usize>, Vec<usize>) =
+        (0..requests.len()).partition(|&i| requests[i].path_role.is_witness());
+    let read = futures_util::future::join_all(witnesses.into_iter().map(run));
+    let rest = futures_util::future::join_all(others.into_iter().map(run));
+    let mut read = std::pin::pin!(read);
+    let grace = (settings.shared.timeout / 4).min(WITNESS_GRACE);
+    let mut results = tokio::select! {
+        read = &mut read => {
+            let mut results = rest.await;
+            results.extend(read);
+            results
+        }
+        _ = tokio::time::sleep(grace) => {
+            let (read, mut results) = futures_util::future::join(read, rest).await;
+            results.extend(read);
+            results
+        }
+    };
+    results.sort_by_key(|(index, _)| *index);
     ask_cloudflare_for_details(&shared, &requests, &mut results).await;
     let observations: Vec<Observation> = results.into_iter().flat_map(|(_, o)| o).collect();
 
@@ -413,10 +438,10 @@ async fn observe(
     let mut payload = Payload::get();
     let witness = request.path_role.is_witness();
     if witness {
-        // Read whole (to parse it), up to its own bound.
+        // Read whole (to parse it), up to its own bound: one byte more tells a page of
+        // exactly the bound from a larger one.
         spec.excerpt_bytes = WITNESS_READ_LIMIT as usize;
-        spec.read_limit = WITNESS_READ_LIMIT;
-        payload.headers.extend(shared.status_header.clone());
+        spec.read_limit = WITNESS_READ_LIMIT + 1;
     }
     let http: HttpExchange = match target.scheme {
         Scheme::Http => exchange_with(tcp, false, &spec, &payload, deadline).await,
@@ -429,6 +454,10 @@ async fn observe(
                 Ok(stream) => {
                     let use_h2 =
                         observation.tls.as_ref().and_then(|t| t.alpn.as_deref()) == Some("h2");
+                    // The status token goes only to a server that proved it is the site.
+                    if witness && observation.tls.as_ref().is_some_and(|t| t.verified) {
+                        payload.headers.extend(shared.status_header.clone());
+                    }
                     exchange_with(stream, use_h2, &spec, &payload, deadline).await
                 }
                 Err(e) => {
@@ -458,6 +487,8 @@ fn read_witness(observation: &mut Observation) {
         return;
     };
     if response.status != 200 {
+        // An error page: its start says what answered.
+        truncate_at(&mut response.body_excerpt, WITNESS_EXCERPT_BYTES);
         return;
     }
     let witness = if response.body_read_limit_hit {
@@ -471,18 +502,27 @@ fn read_witness(observation: &mut Observation) {
         };
         read.unwrap_or_else(|e| Witness::Unreadable(e.to_string()))
     };
-    // The parsed account replaces the text (whose request URIs carry query strings); of a page
-    // that could not be read, its start shows what it was.
+    // The parsed account replaces the text; of a page that could not be read, its start shows
+    // what it was — up to the workers' list, whose request URIs carry query strings.
     let keep = match witness {
-        Witness::Unreadable(_) => WITNESS_EXCERPT_BYTES,
+        Witness::Unreadable(_) => response
+            .body_excerpt
+            .find("\"processes\"")
+            .unwrap_or(usize::MAX)
+            .min(WITNESS_EXCERPT_BYTES),
         _ => 0,
     };
     observation.witness = Some(witness);
-    let mut end = keep.min(response.body_excerpt.len());
-    while !response.body_excerpt.is_char_boundary(end) {
+    truncate_at(&mut response.body_excerpt, keep);
+}
+
+/// `text` cut to at most `bytes`, on a character boundary.
+fn truncate_at(text: &mut String, bytes: usize) {
+    let mut end = bytes.min(text.len());
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    response.body_excerpt.truncate(end);
+    text.truncate(end);
 }
 
 fn round3(ms: f64) -> f64 {

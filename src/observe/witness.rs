@@ -104,41 +104,111 @@ pub struct NginxStatus {
     pub requests: u64,
 }
 
-/// The counters of a status read kept in a site's history, to tell what happened between two
-/// runs: a restart, a pool that filled up meanwhile.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What one origin's status pages counted, kept between runs (in the region's state of the
+/// site) to tell what happened in between: a restart, a pool that filled up meanwhile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WitnessCounters {
-    #[serde(rename = "fs", default, skip_serializing_if = "Option::is_none")]
-    pub fpm_start_time: Option<i64>,
-    #[serde(rename = "fa", default, skip_serializing_if = "Option::is_none")]
-    pub fpm_accepted: Option<u64>,
-    #[serde(rename = "fm", default, skip_serializing_if = "Option::is_none")]
-    pub fpm_max_children_reached: Option<u64>,
-    #[serde(rename = "fq", default, skip_serializing_if = "Option::is_none")]
-    pub fpm_max_listen_queue: Option<u64>,
-    #[serde(rename = "fw", default, skip_serializing_if = "Option::is_none")]
-    pub fpm_slow_requests: Option<u64>,
-    #[serde(rename = "na", default, skip_serializing_if = "Option::is_none")]
-    pub nginx_accepts: Option<u64>,
-    #[serde(rename = "nh", default, skip_serializing_if = "Option::is_none")]
-    pub nginx_handled: Option<u64>,
+    /// The origin address (`IP:PORT`) the pages were read on.
+    #[serde(rename = "o")]
+    pub origin: String,
+    #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
+    pub fpm: Option<FpmCounters>,
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub nginx: Option<NginxCounters>,
 }
 
+/// PHP-FPM's counters as one run read them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FpmCounters {
+    /// When the run was made (Unix seconds).
+    #[serde(rename = "t")]
+    pub at: i64,
+    #[serde(rename = "s")]
+    pub start_time: i64,
+    #[serde(rename = "a")]
+    pub accepted_conn: u64,
+    #[serde(rename = "m")]
+    pub max_children_reached: u64,
+}
+
+/// nginx's counters as one run read them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NginxCounters {
+    #[serde(rename = "t")]
+    pub at: i64,
+    #[serde(rename = "a")]
+    pub accepts: u64,
+    #[serde(rename = "h")]
+    pub handled: u64,
+}
+
+/// Origins whose counters are kept at most (a site has a few).
+const ORIGINS_KEPT: usize = 8;
+
 impl WitnessCounters {
-    /// The counters of whatever was read; `None` when nothing was.
-    pub fn of(fpm: Option<&FpmStatus>, nginx: Option<&NginxStatus>) -> Option<Self> {
-        if fpm.is_none() && nginx.is_none() {
-            return None;
+    /// Each origin's counters as a run made at `at` read them.
+    pub fn read(observations: &[super::Observation], at: i64) -> Vec<WitnessCounters> {
+        let mut read: Vec<WitnessCounters> = Vec::new();
+        for o in observations {
+            let (Some(witness), Some(address)) = (&o.witness, o.address) else {
+                continue;
+            };
+            let origin = address.to_string();
+            let at_index = match read.iter().position(|c| c.origin == origin) {
+                Some(i) => i,
+                None => {
+                    read.push(WitnessCounters {
+                        origin,
+                        fpm: None,
+                        nginx: None,
+                    });
+                    read.len() - 1
+                }
+            };
+            let entry = &mut read[at_index];
+            match witness {
+                Witness::FpmStatus(s) => {
+                    entry.fpm = Some(FpmCounters {
+                        at,
+                        start_time: s.start_time,
+                        accepted_conn: s.accepted_conn,
+                        max_children_reached: s.max_children_reached,
+                    })
+                }
+                Witness::NginxStatus(s) => {
+                    entry.nginx = Some(NginxCounters {
+                        at,
+                        accepts: s.accepts,
+                        handled: s.handled,
+                    })
+                }
+                Witness::Unreadable(_) => {}
+            }
         }
-        Some(Self {
-            fpm_start_time: fpm.map(|f| f.start_time),
-            fpm_accepted: fpm.map(|f| f.accepted_conn),
-            fpm_max_children_reached: fpm.map(|f| f.max_children_reached),
-            fpm_max_listen_queue: fpm.map(|f| f.max_listen_queue),
-            fpm_slow_requests: fpm.map(|f| f.slow_requests),
-            nginx_accepts: nginx.map(|n| n.accepts),
-            nginx_handled: nginx.map(|n| n.handled),
-        })
+        read.retain(|c| c.fpm.is_some() || c.nginx.is_some());
+        read
+    }
+
+    /// `kept` brought up to date with what a run `read`: per origin and per page, what was read
+    /// replaces what was kept; what this run could not read stays as the last read of it.
+    pub fn merge(kept: &mut Vec<WitnessCounters>, read: Vec<WitnessCounters>) {
+        for fresh in read {
+            match kept.iter_mut().find(|k| k.origin == fresh.origin) {
+                Some(k) => {
+                    if fresh.fpm.is_some() {
+                        k.fpm = fresh.fpm;
+                    }
+                    if fresh.nginx.is_some() {
+                        k.nginx = fresh.nginx;
+                    }
+                }
+                None => kept.push(fresh),
+            }
+        }
+        if kept.len() > ORIGINS_KEPT {
+            let extra = kept.len() - ORIGINS_KEPT;
+            kept.drain(..extra);
+        }
     }
 }
 
@@ -253,7 +323,9 @@ impl FpmProcess {
             object
                 .get(key)
                 .and_then(serde_json::Value::as_f64)
-                .filter(|v| v.is_finite() && *v >= 0.0)
+                // Bounded before it is scaled: a huge value must not become infinity (JSON
+                // has no infinity: the report would not read back).
+                .filter(|v| v.is_finite() && (0.0..=1e9).contains(v))
                 .unwrap_or(0.0)
         };
         let text = |key: &str, max: usize| -> String {
@@ -367,7 +439,7 @@ mod tests {
         for (body, why) in [
             ("<html>403</html>", "not JSON"),
             ("[1,2]", "not a JSON object"),
-            (r#"{"pool":"www"}"#, "process manager"),
+            (r#"{"pool":"www"}"#, "start time"),
             (
                 &FPM.replace("\"accepted conn\":3", "\"accepted conn\":-3"),
                 "accepted conn",
@@ -385,10 +457,10 @@ mod tests {
 
     #[test]
     fn a_huge_pool_keeps_its_busiest_workers_and_counts_the_rest() {
-        let worker = |pid: u32, ms: u64| {
+        let worker = |pid: u32, seconds: u64| {
             format!(
                 r#"{{"pid":{pid},"state":"Running","start since":1,"requests":1,"request duration":{},"request method":"GET","request uri":"/{}","content length":0}}"#,
-                ms * 1000,
+                seconds * 1_000_000,
                 "x".repeat(500)
             )
         };

@@ -16,13 +16,14 @@ use crate::alert::{
 use crate::config::{Alerts, Config, Site};
 use crate::diagnose::diagnose_since;
 use crate::diagnose::pattern::{Failure, RunRecord};
-use crate::diagnose::witness::{self, PreviousRead};
+use crate::diagnose::witness;
 use crate::engine::ProbeReport;
 use crate::engine::{probe_site, ProbeError};
 use crate::notify::mail::MailChannel;
 use crate::notify::outbox::{self, FlushSummary, Recorder};
 use crate::notify::webhook::WebhookChannel;
 use crate::notify::{group, mail, webhook};
+use crate::observe::witness::WitnessCounters;
 use crate::observe::Status;
 use crate::settings::ProbeSettings;
 use crate::store::{Channel, NewMessage, RegionView, RegionalRun, Store, StoreError};
@@ -302,20 +303,14 @@ pub fn with_previous<'a>(
     if !witness::has_witness(&report.observations) {
         return Cow::Borrowed(report);
     }
-    let previous = before.history.iter().rev().find_map(|r| {
-        Some(PreviousRead {
-            at: r.at,
-            counters: r.witness.clone()?,
-        })
-    });
-    let Some(previous) = previous else {
+    if before.witness.is_empty() {
         return Cow::Borrowed(report);
-    };
+    }
     let diagnosis = diagnose_since(
         &report.host,
         &report.observations,
         &site.probe.shared.diagnose,
-        Some(&previous),
+        &before.witness,
     );
     if diagnosis == report.diagnosis {
         return Cow::Borrowed(report);
@@ -345,6 +340,9 @@ fn step_region(
     );
     let keep = config.alerts.intermittent.window_runs as usize;
     alert::remember(&mut next, record, run.in_maintenance, keep);
+    // The status pages' counters, in maintenance too: the next run compares with this one.
+    let read = WitnessCounters::read(&report.observations, at.unix_timestamp());
+    WitnessCounters::merge(&mut next.witness, read);
     next
 }
 
@@ -748,12 +746,15 @@ pub fn record_site(
     now: OffsetDateTime,
 ) -> Result<usize, StoreError> {
     let before = store.region_state(&site.name, &config.region)?;
-    let report = &*with_previous(site, report, &before);
-    let state = if held {
-        before
+    // A cut-off prober's report says nothing of the site: stored as it is, the state kept.
+    let (report, state) = if held {
+        (Cow::Borrowed(report), before)
     } else {
-        step_region(config, site, report, now, &before)
+        let report = with_previous(site, report, &before);
+        let state = step_region(config, site, &report, now, &before);
+        (report, state)
     };
+    let report = &*report;
     let mut queued = 0;
     store.record_regional(
         &config.region,

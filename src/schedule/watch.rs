@@ -729,7 +729,17 @@ impl<'a> Watch<'a> {
                 index.map(|i| (i, &s.report, s.at))
             })
             .collect();
-        let queued = schedule::record_batch(&config, self.store, &entries, cut_off)?.queued;
+        let outcome = schedule::record_batch(&config, self.store, &entries, cut_off)?;
+        // A verdict the last status read changed (a restart, a pool that filled up meanwhile)
+        // is the one stored and alerted on: said as the probe's own was.
+        for ((index, _, _), judged) in entries.iter().zip(&outcome.judged) {
+            let Some(d) = judged else { continue };
+            tracing::info!(site = %config.sites[*index].name, status = d.status.as_str(), hop = d.hop.as_str(), cause = d.cause.as_str(), summary = %d.summary, "judged against the last status read");
+            if let Some(slot) = self.slots.get_mut(*index) {
+                slot.last_status = Some(d.status);
+            }
+        }
+        let queued = outcome.queued;
         // Fresh mail goes out now, from the delivery task; retries wait for its own tick, so
         // the outbox is not read after every probe.
         if notices + queued > 0 {
