@@ -256,6 +256,26 @@ fn broken_files_get_exact_messages() {
             "probes.yaml:5:54: sites[0].status_header.value_env: this looks like a secret, not a variable name: name the environment variable that holds the header value (e.g. FPM_STATUS_TOKEN: A-Z, 0-9 and _); the header value itself never goes in this file",
         ),
         (
+            "sites:\n  - url: example.com\nnotify:\n  - {type: hipchat, url_env: X}\n",
+            "probes.yaml:4:12: notify[0].type: \"hipchat\" is not a channel probe speaks: one of slack, teams, discord, telegram, ntfy, pagerduty, opsgenie",
+        ),
+        (
+            "sites:\n  - url: example.com\nnotify:\n  - {type: slack, url: \"https://hooks.slack.com/services/T0/B0/XOXSECRET\"}\n",
+            "probes.yaml:4:24: notify[0].url: a webhook URL holds its token: put it in an environment variable and name it with url_env (the value is not repeated here)",
+        ),
+        (
+            "sites:\n  - url: example.com\nnotify:\n  - {type: telegram, token_env: TG_TOKEN}\n",
+            "probes.yaml:4:12: notify[0].chat_id: a telegram channel needs chat_id: the chat the bot writes to (e.g. \"12345\" or \"@channel\")",
+        ),
+        (
+            "sites:\n  - url: example.com\nnotify:\n  - {type: pagerduty, routing_key_env: PD_KEY, severity: [critical]}\n",
+            "probes.yaml:4:59: notify[0].severity[0]: \"critical\": a severity is down, warning or intermittent",
+        ),
+        (
+            "sites:\n  - url: example.com\nnotify:\n  - {type: opsgenie}\n",
+            "probes.yaml:4:12: notify[0].api_key_env: this opsgenie channel needs api_key_env: the environment variable holding its API key",
+        ),
+        (
             "sites:\n  - name: \"@prober\"\n    url: example.com\n",
             "probes.yaml:2:11: sites[0].name: \"@prober\": names starting with '@' are reserved for the prober itself",
         ),

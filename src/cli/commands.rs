@@ -278,6 +278,7 @@ pub fn run_outbox(cli: &OutboxCli, out: &mut dyn Write) -> Result<Status, RunErr
         let destination = match m.channel {
             store::Channel::Mail => m.destination.clone(),
             store::Channel::Webhook => text::endpoint_for_display(&m.destination),
+            store::Channel::Chat => m.destination.clone(),
         };
         let state = match (m.given_up_at, m.next_attempt_at) {
             (Some(at), _) => {

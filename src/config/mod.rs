@@ -11,6 +11,7 @@
 mod alerts;
 mod feeds;
 mod maintenance;
+mod notify;
 mod problems;
 mod sites;
 mod smtp;
@@ -27,6 +28,7 @@ use serde_saphyr::Spanned;
 pub use alerts::{AlertConfig, Alerts, IntermittentPolicy, WarningPolicy, MAX_WINDOW_RUNS};
 pub use feeds::{Feeds, FeedsConfig};
 pub use maintenance::{MaintenanceConfig, MaintenanceWindow};
+pub use notify::{Notifier, NotifyConfig, Provider};
 pub use problems::{ConfigError, ConfigProblem};
 pub use sites::{Site, SiteConfig, SiteDefaults};
 pub use smtp::{Smtp, SmtpConfig, SmtpSecurity};
@@ -68,6 +70,9 @@ pub struct ConfigFile<Sites = Vec<SiteConfig>> {
     /// URLs that receive every incident transition as a JSON POST (status-page providers, chat).
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Chat and paging channels: Slack, Teams, Discord, Telegram, ntfy, PagerDuty, Opsgenie.
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
     /// Well-known URLs probed alongside the sites: if every site fails *and* these fail too, the
     /// prober lost its own connectivity and sends one notice instead of one alert per site.
     #[serde(default)]
@@ -89,6 +94,7 @@ pub struct Config {
     pub control_checks: Vec<Target>,
     pub feeds: Feeds,
     pub webhooks: Vec<Webhook>,
+    pub notify: Vec<Notifier>,
     /// The region this prober reports as (`--region`, `PROBE_REGION`; not in the file: every
     /// region runs the same probes.yaml).
     pub region: String,
@@ -440,6 +446,7 @@ fn check(
         .collect();
     let feeds = feeds::check(checker, &raw.feeds);
     let webhooks = webhooks::check(checker, &raw.webhooks, &known);
+    let notify = notify::check(checker, &raw.notify, &known);
     Config {
         sites,
         extra_roots,
@@ -451,6 +458,7 @@ fn check(
         control_checks,
         feeds,
         webhooks,
+        notify,
         region: DEFAULT_REGION.to_string(),
     }
 }
@@ -599,6 +607,28 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
                 format!(", for {}", p(&hook.sites.join(", ")))
             }
         );
+    }
+    for n in &c.notify {
+        let mut parts = vec![format!("{} ({})", n.id, n.provider.as_str())];
+        if let Some(var) = &n.secret_env {
+            parts.push(format!("secret from ${var}"));
+        }
+        if let Some(url) = &n.url {
+            parts.push(crate::text::endpoint_for_display(url));
+        }
+        if let Some(chat) = &n.chat_id {
+            parts.push(format!("chat {chat}"));
+        }
+        if n.provider.pages() {
+            parts.push("opens a page on trouble, resolves it on recovery".into());
+        }
+        if !n.severities.is_empty() {
+            parts.push(format!("severity {}", n.severities.join(", ")));
+        }
+        if !n.sites.is_empty() {
+            parts.push(format!("for {}", n.sites.join(", ")));
+        }
+        let _ = writeln!(out, "notify: {}", p(&parts.join(", ")));
     }
     if !c.control_checks.is_empty() {
         let urls: Vec<&str> = c.control_checks.iter().map(|t| t.url()).collect();
@@ -756,6 +786,15 @@ pub fn summary_json(path: &Path, loaded: &Loaded) -> serde_json::Value {
             "signed": h.secret_env.is_some(),
             "secret_env": h.secret_env,
             "sites": h.sites,
+        })).collect::<Vec<_>>(),
+        "notify": c.notify.iter().map(|n| json!({
+            "id": n.id,
+            "type": n.provider.as_str(),
+            "secret_env": n.secret_env,
+            "url": n.url.as_deref().map(crate::text::endpoint_for_display),
+            "chat_id": n.chat_id,
+            "severity": n.severities,
+            "sites": n.sites,
         })).collect::<Vec<_>>(),
         "maintenance": c.maintenance.iter().map(|w| json!({
             "sites": w.sites,

@@ -62,24 +62,25 @@ pub fn render(
     render_about(site, url, notification, recipients, &About::default())
 }
 
-/// `render`, saying what `about` knows of the incident: since when, its number, how it was
-/// confirmed, its cause and span at recovery, and the status page.
-pub fn render_about(
-    site: &str,
-    url: &str,
-    notification: &Notification,
-    recipients: &[String],
-    about: &About<'_>,
-) -> Vec<NewMessage> {
-    let (key, site_key) = (notification.key(site), site);
+/// What any message about a notification says, whatever carries it (mail, chat, paging): a
+/// subject line, a lead sentence, the diagnosis and the evidence and next steps beside it.
+pub struct Told<'a> {
+    pub subject: String,
+    pub lead: String,
+    pub diagnosis: Option<&'a crate::diagnose::Diagnosis>,
+    pub evidence: Vec<String>,
+    pub steps: Vec<String>,
+}
+
+/// The words for `notification` about `site`; `None` for what is told elsewhere (a folded
+/// incident is said in the graver one's opening).
+pub fn tell<'a>(site: &str, notification: &'a Notification) -> Option<Told<'a>> {
     let site = printable(site);
-    let url = printable(url);
-    let mut evidence: &[String] = &[];
-    let cert_lines: Vec<String>;
+    let mut evidence: Vec<String> = Vec::new();
     let mut steps: Vec<String> = Vec::new();
     let (subject, lead, diagnosis) = match notification {
         // Told in the graver incident's opening.
-        Notification::Folded { .. } => return Vec::new(),
+        Notification::Folded { .. } => return None,
         Notification::Opened {
             severity: Severity::Down,
             diagnosis,
@@ -195,8 +196,7 @@ pub fn render_about(
             None,
         ),
         Notification::CertExpiring { cert, threshold } => {
-            cert_lines = describe_cert(cert);
-            evidence = &cert_lines;
+            evidence = describe_cert(cert);
             steps = renewal_steps(cert);
             (
                 format!(
@@ -213,8 +213,7 @@ pub fn render_about(
             )
         }
         Notification::CertRenewed { cert, by } => {
-            cert_lines = [describe_cert(cert), vec![format!("replaced by: {} · valid until {} · {} days left", by.subject, by.not_after, by.days_left)]].concat();
-            evidence = &cert_lines;
+            evidence = [describe_cert(cert), vec![format!("replaced by: {} · valid until {} · {} days left", by.subject, by.not_after, by.days_left)]].concat();
             (
                 format!(
                     "[WARNING] {site}: certificate {} renewed ({} route)",
@@ -229,7 +228,7 @@ pub fn render_about(
             )
         }
         Notification::ConnectivityLost { evidence: seen, .. } => {
-            evidence = seen;
+            evidence = seen.clone();
             (
                 "[PROBE OFFLINE] the prober lost its own connectivity".to_string(),
                 "Every site and every control check failed in the same run: the prober's own \
@@ -244,7 +243,7 @@ pub fn render_about(
             evidence: seen,
             ..
         } => {
-            evidence = seen;
+            evidence = seen.clone();
             (
                 format!("[REGION OFFLINE] every prober of {region} went silent"),
                 format!(
@@ -276,6 +275,37 @@ pub fn render_about(
             None,
         ),
     };
+    Some(Told {
+        subject,
+        lead,
+        diagnosis,
+        evidence,
+        steps,
+    })
+}
+
+/// `render`, saying what `about` knows of the incident: since when, its number, how it was
+/// confirmed, its cause and span at recovery, and the status page.
+pub fn render_about(
+    site: &str,
+    url: &str,
+    notification: &Notification,
+    recipients: &[String],
+    about: &About<'_>,
+) -> Vec<NewMessage> {
+    let (key, site_key) = (notification.key(site), site);
+    let Some(Told {
+        subject,
+        lead,
+        diagnosis,
+        evidence,
+        steps,
+    }) = tell(site, notification)
+    else {
+        return Vec::new();
+    };
+    let url = printable(url);
+    let evidence = &evidence[..];
     // The prober's own notices are about no one URL.
     let (mut text, mut html) = if url.is_empty() {
         (

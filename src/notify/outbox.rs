@@ -38,12 +38,24 @@ pub enum DeliveryError {
     /// wait for its backoff too.
     #[error("{0}")]
     DestinationFailing(String),
+    /// The destination asks us to wait (HTTP 429 with `Retry-After`): held back like a failing
+    /// destination, and not before `wait` has passed.
+    #[error("{reason}")]
+    Throttled { reason: String, wait: Duration },
 }
 
 impl DeliveryError {
     /// Whether sending again can never succeed.
     pub fn is_permanent(&self) -> bool {
         matches!(self, DeliveryError::Permanent(_))
+    }
+
+    /// How long the destination asked us to wait (nothing unless it said).
+    pub fn wait(&self) -> Duration {
+        match self {
+            DeliveryError::Throttled { wait, .. } => *wait,
+            _ => Duration::ZERO,
+        }
     }
 }
 
@@ -123,12 +135,13 @@ pub async fn flush<C: Channel>(
             Ok(()) => {
                 recorder.held.remove(&destination);
             }
-            Err(DeliveryError::DestinationFailing(_)) => {
+            Err(e @ (DeliveryError::DestinationFailing(_) | DeliveryError::Throttled { .. })) => {
                 let failures = recorder.held.get(&destination).map_or(0, |h| h.failures);
+                let wait = backoff(failures.max(message.attempts)).max(e.wait());
                 recorder.held.insert(
                     destination,
                     Hold {
-                        until: now + backoff(failures.max(message.attempts)),
+                        until: now + wait,
                         failures: failures + 1,
                     },
                 );
@@ -251,7 +264,7 @@ impl Recorder {
             }
             Err(e) => {
                 summary.failed += 1;
-                let retry_at = now + backoff(message.attempts);
+                let retry_at = now + backoff(message.attempts).max(e.wait());
                 tracing::warn!(key = %message.key, attempts = message.attempts + 1, error = %e, retry_at = %crate::text::rfc3339(retry_at), "not delivered; will retry");
                 store.mark_failed(message.id, &e.to_string(), retry_at)
             }

@@ -305,6 +305,47 @@ async fn post(
     deadline: Instant,
 ) -> Result<(), WebhookError> {
     let shown = endpoint_for_display(url);
+    // Built before connecting: a request that cannot be built is this message's fault, and no
+    // connection is wasted on it. Every header value is ours (the delivery id is a stable id,
+    // never the raw key), so a site's name cannot make it unsendable.
+    let header = |name: &'static str, value: &str| {
+        HeaderValue::from_str(value)
+            .map(|v| (HeaderName::from_static(name), v))
+            .map_err(|e| WebhookError::Request {
+                url: shown.clone(),
+                reason: format!("{name}: {e}"),
+            })
+    };
+    let mut headers = vec![
+        header("x-probe-event", &message.subject)?,
+        header("x-probe-delivery", &stable_id(&message.key))?,
+    ];
+    if let Some(signature) = signature {
+        headers.push(header("x-probe-signature", &signature)?);
+    }
+    let body = Bytes::from(message.body_text.clone());
+    let response = send_json(url, headers, body, verifier, deadline).await?;
+    if (200..300).contains(&response.status) {
+        Ok(())
+    } else {
+        Err(WebhookError::Refused {
+            url: shown,
+            status: response.status,
+        })
+    }
+}
+
+/// POSTs `body` as JSON to `url` with `headers` beside it, over a connection whose certificate
+/// verified (for https), and returns the answer whatever its status. Errors name the URL by its
+/// host only: chat and paging URLs carry their token.
+pub async fn send_json(
+    url: &str,
+    mut headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+    verifier: Verifier,
+    deadline: Instant,
+) -> Result<crate::observe::ResponseFacts, WebhookError> {
+    let shown = endpoint_for_display(url);
     let bad_url = || WebhookError::Url(shown.clone());
     let parsed = url::Url::parse(url).map_err(|_| bad_url())?;
     let https = match parsed.scheme() {
@@ -322,29 +363,14 @@ async fn post(
         Some(query) => format!("{}?{query}", parsed.path()),
         None => parsed.path().to_string(),
     };
-    // Built before connecting: a request that cannot be built is this message's fault, and no
-    // connection is wasted on it. Every header value is ours (the delivery id is a stable id,
-    // never the raw key), so a site's name cannot make it unsendable.
-    let header = |name: &'static str, value: &str| {
-        HeaderValue::from_str(value)
-            .map(|v| (HeaderName::from_static(name), v))
-            .map_err(|e| WebhookError::Request {
-                url: shown.clone(),
-                reason: format!("{name}: {e}"),
-            })
-    };
-    let mut headers = vec![
+    headers.insert(
+        0,
         (CONTENT_TYPE, HeaderValue::from_static("application/json")),
-        header("x-probe-event", &message.subject)?,
-        header("x-probe-delivery", &stable_id(&message.key))?,
-    ];
-    if let Some(signature) = signature {
-        headers.push(header("x-probe-signature", &signature)?);
-    }
+    );
     let payload = Payload {
         method: http::Method::POST,
         headers,
-        body: Bytes::from(message.body_text.clone()),
+        body,
     };
     let spec = HttpRequestSpec {
         scheme: if https { "https" } else { "http" }.into(),
@@ -403,11 +429,7 @@ async fn post(
         exchange_with(tcp, false, &spec, &payload, deadline).await
     };
     match (exchange.response, exchange.error) {
-        (Some(response), _) if (200..300).contains(&response.status) => Ok(()),
-        (Some(response), _) => Err(WebhookError::Refused {
-            url: shown,
-            status: response.status,
-        }),
+        (Some(response), _) => Ok(response),
         (None, Some(e)) if e.kind == ErrorKind::Timeout => Err(timed_out()),
         (None, Some(e)) => Err(unreachable(e.message)),
         (None, None) => Err(unreachable("no answer".into())),

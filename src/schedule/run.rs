@@ -19,10 +19,11 @@ use crate::diagnose::pattern::{Failure, RunRecord};
 use crate::diagnose::witness;
 use crate::engine::ProbeReport;
 use crate::engine::{probe_site, ProbeError};
+use crate::notify::chat::ChatChannel;
 use crate::notify::mail::MailChannel;
 use crate::notify::outbox::{self, FlushSummary, Recorder};
 use crate::notify::webhook::WebhookChannel;
-use crate::notify::{group, mail, webhook};
+use crate::notify::{chat, group, mail, webhook};
 use crate::observe::witness::WitnessCounters;
 use crate::observe::Status;
 use crate::settings::ProbeSettings;
@@ -207,8 +208,10 @@ fn prober_messages(
             .flat_map(|n| mail::render(key, "", n, &recipients))
             .collect()
     };
+    let page = config.feeds.url.as_deref();
     for n in notices {
         messages.extend(webhook::render(key, "", n, &config.webhooks, now));
+        messages.extend(chat::render(key, "", n, &config.notify, page, now));
     }
     messages
 }
@@ -455,9 +458,11 @@ pub fn decide_site(
             })
             .collect()
     };
+    let page = config.feeds.url.as_deref();
     for n in &notifications {
         let url = site.probe.target.url();
         messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
+        messages.extend(chat::render(&site.name, url, n, &config.notify, page, now));
     }
     Some((next, messages))
 }
@@ -786,7 +791,7 @@ pub async fn deliver_outbox(
 ) -> Result<FlushSummary, StoreError> {
     // One read of the outbox for every channel this prober can deliver on: mail needs an SMTP
     // server; a webhook call carries its own URL.
-    let mut channels = vec![Channel::Webhook];
+    let mut channels = vec![Channel::Webhook, Channel::Chat];
     if config.smtp.is_some() {
         channels.push(Channel::Mail);
     }
@@ -838,6 +843,8 @@ pub async fn deliver_outbox(
     }
     let mut hooks = WebhookChannel::new(&config.webhooks, &config.extra_roots);
     summary = summary.plus(outbox::flush(store, &mut hooks, &due, now, recorder).await?);
+    let mut chats = ChatChannel::new(&config.notify, &config.extra_roots);
+    summary = summary.plus(outbox::flush(store, &mut chats, &due, now, recorder).await?);
     Ok(summary)
 }
 

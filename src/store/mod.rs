@@ -115,6 +115,10 @@ pub enum Channel {
     Mail,
     /// By HTTP POST: `recipients` holds the URL, `body_text` the JSON payload.
     Webhook,
+    /// To a chat or paging service: `recipients` holds the channel's id in probes.yaml
+    /// (`notify[0]:slack`; its secrets are read when it is sent), `body_text` the provider's
+    /// request.
+    Chat,
 }
 
 impl Channel {
@@ -123,6 +127,7 @@ impl Channel {
         match name {
             "mail" => Some(Channel::Mail),
             "webhook" => Some(Channel::Webhook),
+            "chat" => Some(Channel::Chat),
             _ => None,
         }
     }
@@ -131,6 +136,7 @@ impl Channel {
         match self {
             Channel::Mail => "mail",
             Channel::Webhook => "webhook",
+            Channel::Chat => "chat",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! Everything listens on 127.0.0.1 only and is stopped when its handle is dropped.
 #![allow(dead_code)]
 
+pub mod chat;
 pub mod dnsmasq;
 pub mod edge;
 pub mod lab;
