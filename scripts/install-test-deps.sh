@@ -24,19 +24,31 @@ command -v curl >/dev/null 2>&1 || base+=(curl)
 command -v promtool >/dev/null 2>&1 || base+=(prometheus)
 /usr/bin/python3 -c 'import feedparser' >/dev/null 2>&1 || base+=(python3-feedparser)
 [ -x /usr/bin/chromium ] || base+=(chromium)
+# What checks the deployment files: systemd-analyze (the units), a Python venv for
+# kubernetes-validate from PyPI (the manifests).
+[ -x /usr/bin/systemd-analyze ] || base+=(systemd)
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || base+=(python3-venv)
 app=()
 [ -f /usr/share/wordpress/wp-settings.php ] || app+=(wordpress php php8.2)
 [ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || app+=(wordpress-theme-twentytwentythree)
-[ ${#base[@]} -eq 0 ] && [ ${#app[@]} -eq 0 ] && exit 0
+if [ ${#base[@]} -gt 0 ] || [ ${#app[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  install() {
+    echo "installing: $*" >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  }
+  $sudo apt-get update -qq
+  [ ${#base[@]} -eq 0 ] || install "${base[@]}"
+  # WordPress after PHP-FPM, naming php and php8.2, so that apt takes the installed PHP-FPM for
+  # WordPress's PHP dependency instead of pulling in Apache's module (FACTS.md).
+  [ ${#app[@]} -eq 0 ] || install "${app[@]}"
+fi
 
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-install() {
-  echo "installing: $*" >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-$sudo apt-get update -qq
-[ ${#base[@]} -eq 0 ] || install "${base[@]}"
-# WordPress after PHP-FPM, naming php and php8.2, so that apt takes the installed PHP-FPM for
-# WordPress's PHP dependency instead of pulling in Apache's module (FACTS.md).
-[ ${#app[@]} -eq 0 ] || install "${app[@]}"
+# kubernetes-validate (PyPI), in a venv of the checkout's own (tests/examples.rs runs it).
+tools="$(cd "$(dirname "$0")/.." && pwd)/target/test-tools"
+if [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
+  echo "installing: kubernetes-validate (PyPI) into $tools/venv" >&2
+  /usr/bin/python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0
+fi
