@@ -92,6 +92,7 @@ fn tls(days_left: i64, problem: Option<CertProblem>) -> TlsFacts {
             self_signed: problem == Some(CertProblem::Untrusted),
             cloudflare_origin_ca: false,
             sha256: "00".repeat(32),
+            serial: "1f".into(),
         }],
     }
 }

@@ -29,9 +29,9 @@ fn run_ok(command: &mut Command) -> String {
     text
 }
 
-/// The metric families probe writes, read from a real exposition: a site down, then up, in a
-/// store of its own.
-fn metric_families() -> BTreeSet<String> {
+/// A real exposition: one site, the recorded reports `names` one a minute, in a store of its
+/// own.
+fn exposition(names: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("probes.yaml");
     std::fs::write(
@@ -41,21 +41,19 @@ fn metric_families() -> BTreeSet<String> {
     .unwrap();
     let config = probe::config::load(&path).unwrap().config;
     let mut store = SqliteStore::open(config.store.sqlite_path().unwrap()).unwrap();
-    for (m, name) in [(0, "edge_stale_fastcgi_socket"), (1, "edge_healthy")] {
+    for (m, name) in names.iter().enumerate() {
         let report = fixture(name);
-        run::record_site(
-            &config,
-            &mut store,
-            &config.sites[0],
-            &report,
-            false,
-            minute(m),
-        )
-        .unwrap();
+        let at = minute(m as i64);
+        run::record_site(&config, &mut store, &config.sites[0], &report, false, at).unwrap();
     }
-    let files = feeds::render_all(&feeds::snapshot(&config, &store, minute(2)).unwrap());
+    let files = feeds::render_all(&feeds::snapshot(&config, &store, minute(9)).unwrap());
     let metrics = files.iter().find(|f| f.path == "metrics").unwrap();
-    String::from_utf8_lossy(&metrics.body)
+    String::from_utf8_lossy(&metrics.body).into_owned()
+}
+
+/// The metric families probe writes: a site down, then up.
+fn metric_families() -> BTreeSet<String> {
+    exposition(&["edge_stale_fastcgi_socket", "edge_healthy"])
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())
@@ -335,4 +333,90 @@ fn the_kubernetes_manifests_validate_and_carry_a_working_config() {
             "{var}"
         );
     }
+}
+
+/// The sample lines of `family` in an exposition.
+fn samples<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .collect()
+}
+
+#[test]
+fn the_blackbox_names_are_written_with_their_label_sets() {
+    let healthy = exposition(&["edge_healthy"]);
+    // promtool takes the whole exposition.
+    let promtool = require_program("promtool (Debian's prometheus)", "/usr/bin/promtool");
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(healthy.as_bytes())
+        .unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let origin = |family: &str| -> String {
+        samples(&healthy, family)
+            .into_iter()
+            .find(|l| l.contains("route=\"origin\""))
+            .unwrap_or_else(|| panic!("no origin sample of {family}:\n{healthy}"))
+            .to_string()
+    };
+    assert!(
+        origin("probe_http_version").ends_with(" 2"),
+        "{}",
+        origin("probe_http_version")
+    );
+    assert!(origin("probe_http_ssl").ends_with(" 1"));
+    assert!(origin("probe_http_redirects").ends_with(" 0"));
+    assert!(origin("probe_ip_protocol").ends_with(" 4"));
+    let hash = origin("probe_ip_addr_hash");
+    assert!(
+        hash.rsplit(' ').next().unwrap().parse::<u64>().is_ok(),
+        "{hash}"
+    );
+    assert!(origin("probe_tls_version_info").contains("version=\"TLS 1.3\""));
+    assert!(
+        origin("probe_tls_cipher_info").contains("cipher=\"TLS_"),
+        "{}",
+        origin("probe_tls_cipher_info")
+    );
+    let chain = origin("probe_ssl_last_chain_info");
+    for label in [
+        "fingerprint_sha256=\"",
+        "subject=\"CN=probe.test\"",
+        "issuer=\"CN=probe test CA\"",
+        "subjectalternative=\"probe.test\"",
+        "serialnumber=\"",
+    ] {
+        assert!(chain.contains(label), "{label} in {chain}");
+    }
+    assert!(samples(&healthy, "probe_ssl_last_chain_expiry_timestamp_seconds").len() >= 2);
+    // Nothing failed: no failure series.
+    assert!(
+        samples(&healthy, "probe_failure_info").is_empty(),
+        "{healthy}"
+    );
+
+    // A 502 on both routes: the reason, per route.
+    let failing = exposition(&["edge_stale_fastcgi_socket"]);
+    let reasons = samples(&failing, "probe_failure_info");
+    assert!(
+        reasons
+            .iter()
+            .any(|l| l.contains("route=\"origin\"") && l.contains("reason=\"status_502\"")),
+        "{reasons:#?}"
+    );
 }

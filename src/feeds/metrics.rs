@@ -5,7 +5,7 @@
 use super::{FeedSnapshot, WINDOWS};
 
 /// The metric families, in the order they are written: (name, help).
-const FAMILIES: [(&str, &str); 11] = [
+const FAMILIES: [(&str, &str); 22] = [
     (
         "probe_success",
         "Whether the page request on this route got an answer below 400 (1) or not (0).",
@@ -50,6 +50,50 @@ const FAMILIES: [(&str, &str); 11] = [
         "probe_region_info",
         "Each region's view of the site: its latest status and cause, the Cloudflare colo, whether it confirms the site down and counts for the quorum (value always 1).",
     ),
+    (
+        "probe_http_version",
+        "The HTTP version of the page's answer on this route (1.1, 2).",
+    ),
+    (
+        "probe_http_ssl",
+        "Whether the page's final request on this route went over TLS (1) or not (0).",
+    ),
+    (
+        "probe_http_redirects",
+        "Redirects followed for the page on this route.",
+    ),
+    (
+        "probe_http_content_length",
+        "The Content-Length of the page's answer on this route (-1: none given).",
+    ),
+    (
+        "probe_ip_protocol",
+        "The IP version of the address dialled (4 or 6).",
+    ),
+    (
+        "probe_ip_addr_hash",
+        "FNV-1a (32 bit) of the address dialled: it changes when the address does.",
+    ),
+    (
+        "probe_ssl_last_chain_expiry_timestamp_seconds",
+        "Earliest expiry of the verified chain this route presented, in Unix seconds.",
+    ),
+    (
+        "probe_ssl_last_chain_info",
+        "The leaf certificate this route presented (value always 1).",
+    ),
+    (
+        "probe_tls_version_info",
+        "The TLS version negotiated on this route (value always 1).",
+    ),
+    (
+        "probe_tls_cipher_info",
+        "The TLS cipher suite negotiated on this route (value always 1).",
+    ),
+    (
+        "probe_failure_info",
+        "Why the page request on this route failed, when it did (value always 1).",
+    ),
 ];
 const SUCCESS: usize = 0;
 const DURATION: usize = 1;
@@ -62,6 +106,28 @@ const UPTIME: usize = 7;
 const LAST_RUN: usize = 8;
 const REGION_SUCCESS: usize = 9;
 const REGION_INFO: usize = 10;
+const HTTP_VERSION: usize = 11;
+const HTTP_SSL: usize = 12;
+const HTTP_REDIRECTS: usize = 13;
+const CONTENT_LENGTH: usize = 14;
+const IP_PROTOCOL: usize = 15;
+const IP_HASH: usize = 16;
+const CHAIN_EXPIRY: usize = 17;
+const CHAIN_INFO: usize = 18;
+const TLS_VERSION: usize = 19;
+const TLS_CIPHER: usize = 20;
+const FAILURE: usize = 21;
+
+/// FNV-1a, 32 bits, of an address's bytes (4 for IPv4, 16 for IPv6).
+fn fnv1a32(ip: std::net::IpAddr) -> u32 {
+    let bytes = match ip {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
+}
 
 /// Escapes a label value as the text format requires (backslash, double quote, newline), after
 /// showing any other control character as a visible escape.
@@ -158,6 +224,50 @@ fn each_sample(snapshot: &FeedSnapshot, sample: &mut Sample<'_>) {
             }
             if let Some(expiry) = request.earliest_cert_expiry {
                 sample(CERT_EXPIRY, &labels, expiry as f64);
+            }
+            if request.http_version > 0 {
+                sample(
+                    HTTP_VERSION,
+                    &labels,
+                    f64::from(request.http_version) / 10.0,
+                );
+                sample(HTTP_REDIRECTS, &labels, f64::from(request.redirects));
+                sample(CONTENT_LENGTH, &labels, request.content_length as f64);
+            }
+            sample(
+                HTTP_SSL,
+                &labels,
+                if request.tls.is_some() { 1.0 } else { 0.0 },
+            );
+            if let Some(ip) = request.address.map(|a| a.ip()) {
+                let version = if ip.is_ipv4() { 4.0 } else { 6.0 };
+                sample(IP_PROTOCOL, &labels, version);
+                sample(IP_HASH, &labels, f64::from(fnv1a32(ip)));
+            }
+            if let Some(tls) = &request.tls {
+                if let Some(expiry) = tls.chain_expiry {
+                    sample(CHAIN_EXPIRY, &labels, expiry as f64);
+                }
+                let mut info = labels.to_vec();
+                info.extend([
+                    ("fingerprint_sha256", &*tls.leaf_sha256),
+                    ("subject", &*tls.leaf_subject),
+                    ("issuer", &*tls.leaf_issuer),
+                    ("subjectalternative", &*tls.leaf_sans),
+                    ("serialnumber", &*tls.leaf_serial),
+                ]);
+                sample(CHAIN_INFO, &info, 1.0);
+                let mut version = labels.to_vec();
+                version.push(("version", &*tls.version));
+                sample(TLS_VERSION, &version, 1.0);
+                let mut cipher = labels.to_vec();
+                cipher.push(("cipher", &*tls.cipher));
+                sample(TLS_CIPHER, &cipher, 1.0);
+            }
+            if let Some(reason) = &request.failure {
+                let mut failure = labels.to_vec();
+                failure.push(("reason", &**reason));
+                sample(FAILURE, &failure, 1.0);
             }
         }
     }

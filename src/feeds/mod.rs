@@ -202,6 +202,35 @@ pub struct RequestFacts {
     pub timings: Timings,
     /// The earliest `not_after` of the certificates presented, in Unix seconds.
     pub earliest_cert_expiry: Option<i64>,
+    /// `HTTP/1.0` 10, `HTTP/1.1` 11, `HTTP/2` 20; 0 without an answer.
+    pub http_version: u8,
+    /// Redirects followed.
+    pub redirects: u8,
+    /// The answer's `Content-Length` (-1 when it gave none, as blackbox_exporter says).
+    pub content_length: i64,
+    /// What the TLS handshake showed; `None` for http:// or a handshake that did not finish.
+    pub tls: Option<Box<TlsSeen>>,
+    /// Why the request failed (`connect_refused`, `status_502`, …); `None` when it did not.
+    pub failure: Option<Arc<str>>,
+}
+
+/// A request's TLS facts as the metrics label them (blackbox_exporter's names and forms).
+#[derive(Debug, Clone)]
+pub struct TlsSeen {
+    /// `TLS 1.3`, `TLS 1.2`.
+    pub version: Arc<str>,
+    /// The IANA name, `TLS_AES_128_GCM_SHA256`.
+    pub cipher: Arc<str>,
+    /// The chain verified.
+    pub verified: bool,
+    /// The earliest `not_after` of the chain when it verified, in Unix seconds.
+    pub chain_expiry: Option<i64>,
+    pub leaf_sha256: Arc<str>,
+    pub leaf_subject: Arc<str>,
+    pub leaf_issuer: Arc<str>,
+    /// The leaf's subjectAltNames, comma-separated.
+    pub leaf_sans: Arc<str>,
+    pub leaf_serial: Arc<str>,
 }
 
 /// A request's phase timings held as whole microseconds (what a report carries: its milliseconds
@@ -261,19 +290,59 @@ impl LatestFacts {
             .filter(|o| o.path_role == PathRole::Page && o.sample == 1)
             .map(|o| {
                 let status = o.response.as_ref().map_or(0, |r| r.status);
+                let answered = o.error.is_none() && (1..400).contains(&status);
+                let expiries = |chain: &[crate::observe::CertFacts]| {
+                    chain
+                        .iter()
+                        .filter_map(|c| OffsetDateTime::parse(&c.not_after, &Rfc3339).ok())
+                        .map(OffsetDateTime::unix_timestamp)
+                        .min()
+                };
+                let failure = match (&o.error, status) {
+                    _ if answered => None,
+                    (Some(e), _) => Some(format!("{}_{}", e.phase.as_str(), e.kind.as_str())),
+                    (None, status) => Some(format!("status_{status}")),
+                };
                 RequestFacts {
                     route: o.route,
                     address: o.address,
                     status,
-                    answered: o.error.is_none() && (1..400).contains(&status),
+                    answered,
                     timings: Timings::of(&o.timings_ms),
-                    earliest_cert_expiry: o
-                        .tls
-                        .iter()
-                        .flat_map(|tls| &tls.chain)
-                        .filter_map(|c| OffsetDateTime::parse(&c.not_after, &Rfc3339).ok())
-                        .map(OffsetDateTime::unix_timestamp)
-                        .min(),
+                    earliest_cert_expiry: o.tls.as_ref().and_then(|t| expiries(&t.chain)),
+                    http_version: match o.response.as_ref().map(|r| r.http_version.as_str()) {
+                        Some("HTTP/2") => 20,
+                        Some("HTTP/1.1") => 11,
+                        Some("HTTP/1.0") => 10,
+                        _ => 0,
+                    },
+                    redirects: o.redirects.len().min(255) as u8,
+                    content_length: o
+                        .response
+                        .as_ref()
+                        .and_then(|r| r.headers.content_length.as_deref())
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(-1),
+                    tls: o.tls.as_ref().and_then(|t| {
+                        let leaf = t.leaf()?;
+                        let mut shared = |text: String| summaries.shared(text);
+                        Some(Box::new(TlsSeen {
+                            version: shared(
+                                t.version.as_deref().unwrap_or("").replace("TLSv", "TLS "),
+                            ),
+                            cipher: shared(
+                                t.cipher.as_deref().unwrap_or("").replace("TLS13_", "TLS_"),
+                            ),
+                            verified: t.verified,
+                            chain_expiry: if t.verified { expiries(&t.chain) } else { None },
+                            leaf_sha256: shared(leaf.sha256.clone()),
+                            leaf_subject: shared(leaf.subject.clone()),
+                            leaf_issuer: shared(leaf.issuer.clone()),
+                            leaf_sans: shared(leaf.sans.join(",")),
+                            leaf_serial: shared(leaf.serial.clone()),
+                        }))
+                    }),
+                    failure: failure.map(|f| summaries.shared(f)),
                 }
             })
             .collect();

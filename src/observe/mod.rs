@@ -209,6 +209,10 @@ pub struct CertFacts {
     pub cloudflare_origin_ca: bool,
     /// SHA-256 of the DER encoding, lowercase hex.
     pub sha256: String,
+    /// The serial number, lowercase hex without leading zeros (empty in reports recorded before
+    /// it was kept).
+    #[serde(default)]
+    pub serial: String,
 }
 
 /// What the TLS handshake showed.

@@ -36,7 +36,14 @@ pub fn cert_facts(der: &[u8], now: OffsetDateTime) -> Option<CertFacts> {
         self_signed: cert.subject().as_raw() == cert.issuer().as_raw(),
         cloudflare_origin_ca,
         sha256: crate::text::hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref()),
+        serial: serial_hex(cert.raw_serial()),
     })
+}
+
+/// A serial number as lowercase hex, its leading zero bytes (the DER sign byte) dropped.
+fn serial_hex(raw: &[u8]) -> String {
+    let first = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    crate::text::hex(&raw[first..])
 }
 
 /// Whether the certificate's subjectAltNames cover `host` (DNS name with the usual single-label
@@ -150,6 +157,7 @@ mod tests {
             self_signed: false,
             cloudflare_origin_ca: false,
             sha256: String::new(),
+            serial: String::new(),
         };
         assert!(covers_name(&facts, "example.com"));
         assert!(covers_name(&facts, "WWW.Example.com."));
