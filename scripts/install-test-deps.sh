@@ -28,6 +28,9 @@ command -v promtool >/dev/null 2>&1 || base+=(prometheus)
 # kubernetes-validate from PyPI (the manifests).
 [ -x /usr/bin/systemd-analyze ] || base+=(systemd)
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || base+=(python3-venv)
+# A Statuspage consumer for the v2 endpoints: the `statuspage.io` client library, on Node.js.
+command -v node >/dev/null 2>&1 || base+=(nodejs)
+command -v npm >/dev/null 2>&1 || base+=(npm)
 app=()
 [ -f /usr/share/wordpress/wp-settings.php ] || app+=(wordpress php php8.2)
 [ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || app+=(wordpress-theme-twentytwentythree)
@@ -51,4 +54,10 @@ if [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
   echo "installing: kubernetes-validate (PyPI) into $tools/venv" >&2
   /usr/bin/python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+# The statuspage.io client library (npm), for tests/statuspage.rs.
+if [ ! -f "$tools/node/node_modules/statuspage.io/package.json" ]; then
+  echo "installing: statuspage.io (npm) into $tools/node" >&2
+  mkdir -p "$tools/node"
+  npm install --silent --no-audit --no-fund --prefix "$tools/node" statuspage.io@3.1.1 >/dev/null
 fi

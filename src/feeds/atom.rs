@@ -9,7 +9,8 @@ use super::FeedSnapshot;
 use crate::alert::Severity;
 use crate::text::{rfc3339, short_id, xml};
 
-pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
+/// The Atom feed; `self_path` is where it is published (`incidents.atom`, `history.atom`).
+pub(super) fn feed(snapshot: &FeedSnapshot, self_path: &str) -> String {
     let feed_id = format!("urn:probe:feed:{}", short_id(&snapshot.title));
     // The feed changes when its newest entry does; an empty feed keeps the snapshot's time.
     let updated = snapshot
@@ -34,11 +35,113 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
         );
         let _ = writeln!(
             out,
-            r#"  <link rel="self" type="application/atom+xml" href="{}incidents.atom"/>"#,
+            r#"  <link rel="self" type="application/atom+xml" href="{}{self_path}"/>"#,
             xml(url)
         );
     }
     for incident in &snapshot.incidents {
+        let Told {
+            id,
+            title,
+            summary,
+            html,
+        } = told(snapshot, incident);
+        let _ = writeln!(out, "  <entry>");
+        let _ = writeln!(out, "    <id>{id}</id>");
+        let _ = writeln!(out, "    <title>{}</title>", xml(&title));
+        let _ = writeln!(
+            out,
+            r#"    <category term="{}" label="severity"/>"#,
+            incident.severity.as_str()
+        );
+        let _ = writeln!(
+            out,
+            "    <published>{}</published>",
+            rfc3339(incident.opened_at)
+        );
+        let _ = writeln!(
+            out,
+            "    <updated>{}</updated>",
+            rfc3339(entry_updated(incident))
+        );
+        if let Some(url) = &snapshot.url {
+            let _ = writeln!(out, r#"    <link rel="alternate" href="{}"/>"#, xml(url));
+        }
+        if let Some(summary) = summary {
+            let _ = writeln!(out, "    <summary>{}</summary>", xml(&summary));
+        }
+        let _ = writeln!(out, r#"    <content type="html">{}</content>"#, xml(&html));
+        let _ = writeln!(out, "  </entry>");
+    }
+    out.push_str("</feed>\n");
+    out
+}
+
+/// `history.rss`: the same incidents as RSS 2.0, for readers that take RSS only.
+pub(super) fn rss(snapshot: &FeedSnapshot) -> String {
+    use time::format_description::well_known::Rfc2822;
+    let date = |t: time::OffsetDateTime| t.format(&Rfc2822).unwrap_or_default();
+    let updated = snapshot
+        .incidents
+        .iter()
+        .map(entry_updated)
+        .max()
+        .unwrap_or(snapshot.generated_at);
+    let link = snapshot.url.clone().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, r#"<?xml version="1.0" encoding="utf-8"?>"#);
+    let _ = writeln!(out, r#"<rss version="2.0">"#);
+    let _ = writeln!(out, "  <channel>");
+    let _ = writeln!(
+        out,
+        "    <title>{} — incidents</title>",
+        xml(&snapshot.title)
+    );
+    let _ = writeln!(out, "    <link>{}</link>", xml(&link));
+    let _ = writeln!(
+        out,
+        "    <description>Incident history of {}</description>",
+        xml(&snapshot.title)
+    );
+    let _ = writeln!(out, "    <lastBuildDate>{}</lastBuildDate>", date(updated));
+    let _ = writeln!(out, "    <generator>probe</generator>");
+    for incident in &snapshot.incidents {
+        let Told {
+            id, title, html, ..
+        } = told(snapshot, incident);
+        let _ = writeln!(out, "    <item>");
+        let _ = writeln!(out, "      <title>{}</title>", xml(&title));
+        if !link.is_empty() {
+            let _ = writeln!(out, "      <link>{}</link>", xml(&link));
+        }
+        let _ = writeln!(out, r#"      <guid isPermaLink="false">{id}</guid>"#);
+        let _ = writeln!(
+            out,
+            "      <category>{}</category>",
+            incident.severity.as_str()
+        );
+        let _ = writeln!(
+            out,
+            "      <pubDate>{}</pubDate>",
+            date(entry_updated(incident))
+        );
+        let _ = writeln!(out, "      <description>{}</description>", xml(&html));
+        let _ = writeln!(out, "    </item>");
+    }
+    out.push_str("  </channel>\n</rss>\n");
+    out
+}
+
+/// What the feeds say of one incident.
+struct Told {
+    id: String,
+    title: String,
+    summary: Option<String>,
+    html: String,
+}
+
+fn told(snapshot: &FeedSnapshot, incident: &crate::store::IncidentRecord) -> Told {
+    {
         let id = format!(
             "urn:probe:incident:{}:{}",
             short_id(&format!("site:{}", incident.site)),
@@ -108,40 +211,20 @@ pub(super) fn feed(snapshot: &FeedSnapshot) -> String {
                 html.push_str("</ul>");
             }
         }
-        let _ = writeln!(out, "  <entry>");
-        let _ = writeln!(out, "    <id>{id}</id>");
-        let _ = writeln!(out, "    <title>{}</title>", xml(&title));
-        let _ = writeln!(
-            out,
-            r#"    <category term="{}" label="severity"/>"#,
-            incident.severity.as_str()
-        );
-        let _ = writeln!(
-            out,
-            "    <published>{}</published>",
-            rfc3339(incident.opened_at)
-        );
-        let _ = writeln!(
-            out,
-            "    <updated>{}</updated>",
-            rfc3339(entry_updated(incident))
-        );
-        if let Some(url) = &snapshot.url {
-            let _ = writeln!(out, r#"    <link rel="alternate" href="{}"/>"#, xml(url));
-        }
-        if let Some(cause) = last {
-            let summary = if snapshot.public {
+        let summary = last.map(|cause| {
+            if snapshot.public {
                 cause_title(&cause.cause)
             } else {
                 cause.summary.clone()
-            };
-            let _ = writeln!(out, "    <summary>{}</summary>", xml(&summary));
+            }
+        });
+        Told {
+            id,
+            title,
+            summary,
+            html,
         }
-        let _ = writeln!(out, r#"    <content type="html">{}</content>"#, xml(&html));
-        let _ = writeln!(out, "  </entry>");
     }
-    out.push_str("</feed>\n");
-    out
 }
 
 /// When an incident last changed: its resolution, else its latest cause, else its opening.

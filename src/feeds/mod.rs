@@ -681,7 +681,23 @@ pub fn render_each(snapshot: &FeedSnapshot, sink: &mut dyn FeedSink) {
         "incidents.atom".into(),
         "application/atom+xml; charset=utf-8",
     );
-    let _ = sink.write_str(&atom::feed(snapshot));
+    let _ = sink.write_str(&atom::feed(snapshot, "incidents.atom"));
+    sink.end();
+    // Statuspage's public endpoints, at their paths: what is written for Statuspage reads
+    // probe unchanged.
+    sink.begin("api/v2/summary.json".into(), "application/json");
+    status::summary(snapshot, sink);
+    sink.end();
+    for (which, path) in status::V2::ALL {
+        sink.begin(format!("api/v2/{path}"), "application/json");
+        status::v2(snapshot, which, sink);
+        sink.end();
+    }
+    sink.begin("history.atom".into(), "application/atom+xml; charset=utf-8");
+    let _ = sink.write_str(&atom::feed(snapshot, "history.atom"));
+    sink.end();
+    sink.begin("history.rss".into(), "application/rss+xml; charset=utf-8");
+    let _ = sink.write_str(&atom::rss(snapshot));
     sink.end();
     sink.begin("metrics".into(), "text/plain; version=0.0.4; charset=utf-8");
     metrics::exposition(snapshot, sink);

@@ -93,19 +93,24 @@ pub(super) fn indicator(sites: &[SiteFeed]) -> (&'static str, &'static str) {
     }
 }
 
-/// status.json, written into `out` as it is made.
-pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
+/// The page object every v2 document starts with, and the page's id.
+fn page(snapshot: &FeedSnapshot) -> (Value, String) {
     let page_id = short_id(&snapshot.title);
-    let updated = rfc3339(snapshot.generated_at);
-    let (indicator, description) = indicator(&snapshot.sites);
     let page = json!({
         "id": page_id,
         "name": snapshot.title,
         // Statuspage always has a URL; consumers that expect a string get an empty one.
         "url": snapshot.url.clone().unwrap_or_default(),
         "time_zone": snapshot.zone.name(),
-        "updated_at": updated,
+        "updated_at": rfc3339(snapshot.generated_at),
     });
+    (page, page_id)
+}
+
+/// status.json (and `api/v2/summary.json`), written into `out` as it is made.
+pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
+    let (page, page_id) = page(snapshot);
+    let (indicator, description) = indicator(&snapshot.sites);
     let status = json!({ "indicator": indicator, "description": description });
     // Written into the output as they are made: with thousands of sites, the components alone
     // are megabytes, and neither a tree of them all nor a second copy of their text is held.
@@ -114,6 +119,80 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
         "{{\"page\":{},\"status\":{status},\"components\":[",
         crate::text::json(&page)
     );
+    write_components(snapshot, &page_id, out);
+    // summary.json lists the unresolved incidents only.
+    let _ = out.write_str("],\"incidents\":");
+    write_incidents(snapshot, &page_id, true, out);
+    let _ = out.write_str(",\"scheduled_maintenances\":");
+    let _ = out.write_str(&crate::text::json(&maintenances(snapshot, &page_id, None)));
+    let _ = out.write_str("}\n");
+}
+
+/// One of Statuspage's public v2 documents other than the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V2 {
+    /// `status.json`: the page and its indicator.
+    Status,
+    /// `components.json`.
+    Components,
+    /// `incidents.json`: the 50 most recent, resolved ones included.
+    Incidents,
+    /// `incidents/unresolved.json`.
+    UnresolvedIncidents,
+    /// `scheduled-maintenances.json`, `/upcoming.json`, `/active.json`.
+    Maintenances(Option<&'static str>),
+}
+
+impl V2 {
+    /// Every document, with its path under `api/v2/`.
+    pub const ALL: [(V2, &'static str); 7] = [
+        (V2::Status, "status.json"),
+        (V2::Components, "components.json"),
+        (V2::Incidents, "incidents.json"),
+        (V2::UnresolvedIncidents, "incidents/unresolved.json"),
+        (V2::Maintenances(None), "scheduled-maintenances.json"),
+        (
+            V2::Maintenances(Some("scheduled")),
+            "scheduled-maintenances/upcoming.json",
+        ),
+        (
+            V2::Maintenances(Some("in_progress")),
+            "scheduled-maintenances/active.json",
+        ),
+    ];
+}
+
+/// Writes one v2 document into `out`.
+pub(super) fn v2(snapshot: &FeedSnapshot, which: V2, out: &mut dyn std::fmt::Write) {
+    let (page, page_id) = page(snapshot);
+    let _ = write!(out, "{{\"page\":{}", crate::text::json(&page));
+    match which {
+        V2::Status => {
+            let (indicator, description) = indicator(&snapshot.sites);
+            let status = json!({ "indicator": indicator, "description": description });
+            let _ = write!(out, ",\"status\":{status}");
+        }
+        V2::Components => {
+            let _ = out.write_str(",\"components\":[");
+            write_components(snapshot, &page_id, out);
+            let _ = out.write_char(']');
+        }
+        V2::Incidents | V2::UnresolvedIncidents => {
+            let _ = out.write_str(",\"incidents\":");
+            write_incidents(snapshot, &page_id, which == V2::UnresolvedIncidents, out);
+        }
+        V2::Maintenances(status) => {
+            let _ = out.write_str(",\"scheduled_maintenances\":");
+            let _ = out.write_str(&crate::text::json(&maintenances(
+                snapshot, &page_id, status,
+            )));
+        }
+    }
+    let _ = out.write_str("}\n");
+}
+
+/// The components, comma-separated, each written as it is made.
+fn write_components(snapshot: &FeedSnapshot, page_id: &str, out: &mut dyn std::fmt::Write) {
     snapshot
         .sites
         .iter()
@@ -140,7 +219,7 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                 .zip(site.uptime())
                 .map(|((label, _), share)| (label.to_string(), json!(share)))
                 .collect();
-            let component = json!({
+            let mut component = json!({
                 "id": short_id(&format!("site:{}", site.name)),
                 "name": site.name,
                 "status": component_status(site).as_str(),
@@ -160,7 +239,6 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                     "uptime": uptime,
                 },
             });
-            let mut component = component;
             if !site.regions.is_empty() {
                 component["probe"]["regions"] = site
                     .regions
@@ -189,88 +267,151 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
             }
             let _ = out.write_str(&crate::text::json(&component));
         });
-    // summary.json lists the unresolved incidents only.
-    // Each incident is serialised as it is made, like the components.
-    let incidents = snapshot
+}
+
+/// Incidents shown at most in `incidents.json` (Statuspage lists the 50 most recent).
+const RECENT_INCIDENTS: usize = 50;
+
+/// The incidents as a JSON list, newest first: the unresolved ones, or the most recent of all.
+/// Each is serialised as it is made, like the components.
+fn write_incidents(
+    snapshot: &FeedSnapshot,
+    page_id: &str,
+    unresolved_only: bool,
+    out: &mut dyn std::fmt::Write,
+) {
+    let mut chosen: Vec<&crate::store::IncidentRecord> = snapshot
         .incidents
         .iter()
-        .filter(|i| i.closed_at.is_none())
-        .map(|incident| {
-            let id = short_id(&format!("incident:{}/{}", incident.site, incident.number));
-            let component = snapshot.sites.iter().find(|s| s.name == incident.site);
-            let impact = match (incident.severity, component.map(component_status)) {
-                (Severity::Warning, _) => "minor",
-                (Severity::Intermittent, _) => "major",
-                (_, Some(ComponentStatus::MajorOutage)) => "critical",
-                (_, Some(ComponentStatus::PartialOutage)) => "major",
-                _ => "minor",
-            };
-            let last = incident.causes.last();
-            let updates: Vec<Value> = incident
-                .causes
-                .iter()
-                .enumerate()
-                .rev()
-                .map(|(n, cause)| {
-                    json!({
-                        "id": short_id(&format!("update:{}/{}/{n}", incident.site, incident.number)),
-                        "status": "identified",
-                        "body": if snapshot.public {
-                            cause_title(&cause.cause)
-                        } else {
-                            format!("{} ({})", cause.summary, cause.cause)
-                        },
-                        "incident_id": id,
-                        "created_at": rfc3339(cause.at),
-                        "updated_at": rfc3339(cause.at),
-                        "display_at": rfc3339(cause.at),
-                        "affected_components": Value::Null,
-                        "deliver_notifications": true,
-                        "custom_tweet": Value::Null,
-                        "tweet_id": Value::Null,
-                    })
-                })
-                .collect();
-            let name = match last {
-                Some(cause) => format!(
-                    "{}{}: {}",
-                    severity_prefix(incident.severity),
-                    incident.site,
-                    cause_title(&cause.cause)
-                ),
-                None => format!("{} is down", incident.site),
-            };
-            json!({
-                "id": id,
-                "name": name,
-                "status": "identified",
-                "created_at": rfc3339(incident.opened_at),
-                "updated_at": rfc3339(last.map_or(incident.opened_at, |c| c.at)),
-                "monitoring_at": Value::Null,
-                "resolved_at": Value::Null,
-                "impact": impact,
-                "shortlink": snapshot.url.clone().unwrap_or_default(),
-                "started_at": rfc3339(incident.opened_at),
-                "page_id": page_id,
-                "incident_updates": updates,
-                "components": component.map(|s| vec![json!({
-                    "id": short_id(&format!("site:{}", s.name)),
-                    "name": s.name,
-                    "status": component_status(s).as_str(),
-                })]).unwrap_or_default(),
-                "probe": {
-                    "site": incident.site,
-                    "number": incident.number,
-                    "severity": incident.severity.as_str(),
-                    "group": incident.group,
-                    "cause": last.map(|c| c.cause.clone()),
-                },
-            })
-        });
-    let maintenances: Vec<Value> = snapshot
+        .filter(|i| !unresolved_only || i.closed_at.is_none())
+        .collect();
+    chosen.sort_by_key(|i| std::cmp::Reverse(i.opened_at));
+    if !unresolved_only {
+        chosen.truncate(RECENT_INCIDENTS);
+    }
+    let _ = out.write_char('[');
+    for (n, incident) in chosen.into_iter().enumerate() {
+        if n > 0 {
+            let _ = out.write_char(',');
+        }
+        let _ = out.write_str(&crate::text::json(&incident_json(
+            snapshot, page_id, incident,
+        )));
+    }
+    let _ = out.write_char(']');
+}
+
+/// One incident in Statuspage's shape (`probe` adds ours): an update per cause, and one more
+/// for its resolution.
+fn incident_json(
+    snapshot: &FeedSnapshot,
+    page_id: &str,
+    incident: &crate::store::IncidentRecord,
+) -> Value {
+    let id = short_id(&format!("incident:{}/{}", incident.site, incident.number));
+    let component = snapshot.sites.iter().find(|s| s.name == incident.site);
+    let impact = match (incident.severity, component.map(component_status)) {
+        (Severity::Warning, _) => "minor",
+        (Severity::Intermittent, _) => "major",
+        (_, Some(ComponentStatus::MajorOutage)) => "critical",
+        (_, Some(ComponentStatus::PartialOutage)) => "major",
+        _ => "minor",
+    };
+    let last = incident.causes.last();
+    let update = |n: String, status: &str, body: String, at: time::OffsetDateTime| {
+        json!({
+            "id": short_id(&format!("update:{}/{}/{n}", incident.site, incident.number)),
+            "status": status,
+            "body": body,
+            "incident_id": id,
+            "created_at": rfc3339(at),
+            "updated_at": rfc3339(at),
+            "display_at": rfc3339(at),
+            "affected_components": Value::Null,
+            "deliver_notifications": true,
+            "custom_tweet": Value::Null,
+            "tweet_id": Value::Null,
+        })
+    };
+    let mut updates: Vec<Value> = Vec::new();
+    if let Some(closed) = incident.closed_at {
+        updates.push(update(
+            "resolved".into(),
+            "resolved",
+            format!(
+                "Resolved after {}.",
+                crate::text::duration((closed - incident.opened_at).unsigned_abs())
+            ),
+            closed,
+        ));
+    }
+    updates.extend(incident.causes.iter().enumerate().rev().map(|(n, cause)| {
+        update(
+            n.to_string(),
+            "identified",
+            if snapshot.public {
+                cause_title(&cause.cause)
+            } else {
+                format!("{} ({})", cause.summary, cause.cause)
+            },
+            cause.at,
+        )
+    }));
+    let name = match last {
+        Some(cause) => format!(
+            "{}{}: {}",
+            severity_prefix(incident.severity),
+            incident.site,
+            cause_title(&cause.cause)
+        ),
+        None => format!("{} is down", incident.site),
+    };
+    let updated = incident
+        .closed_at
+        .unwrap_or(last.map_or(incident.opened_at, |c| c.at));
+    json!({
+        "id": id,
+        "name": name,
+        "status": if incident.closed_at.is_some() { "resolved" } else { "identified" },
+        "created_at": rfc3339(incident.opened_at),
+        "updated_at": rfc3339(updated),
+        "monitoring_at": Value::Null,
+        "resolved_at": incident.closed_at.map(rfc3339),
+        "impact": impact,
+        "shortlink": snapshot.url.clone().unwrap_or_default(),
+        "started_at": rfc3339(incident.opened_at),
+        "page_id": page_id,
+        "incident_updates": updates,
+        "components": component.map(|s| vec![json!({
+            "id": short_id(&format!("site:{}", s.name)),
+            "name": s.name,
+            "status": component_status(s).as_str(),
+        })]).unwrap_or_default(),
+        "probe": {
+            "site": incident.site,
+            "number": incident.number,
+            "severity": incident.severity.as_str(),
+            "group": incident.group,
+            "cause": last.map(|c| c.cause.clone()),
+        },
+    })
+}
+
+/// The maintenance windows as Statuspage lists them (`status`: only those scheduled, or only
+/// those in progress).
+fn maintenances(snapshot: &FeedSnapshot, page_id: &str, only: Option<&str>) -> Vec<Value> {
+    snapshot
         .maintenance
         .iter()
-        .map(|w| {
+        .filter_map(|w| {
+            let status = if w.start <= snapshot.generated_at {
+                "in_progress"
+            } else {
+                "scheduled"
+            };
+            if only.is_some_and(|o| o != status) {
+                return None;
+            }
             let affected: Vec<Value> = snapshot
                 .sites
                 .iter()
@@ -283,13 +424,8 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                     })
                 })
                 .collect();
-            let status = if w.start <= snapshot.generated_at {
-                "in_progress"
-            } else {
-                "scheduled"
-            };
             let name = w.reason.clone().unwrap_or_else(|| "Maintenance".into());
-            json!({
+            Some(json!({
                 "id": short_id(&format!("maintenance:{}:{}", rfc3339(w.start), name)),
                 "name": name,
                 "status": status,
@@ -305,22 +441,9 @@ pub(super) fn summary(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                 "components": affected,
                 "scheduled_for": rfc3339(w.start),
                 "scheduled_until": rfc3339(w.end),
-            })
+            }))
         })
-        .collect();
-    // Compact, and assembled from its pieces: indentation alone would be megabytes.
-    let _ = out.write_str("],\"incidents\":");
-    let _ = out.write_char('[');
-    for (n, incident) in incidents.enumerate() {
-        if n > 0 {
-            let _ = out.write_char(',');
-        }
-        let _ = out.write_str(&crate::text::json(&incident));
-    }
-    let _ = out.write_char(']');
-    let _ = out.write_str(",\"scheduled_maintenances\":");
-    let _ = out.write_str(&crate::text::json(&maintenances));
-    let _ = out.write_str("}\n");
+        .collect()
 }
 
 /// What an incident's name starts with: nothing for an outage, its kind for the others.
