@@ -266,6 +266,7 @@ fn feeds_stay_well_formed_xml_whatever_the_names_hold() {
             days: Vec::new().into(),
             regions: Box::new([]),
             open_lighter: None,
+            months: Default::default(),
         }],
         incidents: vec![IncidentRecord {
             site: name.into(),

@@ -139,6 +139,37 @@ async fn a_statuspage_client_reads_probe_unchanged() {
         read["upcoming"]["scheduled_maintenances"]
     );
 
+    // sla.json: each site's availability this calendar month (one run down of two each).
+    let sla: Value = serde_json::from_slice(
+        &files
+            .iter()
+            .find(|f| f.path == "api/v1/sla.json")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(sla["months"][0], "2027-01");
+    assert_eq!(sla["months"].as_array().unwrap().len(), 4);
+    for site in sla["sites"].as_array().unwrap() {
+        let month = &site["months"][0];
+        assert_eq!(
+            (
+                &month["availability"],
+                &month["results"],
+                &month["down_results"]
+            ),
+            (&Value::from(0.5), &Value::from(2), &Value::from(1)),
+            "{site}"
+        );
+        assert_eq!(site["months"][1]["availability"], Value::Null);
+    }
+    let page = files.iter().find(|f| f.path == "index.html").unwrap();
+    let page = String::from_utf8_lossy(&page.body);
+    assert!(
+        page.contains("<table id=\"monthly-availability\">") && page.contains("<td>50.00%</td>"),
+        "{page}"
+    );
+
     // `run --feeds-dir` writes the same documents at the same relative paths.
     let out = tempfile::tempdir().unwrap();
     feeds::render_into_dir(&snapshot, out.path()).unwrap();

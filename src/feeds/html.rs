@@ -133,6 +133,31 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
     }
     let _ = out.write_str("</p>\n");
 
+    // Monthly availability, as an SLA reads it: calendar months (UTC), maintenance left out.
+    let _ = out.write_str(
+        "<h2>Monthly availability</h2>\n<table id=\"monthly-availability\"><thead><tr><th>Site</th>",
+    );
+    for back in 0..super::MONTHS {
+        let start = super::month_start(snapshot.generated_at, back);
+        let _ = write!(out, "<th>{} {}</th>", start.month(), start.year());
+    }
+    let _ = out.write_str("</tr></thead><tbody>\n");
+    for site in &snapshot.sites {
+        let _ = write!(
+            out,
+            "<tr data-site=\"{}\"><td>{}</td>",
+            xml(site.name),
+            xml(site.name)
+        );
+        for month in &site.months {
+            let _ = write!(out, "<td>{}</td>", super::percent(month.availability()));
+        }
+        let _ = out.write_str("</tr>\n");
+    }
+    let _ = out.write_str(
+        "</tbody></table>\n<p class=\"legend\">Share of probes not down per calendar month (UTC); hours of a maintenance window are left out · <a href=\"api/v1/sla.json\">sla.json</a></p>\n",
+    );
+
     let resolved: Vec<_> = snapshot
         .incidents
         .iter()

@@ -79,6 +79,41 @@ pub struct SiteFeed<'a> {
     /// An open warning or intermittent incident (intermittent when both), shown even while
     /// the latest run was fine.
     pub open_lighter: Option<Severity>,
+    /// This UTC calendar month and the `MONTHS - 1` before it, newest first: results, down
+    /// results, and hours left out for a maintenance window of the site.
+    pub months: [MonthCount; MONTHS],
+}
+
+/// Calendar months of availability shown: the hourly counts are kept 91 days, which touch at
+/// most four months.
+pub const MONTHS: usize = 4;
+
+/// One month of a site's availability.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MonthCount {
+    pub total: u32,
+    pub down: u32,
+    /// Hours a maintenance window of the site overlapped: their results do not count.
+    pub maintenance_hours: u32,
+}
+
+impl MonthCount {
+    /// Share of the counted results that were not down; `None` without results.
+    pub fn availability(self) -> Option<f64> {
+        (self.total > 0).then(|| f64::from(self.total - self.down) / f64::from(self.total))
+    }
+}
+
+/// The first day of the UTC calendar month `back` months before `now`'s.
+pub fn month_start(now: OffsetDateTime, back: usize) -> time::Date {
+    let index = i64::from(now.year()) * 12 + i64::from(u8::from(now.month())) - 1 - back as i64;
+    let (year, month) = (index.div_euclid(12), index.rem_euclid(12) + 1);
+    time::Date::from_calendar_date(
+        year as i32,
+        time::Month::try_from(month as u8).expect("a month"),
+        1,
+    )
+    .expect("a first of the month")
 }
 
 /// One region's view of a site, as the feeds show it.
@@ -403,6 +438,7 @@ pub fn snapshot<'a>(
             days: Box::new([]),
             regions: Box::new([]),
             open_lighter: None,
+            months: [MonthCount::default(); MONTHS],
         })
         .collect();
     // Reports are reduced to what the feeds show as they stream by: a full report per site
@@ -419,6 +455,7 @@ pub fn snapshot<'a>(
     let done = |tallying: &mut Option<(usize, Tally)>, sites: &mut [SiteFeed]| {
         if let Some((i, tally)) = tallying.take() {
             sites[i].counts = tally.counts();
+            sites[i].months = tally.months;
             sites[i].days = tally.days();
         }
     };
@@ -429,10 +466,17 @@ pub fn snapshot<'a>(
         if tallying.as_ref().is_some_and(|(current, _)| *current != i) {
             done(&mut tallying, &mut sites);
         }
+        // Hours of a maintenance window of the site are left out of its monthly availability.
+        let (start, end) = (hour.hour, hour.hour + 3600);
+        let in_maintenance = config.maintenance.iter().any(|w| {
+            (w.sites.is_empty() || w.sites.iter().any(|s| s == site))
+                && w.start.unix_timestamp() < end
+                && w.end.unix_timestamp() > start
+        });
         tallying
             .get_or_insert_with(|| (i, Tally::default()))
             .1
-            .add(hour, now);
+            .add(hour, now, in_maintenance);
     })?;
     done(&mut tallying, &mut sites);
     let incidents: Vec<IncidentRecord> = store
@@ -575,10 +619,27 @@ struct Tally {
     windows: [(u32, u32); 4],
     /// (results, down results) per day, oldest first, today last; absent until a result comes.
     days: Option<Box<[(u32, u32); HISTORY_DAYS as usize]>>,
+    /// Per calendar month, newest first.
+    months: [MonthCount; MONTHS],
 }
 
 impl Tally {
-    fn add(&mut self, hour: UptimeHour, now: OffsetDateTime) {
+    fn add(&mut self, hour: UptimeHour, now: OffsetDateTime, in_maintenance: bool) {
+        if let Ok(at) = OffsetDateTime::from_unix_timestamp(hour.hour) {
+            let months_back = (i64::from(now.year()) * 12 + i64::from(u8::from(now.month())))
+                - (i64::from(at.year()) * 12 + i64::from(u8::from(at.month())));
+            if let Some(month) = usize::try_from(months_back)
+                .ok()
+                .and_then(|b| self.months.get_mut(b))
+            {
+                if in_maintenance {
+                    month.maintenance_hours += 1;
+                } else {
+                    month.total = month.total.saturating_add(hour.total);
+                    month.down = month.down.saturating_add(hour.down);
+                }
+            }
+        }
         let now = now.unix_timestamp();
         for ((_, seconds), (total, down)) in WINDOWS.iter().zip(self.windows.iter_mut()) {
             // An hour counts when any of it falls inside the window.
@@ -693,6 +754,9 @@ pub fn render_each(snapshot: &FeedSnapshot, sink: &mut dyn FeedSink) {
         status::v2(snapshot, which, sink);
         sink.end();
     }
+    sink.begin("api/v1/sla.json".into(), "application/json");
+    status::sla(snapshot, sink);
+    sink.end();
     sink.begin("history.atom".into(), "application/atom+xml; charset=utf-8");
     let _ = sink.write_str(&atom::feed(snapshot, "history.atom"));
     sink.end();
@@ -870,8 +934,11 @@ mod tests {
         };
         // Down the whole hour two days ago, healthy in the last hour.
         let mut tally = Tally::default();
-        tally.add(hour(48, 60, 60), now);
-        tally.add(hour(0, 60, 0), now);
+        tally.add(hour(48, 60, 60), now, false);
+        tally.add(hour(0, 60, 0), now, false);
+        // An hour of maintenance: left out of the month, counted in the windows.
+        tally.add(hour(1, 60, 60), now, true);
+        let months = tally.months;
         let site = SiteFeed {
             name: "a",
             url: "https://a.example/",
@@ -881,8 +948,24 @@ mod tests {
             days: tally.days(),
             regions: Box::new([]),
             open_lighter: None,
+            months,
         };
-        assert_eq!(site.uptime(), [Some(1.0), Some(0.5), Some(0.5), Some(0.5)]);
+        assert_eq!(
+            site.uptime(),
+            [Some(0.5), Some(1.0 / 3.0), Some(1.0 / 3.0), Some(1.0 / 3.0)]
+        );
+        // 2030-03-17: both counted hours in March; the maintenance hour said apart.
+        assert_eq!(
+            site.months[0],
+            MonthCount {
+                total: 120,
+                down: 60,
+                maintenance_hours: 1
+            }
+        );
+        assert_eq!(site.months[0].availability(), Some(0.5));
+        assert_eq!(site.months[1].availability(), None);
+        assert_eq!(month_start(now, 3).to_string(), "2029-12-01");
         let unwatched = SiteFeed {
             counts: Tally::default().counts(),
             ..site.clone()
@@ -912,9 +995,12 @@ mod tests {
         assert_eq!(held.total(), 4.129);
         let bars: Vec<_> = site.day_bars(now).collect();
         assert_eq!(bars.len(), 90);
-        assert_eq!(bars[89].1, 60, "today last");
+        assert_eq!(
+            bars[89].1, 120,
+            "today last (the maintenance hour counts in the bars)"
+        );
         assert_eq!((bars[87].1, bars[87].2), (60, 60), "two days ago");
-        assert_eq!(bars.iter().map(|d| d.2).sum::<u32>(), 60);
+        assert_eq!(bars.iter().map(|d| d.2).sum::<u32>(), 120);
         let today = now.unix_timestamp() - now.unix_timestamp().rem_euclid(86_400);
         assert_eq!(bars[89].0.unix_timestamp(), today);
         assert_eq!(bars[0].0.unix_timestamp(), today - 89 * 86_400);

@@ -461,3 +461,43 @@ pub(super) fn cause_title(id: &str) -> String {
     serde_json::from_value::<Cause>(Value::String(id.to_string()))
         .map_or_else(|_| id.to_string(), |c| c.title().to_string())
 }
+
+/// `api/v1/sla.json`: each site's availability per UTC calendar month (this one and the three
+/// before), from the hourly counts, the hours of its maintenance windows left out.
+pub(super) fn sla(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
+    let (page, _) = page(snapshot);
+    let months: Vec<String> = (0..super::MONTHS)
+        .map(|back| {
+            let start = super::month_start(snapshot.generated_at, back);
+            format!("{:04}-{:02}", start.year(), u8::from(start.month()))
+        })
+        .collect();
+    let _ = write!(
+        out,
+        "{{\"page\":{},\"months\":{},\"maintenance_excluded\":true,\"sites\":[",
+        crate::text::json(&page),
+        crate::text::json(&months)
+    );
+    for (n, site) in snapshot.sites.iter().enumerate() {
+        let per_month: Vec<Value> = site
+            .months
+            .iter()
+            .zip(&months)
+            .map(|(count, month)| {
+                json!({
+                    "month": month,
+                    "availability": count.availability(),
+                    "results": count.total,
+                    "down_results": count.down,
+                    "maintenance_hours": count.maintenance_hours,
+                })
+            })
+            .collect();
+        if n > 0 {
+            let _ = out.write_char(',');
+        }
+        let site = json!({ "name": site.name, "url": site.url, "months": per_month });
+        let _ = out.write_str(&crate::text::json(&site));
+    }
+    let _ = out.write_str("]}\n");
+}
