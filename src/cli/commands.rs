@@ -241,7 +241,12 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
     );
     let server = listener.map(|(address, listener)| {
         tracing::info!(%address, "serving the feeds");
-        tokio::spawn(serve::serve(listener, watch.publish_feeds()))
+        let targets = watch.probe_targets();
+        tokio::spawn(serve::serve_with(
+            listener,
+            watch.publish_feeds(),
+            Some(targets),
+        ))
     });
     watch.run().await?;
     if let Some(server) = server {

@@ -2,7 +2,7 @@
 //! so its dashboards and alert rules work, labelled by `site`, `route` and the `address` dialled;
 //! plus the diagnosis as an info metric and the uptime figures.
 
-use super::{FeedSnapshot, WINDOWS};
+use super::{FeedSnapshot, RequestFacts, WINDOWS};
 
 /// The metric families, in the order they are written: (name, help).
 const FAMILIES: [(&str, &str); 22] = [
@@ -117,6 +117,8 @@ const CHAIN_INFO: usize = 18;
 const TLS_VERSION: usize = 19;
 const TLS_CIPHER: usize = 20;
 const FAILURE: usize = 21;
+/// `/probe`'s own family (after `FAMILIES`): each route's success, labelled.
+const ROUTE_SUCCESS: usize = FAMILIES.len();
 
 /// FNV-1a, 32 bits, of an address's bytes (4 for IPv4, 16 for IPv6).
 fn fnv1a32(ip: std::net::IpAddr) -> u32 {
@@ -203,73 +205,74 @@ fn each_sample(snapshot: &FeedSnapshot, sample: &mut Sample<'_>) {
                 ("route", request.route.as_str()),
                 ("address", address.as_str()),
             ];
-            sample(SUCCESS, &labels, if request.answered { 1.0 } else { 0.0 });
-            let t = request.timings;
-            sample(DURATION, &labels, t.total() / 1000.0);
-            sample(STATUS_CODE, &labels, f64::from(request.status));
-            // blackbox_exporter's phase names.
-            for (phase, ms) in [
-                ("resolve", t.dns()),
-                ("connect", t.connect()),
-                ("tls", t.tls()),
-                ("processing", t.ttfb()),
-                ("transfer", t.transfer()),
-            ] {
-                let mut with_phase = labels.to_vec();
-                with_phase.push(("phase", phase));
-                sample(PHASES, &with_phase, ms.unwrap_or(0.0) / 1000.0);
-            }
-            if let Some(ms) = t.dns() {
-                sample(DNS, &labels, ms / 1000.0);
-            }
-            if let Some(expiry) = request.earliest_cert_expiry {
-                sample(CERT_EXPIRY, &labels, expiry as f64);
-            }
-            if request.http_version > 0 {
-                sample(
-                    HTTP_VERSION,
-                    &labels,
-                    f64::from(request.http_version) / 10.0,
-                );
-                sample(HTTP_REDIRECTS, &labels, f64::from(request.redirects));
-                sample(CONTENT_LENGTH, &labels, request.content_length as f64);
-            }
-            sample(
-                HTTP_SSL,
-                &labels,
-                if request.tls.is_some() { 1.0 } else { 0.0 },
-            );
-            if let Some(ip) = request.address.map(|a| a.ip()) {
-                let version = if ip.is_ipv4() { 4.0 } else { 6.0 };
-                sample(IP_PROTOCOL, &labels, version);
-                sample(IP_HASH, &labels, f64::from(fnv1a32(ip)));
-            }
-            if let Some(tls) = &request.tls {
-                if let Some(expiry) = tls.chain_expiry {
-                    sample(CHAIN_EXPIRY, &labels, expiry as f64);
-                }
-                let mut info = labels.to_vec();
-                info.extend([
-                    ("fingerprint_sha256", &*tls.leaf_sha256),
-                    ("subject", &*tls.leaf_subject),
-                    ("issuer", &*tls.leaf_issuer),
-                    ("subjectalternative", &*tls.leaf_sans),
-                    ("serialnumber", &*tls.leaf_serial),
-                ]);
-                sample(CHAIN_INFO, &info, 1.0);
-                let mut version = labels.to_vec();
-                version.push(("version", &*tls.version));
-                sample(TLS_VERSION, &version, 1.0);
-                let mut cipher = labels.to_vec();
-                cipher.push(("cipher", &*tls.cipher));
-                sample(TLS_CIPHER, &cipher, 1.0);
-            }
-            if let Some(reason) = &request.failure {
-                let mut failure = labels.to_vec();
-                failure.push(("reason", &**reason));
-                sample(FAILURE, &failure, 1.0);
-            }
+            request_samples(request, &labels, sample);
         }
+    }
+}
+
+/// The samples of one page request, each with `labels` (and its own where the family has them).
+fn request_samples(request: &RequestFacts, labels: &[(&str, &str)], sample: &mut Sample<'_>) {
+    sample(SUCCESS, labels, if request.answered { 1.0 } else { 0.0 });
+    let t = request.timings;
+    sample(DURATION, labels, t.total() / 1000.0);
+    sample(STATUS_CODE, labels, f64::from(request.status));
+    // blackbox_exporter's phase names.
+    for (phase, ms) in [
+        ("resolve", t.dns()),
+        ("connect", t.connect()),
+        ("tls", t.tls()),
+        ("processing", t.ttfb()),
+        ("transfer", t.transfer()),
+    ] {
+        let mut with_phase = labels.to_vec();
+        with_phase.push(("phase", phase));
+        sample(PHASES, &with_phase, ms.unwrap_or(0.0) / 1000.0);
+    }
+    if let Some(ms) = t.dns() {
+        sample(DNS, labels, ms / 1000.0);
+    }
+    if let Some(expiry) = request.earliest_cert_expiry {
+        sample(CERT_EXPIRY, labels, expiry as f64);
+    }
+    if request.http_version > 0 {
+        sample(HTTP_VERSION, labels, f64::from(request.http_version) / 10.0);
+        sample(HTTP_REDIRECTS, labels, f64::from(request.redirects));
+        sample(CONTENT_LENGTH, labels, request.content_length as f64);
+    }
+    sample(
+        HTTP_SSL,
+        labels,
+        if request.tls.is_some() { 1.0 } else { 0.0 },
+    );
+    if let Some(ip) = request.address.map(|a| a.ip()) {
+        let version = if ip.is_ipv4() { 4.0 } else { 6.0 };
+        sample(IP_PROTOCOL, labels, version);
+        sample(IP_HASH, labels, f64::from(fnv1a32(ip)));
+    }
+    if let Some(tls) = &request.tls {
+        if let Some(expiry) = tls.chain_expiry {
+            sample(CHAIN_EXPIRY, labels, expiry as f64);
+        }
+        let mut info = labels.to_vec();
+        info.extend([
+            ("fingerprint_sha256", &*tls.leaf_sha256),
+            ("subject", &*tls.leaf_subject),
+            ("issuer", &*tls.leaf_issuer),
+            ("subjectalternative", &*tls.leaf_sans),
+            ("serialnumber", &*tls.leaf_serial),
+        ]);
+        sample(CHAIN_INFO, &info, 1.0);
+        let mut version = labels.to_vec();
+        version.push(("version", &*tls.version));
+        sample(TLS_VERSION, &version, 1.0);
+        let mut cipher = labels.to_vec();
+        cipher.push(("cipher", &*tls.cipher));
+        sample(TLS_CIPHER, &cipher, 1.0);
+    }
+    if let Some(reason) = &request.failure {
+        let mut failure = labels.to_vec();
+        failure.push(("reason", &**reason));
+        sample(FAILURE, &failure, 1.0);
     }
 }
 
@@ -307,5 +310,88 @@ fn number(value: f64) -> String {
     } else {
         let text = format!("{value:.6}");
         text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// A sample kept to be written: its family, labels and value.
+type Kept = (usize, Vec<(String, String)>, f64);
+
+/// blackbox_exporter's answer to `/probe?target=…` for one report: the families it writes for
+/// an HTTP probe, unlabelled, of the page request through the edge (what visitors load, what
+/// a blackbox target measures), then ours: the diagnosis, and each route's success labelled by
+/// route and address.
+pub fn probe_exposition(report: &crate::engine::ProbeReport, out: &mut dyn std::fmt::Write) {
+    let latest = super::LatestFacts::of(
+        time::OffsetDateTime::now_utc(),
+        report.clone(),
+        &mut super::Summaries::default(),
+    );
+    let mut samples: Vec<Kept> = Vec::new();
+    let mut keep = |family: usize, labels: &[(&str, &str)], value: f64| {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        samples.push((family, labels, value));
+    };
+    let edge = latest
+        .requests
+        .iter()
+        .find(|r| r.route == crate::observe::Route::Edge);
+    if let Some(request) = edge {
+        request_samples(request, &[], &mut keep);
+    } else {
+        keep(SUCCESS, &[], 0.0);
+    }
+    let d = &latest.diagnosis;
+    keep(
+        INFO,
+        &[
+            ("status", d.status.as_str()),
+            ("hop", d.hop.as_str()),
+            ("cause", d.cause.as_str()),
+            ("confidence", d.confidence.as_str()),
+        ],
+        1.0,
+    );
+    for request in latest.requests.iter() {
+        let address = request.address.map(|a| a.to_string()).unwrap_or_default();
+        let labels = [
+            ("route", request.route.as_str()),
+            ("address", address.as_str()),
+        ];
+        keep(
+            ROUTE_SUCCESS,
+            &labels,
+            if request.answered { 1.0 } else { 0.0 },
+        );
+    }
+    let route_family = ("probe_route_success", "Whether the page request on this route and address got an answer below 400 (1) or not (0).");
+    let families = FAMILIES
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (i, *f))
+        .chain(std::iter::once((ROUTE_SUCCESS, route_family)));
+    for (family, (name, help)) in families {
+        let mut started = false;
+        for (_, labels, value) in samples.iter().filter(|(f, _, _)| *f == family) {
+            if !started {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                started = true;
+            }
+            let _ = out.write_str(name);
+            if !labels.is_empty() {
+                let _ = out.write_char('{');
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        let _ = out.write_char(',');
+                    }
+                    let _ = write!(out, "{k}=\"{}\"", label_value(v));
+                }
+                let _ = out.write_char('}');
+            }
+            let _ = writeln!(out, " {}", number(*value));
+        }
     }
 }

@@ -561,7 +561,63 @@ impl Drop for Busy {
 
 /// Serves the feeds on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, feeds: Feeds) {
-    let router = Router::new().fallback(respond).with_state(feeds);
+    serve_with(listener, feeds, None).await
+}
+
+/// The configured sites `/probe?target=…` may probe (blackbox_exporter's endpoint, for a
+/// Prometheus scrape config that switches by changing the address), and how many such probes
+/// may run at once. Anything else is refused: the server is no open proxy.
+pub struct ProbeTargets {
+    /// The config whose sites may be probed (replaced when it is reloaded).
+    config: std::sync::RwLock<Arc<crate::config::Config>>,
+    running: tokio::sync::Semaphore,
+}
+
+/// Probes `/probe` runs at once; more are answered 429.
+const PROBES_AT_ONCE: usize = 4;
+
+impl ProbeTargets {
+    /// The sites of `config`.
+    pub fn new(config: Arc<crate::config::Config>) -> Self {
+        Self {
+            config: std::sync::RwLock::new(config),
+            running: tokio::sync::Semaphore::new(PROBES_AT_ONCE),
+        }
+    }
+
+    /// The sites of a reloaded config from now on.
+    pub fn replace(&self, config: Arc<crate::config::Config>) {
+        *write(&self.config) = config;
+    }
+
+    /// The probe settings of the site `target` names: its name, its URL, or its host.
+    fn find(&self, target: &str) -> Option<crate::settings::ProbeSettings> {
+        let target = target.trim();
+        let bare = target.trim_end_matches('/');
+        read(&self.config)
+            .sites
+            .iter()
+            .find(|site| {
+                site.name == target
+                    || site.probe.target.url().trim_end_matches('/') == bare
+                    || site.probe.target.host().eq_ignore_ascii_case(target)
+            })
+            .map(|site| site.probe.clone())
+    }
+}
+
+/// What the server answers from: the feeds, and the sites `/probe` may probe.
+#[derive(Clone)]
+struct ServerState {
+    feeds: Feeds,
+    probes: Option<Arc<ProbeTargets>>,
+}
+
+/// `serve`, also answering blackbox_exporter's `/probe?target=…&module=…` for `probes`.
+pub async fn serve_with(listener: TcpListener, feeds: Feeds, probes: Option<Arc<ProbeTargets>>) {
+    let router = Router::new()
+        .fallback(respond)
+        .with_state(ServerState { feeds, probes });
     let connections = Arc::new(Connections::new());
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -631,17 +687,80 @@ pub async fn serve(listener: TcpListener, feeds: Feeds) {
     }
 }
 
+/// blackbox_exporter's modules `/probe` answers for: probe's own probe of a configured site.
+const MODULES: [&str; 3] = ["http_2xx", "http", "probe"];
+
+/// `/probe?target=…&module=…`: probes a configured site now and answers its metrics as
+/// blackbox_exporter does.
+async fn probe(targets: Option<&ProbeTargets>, query: &str) -> Response {
+    let Some(targets) = targets else {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let mut target = None;
+    let mut module = None;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "target" => target = Some(value.into_owned()),
+            "module" => module = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let Some(target) = target.filter(|t| !t.is_empty()) else {
+        return plain(StatusCode::BAD_REQUEST, "target parameter is missing\n");
+    };
+    // What a client sent is not repeated: it is not ours to echo.
+    if module.is_some_and(|m| !MODULES.contains(&m.as_str())) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "unknown module: probe answers http_2xx (its own probe of a configured site)\n",
+        );
+    }
+    let Some(settings) = targets.find(&target) else {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "not a configured site: /probe answers for the sites of probes.yaml only\n",
+        );
+    };
+    let Ok(_permit) = targets.running.try_acquire() else {
+        return plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many probes at once; try again\n",
+        );
+    };
+    match crate::engine::probe_site(&settings).await {
+        Ok(report) => {
+            let mut text = String::new();
+            super::metrics::probe_exposition(&report, &mut text);
+            let mut response = (StatusCode::OK, text).into_response();
+            secure(response.headers_mut());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot probe for /probe");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot probe (see the log)\n",
+            )
+        }
+    }
+}
+
 /// Binds the feed server's address (a clear error when it cannot).
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
 
 async fn respond(
-    State(feeds): State<Feeds>,
+    State(state): State<ServerState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let feeds = state.feeds;
     if method != Method::GET && method != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         response
@@ -661,6 +780,9 @@ async fn respond(
     }
     if uri.to_string().len() > MAX_URI_BYTES {
         return plain(StatusCode::URI_TOO_LONG, "URI too long\n");
+    }
+    if uri.path() == "/probe" {
+        return probe(state.probes.as_deref(), uri.query().unwrap_or("")).await;
     }
     let path = match uri.path() {
         "/" => "index.html",
@@ -931,7 +1053,11 @@ mod tests {
                     headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&tag).unwrap());
                 }
                 let uri: Uri = "/metrics".parse().unwrap();
-                let response = respond(State(feeds), Method::GET, uri, headers).await;
+                let state = ServerState {
+                    feeds,
+                    probes: None,
+                };
+                let response = respond(State(state), Method::GET, uri, headers).await;
                 let status = response.status();
                 let h = response.headers().clone();
                 let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -987,7 +1113,11 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         let uri: Uri = "/badge/a.svg".parse().unwrap();
-        let response = respond(State(feeds), Method::GET, uri, headers).await;
+        let state = ServerState {
+            feeds,
+            probes: None,
+        };
+        let response = respond(State(state), Method::GET, uri, headers).await;
         assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
         let body = http_body_util::BodyExt::collect(response.into_body())
             .await

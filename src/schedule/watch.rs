@@ -284,6 +284,8 @@ pub struct Watch<'a> {
     spool: Spool,
     /// Set when the store is shared (PostgreSQL): due sites are claimed from it.
     pool: Option<Pool>,
+    /// The sites `/probe` may probe, when the feeds are served.
+    probe_targets: Option<Arc<crate::feeds::server::ProbeTargets>>,
 }
 
 impl<'a> Watch<'a> {
@@ -315,6 +317,7 @@ impl<'a> Watch<'a> {
             feeds_rendered: None,
             spool: Spool::default(),
             pool,
+            probe_targets: None,
         };
         watch.sync_schedule();
         watch
@@ -344,6 +347,13 @@ impl<'a> Watch<'a> {
         if let Some(pool) = self.pool.as_mut() {
             pool.synced = synced.is_ok();
         }
+    }
+
+    /// The configured sites `/probe` may probe, kept up to date across reloads.
+    pub fn probe_targets(&mut self) -> Arc<crate::feeds::server::ProbeTargets> {
+        let targets = Arc::new(crate::feeds::server::ProbeTargets::new(self.config.clone()));
+        self.probe_targets = Some(targets.clone());
+        targets
     }
 
     /// Starts publishing the feeds: rendered now, then again whenever results came in (at most
@@ -860,6 +870,9 @@ impl<'a> Watch<'a> {
             *index = index.and_then(|before| moved.get(&before).copied());
         }
         self.config = Arc::new(new);
+        if let Some(targets) = &self.probe_targets {
+            targets.replace(self.config.clone());
+        }
         if let Some(pool) = self.pool.as_mut() {
             pool.index = Pool::index_of(&self.config);
             // Claimed by their old places: let go (probed again at their next claim).
