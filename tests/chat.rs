@@ -46,7 +46,7 @@ fn config(dir: &std::path::Path, pki: &TempPki, providers: &Providers, env: &Env
         r#"defaults:
   ca_file: {ca}
 sites:
-  - name: shop
+  - name: my shop   # a space: the Opsgenie alias goes into a URL path
     url: https://shop.example/
     origins: [203.0.113.10]
 alerts:
@@ -134,7 +134,7 @@ async fn every_channel_gets_the_opening_and_the_recovery_in_its_own_idiom() {
     assert_eq!(blocks[0]["type"], "header");
     let header = blocks[0]["text"]["text"].as_str().unwrap();
     assert!(
-        header.starts_with("[DOWN] shop: the web server cannot reach PHP-FPM"),
+        header.starts_with("[DOWN] my shop: the web server cannot reach PHP-FPM"),
         "{header}"
     );
     let all = body(&slack[0]).to_string();
@@ -148,7 +148,7 @@ async fn every_channel_gets_the_opening_and_the_recovery_in_its_own_idiom() {
     assert!(body(&slack[1])["text"]
         .as_str()
         .unwrap()
-        .starts_with("[RECOVERED] shop"));
+        .starts_with("[RECOVERED] my shop"));
 
     // Teams: an Adaptive Card with the facts and a link to the status page.
     let teams = providers.of("teams");
@@ -175,7 +175,7 @@ async fn every_channel_gets_the_opening_and_the_recovery_in_its_own_idiom() {
     let telegram = providers.of("telegram");
     let text = body(&telegram[0])["text"].as_str().unwrap();
     assert!(
-        text.starts_with("<b>[DOWN] shop:") && text.contains("<code>origin_fpm</code>"),
+        text.starts_with("<b>[DOWN] my shop:") && text.contains("<code>origin_fpm</code>"),
         "{text}"
     );
     assert_eq!(body(&telegram[0])["parse_mode"], "HTML");

@@ -21,10 +21,15 @@ async fn probe_answers_for_configured_sites_only() {
     std::fs::write(
         &path,
         format!(
-            "defaults:\n  timeout: 2s\n  ca_file: {ca}\nsites:\n  - name: shop\n    url: https://probe.test/\n    edge: \"{site}\"\n    origins: [\"{site}\"]\n  - name: stuck\n    url: https://stuck.probe.test/\n    edge: \"{silent}\"\n",
+            "defaults:\n  timeout: 2s\n  ca_file: {ca}\nsites:\n  - name: shop\n    url: https://probe.test/\n    edge: \"{site}\"\n    origins: [\"{site}\"]\n{stuck}",
             ca = pki.ca,
             site = site.addr,
-            silent = silent.addr,
+            stuck = (1..=5)
+                .map(|n| format!(
+                    "  - name: stuck{n}\n    url: https://stuck{n}.probe.test/\n    edge: \"{}\"\n",
+                    silent.addr
+                ))
+                .collect::<String>(),
         ),
     )
     .unwrap();
@@ -38,8 +43,9 @@ async fn probe_answers_for_configured_sites_only() {
     ));
     let get = |path: String| tokio::task::spawn_blocking(move || http_get(addr, &path));
 
-    // By name, URL or host, with blackbox's module name: probed now, blackbox's families.
-    for target in ["shop", "https%3A%2F%2Fprobe.test%2F", "probe.test"] {
+    // By name, with blackbox's module name: probed now, blackbox's families.
+    {
+        let target = "shop";
         let (status, headers, body) = get(format!("/probe?target={target}&module=http_2xx"))
             .await
             .unwrap();
@@ -86,6 +92,11 @@ async fn probe_answers_for_configured_sites_only() {
             String::from_utf8_lossy(&checked.stderr)
         );
     }
+    // The same site again at once (by its URL this time): a scrape every 5 s at most.
+    let (status, _, body) = get("/probe?target=https%3A%2F%2Fprobe.test%2F".into())
+        .await
+        .unwrap();
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
 
     // Anything else is refused before a connection is made.
     for (path, expected) in [
@@ -107,9 +118,10 @@ async fn probe_answers_for_configured_sites_only() {
         );
     }
 
-    // Four at once at most: a fifth, while four wait on a silent site, is told to retry.
-    let waits: Vec<_> = (0..5)
-        .map(|_| get("/probe?target=stuck".to_string()))
+    // Four at once at most: a fifth, while four wait on silent sites, is told to retry (each
+    // named by its host).
+    let waits: Vec<_> = (1..=5)
+        .map(|n| get(format!("/probe?target=stuck{n}.probe.test")))
         .collect();
     let mut statuses = Vec::new();
     for wait in waits {

@@ -241,12 +241,8 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
     );
     let server = listener.map(|(address, listener)| {
         tracing::info!(%address, "serving the feeds");
-        let targets = watch.probe_targets();
-        tokio::spawn(serve::serve_with(
-            listener,
-            watch.publish_feeds(),
-            Some(targets),
-        ))
+        let targets = cli.probe_endpoint.then(|| watch.probe_targets());
+        tokio::spawn(serve::serve_with(listener, watch.publish_feeds(), targets))
     });
     watch.run().await?;
     if let Some(server) = server {

@@ -208,6 +208,11 @@ pub struct WatchCli {
     /// incidents.atom, metrics, badge/SITE.svg.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
+    /// Also answer blackbox_exporter's /probe?target=SITE (configured sites only, each at most
+    /// every 5 s, four at once): for a Prometheus scrape config written for blackbox. Off by
+    /// default: a public status page needs no probe trigger.
+    #[arg(long, requires = "listen")]
+    pub probe_endpoint: bool,
 }
 
 /// `probe outbox -c probes.yaml`: the notifications not delivered yet, and those given up.

@@ -28,7 +28,7 @@ use serde_saphyr::Spanned;
 pub use alerts::{AlertConfig, Alerts, IntermittentPolicy, WarningPolicy, MAX_WINDOW_RUNS};
 pub use feeds::{Feeds, FeedsConfig};
 pub use maintenance::{MaintenanceConfig, MaintenanceWindow};
-pub use notify::{Notifier, NotifyConfig, Provider};
+pub use notify::{is_loopback as notify_is_loopback, Notifier, NotifyConfig, Provider};
 pub use problems::{ConfigError, ConfigProblem};
 pub use sites::{Site, SiteConfig, SiteDefaults};
 pub use smtp::{Smtp, SmtpConfig, SmtpSecurity};

@@ -122,6 +122,16 @@ impl Notifier {
     }
 }
 
+/// Whether a URL names this host (a relay beside the prober).
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 pub fn check(
     checker: &mut Checker,
     raw: &[NotifyConfig],
@@ -210,6 +220,15 @@ pub fn check(
                 None
             }
             (Some(u), _) => match url::Url::parse(u.value.trim()) {
+                // A token, key or routing key goes with every request to it: never in clear
+                // over a network (loopback only, for a relay on the same host).
+                Ok(parsed)
+                    if parsed.scheme() == "http" && secret.is_some() && !is_loopback(&parsed) =>
+                {
+                    checker.problem(u, format!("{at}.url"), format!("this {name} channel sends its {what} with every request: the URL must be https (http only to a relay on this host)"));
+                    usable = false;
+                    None
+                }
                 Ok(parsed)
                     if matches!(parsed.scheme(), "http" | "https")
                         && parsed.host().is_some()

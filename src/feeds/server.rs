@@ -571,10 +571,14 @@ pub struct ProbeTargets {
     /// The config whose sites may be probed (replaced when it is reloaded).
     config: std::sync::RwLock<Arc<crate::config::Config>>,
     running: tokio::sync::Semaphore,
+    /// When each site was last probed here: at most once every `PROBE_EVERY`.
+    last: Mutex<HashMap<String, Instant>>,
 }
 
 /// Probes `/probe` runs at once; more are answered 429.
 const PROBES_AT_ONCE: usize = 4;
+/// The shortest time between two `/probe`s of one site (a scrape every few seconds at most).
+const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 impl ProbeTargets {
     /// The sites of `config`.
@@ -582,6 +586,7 @@ impl ProbeTargets {
         Self {
             config: std::sync::RwLock::new(config),
             running: tokio::sync::Semaphore::new(PROBES_AT_ONCE),
+            last: Mutex::new(HashMap::new()),
         }
     }
 
@@ -590,8 +595,20 @@ impl ProbeTargets {
         *write(&self.config) = config;
     }
 
-    /// The probe settings of the site `target` names: its name, its URL, or its host.
-    fn find(&self, target: &str) -> Option<crate::settings::ProbeSettings> {
+    /// Whether `site` may be probed now (and if so, that it was).
+    fn may_probe(&self, site: &str) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.get(site).is_some_and(|at| now - *at < PROBE_EVERY) {
+            return false;
+        }
+        // Bounded by the sites of the config: an unknown target never gets here.
+        last.insert(site.to_string(), now);
+        true
+    }
+
+    /// The name and probe settings of the site `target` names: its name, its URL, or its host.
+    fn find(&self, target: &str) -> Option<(String, crate::settings::ProbeSettings)> {
         let target = target.trim();
         let bare = target.trim_end_matches('/');
         read(&self.config)
@@ -602,7 +619,7 @@ impl ProbeTargets {
                     || site.probe.target.url().trim_end_matches('/') == bare
                     || site.probe.target.host().eq_ignore_ascii_case(target)
             })
-            .map(|site| site.probe.clone())
+            .map(|site| (site.name.clone(), site.probe.clone()))
     }
 }
 
@@ -715,7 +732,7 @@ async fn probe(targets: Option<&ProbeTargets>, query: &str) -> Response {
             "unknown module: probe answers http_2xx (its own probe of a configured site)\n",
         );
     }
-    let Some(settings) = targets.find(&target) else {
+    let Some((site, settings)) = targets.find(&target) else {
         return plain(
             StatusCode::FORBIDDEN,
             "not a configured site: /probe answers for the sites of probes.yaml only\n",
@@ -727,6 +744,12 @@ async fn probe(targets: Option<&ProbeTargets>, query: &str) -> Response {
             "too many probes at once; try again\n",
         );
     };
+    if !targets.may_probe(&site) {
+        return plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "this site was probed here less than 5 s ago\n",
+        );
+    }
     match crate::engine::probe_site(&settings).await {
         Ok(report) => {
             let mut text = String::new();

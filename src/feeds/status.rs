@@ -310,12 +310,12 @@ fn incident_json(
 ) -> Value {
     let id = short_id(&format!("incident:{}/{}", incident.site, incident.number));
     let component = snapshot.sites.iter().find(|s| s.name == incident.site);
-    let impact = match (incident.severity, component.map(component_status)) {
-        (Severity::Warning, _) => "minor",
-        (Severity::Intermittent, _) => "major",
-        (_, Some(ComponentStatus::MajorOutage)) => "critical",
-        (_, Some(ComponentStatus::PartialOutage)) => "major",
-        _ => "minor",
+    // The incident's own gravity, not the component's state now (a resolved outage stays an
+    // outage in the history).
+    let impact = match incident.severity {
+        Severity::Warning => "minor",
+        Severity::Intermittent => "major",
+        Severity::Down => "critical",
     };
     let last = incident.causes.last();
     let update = |n: String, status: &str, body: String, at: time::OffsetDateTime| {

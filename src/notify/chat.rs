@@ -190,6 +190,21 @@ fn cut_bytes(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// Markdown's marks escaped with a backslash (Adaptive Cards' text).
+fn markdown_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '[' | ']' | '(' | ')' | '*' | '_' | '~' | '`' | '#' | '>' | '!'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Slack's mrkdwn: `&`, `<` and `>` are its control characters.
 fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -252,10 +267,18 @@ fn discord(s: &Said, at: OffsetDateTime) -> Value {
         fields.push(json!({"name": "Cause", "value": cause, "inline": true}));
     }
     if !s.evidence.is_empty() {
-        let lines: Vec<String> = s.evidence.iter().map(|l| format!("• {l}")).collect();
-        fields.push(
-            json!({"name": "Evidence", "value": cut(&lines.join("\n"), limits::DISCORD_FIELD)}),
+        // In a code block: what a server wrote (a `Server` header, a page) is shown, never
+        // rendered as a link or a mention.
+        let lines: Vec<String> = s
+            .evidence
+            .iter()
+            .map(|l| format!("- {}", l.replace("```", "'''")))
+            .collect();
+        let value = format!(
+            "```\n{}\n```",
+            cut(&lines.join("\n"), limits::DISCORD_FIELD - 8)
         );
+        fields.push(json!({"name": "Evidence", "value": value}));
     }
     if let Some(step) = &s.next_step {
         // A code span cannot hold a backtick: the command is shown as it is, in a block.
@@ -295,7 +318,12 @@ fn teams(s: &Said) -> Value {
     }
     body.push(json!({"type": "FactSet", "facts": facts}));
     if !s.evidence.is_empty() {
-        let lines: Vec<String> = s.evidence.iter().map(|l| format!("- {l}")).collect();
+        // Markdown's link and emphasis marks escaped: what a server wrote is shown as written.
+        let lines: Vec<String> = s
+            .evidence
+            .iter()
+            .map(|l| format!("- {}", markdown_escape(l)))
+            .collect();
         body.push(json!({"type": "TextBlock", "text": cut(&format!("**Evidence**\n\n{}", lines.join("\n")), limits::TEAMS_TEXT), "wrap": true}));
     }
     if let Some(step) = &s.next_step {
@@ -415,24 +443,38 @@ fn ntfy(s: &Said, topic_url: &str) -> Value {
     body
 }
 
-/// The paging services' incident: the same key for its trouble and its end.
+/// The paging services' incident: the same key for its trouble and its end (`:` between its
+/// parts: an Opsgenie alias goes into a URL path, where `/` would split it).
 fn incident_key(site: &str, n: &Notification) -> String {
     match n {
         Notification::CertExpiring { cert, .. } | Notification::CertRenewed { cert, .. } => {
-            format!("{site}/certificate/{}", cert.id)
+            format!("{site}:certificate:{}", cert.id)
         }
         Notification::RegionOffline {
             region, incident, ..
         }
         | Notification::RegionOnline {
             region, incident, ..
-        } => format!("@region/{region}/{incident}"),
+        } => format!("@region:{region}:{incident}"),
         _ => format!(
-            "{site}/{}{}",
-            n.severity().key_part(),
+            "{site}:{}:{}",
+            n.severity().as_str(),
             n.incident().unwrap_or_default()
         ),
     }
+}
+
+/// `text` as one URL path segment: every byte but RFC 3986's unreserved ones percent-encoded
+/// (a space is `%20`, never `+`).
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn page(
@@ -654,7 +696,19 @@ fn request(notifier: &Notifier, mut body: Value) -> Result<Request, DeliveryErro
     };
     let mut headers = Vec::new();
     let url = match notifier.provider {
-        Provider::Slack | Provider::Teams | Provider::Discord => secret.unwrap_or_default(),
+        Provider::Slack | Provider::Teams | Provider::Discord => {
+            // The URL is the secret: it goes in clear to nobody (a relay on this host aside).
+            let url = secret.unwrap_or_default();
+            let clear = url::Url::parse(&url)
+                .is_ok_and(|u| u.scheme() != "https" && !crate::config::notify_is_loopback(&u));
+            if clear {
+                return Err(DeliveryError::DestinationFailing(format!(
+                    "{id}: the webhook URL in ${} is not https",
+                    notifier.secret_env.as_deref().unwrap_or_default()
+                )));
+            }
+            url
+        }
         Provider::Telegram => {
             body["chat_id"] = json!(notifier.chat_id.clone().unwrap_or_default());
             format!(
@@ -693,9 +747,10 @@ fn request(notifier: &Notifier, mut body: Value) -> Result<Request, DeliveryErro
             } else {
                 let alias = body["close"].as_str().unwrap_or_default().to_string();
                 body = body["body"].take();
-                let alias: String =
-                    url::form_urlencoded::byte_serialize(alias.as_bytes()).collect();
-                format!("{api}/v2/alerts/{alias}/close?identifierType=alias")
+                format!(
+                    "{api}/v2/alerts/{}/close?identifierType=alias",
+                    path_segment(&alias)
+                )
             }
         }
     };
@@ -742,7 +797,10 @@ fn judge(
         Provider::Telegram => said
             .as_deref()
             .is_some_and(|s| s.contains("chat not found")),
-        Provider::PagerDuty => said.as_deref().is_some_and(|s| s.contains("routing_key")),
+        Provider::PagerDuty => said.as_deref().is_some_and(|s| {
+            let s = s.to_ascii_lowercase();
+            s.contains("routing_key") || s.contains("routing key")
+        }),
         _ => false,
     };
     match status {
@@ -762,6 +820,9 @@ fn judge(
         }
         // The channel's settings: a revoked token or key, a webhook or chat that is gone.
         401 | 403 | 404 | 410 => Err(DeliveryError::DestinationFailing(reason)),
+        // A paging service's messages must arrive in order (a resolve before its trigger would
+        // leave a page open): its failure holds the channel, whose later messages wait.
+        408 | 500..=599 if provider.pages() => Err(DeliveryError::DestinationFailing(reason)),
         408 | 500..=599 => Err(DeliveryError::Transient(reason)),
         // The request itself (a field missing or too long): sending it again gets the same.
         _ => Err(DeliveryError::Permanent(reason)),
@@ -773,11 +834,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_alias_is_one_path_segment() {
+        assert_eq!(path_segment("my shop:down:3"), "my%20shop%3Adown%3A3");
+        assert_eq!(path_segment("a/b+c"), "a%2Fb%2Bc");
+    }
+
+    #[test]
     fn cuts_keep_within_the_limits_on_character_boundaries() {
         assert_eq!(cut("abcdef", 4), "abc…");
         assert_eq!(cut("abc", 4), "abc");
         let long = "é".repeat(5000);
         assert!(cut_bytes(&long, limits::NTFY_MESSAGE).len() <= limits::NTFY_MESSAGE);
         assert_eq!(slack_escape("a<b>&c"), "a&lt;b&gt;&amp;c");
+        assert_eq!(
+            markdown_escape("[x](https://evil)"),
+            "\\[x\\]\\(https://evil\\)"
+        );
     }
 }

@@ -121,12 +121,18 @@ pub async fn flush<C: Channel>(
     let mut tried = false;
     for message in due.iter().filter(|m| m.channel == kind) {
         let destination = (kind, channel.destination(message));
-        if recorder
-            .held
-            .get(&destination)
-            .is_some_and(|hold| hold.until > now)
-        {
+        if let Some(hold) = recorder.held.get(&destination).filter(|h| h.until > now) {
             summary.deferred += 1;
+            // A chat or paging channel's messages keep their order, across processes too (a
+            // `probe run` a minute later): the later ones wait until after the failed one is
+            // tried again (a resolve never overtakes its trigger).
+            if kind == ChannelKind::Chat {
+                let after = hold.until + time::Duration::seconds(1);
+                if let Err(e) = store.defer_message(message.id, after) {
+                    channel.finish().await;
+                    return Err(e);
+                }
+            }
             continue;
         }
         tried = true;
