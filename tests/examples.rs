@@ -85,7 +85,7 @@ fn the_alerting_rules_pass_promtool_and_their_unit_tests() {
             .args(["check", "rules", "rules.yml"])
             .current_dir(&dir),
     );
-    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
     let tested = run_ok(
         Command::new(&promtool)
             .args(["test", "rules", "rules.test.yml"])
@@ -346,27 +346,7 @@ fn samples<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
 fn the_blackbox_names_are_written_with_their_label_sets() {
     let healthy = exposition(&["edge_healthy"]);
     // promtool takes the whole exposition.
-    let promtool = require_program("promtool (Debian's prometheus)", "/usr/bin/promtool");
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(healthy.as_bytes())
-        .unwrap();
-    let checked = check.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    support::assert_promtool_accepts(&healthy);
     let origin = |family: &str| -> String {
         samples(&healthy, family)
             .into_iter()

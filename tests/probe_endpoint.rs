@@ -8,9 +8,9 @@ mod support;
 use std::sync::Arc;
 
 use probe::feeds::server::{self as serve, ProbeTargets, Published};
+use support::http_get;
 use support::pki::TempPki;
 use support::servers::{raw_tcp_server, tls_server, Alpn, Behaviour};
-use support::{http_get, require_program};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_answers_for_configured_sites_only() {
@@ -71,26 +71,7 @@ async fn probe_answers_for_configured_sites_only() {
             text.contains("probe_route_success{route=\"origin\""),
             "{text}"
         );
-        let promtool = require_program("promtool (Debian's prometheus)", "/usr/bin/promtool");
-        let mut check = std::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        check
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let checked = check.wait_with_output().unwrap();
-        assert!(
-            checked.status.success(),
-            "{}",
-            String::from_utf8_lossy(&checked.stderr)
-        );
+        support::assert_promtool_accepts(&text);
     }
     // The same site again at once (by its URL this time): a scrape every 5 s at most.
     let (status, _, body) = get("/probe?target=https%3A%2F%2Fprobe.test%2F".into())

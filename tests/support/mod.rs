@@ -203,3 +203,30 @@ pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Asserts that `promtool check metrics` (Debian's prometheus) takes `exposition` without a
+/// word of complaint.
+pub fn assert_promtool_accepts(exposition: &str) {
+    use std::io::Write as _;
+    let promtool = require_program("promtool (Debian's prometheus)", "/usr/bin/promtool");
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    check
+        .stdin
+        .take()
+        .expect("its stdin")
+        .write_all(exposition.as_bytes())
+        .expect("promtool reads");
+    let checked = check.wait_with_output().expect("promtool ends");
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
