@@ -370,11 +370,13 @@ impl LatestFacts {
                             ),
                             verified: t.verified,
                             chain_expiry: if t.verified { expiries(&t.chain) } else { None },
-                            leaf_sha256: shared(leaf.sha256.clone()),
-                            leaf_subject: shared(leaf.subject.clone()),
+                            // What is each certificate's own is not interned: it would only
+                            // fill the interner's room for the summaries.
+                            leaf_sha256: Arc::from(leaf.sha256.as_str()),
+                            leaf_subject: Arc::from(leaf.subject.as_str()),
                             leaf_issuer: shared(leaf.issuer.clone()),
-                            leaf_sans: shared(leaf.sans.join(",")),
-                            leaf_serial: shared(leaf.serial.clone()),
+                            leaf_sans: Arc::from(leaf.sans.join(",")),
+                            leaf_serial: Arc::from(leaf.serial.as_str()),
                         }))
                     }),
                     failure: failure.map(|f| summaries.shared(f)),
