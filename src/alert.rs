@@ -238,7 +238,7 @@ impl Severity {
 
     /// The part of a notification key that keeps each severity's incidents apart (none for
     /// outages, whose keys predate severities).
-    pub fn key_part(self) -> &'static str {
+    fn key_part(self) -> &'static str {
         match self {
             Severity::Down => "",
             Severity::Warning => "warning/",

@@ -222,23 +222,8 @@ async fn feeds_of_a_real_history_pass_real_consumers() {
 
     // metrics: promtool accepts them; blackbox names with our labels; the same uptime figure.
     let metrics = &file(&files, "metrics").body;
-    let promtool = require_program("promtool (Debian's prometheus)", "/usr/bin/promtool");
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check.stdin.take().unwrap().write_all(metrics).unwrap();
-    let checked = check.wait_with_output().unwrap();
-    assert!(
-        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
     let metrics = String::from_utf8_lossy(metrics);
+    support::assert_promtool_accepts(&metrics);
     let address = lab.origin.address();
     for line in [
         format!("probe_success{{site=\"blog\",route=\"edge\",address=\"{address}\"}} 1"),

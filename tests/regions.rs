@@ -132,28 +132,7 @@ fn three_regions_with_a_quorum_of_two_open_one_incident_and_close_it_once() {
         "{metrics}"
     );
     assert!(metrics.contains("probe_region_success{site=\"shop-0\",region=\"us-east\"} 1"));
-    let promtool = support::require_program("promtool (Debian's prometheus)", "/usr/bin/promtool");
-    let mut check = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let checked = check.wait_with_output().unwrap();
-    assert!(
-        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    support::assert_promtool_accepts(&metrics);
     let page = String::from_utf8(feeds["index.html"].clone()).unwrap();
     assert_eq!(page.matches("class=\"region\"").count(), 3, "{page}");
     // A second region confirms: one incident, one mail.

@@ -13,12 +13,7 @@ use crate::text::{rfc3339, short_id, xml};
 pub(super) fn feed(snapshot: &FeedSnapshot, self_path: &str) -> String {
     let feed_id = format!("urn:probe:feed:{}", short_id(&snapshot.title));
     // The feed changes when its newest entry does; an empty feed keeps the snapshot's time.
-    let updated = snapshot
-        .incidents
-        .iter()
-        .map(entry_updated)
-        .max()
-        .unwrap_or(snapshot.generated_at);
+    let updated = feed_updated(snapshot);
     let mut out = String::new();
     let _ = writeln!(out, r#"<?xml version="1.0" encoding="utf-8"?>"#);
     let _ = writeln!(out, r#"<feed xmlns="http://www.w3.org/2005/Atom">"#);
@@ -81,12 +76,7 @@ pub(super) fn feed(snapshot: &FeedSnapshot, self_path: &str) -> String {
 pub(super) fn rss(snapshot: &FeedSnapshot) -> String {
     use time::format_description::well_known::Rfc2822;
     let date = |t: time::OffsetDateTime| t.format(&Rfc2822).unwrap_or_default();
-    let updated = snapshot
-        .incidents
-        .iter()
-        .map(entry_updated)
-        .max()
-        .unwrap_or(snapshot.generated_at);
+    let updated = feed_updated(snapshot);
     let link = snapshot.url.clone().unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(out, r#"<?xml version="1.0" encoding="utf-8"?>"#);
@@ -225,6 +215,16 @@ fn told(snapshot: &FeedSnapshot, incident: &crate::store::IncidentRecord) -> Tol
             html,
         }
     }
+}
+
+/// When the feed last changed: its newest entry, else (empty) the snapshot's time.
+fn feed_updated(snapshot: &FeedSnapshot) -> time::OffsetDateTime {
+    snapshot
+        .incidents
+        .iter()
+        .map(entry_updated)
+        .max()
+        .unwrap_or(snapshot.generated_at)
 }
 
 /// When an incident last changed: its resolution, else its latest cause, else its opening.

@@ -2,9 +2,8 @@
 //! TLS on a loopback port, answering as Slack, Teams, Discord, Telegram, ntfy, PagerDuty and
 //! Opsgenie document. Stopped on drop.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use serde_json::Value;
 
@@ -32,30 +31,24 @@ impl Drop for Providers {
 impl Providers {
     /// Starts the stand-ins with a certificate for `localhost` from `pki`.
     pub fn start(dir: &Path, pki: &Pki) -> Providers {
-        let python = super::require_program("python3", "/usr/bin/python3");
         let inbox = dir.join("providers");
         std::fs::create_dir_all(&inbox).unwrap();
         let leaf = pki.leaf(&["localhost"], -1, 90, false);
-        let port = super::free_tcp_port();
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/chat_providers.py"
+        let port = super::free_tcp_port().to_string();
+        let child = super::start_python_server(
+            "chat_providers.py",
+            &[
+                inbox.as_os_str(),
+                port.as_ref(),
+                leaf.cert_path.as_os_str(),
+                leaf.key_path.as_os_str(),
+                TELEGRAM_TOKEN.as_ref(),
+                ROUTING_KEY.as_ref(),
+                OPSGENIE_KEY.as_ref(),
+                NTFY_TOKEN.as_ref(),
+            ],
         );
-        let mut child = Command::new(python)
-            .arg(script)
-            .arg(&inbox)
-            .arg(port.to_string())
-            .arg(&leaf.cert_path)
-            .arg(&leaf.key_path)
-            .args([TELEGRAM_TOKEN, ROUTING_KEY, OPSGENIE_KEY, NTFY_TOKEN])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
+        let port = port.parse().unwrap();
         Providers { child, port, inbox }
     }
 

@@ -230,3 +230,25 @@ pub fn assert_promtool_accepts(exposition: &str) {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+/// Starts one of the tests' Python servers (`tests/support/SCRIPT`) with `args`, and returns
+/// once it printed "ready".
+pub fn start_python_server(script: &str, args: &[&std::ffi::OsStr]) -> Child {
+    use std::io::BufRead as _;
+    let python = require_program("python3", "/usr/bin/python3");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(script);
+    let mut child = std::process::Command::new(python)
+        .arg(path)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("its stdout"))
+        .read_line(&mut line)
+        .expect("the server says it is ready");
+    assert_eq!(line.trim(), "ready", "{script} did not start");
+    child
+}

@@ -1,9 +1,8 @@
 //! A webhook receiver for the tests: Python's own HTTP server (tests/support/webhook_receiver.py)
 //! on a loopback port, saving every POST it accepts. Stopped on drop.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use serde_json::Value;
 
@@ -22,26 +21,13 @@ impl Drop for Receiver {
 
 impl Receiver {
     pub fn start(dir: &Path) -> Receiver {
-        let python = super::require_program("python3", "/usr/bin/python3");
         let inbox = dir.join("hooks");
         std::fs::create_dir_all(&inbox).unwrap();
         let port = super::free_tcp_port();
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/webhook_receiver.py"
+        let child = super::start_python_server(
+            "webhook_receiver.py",
+            &[inbox.as_os_str(), port.to_string().as_ref()],
         );
-        let mut child = Command::new(python)
-            .arg(script)
-            .arg(&inbox)
-            .arg(port.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
         Receiver { child, port, inbox }
     }
 
