@@ -221,14 +221,17 @@ pub fn diagnose(history: &[RunRecord], window_runs: usize) -> Diagnosis {
     let fast_502s = failures.iter().filter(|(_, f)| fast(f)).count();
     let slow_502s = codes(502) - fast_502s;
     let n = failures.len().max(1);
-    let (cause, confidence, summary, next_steps) = if let Some(minute) = clustered_504s(&failures) {
+    let (cause, confidence, summary, next_steps) = if let Some(schedule) =
+        scheduled(recent, &failures)
+    {
         (
             Cause::FpmSaturated,
             Confidence::Medium,
             format!(
-                "The 504s come at the same minute of the hour (:{minute:02}): a scheduled job (cron, WP-Cron, a backup) holds every PHP-FPM worker while it runs."
+                "The 504s come {}: a scheduled job (cron, WP-Cron, a backup) holds every PHP-FPM worker while it runs.",
+                schedule.describe()
             ),
-            scheduled_job_steps(minute),
+            scheduled_job_steps(schedule),
         )
     } else if fast_502s * 2 >= n && fast_502s > 0 {
         (
@@ -328,20 +331,78 @@ fn moments_line(failures: &[(&RunRecord, &Failure)]) -> String {
     format!("failed at {}", shown.join(", "))
 }
 
-/// The minute of the hour most 504s fell on, when at least two thirds of two or more did.
-fn clustered_504s(failures: &[(&RunRecord, &Failure)]) -> Option<i64> {
-    let minutes: Vec<i64> = failures
-        .iter()
-        .filter(|(_, f)| f.code == Some(504))
-        .map(|(r, _)| r.at.div_euclid(60).rem_euclid(60))
-        .collect();
-    if minutes.len() < 2 || minutes.len() * 2 < failures.len() {
+/// Distinct hours (or days) a schedule must have shown its failures in before it is claimed:
+/// two could be chance, and minutes apart are one episode, not a schedule.
+const SCHEDULE_REPEATS: usize = 3;
+
+/// When a site's failures recur on a clock: the same minute of every hour, or the same time of
+/// every day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schedule {
+    Hourly { minute: i64 },
+    Daily { hour: i64, minute: i64 },
+}
+
+impl Schedule {
+    fn describe(self) -> String {
+        match self {
+            Schedule::Hourly { minute } => {
+                format!("at the same minute of every hour (:{minute:02} UTC)")
+            }
+            Schedule::Daily { hour, minute } => {
+                format!("at the same time every day ({hour:02}:{minute:02} UTC)")
+            }
+        }
+    }
+}
+
+/// The schedule the failures of `recent` keep, claimed only with the evidence for it: they are
+/// mostly 504s (a job holding the workers), every failure fell at one minute of the hour (none
+/// spread elsewhere), and that minute failed in at least `SCHEDULE_REPEATS` distinct hours over
+/// a history at least that many hours long — or, at one time of day, on that many distinct
+/// days over that many days. Three failures within a minute or two are one episode, whatever
+/// minute it was.
+fn scheduled(recent: &[RunRecord], failures: &[(&RunRecord, &Failure)]) -> Option<Schedule> {
+    let gateway = failures.iter().filter(|(_, f)| f.code == Some(504)).count();
+    if gateway < SCHEDULE_REPEATS || gateway * 2 < failures.len() {
         return None;
     }
-    let (minute, count) = (0..60)
-        .map(|m| (m, minutes.iter().filter(|x| **x == m).count()))
-        .max_by_key(|(_, c)| *c)?;
-    (count >= 2 && count * 3 >= minutes.len() * 2).then_some(minute)
+    let minute_of_hour = |at: i64| at.div_euclid(60).rem_euclid(60);
+    let hour_of_day = |at: i64| at.div_euclid(3600).rem_euclid(24);
+    let first = failures.first()?.0.at;
+    if !failures
+        .iter()
+        .all(|(r, _)| minute_of_hour(r.at) == minute_of_hour(first))
+    {
+        return None;
+    }
+    let distinct = |unit: i64| {
+        let mut seen: Vec<i64> = failures
+            .iter()
+            .map(|(r, _)| r.at.div_euclid(unit))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    };
+    let covered = match (recent.first(), recent.last()) {
+        (Some(a), Some(b)) => b.at - a.at,
+        _ => 0,
+    };
+    let shown = |period: i64| {
+        distinct(period) >= SCHEDULE_REPEATS && covered >= SCHEDULE_REPEATS as i64 * period
+    };
+    let minute = minute_of_hour(first);
+    let one_time_of_day = failures
+        .iter()
+        .all(|(r, _)| hour_of_day(r.at) == hour_of_day(first));
+    if one_time_of_day {
+        return shown(86_400).then_some(Schedule::Daily {
+            hour: hour_of_day(first),
+            minute,
+        });
+    }
+    shown(3600).then_some(Schedule::Hourly { minute })
 }
 
 /// The page's time to first byte over the window: (early, late, static) when it at least
@@ -428,9 +489,13 @@ fn backlog_steps() -> Vec<String> {
     .to_vec()
 }
 
-fn scheduled_job_steps(minute: i64) -> Vec<String> {
+fn scheduled_job_steps(schedule: Schedule) -> Vec<String> {
+    let (minute, cron) = match schedule {
+        Schedule::Hourly { minute } => (minute, format!("{minute} ")),
+        Schedule::Daily { hour, minute } => (minute, format!("{minute} +{hour} ")),
+    };
     vec![
-        format!("grep -rE '^[^#]*\\b{minute} ' /etc/crontab /etc/cron.d/ /var/spool/cron/ 2>/dev/null   # jobs at minute {minute}"),
+        format!("grep -rE '^[^#]*\\b{cron}' /etc/crontab /etc/cron.d/ /var/spool/cron/ 2>/dev/null   # jobs at minute {minute} (cron's own times are the server's zone; these are UTC)"),
         "wp cron event list --fields=hook,next_run_relative   # WP-Cron events, run by visitors' requests".to_string(),
         format!("awk '$4 ~ /:{minute:02}:/' /var/log/nginx/access.log | sort -k7 | uniq -c -f6 | sort -rn | head   # what ran at :{minute:02}"),
     ]
@@ -522,7 +587,99 @@ mod tests {
             })
             .collect();
         let d = diagnose(&history, 20);
-        assert!(d.summary.contains("(:05)"), "{}", d.summary);
+        assert!(d.summary.contains("every hour (:05 UTC)"), "{}", d.summary);
+        assert!(d.next_steps[0].contains("\\b5 '"), "{}", d.next_steps[0]);
+    }
+
+    /// A run at `seconds` past the reference time, failing with a 504 after 30 s.
+    fn timed_out_at(seconds: i64) -> RunRecord {
+        let mut r = record(0, Some((504, 30_000.0, false)));
+        r.at = 1_800_000_000 + seconds;
+        r
+    }
+
+    /// A history of a run every `step` seconds over `span` seconds, failing with a 504 at
+    /// minute `minute` of every hour (and nowhere else).
+    fn hourly_504s(step: i64, span: i64, minute: i64) -> Vec<RunRecord> {
+        (0..=span / step)
+            .map(|i| {
+                let at = 1_800_000_000 - 1_800_000_000 % 3600 + i * step;
+                let mut r = record(
+                    0,
+                    (at / 60 % 60 == minute).then_some((504, 30_000.0, false)),
+                );
+                r.at = at;
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_history_shorter_than_three_hours_claims_a_schedule() {
+        // Three 504s within 40 seconds, all at one minute of the hour: one episode.
+        let episode = [timed_out_at(0), timed_out_at(20), timed_out_at(40)];
+        assert_eq!(scheduled(&episode, &pairs(&episode)), None);
+        let d = diagnose(&episode, 20);
+        assert!(!d.summary.contains("scheduled job"), "{}", d.summary);
+        // Failures at one minute of every hour, runs every `step` seconds, over any span
+        // shorter than three hours: never a schedule.
+        for step in [20, 60, 300, 600, 1200] {
+            for span in (0..3 * 3600).step_by(step as usize * 3) {
+                let history = hourly_504s(step, span, 18);
+                let failures = pairs(&history);
+                assert_eq!(
+                    scheduled(&history, &failures),
+                    None,
+                    "{} failures over {span} s",
+                    failures.len()
+                );
+            }
+        }
+        // Three hours and more: claimed.
+        let history = hourly_504s(60, 3 * 3600, 18);
+        assert_eq!(
+            scheduled(&history, &pairs(&history)),
+            Some(Schedule::Hourly { minute: 18 })
+        );
+    }
+
+    #[test]
+    fn a_schedule_needs_three_hours_or_days_and_no_failure_elsewhere() {
+        let hour = 3600;
+        // :18 in three hours over four: hourly.
+        let mut three: Vec<RunRecord> = (0..3).map(|h| timed_out_at(h * hour + 18 * 60)).collect();
+        three.push(record(4 * 60, None));
+        three.last_mut().unwrap().at = 1_800_000_000 + 4 * hour;
+        assert_eq!(
+            scheduled(&three, &pairs(&three)),
+            Some(Schedule::Hourly { minute: 18 })
+        );
+        // The same, with one failure at another minute: no schedule.
+        let mut spread = three.clone();
+        spread.push(timed_out_at(3 * hour + 40 * 60));
+        assert_eq!(scheduled(&spread, &pairs(&spread)), None);
+        // One time of day on three days, over four days: daily, at that time.
+        let day = 24 * hour;
+        let mut daily: Vec<RunRecord> = (0..3).map(|d| timed_out_at(d * day + 15 * 60)).collect();
+        daily.push(record(0, None));
+        daily.last_mut().unwrap().at = 1_800_000_000 + 4 * day;
+        let at = OffsetDateTime::from_unix_timestamp(daily[0].at).unwrap();
+        assert_eq!(
+            scheduled(&daily, &pairs(&daily)),
+            Some(Schedule::Daily {
+                hour: i64::from(at.hour()),
+                minute: i64::from(at.minute())
+            })
+        );
+        let d = diagnose(&daily, 20);
+        assert!(d.summary.contains("every day"), "{}", d.summary);
+    }
+
+    fn pairs(history: &[RunRecord]) -> Vec<(&RunRecord, &Failure)> {
+        history
+            .iter()
+            .filter_map(|r| r.failure.as_ref().map(|f| (r, f)))
+            .collect()
     }
 
     #[test]
