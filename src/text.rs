@@ -87,13 +87,44 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
-/// A duration as every mail and feed says it: `45s`, `12m`, `3h05m`.
+/// A duration as every mail and feed says it, in words: `less than a second`, `13 seconds`,
+/// `4 minutes 10 seconds`, `25 minutes`, `3 hours 5 minutes`, `2 days 4 hours`. Seconds are
+/// said while they matter (under ten minutes), minutes under two days.
 pub fn duration(d: std::time::Duration) -> String {
     let secs = d.as_secs();
-    match secs {
-        0..=59 => format!("{secs}s"),
-        60..=3599 => format!("{}m", secs / 60),
-        _ => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+    let (days, hours, minutes, seconds) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    let parts: Vec<String> = match secs {
+        0 => return "less than a second".to_string(),
+        1..=599 => vec![count(minutes, "minute"), count(seconds, "second")],
+        600..=3599 => vec![count(minutes, "minute")],
+        3600..=172_799 => vec![count(days * 24 + hours, "hour"), count(minutes, "minute")],
+        _ => vec![count(days, "day"), count(hours, "hour")],
+    };
+    let said: Vec<String> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    said.join(" ")
+}
+
+/// `n` of `unit` in words, `1 minute`, `2 minutes`; empty for none.
+fn count(n: u64, unit: &str) -> String {
+    match n {
+        0 => String::new(),
+        1 => format!("1 {unit}"),
+        n => format!("{n} {unit}s"),
+    }
+}
+
+/// `n` `thing`s with the plural right: `1 run`, `3 runs` (`things` when the plural is not an
+/// added `s`: `1 retry`, `2 retries`).
+pub fn plural(n: u64, thing: &str, things: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {things}")
     }
 }
 
@@ -116,15 +147,48 @@ impl Zone {
 
     /// A moment as a person reads it: `2026-12-06 15:02 CET` (UTC: `… UTC`).
     pub fn clock(&self, t: time::OffsetDateTime) -> String {
+        self.format(t, "%Y-%m-%d %H:%M %Z", clock)
+    }
+
+    /// A moment to the second, as a mail's start and end times are said: `2026-12-06
+    /// 15:02:07 CET`.
+    pub fn moment(&self, t: time::OffsetDateTime) -> String {
+        self.format(t, "%Y-%m-%d %H:%M:%S %Z", moment)
+    }
+
+    /// Only the time of day, to the second (`15:02:07 CET`): the end of a span that began the
+    /// same day.
+    pub fn time_of_day(&self, t: time::OffsetDateTime) -> String {
+        self.format(t, "%H:%M:%S %Z", |t| {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second())
+        })
+    }
+
+    /// From `start` to `end`: `2026-12-06 15:02:07 to 15:02:20 CET` (the date once when both
+    /// fall on one day).
+    pub fn span(&self, start: time::OffsetDateTime, end: time::OffsetDateTime) -> String {
+        let (from, to) = (self.moment(start), self.moment(end));
+        if from.get(..10) == to.get(..10) {
+            let from = from.rsplit_once(' ').map_or(from.as_str(), |(t, _)| t);
+            format!("{from} to {}", self.time_of_day(end))
+        } else {
+            format!("{from} to {to}")
+        }
+    }
+
+    fn format(
+        &self,
+        t: time::OffsetDateTime,
+        pattern: &str,
+        utc: fn(time::OffsetDateTime) -> String,
+    ) -> String {
         let Some((_, tz)) = &self.0 else {
-            return clock(t);
+            return utc(t);
         };
         match jiff::Timestamp::from_second(t.unix_timestamp()) {
-            Ok(at) => at
-                .to_zoned(tz.clone())
-                .strftime("%Y-%m-%d %H:%M %Z")
-                .to_string(),
-            Err(_) => clock(t),
+            Ok(at) => at.to_zoned(tz.clone()).strftime(pattern).to_string(),
+            Err(_) => utc(t),
         }
     }
 }
@@ -139,6 +203,20 @@ pub fn clock(t: time::OffsetDateTime) -> String {
         t.day(),
         t.hour(),
         t.minute()
+    )
+}
+
+/// A moment to the second: `2026-12-06 14:02:07 UTC`.
+pub fn moment(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
 }
 
@@ -331,6 +409,43 @@ fn looks_secret(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_said_in_words_with_their_plurals() {
+        let said = |secs| duration(std::time::Duration::from_secs(secs));
+        assert_eq!(said(0), "less than a second");
+        assert_eq!(said(1), "1 second");
+        assert_eq!(said(13), "13 seconds");
+        assert_eq!(said(60), "1 minute");
+        assert_eq!(said(250), "4 minutes 10 seconds");
+        assert_eq!(said(25 * 60 + 7), "25 minutes");
+        assert_eq!(said(3600), "1 hour");
+        assert_eq!(said(3 * 3600 + 5 * 60), "3 hours 5 minutes");
+        assert_eq!(said(30 * 3600), "30 hours");
+        assert_eq!(said(2 * 86_400 + 4 * 3600 + 59), "2 days 4 hours");
+        assert_eq!(plural(1, "retry", "retries"), "1 retry");
+        assert_eq!(plural(2, "retry", "retries"), "2 retries");
+    }
+
+    #[test]
+    fn spans_say_the_date_once() {
+        let at = time::OffsetDateTime::from_unix_timestamp(1_800_000_005).unwrap();
+        let later = at + time::Duration::seconds(13);
+        assert_eq!(
+            Zone::default().span(at, later),
+            "2027-01-15 08:00:05 to 08:00:18 UTC"
+        );
+        let berlin = Zone::named("Europe/Berlin").unwrap();
+        assert_eq!(
+            berlin.span(at, later),
+            "2027-01-15 09:00:05 to 09:00:18 CET"
+        );
+        let next_day = at + time::Duration::days(1);
+        assert_eq!(
+            Zone::default().span(at, next_day),
+            "2027-01-15 08:00:05 UTC to 2027-01-16 08:00:05 UTC"
+        );
+    }
 
     #[test]
     fn times_are_shown_in_the_zone_asked_for() {

@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use probe::config::Config;
 use probe::notify::outbox::Recorder;
 use probe::schedule::run;
@@ -95,7 +93,7 @@ async fn run_and_deliver(
 ) -> probe::notify::outbox::FlushSummary {
     let report = fixture(name);
     run::record_site(config, store, &config.sites[0], &report, false, minute(m)).unwrap();
-    run::deliver_outbox(config, store, minute(m), recorder, Duration::ZERO)
+    run::deliver_outbox(config, store, minute(m), recorder)
         .await
         .unwrap()
 }
@@ -325,7 +323,7 @@ async fn rate_limits_are_waited_out_and_refusals_told_apart() {
     // The settings are fixed; 16 minutes on, everything waiting goes, with the chat and key as
     // they are now, and PagerDuty has one incident.
     std::env::set_var(env.var("PD"), ROUTING_KEY);
-    let later = run::deliver_outbox(&good, &mut store, minute(16), &mut recorder, Duration::ZERO)
+    let later = run::deliver_outbox(&good, &mut store, minute(16), &mut recorder)
         .await
         .unwrap();
     assert_eq!((later.sent, later.waiting()), (5, 0), "{later:?}");
@@ -371,7 +369,6 @@ async fn a_trigger_sent_twice_never_opens_a_second_page() {
             body_html: String::new(),
             attempts: 0,
             created_at: minute(0),
-            grouping: None,
             thread: None,
         };
         probe::notify::chat::deliver(notifier, &message, verifier.clone())

@@ -269,6 +269,7 @@ fn feeds_stay_well_formed_xml_whatever_the_names_hold() {
             months: Default::default(),
         }],
         incidents: vec![IncidentRecord {
+            also: Vec::new(),
             site: name.into(),
             number: 1,
             severity: probe::alert::Severity::Down,

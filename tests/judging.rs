@@ -306,14 +306,15 @@ async fn each_certificate_threshold_is_noticed_once_and_the_renewal_closes_it() 
             "{subject}"
         );
     }
+    // A renewal is good news, not a warning.
     assert!(
-        subjects[3].starts_with("[WARNING] shop: certificate ")
+        subjects[3].starts_with("[RENEWED] shop: certificate ")
             && subjects[3].ends_with(" renewed (edge and origin route)"),
         "{}",
         subjects[3]
     );
     let first = &smtp.messages()[0];
-    assert!(first.contains("notice at 14 days"), "{first}");
+    assert!(first.contains("(the notice at 14 days)"), "{first}");
     assert!(first.contains("issuer: "), "{first}");
     assert!(first.contains("certbot renew"), "{first}");
     let last = &smtp.messages()[3];
@@ -365,10 +366,14 @@ async fn sites_failing_on_one_origin_are_told_as_one_incident() {
     let text = support::smtp::decoded(&ops[0]);
     for n in 1..=10 {
         let line = format!(
-            "  shop{n:02} https://probe.test/index.php?site=shop{n:02} (fpm_unreachable): "
+            "  shop{n:02} https://probe.test/index.php?site=shop{n:02} (fpm_unreachable), failing since "
         );
         assert!(text.contains(&line), "{line}\n{text}");
     }
+    assert!(
+        text.contains("10 sites on 127.0.0.1 are down together (incident #1)"),
+        "{text}"
+    );
     assert!(
         text.contains("The first of them, shop01, in full:"),
         "{text}"
@@ -399,7 +404,23 @@ async fn sites_failing_on_one_origin_are_told_as_one_incident() {
     let ops = server.messages_for("ops@example.com");
     let subjects: Vec<String> = ops.iter().map(|m| support::smtp::subject(m)).collect();
     assert_eq!(subjects.len(), 3, "{subjects:#?}");
-    assert_eq!(subjects[2], "[RECOVERED] 11 sites on 127.0.0.1 after 3m");
+    assert_eq!(
+        subjects[2],
+        "[RECOVERED] 11 sites on 127.0.0.1 after 3 minutes"
+    );
+    let end = support::smtp::decoded(&ops[2]);
+    assert!(
+        end.contains("Incident #1 was the web server cannot reach PHP-FPM (fpm_unreachable)."),
+        "{end}"
+    );
+    assert!(
+        end.contains("Down from 2027-01-15 08:01:00 to 08:04:00 UTC: 3 minutes."),
+        "{end}"
+    );
+    assert!(
+        end.contains("  late https://probe.test/index.php?site=late: down from 2027-01-15 08:02:00 to 08:04:00 UTC (2 minutes)"),
+        "{end}"
+    );
     // The group's later mails thread under its opening.
     let root = ops[0]
         .lines()
@@ -415,10 +436,11 @@ async fn sites_failing_on_one_origin_are_told_as_one_incident() {
         .collect();
     assert_eq!(dev.len(), 2, "{dev:#?}");
     assert!(dev[1].starts_with("[RECOVERED] solo after "), "{}", dev[1]);
-    // Each site keeps its own incident.
+    // Each site's incident is recorded, all with the shared incident's one number.
     let incidents = store.incidents(minute(0)).unwrap();
     assert_eq!(incidents.len(), 12);
     assert!(incidents.iter().all(|i| i.closed_at.is_some()));
+    assert!(incidents.iter().all(|i| i.number == 1), "{incidents:#?}");
 }
 
 /// Five sites behind one edge that fails on its own (its own 502, whatever the origin does):
@@ -462,7 +484,7 @@ async fn sites_behind_a_failing_edge_are_told_as_one_incident() {
     for n in 1..=5 {
         assert!(
             text.contains(&format!(
-                "  blog{n} https://probe.test/?blog={n} (edge_internal)"
+                "  blog{n} https://probe.test/?blog={n} (edge_internal), failing since "
             )),
             "{text}"
         );

@@ -124,7 +124,6 @@ async fn a_mail_queued_while_the_server_is_down_is_delivered_after_it_returns_ex
         subject: "another".into(),
         body_text: "text".into(),
         body_html: "<p>html</p>".into(),
-        grouping: None,
         thread: None,
     };
     let state = probe::alert::AlertState::default();

@@ -206,9 +206,9 @@ fn record_pass(
         })
         .collect();
     store
-        .record_regional(&config.region, &runs, &mut |n, current, views| {
+        .record_regional(&config.region, &runs, &mut |n, current, views, ledger| {
             let site = &config.sites[sites[n]];
-            run::decide_site(config, site, report, false, now, current, views)
+            run::decide_site(config, site, report, false, now, current, views, ledger)
         })
         .unwrap();
 }
@@ -249,20 +249,32 @@ fn regions_deciding_the_same_transition_together_send_it_once() {
     });
     let reader = PostgresStore::open(&url).unwrap();
     let keys = queued(&reader);
+    // Each site's incident takes its own number from the store's one count, however the
+    // regions raced for it.
+    let mut numbers = Vec::new();
     for i in 0..SITES {
         let mine: Vec<&String> = keys
             .iter()
             .filter(|k| k.starts_with(&format!("shop-{i}/")))
             .collect();
+        let number = mine
+            .first()
+            .and_then(|k| k.split('/').nth(1))
+            .unwrap_or_default()
+            .to_string();
         assert_eq!(
             mine,
             [
-                &format!("shop-{i}/1/opened"),
-                &format!("shop-{i}/1/recovered")
+                &format!("shop-{i}/{number}/opened"),
+                &format!("shop-{i}/{number}/recovered")
             ],
             "site {i}"
         );
+        numbers.push(number.parse::<u64>().unwrap());
     }
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), SITES, "one number per incident");
     assert_eq!(keys.len(), 2 * SITES);
     assert_eq!(
         db.count("SELECT COUNT(*) FROM probe.results"),

@@ -23,7 +23,6 @@ fn message(key: &str) -> NewMessage {
         subject: format!("[DOWN] {key}"),
         body_text: "text".into(),
         body_html: "<p>html</p>".into(),
-        grouping: None,
         thread: None,
     }
 }
@@ -62,7 +61,7 @@ fn a_new_store_is_created_and_reopened_without_migrating_twice() {
     drop(store);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.alert_state("nobody").unwrap(), AlertState::default());
-    assert_eq!(count(&path, "PRAGMA user_version"), 6);
+    assert_eq!(count(&path, "PRAGMA user_version"), 7);
     assert_eq!(
         count(&path, "PRAGMA application_id"),
         0x7072_6f62,
@@ -231,7 +230,7 @@ fn a_version_1_store_is_migrated_with_its_results_carried_over() {
         }
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(count(&path, "PRAGMA user_version"), 6);
+    assert_eq!(count(&path, "PRAGMA user_version"), 7);
     assert_eq!(
         count(
             &path,
@@ -332,7 +331,7 @@ fn an_old_outbox_is_split_into_one_delivery_per_recipient() {
         .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(count(&path, "PRAGMA user_version"), 6);
+    assert_eq!(count(&path, "PRAGMA user_version"), 7);
     assert_eq!(count(&path, "PRAGMA application_id"), 0x7072_6f62);
     let due = store.due_messages(at(0)).unwrap();
     let mut rows: Vec<(String, String, Vec<String>, u32)> = due

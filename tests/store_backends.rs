@@ -9,9 +9,10 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use probe::alert::{AlertPhase, AlertState};
+use probe::alert::group::{GroupKind, GroupPhase, GroupState};
+use probe::alert::{AlertPhase, AlertState, Severity};
 use probe::diagnose::Cause;
-use probe::store::{NewMessage, PostgresStore, RunRecord, SqliteStore, Store};
+use probe::store::{NewMessage, PostgresStore, RegionalRun, RunRecord, SqliteStore, Store};
 use probe::ProbeReport;
 use support::postgres::{Postgres, PASSWORD};
 use time::OffsetDateTime;
@@ -27,7 +28,6 @@ fn message(key: &str) -> NewMessage {
         subject: format!("[DOWN] {key}"),
         body_text: "text".into(),
         body_html: "<p>html</p>".into(),
-        grouping: None,
         thread: None,
     }
 }
@@ -62,7 +62,7 @@ const SUITE: &[(&str, Scenario)] = &[
     ("a batch of runs", a_batch_of_runs),
     ("states without results", states_without_results),
     ("reads in byte order", reads_in_byte_order),
-    ("a group merged once", a_group_merged_once),
+    ("a shared incident told once", a_shared_incident_told_once),
 ];
 
 /// An incident opens with its mail queued in the same transaction, changes cause, recovers; the
@@ -252,73 +252,61 @@ fn states_without_results(store: &mut dyn Store) {
     assert!(store.latest_results().unwrap().is_empty());
 }
 
-/// A group's merge is saved only over the state it was planned from: the told rows closed and
-/// the group mail queued together, or (the state moved meanwhile) nothing at all.
-fn a_group_merged_once(store: &mut dyn Store) {
+/// A shared incident is written by a site's decision, its number from the store's one count
+/// of incidents, and told only over the state it was planned from: the told state and its
+/// messages together, or (another prober told it meanwhile) nothing at all.
+fn a_shared_incident_told_once(store: &mut dyn Store) {
+    let failing = report("lab_fpm_stopped");
+    let runs = [RegionalRun {
+        site: "a",
+        at: at(0),
+        report: &failing,
+        state: Some(&AlertState::default()),
+    }];
+    let mut numbers = Vec::new();
     store
-        .record_state(
-            "(site)",
-            at(0),
-            &AlertState::default(),
-            &[message("a/1/opened"), message("b/1/opened")],
-        )
+        .record_regional("default", &runs, &mut |_, _, _, ledger| {
+            numbers = vec![ledger.next_incident()?, ledger.next_incident()?];
+            let mut shared = GroupState::begin(
+                "origin 203.0.113.10",
+                "on 203.0.113.10",
+                Severity::Down,
+                GroupKind::Failure,
+                numbers[0],
+                at(0),
+            );
+            shared.join("a", "https://a.example/", at(0), at(0), &failing.diagnosis);
+            ledger.put_shared(&shared)?;
+            assert_eq!(
+                ledger.shared("origin 203.0.113.10")?.as_ref(),
+                Some(&shared)
+            );
+            Ok(None)
+        })
         .unwrap();
-    let told: Vec<i64> = store
-        .due_messages(at(0))
-        .unwrap()
-        .iter()
-        .map(|m| m.id)
-        .collect();
-    let open = AlertState {
-        phase: AlertPhase::Down,
-        incident: 1,
-        members: vec!["a".into(), "b".into()],
-        ..AlertState::default()
-    };
-    let before = AlertState::default();
-    let group_mail = [message("@group:origin/1/opened")];
+    assert_eq!(numbers[1], numbers[0] + 1, "one count: {numbers:?}");
+    let stored = store.shared_states().unwrap();
+    assert_eq!(stored.len(), 1);
+    let before = stored[0].clone();
+    let mut told = before.clone();
+    told.phase = GroupPhase::Open;
     let saved = store
-        .record_group(
-            "@group:origin",
-            at(1),
-            Some(&before),
-            &open,
-            &group_mail,
-            &told,
-        )
+        .record_shared(at(1), &before, &told, &[message("origin/1/opened")])
         .unwrap();
     assert!(saved);
+    // Another prober planned from the old state: refused, nothing written.
+    let stale = store
+        .record_shared(at(2), &before, &before, &[message("origin/1/again")])
+        .unwrap();
+    assert!(!stale);
+    assert_eq!(store.shared_states().unwrap(), [told]);
     let due: Vec<String> = store
-        .due_messages(at(1))
+        .due_messages(at(2))
         .unwrap()
         .into_iter()
         .map(|m| m.key)
         .collect();
-    assert_eq!(
-        due,
-        ["@group:origin/1/opened"],
-        "the members told, the group mail queued"
-    );
-    // Another prober planned from the old state: refused, nothing written.
-    let stale = store
-        .record_group(
-            "@group:origin",
-            at(2),
-            Some(&before),
-            &AlertState::default(),
-            &[message("@group:origin/2/opened")],
-            &[],
-        )
-        .unwrap();
-    assert!(!stale);
-    assert_eq!(store.alert_state("@group:origin").unwrap(), open);
-    assert_eq!(store.due_messages(at(2)).unwrap().len(), 1);
-    let undelivered = store.undelivered().unwrap();
-    assert_eq!(
-        undelivered.len(),
-        1,
-        "told rows are not waiting: {undelivered:?}"
-    );
+    assert_eq!(due, ["origin/1/opened"]);
 }
 
 /// Sites come back in byte order (the feeds tally one site at a time in that order), whatever

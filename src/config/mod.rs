@@ -98,6 +98,8 @@ pub struct Config {
     /// The region this prober reports as (`--region`, `PROBE_REGION`; not in the file: every
     /// region runs the same probes.yaml).
     pub region: String,
+    /// How many sites probe each origin address: sites on one origin may share a failure.
+    pub sites_per_origin: std::collections::HashMap<std::net::IpAddr, u32>,
 }
 
 /// The region a prober belongs to when none is named.
@@ -117,6 +119,11 @@ pub fn region_problem(name: &str) -> Option<String> {
 }
 
 impl Config {
+    /// Whether another site than one of its own probes the origin address `ip`.
+    pub fn origin_shared(&self, ip: std::net::IpAddr) -> bool {
+        self.sites_per_origin.get(&ip).is_some_and(|n| *n > 1)
+    }
+
     /// Whether a maintenance window covers `site` at `now`.
     pub fn in_maintenance(&self, site: &str, now: time::OffsetDateTime) -> bool {
         self.maintenance.iter().any(|w| w.covers(site, now))
@@ -447,7 +454,17 @@ fn check(
     let feeds = feeds::check(checker, &raw.feeds);
     let webhooks = webhooks::check(checker, &raw.webhooks, &known);
     let notify = notify::check(checker, &raw.notify, &known);
+    let mut sites_per_origin = std::collections::HashMap::new();
+    for site in &sites {
+        let mut ips: Vec<std::net::IpAddr> = site.probe.origins.iter().map(|o| o.ip()).collect();
+        ips.sort();
+        ips.dedup();
+        for ip in ips {
+            *sites_per_origin.entry(ip).or_insert(0) += 1;
+        }
+    }
     Config {
+        sites_per_origin,
         sites,
         extra_roots,
         alerts,

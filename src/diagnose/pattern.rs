@@ -603,7 +603,8 @@ mod tests {
     fn hourly_504s(step: i64, span: i64, minute: i64) -> Vec<RunRecord> {
         (0..=span / step)
             .map(|i| {
-                let at = 1_800_000_000 - 1_800_000_000 % 3600 + i * step;
+                // 1_800_000_000 is a whole hour.
+                let at = 1_800_000_000 + i * step;
                 let mut r = record(
                     0,
                     (at / 60 % 60 == minute).then_some((504, 30_000.0, false)),

@@ -146,12 +146,13 @@ fn told(snapshot: &FeedSnapshot, incident: &crate::store::IncidentRecord) -> Tol
             Severity::Warning => "WARNING",
             Severity::Intermittent => "INTERMITTENT",
         };
+        let sites = incident.sites_label();
         let title = match incident.closed_at {
             Some(_) if incident.severity == Severity::Down => {
-                format!("[RESOLVED] {}: {what}", incident.site)
+                format!("[RESOLVED] {sites}: {what}")
             }
-            Some(_) => format!("[RESOLVED {kind}] {}: {what}", incident.site),
-            None => format!("[{kind}] {}: {what}", incident.site),
+            Some(_) => format!("[RESOLVED {kind}] {sites}: {what}"),
+            None => format!("[{kind}] {sites}: {what}"),
         };
         let mut html = String::new();
         let began = match incident.severity {
@@ -162,7 +163,7 @@ fn told(snapshot: &FeedSnapshot, incident: &crate::store::IncidentRecord) -> Tol
         let _ = write!(
             html,
             "<p>{} {began} at {}.",
-            xml(&incident.site),
+            xml(&sites),
             rfc3339(incident.opened_at)
         );
         match incident.closed_at {

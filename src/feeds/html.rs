@@ -104,7 +104,7 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                 xml(&format!(
                     "{}{}: {}",
                     severity_prefix(incident.severity),
-                    incident.site,
+                    incident.sites_label(),
                     last.map_or("down".to_string(), |c| cause_title(&c.cause))
                 )),
                 snapshot.zone.clock(incident.opened_at),
@@ -178,7 +178,7 @@ pub(super) fn page(snapshot: &FeedSnapshot, out: &mut dyn std::fmt::Write) {
                 xml(&format!(
                     "{}{}: {}",
                     severity_prefix(incident.severity),
-                    incident.site,
+                    incident.sites_label(),
                     incident
                         .causes
                         .last()

@@ -481,16 +481,21 @@ pub fn snapshot<'a>(
             .add(hour, now, in_maintenance);
     })?;
     done(&mut tallying, &mut sites);
-    let incidents: Vec<IncidentRecord> = store
-        .incidents(history_start)?
-        .into_iter()
-        .filter(|i| index.contains_key(i.site.as_str()))
-        .collect();
+    let incidents: Vec<IncidentRecord> = crate::store::merge_shared(
+        store
+            .incidents(history_start)?
+            .into_iter()
+            .filter(|i| index.contains_key(i.site.as_str()))
+            .collect(),
+    );
     for incident in incidents.iter().filter(|i| i.closed_at.is_none()) {
-        let site = &mut sites[index[incident.site.as_str()]];
-        match (incident.severity, site.open_lighter) {
-            (Severity::Down, _) | (_, Some(Severity::Intermittent)) => {}
-            (severity, _) => site.open_lighter = Some(severity),
+        for name in incident.sites() {
+            let Some(&i) = index.get(name) else { continue };
+            let site = &mut sites[i];
+            match (incident.severity, site.open_lighter) {
+                (Severity::Down, _) | (_, Some(Severity::Intermittent)) => {}
+                (severity, _) => site.open_lighter = Some(severity),
+            }
         }
     }
     drop(index);

@@ -309,7 +309,17 @@ fn incident_json(
     incident: &crate::store::IncidentRecord,
 ) -> Value {
     let id = short_id(&format!("incident:{}/{}", incident.site, incident.number));
-    let component = snapshot.sites.iter().find(|s| s.name == incident.site);
+    let components: Vec<Value> = incident
+        .sites()
+        .filter_map(|name| snapshot.sites.iter().find(|s| s.name == name))
+        .map(|s| {
+            json!({
+                "id": short_id(&format!("site:{}", s.name)),
+                "name": s.name,
+                "status": component_status(s).as_str(),
+            })
+        })
+        .collect();
     // The incident's own gravity, not the component's state now (a resolved outage stays an
     // outage in the history).
     let impact = match incident.severity {
@@ -361,10 +371,10 @@ fn incident_json(
         Some(cause) => format!(
             "{}{}: {}",
             severity_prefix(incident.severity),
-            incident.site,
+            incident.sites_label(),
             cause_title(&cause.cause)
         ),
-        None => format!("{} is down", incident.site),
+        None => format!("{} is down", incident.sites_label()),
     };
     let updated = incident
         .closed_at
@@ -382,13 +392,10 @@ fn incident_json(
         "started_at": rfc3339(incident.opened_at),
         "page_id": page_id,
         "incident_updates": updates,
-        "components": component.map(|s| vec![json!({
-            "id": short_id(&format!("site:{}", s.name)),
-            "name": s.name,
-            "status": component_status(s).as_str(),
-        })]).unwrap_or_default(),
+        "components": components,
         "probe": {
             "site": incident.site,
+            "sites": incident.sites().collect::<Vec<_>>(),
             "number": incident.number,
             "severity": incident.severity.as_str(),
             "group": incident.group,

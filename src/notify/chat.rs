@@ -75,27 +75,33 @@ struct Said {
 }
 
 impl Said {
-    fn of(
-        site: &str,
-        url: &str,
-        told: Told<'_>,
-        n: &Notification,
-        status_page: Option<&str>,
-    ) -> Said {
+    fn of(m: ChatMessage<'_>, status_page: Option<&str>) -> Said {
+        let told = m.told;
         let d = told.diagnosis;
-        let evidence = d.map_or(told.evidence.clone(), |d| d.evidence.clone());
+        let evidence = d.map_or(told.evidence.clone(), |d| {
+            let mut lines = told.evidence.clone();
+            lines.extend(d.evidence.iter().cloned());
+            lines
+        });
         let steps = d.map_or(told.steps.clone(), |d| d.next_steps.clone());
         Said {
             title: told.subject,
-            summary: d.map_or(told.lead, |d| d.summary.clone()),
+            summary: d.map_or(told.lead.clone(), |d| {
+                if told.evidence.is_empty() {
+                    d.summary.clone()
+                } else {
+                    // A shared incident: its lead, then the first site's diagnosis.
+                    format!("{} {}", told.lead, d.summary)
+                }
+            }),
             hop: d.map(|d| d.hop.as_str()),
             cause: d.map(|d| d.cause.as_str()),
             evidence: evidence.into_iter().take(EVIDENCE_SHOWN).collect(),
             next_step: steps.into_iter().next(),
-            severity: n.severity(),
-            trouble: n.is_trouble(),
-            site: site.to_string(),
-            url: url.to_string(),
+            severity: m.severity,
+            trouble: m.trouble,
+            site: m.site,
+            url: m.url,
             status_page: status_page.map(str::to_string),
         }
     }
@@ -105,6 +111,51 @@ impl Said {
         self.status_page
             .as_deref()
             .or((!self.url.is_empty()).then_some(self.url.as_str()))
+    }
+}
+
+/// One chat or paging message: its words (the mail's, `Told`) and what it is about.
+pub struct ChatMessage<'a> {
+    pub told: Told<'a>,
+    /// What it names: a site, or a shared incident's sites (`2 sites on 203.0.113.10`).
+    pub site: String,
+    /// Where a click goes when there is no status page (empty for no one URL).
+    pub url: String,
+    pub severity: Severity,
+    /// It says something is wrong (else that it is over).
+    pub trouble: bool,
+    /// It ends the paging service's incident (resolve, close).
+    pub ends: bool,
+    /// A reminder: paging services are not reminded.
+    pub reminder: bool,
+    /// `opened`, `recovered`, …: the class of a paging event without a cause.
+    pub transition: &'static str,
+    /// The paging services' incident: one key for its trouble and its end.
+    pub incident_key: String,
+}
+
+impl<'a> ChatMessage<'a> {
+    /// The message of a notification about one site; `None` for what is told elsewhere.
+    pub fn of_site(site: &str, url: &str, n: &'a Notification) -> Option<ChatMessage<'a>> {
+        let told = tell(site, n)?;
+        Some(ChatMessage {
+            told,
+            site: site.to_string(),
+            url: url.to_string(),
+            severity: n.severity(),
+            trouble: n.is_trouble(),
+            ends: matches!(
+                n,
+                Notification::Recovered { .. }
+                    | Notification::Folded { .. }
+                    | Notification::CertRenewed { .. }
+                    | Notification::ConnectivityRestored { .. }
+                    | Notification::RegionOnline { .. }
+            ),
+            reminder: matches!(n, Notification::Reminder { .. }),
+            transition: n.transition(),
+            incident_key: incident_key(site, n),
+        })
     }
 }
 
@@ -124,37 +175,70 @@ pub fn render(
         .iter()
         .filter(|c| c.covers(site, severity.as_str()))
         .filter_map(|c| {
-            let body = body_for(c, site, url, n, status_page, at)?;
-            Some(NewMessage {
-                channel: ChannelKind::Chat,
-                key: format!("{key}#{}", c.id),
-                notification: key.clone(),
-                recipients: vec![c.id.clone()],
-                subject: n.transition().to_string(),
-                body_text: crate::text::json(&body),
-                body_html: String::new(),
-                grouping: None,
-                thread: None,
-            })
+            let folded = matches!(n, Notification::Folded { .. });
+            // A chat hears of a folded incident in the graver one's opening; a paging
+            // service closes it.
+            let message = if folded && c.provider.pages() {
+                ChatMessage {
+                    told: Told {
+                        subject: String::new(),
+                        lead: String::new(),
+                        diagnosis: None,
+                        evidence: Vec::new(),
+                        steps: Vec::new(),
+                    },
+                    site: site.to_string(),
+                    url: url.to_string(),
+                    severity,
+                    trouble: false,
+                    ends: true,
+                    reminder: false,
+                    transition: n.transition(),
+                    incident_key: incident_key(site, n),
+                }
+            } else {
+                ChatMessage::of_site(site, url, n)?
+            };
+            message_for(c, &key, n.transition(), None, message, status_page, at)
         })
         .collect()
 }
 
-/// The provider's request for `n`, or `None` when this channel is not told of it (a paging
-/// service is not reminded; a chat hears of a folded incident in the graver one's opening).
+/// The delivery of `message` to channel `c`, as part of notification `key`; `None` when the
+/// channel is not told of it (a paging service is not reminded).
+pub fn message_for(
+    c: &Notifier,
+    key: &str,
+    transition: &str,
+    thread: Option<String>,
+    message: ChatMessage<'_>,
+    status_page: Option<&str>,
+    at: OffsetDateTime,
+) -> Option<NewMessage> {
+    let body = body_for(c, message, status_page, at)?;
+    Some(NewMessage {
+        channel: ChannelKind::Chat,
+        key: format!("{key}#{}", c.id),
+        notification: key.to_string(),
+        recipients: vec![c.id.clone()],
+        subject: transition.to_string(),
+        body_text: crate::text::json(&body),
+        body_html: String::new(),
+        thread,
+    })
+}
+
+/// The provider's request for `m`, or `None` when this channel is not told of it.
 fn body_for(
     c: &Notifier,
-    site: &str,
-    url: &str,
-    n: &Notification,
+    m: ChatMessage<'_>,
     status_page: Option<&str>,
     at: OffsetDateTime,
 ) -> Option<Value> {
     if c.provider.pages() {
-        return page(c.provider, site, url, n, status_page, at);
+        return page(c.provider, m, status_page, at);
     }
-    let told = tell(site, n)?;
-    let said = Said::of(site, url, told, n, status_page);
+    let said = Said::of(m, status_page);
     Some(match c.provider {
         Provider::Slack => slack(&said),
         Provider::Teams => teams(&said),
@@ -477,35 +561,25 @@ fn path_segment(text: &str) -> String {
 
 fn page(
     provider: Provider,
-    site: &str,
-    url: &str,
-    n: &Notification,
+    m: ChatMessage<'_>,
     status_page: Option<&str>,
     at: OffsetDateTime,
 ) -> Option<Value> {
-    let dedup = incident_key(site, n);
-    let ends = matches!(
-        n,
-        Notification::Recovered { .. }
-            | Notification::Folded { .. }
-            | Notification::CertRenewed { .. }
-            | Notification::ConnectivityRestored { .. }
-            | Notification::RegionOnline { .. }
-    );
-    if matches!(n, Notification::Reminder { .. }) {
+    let dedup = m.incident_key.clone();
+    if m.reminder {
         return None;
     }
-    if ends {
+    if m.ends {
         return Some(match provider {
             Provider::PagerDuty => json!({"event_action": "resolve", "dedup_key": dedup}),
             _ => json!({
                 "close": cut(&dedup, limits::OPSGENIE_ALIAS),
-                "body": {"source": "probe", "note": format!("{} resolved", n.transition())},
+                "body": {"source": "probe", "note": format!("{} resolved", m.transition)},
             }),
         });
     }
-    let told = tell(site, n)?;
-    let s = Said::of(site, url, told, n, status_page);
+    let (site, url, transition) = (m.site.clone(), m.url.clone(), m.transition);
+    let s = Said::of(m, status_page);
     let details = json!({
         "site": site,
         "url": url,
@@ -527,11 +601,11 @@ fn page(
                 "dedup_key": dedup,
                 "payload": {
                     "summary": cut(&s.title, limits::PAGERDUTY_SUMMARY),
-                    "source": if url.is_empty() { site.to_string() } else { url.to_string() },
+                    "source": if url.is_empty() { site.clone() } else { url.clone() },
                     "severity": severity,
                     "timestamp": crate::text::rfc3339(at),
                     "component": s.hop.unwrap_or("prober"),
-                    "class": s.cause.unwrap_or_else(|| n.transition()),
+                    "class": s.cause.unwrap_or(transition),
                     "custom_details": details,
                 },
                 "client": "probe",
@@ -568,7 +642,7 @@ fn page(
                     "priority": priority,
                     "tags": tags,
                     "details": {"site": site, "url": url, "hop": s.hop.unwrap_or(""), "cause": s.cause.unwrap_or("")},
-                    "entity": cut(site, 512),
+                    "entity": cut(&site, 512),
                     "source": "probe",
                 }
             })

@@ -180,49 +180,76 @@ pub fn tell<'a>(site: &str, notification: &'a Notification) -> Option<Told<'a>> 
             None,
         ),
         Notification::Recovered {
-            severity, lasted, ..
-        } => (
-            format!("{} {site}: resolved after {}", prefix(*severity), human(*lasted)),
-            match severity {
-                Severity::Intermittent => format!(
-                    "{site} has not failed for a full window of runs: the intermittent incident is closed after {}.",
+            severity,
+            lasted,
+            cause,
+            ..
+        } => {
+            let what = cause.map_or("the warning".to_string(), |c| {
+                format!("{} ({})", c.title(), c.as_str())
+            });
+            (
+                format!(
+                    "[RESOLVED] {site}: {} over after {}",
+                    match severity {
+                        Severity::Intermittent => "the intermittent failures are",
+                        _ => "the warning is",
+                    },
                     human(*lasted)
                 ),
-                _ => format!(
-                    "{site} is no longer degraded, after {}.",
-                    human(*lasted)
-                ),
-            },
-            None,
-        ),
+                match severity {
+                    Severity::Intermittent => format!(
+                        "{site} has not failed for a full window of runs: the intermittent incident is closed after {}.",
+                        human(*lasted)
+                    ),
+                    _ => format!(
+                        "{site} no longer shows what the warning was about ({what}), after {}.",
+                        human(*lasted)
+                    ),
+                },
+                None,
+            )
+        }
         Notification::CertExpiring { cert, threshold } => {
             evidence = describe_cert(cert);
             steps = renewal_steps(cert);
             (
                 format!(
-                    "[WARNING] {site}: certificate {} expires in {} days ({} route)",
+                    "[WARNING] {site}: certificate {} {} ({} route)",
                     printable(&cert.subject),
-                    cert.days_left,
+                    expires_in(cert.days_left),
                     cert.route
                 ),
                 format!(
-                    "The certificate {site} presents on the {} route expires in {} days (notice at {threshold} days).",
-                    cert.route, cert.days_left
+                    "The certificate {site} presents on the {} route {} (the notice at {}).",
+                    cert.route,
+                    expires_in(cert.days_left),
+                    crate::text::plural(*threshold as u64, "day", "days")
                 ),
                 None,
             )
         }
         Notification::CertRenewed { cert, by } => {
-            evidence = [describe_cert(cert), vec![format!("replaced by: {} · valid until {} · {} days left", by.subject, by.not_after, by.days_left)]].concat();
+            evidence = [
+                describe_cert(cert),
+                vec![format!(
+                    "replaced by: {} · valid until {} · {} left",
+                    by.subject,
+                    day_of(&by.not_after),
+                    crate::text::plural(by.days_left.max(0) as u64, "day", "days")
+                )],
+            ]
+            .concat();
             (
                 format!(
-                    "[WARNING] {site}: certificate {} renewed ({} route)",
+                    "[RENEWED] {site}: certificate {} renewed ({} route)",
                     printable(&cert.subject),
                     cert.route
                 ),
                 format!(
-                    "The {} route of {site} presents a new certificate, valid until {}: the expiry notice is closed.",
-                    cert.route, by.not_after
+                    "Good news: the {} route of {site} presents a new certificate, valid until {}. The expiry notice is closed.",
+                    cert.route,
+                    day_of(&by.not_after)
                 ),
                 None,
             )
@@ -356,13 +383,12 @@ pub fn render_about(
             subject: subject.clone(),
             body_text: text.clone(),
             body_html: html.clone(),
-            grouping: None,
             thread: notification.thread_key(site_key),
         })
         .collect()
 }
 
-fn append_diagnosis(text: &mut String, html: &mut String, d: &Diagnosis) {
+pub(crate) fn append_diagnosis(text: &mut String, html: &mut String, d: &Diagnosis) {
     use std::fmt::Write as _;
     let verdict = format!(
         "{} · {} · {}",
@@ -393,7 +419,7 @@ fn append_diagnosis(text: &mut String, html: &mut String, d: &Diagnosis) {
 }
 
 /// A titled list of lines (evidence, commands), skipped when empty.
-fn append_list(text: &mut String, html: &mut String, title: &str, lines: &[String]) {
+pub(crate) fn append_list(text: &mut String, html: &mut String, title: &str, lines: &[String]) {
     use std::fmt::Write as _;
     if lines.is_empty() {
         return;
@@ -407,50 +433,45 @@ fn append_list(text: &mut String, html: &mut String, title: &str, lines: &[Strin
     html.push_str("</ul>\n");
 }
 
-/// The incident's own facts: its number and since when, how it was confirmed, its cause and span
-/// at its end, where the status page is.
+/// The incident's own facts: its number and since when, when and how it was confirmed, its
+/// cause and span at its end, where the status page is. Times are clock times, never "ago":
+/// a mail may be read, or even sent, long after it was written.
 fn incident_facts(notification: &Notification, about: &About<'_>) -> Vec<String> {
-    use crate::text::duration;
+    use crate::text::{duration, plural};
     let utc = crate::text::Zone::default();
     let zone = about.zone.unwrap_or(&utc);
-    let clock = |t| zone.clock(t);
     let mut lines = Vec::new();
-    let since = |t: OffsetDateTime| match about.at {
-        Some(at) => format!(
-            "failing since {} ({} ago)",
-            clock(t),
-            duration(Duration::try_from(at - t).unwrap_or_default())
-        ),
-        None => format!("failing since {}", clock(t)),
-    };
     match notification {
         Notification::Opened { incident, .. }
         | Notification::CauseChanged { incident, .. }
         | Notification::Reminder { incident, .. } => {
             lines.push(match about.since {
-                Some(t) => format!("Incident #{incident}, {}.", since(t)),
+                Some(t) => format!("Incident #{incident}, failing since {}.", zone.moment(t)),
                 None => format!("Incident #{incident}."),
             });
+            let confirmed = |how: String| match about.at {
+                Some(at) => format!("Confirmed at {} by {how}.", zone.time_of_day(at)),
+                None => format!("Confirmed by {how}."),
+            };
             if let (Notification::Opened { .. }, Some((runs, attempts))) =
                 (notification, about.confirmed_by)
             {
-                lines.push(format!(
-                    "Confirmed by {runs} failing run{} in a row, each tried {attempts} time{}.",
-                    if runs == 1 { "" } else { "s" },
-                    if attempts == 1 { "" } else { "s" }
-                ));
+                lines.push(confirmed(confirmation(runs, attempts)));
             }
             if let (Notification::Opened { .. }, Some(runs)) = (notification, about.degraded_runs) {
-                lines.push(format!(
-                    "Confirmed by {runs} degraded run{} in a row.",
-                    if runs == 1 { "" } else { "s" }
-                ));
+                lines.push(confirmed(format!(
+                    "{} in a row",
+                    plural(u64::from(runs), "degraded run", "degraded runs")
+                )));
             }
         }
         Notification::Recovered {
-            incident, lasted, ..
+            incident,
+            lasted,
+            severity,
+            cause,
         } => {
-            if let Some(cause) = about.cause {
+            if let Some(cause) = cause.or(about.cause) {
                 lines.push(format!(
                     "Incident #{incident} was {} ({}).",
                     cause.title(),
@@ -458,10 +479,14 @@ fn incident_facts(notification: &Notification, about: &About<'_>) -> Vec<String>
                 ));
             }
             if let (Some(from), Some(to)) = (about.since, about.at) {
+                let how = match severity {
+                    Severity::Down => "Down",
+                    Severity::Warning => "Degraded",
+                    Severity::Intermittent => "Failing now and then",
+                };
                 lines.push(format!(
-                    "From {} to {}: {}.",
-                    clock(from),
-                    clock(to),
+                    "{how} from {}: {}.",
+                    zone.span(from, to),
                     duration(*lasted)
                 ));
             }
@@ -474,8 +499,40 @@ fn incident_facts(notification: &Notification, about: &About<'_>) -> Vec<String>
     lines
 }
 
+/// How an outage was confirmed: "2 failing runs in a row, each tried 3 times", "1 failing
+/// run, not retried".
+pub(crate) fn confirmation(runs: u32, attempts: u32) -> String {
+    let tries = |each: &str| match attempts {
+        0 | 1 => ", not retried".to_string(),
+        n => format!(", {each}tried {n} times"),
+    };
+    if runs <= 1 {
+        format!("1 failing run{}", tries(""))
+    } else {
+        format!("{runs} failing runs in a row{}", tries("each "))
+    }
+}
+
+/// "expires in 10 days", "expires today", "has expired" (a certificate past its end fails
+/// verification and is an outage of its own).
+pub(crate) fn expires_in(days_left: i64) -> String {
+    match days_left {
+        ..=-1 => "has expired".to_string(),
+        0 => "expires within a day".to_string(),
+        n => format!(
+            "expires in {}",
+            crate::text::plural(n as u64, "day", "days")
+        ),
+    }
+}
+
+/// The date of an RFC 3339 time (`2027-03-01`), or the text as it is.
+pub(crate) fn day_of(rfc3339: &str) -> &str {
+    rfc3339.get(..10).unwrap_or(rfc3339)
+}
+
 /// The subject prefix of a severity's notices.
-fn prefix(severity: Severity) -> &'static str {
+pub(crate) fn prefix(severity: Severity) -> &'static str {
     match severity {
         Severity::Down => "[DOWN]",
         Severity::Warning => "[WARNING]",
@@ -483,7 +540,7 @@ fn prefix(severity: Severity) -> &'static str {
     }
 }
 
-fn state_word(severity: Severity) -> &'static str {
+pub(crate) fn state_word(severity: Severity) -> &'static str {
     match severity {
         Severity::Down => "down",
         Severity::Warning => "degraded",
@@ -491,17 +548,28 @@ fn state_word(severity: Severity) -> &'static str {
     }
 }
 
-fn describe_cert(cert: &CertSeen) -> Vec<String> {
+pub(crate) fn describe_cert(cert: &CertSeen) -> Vec<String> {
     vec![
         format!("subject: {}", cert.subject),
         format!("issuer: {}", cert.issuer),
         format!("route: {}", cert.route),
-        format!("expires: {} ({} days left)", cert.not_after, cert.days_left),
+        format!(
+            "valid until {} ({})",
+            day_of(&cert.not_after),
+            if cert.days_left < 0 {
+                "expired".to_string()
+            } else {
+                format!(
+                    "{} left",
+                    crate::text::plural(cert.days_left as u64, "day", "days")
+                )
+            }
+        ),
     ]
 }
 
 /// How the certificate is renewed, by who issued it and where it is presented.
-fn renewal_steps(cert: &CertSeen) -> Vec<String> {
+pub(crate) fn renewal_steps(cert: &CertSeen) -> Vec<String> {
     if cert.origin_ca {
         return vec![
             "A Cloudflare Origin CA certificate: create a new one (dashboard → SSL/TLS → Origin Server), install it in nginx, then: nginx -t && systemctl reload nginx".to_string(),

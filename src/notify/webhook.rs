@@ -109,7 +109,6 @@ pub fn render(
             subject: payload["event"].as_str().unwrap_or_default().to_string(),
             body_text: body.clone(),
             body_html: String::new(),
-            grouping: None,
             thread: None,
         })
         .collect()

@@ -2,4 +2,5 @@
 //! on its interval: `probe watch`), both judging results with `alert` and storing them.
 
 pub mod run;
+pub mod shared;
 pub mod watch;

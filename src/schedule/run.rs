@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::alert::{
-    self, AlertState, GroupEvent, Grouping, Notification, RegionVote, RunVerdict, Severity,
-};
+use crate::alert::{self, AlertState, Notification, RegionVote, RunVerdict, Severity};
 use crate::config::{Alerts, Config, Site};
 use crate::diagnose::diagnose_since;
 use crate::diagnose::pattern::{Failure, RunRecord};
@@ -23,11 +21,12 @@ use crate::notify::chat::ChatChannel;
 use crate::notify::mail::MailChannel;
 use crate::notify::outbox::{self, FlushSummary, Recorder};
 use crate::notify::webhook::WebhookChannel;
-use crate::notify::{chat, group, mail, webhook};
+use crate::notify::{chat, mail, webhook};
 use crate::observe::witness::WitnessCounters;
 use crate::observe::Status;
+use crate::schedule::shared;
 use crate::settings::ProbeSettings;
-use crate::store::{Channel, NewMessage, RegionView, RegionalRun, Store, StoreError};
+use crate::store::{Channel, Ledger, NewMessage, RegionView, RegionalRun, Store, StoreError};
 
 /// Sites probed at once.
 pub const CONCURRENCY: usize = 32;
@@ -362,7 +361,10 @@ const LIVE_INTERVALS: u32 = 3;
 
 /// Settles a site's incident from every region's view once this region's run is stored (the
 /// store holds the site meanwhile): the new state and the messages it decided, or `None` when
-/// nothing changed. A region counts while it reported on the site within 3 intervals.
+/// nothing changed. A region counts while it reported on the site within 3 intervals. Incident
+/// numbers come from the store's one count (`ledger`); a failure a shared incident tells joins
+/// it there (`shared::route`), and only webhooks hear of it from the site itself.
+#[allow(clippy::too_many_arguments)]
 pub fn decide_site(
     config: &Config,
     site: &Site,
@@ -371,9 +373,10 @@ pub fn decide_site(
     now: OffsetDateTime,
     current: &AlertState,
     views: &[RegionView],
-) -> Option<(AlertState, Vec<NewMessage>)> {
+    ledger: &mut dyn Ledger,
+) -> Result<Option<(AlertState, Vec<NewMessage>)>, StoreError> {
     if held {
-        return None;
+        return Ok(None);
     }
     let live_since = now - site.interval * LIVE_INTERVALS;
     let votes: Vec<RegionVote> = views
@@ -390,6 +393,15 @@ pub fn decide_site(
         certs: &certs,
         cert_thresholds: &site.probe.shared.diagnose.cert_warning_days,
     };
+    let candidates = shared::Candidates::of(config, report);
+    let mut failed = None;
+    let mut number = |severity| match candidates.number(severity, &mut *ledger) {
+        Ok(n) => n,
+        Err(e) => {
+            failed.get_or_insert(e);
+            0
+        }
+    };
     let (mut next, mut notifications) = alert::site_step(
         current,
         &run,
@@ -397,33 +409,24 @@ pub fn decide_site(
         config.alerts.quorum,
         &config.alerts,
         extras,
+        &mut number,
     );
-    for n in &notifications {
-        match n {
-            Notification::Opened {
-                severity: Severity::Down,
-                ..
-            } if config.alerts.group => next.group = alert::Group::of(report),
-            // A site whose cause changes stays in the group it was told in (its recovery is
-            // told there); a site in none may join one.
-            Notification::CauseChanged {
-                severity: Severity::Down,
-                diagnosis,
-                ..
-            } if config.alerts.group => {
-                next.group = match &current.group {
-                    Some(group) => Some(alert::Group {
-                        cause: diagnosis.cause,
-                        ..group.clone()
-                    }),
-                    None => alert::Group::of(report),
-                };
-            }
-            _ => {}
-        }
+    if let Some(e) = failed {
+        return Err(e);
     }
+    let own = shared::route(
+        config,
+        site,
+        report,
+        current,
+        &mut next,
+        &notifications,
+        &candidates,
+        now,
+        ledger,
+    )?;
     if next == *current && notifications.is_empty() {
-        return None;
+        return Ok(None);
     }
     if views.len() > 1 && !notifications.is_empty() {
         // Several regions: the notification shows each one's view, and says when the failure
@@ -441,30 +444,23 @@ pub fn decide_site(
     for (n, about) in notifications.iter().zip(&abouts) {
         log_alert(&site.name, &config.region, n, about.cause);
     }
-    let mut messages: Vec<_> = if site.alert_to.is_empty() {
-        Vec::new()
-    } else {
-        let url = site.probe.target.url();
-        notifications
-            .iter()
-            .zip(&abouts)
-            .flat_map(|(n, about)| {
-                let grouping = grouping(site, n, current, &next);
-                let mut rendered = mail::render_about(&site.name, url, n, &site.alert_to, about);
-                for m in &mut rendered {
-                    m.grouping = grouping.clone();
-                }
-                rendered
-            })
-            .collect()
-    };
+    let url = site.probe.target.url();
     let page = config.feeds.url.as_deref();
-    for n in &notifications {
-        let url = site.probe.target.url();
+    let mut messages = Vec::new();
+    for ((n, about), own) in notifications.iter().zip(&abouts).zip(&own) {
+        if *own {
+            messages.extend(mail::render_about(
+                &site.name,
+                url,
+                n,
+                &site.alert_to,
+                about,
+            ));
+            messages.extend(chat::render(&site.name, url, n, &config.notify, page, now));
+        }
         messages.extend(webhook::render(&site.name, url, n, &config.webhooks, now));
-        messages.extend(chat::render(&site.name, url, n, &config.notify, page, now));
     }
-    Some((next, messages))
+    Ok(Some((next, messages)))
 }
 
 /// One log line per notification, with what a person needs: the site, what happened, its
@@ -523,44 +519,6 @@ fn about<'a>(
         page: config.feeds.url.as_deref(),
         zone: Some(&config.alerts.zone),
     }
-}
-
-/// The group an outage's mail is told in, if its site shares its failure (`before` and `after`
-/// the run: a recovery belongs to the group the incident had).
-fn grouping(
-    site: &Site,
-    n: &Notification,
-    before: &AlertState,
-    after: &AlertState,
-) -> Option<Grouping> {
-    let (event, group, summary) = match n {
-        Notification::Opened {
-            severity: Severity::Down,
-            diagnosis,
-            ..
-        } => (GroupEvent::Opened, after.group.as_ref(), &diagnosis.summary),
-        Notification::Reminder {
-            severity: Severity::Down,
-            diagnosis,
-            ..
-        } => (
-            GroupEvent::Reminder,
-            after.group.as_ref(),
-            &diagnosis.summary,
-        ),
-        Notification::Recovered {
-            severity: Severity::Down,
-            ..
-        } => (GroupEvent::Recovered, before.group.as_ref(), &String::new()),
-        _ => return None,
-    };
-    Some(Grouping {
-        group: group?.clone(),
-        site: site.name.clone(),
-        url: site.probe.target.url().to_string(),
-        event,
-        summary: summary.clone(),
-    })
 }
 
 /// Each region's view of a site, side by side, for a notification: the quorum, then a line per
@@ -694,7 +652,7 @@ pub fn record_batch(
     // Messages queued per run (a transaction tried again decides again: counted once).
     let mut queued = vec![0; entries.len()];
     let mut progress = vec![None; entries.len()];
-    store.record_regional(&config.region, &runs, &mut |n, current, views| {
+    store.record_regional(&config.region, &runs, &mut |n, current, views, ledger| {
         let (index, _, at) = entries[n];
         let report = &*judged[n];
         // The store holds each region's state after the whole batch; each run is decided on
@@ -720,11 +678,12 @@ pub fn record_batch(
             at,
             current,
             &as_of_run,
-        );
+            ledger,
+        )?;
         queued[n] = decided.as_ref().map_or(0, |(_, m)| m.len());
         let state = decided.as_ref().map_or(current, |(s, _)| s);
         progress[n] = alert::progress(state, &states[n], &config.alerts);
-        decided
+        Ok(decided)
     })?;
     Ok(BatchOutcome {
         queued: queued.iter().sum(),
@@ -769,25 +728,32 @@ pub fn record_site(
             report,
             state: (!held).then_some(&state),
         }],
-        &mut |_, current, views| {
-            let decided = decide_site(config, site, report, held, now, current, views);
+        &mut |_, current, views, ledger| {
+            let decided = decide_site(config, site, report, held, now, current, views, ledger)?;
             queued = decided.as_ref().map_or(0, |(_, m)| m.len());
-            decided
+            Ok(decided)
         },
     )?;
-    Ok(queued)
+    // The shared incident it may have opened or joined says what it has to say now.
+    let told = shared::tell(
+        config,
+        &shared::SiteIndex::of(config),
+        store,
+        now,
+        false,
+        false,
+    )?;
+    Ok(queued + told.queued)
 }
 
-/// Delivers what is due in the outbox: mail (if there is an SMTP server) and webhook calls.
-/// `recorder` remembers, across passes of one process, what was delivered but could not be
-/// recorded yet. The mails of sites failing together are told as one once their group's oldest
-/// is `group_wait` old (`notify::group`).
+/// Delivers what is due in the outbox: mail (if there is an SMTP server), chat and webhook
+/// calls. `recorder` remembers, across passes of one process, what was delivered but could not
+/// be recorded yet.
 pub async fn deliver_outbox(
     config: &Config,
     store: &mut dyn Store,
     now: OffsetDateTime,
     recorder: &mut Recorder,
-    group_wait: std::time::Duration,
 ) -> Result<FlushSummary, StoreError> {
     // One read of the outbox for every channel this prober can deliver on: mail needs an SMTP
     // server; a webhook call carries its own URL.
@@ -795,44 +761,7 @@ pub async fn deliver_outbox(
     if config.smtp.is_some() {
         channels.push(Channel::Mail);
     }
-    let mut due = recorder.due(store, now, &channels)?;
-    if due.iter().any(|m| m.grouping.is_some()) {
-        let mut states = |key: &str| store.alert_state(key);
-        let (merges, waiting) = group::plan(&due, &mut states, now, group_wait)?;
-        for (id, ready) in &waiting {
-            store.defer_message(*id, *ready)?;
-        }
-        let mut held: Vec<i64> = waiting.iter().map(|(id, _)| *id).collect();
-        for merge in &merges {
-            let saved = store.record_group(
-                &merge.state_key,
-                now,
-                Some(&merge.before),
-                &merge.state,
-                &merge.send,
-                &merge.close,
-            )?;
-            if !saved {
-                // Another prober merged this group meanwhile: these rows wait for the next pass.
-                for id in &merge.rows {
-                    store.defer_message(*id, now)?;
-                }
-                held.extend(&merge.rows);
-                continue;
-            }
-            held.extend(&merge.close);
-            if !merge.send.is_empty() || !merge.close.is_empty() {
-                tracing::info!(group = %merge.state_key, told = merge.close.len(), mails = merge.send.len(), "grouped mail");
-            }
-        }
-        if merges.iter().any(|m| !m.send.is_empty()) {
-            // The group mails just queued go out in this pass.
-            due.extend(recorder.due(store, now, &channels)?);
-            due.sort_by_key(|m| m.id);
-            due.dedup_by_key(|m| m.id);
-        }
-        due.retain(|m| !held.contains(&m.id));
-    }
+    let due = recorder.due(store, now, &channels)?;
     if due.is_empty() {
         return Ok(FlushSummary::default());
     }
@@ -950,15 +879,17 @@ pub async fn run_once_with(
     }
     store_batch(config, store, &mut batch, false, now, &mut outcome, on_site)?;
 
-    // Every site of the pass is decided by now: a group's mails need not wait for more.
-    let delivered = deliver_outbox(
+    // Every site of the pass is decided by now: the shared incidents say what they have to
+    // say (a site failing but not confirmed yet is waited for, until the next pass).
+    shared::tell(
         config,
+        &shared::SiteIndex::of(config),
         store,
         now,
-        &mut Recorder::default(),
-        std::time::Duration::ZERO,
-    )
-    .await?;
+        true,
+        true,
+    )?;
+    let delivered = deliver_outbox(config, store, now, &mut Recorder::default()).await?;
     prune(config, store, now)?;
     outcome.mails_sent = delivered.sent;
     outcome.mails_waiting = delivered.waiting();

@@ -32,6 +32,7 @@ use crate::feeds::server::Published;
 use crate::notify::outbox::Recorder;
 use crate::observe::Status;
 use crate::schedule::run::{self as schedule, CONCURRENCY};
+use crate::schedule::shared::{self, SiteIndex};
 use crate::store::Store;
 
 /// How often the outbox is read for retries, and old results considered for pruning.
@@ -177,16 +178,6 @@ impl Delivery {
     }
 }
 
-/// How long the mails of a shared outage wait for the other sites of their group: the shortest
-/// site interval, at most `MAX_GROUP_WAIT`.
-fn group_wait(config: &Config) -> Duration {
-    let shortest = config.sites.iter().map(|s| s.interval).min();
-    shortest.unwrap_or(Duration::ZERO).min(MAX_GROUP_WAIT)
-}
-
-/// The longest a shared outage's mails wait for the rest of their group.
-const MAX_GROUP_WAIT: Duration = Duration::from_secs(300);
-
 /// Delivers what is due whenever woken, every `HOUSEKEEPING` for retries, and once more when
 /// told to stop.
 async fn deliver_until_stopped(
@@ -202,16 +193,7 @@ async fn deliver_until_stopped(
         let stopping = *stop.borrow_and_update();
         let current = config.borrow().clone();
         let now = OffsetDateTime::now_utc();
-        // Sites failing together are probed within one interval of each other: their mails
-        // wait that long to be told as one (not when stopping: nothing more will come).
-        let group_wait = if stopping {
-            Duration::ZERO
-        } else {
-            group_wait(&current)
-        };
-        match schedule::deliver_outbox(&current, store.as_mut(), now, &mut recorder, group_wait)
-            .await
-        {
+        match schedule::deliver_outbox(&current, store.as_mut(), now, &mut recorder).await {
             Ok(s) if s.sent + s.waiting() + s.given_up > 0 => {
                 tracing::info!(
                     sent = s.sent,
@@ -286,6 +268,11 @@ pub struct Watch<'a> {
     pool: Option<Pool>,
     /// The sites `/probe` may probe, when the feeds are served.
     probe_targets: Option<Arc<crate::feeds::server::ProbeTargets>>,
+    /// The config's sites by name (the shared incidents name their sites).
+    index: SiteIndex,
+    /// When a shared incident may next have something to say by the clock alone (its
+    /// gathering or a change waited their bound, a reminder is due).
+    shared_due: Option<Instant>,
 }
 
 impl<'a> Watch<'a> {
@@ -301,6 +288,7 @@ impl<'a> Watch<'a> {
         let now = Instant::now();
         let slots: Vec<Slot> = config.sites.iter().map(|s| Slot::new(s, now)).collect();
         let pool = store.shares_work().then(|| Pool::new(&config));
+        let index = SiteIndex::of(&config);
         let config = Arc::new(config);
         let mut watch = Self {
             path,
@@ -318,6 +306,8 @@ impl<'a> Watch<'a> {
             spool: Spool::default(),
             pool,
             probe_targets: None,
+            index,
+            shared_due: None,
         };
         watch.sync_schedule();
         watch
@@ -417,10 +407,14 @@ impl<'a> Watch<'a> {
             self.launch_due();
             let wake = self.next_wake();
             let flush = self.flush_due();
+            let shared_due = self.shared_due;
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = tokio::time::sleep_until(flush.unwrap_or(wake)), if flush.is_some() => {
                     self.flush_spool(false);
+                }
+                _ = tokio::time::sleep_until(shared_due.unwrap_or(wake)), if shared_due.is_some() => {
+                    self.tell_shared(false);
                 }
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.finished(joined).await;
@@ -749,13 +743,47 @@ impl<'a> Watch<'a> {
                 slot.last_status = Some(d.status);
             }
         }
-        let queued = outcome.queued;
+        // A shared incident a site joined or left in this batch may have something to say
+        // now: a site alone on a shared origin is told as soon as the others were heard.
+        let told = shared::tell(
+            &config,
+            &self.index,
+            self.store,
+            OffsetDateTime::now_utc(),
+            false,
+            false,
+        )?;
+        self.shared_due = told.next_due.map(instant_of);
+        let queued = outcome.queued + told.queued;
         // Fresh mail goes out now, from the delivery task; retries wait for its own tick, so
         // the outbox is not read after every probe.
         if notices + queued > 0 {
             self.delivery.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Lets the shared incidents say what their time has come to say (`thorough`: also let go
+    /// of members whose own incident ended unseen), and wakes delivery for what they queued.
+    fn tell_shared(&mut self, thorough: bool) {
+        if self.spool.since.is_some() {
+            // The store is unreachable: told when it is back.
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        match shared::tell(&self.config, &self.index, self.store, now, false, thorough) {
+            Ok(told) => {
+                self.shared_due = told.next_due.map(instant_of);
+                if told.queued > 0 {
+                    self.delivery.wake.notify_one();
+                }
+            }
+            Err(e) => {
+                // Tried again at the next batch or housekeeping.
+                self.shared_due = None;
+                tracing::error!(error = %e, "cannot tell the shared incidents");
+            }
+        }
     }
 
     /// When every site's last report is silent, whether the control checks fail too (the prober
@@ -798,6 +826,7 @@ impl<'a> Watch<'a> {
             // The store is unreachable: nothing to prune now.
             return;
         }
+        self.tell_shared(true);
 
         if self.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             let now = OffsetDateTime::now_utc();
@@ -870,6 +899,7 @@ impl<'a> Watch<'a> {
             *index = index.and_then(|before| moved.get(&before).copied());
         }
         self.config = Arc::new(new);
+        self.index = SiteIndex::of(&self.config);
         if let Some(targets) = &self.probe_targets {
             targets.replace(self.config.clone());
         }
@@ -954,6 +984,12 @@ fn probe_budget(site: &Site, config: &Config) -> Duration {
     // bounded by the timeout, so four of them bound it with room.
     let per_try = site.probe.shared.timeout * 4;
     per_try * (retries + 1) + config.alerts.retry_spacing * retries
+}
+
+/// The monotonic instant of a wall-clock time (now when it is past).
+fn instant_of(at: OffsetDateTime) -> Instant {
+    let ahead = at - OffsetDateTime::now_utc();
+    Instant::now() + Duration::try_from(ahead).unwrap_or(Duration::ZERO)
 }
 
 /// `interval`, give or take 10 %, so sites with the same interval drift apart.

@@ -122,7 +122,6 @@ pub(super) const TABLES: &[Table] = &[
             ("channel", "channel", T),
             ("notification", "notification", T),
             ("given_up_at", "given_up_at", I),
-            ("grouping", "grouping", T),
             ("thread", "thread", T),
         ],
         serial: Some("id"),

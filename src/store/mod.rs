@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, WriterLock, LOCK_WAIT};
 
+use crate::alert::group::GroupState;
 use crate::alert::{AlertState, RegionSeen, Severity};
 use crate::config::{StoreLocation, DEFAULT_REGION};
 use crate::diagnose::Cause;
@@ -160,8 +161,6 @@ pub struct OutboxMessage {
     pub attempts: u32,
     /// When it was queued (the run that decided it).
     pub created_at: OffsetDateTime,
-    /// A mail about an outage other sites may share: told together with theirs.
-    pub grouping: Option<crate::alert::Grouping>,
     /// The notification key of the mail its thread began with (the incident's opening), when
     /// it is not that mail itself.
     pub thread: Option<String>,
@@ -180,8 +179,6 @@ pub struct NewMessage {
     pub subject: String,
     pub body_text: String,
     pub body_html: String,
-    /// A mail about an outage other sites may share: told together with theirs.
-    pub grouping: Option<crate::alert::Grouping>,
     /// The notification key of the mail its thread began with (the incident's opening), when
     /// it is not that mail itself.
     pub thread: Option<String>,
@@ -239,10 +236,28 @@ pub struct RegionView {
 
 /// Decides a site's incident state while a batch is written, with the site's row held so no
 /// other prober decides it at the same moment: given the run's index in the batch, the site's
-/// stored state and every region's view (this run's included), returns the new state and the
-/// messages it queues, or `None` to leave it as it is.
-pub type Decide<'d> =
-    dyn FnMut(usize, &AlertState, &[RegionView]) -> Option<(AlertState, Vec<NewMessage>)> + 'd;
+/// stored state, every region's view (this run's included) and the ledger (incident numbers,
+/// shared incidents), returns the new state and the messages it queues, or `None` to leave it
+/// as it is.
+pub type Decide<'d> = dyn FnMut(
+        usize,
+        &AlertState,
+        &[RegionView],
+        &mut dyn Ledger,
+    ) -> Result<Option<(AlertState, Vec<NewMessage>)>, StoreError>
+    + 'd;
+
+/// What a site's decision may read and write beyond the site itself, inside the transaction
+/// that stores it: one count of incidents for the whole store, and the shared incidents sites
+/// join (held until the transaction ends, so probers deciding together take turns).
+pub trait Ledger {
+    /// The next incident number.
+    fn next_incident(&mut self) -> Result<u64, StoreError>;
+    /// A shared incident's state, held until the transaction ends (`None`: never stored).
+    fn shared(&mut self, key: &str) -> Result<Option<GroupState>, StoreError>;
+    /// Saves a shared incident's state.
+    fn put_shared(&mut self, state: &GroupState) -> Result<(), StoreError>;
+}
 
 /// A site's latest stored result.
 #[derive(Debug, Clone)]
@@ -266,7 +281,11 @@ pub struct CauseRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncidentRecord {
     pub site: String,
-    /// The site's incident number (1, 2, …), one count for every severity.
+    /// The other sites of a shared incident told as one (the feeds merge them; the store
+    /// keeps each site's record).
+    pub also: Vec<String>,
+    /// The incident's number (one count for the whole store: the sites of a shared incident
+    /// share it).
     pub number: u64,
     pub severity: Severity,
     /// The shared failure it belongs to (`origin 203.0.113.10`), if others share it.
@@ -274,6 +293,59 @@ pub struct IncidentRecord {
     pub opened_at: OffsetDateTime,
     pub closed_at: Option<OffsetDateTime>,
     pub causes: Vec<CauseRecord>,
+}
+
+impl IncidentRecord {
+    /// Its sites in a few words: `blog`, `blog and shop`, `blog, shop and 3 more`.
+    pub fn sites_label(&self) -> String {
+        match self.also.as_slice() {
+            [] => self.site.clone(),
+            [other] => format!("{} and {other}", self.site),
+            [a, b] => format!("{}, {a} and {b}", self.site),
+            [a, rest @ ..] => format!("{}, {a} and {} more", self.site, rest.len()),
+        }
+    }
+
+    /// Every site of it, the first first.
+    pub fn sites(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.site.as_str()).chain(self.also.iter().map(String::as_str))
+    }
+}
+
+/// The sites' records of one shared incident made one (its group and number), its sites
+/// listed in the record of the site that opened it; others as they are. Newest first, as the
+/// store gives them.
+pub fn merge_shared(records: Vec<IncidentRecord>) -> Vec<IncidentRecord> {
+    let mut out: Vec<IncidentRecord> = Vec::with_capacity(records.len());
+    for record in records {
+        let same = |r: &IncidentRecord| {
+            r.group.is_some()
+                && r.group == record.group
+                && r.number == record.number
+                && r.severity == record.severity
+        };
+        match out.iter_mut().find(|r| same(r)) {
+            Some(first) => {
+                let earlier = (record.opened_at, &record.site) < (first.opened_at, &first.site);
+                let closed = match (first.closed_at, record.closed_at) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+                if earlier {
+                    let mut taken = record;
+                    taken.also = std::mem::take(&mut first.also);
+                    taken.also.push(std::mem::take(&mut first.site));
+                    *first = taken;
+                } else {
+                    first.also.push(record.site);
+                }
+                first.closed_at = closed;
+                first.also.sort();
+            }
+            None => out.push(record),
+        }
+    }
+    out
 }
 
 /// How many results of a site fell in one UTC hour, and how many of them were `down`.
@@ -407,8 +479,11 @@ pub trait Store: Send {
                 state: Some(r.state),
             })
             .collect();
-        self.record_regional(DEFAULT_REGION, &regional, &mut |index, _, _| {
-            Some((runs[index].state.clone(), runs[index].messages.to_vec()))
+        self.record_regional(DEFAULT_REGION, &regional, &mut |index, _, _, _| {
+            Ok(Some((
+                runs[index].state.clone(),
+                runs[index].messages.to_vec(),
+            )))
         })
     }
     /// The region's own alert state for a site (default when it never reported on it).
@@ -435,24 +510,22 @@ pub trait Store: Send {
         at: OffsetDateTime,
         state: &AlertState,
         messages: &[NewMessage],
-    ) -> Result<(), StoreError> {
-        self.record_group(key, at, None, state, messages, &[])
-            .map(|_| ())
-    }
-    /// Saves a group's state with the mail that tells its sites' deliveries (`told`: closed
-    /// without being sent, their text in `messages`), atomically — only if the stored state is
-    /// still `expected` (probers sharing the store may merge one group at once): `false` when
-    /// it was not, and nothing was written.
-    fn record_group(
+    ) -> Result<(), StoreError>;
+    /// The shared incidents kept (open or not).
+    fn shared_states(&self) -> Result<Vec<GroupState>, StoreError>;
+    /// Saves a shared incident's state with the messages that tell it, atomically — only if
+    /// the stored state is still `expected` (probers sharing the store may tell one at once):
+    /// `false` when it was not, and nothing was written.
+    fn record_shared(
         &mut self,
-        key: &str,
         at: OffsetDateTime,
-        expected: Option<&AlertState>,
-        state: &AlertState,
+        expected: &GroupState,
+        state: &GroupState,
         messages: &[NewMessage],
-        told: &[i64],
     ) -> Result<bool, StoreError>;
-    /// Makes a message wait until `until` (its group is gathering), its attempts untouched.
+    /// Every region's view of one site.
+    fn region_views(&self, site: &str) -> Result<Vec<RegionView>, StoreError>;
+    /// Makes a message wait until `until`, its attempts untouched.
     fn defer_message(&mut self, id: i64, until: OffsetDateTime) -> Result<(), StoreError>;
     /// Messages not yet delivered nor given up whose next attempt is due at `now`.
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError>;

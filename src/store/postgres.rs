@@ -28,6 +28,7 @@ use super::{
     CauseRecord, Channel, Decide, IncidentRecord, LatestResult, NewMessage, OutboxMessage,
     RegionView, RegionalRun, Store, StoreError, UndeliveredMessage, UptimeHour,
 };
+use crate::alert::group::{store_key, GroupState};
 use crate::alert::{AlertState, RegionSeen};
 
 /// The schema (namespace) probe's tables live in.
@@ -139,7 +140,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE outbox ADD COLUMN grouping TEXT;
      ALTER TABLE outbox ADD COLUMN thread TEXT;
      ALTER TABLE incidents ADD COLUMN severity TEXT NOT NULL DEFAULT 'down';
-     ALTER TABLE incidents ADD COLUMN group_key TEXT;"
+     ALTER TABLE incidents ADD COLUMN group_key TEXT;",
+    // 7: one count of incidents for the whole store (as SQLite's), and shared incidents kept
+    // once, not per recipient.
+    "CREATE SEQUENCE incident_number;
+     SELECT setval('incident_number', GREATEST((SELECT MAX(number) FROM incidents), 1),
+                   (SELECT COUNT(*) > 0 FROM incidents));
+     DELETE FROM alert_state WHERE substr(site, 1, 7) = '@group:';"
 ];
 
 /// Where the database is: the parsed URL, its TLS setup, and how it is shown (never with its
@@ -606,7 +613,7 @@ impl PostgresStore {
         for (index, run) in runs.iter().enumerate() {
             let current = states.get(run.site).cloned().unwrap_or_default();
             let views = regions.get(run.site).map_or(&[][..], Vec::as_slice);
-            if let Some((state, messages)) = decide(index, &current, views) {
+            if let Some((state, messages)) = decide(index, &current, views, &mut *self)? {
                 states.insert(run.site.to_string(), state.clone());
                 decided.push((index, state, messages));
             }
@@ -769,6 +776,12 @@ impl PostgresStore {
                 done.map_err(|e| self.error(e))?;
             }
         }
+        // The incident count goes on from the highest number copied.
+        let count =
+            "SELECT setval('incident_number', GREATEST((SELECT MAX(number) FROM incidents), 1),
+                                   (SELECT COUNT(*) > 0 FROM incidents))";
+        let done = wait(self.client()?.batch_execute(count));
+        done.map_err(|e| self.error(e))?;
         Ok(copied)
     }
 
@@ -801,10 +814,7 @@ impl PostgresStore {
             body_html: row.get(5),
             attempts: row.get::<_, i32>(6) as u32,
             created_at: super::time_of(row.get(9)),
-            grouping: row
-                .get::<_, Option<&str>>(10)
-                .and_then(|g| serde_json::from_str(g).ok()),
-            thread: row.get(11),
+            thread: row.get(10),
         })
     }
 }
@@ -813,10 +823,10 @@ const STATE_UPSERT: &str = "INSERT INTO alert_state (site, state)
      SELECT * FROM unnest($1::text[], $2::text[])
      ON CONFLICT (site) DO UPDATE SET state = excluded.state";
 
-const OUTBOX_INSERT: &str = "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification, grouping, thread)
-     SELECT k, c, r, s, t, h, c, ch, n, g, th
-     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
-          AS m (k, c, r, s, t, h, ch, n, g, th)
+const OUTBOX_INSERT: &str = "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification, thread)
+     SELECT k, c, r, s, t, h, c, ch, n, th
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+          AS m (k, c, r, s, t, h, ch, n, th)
      ON CONFLICT (key) DO NOTHING";
 
 /// Opens a connection, driven on a thread of its own until the client is dropped or the
@@ -989,7 +999,6 @@ struct QueuedRows<'a> {
     htmls: Vec<&'a str>,
     channels: Vec<&'static str>,
     notifications: Vec<&'a str>,
-    groupings: Vec<Option<String>>,
     threads: Vec<Option<&'a str>>,
 }
 
@@ -1004,7 +1013,6 @@ impl<'a> QueuedRows<'a> {
             htmls: Vec::new(),
             channels: Vec::new(),
             notifications: Vec::new(),
-            groupings: Vec::new(),
             threads: Vec::new(),
         };
         for (at, messages) in batches {
@@ -1018,7 +1026,6 @@ impl<'a> QueuedRows<'a> {
                 rows.htmls.push(&m.body_html);
                 rows.channels.push(m.channel.as_str());
                 rows.notifications.push(&m.notification);
-                rows.groupings.push(super::sqlite::grouping_text(m));
                 rows.threads.push(m.thread.as_deref());
             }
         }
@@ -1045,11 +1052,57 @@ impl<'a> QueuedRows<'a> {
                     &self.htmls,
                     &self.channels,
                     &self.notifications,
-                    &self.groupings,
                     &self.threads,
                 ],
             )
             .await
+    }
+}
+
+impl PostgresStore {
+    /// A shared incident's state, its row held (an advisory lock: the row may not exist yet)
+    /// until the transaction ends.
+    fn read_shared(&mut self, key: &str) -> Result<Option<GroupState>, StoreError> {
+        let [lock, read] = self.statements([
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            "SELECT state FROM alert_state WHERE site = $1",
+        ])?;
+        let row = {
+            let client = self.client()?;
+            wait(client.execute(&lock, &[&key]))
+                .and_then(|_| wait(client.query_opt(&read, &[&key])))
+        };
+        let row = row.map_err(|e| self.error(e))?;
+        row.map(|row| {
+            serde_json::from_str(row.get::<_, &str>(0))
+                .map_err(|e| self.corrupt("shared incident", e))
+        })
+        .transpose()
+    }
+}
+
+/// Called inside the transaction that decides a batch.
+impl super::Ledger for PostgresStore {
+    fn next_incident(&mut self) -> Result<u64, StoreError> {
+        let [next] = self.statements(["SELECT nextval('incident_number')"])?;
+        let row = wait(self.client()?.query_one(&next, &[]));
+        Ok(row.map_err(|e| self.error(e))?.get::<_, i64>(0) as u64)
+    }
+
+    fn shared(&mut self, key: &str) -> Result<Option<GroupState>, StoreError> {
+        self.read_shared(&store_key(key))
+    }
+
+    fn put_shared(&mut self, state: &GroupState) -> Result<(), StoreError> {
+        let text = serde_json::to_string(state).expect("a shared incident serialises");
+        let key = store_key(&state.key);
+        let [upsert] = self.statements([STATE_UPSERT])?;
+        let (keys, states) = ([key.as_str()], [text.as_str()]);
+        let done = wait(
+            self.client()?
+                .execute(&upsert, &[&keys.as_slice(), &states.as_slice()]),
+        );
+        done.map(|_| ()).map_err(|e| self.error(e))
     }
 }
 
@@ -1113,72 +1166,81 @@ impl Store for PostgresStore {
         .map(|_| ())
     }
 
-    fn record_group(
+    fn record_state(
         &mut self,
         key: &str,
         at: OffsetDateTime,
-        expected: Option<&AlertState>,
         state: &AlertState,
         messages: &[NewMessage],
-        told: &[i64],
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let state = serde_json::to_string(state).expect("an alert state serialises");
         let queued = QueuedRows::of(std::iter::once((super::stamp_of(at), messages)));
-        let note = format!(
-            "told in {}",
-            messages
-                .first()
-                .map_or("the group's state", |m| m.key.as_str())
-        );
+        self.transaction(&mut |store| {
+            let [upsert, outbox] = store.statements([STATE_UPSERT, OUTBOX_INSERT])?;
+            let client = store.client()?;
+            let (keys, states) = ([key], [state.as_str()]);
+            let done = wait(futures_util::future::try_join(
+                client.execute(&upsert, &[&keys.as_slice(), &states.as_slice()]),
+                queued.insert(client, &outbox),
+            ));
+            done.map(|_| ()).map_err(|e| store.error(e))
+        })
+    }
+
+    fn shared_states(&self) -> Result<Vec<GroupState>, StoreError> {
+        let rows = self.read(
+            "SELECT state FROM alert_state WHERE substr(site, 1, 8) = '@shared:' ORDER BY site",
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| {
+                serde_json::from_str(row.get::<_, &str>(0))
+                    .map_err(|e| self.corrupt("shared incident", e))
+            })
+            .collect()
+    }
+
+    fn record_shared(
+        &mut self,
+        at: OffsetDateTime,
+        expected: &GroupState,
+        state: &GroupState,
+        messages: &[NewMessage],
+    ) -> Result<bool, StoreError> {
+        let key = store_key(&state.key);
+        let text = serde_json::to_string(state).expect("a shared incident serialises");
+        let queued = QueuedRows::of(std::iter::once((super::stamp_of(at), messages)));
         let mut saved = false;
         self.transaction(&mut |store| {
             saved = false;
-            if let Some(expected) = expected {
-                // Probers merging one group at once take turns; the second finds the state
-                // moved and leaves its rows for its next pass.
-                let [lock, read] = store.statements([
-                    "SELECT pg_advisory_xact_lock(hashtext($1))",
-                    "SELECT state FROM alert_state WHERE site = $1",
-                ])?;
-                let (locked, row) = {
-                    let client = store.client()?;
-                    let locked = wait(client.execute(&lock, &[&key]));
-                    let row = wait(client.query_opt(&read, &[&key]));
-                    (locked, row)
-                };
-                locked.map_err(|e| store.error(e))?;
-                let row = row.map_err(|e| store.error(e))?;
-                let current: AlertState = match row {
-                    Some(row) => serde_json::from_str(row.get::<_, &str>(0))
-                        .map_err(|e| store.corrupt("alert state", e))?,
-                    None => AlertState::default(),
-                };
-                if current != *expected {
-                    return Ok(());
-                }
+            // Probers telling one incident at once take turns; the second finds it moved.
+            if store.read_shared(&key)?.as_ref() != Some(expected) {
+                return Ok(());
             }
             saved = true;
-            let [upsert, outbox, close] = store.statements([
-                STATE_UPSERT,
-                OUTBOX_INSERT,
-                "UPDATE outbox SET sent_at = $1, last_error = $2 WHERE id = ANY($3) AND sent_at IS NULL",
-            ])?;
+            let [upsert, outbox] = store.statements([STATE_UPSERT, OUTBOX_INSERT])?;
             let client = store.client()?;
-            let (keys, states) = ([key], [state.as_str()]);
-            let stamp = super::stamp_of(at);
-            let done = wait(futures_util::future::try_join3(
+            let (keys, states) = ([key.as_str()], [text.as_str()]);
+            let done = wait(futures_util::future::try_join(
                 client.execute(&upsert, &[&keys.as_slice(), &states.as_slice()]),
                 queued.insert(client, &outbox),
-                client.execute(&close, &[&stamp, &note, &told]),
             ));
             done.map(|_| ()).map_err(|e| store.error(e))
         })?;
         Ok(saved)
     }
 
+    fn region_views(&self, site: &str) -> Result<Vec<RegionView>, StoreError> {
+        let rows = self.read(
+            "SELECT site, region, at, state, seen FROM region_state WHERE site = $1 ORDER BY region",
+            &[&site],
+        )?;
+        rows.iter().map(|row| self.region_view(row)).collect()
+    }
+
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError> {
         let rows = self.read(
-            "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping, thread
+            "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, thread
              FROM outbox
              WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1 ORDER BY id",
             &[&super::stamp_of(now)],
@@ -1200,7 +1262,7 @@ impl Store for PostgresStore {
                           WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
                             AND channel = ANY($3::text[])
                           ORDER BY id FOR UPDATE SKIP LOCKED)
-             RETURNING id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping, thread",
+             RETURNING id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, thread",
         )?;
         let lease = lease.as_secs() as i64;
         let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
@@ -1441,6 +1503,7 @@ impl Store for PostgresStore {
                 let severity: &str = row.get(9);
                 out.push(IncidentRecord {
                     site: row.get(1),
+                    also: Vec::new(),
                     number: row.get::<_, i64>(2) as u64,
                     severity: crate::alert::Severity::parse(severity)
                         .ok_or_else(|| self.corrupt("incident severity", severity))?,

@@ -14,6 +14,7 @@ use super::{
     CauseRecord, Channel, IncidentRecord, LatestResult, NewMessage, OutboxMessage, Store,
     StoreError, UndeliveredMessage, UptimeHour,
 };
+use crate::alert::group::{store_key, GroupState};
 use crate::alert::{AlertState, RegionSeen};
 
 /// The SQLite store.
@@ -270,7 +271,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE outbox ADD COLUMN grouping TEXT;
      ALTER TABLE outbox ADD COLUMN thread TEXT;
      ALTER TABLE incidents ADD COLUMN severity TEXT NOT NULL DEFAULT 'down';
-     ALTER TABLE incidents ADD COLUMN group_key TEXT;"
+     ALTER TABLE incidents ADD COLUMN group_key TEXT;",
+    // 7: one count of incidents for the whole store (a shared incident's sites carry its one
+    // number), taken up from the highest number so far; shared incidents are kept once, not
+    // per recipient (the states of the per-recipient groups go: their mails went out alone).
+    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+     INSERT INTO counters (name, value) SELECT 'incident', COALESCE(MAX(number), 0) FROM incidents;
+     DELETE FROM alert_state WHERE substr(site, 1, 7) = '@group:';"
 ];
 
 use super::{history_row, stamp_of as stamp, Decide, RegionView, RegionalRun};
@@ -509,7 +516,11 @@ impl Store for SqliteStore {
                     });
                 }
             }
-            if let Some((state, messages)) = decide(index, &site_state, &views) {
+            let mut ledger = Ledger {
+                tx: &tx,
+                path: &path,
+            };
+            if let Some((state, messages)) = decide(index, &site_state, &views, &mut ledger)? {
                 write_decision(&tx, run, &state, &messages).map_err(sqlite)?;
             }
         }
@@ -526,52 +537,109 @@ impl Store for SqliteStore {
             .map_err(|e| self.sqlite(e))
     }
 
-    fn record_group(
+    fn record_state(
         &mut self,
         key: &str,
         at: OffsetDateTime,
-        expected: Option<&AlertState>,
         state: &AlertState,
         messages: &[NewMessage],
-        told: &[i64],
-    ) -> Result<bool, StoreError> {
-        if let Some(expected) = expected {
-            // One writer at a time holds this store: a state read now stays until the write.
-            if self.alert_state(key)? != *expected {
-                return Ok(false);
-            }
-        }
+    ) -> Result<(), StoreError> {
+        let state = serde_json::to_string(state).expect("an alert state serialises");
         let path = self.path.clone();
         let sqlite = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        let state = serde_json::to_string(state).expect("an alert state serialises");
-        let note = format!(
-            "told in {}",
-            messages
-                .first()
-                .map_or("the group's state", |m| m.key.as_str())
-        );
         let tx = self.conn.transaction().map_err(sqlite)?;
-        save_state(&tx, key, &state).map_err(sqlite)?;
-        queue(&tx, stamp(at), messages).map_err(sqlite)?;
-        for id in told {
-            execute_cached(
-                &tx,
-                "UPDATE outbox SET sent_at = ?1, last_error = ?2 WHERE id = ?3 AND sent_at IS NULL",
-                params![stamp(at), note, id],
+        save_state(&tx, key, &state)
+            .and_then(|()| queue(&tx, stamp(at), messages))
+            .and_then(|()| tx.commit())
+            .map_err(sqlite)
+    }
+
+    fn shared_states(&self) -> Result<Vec<GroupState>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT state FROM alert_state WHERE substr(site, 1, 8) = '@shared:' ORDER BY site",
             )
-            .map_err(sqlite)?;
+            .map_err(|e| self.sqlite(e))?;
+        let texts = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for text in texts {
+            let text = text.map_err(|e| self.sqlite(e))?;
+            out.push(serde_json::from_str(&text).map_err(|e| self.corrupt("shared incident", e))?);
         }
-        tx.commit().map_err(sqlite).map(|()| true)
+        Ok(out)
+    }
+
+    fn record_shared(
+        &mut self,
+        at: OffsetDateTime,
+        expected: &GroupState,
+        state: &GroupState,
+        messages: &[NewMessage],
+    ) -> Result<bool, StoreError> {
+        let key = store_key(&state.key);
+        let text = serde_json::to_string(state).expect("a shared incident serialises");
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+            path: path.clone(),
+            source: e,
+        })?;
+        // One writer at a time holds this store: what is read here stays until the write.
+        let current = Ledger {
+            tx: &tx,
+            path: &path,
+        }
+        .read_shared(&key)?;
+        if current.as_ref() != Some(expected) {
+            return Ok(false);
+        }
+        save_state(&tx, &key, &text)
+            .and_then(|()| queue(&tx, stamp(at), messages))
+            .and_then(|()| tx.commit())
+            .map_err(|source| StoreError::Sqlite { path, source })?;
+        Ok(true)
+    }
+
+    fn region_views(&self, site: &str) -> Result<Vec<RegionView>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT region, at, state, seen FROM region_state WHERE site = ?1 ORDER BY region",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map([site], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (region, at, state, seen) = row.map_err(|e| self.sqlite(e))?;
+            out.push(RegionView {
+                region,
+                at: self.time(at)?,
+                state: serde_json::from_str(&state).map_err(|e| self.corrupt("region state", e))?,
+                seen: seen.and_then(|s| serde_json::from_str(&s).ok()),
+            });
+        }
+        Ok(out)
     }
 
     fn due_messages(&self, now: OffsetDateTime) -> Result<Vec<OutboxMessage>, StoreError> {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, grouping, thread
+                "SELECT id, key, recipients, subject, body_text, body_html, attempts, channel, notification, created_at, thread
                  FROM outbox
                  WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= ?1 ORDER BY id",
             )
@@ -590,7 +658,6 @@ impl Store for SqliteStore {
                     row.get::<_, String>(8)?,
                     row.get::<_, i64>(9)?,
                     row.get::<_, Option<String>>(10)?,
-                    row.get::<_, Option<String>>(11)?,
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
@@ -607,7 +674,6 @@ impl Store for SqliteStore {
                 channel,
                 notification,
                 created_at,
-                grouping,
                 thread,
             ) = row.map_err(|e| self.sqlite(e))?;
             let channel =
@@ -629,7 +695,6 @@ impl Store for SqliteStore {
                 body_html,
                 attempts,
                 created_at: super::time_of(created_at),
-                grouping: grouping.and_then(|g| serde_json::from_str(&g).ok()),
                 thread,
             });
         }
@@ -839,6 +904,7 @@ impl Store for SqliteStore {
                 last_id = Some(id);
                 out.push(IncidentRecord {
                     site,
+                    also: Vec::new(),
                     number: number as u64,
                     severity: crate::alert::Severity::parse(&severity)
                         .ok_or_else(|| self.corrupt("incident severity", &severity))?,
@@ -931,26 +997,71 @@ fn save_state(tx: &rusqlite::Transaction<'_>, key: &str, state: &str) -> rusqlit
 }
 
 /// Queues messages; one whose key is already queued or sent is not queued again.
-/// A message's group as stored (JSON), if it has one.
-pub(super) fn grouping_text(message: &NewMessage) -> Option<String> {
-    message
-        .grouping
-        .as_ref()
-        .map(|g| serde_json::to_string(g).expect("a grouping serialises"))
-}
-
 fn queue(tx: &rusqlite::Transaction<'_>, at: i64, messages: &[NewMessage]) -> rusqlite::Result<()> {
     for message in messages {
         let recipients = serde_json::to_string(&message.recipients).expect("strings serialise");
         execute_cached(
             tx,
-            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification, grouping, thread)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8, ?9, ?10)
+            "INSERT INTO outbox (key, created_at, recipients, subject, body_text, body_html, next_attempt_at, channel, notification, thread)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8, ?9)
              ON CONFLICT (key) DO NOTHING",
-            params![message.key, at, recipients, message.subject, message.body_text, message.body_html, message.channel.as_str(), message.notification, grouping_text(message), message.thread],
+            params![message.key, at, recipients, message.subject, message.body_text, message.body_html, message.channel.as_str(), message.notification, message.thread],
         )?;
     }
     Ok(())
+}
+
+/// The incident count and the shared incidents, inside a decision's transaction.
+struct Ledger<'t, 'c> {
+    tx: &'t rusqlite::Transaction<'c>,
+    path: &'t str,
+}
+
+impl Ledger<'_, '_> {
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.to_string(),
+            source,
+        }
+    }
+
+    fn read_shared(&self, key: &str) -> Result<Option<GroupState>, StoreError> {
+        let text: Option<String> = self
+            .tx
+            .prepare_cached("SELECT state FROM alert_state WHERE site = ?1")
+            .and_then(|mut s| s.query_row([key], |row| row.get(0)).optional())
+            .map_err(|e| self.sqlite(e))?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                path: self.path.to_string(),
+                what: "shared incident",
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+}
+
+impl super::Ledger for Ledger<'_, '_> {
+    fn next_incident(&mut self) -> Result<u64, StoreError> {
+        self.tx
+            .query_row(
+                "UPDATE counters SET value = value + 1 WHERE name = 'incident' RETURNING value",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    fn shared(&mut self, key: &str) -> Result<Option<GroupState>, StoreError> {
+        self.read_shared(&store_key(key))
+    }
+
+    fn put_shared(&mut self, state: &GroupState) -> Result<(), StoreError> {
+        let text = serde_json::to_string(state).expect("a shared incident serialises");
+        save_state(self.tx, &store_key(&state.key), &text).map_err(|e| self.sqlite(e))
+    }
 }
 
 /// Writes one region's result (the history row, the latest report, the uptime count and the

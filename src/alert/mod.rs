@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub mod group;
+
 use crate::config::Alerts;
 use crate::diagnose::pattern::{self, RunRecord};
 use crate::diagnose::{Cause, Diagnosis};
@@ -65,16 +67,9 @@ pub struct AlertState {
     /// the next run to compare with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub witness: Vec<crate::observe::witness::WitnessCounters>,
-    /// The shared cause the open incident belongs to (other sites may share it).
+    /// The shared incident the open incident belongs to (other sites may share it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<Group>,
-    /// A group's state: the sites in it now (per recipient: `group_key`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub members: Vec<String>,
-    /// A group's state: the notification key of the mail its incident's thread began with (the
-    /// group's opening, or its first site's own when it opened alone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thread: Option<String>,
 }
 
 impl Default for AlertState {
@@ -93,8 +88,6 @@ impl Default for AlertState {
             history: Vec::new(),
             witness: Vec::new(),
             group: None,
-            members: Vec::new(),
-            thread: None,
         }
     }
 }
@@ -149,22 +142,14 @@ impl Group {
     /// The group a failing report's cause puts its site in, if the cause can be shared.
     pub fn of(report: &crate::engine::ProbeReport) -> Option<Group> {
         use crate::diagnose::Hop;
-        use crate::observe::{PathRole, Route};
+        use crate::observe::Route;
         let cause = report.diagnosis.cause;
         if report.diagnosis.status != Status::Down {
             return None;
         }
-        let address = |route| {
-            report
-                .observations
-                .iter()
-                .find(|o| o.route == route && o.path_role == PathRole::Page)
-                .and_then(|o| o.address)
-                .map(|a| a.ip().to_string())
-        };
         match cause.hop() {
             Hop::EdgeOrigin | Hop::OriginFpm | Hop::FpmDatabase => {
-                let origin = address(Route::Origin)?;
+                let origin = page_address(report, Route::Origin)?;
                 Some(Group {
                     key: format!("origin {origin}"),
                     place: format!("on {origin}"),
@@ -175,7 +160,7 @@ impl Group {
                 let edge = RegionSeen::of(report)
                     .colo
                     .map(|colo| format!("Cloudflare {colo}"))
-                    .or_else(|| address(Route::Edge).map(|a| format!("edge {a}")))?;
+                    .or_else(|| page_address(report, Route::Edge).map(|a| format!("edge {a}")))?;
                 Some(Group {
                     key: format!("edge {edge}"),
                     place: format!("behind the edge ({edge})"),
@@ -185,27 +170,50 @@ impl Group {
             _ => None,
         }
     }
+
+    /// The group a degraded report's warning puts its site in: a hop behind the edge failing
+    /// or slow (the origin failing behind an edge that still serves, PHP slow) on one origin
+    /// address, which other sites on it may share.
+    pub fn of_warning(report: &crate::engine::ProbeReport) -> Option<Group> {
+        use crate::diagnose::Hop;
+        use crate::observe::Route;
+        let cause = report.diagnosis.cause;
+        if report.diagnosis.status != Status::Degraded {
+            return None;
+        }
+        match cause.hop() {
+            Hop::EdgeOrigin | Hop::OriginFpm | Hop::FpmDatabase => {
+                let origin = page_address(report, Route::Origin)?;
+                Some(Group {
+                    key: format!("warning origin {origin}"),
+                    place: format!("on {origin}"),
+                    cause,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The origin address a group of sites on one origin is about, if it is one.
+    pub fn origin(&self) -> Option<&str> {
+        self.key
+            .strip_prefix("warning ")
+            .unwrap_or(&self.key)
+            .strip_prefix("origin ")
+    }
 }
 
-/// What a grouped mail carries beside its own text: its site, its group and what happened, so
-/// the deliveries of one group to one recipient can be told as one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Grouping {
-    pub group: Group,
-    pub site: String,
-    pub url: String,
-    pub event: GroupEvent,
-    /// The site's own summary of the failure (openings and reminders).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub summary: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupEvent {
-    Opened,
-    Reminder,
-    Recovered,
+/// The address a route's page request dialled.
+fn page_address(
+    report: &crate::engine::ProbeReport,
+    route: crate::observe::Route,
+) -> Option<String> {
+    report
+        .observations
+        .iter()
+        .find(|o| o.route == route && o.path_role == crate::observe::PathRole::Page)
+        .and_then(|o| o.address)
+        .map(|a| a.ip().to_string())
 }
 
 /// How grave an incident is: its own state machine, its own notifications.
@@ -336,11 +344,12 @@ pub enum Notification {
         open_for: Duration,
         diagnosis: Diagnosis,
     },
-    /// The incident closed.
+    /// The incident closed; `cause` is the one it had (said again at its end).
     Recovered {
         severity: Severity,
         incident: u64,
         lasted: Duration,
+        cause: Option<Cause>,
     },
     /// A lighter incident ended inside a graver one that opened (its opening says so): no mail
     /// of its own, but a webhook receiver learns it is over.
@@ -663,6 +672,7 @@ fn step_as(
                     severity,
                     incident: state.incident,
                     lasted,
+                    cause: state.cause,
                 });
                 next = state.closed();
             } else {
@@ -790,6 +800,7 @@ pub fn quorum_step(
             severity: Severity::Down,
             incident: site.incident,
             lasted,
+            cause: site.cause,
         });
         site.closed()
     } else if run.failing() {
@@ -882,7 +893,9 @@ pub struct SiteExtras<'a> {
 /// quorum (`quorum_step`), then the intermittent incident from the regions' histories, the
 /// warning from the run's degraded verdict, and the certificate notices. A graver incident
 /// opening folds a lighter one that is open (its opening says so): one site is never reported
-/// down and warned about at once.
+/// down and warned about at once. Each incident opened takes its number from `number` (one
+/// count for the whole store, so "incident #7" names one; a site joining a shared incident
+/// takes that one's).
 pub fn site_step(
     site: &AlertState,
     run: &RunVerdict,
@@ -890,6 +903,7 @@ pub fn site_step(
     quorum: u32,
     policy: &Alerts,
     extras: SiteExtras<'_>,
+    number: &mut dyn FnMut(Severity) -> u64,
 ) -> (AlertState, Vec<Notification>) {
     let (mut next, mut out) = quorum_step(site, run, votes, quorum, policy);
     let down = next.is_open();
@@ -930,23 +944,20 @@ pub fn site_step(
         )
     };
     out.extend(notes);
-    // A site's incidents of every severity share one count: "incident #7" of a site names one.
     let (mut intermittent, mut warning) = (intermittent, warning);
-    let mut taken = site
-        .incident
-        .max(site.warning().incident)
-        .max(site.intermittent().incident);
-    for n in out.iter_mut() {
-        if let Notification::Opened {
-            severity, incident, ..
-        } = n
-        {
-            taken += 1;
-            *incident = taken;
-            match severity {
-                Severity::Down => next.incident = taken,
-                Severity::Warning => warning.incident = taken,
-                Severity::Intermittent => intermittent.incident = taken,
+    if !run.in_maintenance {
+        for n in out.iter_mut() {
+            if let Notification::Opened {
+                severity, incident, ..
+            } = n
+            {
+                let taken = number(*severity);
+                *incident = taken;
+                match severity {
+                    Severity::Down => next.incident = taken,
+                    Severity::Warning => warning.incident = taken,
+                    Severity::Intermittent => intermittent.incident = taken,
+                }
             }
         }
     }
@@ -1028,6 +1039,7 @@ fn intermittent_step(
             severity: Severity::Intermittent,
             incident: track.incident,
             lasted: track.since.map_or(Duration::ZERO, |s| elapsed(s, run.at)),
+            cause: track.cause,
         });
         return (track.closed(), closing.into_iter().collect());
     }
@@ -1103,6 +1115,7 @@ fn intermittent_step(
             severity: Severity::Intermittent,
             incident: track.incident,
             lasted,
+            cause: track.cause,
         });
         return (track.closed(), out);
     }
@@ -1647,7 +1660,16 @@ mod tests {
             certs,
             cert_thresholds: &[14, 7, 3, 1],
         };
-        let (next, out) = site_step(site, &run, &votes, 1, p, extras);
+        // One count per site here (the store keeps one for all sites).
+        let mut taken = site
+            .incident
+            .max(site.warning().incident)
+            .max(site.intermittent().incident);
+        let mut number = |_| {
+            taken += 1;
+            taken
+        };
+        let (next, out) = site_step(site, &run, &votes, 1, p, extras, &mut number);
         *site = next;
         out
     }

@@ -1,0 +1,485 @@
+//! Shared incidents in the scheduler. While a site's run is decided, its notifications that a
+//! shared incident tells go to that incident (the site joins it, changes in it, recovers in
+//! it: `route`); the rest the site tells itself. Then `tell` lets every open shared incident
+//! say what its time has come to say, to every destination, in one transaction each.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::alert::group::{self, GroupKind, GroupPhase, GroupState, Tick};
+use crate::alert::{AlertState, CertSeen, Group, Notification, Severity};
+use crate::config::{Config, Site};
+use crate::diagnose::{Confidence, Diagnosis};
+use crate::engine::ProbeReport;
+use crate::notify;
+use crate::observe::Status;
+use crate::store::{Ledger, Store, StoreError};
+
+/// The longest an opening (or a cause change) waits for the other sites of its incident.
+const MAX_GATHER: Duration = Duration::from_secs(300);
+/// Sites a certificate notice or an edge's failure may share are any of the config's: their
+/// opening waits its bound rather than look at each.
+const HEARD_CHECKED_AT_MOST: usize = 50;
+
+/// The config's sites by name.
+pub struct SiteIndex(HashMap<String, usize>);
+
+impl SiteIndex {
+    pub fn of(config: &Config) -> SiteIndex {
+        SiteIndex(
+            config
+                .sites
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.clone(), i))
+                .collect(),
+        )
+    }
+
+    pub fn get<'c>(&self, config: &'c Config, name: &str) -> Option<&'c Site> {
+        let site = config.sites.get(*self.0.get(name)?)?;
+        (site.name == name).then_some(site)
+    }
+}
+
+/// The shared incident a site's track of `severity` belongs to (`before`: the state it was
+/// told in; an opening: the one its failure puts it in).
+fn group_of(state: &AlertState, severity: Severity) -> Option<&Group> {
+    match severity {
+        Severity::Down => state.group.as_ref(),
+        Severity::Warning => state.warning.as_deref().and_then(|w| w.group.as_ref()),
+        Severity::Intermittent => None,
+    }
+}
+
+/// The shared incident a failure would open or join now, by severity.
+pub struct Candidates {
+    pub down: Option<Group>,
+    pub warning: Option<Group>,
+}
+
+impl Candidates {
+    /// The shared incidents a report's failure may belong to: only where another site of the
+    /// config may share it (a site alone on its origin tells its own story).
+    pub fn of(config: &Config, report: &ProbeReport) -> Candidates {
+        let shareable = |g: Group| -> Option<Group> {
+            if !config.alerts.group || config.sites.len() < 2 {
+                return None;
+            }
+            match g.origin().map(str::parse::<std::net::IpAddr>) {
+                Some(Ok(ip)) => config.origin_shared(ip).then_some(g),
+                Some(Err(_)) => None,
+                // An edge's own failure: any other site may be behind it.
+                None => Some(g),
+            }
+        };
+        Candidates {
+            down: Group::of(report).and_then(shareable),
+            warning: Group::of_warning(report).and_then(shareable),
+        }
+    }
+
+    fn get(&self, severity: Severity) -> Option<&Group> {
+        match severity {
+            Severity::Down => self.down.as_ref(),
+            Severity::Warning => self.warning.as_ref(),
+            Severity::Intermittent => None,
+        }
+    }
+
+    /// The number an incident of `severity` opening now takes: the open shared incident's it
+    /// joins, or the next of the store's count.
+    pub fn number(&self, severity: Severity, ledger: &mut dyn Ledger) -> Result<u64, StoreError> {
+        if let Some(g) = self.get(severity) {
+            if let Some(shared) = ledger.shared(&g.key)?.filter(GroupState::is_open) {
+                return Ok(shared.incident);
+            }
+        }
+        ledger.next_incident()
+    }
+}
+
+/// Routes a decided site's notifications: those a shared incident tells go to it (in
+/// `ledger`), and the site's state (`next`) remembers the incident it is in. Returns which of
+/// `notifications` the site tells itself (by mail and chat; webhooks hear of every one).
+#[allow(clippy::too_many_arguments)]
+pub fn route(
+    config: &Config,
+    site: &Site,
+    report: &ProbeReport,
+    before: &AlertState,
+    next: &mut AlertState,
+    notifications: &[Notification],
+    candidates: &Candidates,
+    at: OffsetDateTime,
+    ledger: &mut dyn Ledger,
+) -> Result<Vec<bool>, StoreError> {
+    let url = site.probe.target.url();
+    let mut own = Vec::with_capacity(notifications.len());
+    for n in notifications {
+        let told_by_group = match n {
+            Notification::Opened {
+                severity,
+                incident,
+                diagnosis,
+            } => match candidates.get(*severity) {
+                Some(g) => {
+                    let mut shared = ledger
+                        .shared(&g.key)?
+                        .filter(GroupState::is_open)
+                        .unwrap_or_else(|| {
+                            GroupState::begin(
+                                &g.key,
+                                &g.place,
+                                *severity,
+                                GroupKind::Failure,
+                                *incident,
+                                at,
+                            )
+                        });
+                    let since = track_since(next, *severity).unwrap_or(at);
+                    shared.join(&site.name, url, since, at, diagnosis);
+                    ledger.put_shared(&shared)?;
+                    set_group(next, *severity, Some(g.clone()));
+                    true
+                }
+                None => false,
+            },
+            Notification::CauseChanged {
+                severity,
+                diagnosis,
+                ..
+            } => match group_of(before, *severity) {
+                Some(g) => {
+                    // The site stays in the incident it was told in, with its new cause.
+                    let moved = Group {
+                        cause: diagnosis.cause,
+                        ..g.clone()
+                    };
+                    set_group(next, *severity, Some(moved));
+                    update(ledger, &g.key, |s| s.change(&site.name, at, diagnosis))?
+                }
+                None => {
+                    // A site told alone may join a shared incident by its new cause later;
+                    // its own incident stays its own.
+                    false
+                }
+            },
+            Notification::Reminder {
+                severity,
+                diagnosis,
+                ..
+            } => match group_of(before, *severity) {
+                Some(g) => {
+                    update(ledger, &g.key, |s| s.refresh(&site.name, diagnosis))?;
+                    true
+                }
+                None => false,
+            },
+            Notification::Recovered { severity, .. } | Notification::Folded { severity, .. } => {
+                match group_of(before, *severity) {
+                    Some(g) => update(ledger, &g.key, |s| s.recover(&site.name, at))?,
+                    None => false,
+                }
+            }
+            Notification::CertExpiring { cert, threshold } if shares_certificates(config) => {
+                let key = format!("certificate {}/{threshold}d", cert.id);
+                certificate(ledger, &key, site, cert, None, at)?;
+                true
+            }
+            Notification::CertRenewed { cert, by } if shares_certificates(config) => {
+                let key = format!("certificate {}/renewed", cert.id);
+                certificate(ledger, &key, site, cert, Some(by), at)?;
+                true
+            }
+            _ => false,
+        };
+        own.push(!told_by_group);
+    }
+    // A failing site not confirmed yet: an opening gathering on its origin waits for it.
+    let suspect = report.status == Status::Down && !next.is_open();
+    if let Some(g) = candidates.down.as_ref().filter(|_| suspect) {
+        update(ledger, &g.key, |s| {
+            s.suspect(&site.name, at);
+        })?;
+    }
+    Ok(own)
+}
+
+/// Whether one certificate's notices may concern several sites (a config of one site tells
+/// its own).
+fn shares_certificates(config: &Config) -> bool {
+    config.alerts.group && config.sites.len() > 1
+}
+
+/// Changes a stored shared incident (if there is one); whether it was there.
+fn update(
+    ledger: &mut dyn Ledger,
+    key: &str,
+    change: impl FnOnce(&mut GroupState),
+) -> Result<bool, StoreError> {
+    let Some(mut shared) = ledger.shared(key)? else {
+        return Ok(false);
+    };
+    let before = shared.clone();
+    change(&mut shared);
+    if shared != before {
+        ledger.put_shared(&shared)?;
+    }
+    Ok(true)
+}
+
+/// A site's certificate notice joins the one notice of that certificate.
+fn certificate(
+    ledger: &mut dyn Ledger,
+    key: &str,
+    site: &Site,
+    cert: &CertSeen,
+    renewed_by: Option<&CertSeen>,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let mut shared = ledger.shared(key)?.unwrap_or_else(|| {
+        let mut s = GroupState::begin(key, "", Severity::Warning, GroupKind::Certificate, 0, at);
+        s.cert = Some(cert.clone());
+        s.renewed_by = renewed_by.cloned();
+        s
+    });
+    if shared.phase == GroupPhase::Idle {
+        shared.phase = GroupPhase::Gathering;
+        shared.gathering_since = Some(at);
+    }
+    let said = Diagnosis {
+        status: Status::Degraded,
+        hop: crate::diagnose::Hop::None,
+        cause: crate::diagnose::Cause::CertExpiring,
+        confidence: Confidence::High,
+        summary: String::new(),
+        evidence: Vec::new(),
+        next_steps: Vec::new(),
+        alternatives: Vec::new(),
+    };
+    if shared.member(&site.name).is_none() {
+        shared.join(&site.name, site.probe.target.url(), at, at, &said);
+    }
+    ledger.put_shared(&shared)
+}
+
+fn track_since(state: &AlertState, severity: Severity) -> Option<OffsetDateTime> {
+    match severity {
+        Severity::Down => state.since,
+        Severity::Warning => state.warning.as_deref().and_then(|w| w.since),
+        Severity::Intermittent => None,
+    }
+}
+
+fn set_group(state: &mut AlertState, severity: Severity, group: Option<Group>) {
+    match severity {
+        Severity::Down => state.group = group,
+        Severity::Warning => {
+            if let Some(w) = state.warning.as_deref_mut() {
+                w.group = group;
+            }
+        }
+        Severity::Intermittent => {}
+    }
+}
+
+/// What telling the shared incidents did.
+#[derive(Debug, Default)]
+pub struct Told {
+    /// Messages queued.
+    pub queued: usize,
+    /// When one of them may have something to say next (a gathering or a change waiting its
+    /// bound, a reminder).
+    pub next_due: Option<OffsetDateTime>,
+}
+
+/// Lets every open shared incident say what its time has come to say, and stores each with its
+/// messages. `pass_complete`: every site was probed at `now` (a `probe run` pass), so no
+/// other site can join yet. `thorough`: also let go of members whose own incident ended
+/// without a word (read from each member's state: on the periodic pass, not after every batch).
+pub fn tell(
+    config: &Config,
+    sites: &SiteIndex,
+    store: &mut dyn Store,
+    now: OffsetDateTime,
+    pass_complete: bool,
+    thorough: bool,
+) -> Result<Told, StoreError> {
+    let mut told = Told::default();
+    for state in store.shared_states()? {
+        if !state.is_open() {
+            continue;
+        }
+        let tick = tick_for(config, sites, &*store, &state, now, pass_complete, thorough)?;
+        let (mut next, notices) = group::tick(&state, &tick);
+        if next == state {
+            told.next_due = earliest(told.next_due, due(&next, &tick));
+            continue;
+        }
+        let site = |name: &str| sites.get(config, name);
+        let audience = notify::group::Audience {
+            site: &site,
+            notifiers: &config.notify,
+            page: config.feeds.url.as_deref(),
+            zone: &config.alerts.zone,
+            confirmed_by: (
+                config.alerts.confirm_runs,
+                config.alerts.confirm_retries + 1,
+            ),
+            degraded_runs: config.alerts.warning.confirm_runs,
+        };
+        let mut messages = notify::group::render(&audience, &mut next, &notices, now);
+        for n in &notices {
+            let sites: Vec<&str> = next.members.iter().map(|m| m.site.as_str()).collect();
+            log_notice(&next, n, &sites);
+        }
+        // Webhooks heard of each site's own transitions; the group's are for people.
+        messages.retain(|m| m.channel != crate::store::Channel::Webhook);
+        if store.record_shared(now, &state, &next, &messages)? {
+            told.queued += messages.len();
+            told.next_due = earliest(told.next_due, due(&next, &tick));
+        }
+    }
+    Ok(told)
+}
+
+fn earliest(a: Option<OffsetDateTime>, b: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When an open shared incident may next have something to say by the clock alone.
+fn due(state: &GroupState, tick: &Tick) -> Option<OffsetDateTime> {
+    let wait = time::Duration::try_from(tick.wait).ok()?;
+    let remind = time::Duration::try_from(tick.remind_every).ok()?;
+    match state.phase {
+        GroupPhase::Idle => None,
+        GroupPhase::Gathering => state.gathering_since.map(|t| t + wait),
+        GroupPhase::Open => {
+            let change = state.changing_since.map(|t| t + wait);
+            let reminder = state
+                .last_notified
+                .filter(|_| state.kind == GroupKind::Failure)
+                .map(|t| t + remind);
+            earliest(change, reminder)
+        }
+    }
+}
+
+fn log_notice(state: &GroupState, notice: &group::GroupNotice, sites: &[&str]) {
+    let (group, transition) = (state.key.as_str(), notice.transition());
+    let (severity, incident) = (state.severity.as_str(), state.incident);
+    let sites = sites.join(", ");
+    if matches!(notice, group::GroupNotice::Recovered { .. }) || state.renewed_by.is_some() {
+        tracing::info!(group, transition, severity, incident, sites, "alert");
+    } else {
+        tracing::warn!(group, transition, severity, incident, sites, "alert");
+    }
+}
+
+/// What a tick of `state` knows: how long it may wait, whether every site that may share it was
+/// heard since it began, and which suspects and members are gone.
+fn tick_for(
+    config: &Config,
+    sites: &SiteIndex,
+    store: &dyn Store,
+    state: &GroupState,
+    now: OffsetDateTime,
+    pass_complete: bool,
+    thorough: bool,
+) -> Result<Tick, StoreError> {
+    let members: Vec<&Site> = state
+        .members
+        .iter()
+        .filter_map(|m| sites.get(config, &m.site))
+        .collect();
+    // Sites that may share it: for an origin, those that probe that origin.
+    let origin = state
+        .key
+        .strip_prefix("warning ")
+        .unwrap_or(&state.key)
+        .strip_prefix("origin ");
+    let others: Option<Vec<&Site>> = origin.map(|ip| {
+        config
+            .sites
+            .iter()
+            .filter(|s| s.probe.origins.iter().any(|o| o.ip().to_string() == ip))
+            .filter(|s| state.member(&s.name).is_none())
+            .collect()
+    });
+    let shortest = members
+        .iter()
+        .chain(others.iter().flatten())
+        .map(|s| s.interval)
+        .min()
+        .unwrap_or(config.alerts.retry_spacing);
+    let confirm = shortest * config.alerts.confirm_runs.max(1)
+        + config.alerts.retry_spacing * config.alerts.confirm_retries;
+    let wait = confirm.min(MAX_GATHER);
+    let began = state.since.unwrap_or(now);
+    let heard = |site: &Site| -> Result<bool, StoreError> {
+        Ok(store
+            .region_views(&site.name)?
+            .iter()
+            .any(|v| v.region == config.region && v.at >= began))
+    };
+    let all_heard = if pass_complete {
+        true
+    } else {
+        match &others {
+            Some(others) if others.len() <= HEARD_CHECKED_AT_MOST => {
+                let mut all = true;
+                for s in others {
+                    if !heard(s)? {
+                        all = false;
+                        break;
+                    }
+                }
+                all
+            }
+            _ => false,
+        }
+    };
+    // A suspect whose latest run here no longer fails, or whose site is gone, is not waited for.
+    let mut cleared = Vec::new();
+    for suspect in &state.suspects {
+        let gone = sites.get(config, &suspect.site).is_none();
+        let well = store
+            .region_views(&suspect.site)?
+            .iter()
+            .filter(|v| v.region == config.region && v.at > suspect.at)
+            .any(|v| v.seen.as_ref().is_some_and(|s| s.status != Status::Down));
+        if gone || well {
+            cleared.push(suspect.site.clone());
+        }
+    }
+    let mut let_go = Vec::new();
+    for m in state.failing() {
+        if sites.get(config, &m.site).is_none() {
+            let_go.push(m.site.clone());
+        } else if thorough && state.kind == GroupKind::Failure {
+            let own = store.alert_state(&m.site)?;
+            let track = match state.severity {
+                Severity::Warning => own.warning(),
+                _ => own,
+            };
+            let in_it = track.is_open() && track.group.as_ref().is_some_and(|g| g.key == state.key);
+            if !in_it {
+                let_go.push(m.site.clone());
+            }
+        }
+    }
+    Ok(Tick {
+        now,
+        wait,
+        all_heard,
+        cleared,
+        let_go,
+        remind_every: config.alerts.remind_every,
+    })
+}
