@@ -885,7 +885,10 @@ fn one_slow_request_holding_a_full_pool_is_named_with_the_playbook_advice() {
     let observations = healthy_with(vec![fpm_page(pool(busy, 0))]);
     let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
     assert_eq!(d.cause, Cause::Ok, "{d:#?}");
-    assert!(d.evidence.iter().any(|l| l.contains("1/1 workers busy")));
+    assert!(d
+        .evidence
+        .iter()
+        .any(|l| l.contains("1 of 1 worker busy, 0 idle")));
 }
 
 #[test]
@@ -917,8 +920,110 @@ fn php_fpm_answering_while_nginx_cannot_reach_it_points_at_fastcgi_pass() {
         (Cause::FpmUnreachable, Confidence::High)
     );
     assert!(
+        d.summary.contains(
+            "PHP-FPM itself runs (pool www answers its status page: 0 of 1 worker busy, 1 idle), so nginx is not talking to it: the socket that fastcgi_pass names for the pages is not the one PHP-FPM listens on"
+        ),
+        "{}",
         d.summary
-            .contains("Yet PHP-FPM itself runs (pool www answers its status page)"),
+    );
+    // The pool runs: "whether PHP-FPM is stopped" would contradict it, and an idle pool has no
+    // full backlog to list as also possible.
+    assert!(!d.summary.contains("is stopped"), "{}", d.summary);
+    assert!(d.alternatives.is_empty(), "{:#?}", d.alternatives);
+    assert!(
+        d.next_steps[0].contains("grep -rn '^listen' /etc/php/*/fpm/pool.d/"),
+        "{:#?}",
+        d.next_steps
+    );
+    // Every worker busy: a full listen backlog answers the same instant 502, so the socket is
+    // not proved wrong, the alternative stays; PHP-FPM still runs, so it is not "stopped".
+    let full = pool(vec![worker(1, "Running", "/export", 9000.0, 3600)], 0);
+    let mut busy = observations.clone();
+    busy[4] = fpm_page(full);
+    let d = diagnose(HOST, &busy, &DiagnoseSettings::default());
+    assert_eq!(d.cause, Cause::FpmUnreachable, "{d:#?}");
+    assert!(
+        d.summary.contains("or at a full listen backlog") && !d.summary.contains("is stopped"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.alternatives
+            .iter()
+            .any(|a| a.cause == Cause::FpmSaturated),
+        "{:#?}",
+        d.alternatives
+    );
+}
+
+/// The worker answering our own status read is free again as soon as the page is sent: it is
+/// never counted busy, the pool keeps its real size, and a slow page beside it is not a full
+/// pool.
+#[test]
+fn the_worker_serving_our_status_read_never_makes_the_pool_look_full() {
+    // A pool of 3: two workers busy with others' requests, the third answering our read.
+    let ours = worker(3, "Running", "/fpm-status", 1.0, 3600);
+    let status = pool(
+        vec![
+            worker(1, "Running", "/feed/", 900.0, 3600),
+            worker(2, "Running", "/shop/", 700.0, 3600),
+            ours,
+        ],
+        0,
+    );
+    assert_eq!((status.idle_processes, status.total_processes), (0, 3));
+    let slow_page = answered(
+        Origin,
+        Page,
+        200,
+        3694.0,
+        "nginx/1.22.1",
+        "<html>shop</html>",
+    );
+    let observations = vec![
+        edge_ok(),
+        static_ok(Edge),
+        slow_page,
+        answered(Origin, Static, 200, 0.9, "nginx/1.22.1", ".dashicons{}"),
+        fpm_page(status),
+    ];
+    let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
+    assert_ne!(d.cause, Cause::FpmSaturated, "{d:#?}");
+    assert!(!d.summary.contains("no free worker"), "{}", d.summary);
+    let lines: Vec<&String> = d
+        .evidence
+        .iter()
+        .filter(|l| l.contains("workers busy"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{:#?}", d.evidence);
+    assert!(
+        lines[0].starts_with(
+            "PHP-FPM pool www: 2 of 3 workers busy (besides the one answering this status read), 0 idle"
+        ),
+        "{}",
+        lines[0]
+    );
+    // Read through a status pool of its own (`pm.status_listen`), the same three busy workers
+    // are a full pool: our slow page waited for one of them.
+    let full = pool(
+        vec![
+            worker(1, "Running", "/feed/", 900.0, 3600),
+            worker(2, "Running", "/shop/", 700.0, 3600),
+            worker(3, "Running", "/cart/", 600.0, 3600),
+        ],
+        0,
+    );
+    let mut separate = observations.clone();
+    separate[4] = fpm_page(full);
+    let d = diagnose(HOST, &separate, &DiagnoseSettings::default());
+    assert_eq!(
+        (d.cause, d.confidence),
+        (Cause::FpmSaturated, Confidence::High),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary
+            .contains("no free worker (3 of 3 workers busy, 0 idle) and our page waited for one"),
         "{}",
         d.summary
     );

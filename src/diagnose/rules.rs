@@ -59,6 +59,9 @@ pub(super) struct Verdict {
     pub(super) steps: Vec<String>,
     /// The server's own status page confirmed the cause: no alternative is left open.
     pub(super) witnessed: bool,
+    /// The evidence told apart the forms of the cause that look alike from outside: the
+    /// sentence listing them (`advice::variants`) would contradict it.
+    pub(super) variants_ruled_out: bool,
 }
 
 impl Verdict {
@@ -76,6 +79,7 @@ impl Verdict {
             proxy: None,
             steps: Vec::new(),
             witnessed: false,
+            variants_ruled_out: false,
         }
     }
 
@@ -862,7 +866,9 @@ fn finish(
         proxy: verdict.proxy.clone(),
     };
     let origin_probed = !view.origin_page.is_empty();
-    if let Some(variants) = advice::variants(verdict.cause) {
+    if let Some(variants) = advice::variants(verdict.cause)
+        .filter(|_| !verdict.witnessed && !verdict.variants_ruled_out)
+    {
         verdict.summary.push(' ');
         verdict.summary.push_str(variants);
     }
