@@ -621,6 +621,7 @@ fn every_cause_from_its_evidence() {
             d.evidence
         );
         assert!(!d.summary.is_empty(), "{}", case.name);
+        assert_each_line_once(case.name, &d.evidence);
         let healthy = matches!(d.cause, Cause::Ok | Cause::Slow | Cause::CertExpiring);
         assert_eq!(
             d.next_steps.is_empty(),
@@ -629,6 +630,34 @@ fn every_cause_from_its_evidence() {
             case.name,
             d.next_steps
         );
+    }
+}
+
+fn assert_each_line_once(name: &str, evidence: &[String]) {
+    for (i, line) in evidence.iter().enumerate() {
+        assert!(
+            !evidence[..i].contains(line),
+            "{name}: {line:?} is said twice: {evidence:#?}"
+        );
+    }
+}
+
+/// The observation a slow verdict leads with is also the first of its route's lines: it is
+/// said once (it was inserted first, then found again among the routes' lines).
+#[test]
+fn the_decisive_line_is_said_once() {
+    let slow_page = answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>");
+    let mut expiring = edge_ok();
+    expiring.tls = Some(tls(10, None));
+    for (name, observations) in [
+        (
+            "slow",
+            vec![slow_page, static_ok(Edge), origin_ok(), static_ok(Origin)],
+        ),
+        ("expiring", vec![expiring, origin_ok()]),
+    ] {
+        let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
+        assert_each_line_once(name, &d.evidence);
     }
 }
 

@@ -711,8 +711,8 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
                 l.subject, l.issuer, l.days_left
             )
         });
-        evidence.insert(
-            0,
+        lead_with(
+            &mut evidence,
             format!(
                 "{}: certificate {what}: {}",
                 who(o),
@@ -735,8 +735,8 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
         Some((*o, cert))
     });
     if let Some((o, cert)) = expiring {
-        evidence.insert(
-            0,
+        lead_with(
+            &mut evidence,
             format!(
                 "{}: certificate {} expires in {} days ({})",
                 who(o),
@@ -766,7 +766,7 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
     if let Some(o) = slow {
-        evidence.insert(0, describe(o));
+        lead_with(&mut evidence, describe(o));
         return Some(Verdict::new(
             Cause::Slow,
             Confidence::High,
@@ -837,21 +837,27 @@ fn unknown(view: &View<'_>) -> Verdict {
 
 // ---- assembling the diagnosis ---------------------------------------------------------------
 
+/// Puts `line` first among the evidence, and nowhere else.
+pub(super) fn lead_with(evidence: &mut Vec<String>, line: String) {
+    evidence.retain(|l| *l != line);
+    evidence.insert(0, line);
+}
+
 fn finish(
     host: &str,
     view: &View<'_>,
     settings: &DiagnoseSettings,
     mut verdict: Verdict,
 ) -> Diagnosis {
-    // Every route's view follows the decisive lines, once.
+    // Every route's view follows the decisive lines; each line is said once, where it first
+    // appears (a rule may have led with a line that is also its route's own).
     for group in view.groups() {
         if let Some(o) = worst(group) {
-            let line = describe(o);
-            if !verdict.evidence.contains(&line) {
-                verdict.evidence.push(line);
-            }
+            verdict.evidence.push(describe(o));
         }
     }
+    let mut seen = std::collections::HashSet::new();
+    verdict.evidence.retain(|line| seen.insert(line.clone()));
     let status = status(view, settings, verdict.cause);
     let origin = view
         .origin_page
