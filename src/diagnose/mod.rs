@@ -6,6 +6,7 @@
 //! application), and the first that fits names the cause.
 
 mod advice;
+pub mod budget;
 pub mod pattern;
 pub mod recognise;
 mod rules;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::observe::{Observation, Status};
 
+pub use budget::{Budget, BudgetPhase};
 pub use rules::DiagnoseSettings;
 
 /// The arrow of the chain that broke.

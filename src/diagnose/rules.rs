@@ -4,6 +4,7 @@
 use crate::observe::{CertProblem, ErrorKind, Observation, PathRole, Phase, Route, Status};
 
 use super::advice::{self, AdviceContext};
+use super::budget::{Budget, BudgetPhase};
 use super::recognise::{self, CloudflareBox, Generator, Proxy};
 use super::witness;
 use super::{Alternative, Cause, Confidence, Diagnosis};
@@ -15,8 +16,8 @@ pub struct DiagnoseSettings {
     /// Days before a certificate's expiry at which a notice goes out, largest first (never
     /// empty): a certificate within the largest degrades the site.
     pub cert_warning_days: Vec<i64>,
-    /// A healthy answer slower than this (time to first byte) degrades the site.
-    pub slow_ttfb_ms: f64,
+    /// How long each phase of a healthy answer may take before the site is slow.
+    pub budget: Budget,
     /// Statuses the page may answer with while healthy (e.g. 401 for a site behind a login);
     /// empty: any status below 400. Static files must always answer below 400.
     pub expect_status: Vec<u16>,
@@ -29,7 +30,7 @@ impl Default for DiagnoseSettings {
     fn default() -> Self {
         Self {
             cert_warning_days: vec![14, 7, 3, 1],
-            slow_ttfb_ms: 2000.0,
+            budget: Budget::default(),
             expect_status: Vec::new(),
             cloudflare_edge_declared: false,
         }
@@ -758,7 +759,11 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
     }
     let slow = all
         .iter()
-        .filter(|o| o.timings_ms.ttfb.is_some_and(|t| t > settings.slow_ttfb_ms))
+        .filter(|o| {
+            o.timings_ms
+                .ttfb
+                .is_some_and(|t| t > settings.budget.ttfb_ms())
+        })
         .max_by(|a, b| {
             a.timings_ms
                 .ttfb
@@ -771,11 +776,11 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
             Cause::Slow,
             Confidence::High,
             format!(
-                "Everything answers, but the {} {} takes {} to its first byte (budget {}).",
+                "Everything answers, but the {} {} takes {} to its first byte, over its budget ({}).",
                 o.route.as_str(),
                 o.path_role.as_str(),
-                format_ms(o.timings_ms.ttfb.unwrap_or_default()),
-                format_ms(settings.slow_ttfb_ms)
+                format_seconds(o.timings_ms.ttfb.unwrap_or_default()),
+                settings.budget.named(BudgetPhase::Ttfb)
             ),
             evidence,
         ));
@@ -1038,6 +1043,15 @@ pub(super) fn format_ms(ms: f64) -> String {
         format!("{ms:.0} ms")
     } else {
         format!("{ms:.1} ms")
+    }
+}
+
+/// A wait as a sentence says it: seconds from one second on ("3.7 s"), else as `format_ms`.
+pub(super) fn format_seconds(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        format_ms(ms)
     }
 }
 

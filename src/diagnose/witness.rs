@@ -61,7 +61,7 @@ pub(super) fn weigh(
         && view
             .origin_static
             .iter()
-            .all(|o| o.timings_ms.ttfb.unwrap_or(0.0) < settings.slow_ttfb_ms);
+            .all(|o| o.timings_ms.ttfb.unwrap_or(0.0) < settings.budget.ttfb_ms());
     let mut found = Findings::default();
     for o in &view.fpm_status {
         let last = counters_of(previous, o).and_then(|c| c.fpm.as_ref());
@@ -191,7 +191,10 @@ fn page_waited(view: &View<'_>, settings: &DiagnoseSettings) -> bool {
             e.kind == ErrorKind::Timeout && matches!(e.phase, Phase::Headers | Phase::Body)
         });
         let gave_up = o.response.as_ref().is_some_and(|r| r.status == 504);
-        let slow = o.timings_ms.ttfb.is_some_and(|t| t > settings.slow_ttfb_ms);
+        let slow = o
+            .timings_ms
+            .ttfb
+            .is_some_and(|t| t > settings.budget.ttfb_ms());
         timed_out || gave_up || slow
     })
 }
@@ -331,10 +334,9 @@ fn fpm(
         .or(view.edge_page.first())
         .map(|p| own_path(p))
         .unwrap_or_default();
-    if let Some(first) = busy
-        .first()
-        .filter(|p| p.request_uri != page_path && p.request_duration_ms >= settings.slow_ttfb_ms)
-    {
+    if let Some(first) = busy.first().filter(|p| {
+        p.request_uri != page_path && p.request_duration_ms >= settings.budget.ttfb_ms()
+    }) {
         let next = busy.get(1).map_or(0.0, |p| p.request_duration_ms);
         if first.request_duration_ms >= FAR_PAST * next {
             found.one_slow = Some((shown_uri(first), first.request_duration_ms));
