@@ -1,7 +1,7 @@
 //! The diagnosis, table-driven over observations shaped like what each failure shows (FACTS.md:
 //! Cloudflare's codes and pages, nginx's stock pages and timings, WordPress's pages). No network.
 
-use probe::diagnose::{diagnose, Cause, Confidence, DiagnoseSettings, Hop};
+use probe::diagnose::{diagnose, BudgetPhase, Cause, Confidence, DiagnoseSettings, Hop};
 use probe::observe::{
     CertFacts, CertProblem, CloudflareErrorDetails, ErrorKind, Observation, ObservedError,
     PathRole, Phase, PhaseTimings, ResponseFacts, ResponseHeaders, Route, Status, TlsFacts,
@@ -233,6 +233,35 @@ fn cases() -> Vec<Case> {
             observations: vec![edge_ok(), answered(Edge, Static, 200, 3500.0, "cloudflare", ".x{}"), origin_ok()],
             status: Status::Degraded, hop: Hop::None, cause: Cause::Slow, confidence: Confidence::High,
             evidence: "edge static 200 in 3500 ms",
+        },
+        Case {
+            name: "the page 3.7 s, the static file 0.9 ms on the origin: PHP is slow",
+            observations: vec![
+                answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>"),
+                static_ok(Edge),
+                answered(Origin, Page, 200, 3694.0, "nginx/1.22.1", "<html>shop</html>"),
+                answered(Origin, Static, 200, 0.9, "nginx/1.22.1", ".dashicons{}"),
+            ],
+            status: Status::Degraded, hop: Hop::OriginFpm, cause: Cause::OriginSlow, confidence: Confidence::High,
+            evidence: "origin 203.0.113.10:443 page 200 in 3694 ms",
+        },
+        Case {
+            name: "the page slow through the edge only, the static file fast: PHP, medium",
+            observations: vec![
+                answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>"),
+                static_ok(Edge),
+            ],
+            status: Status::Degraded, hop: Hop::OriginFpm, cause: Cause::OriginSlow, confidence: Confidence::Medium,
+            evidence: "edge page 200 in 3708 ms",
+        },
+        Case {
+            name: "the page slow with no static file to compare: slow",
+            observations: vec![
+                answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>"),
+                answered(Origin, Page, 200, 3694.0, "nginx/1.22.1", "<html>shop</html>"),
+            ],
+            status: Status::Degraded, hop: Hop::None, cause: Cause::Slow, confidence: Confidence::High,
+            evidence: "edge page 200 in 3708 ms",
         },
         Case {
             name: "certificate expiring",
@@ -622,7 +651,7 @@ fn every_cause_from_its_evidence() {
         );
         assert!(!d.summary.is_empty(), "{}", case.name);
         assert_each_line_once(case.name, &d.evidence);
-        let healthy = matches!(d.cause, Cause::Ok | Cause::Slow | Cause::CertExpiring);
+        let healthy = matches!(d.cause, Cause::Ok | Cause::CertExpiring);
         assert_eq!(
             d.next_steps.is_empty(),
             healthy || d.cause == Cause::Unknown,
@@ -659,6 +688,131 @@ fn the_decisive_line_is_said_once() {
         let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
         assert_each_line_once(name, &d.evidence);
     }
+}
+
+/// A page much slower than the static file is PHP's slowness, said with both figures and the
+/// setting its budget comes from; slowness that is not PHP's stays `slow`, naming its phase's
+/// setting; and a slow site with a certificate close to expiry is slow first.
+#[test]
+fn slowness_names_who_is_slow_and_the_budget_setting() {
+    let settings = DiagnoseSettings::default();
+    let slow_php = vec![
+        answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>"),
+        static_ok(Edge),
+        answered(
+            Origin,
+            Page,
+            200,
+            3694.0,
+            "nginx/1.22.1",
+            "<html>shop</html>",
+        ),
+        answered(Origin, Static, 200, 0.9, "nginx/1.22.1", ".dashicons{}"),
+    ];
+    let d = diagnose(HOST, &slow_php, &settings);
+    assert_eq!(d.cause, Cause::OriginSlow, "{d:#?}");
+    assert_eq!(
+        d.summary,
+        "The page takes 3.7 s to its first byte, over its budget (budget.ttfb = 2s), while nginx serves the static file in 0.9 ms on the same origin: PHP is slow, not the network."
+    );
+    assert!(
+        d.evidence[0].contains("page 200 in 3694 ms")
+            && d.evidence[1].contains("static 200 in 0.9 ms"),
+        "{:#?}",
+        d.evidence
+    );
+    assert!(
+        d.next_steps[0].contains("request_slowlog_timeout")
+            && d.next_steps.iter().any(|s| s.contains("wp profile"))
+            && d.next_steps.iter().any(|s| s.contains("pm = ondemand")),
+        "{:#?}",
+        d.next_steps
+    );
+    assert_each_line_once("slow php", &d.evidence);
+    // The budget is the site's: at 5 s the same page is within it.
+    let patient = DiagnoseSettings {
+        budget: {
+            let mut b = probe::diagnose::Budget::default();
+            b.set(BudgetPhase::Ttfb, std::time::Duration::from_secs(5));
+            b
+        },
+        ..DiagnoseSettings::default()
+    };
+    assert_eq!(diagnose(HOST, &slow_php, &patient).cause, Cause::Ok);
+
+    // Slowness that is not PHP's: each names its phase's setting.
+    let mut slow_dns = edge_ok();
+    slow_dns.timings_ms.dns = Some(1400.0);
+    let mut slow_tls = origin_ok();
+    slow_tls.timings_ms.tls = Some(1700.0);
+    let mut strict = DiagnoseSettings::default();
+    strict
+        .budget
+        .set(BudgetPhase::Dns, std::time::Duration::from_secs(1));
+    strict
+        .budget
+        .set(BudgetPhase::Tls, std::time::Duration::from_millis(500));
+    let cases: Vec<(Vec<Observation>, &DiagnoseSettings, &str)> = vec![
+        (
+            vec![slow_dns, origin_ok(), static_ok(Origin)],
+            &strict,
+            "our DNS lookup of the site's name takes 1.4 s, over its budget (budget.dns = 1s)",
+        ),
+        (
+            vec![edge_ok(), slow_tls, static_ok(Origin)],
+            &strict,
+            "the TLS handshake for the origin page takes 1.7 s, over its budget (budget.tls = 500ms)",
+        ),
+        (
+            vec![
+                answered(Edge, Page, 200, 3708.0, "cloudflare", "<html>shop</html>"),
+                origin_ok(),
+                static_ok(Origin),
+            ],
+            &settings,
+            "while the origin answers the page in 35 ms: the time is spent in front of the origin",
+        ),
+        (
+            vec![
+                answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>"),
+                answered(Edge, Static, 200, 1900.0, "nginx/1.22.1", ".x{}"),
+            ],
+            &settings,
+            "the static file takes 1.9 s too: the host or the network is slow, not PHP alone.",
+        ),
+    ];
+    for (observations, settings, words) in cases {
+        let d = diagnose(HOST, &observations, settings);
+        assert_eq!(
+            (d.status, d.cause),
+            (Status::Degraded, Cause::Slow),
+            "{d:#?}"
+        );
+        assert!(d.summary.contains(words), "{words}: {}", d.summary);
+    }
+
+    // Slow and a certificate 10 days from expiry: the slowness leads, the certificate stays.
+    let mut expiring = slow_php.clone();
+    for o in &mut expiring {
+        o.tls = Some(tls(10, None));
+    }
+    let d = diagnose(HOST, &expiring, &settings);
+    assert_eq!(
+        (d.status, d.cause),
+        (Status::Degraded, Cause::OriginSlow),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary
+            .ends_with("Also, a certificate on the edge route expires in 10 days."),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.evidence.iter().any(|l| l.contains("expires in 10 days")),
+        "{:#?}",
+        d.evidence
+    );
 }
 
 #[test]
@@ -1017,8 +1171,21 @@ fn the_worker_serving_our_status_read_never_makes_the_pool_look_full() {
         fpm_page(status),
     ];
     let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
-    assert_ne!(d.cause, Cause::FpmSaturated, "{d:#?}");
+    // The page is PHP's own slowness; with no worker free besides ours, a queue behind our own
+    // edge request is not ruled out: it stays listed.
+    assert_eq!(
+        (d.status, d.hop, d.cause),
+        (Status::Degraded, Hop::OriginFpm, Cause::OriginSlow),
+        "{d:#?}"
+    );
     assert!(!d.summary.contains("no free worker"), "{}", d.summary);
+    assert!(
+        d.alternatives
+            .iter()
+            .any(|a| a.cause == Cause::FpmSaturated),
+        "{:#?}",
+        d.alternatives
+    );
     let lines: Vec<&String> = d
         .evidence
         .iter()

@@ -32,6 +32,12 @@ const EXPECTED: &[(&str, Cause, Status)] = &[
         Cause::FpmUnreachable,
         Status::Down,
     ),
+    ("lab_slow_page", Cause::OriginSlow, Status::Degraded),
+    (
+        "lab_slow_page_witnessed",
+        Cause::OriginSlow,
+        Status::Degraded,
+    ),
     (
         "lab_origin_port_closed",
         Cause::OriginRefused,

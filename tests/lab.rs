@@ -153,6 +153,45 @@ async fn a_worker_killed_mid_request_is_fpm_worker_died() {
     );
 }
 
+/// A PHP page that works 3.7 s beside a static file nginx serves in a millisecond: PHP is slow,
+/// not the network (`origin_slow`, hop `origin_fpm`), both figures said, the budget named; with
+/// a budget above it, the same site is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_php_page_beside_a_fast_static_file_is_origin_slow() {
+    let lab = Lab::start(&OriginSettings::default());
+    let args = lab.probe_args("/sleep.php?ms=3700");
+    let report = probe("lab_slow_page", &args).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause, d.confidence),
+        (
+            Status::Degraded,
+            Hop::OriginFpm,
+            Cause::OriginSlow,
+            Confidence::High
+        ),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary.starts_with("The page takes 3.7 s to its first byte, over its budget (budget.ttfb = 2s), while nginx serves the static file in ")
+            && d.summary.ends_with(" on the same origin: PHP is slow, not the network."),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.evidence[0].contains("page 200 in 37") && d.evidence[1].contains("static 200 in"),
+        "{:#?}",
+        d.evidence
+    );
+    for (i, line) in d.evidence.iter().enumerate() {
+        assert!(!d.evidence[..i].contains(line), "said twice: {line}");
+    }
+    let mut patient = args.clone();
+    patient.extend(["--budget".into(), "ttfb=5s".into()]);
+    let report = probe("unused", &patient).await;
+    assert_eq!(report.diagnosis.cause, Cause::Ok, "{:#?}", report.diagnosis);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_port_closed_is_origin_refused() {
     let lab = Lab::start(&OriginSettings::default());

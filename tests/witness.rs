@@ -244,6 +244,45 @@ async fn php_fpm_answering_its_status_page_beside_instant_502s_is_the_wrong_sock
     assert!(!table.contains(" active, "), "{table}");
 }
 
+/// A slow page while the pool's status page, answered by one of its own workers, shows free
+/// workers: PHP's own time (`origin_slow`), never a full pool because of the worker serving us;
+/// nothing left "also possible".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_page_beside_free_workers_is_origin_slow_not_saturation() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut settings = fpm_settings(4);
+    settings.pool.status_listen = false;
+    let lab = Lab::start(&settings);
+    let held = lab.origin.hold_a_worker(9000);
+    let report = probe(
+        "lab_slow_page_witnessed",
+        &witness_args(&lab, "/sleep.php?ms=3000", "8s"),
+    )
+    .await;
+    drop(held);
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause, d.confidence),
+        (
+            Status::Degraded,
+            Hop::OriginFpm,
+            Cause::OriginSlow,
+            Confidence::High
+        ),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary.contains("PHP is slow, not the network")
+            && d.summary.contains(
+                "(pool www: 1 of 4 workers busy (besides the one answering this status read), 2 idle)"
+            )
+            && d.summary.contains("the page did not wait for one"),
+        "{}",
+        d.summary
+    );
+    assert!(d.alternatives.is_empty(), "{:#?}", d.alternatives);
+}
+
 /// A refused (403), missing (404) or unreadable status page is one line of evidence; the
 /// verdict is the one the outside evidence reaches alone, on a healthy and on a broken origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

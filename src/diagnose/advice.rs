@@ -31,7 +31,11 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
         }
     }
     let lines: Vec<String> = match cause {
-        Cause::Ok | Cause::CertExpiring | Cause::Slow | Cause::Unknown => vec![],
+        Cause::Ok | Cause::CertExpiring | Cause::Unknown => vec![],
+        Cause::Slow => vec![
+            format!("curl -so /dev/null -w 'dns %{{time_namelookup}} connect %{{time_connect}} tls %{{time_appconnect}} ttfb %{{time_starttransfer}} total %{{time_total}}\\n' '{url}'    # which phase is slow, from here and from another network"),
+            format!("mtr -rwc 20 {host}    # loss or a long path on the way"),
+        ],
         Cause::DnsFailure => vec![
             format!("dig +trace {host}    # which server gives the failing answer"),
             format!("dig NS {host} && dig SOA {host}    # delegation and zone still in place?"),
@@ -107,9 +111,11 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
             "tail -n 20 /var/log/nginx/error.log | grep 'Connection reset by peer'".into(),
         ],
         Cause::OriginSlow => vec![
-            "grep -rn 'request_slowlog_timeout\\|slowlog' /etc/php/*/fpm/pool.d/    # find the slow script".into(),
-            format!("curl -sk -o /dev/null -w 'ttfb %{{time_starttransfer}}s\\n' --connect-to ::{origin} '{url}'"),
-            "mysqladmin processlist    # slow queries holding PHP?".into(),
+            "grep -rn 'request_slowlog_timeout\\|slowlog' /etc/php/*/fpm/pool.d/    # set request_slowlog_timeout = 3s and reload PHP-FPM: the slow log shows the PHP stack of every request over it".into(),
+            format!("curl -sk -o /dev/null -w 'ttfb %{{time_starttransfer}}s\\n' --connect-to ::{origin} '{url}'    # again, and against the static file: only PHP pages slow?"),
+            format!("wp plugin list --status=active; wp profile stage --all --url='{url}'    # which plugin or hook takes the time (wp-cli's profile command; or the Query Monitor plugin)"),
+            "mysqladmin processlist; mysql -e \"SHOW GLOBAL STATUS LIKE 'Slow_queries'\"    # a slow query holding the page? (slow_query_log names it)".into(),
+            "grep -rnE '^pm|^request_terminate' /etc/php/*/fpm/pool.d/; grep -rn 'opcache.enable' /etc/php/*/fpm/    # pm = ondemand starts a worker for a request after idling; opcache off compiles every script on every request".into(),
         ],
         Cause::DatabaseUnreachable => vec![
             "systemctl status mariadb mysql".into(),

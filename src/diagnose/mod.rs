@@ -10,6 +10,7 @@ pub mod budget;
 pub mod pattern;
 pub mod recognise;
 mod rules;
+mod slowness;
 pub mod witness;
 
 use serde::{Deserialize, Serialize};

@@ -4,8 +4,9 @@
 use crate::observe::{CertProblem, ErrorKind, Observation, PathRole, Phase, Route, Status};
 
 use super::advice::{self, AdviceContext};
-use super::budget::{Budget, BudgetPhase};
+use super::budget::Budget;
 use super::recognise::{self, CloudflareBox, Generator, Proxy};
+use super::slowness;
 use super::witness;
 use super::{Alternative, Cause, Confidence, Diagnosis};
 use crate::observe::witness::WitnessCounters;
@@ -66,7 +67,7 @@ pub(super) struct Verdict {
 }
 
 impl Verdict {
-    fn new(
+    pub(super) fn new(
         cause: Cause,
         confidence: Confidence,
         summary: impl Into<String>,
@@ -119,7 +120,7 @@ impl<'a> View<'a> {
         }
     }
 
-    fn groups(&self) -> [&Vec<&'a Observation>; 4] {
+    pub(super) fn groups(&self) -> [&Vec<&'a Observation>; 4] {
         [
             &self.edge_page,
             &self.origin_page,
@@ -735,17 +736,32 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
             .find(|c| (0..settings.cert_window()).contains(&c.days_left))?;
         Some((*o, cert))
     });
+    let expiring_line = |o: &Observation, cert: &crate::observe::CertFacts| {
+        format!(
+            "{}: certificate {} expires in {} days ({})",
+            who(o),
+            cert.subject,
+            cert.days_left,
+            cert.not_after
+        )
+    };
+    // Slowness needs action now, a certificate within its warning window in days: the slowness
+    // leads, the certificate stays in the summary and the evidence.
+    if let Some(mut verdict) = slowness::judge(view, &settings.budget, evidence.clone()) {
+        if let Some((o, cert)) = expiring {
+            verdict.summary.push_str(&format!(
+                " Also, a certificate on the {} route expires in {} days.",
+                o.route.as_str(),
+                cert.days_left
+            ));
+            verdict
+                .evidence
+                .insert(2.min(verdict.evidence.len()), expiring_line(o, cert));
+        }
+        return Some(verdict);
+    }
     if let Some((o, cert)) = expiring {
-        lead_with(
-            &mut evidence,
-            format!(
-                "{}: certificate {} expires in {} days ({})",
-                who(o),
-                cert.subject,
-                cert.days_left,
-                cert.not_after
-            ),
-        );
+        lead_with(&mut evidence, expiring_line(o, cert));
         return Some(Verdict::new(
             Cause::CertExpiring,
             Confidence::High,
@@ -753,34 +769,6 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
                 "Everything answers, but a certificate on the {} route expires in {} days.",
                 o.route.as_str(),
                 cert.days_left
-            ),
-            evidence,
-        ));
-    }
-    let slow = all
-        .iter()
-        .filter(|o| {
-            o.timings_ms
-                .ttfb
-                .is_some_and(|t| t > settings.budget.ttfb_ms())
-        })
-        .max_by(|a, b| {
-            a.timings_ms
-                .ttfb
-                .partial_cmp(&b.timings_ms.ttfb)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
-    if let Some(o) = slow {
-        lead_with(&mut evidence, describe(o));
-        return Some(Verdict::new(
-            Cause::Slow,
-            Confidence::High,
-            format!(
-                "Everything answers, but the {} {} takes {} to its first byte, over its budget ({}).",
-                o.route.as_str(),
-                o.path_role.as_str(),
-                format_seconds(o.timings_ms.ttfb.unwrap_or_default()),
-                settings.budget.named(BudgetPhase::Ttfb)
             ),
             evidence,
         ));
@@ -1006,7 +994,7 @@ fn at_round_timeout(ms: f64) -> bool {
     (ms - nearest).abs() <= (0.02 * nearest).min(300.0)
 }
 
-fn who(o: &Observation) -> String {
+pub(super) fn who(o: &Observation) -> String {
     match (o.route, o.address) {
         (Route::Origin, Some(a)) => format!("origin {a} {}", o.path_role.as_str()),
         _ => format!("{} {}", o.route.as_str(), o.path_role.as_str()),
@@ -1056,7 +1044,7 @@ pub(super) fn format_seconds(ms: f64) -> String {
 }
 
 /// One line of evidence for an observation.
-fn describe(o: &Observation) -> String {
+pub(super) fn describe(o: &Observation) -> String {
     let mut line = who(o);
     match (&o.response, &o.error) {
         (Some(r), error) => {

@@ -134,6 +134,22 @@ pub(super) fn weigh(
         (verdict.cause, &found.fpm_answers)
     {
         fpm_runs(&mut verdict, pool, workers);
+    } else if let (Cause::OriginSlow, Some((pool, workers))) = (verdict.cause, &found.fpm_answers) {
+        // Read just before the pages: with a free worker for each page request probe made at
+        // once, the page did not queue; its time is the script's own.
+        let at_once = view
+            .edge_page
+            .iter()
+            .chain(&view.origin_page)
+            .filter(|o| o.sample == 1)
+            .count() as u64;
+        if workers.free() >= at_once {
+            verdict.witnessed = true;
+            verdict.summary.push_str(&format!(
+                " PHP-FPM's status, read just before (pool {pool}: {}), leaves a worker free for each of probe's page requests: the page did not wait for one.",
+                workers.describe()
+            ));
+        }
     } else if let (Cause::FpmWorkerDied, Some(restart)) = (verdict.cause, &found.restarted) {
         // Said, not proved: pm.max_requests recycles workers too.
         verdict
