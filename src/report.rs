@@ -215,7 +215,7 @@ fn cert_summary(tls: &TlsFacts) -> String {
     let mut parts = vec![
         leaf.subject.clone(),
         format!("issuer {}", leaf.issuer),
-        format!("{} days left", leaf.days_left),
+        crate::diagnose::certificate::days_left(leaf.days_left),
     ];
     if leaf.cloudflare_origin_ca {
         parts.push("Cloudflare Origin CA".into());

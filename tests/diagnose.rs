@@ -87,7 +87,12 @@ fn tls(days_left: i64, problem: Option<CertProblem>) -> TlsFacts {
             issuer: "CN=Some CA".into(),
             sans: vec![HOST.into()],
             not_before: "2026-01-01T00:00:00Z".into(),
-            not_after: "2027-01-01T00:00:00Z".into(),
+            // The probe started 2026-11-25T12:00:00Z: the expiry `days_left` whole days on.
+            not_after: (time::macros::datetime!(2026-11-25 12:00 UTC)
+                + time::Duration::days(days_left)
+                + time::Duration::hours(1))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
             days_left,
             self_signed: problem == Some(CertProblem::Untrusted),
             cloudflare_origin_ca: false,
@@ -285,7 +290,7 @@ fn cases() -> Vec<Case> {
             name: "edge certificate expired",
             observations: vec![with_tls(edge_ok(), CertProblem::Expired, -2)],
             status: Status::Down, hop: Hop::VisitorEdge, cause: Cause::EdgeCertInvalid, confidence: Confidence::High,
-            evidence: "certificate not valid (expired)",
+            evidence: "edge page: certificate CN=example.com (issuer CN=Some CA) expired on 2026-11-23 (2 days ago)",
         },
         Case {
             name: "521 and the origin refuses us too",
@@ -617,18 +622,115 @@ fn next_steps_use_the_real_url() {
         "{:#?}",
         d.next_steps
     );
+    // openssl dials the edge address probe dialled (--edge / edge:, or DNS's), with the name.
     let mut edge = answered(Edge, Page, 200, 10.0, "nginx", "ok");
     edge.url = "https://example.com:8443/".into();
-    edge.tls = Some(tls(90, Some(CertProblem::Expired)));
+    edge.address = Some("198.51.100.7:8443".parse().unwrap());
+    edge.tls = Some(tls(-2, Some(CertProblem::Expired)));
     let d = diagnose(HOST, &[edge], &DiagnoseSettings::default());
     assert_eq!(d.cause, Cause::EdgeCertInvalid);
     assert!(
-        d.next_steps
-            .iter()
-            .any(|s| s.contains("-connect example.com:8443 ")),
+        d.next_steps[0].starts_with(
+            "echo | openssl s_client -connect 198.51.100.7:8443 -servername example.com "
+        ),
         "{:#?}",
         d.next_steps
     );
+}
+
+/// Certificate problems from the certificate's own dates and names, never the TLS library's
+/// text; an expired certificate's days as "expired N days ago"; and an expiring certificate's
+/// next steps by who renews it, checked where probe dialled.
+#[test]
+fn certificates_in_words() {
+    let settings = DiagnoseSettings::default();
+    let library = "invalid peer certificate: certificate expired: verification time 1796674624 (UNIX), but certificate is not valid after 1743465600 (53209024 seconds ago)";
+    let mut expired = tls(-616, Some(CertProblem::Expired));
+    expired.verify_message = Some(library.into());
+    expired.chain[0].not_after = "2025-04-01T00:00:00Z".into();
+    let mut edge = edge_ok();
+    edge.tls = Some(expired.clone());
+    let d = diagnose(HOST, &[edge, origin_ok()], &settings);
+    assert_eq!(d.cause, Cause::EdgeCertInvalid);
+    assert_eq!(
+        d.summary,
+        "Browsers refuse the certificate the edge presents (CN=example.com): it expired on 2025-04-01 (616 days ago)."
+    );
+    assert_eq!(
+        d.evidence[0],
+        "edge page: certificate CN=example.com (issuer CN=Some CA) expired on 2025-04-01 (616 days ago)"
+    );
+    let all = format!("{d:?}");
+    assert!(!all.contains("UNIX") && !all.contains("-616"), "{d:#?}");
+
+    // The origin's certificate for another name, behind Cloudflare's 526.
+    let mut wrong = tls(300, Some(CertProblem::NameMismatch));
+    wrong.chain[0].sans = vec!["other.test".into(), "www.other.test".into()];
+    let mut origin = origin_ok();
+    origin.tls = Some(wrong);
+    let d = diagnose(HOST, &[cf_error(526, "host"), origin], &settings);
+    assert_eq!(d.cause, Cause::OriginCertNameMismatch);
+    assert!(
+        d.summary.ends_with(
+            "it is for other.test, www.other.test, not for the site's name example.com."
+        ),
+        "{}",
+        d.summary
+    );
+
+    // An expiring certificate: its date, and the steps that renew it.
+    let mut edge = edge_ok();
+    edge.tls = Some(tls(10, None));
+    edge.tls.as_mut().unwrap().chain[0].issuer = "C=US, O=Let's Encrypt, CN=R11".into();
+    edge.cloudflare_address = false;
+    let mut plain = edge.clone();
+    plain.response.as_mut().unwrap().headers.server = Some("nginx".into());
+    plain.response.as_mut().unwrap().headers.cf_ray = None;
+    let d = diagnose(HOST, &[plain, origin_ok()], &settings);
+    assert_eq!(d.cause, Cause::CertExpiring);
+    assert!(
+        d.summary
+            .ends_with("a certificate on the edge route expires in 10 days, on 2026-12-05."),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.next_steps[0]
+            .starts_with("echo | openssl s_client -connect 104.16.1.1:443 -servername example.com")
+            && d.next_steps
+                .iter()
+                .any(|s| s.starts_with("systemctl list-timers | grep -i certbot"))
+            && d.next_steps.iter().any(|s| s.contains("certbot renew")),
+        "{:#?}",
+        d.next_steps
+    );
+    // Behind Cloudflare, the certificate visitors get is Cloudflare's to renew.
+    let d = diagnose(HOST, &[edge_ok_expiring(), origin_ok()], &settings);
+    assert!(
+        d.next_steps
+            .iter()
+            .any(|s| s.contains("managed by the CDN")),
+        "{:#?}",
+        d.next_steps
+    );
+    // A Cloudflare Origin CA certificate on the origin: renewed in Cloudflare's dashboard.
+    let mut origin = origin_ok();
+    origin.tls = Some(tls(10, None));
+    origin.tls.as_mut().unwrap().chain[0].cloudflare_origin_ca = true;
+    let d = diagnose(HOST, &[edge_ok(), origin], &settings);
+    assert_eq!(d.cause, Cause::CertExpiring);
+    assert!(
+        d.next_steps[0].starts_with("echo | openssl s_client -connect 203.0.113.10:443 ")
+            && d.next_steps[1].contains("Origin Server → Create Certificate"),
+        "{:#?}",
+        d.next_steps
+    );
+}
+
+fn edge_ok_expiring() -> Observation {
+    let mut edge = edge_ok();
+    edge.tls = Some(tls(10, None));
+    edge
 }
 
 #[test]
@@ -651,7 +753,7 @@ fn every_cause_from_its_evidence() {
         );
         assert!(!d.summary.is_empty(), "{}", case.name);
         assert_each_line_once(case.name, &d.evidence);
-        let healthy = matches!(d.cause, Cause::Ok | Cause::CertExpiring);
+        let healthy = d.cause == Cause::Ok;
         assert_eq!(
             d.next_steps.is_empty(),
             healthy || d.cause == Cause::Unknown,
@@ -804,7 +906,7 @@ fn slowness_names_who_is_slow_and_the_budget_setting() {
     );
     assert!(
         d.summary
-            .ends_with("Also, a certificate on the edge route expires in 10 days."),
+            .ends_with("Also, a certificate on the edge route expires in 10 days, on 2026-12-05."),
         "{}",
         d.summary
     );

@@ -4,12 +4,13 @@
 use super::recognise::Proxy;
 use super::Cause;
 
-/// What the commands are filled with: the site's name, the page URL, an origin `IP:PORT`, and
-/// the proxy that answered when it is not the usual nginx.
+/// What the commands are filled with: the site's name, the page URL, an origin `IP:PORT`, the
+/// edge `IP:PORT` probe dialled, and the proxy that answered when it is not the usual nginx.
 pub struct AdviceContext<'a> {
     pub host: &'a str,
     pub url: &'a str,
     pub origin: Option<String>,
+    pub edge: Option<String>,
     pub proxy: Option<Proxy>,
 }
 
@@ -20,11 +21,13 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
     let host = ctx.host;
     let url = ctx.url;
     let origin = ctx.origin.clone().unwrap_or_else(|| "ORIGIN_IP:443".into());
-    // The edge's host:port as the URL names it (not always 443).
-    let edge = url::Url::parse(url)
-        .ok()
-        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
-        .unwrap_or_else(|| format!("{host}:443"));
+    // The edge address probe dialled; else the URL's host:port (not always 443).
+    let edge = ctx.edge.clone().unwrap_or_else(|| {
+        url::Url::parse(url)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| format!("{host}:443"))
+    });
     if let Some(proxy) = ctx.proxy.as_ref().filter(|p| **p != Proxy::Nginx) {
         if let Some(lines) = proxy_steps(proxy, cause, url, &origin) {
             return lines;

@@ -7,6 +7,7 @@
 
 mod advice;
 pub mod budget;
+pub mod certificate;
 pub mod pattern;
 pub mod recognise;
 mod rules;

@@ -5,6 +5,7 @@ use crate::observe::{CertProblem, ErrorKind, Observation, PathRole, Phase, Route
 
 use super::advice::{self, AdviceContext};
 use super::budget::Budget;
+use super::certificate;
 use super::recognise::{self, CloudflareBox, Generator, Proxy};
 use super::slowness;
 use super::witness;
@@ -217,21 +218,21 @@ fn edge_certificate(view: &View<'_>) -> Option<Verdict> {
         .iter()
         .chain(&view.edge_static)
         .find(|o| o.tls.as_ref().is_some_and(|t| !t.verified))?;
-    let tls = o.tls.as_ref()?;
-    let problem = tls.verify_error.map_or("invalid", CertProblem::as_str);
-    let leaf = tls.leaf();
-    let detail = leaf
-        .map(|l| format!(" ({}, {} days left)", l.subject, l.days_left))
+    // In words from the certificate's own dates and names, never the TLS library's message.
+    let problem = certificate::problem(o)?;
+    let line = certificate::evidence(&who(o), o)
+        .unwrap_or_else(|| format!("{}: certificate {problem}", who(o)));
+    let subject = o
+        .tls
+        .as_ref()
+        .and_then(|t| t.leaf())
+        .map(|leaf| format!(" ({})", leaf.subject))
         .unwrap_or_default();
     Some(Verdict::new(
         Cause::EdgeCertInvalid,
         Confidence::High,
-        format!("Browsers refuse the certificate the edge presents: {problem}{detail}."),
-        vec![format!(
-            "{}: certificate not valid ({problem}): {}",
-            who(o),
-            tls.verify_message.as_deref().unwrap_or("")
-        )],
+        format!("Browsers refuse the certificate the edge presents{subject}: it {problem}."),
+        vec![line],
     ))
 }
 
@@ -328,24 +329,25 @@ fn cloudflare_error(view: &View<'_>) -> Option<Verdict> {
         ),
         (526, _) => {
             let tls = origin.and_then(|o| o.tls.as_ref());
-            let (cause, confidence, what) = match tls {
-                Some(t) if t.verify_error == Some(CertProblem::Expired) => {
-                    (Cause::OriginCertExpired, Confidence::High, "has expired".to_string())
+            let what = origin.and_then(certificate::problem);
+            let (cause, confidence, what) = match (tls, what) {
+                (Some(t), Some(what)) if t.verify_error == Some(CertProblem::Expired) => {
+                    (Cause::OriginCertExpired, Confidence::High, what)
                 }
-                Some(t) if t.name_matches == Some(false) || t.verify_error == Some(CertProblem::NameMismatch) => {
-                    (Cause::OriginCertNameMismatch, Confidence::High, "does not cover the site's name".to_string())
+                (Some(t), Some(what)) if t.name_matches == Some(false) || t.verify_error == Some(CertProblem::NameMismatch) => {
+                    (Cause::OriginCertNameMismatch, Confidence::High, what)
                 }
-                Some(t) if !t.verified => (Cause::OriginCertUntrusted, Confidence::High, "is not issued by a trusted CA (self-signed or unknown issuer)".to_string()),
+                (Some(_), Some(what)) => (Cause::OriginCertUntrusted, Confidence::High, what),
                 _ => (Cause::OriginCertUntrusted, Confidence::Low, "is refused by Full (strict) mode".to_string()),
             };
             let certificate_line = tls.and_then(|t| {
                 t.leaf().map(|leaf| {
                     format!(
-                        "origin certificate: {} · issuer {} · {} days left · {}",
+                        "origin certificate: {} · issuer {} · {} · {}",
                         leaf.subject,
                         leaf.issuer,
-                        leaf.days_left,
-                        t.verify_error.map_or("verified", CertProblem::as_str)
+                        certificate::days_left(leaf.days_left),
+                        if t.verified { "verified" } else { "not valid" }
                     )
                 })
             });
@@ -692,39 +694,20 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
             Some((*o, tls))
         });
     if let Some((o, tls)) = bad_origin_cert {
-        let (cause, what) = match tls.verify_error {
-            Some(CertProblem::Expired) => (Cause::OriginCertExpired, "has expired"),
-            Some(CertProblem::NameMismatch) => (
-                Cause::OriginCertNameMismatch,
-                "does not cover the site's name",
-            ),
-            _ if tls.name_matches == Some(false) => (
-                Cause::OriginCertNameMismatch,
-                "does not cover the site's name",
-            ),
-            _ => (
-                Cause::OriginCertUntrusted,
-                "is not issued by a trusted CA (self-signed or unknown issuer)",
-            ),
+        let cause = match tls.verify_error {
+            Some(CertProblem::Expired) => Cause::OriginCertExpired,
+            Some(CertProblem::NameMismatch) => Cause::OriginCertNameMismatch,
+            _ if tls.name_matches == Some(false) => Cause::OriginCertNameMismatch,
+            _ => Cause::OriginCertUntrusted,
         };
-        let leaf = tls.leaf().map(|l| {
-            format!(
-                "{} · issuer {} · {} days left",
-                l.subject, l.issuer, l.days_left
-            )
-        });
-        lead_with(
-            &mut evidence,
-            format!(
-                "{}: certificate {what}: {}",
-                who(o),
-                leaf.unwrap_or_default()
-            ),
-        );
+        let what = certificate::problem(o).unwrap_or_else(|| "is not valid".to_string());
+        if let Some(line) = certificate::evidence(&who(o), o) {
+            lead_with(&mut evidence, line);
+        }
         return Some(Verdict::new(
             cause,
             Confidence::Medium,
-            format!("Every route answers, but the origin certificate {what}: the edge must be skipping verification (Cloudflare Full, not Full strict); strict mode would fail with 526."),
+            format!("Every route answers, but the origin certificate {what}. The edge must be skipping verification (Cloudflare Full, not Full strict); strict mode would fail with 526."),
             evidence,
         ));
     }
@@ -738,11 +721,11 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
     });
     let expiring_line = |o: &Observation, cert: &crate::observe::CertFacts| {
         format!(
-            "{}: certificate {} expires in {} days ({})",
+            "{}: certificate {} (issuer {}) {}",
             who(o),
             cert.subject,
-            cert.days_left,
-            cert.not_after
+            cert.issuer,
+            certificate::expires(cert)
         )
     };
     // Slowness needs action now, a certificate within its warning window in days: the slowness
@@ -750,9 +733,9 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
     if let Some(mut verdict) = slowness::judge(view, &settings.budget, evidence.clone()) {
         if let Some((o, cert)) = expiring {
             verdict.summary.push_str(&format!(
-                " Also, a certificate on the {} route expires in {} days.",
+                " Also, a certificate on the {} route {}.",
                 o.route.as_str(),
-                cert.days_left
+                certificate::expires(cert)
             ));
             verdict
                 .evidence
@@ -762,16 +745,18 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
     }
     if let Some((o, cert)) = expiring {
         lead_with(&mut evidence, expiring_line(o, cert));
-        return Some(Verdict::new(
+        let mut verdict = Verdict::new(
             Cause::CertExpiring,
             Confidence::High,
             format!(
-                "Everything answers, but a certificate on the {} route expires in {} days.",
+                "Everything answers, but a certificate on the {} route {}.",
                 o.route.as_str(),
-                cert.days_left
+                certificate::expires(cert)
             ),
             evidence,
-        ));
+        );
+        verdict.steps = certificate::expiring_steps(o, cert);
+        return Some(verdict);
     }
     Some(Verdict::new(
         Cause::Ok,
@@ -858,10 +843,18 @@ fn finish(
         .and_then(|o| o.address)
         .map(|a| a.to_string());
     let url = view.edge_page.first().map_or("", |o| o.url.as_str());
+    // The edge address probe dialled (`--edge`, `edge:`, or what DNS gave), so a command
+    // reaches the same edge.
+    let edge = view
+        .edge_page
+        .first()
+        .and_then(|o| o.address)
+        .map(|a| a.to_string());
     let ctx = AdviceContext {
         host,
         url,
         origin,
+        edge,
         proxy: verdict.proxy.clone(),
     };
     let origin_probed = !view.origin_page.is_empty();
