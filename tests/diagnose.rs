@@ -753,6 +753,7 @@ fn every_cause_from_its_evidence() {
         );
         assert!(!d.summary.is_empty(), "{}", case.name);
         assert_each_line_once(case.name, &d.evidence);
+        assert_one_stop(case.name, &d.summary);
         let healthy = d.cause == Cause::Ok;
         assert_eq!(
             d.next_steps.is_empty(),
@@ -762,6 +763,83 @@ fn every_cause_from_its_evidence() {
             d.next_steps
         );
     }
+}
+
+/// One full stop or question mark ends each sentence, never two.
+fn assert_one_stop(name: &str, summary: &str) {
+    for doubled in ["?.", "..", ".?", ". ."] {
+        assert!(!summary.contains(doubled), "{name}: {summary}");
+    }
+}
+
+/// What the page answered that it should not, in words: a redirect with where it points, a 4xx
+/// as a question ending with its own mark, nginx's page for plain HTTP on a TLS port.
+#[test]
+fn unexpected_answers_say_what_was_seen() {
+    let moved = |route: Route| {
+        let mut o = answered(route, Page, 301, 30.0, "nginx/1.22.1", "");
+        o.response.as_mut().unwrap().headers.location =
+            Some("https://www.example.com/?token=***".into());
+        o
+    };
+    let only_200 = DiagnoseSettings {
+        expect_status: vec![200],
+        ..DiagnoseSettings::default()
+    };
+    let d = diagnose(HOST, &[moved(Edge), moved(Origin)], &only_200);
+    assert_eq!(
+        d.summary,
+        "Nothing fails, but the edge page answers 301 to https://www.example.com/?token=***: expected 200."
+    );
+    assert!(
+        d.evidence[0].contains(", location https://www.example.com/?token=***"),
+        "{:#?}",
+        d.evidence
+    );
+    let missing = answered(Edge, Page, 404, 3.0, "nginx/1.22.1", "");
+    let d = diagnose(HOST, &[missing], &DiagnoseSettings::default());
+    assert_eq!(
+        d.summary,
+        "Nothing fails, but the edge page answers 404: is the path right?"
+    );
+
+    // An http:// site whose origin address names the TLS port: probe's own request is wrong,
+    // the site is not judged.
+    const PLAIN_TO_TLS: &str = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
+    let http = |mut o: Observation| {
+        o.url = format!("http://{HOST}/");
+        o.tls = None;
+        o
+    };
+    let edge = http(answered(
+        Edge,
+        Page,
+        200,
+        20.0,
+        "nginx/1.22.1",
+        "<html>ok</html>",
+    ));
+    let origin = http(answered(
+        Origin,
+        Page,
+        400,
+        0.6,
+        "nginx/1.22.1",
+        PLAIN_TO_TLS,
+    ));
+    let d = diagnose(HOST, &[edge, origin], &DiagnoseSettings::default());
+    assert_eq!(
+        (d.status, d.cause, d.confidence),
+        (Status::Unknown, Cause::Unknown, Confidence::High),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary.contains("the origin address 203.0.113.10:443 answers 400 \"The plain HTTP request was sent to HTTPS port\"")
+            && d.summary.ends_with("give the origin's plain-HTTP port (origins: [IP:80], --origin IP:80), or probe the site as https://."),
+        "{}",
+        d.summary
+    );
+    assert_one_stop("plain http", &d.summary);
 }
 
 fn assert_each_line_once(name: &str, evidence: &[String]) {

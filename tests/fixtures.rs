@@ -33,6 +33,7 @@ const EXPECTED: &[(&str, Cause, Status)] = &[
         Status::Down,
     ),
     ("lab_slow_page", Cause::OriginSlow, Status::Degraded),
+    ("lab_plain_http_to_tls", Cause::Unknown, Status::Unknown),
     (
         "lab_slow_page_witnessed",
         Cause::OriginSlow,
@@ -116,6 +117,11 @@ const EXPECTED: &[(&str, Cause, Status)] = &[
         Status::Down,
     ),
     ("edge_internal", Cause::EdgeInternal, Status::Down),
+    (
+        "edge_plain_http_to_tls_origin",
+        Cause::OriginTlsHandshake,
+        Status::Down,
+    ),
 ];
 
 fn fixtures() -> PathBuf {
@@ -149,6 +155,10 @@ fn recorded_lab_runs_are_diagnosed_as_expected() {
             "{name}: the diagnosis drifted from the recorded one; re-record the fixtures if intended"
         );
         assert_eq!(d.evidence.first(), was.evidence.first(), "{name}");
+        // One full stop or question mark ends each sentence, never two.
+        for doubled in ["?.", "..", ".?", ". ."] {
+            assert!(!d.summary.contains(doubled), "{name}: {}", d.summary);
+        }
         // "Also possible" names other causes only; a cause's look-alike forms are said in its
         // summary, unless PHP-FPM's own status page told them apart.
         assert!(

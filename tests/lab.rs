@@ -192,6 +192,40 @@ async fn a_slow_php_page_beside_a_fast_static_file_is_origin_slow() {
     assert_eq!(report.diagnosis.cause, Cause::Ok, "{:#?}", report.diagnosis);
 }
 
+/// The site probed as http:// on the port where nginx speaks TLS: nginx's 400 "The plain HTTP
+/// request was sent to HTTPS port" is recognised as the probe's own request being wrong — the
+/// site is not judged (unknown), and the fix is said, in one sentence each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_the_tls_port_is_the_probes_own_request() {
+    let lab = Lab::start(&OriginSettings::default());
+    let mut args = lab.probe_args("/");
+    args[0] = format!("http://probe.test:{}/", lab.origin.nginx.port);
+    let report = probe("lab_plain_http_to_tls", &args).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause),
+        (Status::Unknown, Hop::Unknown, Cause::Unknown),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary
+            .starts_with("The request probe sent is plain HTTP to a port where nginx speaks TLS")
+            && d.summary.contains("write the site's URL as https://"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.evidence[0].contains("nginx's page \"The plain HTTP request was sent to HTTPS port\""),
+        "{:#?}",
+        d.evidence
+    );
+    assert!(
+        !d.summary.contains("?.") && !d.summary.contains(".."),
+        "{}",
+        d.summary
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_port_closed_is_origin_refused() {
     let lab = Lab::start(&OriginSettings::default());

@@ -12,6 +12,7 @@ pub mod pattern;
 pub mod recognise;
 mod rules;
 mod slowness;
+mod unexpected;
 pub mod witness;
 
 use serde::{Deserialize, Serialize};

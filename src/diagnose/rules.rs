@@ -8,6 +8,7 @@ use super::budget::Budget;
 use super::certificate;
 use super::recognise::{self, CloudflareBox, Generator, Proxy};
 use super::slowness;
+use super::unexpected;
 use super::witness;
 use super::{Alternative, Cause, Confidence, Diagnosis};
 use crate::observe::witness::WitnessCounters;
@@ -65,6 +66,9 @@ pub(super) struct Verdict {
     /// The evidence told apart the forms of the cause that look alike from outside: the
     /// sentence listing them (`advice::variants`) would contradict it.
     pub(super) variants_ruled_out: bool,
+    /// The status when the rule knows better than the routes' own measure (a 400 every visitor
+    /// gets is down; a probe that asked wrongly judges nothing).
+    pub(super) status: Option<Status>,
 }
 
 impl Verdict {
@@ -83,6 +87,7 @@ impl Verdict {
             steps: Vec::new(),
             witnessed: false,
             variants_ruled_out: false,
+            status: None,
         }
     }
 
@@ -144,7 +149,7 @@ pub(super) fn diagnose(
         .or_else(|| cloudflare_error(&view).map(|v| claimed_edge(&view, settings, v)))
         .or_else(|| failing_chain(&view))
         .or_else(|| healthy(&view, settings))
-        .or_else(|| unexpected_answer(&view, settings))
+        .or_else(|| unexpected::unexpected_answer(&view, settings))
         .unwrap_or_else(|| unknown(&view));
     let verdict = witness::weigh(&view, settings, previous, verdict);
     finish(host, &view, settings, verdict)
@@ -766,39 +771,6 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
     ))
 }
 
-/// Nothing fails, but some path answers what it should not: a 4xx (most often a wrong path in
-/// the probe's settings) or a status outside the site's `expect_status`.
-fn unexpected_answer(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
-    let o = view
-        .groups()
-        .into_iter()
-        .flatten()
-        .find(|o| !is_failing(o) && !as_expected(o, settings))?;
-    let status = o.response.as_ref()?.status;
-    let expected = &settings.expect_status;
-    let what = if still_redirecting(o) {
-        format!(
-            "still a redirect after following {} (a redirect loop?)",
-            o.redirects.len()
-        )
-    } else if o.path_role == PathRole::Page && !expected.is_empty() {
-        let list: Vec<String> = expected.iter().map(u16::to_string).collect();
-        format!("expected {}", list.join(" or "))
-    } else {
-        "is the path right?".to_string()
-    };
-    Some(Verdict::new(
-        Cause::Unknown,
-        Confidence::Low,
-        format!(
-            "Nothing fails, but the {} {} answers {status}: {what}.",
-            o.route.as_str(),
-            o.path_role.as_str()
-        ),
-        vec![describe(o)],
-    ))
-}
-
 fn unknown(view: &View<'_>) -> Verdict {
     let evidence = view
         .groups()
@@ -836,7 +808,9 @@ fn finish(
     }
     let mut seen = std::collections::HashSet::new();
     verdict.evidence.retain(|line| seen.insert(line.clone()));
-    let status = status(view, settings, verdict.cause);
+    let status = verdict
+        .status
+        .unwrap_or_else(|| status(view, settings, verdict.cause));
     let origin = view
         .origin_page
         .first()
@@ -922,13 +896,13 @@ fn phase_of(o: &Observation) -> Option<Phase> {
     o.error.as_ref().map(|e| e.phase)
 }
 
-fn is_failing(o: &Observation) -> bool {
+pub(super) fn is_failing(o: &Observation) -> bool {
     o.error.is_some() || o.response.as_ref().is_none_or(|r| r.status >= 500)
 }
 
 /// Redirects were followed, and the last answer is a redirect again: a loop, or a chain longer
 /// than the limit.
-fn still_redirecting(o: &Observation) -> bool {
+pub(super) fn still_redirecting(o: &Observation) -> bool {
     !o.redirects.is_empty()
         && o.response
             .as_ref()
@@ -941,7 +915,7 @@ pub(super) fn is_healthy(o: &Observation) -> bool {
 
 /// Healthy by the site's own measure: the page's status in `expect_status` when one is set, and
 /// not still redirecting after the redirects we were allowed to follow.
-fn as_expected(o: &Observation, settings: &DiagnoseSettings) -> bool {
+pub(super) fn as_expected(o: &Observation, settings: &DiagnoseSettings) -> bool {
     if still_redirecting(o) {
         return false;
     }
@@ -991,6 +965,17 @@ pub(super) fn who(o: &Observation) -> String {
     match (o.route, o.address) {
         (Route::Origin, Some(a)) => format!("origin {a} {}", o.path_role.as_str()),
         _ => format!("{} {}", o.route.as_str(), o.path_role.as_str()),
+    }
+}
+
+/// `text` as a sentence: a full stop added unless it already ends one ("is the path right?"
+/// takes none).
+pub(super) fn sentence(text: &str) -> String {
+    let text = text.trim_end();
+    if text.ends_with(['.', '?', '!']) {
+        text.to_string()
+    } else {
+        format!("{text}.")
     }
 }
 
@@ -1047,6 +1032,15 @@ pub(super) fn describe(o: &Observation) -> String {
             }
             if let Some(server) = &r.headers.server {
                 line.push_str(&format!(", server {server}"));
+            }
+            // Where a redirect points (as recorded: secrets already masked).
+            if let Some(location) = r
+                .headers
+                .location
+                .as_deref()
+                .filter(|_| (300..400).contains(&r.status))
+            {
+                line.push_str(&format!(", location {location}"));
             }
             let generator = recognise::generator(r);
             if generator != Generator::Unrecognised {
