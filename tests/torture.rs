@@ -1217,7 +1217,7 @@ async fn hostile_status_pages_never_change_the_verdict() {
         (
             "escapes",
             status_reply(fpm_like("0").as_bytes()),
-            "PHP-FPM pool www: 0/3 workers busy",
+            "PHP-FPM pool www: 0 of 3 workers busy, 3 idle",
         ),
         (
             "cpu past any float",
@@ -1226,7 +1226,7 @@ async fn hostile_status_pages_never_change_the_verdict() {
                     .replace(r#""content length":0"#, r#""content length":0,"last request cpu":1e307"#)
                     .as_bytes(),
             ),
-            "PHP-FPM pool www: 0/3 workers busy",
+            "PHP-FPM pool www: 0 of 3 workers busy, 3 idle",
         ),
         (
             "a worker older than time",
@@ -1235,7 +1235,7 @@ async fn hostile_status_pages_never_change_the_verdict() {
                     .replace(r#""start since":7000,"requests""#, r#""start since":18446744073709551615,"requests""#)
                     .as_bytes(),
             ),
-            "PHP-FPM pool www: 0/3 workers busy",
+            "PHP-FPM pool www: 0 of 3 workers busy, 3 idle",
         ),
         (
             "a huge 403",
