@@ -1284,7 +1284,7 @@ fn php_fpm_answering_while_nginx_cannot_reach_it_points_at_fastcgi_pass() {
     );
     assert!(
         d.summary.contains(
-            "PHP-FPM itself runs (pool www answers its status page: 0 of 1 worker busy, 1 idle), so nginx is not talking to it: the socket that fastcgi_pass names for the pages is not the one PHP-FPM listens on"
+            "PHP-FPM itself runs: pool www answers its status page, 0 of 1 worker busy, 1 idle. So nginx is not talking to it: the socket that fastcgi_pass names for the pages is not the one PHP-FPM listens on"
         ),
         "{}",
         d.summary

@@ -218,7 +218,7 @@ async fn php_fpm_answering_its_status_page_beside_instant_502s_is_the_wrong_sock
     let count = "0 of 3 workers busy (besides the one answering this status read), 2 idle";
     assert!(
         d.summary.contains(&format!(
-            "PHP-FPM itself runs (pool www answers its status page: {count}), so nginx is not talking to it"
+            "PHP-FPM itself runs: pool www answers its status page, {count}. So nginx is not talking to it"
         )) && d.summary.contains("fastcgi_pass"),
         "{}",
         d.summary
@@ -274,7 +274,7 @@ async fn a_slow_page_beside_free_workers_is_origin_slow_not_saturation() {
     assert!(
         d.summary.contains("PHP is slow, not the network")
             && d.summary.contains(
-                "(pool www: 1 of 4 workers busy (besides the one answering this status read), 2 idle)"
+                "pool www, 1 of 4 workers busy (besides the one answering this status read), 2 idle;"
             )
             && d.summary.contains("the page did not wait for one"),
         "{}",

@@ -146,7 +146,7 @@ pub(super) fn weigh(
         if workers.free() >= at_once {
             verdict.witnessed = true;
             verdict.summary.push_str(&format!(
-                " PHP-FPM's status, read just before (pool {pool}: {}), leaves a worker free for each of probe's page requests: the page did not wait for one.",
+                " PHP-FPM's status, read just before: pool {pool}, {}; a worker was free for each of probe's page requests, so the page did not wait for one.",
                 workers.describe()
             ));
         }
@@ -168,7 +168,7 @@ fn fpm_runs(verdict: &mut Verdict, pool: &str, workers: &WorkerCount) {
         // Every worker busy: a full listen backlog turns nginx away with the same instant 502
         // (EAGAIN), so the socket is not proved wrong.
         verdict.summary.push_str(&format!(
-            " PHP-FPM itself runs (pool {pool} answers its status page: {}): nginx is turned away either at a socket PHP-FPM does not listen on, or at a full listen backlog; nginx's error log says which.",
+            " PHP-FPM itself runs: pool {pool} answers its status page, {}. nginx is turned away either at a socket PHP-FPM does not listen on, or at a full listen backlog; nginx's error log says which.",
             workers.describe()
         ));
         return;
@@ -177,7 +177,7 @@ fn fpm_runs(verdict: &mut Verdict, pool: &str, workers: &WorkerCount) {
     // What the pool says rules out a full backlog too: nothing is left to list as "also".
     verdict.witnessed = true;
     verdict.summary.push_str(&format!(
-        " PHP-FPM itself runs (pool {pool} answers its status page: {}), so nginx is not talking to it: the socket that fastcgi_pass names for the pages is not the one PHP-FPM listens on (after a PHP upgrade, still the old version's socket).",
+        " PHP-FPM itself runs: pool {pool} answers its status page, {}. So nginx is not talking to it: the socket that fastcgi_pass names for the pages is not the one PHP-FPM listens on (after a PHP upgrade, still the old version's socket).",
         workers.describe()
     ));
     verdict.steps.push(
