@@ -75,7 +75,7 @@ pub fn render_table(report: &ProbeReport) -> String {
             let _ = writeln!(out, "  via    {}", printable(url));
         }
         if let Some(w) = &o.witness {
-            let _ = writeln!(out, "  status {}", printable(&witness_summary(w)));
+            let _ = writeln!(out, "  status {}", printable(&witness_summary(o, w)));
         }
         if let Some(e) = &o.error {
             let _ = writeln!(
@@ -157,16 +157,15 @@ fn row(o: &Observation, with_sample: bool) -> Vec<String> {
     cells
 }
 
-/// One line of what a status page said (the diagnosis quotes what matters of it).
-fn witness_summary(witness: &Witness) -> String {
+/// One line of what a status page said (the diagnosis quotes what matters of it), its workers
+/// counted as the diagnosis counts them.
+fn witness_summary(o: &Observation, witness: &Witness) -> String {
     match witness {
         Witness::FpmStatus(s) => format!(
-            "PHP-FPM pool {} ({}): {} active, {} idle of {}, listen queue {}/{}, max children reached {}, {} accepted, up {}s",
+            "PHP-FPM pool {} ({}): {}, listen queue {}/{}, max children reached {}, {} accepted, up {}s",
             s.pool,
             s.process_manager,
-            s.active_processes,
-            s.idle_processes,
-            s.total_processes,
+            s.workers(&request_path(&o.url)).describe(),
             s.listen_queue,
             s.listen_queue_len,
             s.max_children_reached,
@@ -179,6 +178,13 @@ fn witness_summary(witness: &Witness) -> String {
         ),
         Witness::Unreadable(why) => format!("unreadable: {why}"),
     }
+}
+
+/// The path a request asked for, without its query.
+fn request_path(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.path().to_string())
+        .unwrap_or_default()
 }
 
 fn dns_answer(answer: &DnsAnswer) -> String {
@@ -209,7 +215,7 @@ fn cert_summary(tls: &TlsFacts) -> String {
     let mut parts = vec![
         leaf.subject.clone(),
         format!("issuer {}", leaf.issuer),
-        format!("{} days left", leaf.days_left),
+        crate::diagnose::certificate::days_left(leaf.days_left),
     ];
     if leaf.cloudflare_origin_ca {
         parts.push("Cloudflare Origin CA".into());

@@ -140,11 +140,11 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n    origin: [203.0.113.10]\n",
-            "probes.yaml:3:5: sites[0].origin: unknown field `origin`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
+            "probes.yaml:3:5: sites[0].origin: unknown field `origin`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, budget, alert_to)",
         ),
         (
             "sites:\n  - url: example.com\n    statc_path: /x.css\n",
-            "probes.yaml:3:5: sites[0].statc_path: unknown field `statc_path`: did you mean `static_path`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
+            "probes.yaml:3:5: sites[0].statc_path: unknown field `statc_path`: did you mean `static_path`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, budget, alert_to)",
         ),
         (
             "sites:\n  - url: example.com\n   origins: [203.0.113.10]\n",
@@ -161,6 +161,18 @@ fn broken_files_get_exact_messages() {
         (
             "sites:\n  - url: example.com\nstore:\n  url: postgresql://probe:hunter2@db.internal/probe\n",
             "probes.yaml:4:8: store.url: this URL holds a password: put the whole URL in an environment variable and name it with store.url_env (the password never goes in this file)",
+        ),
+        (
+            "sites:\n  - url: example.com\n    budget: {ttfb: soon}\n",
+            "probes.yaml:3:20: sites[0].budget.ttfb: \"soon\" is not a duration (expected number at 0); write e.g. 30s, 5m, 1h",
+        ),
+        (
+            "defaults:\n  budget: {dns: 0s}\nsites:\n  - url: example.com\n",
+            "probes.yaml:2:17: defaults.budget.dns: \"0s\": must be longer than zero",
+        ),
+        (
+            "sites:\n  - url: example.com\n    budget: {ttbf: 2s}\n",
+            "probes.yaml:3:14: sites[0].budget.ttbf: unknown field `ttbf`, expected one of dns, connect, tls, ttfb, total",
         ),
         (
             "sites:\n  - url: example.com\n    timeout: 2m\n",
@@ -392,7 +404,7 @@ fn check_config_shows_every_effective_setting_in_words_and_as_json() {
     let path = dir.path().join("probes.yaml");
     std::fs::write(
         &path,
-        "sites:\n  - url: example.com\n    edge: 198.51.100.7\n    origins: [203.0.113.10]\n    cert_warning_days: 10\n    burst: 2\n    cloudflare_edge: true\nsmtp:\n  host: mail.example.com\n  security: tls\n  from: probe@example.com\nfeeds:\n  public: false\nalerts:\n  intermittent: {enabled: false}\n",
+        "defaults:\n  budget: {ttfb: 3s, dns: 1s}\nsites:\n  - url: example.com\n    edge: 198.51.100.7\n    origins: [203.0.113.10]\n    cert_warning_days: 10\n    burst: 2\n    cloudflare_edge: true\n    budget: {ttfb: 1500ms, total: 5s}\n  - url: example.org\nsmtp:\n  host: mail.example.com\n  security: tls\n  from: probe@example.com\nfeeds:\n  public: false\nalerts:\n  intermittent: {enabled: false}\n",
     )
     .unwrap();
     let run = |json: bool| {
@@ -421,6 +433,9 @@ fn check_config_shows_every_effective_setting_in_words_and_as_json() {
         "smtp: mail.example.com:465 with TLS",
         "intermittent: off",
         "the operator's view",
+        // Phase by phase: the site's own budget over the defaults'.
+        "every 1m, timeout 10s, budget dns 1s, ttfb 1s 500ms, total 5s",
+        "every 1m, timeout 10s, budget dns 1s, ttfb 3s",
     ] {
         assert!(text.contains(words), "{words}:\n{text}");
     }
@@ -429,6 +444,11 @@ fn check_config_shows_every_effective_setting_in_words_and_as_json() {
     assert_eq!(site["edge"], "198.51.100.7:443");
     assert_eq!(site["cert_warning_days"], serde_json::json!([10]));
     assert_eq!(site["burst"], 2);
+    assert_eq!(
+        site["budget"],
+        serde_json::json!({"dns_s": 1.0, "connect_s": null, "tls_s": null, "ttfb_s": 1.5, "total_s": 5.0})
+    );
+    assert_eq!(json["sites"][1]["budget"]["ttfb_s"], 3.0);
     assert_eq!(json["smtp"]["security"], "tls");
     assert_eq!(json["alerts"]["intermittent"]["enabled"], false);
     assert_eq!(json["feeds"]["public"], false);

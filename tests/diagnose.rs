@@ -1,7 +1,7 @@
 //! The diagnosis, table-driven over observations shaped like what each failure shows (FACTS.md:
 //! Cloudflare's codes and pages, nginx's stock pages and timings, WordPress's pages). No network.
 
-use probe::diagnose::{diagnose, Cause, Confidence, DiagnoseSettings, Hop};
+use probe::diagnose::{diagnose, BudgetPhase, Cause, Confidence, DiagnoseSettings, Hop};
 use probe::observe::{
     CertFacts, CertProblem, CloudflareErrorDetails, ErrorKind, Observation, ObservedError,
     PathRole, Phase, PhaseTimings, ResponseFacts, ResponseHeaders, Route, Status, TlsFacts,
@@ -87,7 +87,12 @@ fn tls(days_left: i64, problem: Option<CertProblem>) -> TlsFacts {
             issuer: "CN=Some CA".into(),
             sans: vec![HOST.into()],
             not_before: "2026-01-01T00:00:00Z".into(),
-            not_after: "2027-01-01T00:00:00Z".into(),
+            // The probe started 2026-11-25T12:00:00Z: the expiry `days_left` whole days on.
+            not_after: (time::macros::datetime!(2026-11-25 12:00 UTC)
+                + time::Duration::days(days_left)
+                + time::Duration::hours(1))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
             days_left,
             self_signed: problem == Some(CertProblem::Untrusted),
             cloudflare_origin_ca: false,
@@ -235,6 +240,35 @@ fn cases() -> Vec<Case> {
             evidence: "edge static 200 in 3500 ms",
         },
         Case {
+            name: "the page 3.7 s, the static file 0.9 ms on the origin: PHP is slow",
+            observations: vec![
+                answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>"),
+                static_ok(Edge),
+                answered(Origin, Page, 200, 3694.0, "nginx/1.22.1", "<html>shop</html>"),
+                answered(Origin, Static, 200, 0.9, "nginx/1.22.1", ".dashicons{}"),
+            ],
+            status: Status::Degraded, hop: Hop::OriginFpm, cause: Cause::OriginSlow, confidence: Confidence::High,
+            evidence: "origin 203.0.113.10:443 page 200 in 3694 ms",
+        },
+        Case {
+            name: "the page slow through the edge only, the static file fast: PHP, medium",
+            observations: vec![
+                answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>"),
+                static_ok(Edge),
+            ],
+            status: Status::Degraded, hop: Hop::OriginFpm, cause: Cause::OriginSlow, confidence: Confidence::Medium,
+            evidence: "edge page 200 in 3708 ms",
+        },
+        Case {
+            name: "the page slow with no static file to compare: slow",
+            observations: vec![
+                answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>"),
+                answered(Origin, Page, 200, 3694.0, "nginx/1.22.1", "<html>shop</html>"),
+            ],
+            status: Status::Degraded, hop: Hop::None, cause: Cause::Slow, confidence: Confidence::High,
+            evidence: "edge page 200 in 3708 ms",
+        },
+        Case {
             name: "certificate expiring",
             observations: vec![expiring, origin_ok()],
             status: Status::Degraded, hop: Hop::None, cause: Cause::CertExpiring, confidence: Confidence::High,
@@ -256,7 +290,7 @@ fn cases() -> Vec<Case> {
             name: "edge certificate expired",
             observations: vec![with_tls(edge_ok(), CertProblem::Expired, -2)],
             status: Status::Down, hop: Hop::VisitorEdge, cause: Cause::EdgeCertInvalid, confidence: Confidence::High,
-            evidence: "certificate not valid (expired)",
+            evidence: "edge page: certificate CN=example.com (issuer CN=Some CA) expired on 2026-11-23 (2 days ago)",
         },
         Case {
             name: "521 and the origin refuses us too",
@@ -588,18 +622,115 @@ fn next_steps_use_the_real_url() {
         "{:#?}",
         d.next_steps
     );
+    // openssl dials the edge address probe dialled (--edge / edge:, or DNS's), with the name.
     let mut edge = answered(Edge, Page, 200, 10.0, "nginx", "ok");
     edge.url = "https://example.com:8443/".into();
-    edge.tls = Some(tls(90, Some(CertProblem::Expired)));
+    edge.address = Some("198.51.100.7:8443".parse().unwrap());
+    edge.tls = Some(tls(-2, Some(CertProblem::Expired)));
     let d = diagnose(HOST, &[edge], &DiagnoseSettings::default());
     assert_eq!(d.cause, Cause::EdgeCertInvalid);
     assert!(
-        d.next_steps
-            .iter()
-            .any(|s| s.contains("-connect example.com:8443 ")),
+        d.next_steps[0].starts_with(
+            "echo | openssl s_client -connect 198.51.100.7:8443 -servername example.com "
+        ),
         "{:#?}",
         d.next_steps
     );
+}
+
+/// Certificate problems from the certificate's own dates and names, never the TLS library's
+/// text; an expired certificate's days as "expired N days ago"; and an expiring certificate's
+/// next steps by who renews it, checked where probe dialled.
+#[test]
+fn certificates_in_words() {
+    let settings = DiagnoseSettings::default();
+    let library = "invalid peer certificate: certificate expired: verification time 1796674624 (UNIX), but certificate is not valid after 1743465600 (53209024 seconds ago)";
+    let mut expired = tls(-616, Some(CertProblem::Expired));
+    expired.verify_message = Some(library.into());
+    expired.chain[0].not_after = "2025-04-01T00:00:00Z".into();
+    let mut edge = edge_ok();
+    edge.tls = Some(expired.clone());
+    let d = diagnose(HOST, &[edge, origin_ok()], &settings);
+    assert_eq!(d.cause, Cause::EdgeCertInvalid);
+    assert_eq!(
+        d.summary,
+        "Browsers refuse the certificate the edge presents (CN=example.com): it expired on 2025-04-01 (616 days ago)."
+    );
+    assert_eq!(
+        d.evidence[0],
+        "edge page: certificate CN=example.com (issuer CN=Some CA) expired on 2025-04-01 (616 days ago)"
+    );
+    let all = format!("{d:?}");
+    assert!(!all.contains("UNIX") && !all.contains("-616"), "{d:#?}");
+
+    // The origin's certificate for another name, behind Cloudflare's 526.
+    let mut wrong = tls(300, Some(CertProblem::NameMismatch));
+    wrong.chain[0].sans = vec!["other.test".into(), "www.other.test".into()];
+    let mut origin = origin_ok();
+    origin.tls = Some(wrong);
+    let d = diagnose(HOST, &[cf_error(526, "host"), origin], &settings);
+    assert_eq!(d.cause, Cause::OriginCertNameMismatch);
+    assert!(
+        d.summary.ends_with(
+            "it is for other.test, www.other.test, not for the site's name example.com."
+        ),
+        "{}",
+        d.summary
+    );
+
+    // An expiring certificate: its date, and the steps that renew it.
+    let mut edge = edge_ok();
+    edge.tls = Some(tls(10, None));
+    edge.tls.as_mut().unwrap().chain[0].issuer = "C=US, O=Let's Encrypt, CN=R11".into();
+    edge.cloudflare_address = false;
+    let mut plain = edge.clone();
+    plain.response.as_mut().unwrap().headers.server = Some("nginx".into());
+    plain.response.as_mut().unwrap().headers.cf_ray = None;
+    let d = diagnose(HOST, &[plain, origin_ok()], &settings);
+    assert_eq!(d.cause, Cause::CertExpiring);
+    assert!(
+        d.summary
+            .ends_with("a certificate on the edge route expires in 10 days, on 2026-12-05."),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.next_steps[0]
+            .starts_with("echo | openssl s_client -connect 104.16.1.1:443 -servername example.com")
+            && d.next_steps
+                .iter()
+                .any(|s| s.starts_with("systemctl list-timers | grep -i certbot"))
+            && d.next_steps.iter().any(|s| s.contains("certbot renew")),
+        "{:#?}",
+        d.next_steps
+    );
+    // Behind Cloudflare, the certificate visitors get is Cloudflare's to renew.
+    let d = diagnose(HOST, &[edge_ok_expiring(), origin_ok()], &settings);
+    assert!(
+        d.next_steps
+            .iter()
+            .any(|s| s.contains("managed by the CDN")),
+        "{:#?}",
+        d.next_steps
+    );
+    // A Cloudflare Origin CA certificate on the origin: renewed in Cloudflare's dashboard.
+    let mut origin = origin_ok();
+    origin.tls = Some(tls(10, None));
+    origin.tls.as_mut().unwrap().chain[0].cloudflare_origin_ca = true;
+    let d = diagnose(HOST, &[edge_ok(), origin], &settings);
+    assert_eq!(d.cause, Cause::CertExpiring);
+    assert!(
+        d.next_steps[0].starts_with("echo | openssl s_client -connect 203.0.113.10:443 ")
+            && d.next_steps[1].contains("Origin Server → Create Certificate"),
+        "{:#?}",
+        d.next_steps
+    );
+}
+
+fn edge_ok_expiring() -> Observation {
+    let mut edge = edge_ok();
+    edge.tls = Some(tls(10, None));
+    edge
 }
 
 #[test]
@@ -621,7 +752,9 @@ fn every_cause_from_its_evidence() {
             d.evidence
         );
         assert!(!d.summary.is_empty(), "{}", case.name);
-        let healthy = matches!(d.cause, Cause::Ok | Cause::Slow | Cause::CertExpiring);
+        assert_each_line_once(case.name, &d.evidence);
+        assert_one_stop(case.name, &d.summary);
+        let healthy = d.cause == Cause::Ok;
         assert_eq!(
             d.next_steps.is_empty(),
             healthy || d.cause == Cause::Unknown,
@@ -630,6 +763,236 @@ fn every_cause_from_its_evidence() {
             d.next_steps
         );
     }
+}
+
+/// One full stop or question mark ends each sentence, never two.
+fn assert_one_stop(name: &str, summary: &str) {
+    for doubled in ["?.", "..", ".?", ". ."] {
+        assert!(!summary.contains(doubled), "{name}: {summary}");
+    }
+}
+
+/// What the page answered that it should not, in words: a redirect with where it points, a 4xx
+/// as a question ending with its own mark, nginx's page for plain HTTP on a TLS port.
+#[test]
+fn unexpected_answers_say_what_was_seen() {
+    let moved = |route: Route| {
+        let mut o = answered(route, Page, 301, 30.0, "nginx/1.22.1", "");
+        o.response.as_mut().unwrap().headers.location =
+            Some("https://www.example.com/?token=***".into());
+        o
+    };
+    let only_200 = DiagnoseSettings {
+        expect_status: vec![200],
+        ..DiagnoseSettings::default()
+    };
+    let d = diagnose(HOST, &[moved(Edge), moved(Origin)], &only_200);
+    assert_eq!(
+        d.summary,
+        "Nothing fails, but the edge page answers 301 to https://www.example.com/?token=***: expected 200."
+    );
+    assert!(
+        d.evidence[0].contains(", location https://www.example.com/?token=***"),
+        "{:#?}",
+        d.evidence
+    );
+    let missing = answered(Edge, Page, 404, 3.0, "nginx/1.22.1", "");
+    let d = diagnose(HOST, &[missing], &DiagnoseSettings::default());
+    assert_eq!(
+        d.summary,
+        "Nothing fails, but the edge page answers 404: is the path right?"
+    );
+
+    // An http:// site whose origin address names the TLS port: probe's own request is wrong,
+    // the site is not judged.
+    const PLAIN_TO_TLS: &str = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
+    let http = |mut o: Observation| {
+        o.url = format!("http://{HOST}/");
+        o.tls = None;
+        o
+    };
+    let edge = http(answered(
+        Edge,
+        Page,
+        200,
+        20.0,
+        "nginx/1.22.1",
+        "<html>ok</html>",
+    ));
+    let origin = http(answered(
+        Origin,
+        Page,
+        400,
+        0.6,
+        "nginx/1.22.1",
+        PLAIN_TO_TLS,
+    ));
+    let d = diagnose(HOST, &[edge, origin], &DiagnoseSettings::default());
+    assert_eq!(
+        (d.status, d.cause, d.confidence),
+        (Status::Unknown, Cause::Unknown, Confidence::High),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary.contains("the origin address 203.0.113.10:443 answers 400 \"The plain HTTP request was sent to HTTPS port\"")
+            && d.summary.ends_with("give the origin's plain-HTTP port (origins: [IP:80], --origin IP:80), or probe the site as https://."),
+        "{}",
+        d.summary
+    );
+    assert_one_stop("plain http", &d.summary);
+}
+
+fn assert_each_line_once(name: &str, evidence: &[String]) {
+    for (i, line) in evidence.iter().enumerate() {
+        assert!(
+            !evidence[..i].contains(line),
+            "{name}: {line:?} is said twice: {evidence:#?}"
+        );
+    }
+}
+
+/// The observation a slow verdict leads with is also the first of its route's lines: it is
+/// said once (it was inserted first, then found again among the routes' lines).
+#[test]
+fn the_decisive_line_is_said_once() {
+    let slow_page = answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>");
+    let mut expiring = edge_ok();
+    expiring.tls = Some(tls(10, None));
+    for (name, observations) in [
+        (
+            "slow",
+            vec![slow_page, static_ok(Edge), origin_ok(), static_ok(Origin)],
+        ),
+        ("expiring", vec![expiring, origin_ok()]),
+    ] {
+        let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
+        assert_each_line_once(name, &d.evidence);
+    }
+}
+
+/// A page much slower than the static file is PHP's slowness, said with both figures and the
+/// setting its budget comes from; slowness that is not PHP's stays `slow`, naming its phase's
+/// setting; and a slow site with a certificate close to expiry is slow first.
+#[test]
+fn slowness_names_who_is_slow_and_the_budget_setting() {
+    let settings = DiagnoseSettings::default();
+    let slow_php = vec![
+        answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>"),
+        static_ok(Edge),
+        answered(
+            Origin,
+            Page,
+            200,
+            3694.0,
+            "nginx/1.22.1",
+            "<html>shop</html>",
+        ),
+        answered(Origin, Static, 200, 0.9, "nginx/1.22.1", ".dashicons{}"),
+    ];
+    let d = diagnose(HOST, &slow_php, &settings);
+    assert_eq!(d.cause, Cause::OriginSlow, "{d:#?}");
+    assert_eq!(
+        d.summary,
+        "The page takes 3.7 s to its first byte, over its budget (budget.ttfb = 2s), while nginx serves the static file in 0.9 ms on the same origin: PHP is slow, not the network."
+    );
+    assert!(
+        d.evidence[0].contains("page 200 in 3694 ms")
+            && d.evidence[1].contains("static 200 in 0.9 ms"),
+        "{:#?}",
+        d.evidence
+    );
+    assert!(
+        d.next_steps[0].contains("request_slowlog_timeout")
+            && d.next_steps.iter().any(|s| s.contains("wp profile"))
+            && d.next_steps.iter().any(|s| s.contains("pm = ondemand")),
+        "{:#?}",
+        d.next_steps
+    );
+    assert_each_line_once("slow php", &d.evidence);
+    // The budget is the site's: at 5 s the same page is within it.
+    let patient = DiagnoseSettings {
+        budget: {
+            let mut b = probe::diagnose::Budget::default();
+            b.set(BudgetPhase::Ttfb, std::time::Duration::from_secs(5));
+            b
+        },
+        ..DiagnoseSettings::default()
+    };
+    assert_eq!(diagnose(HOST, &slow_php, &patient).cause, Cause::Ok);
+
+    // Slowness that is not PHP's: each names its phase's setting.
+    let mut slow_dns = edge_ok();
+    slow_dns.timings_ms.dns = Some(1400.0);
+    let mut slow_tls = origin_ok();
+    slow_tls.timings_ms.tls = Some(1700.0);
+    let mut strict = DiagnoseSettings::default();
+    strict
+        .budget
+        .set(BudgetPhase::Dns, std::time::Duration::from_secs(1));
+    strict
+        .budget
+        .set(BudgetPhase::Tls, std::time::Duration::from_millis(500));
+    let cases: Vec<(Vec<Observation>, &DiagnoseSettings, &str)> = vec![
+        (
+            vec![slow_dns, origin_ok(), static_ok(Origin)],
+            &strict,
+            "our DNS lookup of the site's name takes 1.4 s, over its budget (budget.dns = 1s)",
+        ),
+        (
+            vec![edge_ok(), slow_tls, static_ok(Origin)],
+            &strict,
+            "the TLS handshake for the origin page takes 1.7 s, over its budget (budget.tls = 500ms)",
+        ),
+        (
+            vec![
+                answered(Edge, Page, 200, 3708.0, "cloudflare", "<html>shop</html>"),
+                origin_ok(),
+                static_ok(Origin),
+            ],
+            &settings,
+            "while the origin answers the page in 35 ms: the time is spent in front of the origin",
+        ),
+        (
+            vec![
+                answered(Edge, Page, 200, 3708.0, "nginx/1.22.1", "<html>shop</html>"),
+                answered(Edge, Static, 200, 1900.0, "nginx/1.22.1", ".x{}"),
+            ],
+            &settings,
+            "the static file takes 1.9 s too: the host or the network is slow, not PHP alone.",
+        ),
+    ];
+    for (observations, settings, words) in cases {
+        let d = diagnose(HOST, &observations, settings);
+        assert_eq!(
+            (d.status, d.cause),
+            (Status::Degraded, Cause::Slow),
+            "{d:#?}"
+        );
+        assert!(d.summary.contains(words), "{words}: {}", d.summary);
+    }
+
+    // Slow and a certificate 10 days from expiry: the slowness leads, the certificate stays.
+    let mut expiring = slow_php.clone();
+    for o in &mut expiring {
+        o.tls = Some(tls(10, None));
+    }
+    let d = diagnose(HOST, &expiring, &settings);
+    assert_eq!(
+        (d.status, d.cause),
+        (Status::Degraded, Cause::OriginSlow),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary
+            .ends_with("Also, a certificate on the edge route expires in 10 days, on 2026-12-05."),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.evidence.iter().any(|l| l.contains("expires in 10 days")),
+        "{:#?}",
+        d.evidence
+    );
 }
 
 #[test]
@@ -885,7 +1248,10 @@ fn one_slow_request_holding_a_full_pool_is_named_with_the_playbook_advice() {
     let observations = healthy_with(vec![fpm_page(pool(busy, 0))]);
     let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
     assert_eq!(d.cause, Cause::Ok, "{d:#?}");
-    assert!(d.evidence.iter().any(|l| l.contains("1/1 workers busy")));
+    assert!(d
+        .evidence
+        .iter()
+        .any(|l| l.contains("1 of 1 worker busy, 0 idle")));
 }
 
 #[test]
@@ -917,8 +1283,123 @@ fn php_fpm_answering_while_nginx_cannot_reach_it_points_at_fastcgi_pass() {
         (Cause::FpmUnreachable, Confidence::High)
     );
     assert!(
+        d.summary.contains(
+            "PHP-FPM itself runs: pool www answers its status page, 0 of 1 worker busy, 1 idle. So nginx is not talking to it: the socket that fastcgi_pass names for the pages is not the one PHP-FPM listens on"
+        ),
+        "{}",
         d.summary
-            .contains("Yet PHP-FPM itself runs (pool www answers its status page)"),
+    );
+    // The pool runs: "whether PHP-FPM is stopped" would contradict it, and an idle pool has no
+    // full backlog to list as also possible.
+    assert!(!d.summary.contains("is stopped"), "{}", d.summary);
+    assert!(d.alternatives.is_empty(), "{:#?}", d.alternatives);
+    assert!(
+        d.next_steps[0].contains("grep -rn '^listen' /etc/php/*/fpm/pool.d/"),
+        "{:#?}",
+        d.next_steps
+    );
+    // Every worker busy: a full listen backlog answers the same instant 502, so the socket is
+    // not proved wrong, the alternative stays; PHP-FPM still runs, so it is not "stopped".
+    let full = pool(vec![worker(1, "Running", "/export", 9000.0, 3600)], 0);
+    let mut busy = observations.clone();
+    busy[4] = fpm_page(full);
+    let d = diagnose(HOST, &busy, &DiagnoseSettings::default());
+    assert_eq!(d.cause, Cause::FpmUnreachable, "{d:#?}");
+    assert!(
+        d.summary.contains("or at a full listen backlog") && !d.summary.contains("is stopped"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.alternatives
+            .iter()
+            .any(|a| a.cause == Cause::FpmSaturated),
+        "{:#?}",
+        d.alternatives
+    );
+}
+
+/// The worker answering our own status read is free again as soon as the page is sent: it is
+/// never counted busy, the pool keeps its real size, and a slow page beside it is not a full
+/// pool.
+#[test]
+fn the_worker_serving_our_status_read_never_makes_the_pool_look_full() {
+    // A pool of 3: two workers busy with others' requests, the third answering our read.
+    let ours = worker(3, "Running", "/fpm-status", 1.0, 3600);
+    let status = pool(
+        vec![
+            worker(1, "Running", "/feed/", 900.0, 3600),
+            worker(2, "Running", "/shop/", 700.0, 3600),
+            ours,
+        ],
+        0,
+    );
+    assert_eq!((status.idle_processes, status.total_processes), (0, 3));
+    let slow_page = answered(
+        Origin,
+        Page,
+        200,
+        3694.0,
+        "nginx/1.22.1",
+        "<html>shop</html>",
+    );
+    let observations = vec![
+        edge_ok(),
+        static_ok(Edge),
+        slow_page,
+        answered(Origin, Static, 200, 0.9, "nginx/1.22.1", ".dashicons{}"),
+        fpm_page(status),
+    ];
+    let d = diagnose(HOST, &observations, &DiagnoseSettings::default());
+    // The page is PHP's own slowness; with no worker free besides ours, a queue behind our own
+    // edge request is not ruled out: it stays listed.
+    assert_eq!(
+        (d.status, d.hop, d.cause),
+        (Status::Degraded, Hop::OriginFpm, Cause::OriginSlow),
+        "{d:#?}"
+    );
+    assert!(!d.summary.contains("no free worker"), "{}", d.summary);
+    assert!(
+        d.alternatives
+            .iter()
+            .any(|a| a.cause == Cause::FpmSaturated),
+        "{:#?}",
+        d.alternatives
+    );
+    let lines: Vec<&String> = d
+        .evidence
+        .iter()
+        .filter(|l| l.contains("workers busy"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{:#?}", d.evidence);
+    assert!(
+        lines[0].starts_with(
+            "PHP-FPM pool www: 2 of 3 workers busy (besides the one answering this status read), 0 idle"
+        ),
+        "{}",
+        lines[0]
+    );
+    // Read through a status pool of its own (`pm.status_listen`), the same three busy workers
+    // are a full pool: our slow page waited for one of them.
+    let full = pool(
+        vec![
+            worker(1, "Running", "/feed/", 900.0, 3600),
+            worker(2, "Running", "/shop/", 700.0, 3600),
+            worker(3, "Running", "/cart/", 600.0, 3600),
+        ],
+        0,
+    );
+    let mut separate = observations.clone();
+    separate[4] = fpm_page(full);
+    let d = diagnose(HOST, &separate, &DiagnoseSettings::default());
+    assert_eq!(
+        (d.cause, d.confidence),
+        (Cause::FpmSaturated, Confidence::High),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary
+            .contains("no free worker (3 of 3 workers busy, 0 idle) and our page waited for one"),
         "{}",
         d.summary
     );

@@ -149,7 +149,37 @@ async fn the_same_bad_certificate_under_full_mode_still_serves_but_is_flagged() 
             Hop::EdgeOrigin,
             Cause::OriginCertUntrusted,
         ),
-        "certificate is not issued by a trusted CA",
+        "(issuer CN=probe.test) is self-signed (issued by itself)",
+    );
+}
+
+/// The edge speaks plain HTTP (Cloudflare's Flexible mode) to the origin's TLS port: nginx
+/// answers its 400 "The plain HTTP request was sent to HTTPS port", which visitors get through
+/// the edge. Recognised and said with the fix, while the origin answers us over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_speaking_plain_http_to_the_origins_tls_port_is_named() {
+    let lab = EdgeLab::start(&OriginSettings::default(), None, SslMode::Flexible, None).await;
+    let report = probe("edge_plain_http_to_tls_origin", &lab.probe_args("/")).await;
+    assert_diagnosis(
+        &report,
+        (Status::Down, Hop::EdgeOrigin, Cause::OriginTlsHandshake),
+        "nginx's page \"The plain HTTP request was sent to HTTPS port\"",
+    );
+    let d = &report.diagnosis;
+    assert_eq!(d.confidence, Confidence::High, "{d:#?}");
+    assert!(
+        d.summary
+            .contains("the edge speaks plain HTTP to an origin port where nginx expects TLS")
+            && d.summary.contains("Flexible")
+            && d.summary
+                .ends_with("or send it to the origin's plain-HTTP port."),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.next_steps[0].contains("SSL/TLS → Overview"),
+        "{:#?}",
+        d.next_steps
     );
 }
 

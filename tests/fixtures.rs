@@ -28,6 +28,18 @@ const EXPECTED: &[(&str, Cause, Status)] = &[
     ),
     ("lab_fpm_status_waits", Cause::FpmSaturated, Status::Down),
     (
+        "lab_fpm_status_wrong_socket",
+        Cause::FpmUnreachable,
+        Status::Down,
+    ),
+    ("lab_slow_page", Cause::OriginSlow, Status::Degraded),
+    ("lab_plain_http_to_tls", Cause::Unknown, Status::Unknown),
+    (
+        "lab_slow_page_witnessed",
+        Cause::OriginSlow,
+        Status::Degraded,
+    ),
+    (
         "lab_origin_port_closed",
         Cause::OriginRefused,
         Status::Degraded,
@@ -105,6 +117,11 @@ const EXPECTED: &[(&str, Cause, Status)] = &[
         Status::Down,
     ),
     ("edge_internal", Cause::EdgeInternal, Status::Down),
+    (
+        "edge_plain_http_to_tls_origin",
+        Cause::OriginTlsHandshake,
+        Status::Down,
+    ),
 ];
 
 fn fixtures() -> PathBuf {
@@ -138,17 +155,22 @@ fn recorded_lab_runs_are_diagnosed_as_expected() {
             "{name}: the diagnosis drifted from the recorded one; re-record the fixtures if intended"
         );
         assert_eq!(d.evidence.first(), was.evidence.first(), "{name}");
+        // One full stop or question mark ends each sentence, never two.
+        for doubled in ["?.", "..", ".?", ". ."] {
+            assert!(!d.summary.contains(doubled), "{name}: {}", d.summary);
+        }
         // "Also possible" names other causes only; a cause's look-alike forms are said in its
-        // summary.
+        // summary, unless PHP-FPM's own status page told them apart.
         assert!(
             d.alternatives.iter().all(|a| a.cause != d.cause),
             "{name}: {:?}",
             d.alternatives
         );
         if d.cause == Cause::FpmUnreachable {
+            let witnessed = d.summary.contains("PHP-FPM itself runs");
             assert!(
-                d.summary.contains("its socket was renamed"),
-                "{}",
+                witnessed != d.summary.contains("its socket was renamed"),
+                "{name}: {}",
                 d.summary
             );
         }

@@ -153,6 +153,79 @@ async fn a_worker_killed_mid_request_is_fpm_worker_died() {
     );
 }
 
+/// A PHP page that works 3.7 s beside a static file nginx serves in a millisecond: PHP is slow,
+/// not the network (`origin_slow`, hop `origin_fpm`), both figures said, the budget named; with
+/// a budget above it, the same site is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_php_page_beside_a_fast_static_file_is_origin_slow() {
+    let lab = Lab::start(&OriginSettings::default());
+    let args = lab.probe_args("/sleep.php?ms=3700");
+    let report = probe("lab_slow_page", &args).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause, d.confidence),
+        (
+            Status::Degraded,
+            Hop::OriginFpm,
+            Cause::OriginSlow,
+            Confidence::High
+        ),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary.starts_with("The page takes 3.7 s to its first byte, over its budget (budget.ttfb = 2s), while nginx serves the static file in ")
+            && d.summary.ends_with(" on the same origin: PHP is slow, not the network."),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.evidence[0].contains("page 200 in 37") && d.evidence[1].contains("static 200 in"),
+        "{:#?}",
+        d.evidence
+    );
+    for (i, line) in d.evidence.iter().enumerate() {
+        assert!(!d.evidence[..i].contains(line), "said twice: {line}");
+    }
+    let mut patient = args.clone();
+    patient.extend(["--budget".into(), "ttfb=5s".into()]);
+    let report = probe("unused", &patient).await;
+    assert_eq!(report.diagnosis.cause, Cause::Ok, "{:#?}", report.diagnosis);
+}
+
+/// The site probed as http:// on the port where nginx speaks TLS: nginx's 400 "The plain HTTP
+/// request was sent to HTTPS port" is recognised as the probe's own request being wrong — the
+/// site is not judged (unknown), and the fix is said, in one sentence each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_the_tls_port_is_the_probes_own_request() {
+    let lab = Lab::start(&OriginSettings::default());
+    let mut args = lab.probe_args("/");
+    args[0] = format!("http://probe.test:{}/", lab.origin.nginx.port);
+    let report = probe("lab_plain_http_to_tls", &args).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause),
+        (Status::Unknown, Hop::Unknown, Cause::Unknown),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary
+            .starts_with("The request probe sent is plain HTTP to a port where nginx speaks TLS")
+            && d.summary.contains("write the site's URL as https://"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.evidence[0].contains("nginx's page \"The plain HTTP request was sent to HTTPS port\""),
+        "{:#?}",
+        d.evidence
+    );
+    assert!(
+        !d.summary.contains("?.") && !d.summary.contains(".."),
+        "{}",
+        d.summary
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_port_closed_is_origin_refused() {
     let lab = Lab::start(&OriginSettings::default());

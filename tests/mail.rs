@@ -525,7 +525,7 @@ fn a_mail_quotes_what_the_status_page_said() {
     .remove(0);
     let body = &message.body_text;
     assert!(
-        body.contains("PHP-FPM pool www: 3/3 workers busy, listen queue 1")
+        body.contains("PHP-FPM pool www: 3 of 3 workers busy, 0 idle, listen queue 1")
             && body.contains("holding them longest: /sleep.php"),
         "{body}"
     );

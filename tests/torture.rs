@@ -129,6 +129,7 @@ async fn probe(scheme: &str, addr: SocketAddr, ca: &str) -> (ProbeReport, Durati
         timeout: "2s".into(),
         samples: 1,
         expect_status: vec![],
+        budget: vec![],
         follow_redirects: 0,
         redirect_hosts: vec![],
         cloudflare_edge: false,
@@ -913,6 +914,7 @@ async fn probe_name(name: &str, resolver: SocketAddr, port: u16) -> (ProbeReport
         timeout: "2s".into(),
         samples: 1,
         expect_status: vec![],
+        budget: vec![],
         follow_redirects: 0,
         redirect_hosts: vec![],
         cloudflare_edge: false,
@@ -1028,6 +1030,7 @@ async fn redirects_are_followed_a_few_times_and_never_to_another_host() {
             timeout: "2s".into(),
             samples: 1,
             expect_status: vec![],
+            budget: vec![],
             follow_redirects: follow,
             redirect_hosts: hosts,
             cloudflare_edge: false,
@@ -1214,7 +1217,7 @@ async fn hostile_status_pages_never_change_the_verdict() {
         (
             "escapes",
             status_reply(fpm_like("0").as_bytes()),
-            "PHP-FPM pool www: 0/3 workers busy",
+            "PHP-FPM pool www: 0 of 3 workers busy, 3 idle",
         ),
         (
             "cpu past any float",
@@ -1223,7 +1226,7 @@ async fn hostile_status_pages_never_change_the_verdict() {
                     .replace(r#""content length":0"#, r#""content length":0,"last request cpu":1e307"#)
                     .as_bytes(),
             ),
-            "PHP-FPM pool www: 0/3 workers busy",
+            "PHP-FPM pool www: 0 of 3 workers busy, 3 idle",
         ),
         (
             "a worker older than time",
@@ -1232,7 +1235,7 @@ async fn hostile_status_pages_never_change_the_verdict() {
                     .replace(r#""start since":7000,"requests""#, r#""start since":18446744073709551615,"requests""#)
                     .as_bytes(),
             ),
-            "PHP-FPM pool www: 0/3 workers busy",
+            "PHP-FPM pool www: 0 of 3 workers busy, 3 idle",
         ),
         (
             "a huge 403",

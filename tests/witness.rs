@@ -98,7 +98,7 @@ async fn the_status_page_names_the_requests_holding_the_workers() {
         .unwrap_or_else(|| panic!("{:#?}", d.evidence));
     // Two held; the status pages are read before our own page requests start.
     assert!(
-        line.contains("2/3 workers busy") && line.contains("longest: /sleep.php"),
+        line.contains("2 of 3 workers busy, 1 idle") && line.contains("longest: /sleep.php"),
         "{line}"
     );
     // nginx's stub_status, read for real: the held connections are among its active ones.
@@ -145,7 +145,8 @@ async fn every_worker_held_with_requests_queued_is_fpm_saturated_high() {
         "{d:#?}"
     );
     assert!(
-        d.summary.contains("all 3 are busy")
+        d.summary
+            .contains("no free worker (3 of 3 workers busy, 0 idle)")
             && d.summary.contains("in its listen queue")
             && d.summary.contains("/sleep.php"),
         "{}",
@@ -189,6 +190,97 @@ async fn a_status_page_waiting_behind_the_busy_workers_is_saturation() {
         "{:#?}",
         d.evidence
     );
+}
+
+/// nginx passes the pages to a socket nobody listens on while its status location reaches
+/// PHP-FPM (served by the pool's own workers, as on most servers): PHP-FPM runs, nginx is not
+/// talking to it. One count of the workers everywhere, the one answering our read set apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_fpm_answering_its_status_page_beside_instant_502s_is_the_wrong_socket() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut settings = fpm_settings(3);
+    settings.pool.status_listen = false;
+    settings.fastcgi_pass = Some("/run/php/php7.4-fpm.sock".into());
+    let lab = Lab::start(&settings);
+    let args = witness_args(&lab, "/", "5s");
+    let report = probe("lab_fpm_status_wrong_socket", &args).await;
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause, d.confidence),
+        (
+            Status::Down,
+            Hop::OriginFpm,
+            Cause::FpmUnreachable,
+            Confidence::High
+        ),
+        "{d:#?}"
+    );
+    let count = "0 of 3 workers busy (besides the one answering this status read), 2 idle";
+    assert!(
+        d.summary.contains(&format!(
+            "PHP-FPM itself runs: pool www answers its status page, {count}. So nginx is not talking to it"
+        )) && d.summary.contains("fastcgi_pass"),
+        "{}",
+        d.summary
+    );
+    // No sentence saying it might be stopped, no backlog against an idle pool.
+    assert!(!d.summary.contains("is stopped"), "{}", d.summary);
+    assert!(d.alternatives.is_empty(), "{:#?}", d.alternatives);
+    let lines: Vec<&String> = d.evidence.iter().filter(|l| l.contains("busy")).collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with(&format!("PHP-FPM pool www: {count}")),
+        "{:#?}",
+        d.evidence
+    );
+    // The table counts the workers as the evidence does.
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_, table) = support::run_cli(&arg_refs).await;
+    assert!(
+        table.contains(&format!(
+            "status PHP-FPM pool www (static): {count}, listen queue"
+        )),
+        "{table}"
+    );
+    assert!(!table.contains(" active, "), "{table}");
+}
+
+/// A slow page while the pool's status page, answered by one of its own workers, shows free
+/// workers: PHP's own time (`origin_slow`), never a full pool because of the worker serving us;
+/// nothing left "also possible".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_page_beside_free_workers_is_origin_slow_not_saturation() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut settings = fpm_settings(4);
+    settings.pool.status_listen = false;
+    let lab = Lab::start(&settings);
+    let held = lab.origin.hold_a_worker(9000);
+    let report = probe(
+        "lab_slow_page_witnessed",
+        &witness_args(&lab, "/sleep.php?ms=3000", "8s"),
+    )
+    .await;
+    drop(held);
+    let d = &report.diagnosis;
+    assert_eq!(
+        (report.status, d.hop, d.cause, d.confidence),
+        (
+            Status::Degraded,
+            Hop::OriginFpm,
+            Cause::OriginSlow,
+            Confidence::High
+        ),
+        "{d:#?}"
+    );
+    assert!(
+        d.summary.contains("PHP is slow, not the network")
+            && d.summary.contains(
+                "pool www, 1 of 4 workers busy (besides the one answering this status read), 2 idle;"
+            )
+            && d.summary.contains("the page did not wait for one"),
+        "{}",
+        d.summary
+    );
+    assert!(d.alternatives.is_empty(), "{:#?}", d.alternatives);
 }
 
 /// A refused (403), missing (404) or unreadable status page is one line of evidence; the

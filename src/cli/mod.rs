@@ -8,6 +8,7 @@ pub mod commands;
 
 use clap::Parser;
 
+use crate::diagnose::BudgetPhase;
 use crate::settings::{self, Nameserver, Place, ProbeSettings, Problem, SiteInput, Written};
 
 /// Most --samples accepted for one ad-hoc run.
@@ -74,6 +75,12 @@ pub struct Cli {
     /// (default: any status below 400).
     #[arg(long, value_name = "CODE,…", value_delimiter = ',')]
     pub expect_status: Vec<u16>,
+
+    /// How long a phase may take before a working site is slow, e.g. ttfb=2s (the default),
+    /// dns=1s, connect=1s, tls=1s, total=5s. Repeatable, or comma-separated; a phase without
+    /// one is not judged (budget: in probes.yaml).
+    #[arg(long, value_name = "PHASE=DUR", value_delimiter = ',')]
+    pub budget: Vec<String>,
 
     /// Follow up to N redirects to the same scheme, host and port (at most 5; default: none,
     /// a redirect is recorded as it is). Other hosts only when named by --redirect-host.
@@ -370,6 +377,16 @@ impl Cli {
             .map(|h| flag("--redirect-host", h))
             .collect();
         input.cloudflare_edge = self.cloudflare_edge;
+        for written in &self.budget {
+            let (key, value) = written.split_once('=').unwrap_or((written, ""));
+            let phase = BudgetPhase::from_key(key.trim()).ok_or_else(|| UsageError::Argument {
+                argument: "--budget",
+                message: format!(
+                    "{written:?}: write PHASE=DURATION, PHASE one of dns, connect, tls, ttfb, total (e.g. ttfb=2s)"
+                ),
+            })?;
+            input.budget.push((phase, flag("--budget", value)));
+        }
         input.fpm_status = self.fpm_status.as_deref().map(|p| flag("--fpm-status", p));
         input.nginx_status = self
             .nginx_status
@@ -529,6 +546,18 @@ mod tests {
                 &["example.com", "--ca-file", "/nonexistent/ca.pem"],
                 "--ca-file: cannot read CA file /nonexistent/ca.pem",
             ),
+            (
+                &["example.com", "--budget", "fast=1s"],
+                "--budget: \"fast=1s\": write PHASE=DURATION",
+            ),
+            (
+                &["example.com", "--budget", "ttfb=2s,tls=soon"],
+                "--budget \"soon\" is not a duration",
+            ),
+            (
+                &["example.com", "--budget", "ttfb=20m"],
+                "--budget \"20m\": must be at most 10m",
+            ),
         ];
         for (args, expected) in cases {
             let err = cli(args).settings().unwrap_err().to_string();
@@ -545,5 +574,19 @@ mod tests {
         assert!(settings.origins.is_empty());
         assert_eq!(settings.shared.nameserver, Nameserver::System);
         assert_eq!(cli(&["example.com"]).output(), OutputFormat::Table);
+        assert_eq!(settings.shared.diagnose.budget.describe(), "ttfb 2s");
+        let budget = cli(&[
+            "example.com",
+            "--budget",
+            "ttfb=3s,dns=1s",
+            "--budget",
+            "total=5s",
+        ])
+        .settings()
+        .unwrap()
+        .shared
+        .diagnose
+        .budget;
+        assert_eq!(budget.describe(), "dns 1s, ttfb 3s, total 5s");
     }
 }

@@ -510,11 +510,12 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {}  {}  {origins}{static_path}  every {}, timeout {}",
+            "  {}  {}  {origins}{static_path}  every {}, timeout {}, budget {}",
             p(&site.name),
             p(probe.target.url()),
             d(site.interval),
-            d(probe.shared.timeout)
+            d(probe.shared.timeout),
+            probe.shared.diagnose.budget.describe()
         );
         let more = site_details(site, &c.alerts.to);
         if !more.is_empty() {
@@ -717,6 +718,20 @@ fn site_details(site: &Site, default_to: &[String]) -> Vec<String> {
     more
 }
 
+/// A site's time budgets in seconds, `null` for a phase that is not judged.
+fn budget_json(budget: &crate::diagnose::Budget) -> serde_json::Value {
+    crate::diagnose::BudgetPhase::ALL
+        .into_iter()
+        .map(|phase| {
+            (
+                format!("{}_s", phase.key()),
+                serde_json::json!(budget.get(phase).map(|d| d.as_secs_f64())),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// The checked config, every effective setting, as JSON (`probe check-config --json`); secrets
 /// are named by their variables, never shown, and webhook URLs only by their endpoint.
 pub fn summary_json(path: &Path, loaded: &Loaded) -> serde_json::Value {
@@ -737,6 +752,7 @@ pub fn summary_json(path: &Path, loaded: &Loaded) -> serde_json::Value {
                 "static_path": probe.static_path.as_deref(),
                 "interval_s": secs(site.interval),
                 "timeout_s": secs(shared.timeout),
+                "budget": budget_json(&shared.diagnose.budget),
                 "cert_warning_days": shared.diagnose.cert_warning_days,
                 "expect_status": shared.diagnose.expect_status,
                 "follow_redirects": shared.follow_redirects,

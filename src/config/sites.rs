@@ -15,6 +15,7 @@ use serde_saphyr::Spanned;
 
 use super::problems::{written, Checker, ConfigProblem};
 use super::Text;
+use crate::diagnose::BudgetPhase;
 use crate::settings::{self, ProbeSettings, SharedSettings, SiteInput, Target};
 
 /// Per-site settings with a default.
@@ -65,6 +66,46 @@ pub struct SiteDefaults {
     /// A header the status requests carry (a token the origin checks), its value from the
     /// environment.
     pub status_header: Option<StatusHeaderConfig>,
+    /// How long each phase may take before a working site is slow; a site's own budget
+    /// overrides these phase by phase.
+    pub budget: Option<BudgetConfig>,
+}
+
+/// `budget: {ttfb: 2s, total: 5s, dns: 1s, connect: 1s, tls: 1s}`: how long each phase of an
+/// answer may take (durations like the timeout) before a working site is `slow` (or
+/// `origin_slow`, when the page is slow and the static file is not). A phase without a budget
+/// is not judged.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Our own DNS lookup of the site's name. Default: not judged.
+    #[schemars(with = "Option<String>")]
+    pub dns: Option<Text>,
+    /// The TCP handshake. Default: not judged.
+    #[schemars(with = "Option<String>")]
+    pub connect: Option<Text>,
+    /// The TLS handshake. Default: not judged.
+    #[schemars(with = "Option<String>")]
+    pub tls: Option<Text>,
+    /// Request sent to the first byte of the answer. Default 2s.
+    #[schemars(with = "Option<String>")]
+    pub ttfb: Option<Text>,
+    /// The whole request, every phase and the body included. Default: not judged.
+    #[schemars(with = "Option<String>")]
+    pub total: Option<Text>,
+}
+
+impl BudgetConfig {
+    /// The value written for `phase`, if any.
+    fn get(&self, phase: BudgetPhase) -> Option<&Text> {
+        match phase {
+            BudgetPhase::Dns => self.dns.as_ref(),
+            BudgetPhase::Connect => self.connect.as_ref(),
+            BudgetPhase::Tls => self.tls.as_ref(),
+            BudgetPhase::Ttfb => self.ttfb.as_ref(),
+            BudgetPhase::Total => self.total.as_ref(),
+        }
+    }
 }
 
 /// `status_header: {name: X-Status-Token, value_env: FPM_STATUS_TOKEN}`.
@@ -176,6 +217,8 @@ pub struct SiteConfig {
     #[schemars(with = "Option<String>")]
     pub nginx_status: Option<Box<Text>>,
     pub status_header: Option<Box<StatusHeaderConfig>>,
+    /// This site's time budgets, phase by phase over `defaults.budget`.
+    pub budget: Option<Box<BudgetConfig>>,
     /// Addresses this site's alerts go to, instead of `alerts.to`.
     #[schemars(with = "Option<Vec<String>>")]
     pub alert_to: Option<Vec<Text>>,
@@ -400,6 +443,19 @@ impl<'a> SiteChecker<'a> {
                 value: std::env::var(var.value.trim()).ok(),
                 value_env: var,
             });
+        }
+        // Phase by phase: the site's own budget, else the defaults'.
+        for phase in BudgetPhase::ALL {
+            let own = site.budget.as_deref().and_then(|b| b.get(phase));
+            let default = defaults.budget.as_ref().and_then(|b| b.get(phase));
+            let written = match (own, default) {
+                (Some(value), _) => Some(written(value, format!("{at}.budget.{}", phase.key()))),
+                (None, Some(value)) => {
+                    Some(written(value, format!("defaults.budget.{}", phase.key())))
+                }
+                (None, None) => None,
+            };
+            input.budget.extend(written.map(|w| (phase, w)));
         }
         let (probe, problems) = settings::check_site(&input, self.default_timeout);
         drop(input);

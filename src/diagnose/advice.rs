@@ -4,12 +4,13 @@
 use super::recognise::Proxy;
 use super::Cause;
 
-/// What the commands are filled with: the site's name, the page URL, an origin `IP:PORT`, and
-/// the proxy that answered when it is not the usual nginx.
+/// What the commands are filled with: the site's name, the page URL, an origin `IP:PORT`, the
+/// edge `IP:PORT` probe dialled, and the proxy that answered when it is not the usual nginx.
 pub struct AdviceContext<'a> {
     pub host: &'a str,
     pub url: &'a str,
     pub origin: Option<String>,
+    pub edge: Option<String>,
     pub proxy: Option<Proxy>,
 }
 
@@ -20,18 +21,24 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
     let host = ctx.host;
     let url = ctx.url;
     let origin = ctx.origin.clone().unwrap_or_else(|| "ORIGIN_IP:443".into());
-    // The edge's host:port as the URL names it (not always 443).
-    let edge = url::Url::parse(url)
-        .ok()
-        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
-        .unwrap_or_else(|| format!("{host}:443"));
+    // The edge address probe dialled; else the URL's host:port (not always 443).
+    let edge = ctx.edge.clone().unwrap_or_else(|| {
+        url::Url::parse(url)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| format!("{host}:443"))
+    });
     if let Some(proxy) = ctx.proxy.as_ref().filter(|p| **p != Proxy::Nginx) {
         if let Some(lines) = proxy_steps(proxy, cause, url, &origin) {
             return lines;
         }
     }
     let lines: Vec<String> = match cause {
-        Cause::Ok | Cause::CertExpiring | Cause::Slow | Cause::Unknown => vec![],
+        Cause::Ok | Cause::CertExpiring | Cause::Unknown => vec![],
+        Cause::Slow => vec![
+            format!("curl -so /dev/null -w 'dns %{{time_namelookup}} connect %{{time_connect}} tls %{{time_appconnect}} ttfb %{{time_starttransfer}} total %{{time_total}}\\n' '{url}'    # which phase is slow, from here and from another network"),
+            format!("mtr -rwc 20 {host}    # loss or a long path on the way"),
+        ],
         Cause::DnsFailure => vec![
             format!("dig +trace {host}    # which server gives the failing answer"),
             format!("dig NS {host} && dig SOA {host}    # delegation and zone still in place?"),
@@ -107,9 +114,11 @@ pub fn next_steps(cause: Cause, ctx: &AdviceContext<'_>) -> Vec<String> {
             "tail -n 20 /var/log/nginx/error.log | grep 'Connection reset by peer'".into(),
         ],
         Cause::OriginSlow => vec![
-            "grep -rn 'request_slowlog_timeout\\|slowlog' /etc/php/*/fpm/pool.d/    # find the slow script".into(),
-            format!("curl -sk -o /dev/null -w 'ttfb %{{time_starttransfer}}s\\n' --connect-to ::{origin} '{url}'"),
-            "mysqladmin processlist    # slow queries holding PHP?".into(),
+            "grep -rn 'request_slowlog_timeout\\|slowlog' /etc/php/*/fpm/pool.d/    # set request_slowlog_timeout = 3s and reload PHP-FPM: the slow log shows the PHP stack of every request over it".into(),
+            format!("curl -sk -o /dev/null -w 'ttfb %{{time_starttransfer}}s\\n' --connect-to ::{origin} '{url}'    # again, and against the static file: only PHP pages slow?"),
+            format!("wp plugin list --status=active; wp profile stage --all --url='{url}'    # which plugin or hook takes the time (wp-cli's profile command; or the Query Monitor plugin)"),
+            "mysqladmin processlist; mysql -e \"SHOW GLOBAL STATUS LIKE 'Slow_queries'\"    # a slow query holding the page? (slow_query_log names it)".into(),
+            "grep -rnE '^pm|^request_terminate' /etc/php/*/fpm/pool.d/; grep -rn 'opcache.enable' /etc/php/*/fpm/    # pm = ondemand starts a worker for a request after idling; opcache off compiles every script on every request".into(),
         ],
         Cause::DatabaseUnreachable => vec![
             "systemctl status mariadb mysql".into(),

@@ -6,15 +6,20 @@
 //! application), and the first that fits names the cause.
 
 mod advice;
+pub mod budget;
+pub mod certificate;
 pub mod pattern;
 pub mod recognise;
 mod rules;
+mod slowness;
+mod unexpected;
 pub mod witness;
 
 use serde::{Deserialize, Serialize};
 
 use crate::observe::{Observation, Status};
 
+pub use budget::{Budget, BudgetPhase};
 pub use rules::DiagnoseSettings;
 
 /// The arrow of the chain that broke.

@@ -33,6 +33,9 @@ pub enum Generator {
     CloudflareJson { code: Option<u16> },
     /// nginx's built-in error page.
     NginxStock,
+    /// nginx's 400 "The plain HTTP request was sent to HTTPS port": plain HTTP reached a port
+    /// where nginx speaks TLS (`listen … ssl`).
+    NginxPlainHttpToTls,
     /// Apache's built-in error page.
     ApacheStock,
     /// LiteSpeed's built-in error page.
@@ -84,6 +87,9 @@ impl Generator {
                 None => "Cloudflare JSON error".into(),
             },
             Generator::NginxStock => "stock nginx page".into(),
+            Generator::NginxPlainHttpToTls => {
+                "nginx's page \"The plain HTTP request was sent to HTTPS port\"".into()
+            }
             Generator::ApacheStock => "stock Apache page".into(),
             Generator::LiteSpeedStock => "stock LiteSpeed page".into(),
             Generator::ApacheProxyError => "Apache mod_proxy error page".into(),
@@ -146,6 +152,11 @@ pub fn generator(response: &ResponseFacts) -> Generator {
         return Generator::WordPressMaintenance;
     }
     if response.status >= 400 {
+        // Its own 400 page (measured on nginx 1.22), before the generic stock page it also is.
+        if response.status == 400 && lower.contains("the plain http request was sent to https port")
+        {
+            return Generator::NginxPlainHttpToTls;
+        }
         if lower.contains("<center>nginx") {
             return Generator::NginxStock;
         }
@@ -224,7 +235,7 @@ impl Proxy {
 /// Which proxy answered `response` (its own error page first, then its `Server` header).
 pub fn proxy(response: &ResponseFacts) -> Proxy {
     match generator(response) {
-        Generator::NginxStock => return Proxy::Nginx,
+        Generator::NginxStock | Generator::NginxPlainHttpToTls => return Proxy::Nginx,
         Generator::ApacheStock | Generator::ApacheProxyError => return Proxy::Apache,
         Generator::EnvoyStock => return Proxy::Envoy,
         Generator::TraefikStock => return Proxy::Traefik,
@@ -438,6 +449,8 @@ mod tests {
         }
     }
 
+    const NGINX_PLAIN_HTTP_TO_TLS: &str = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
+
     #[test]
     fn origin_and_application_pages() {
         let nginx_502 = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
@@ -452,6 +465,8 @@ mod tests {
             (response(502, "Apache/2.4.57 (Debian)", false, APACHE_PROXY_502), Generator::ApacheProxyError),
             (response(503, "envoy", false, ENVOY_503), Generator::EnvoyStock),
             (response(502, "Caddy", false, ""), Generator::CaddyStock),
+            // As nginx 1.22 answered plain HTTP on its TLS port in the lab.
+            (response(400, "nginx/1.22.1", false, NGINX_PLAIN_HTTP_TO_TLS), Generator::NginxPlainHttpToTls),
             // Through Cloudflare, the origin's own page passes unchanged.
             (response(500, "cloudflare", true, "<h1>Error establishing a database connection</h1>"), Generator::WordPressDatabaseError),
         ];

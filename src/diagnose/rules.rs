@@ -4,7 +4,11 @@
 use crate::observe::{CertProblem, ErrorKind, Observation, PathRole, Phase, Route, Status};
 
 use super::advice::{self, AdviceContext};
+use super::budget::Budget;
+use super::certificate;
 use super::recognise::{self, CloudflareBox, Generator, Proxy};
+use super::slowness;
+use super::unexpected;
 use super::witness;
 use super::{Alternative, Cause, Confidence, Diagnosis};
 use crate::observe::witness::WitnessCounters;
@@ -15,8 +19,8 @@ pub struct DiagnoseSettings {
     /// Days before a certificate's expiry at which a notice goes out, largest first (never
     /// empty): a certificate within the largest degrades the site.
     pub cert_warning_days: Vec<i64>,
-    /// A healthy answer slower than this (time to first byte) degrades the site.
-    pub slow_ttfb_ms: f64,
+    /// How long each phase of a healthy answer may take before the site is slow.
+    pub budget: Budget,
     /// Statuses the page may answer with while healthy (e.g. 401 for a site behind a login);
     /// empty: any status below 400. Static files must always answer below 400.
     pub expect_status: Vec<u16>,
@@ -29,7 +33,7 @@ impl Default for DiagnoseSettings {
     fn default() -> Self {
         Self {
             cert_warning_days: vec![14, 7, 3, 1],
-            slow_ttfb_ms: 2000.0,
+            budget: Budget::default(),
             expect_status: Vec::new(),
             cloudflare_edge_declared: false,
         }
@@ -59,10 +63,16 @@ pub(super) struct Verdict {
     pub(super) steps: Vec<String>,
     /// The server's own status page confirmed the cause: no alternative is left open.
     pub(super) witnessed: bool,
+    /// The evidence told apart the forms of the cause that look alike from outside: the
+    /// sentence listing them (`advice::variants`) would contradict it.
+    pub(super) variants_ruled_out: bool,
+    /// The status when the rule knows better than the routes' own measure (a 400 every visitor
+    /// gets is down; a probe that asked wrongly judges nothing).
+    pub(super) status: Option<Status>,
 }
 
 impl Verdict {
-    fn new(
+    pub(super) fn new(
         cause: Cause,
         confidence: Confidence,
         summary: impl Into<String>,
@@ -76,6 +86,8 @@ impl Verdict {
             proxy: None,
             steps: Vec::new(),
             witnessed: false,
+            variants_ruled_out: false,
+            status: None,
         }
     }
 
@@ -114,7 +126,7 @@ impl<'a> View<'a> {
         }
     }
 
-    fn groups(&self) -> [&Vec<&'a Observation>; 4] {
+    pub(super) fn groups(&self) -> [&Vec<&'a Observation>; 4] {
         [
             &self.edge_page,
             &self.origin_page,
@@ -137,7 +149,7 @@ pub(super) fn diagnose(
         .or_else(|| cloudflare_error(&view).map(|v| claimed_edge(&view, settings, v)))
         .or_else(|| failing_chain(&view))
         .or_else(|| healthy(&view, settings))
-        .or_else(|| unexpected_answer(&view, settings))
+        .or_else(|| unexpected::unexpected_answer(&view, settings))
         .unwrap_or_else(|| unknown(&view));
     let verdict = witness::weigh(&view, settings, previous, verdict);
     finish(host, &view, settings, verdict)
@@ -211,21 +223,21 @@ fn edge_certificate(view: &View<'_>) -> Option<Verdict> {
         .iter()
         .chain(&view.edge_static)
         .find(|o| o.tls.as_ref().is_some_and(|t| !t.verified))?;
-    let tls = o.tls.as_ref()?;
-    let problem = tls.verify_error.map_or("invalid", CertProblem::as_str);
-    let leaf = tls.leaf();
-    let detail = leaf
-        .map(|l| format!(" ({}, {} days left)", l.subject, l.days_left))
+    // In words from the certificate's own dates and names, never the TLS library's message.
+    let problem = certificate::problem(o)?;
+    let line = certificate::evidence(&who(o), o)
+        .unwrap_or_else(|| format!("{}: certificate {problem}", who(o)));
+    let subject = o
+        .tls
+        .as_ref()
+        .and_then(|t| t.leaf())
+        .map(|leaf| format!(" ({})", leaf.subject))
         .unwrap_or_default();
     Some(Verdict::new(
         Cause::EdgeCertInvalid,
         Confidence::High,
-        format!("Browsers refuse the certificate the edge presents: {problem}{detail}."),
-        vec![format!(
-            "{}: certificate not valid ({problem}): {}",
-            who(o),
-            tls.verify_message.as_deref().unwrap_or("")
-        )],
+        format!("Browsers refuse the certificate the edge presents{subject}: it {problem}."),
+        vec![line],
     ))
 }
 
@@ -322,24 +334,25 @@ fn cloudflare_error(view: &View<'_>) -> Option<Verdict> {
         ),
         (526, _) => {
             let tls = origin.and_then(|o| o.tls.as_ref());
-            let (cause, confidence, what) = match tls {
-                Some(t) if t.verify_error == Some(CertProblem::Expired) => {
-                    (Cause::OriginCertExpired, Confidence::High, "has expired".to_string())
+            let what = origin.and_then(certificate::problem);
+            let (cause, confidence, what) = match (tls, what) {
+                (Some(t), Some(what)) if t.verify_error == Some(CertProblem::Expired) => {
+                    (Cause::OriginCertExpired, Confidence::High, what)
                 }
-                Some(t) if t.name_matches == Some(false) || t.verify_error == Some(CertProblem::NameMismatch) => {
-                    (Cause::OriginCertNameMismatch, Confidence::High, "does not cover the site's name".to_string())
+                (Some(t), Some(what)) if t.name_matches == Some(false) || t.verify_error == Some(CertProblem::NameMismatch) => {
+                    (Cause::OriginCertNameMismatch, Confidence::High, what)
                 }
-                Some(t) if !t.verified => (Cause::OriginCertUntrusted, Confidence::High, "is not issued by a trusted CA (self-signed or unknown issuer)".to_string()),
+                (Some(_), Some(what)) => (Cause::OriginCertUntrusted, Confidence::High, what),
                 _ => (Cause::OriginCertUntrusted, Confidence::Low, "is refused by Full (strict) mode".to_string()),
             };
             let certificate_line = tls.and_then(|t| {
                 t.leaf().map(|leaf| {
                     format!(
-                        "origin certificate: {} · issuer {} · {} days left · {}",
+                        "origin certificate: {} · issuer {} · {} · {}",
                         leaf.subject,
                         leaf.issuer,
-                        leaf.days_left,
-                        t.verify_error.map_or("verified", CertProblem::as_str)
+                        certificate::days_left(leaf.days_left),
+                        if t.verified { "verified" } else { "not valid" }
                     )
                 })
             });
@@ -686,39 +699,20 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
             Some((*o, tls))
         });
     if let Some((o, tls)) = bad_origin_cert {
-        let (cause, what) = match tls.verify_error {
-            Some(CertProblem::Expired) => (Cause::OriginCertExpired, "has expired"),
-            Some(CertProblem::NameMismatch) => (
-                Cause::OriginCertNameMismatch,
-                "does not cover the site's name",
-            ),
-            _ if tls.name_matches == Some(false) => (
-                Cause::OriginCertNameMismatch,
-                "does not cover the site's name",
-            ),
-            _ => (
-                Cause::OriginCertUntrusted,
-                "is not issued by a trusted CA (self-signed or unknown issuer)",
-            ),
+        let cause = match tls.verify_error {
+            Some(CertProblem::Expired) => Cause::OriginCertExpired,
+            Some(CertProblem::NameMismatch) => Cause::OriginCertNameMismatch,
+            _ if tls.name_matches == Some(false) => Cause::OriginCertNameMismatch,
+            _ => Cause::OriginCertUntrusted,
         };
-        let leaf = tls.leaf().map(|l| {
-            format!(
-                "{} · issuer {} · {} days left",
-                l.subject, l.issuer, l.days_left
-            )
-        });
-        evidence.insert(
-            0,
-            format!(
-                "{}: certificate {what}: {}",
-                who(o),
-                leaf.unwrap_or_default()
-            ),
-        );
+        let what = certificate::problem(o).unwrap_or_else(|| "is not valid".to_string());
+        if let Some(line) = certificate::evidence(&who(o), o) {
+            lead_with(&mut evidence, line);
+        }
         return Some(Verdict::new(
             cause,
             Confidence::Medium,
-            format!("Every route answers, but the origin certificate {what}: the edge must be skipping verification (Cloudflare Full, not Full strict); strict mode would fail with 526."),
+            format!("Every route answers, but the origin certificate {what}. The edge must be skipping verification (Cloudflare Full, not Full strict); strict mode would fail with 526."),
             evidence,
         ));
     }
@@ -730,90 +724,50 @@ fn healthy(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
             .find(|c| (0..settings.cert_window()).contains(&c.days_left))?;
         Some((*o, cert))
     });
+    let expiring_line = |o: &Observation, cert: &crate::observe::CertFacts| {
+        format!(
+            "{}: certificate {} (issuer {}) {}",
+            who(o),
+            cert.subject,
+            cert.issuer,
+            certificate::expires(cert)
+        )
+    };
+    // Slowness needs action now, a certificate within its warning window in days: the slowness
+    // leads, the certificate stays in the summary and the evidence.
+    if let Some(mut verdict) = slowness::judge(view, &settings.budget, evidence.clone()) {
+        if let Some((o, cert)) = expiring {
+            verdict.summary.push_str(&format!(
+                " Also, a certificate on the {} route {}.",
+                o.route.as_str(),
+                certificate::expires(cert)
+            ));
+            verdict
+                .evidence
+                .insert(2.min(verdict.evidence.len()), expiring_line(o, cert));
+        }
+        return Some(verdict);
+    }
     if let Some((o, cert)) = expiring {
-        evidence.insert(
-            0,
-            format!(
-                "{}: certificate {} expires in {} days ({})",
-                who(o),
-                cert.subject,
-                cert.days_left,
-                cert.not_after
-            ),
-        );
-        return Some(Verdict::new(
+        lead_with(&mut evidence, expiring_line(o, cert));
+        let mut verdict = Verdict::new(
             Cause::CertExpiring,
             Confidence::High,
             format!(
-                "Everything answers, but a certificate on the {} route expires in {} days.",
+                "Everything answers, but a certificate on the {} route {}.",
                 o.route.as_str(),
-                cert.days_left
+                certificate::expires(cert)
             ),
             evidence,
-        ));
-    }
-    let slow = all
-        .iter()
-        .filter(|o| o.timings_ms.ttfb.is_some_and(|t| t > settings.slow_ttfb_ms))
-        .max_by(|a, b| {
-            a.timings_ms
-                .ttfb
-                .partial_cmp(&b.timings_ms.ttfb)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
-    if let Some(o) = slow {
-        evidence.insert(0, describe(o));
-        return Some(Verdict::new(
-            Cause::Slow,
-            Confidence::High,
-            format!(
-                "Everything answers, but the {} {} takes {} to its first byte (budget {}).",
-                o.route.as_str(),
-                o.path_role.as_str(),
-                format_ms(o.timings_ms.ttfb.unwrap_or_default()),
-                format_ms(settings.slow_ttfb_ms)
-            ),
-            evidence,
-        ));
+        );
+        verdict.steps = certificate::expiring_steps(o, cert);
+        return Some(verdict);
     }
     Some(Verdict::new(
         Cause::Ok,
         Confidence::High,
         "Every route answers as expected.",
         evidence,
-    ))
-}
-
-/// Nothing fails, but some path answers what it should not: a 4xx (most often a wrong path in
-/// the probe's settings) or a status outside the site's `expect_status`.
-fn unexpected_answer(view: &View<'_>, settings: &DiagnoseSettings) -> Option<Verdict> {
-    let o = view
-        .groups()
-        .into_iter()
-        .flatten()
-        .find(|o| !is_failing(o) && !as_expected(o, settings))?;
-    let status = o.response.as_ref()?.status;
-    let expected = &settings.expect_status;
-    let what = if still_redirecting(o) {
-        format!(
-            "still a redirect after following {} (a redirect loop?)",
-            o.redirects.len()
-        )
-    } else if o.path_role == PathRole::Page && !expected.is_empty() {
-        let list: Vec<String> = expected.iter().map(u16::to_string).collect();
-        format!("expected {}", list.join(" or "))
-    } else {
-        "is the path right?".to_string()
-    };
-    Some(Verdict::new(
-        Cause::Unknown,
-        Confidence::Low,
-        format!(
-            "Nothing fails, but the {} {} answers {status}: {what}.",
-            o.route.as_str(),
-            o.path_role.as_str()
-        ),
-        vec![describe(o)],
     ))
 }
 
@@ -833,36 +787,54 @@ fn unknown(view: &View<'_>) -> Verdict {
 
 // ---- assembling the diagnosis ---------------------------------------------------------------
 
+/// Puts `line` first among the evidence, and nowhere else.
+pub(super) fn lead_with(evidence: &mut Vec<String>, line: String) {
+    evidence.retain(|l| *l != line);
+    evidence.insert(0, line);
+}
+
 fn finish(
     host: &str,
     view: &View<'_>,
     settings: &DiagnoseSettings,
     mut verdict: Verdict,
 ) -> Diagnosis {
-    // Every route's view follows the decisive lines, once.
+    // Every route's view follows the decisive lines; each line is said once, where it first
+    // appears (a rule may have led with a line that is also its route's own).
     for group in view.groups() {
         if let Some(o) = worst(group) {
-            let line = describe(o);
-            if !verdict.evidence.contains(&line) {
-                verdict.evidence.push(line);
-            }
+            verdict.evidence.push(describe(o));
         }
     }
-    let status = status(view, settings, verdict.cause);
+    let mut seen = std::collections::HashSet::new();
+    verdict.evidence.retain(|line| seen.insert(line.clone()));
+    let status = verdict
+        .status
+        .unwrap_or_else(|| status(view, settings, verdict.cause));
     let origin = view
         .origin_page
         .first()
         .and_then(|o| o.address)
         .map(|a| a.to_string());
     let url = view.edge_page.first().map_or("", |o| o.url.as_str());
+    // The edge address probe dialled (`--edge`, `edge:`, or what DNS gave), so a command
+    // reaches the same edge.
+    let edge = view
+        .edge_page
+        .first()
+        .and_then(|o| o.address)
+        .map(|a| a.to_string());
     let ctx = AdviceContext {
         host,
         url,
         origin,
+        edge,
         proxy: verdict.proxy.clone(),
     };
     let origin_probed = !view.origin_page.is_empty();
-    if let Some(variants) = advice::variants(verdict.cause) {
+    if let Some(variants) = advice::variants(verdict.cause)
+        .filter(|_| !verdict.witnessed && !verdict.variants_ruled_out)
+    {
         verdict.summary.push(' ');
         verdict.summary.push_str(variants);
     }
@@ -924,13 +896,13 @@ fn phase_of(o: &Observation) -> Option<Phase> {
     o.error.as_ref().map(|e| e.phase)
 }
 
-fn is_failing(o: &Observation) -> bool {
+pub(super) fn is_failing(o: &Observation) -> bool {
     o.error.is_some() || o.response.as_ref().is_none_or(|r| r.status >= 500)
 }
 
 /// Redirects were followed, and the last answer is a redirect again: a loop, or a chain longer
 /// than the limit.
-fn still_redirecting(o: &Observation) -> bool {
+pub(super) fn still_redirecting(o: &Observation) -> bool {
     !o.redirects.is_empty()
         && o.response
             .as_ref()
@@ -943,7 +915,7 @@ pub(super) fn is_healthy(o: &Observation) -> bool {
 
 /// Healthy by the site's own measure: the page's status in `expect_status` when one is set, and
 /// not still redirecting after the redirects we were allowed to follow.
-fn as_expected(o: &Observation, settings: &DiagnoseSettings) -> bool {
+pub(super) fn as_expected(o: &Observation, settings: &DiagnoseSettings) -> bool {
     if still_redirecting(o) {
         return false;
     }
@@ -989,10 +961,21 @@ fn at_round_timeout(ms: f64) -> bool {
     (ms - nearest).abs() <= (0.02 * nearest).min(300.0)
 }
 
-fn who(o: &Observation) -> String {
+pub(super) fn who(o: &Observation) -> String {
     match (o.route, o.address) {
         (Route::Origin, Some(a)) => format!("origin {a} {}", o.path_role.as_str()),
         _ => format!("{} {}", o.route.as_str(), o.path_role.as_str()),
+    }
+}
+
+/// `text` as a sentence: a full stop added unless it already ends one ("is the path right?"
+/// takes none).
+pub(super) fn sentence(text: &str) -> String {
+    let text = text.trim_end();
+    if text.ends_with(['.', '?', '!']) {
+        text.to_string()
+    } else {
+        format!("{text}.")
     }
 }
 
@@ -1029,8 +1012,17 @@ pub(super) fn format_ms(ms: f64) -> String {
     }
 }
 
+/// A wait as a sentence says it: seconds from one second on ("3.7 s"), else as `format_ms`.
+pub(super) fn format_seconds(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        format_ms(ms)
+    }
+}
+
 /// One line of evidence for an observation.
-fn describe(o: &Observation) -> String {
+pub(super) fn describe(o: &Observation) -> String {
     let mut line = who(o);
     match (&o.response, &o.error) {
         (Some(r), error) => {
@@ -1040,6 +1032,15 @@ fn describe(o: &Observation) -> String {
             }
             if let Some(server) = &r.headers.server {
                 line.push_str(&format!(", server {server}"));
+            }
+            // Where a redirect points (as recorded: secrets already masked).
+            if let Some(location) = r
+                .headers
+                .location
+                .as_deref()
+                .filter(|_| (300..400).contains(&r.status))
+            {
+                line.push_str(&format!(", location {location}"));
             }
             let generator = recognise::generator(r);
             if generator != Generator::Unrecognised {

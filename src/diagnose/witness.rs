@@ -12,7 +12,7 @@ use super::pattern::{clock, ms as duration_ms};
 use super::rules::{format_ms, is_healthy, Verdict, View};
 use super::{Cause, Confidence, DiagnoseSettings};
 use crate::observe::witness::{
-    FpmCounters, FpmProcess, NginxCounters, NginxStatus, Witness, WitnessCounters,
+    FpmCounters, FpmProcess, NginxCounters, NginxStatus, Witness, WitnessCounters, WorkerCount,
 };
 use crate::observe::{ErrorKind, Observation, PathRole, Phase};
 
@@ -37,8 +37,8 @@ struct Findings {
     reached_since: Option<String>,
     /// One request far past the others holds a worker: its URI and duration.
     one_slow: Option<(String, f64)>,
-    /// PHP-FPM answers its status page (its master runs): the pool's name.
-    fpm_answers: Option<String>,
+    /// PHP-FPM answers its status page (its master runs): the pool's name and its workers.
+    fpm_answers: Option<(String, WorkerCount)>,
     /// PHP-FPM restarted, or workers were replaced lately: the sentence.
     restarted: Option<String>,
 }
@@ -61,7 +61,7 @@ pub(super) fn weigh(
         && view
             .origin_static
             .iter()
-            .all(|o| o.timings_ms.ttfb.unwrap_or(0.0) < settings.slow_ttfb_ms);
+            .all(|o| o.timings_ms.ttfb.unwrap_or(0.0) < settings.budget.ttfb_ms());
     let mut found = Findings::default();
     for o in &view.fpm_status {
         let last = counters_of(previous, o).and_then(|c| c.fpm.as_ref());
@@ -130,9 +130,26 @@ pub(super) fn weigh(
             }
             _ => {}
         }
-    } else if let (Cause::FpmUnreachable, Some(pool)) = (verdict.cause, &found.fpm_answers) {
-        verdict.confidence = Confidence::High;
-        verdict.summary.push_str(&format!(" Yet PHP-FPM itself runs (pool {pool} answers its status page): nginx passes PHP to a socket the pool does not listen on (fastcgi_pass names another socket, e.g. the old one after a PHP upgrade), or to another pool that is down."));
+    } else if let (Cause::FpmUnreachable, Some((pool, workers))) =
+        (verdict.cause, &found.fpm_answers)
+    {
+        fpm_runs(&mut verdict, pool, workers);
+    } else if let (Cause::OriginSlow, Some((pool, workers))) = (verdict.cause, &found.fpm_answers) {
+        // Read just before the pages: with a free worker for each page request probe made at
+        // once, the page did not queue; its time is the script's own.
+        let at_once = view
+            .edge_page
+            .iter()
+            .chain(&view.origin_page)
+            .filter(|o| o.sample == 1)
+            .count() as u64;
+        if workers.free() >= at_once {
+            verdict.witnessed = true;
+            verdict.summary.push_str(&format!(
+                " PHP-FPM's status, read just before: pool {pool}, {}; a worker was free for each of probe's page requests, so the page did not wait for one.",
+                workers.describe()
+            ));
+        }
     } else if let (Cause::FpmWorkerDied, Some(restart)) = (verdict.cause, &found.restarted) {
         // Said, not proved: pm.max_requests recycles workers too.
         verdict
@@ -141,6 +158,31 @@ pub(super) fn weigh(
     }
     verdict.evidence.extend(found.lines);
     verdict
+}
+
+/// nginx cannot reach PHP-FPM, yet PHP-FPM answers its status page: it is not stopped, so the
+/// "stopped or renamed socket" forms of the cause are told apart.
+fn fpm_runs(verdict: &mut Verdict, pool: &str, workers: &WorkerCount) {
+    verdict.variants_ruled_out = true;
+    if workers.free() == 0 {
+        // Every worker busy: a full listen backlog turns nginx away with the same instant 502
+        // (EAGAIN), so the socket is not proved wrong.
+        verdict.summary.push_str(&format!(
+            " PHP-FPM itself runs: pool {pool} answers its status page, {}. nginx is turned away either at a socket PHP-FPM does not listen on, or at a full listen backlog; nginx's error log says which.",
+            workers.describe()
+        ));
+        return;
+    }
+    verdict.confidence = Confidence::High;
+    // What the pool says rules out a full backlog too: nothing is left to list as "also".
+    verdict.witnessed = true;
+    verdict.summary.push_str(&format!(
+        " PHP-FPM itself runs: pool {pool} answers its status page, {}. So nginx is not talking to it: the socket that fastcgi_pass names for the pages is not the one PHP-FPM listens on (after a PHP upgrade, still the old version's socket).",
+        workers.describe()
+    ));
+    verdict.steps.push(
+        "grep -rn '^listen' /etc/php/*/fpm/pool.d/    # the socket PHP-FPM listens on: fastcgi_pass must name this one".into(),
+    );
 }
 
 /// The counters earlier runs read on the origin `o` was read on.
@@ -165,7 +207,10 @@ fn page_waited(view: &View<'_>, settings: &DiagnoseSettings) -> bool {
             e.kind == ErrorKind::Timeout && matches!(e.phase, Phase::Headers | Phase::Body)
         });
         let gave_up = o.response.as_ref().is_some_and(|r| r.status == 504);
-        let slow = o.timings_ms.ttfb.is_some_and(|t| t > settings.slow_ttfb_ms);
+        let slow = o
+            .timings_ms
+            .ttfb
+            .is_some_and(|t| t > settings.budget.ttfb_ms());
         timed_out || gave_up || slow
     })
 }
@@ -202,7 +247,6 @@ fn fpm(
             return;
         }
     };
-    let ours = status.served_itself(&path);
     // Busiest first, whatever order the page (or a saved report) listed them in.
     let mut busy: Vec<&FpmProcess> = status.busy_others(&path).collect();
     busy.sort_by(|a, b| {
@@ -210,13 +254,13 @@ fn fpm(
             .partial_cmp(&a.request_duration_ms)
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    let active = status.active_processes.saturating_sub(u64::from(ours));
-    let total = status.total_processes.saturating_sub(u64::from(ours));
-    let all_busy = status.idle_processes == 0 && active > 0;
+    // One count everywhere: the worker answering our own read is never one of the busy ones
+    // (it is free again as soon as the page is sent), and the pool keeps its real size.
+    let workers = status.workers(&path);
     let measured = status.listen_queue_len > 0;
     let waiting = status.listen_queue;
     let pool = format!("PHP-FPM pool {}", status.pool);
-    found.fpm_answers = Some(status.pool.clone());
+    found.fpm_answers = Some((status.pool.clone(), workers));
 
     // Against the last read of this pool: a start time that moved, or fewer requests accepted
     // than then, is a restart; otherwise what its counters gained happened in between.
@@ -228,7 +272,8 @@ fn fpm(
             .then(|| (l.at, status.max_children_reached - l.max_children_reached))
     });
     let mut line = format!(
-        "{pool}: {active}/{total} workers busy, listen queue {}",
+        "{pool}: {}, listen queue {}",
+        workers.describe(),
         if measured {
             waiting.to_string()
         } else {
@@ -305,27 +350,34 @@ fn fpm(
         .or(view.edge_page.first())
         .map(|p| own_path(p))
         .unwrap_or_default();
-    if let Some(first) = busy
-        .first()
-        .filter(|p| p.request_uri != page_path && p.request_duration_ms >= settings.slow_ttfb_ms)
-    {
+    if let Some(first) = busy.first().filter(|p| {
+        p.request_uri != page_path && p.request_duration_ms >= settings.budget.ttfb_ms()
+    }) {
         let next = busy.get(1).map_or(0.0, |p| p.request_duration_ms);
         if first.request_duration_ms >= FAR_PAST * next {
             found.one_slow = Some((shown_uri(first), first.request_duration_ms));
         }
     }
 
-    // PHP-FPM refreshes the queue length about once a second: our page waiting is the same
-    // proof, seen first-hand.
+    // Requests waiting in the listen queue prove a full pool (PHP-FPM refreshes the count about
+    // once a second). Our page waiting is the same proof, seen first-hand, only when no worker
+    // was free besides the one answering our read: that one serves the page next, so a slow
+    // page beside it is PHP's own time, not a queue.
     let holders = holders(&busy);
-    if all_busy && measured && waiting > 0 {
+    if workers.idle == 0 && measured && waiting > 0 {
         found.saturated = Some(format!(
-            "{pool} has no free worker: all {active} are busy and {waiting} {} in its listen queue{holders}.",
-            if waiting == 1 { "request waits" } else { "requests wait" }
+            "{pool} has no free worker ({}) and {waiting} {} in its listen queue{holders}.",
+            workers.describe(),
+            if waiting == 1 {
+                "request waits"
+            } else {
+                "requests wait"
+            }
         ));
-    } else if all_busy && page_waited {
+    } else if workers.all_busy() && page_waited {
         found.saturated = Some(format!(
-            "{pool} has no free worker: all {active} are busy and our page waited for one{holders}."
+            "{pool} has no free worker ({}) and our page waited for one{holders}.",
+            workers.describe()
         ));
     }
     if let Some((at, delta)) = reached_delta {

@@ -306,6 +306,59 @@ impl FpmStatus {
             .iter()
             .any(|p| p.is_busy() && p.request_uri == own_path)
     }
+
+    /// The pool's workers as read by a status request for `own_path`: the one count the table,
+    /// the evidence and the diagnosis all show.
+    pub fn workers(&self, own_path: &str) -> WorkerCount {
+        let ours = self.served_itself(own_path);
+        WorkerCount {
+            busy: self.active_processes.saturating_sub(u64::from(ours)),
+            idle: self.idle_processes,
+            total: self.total_processes,
+            ours,
+        }
+    }
+}
+
+/// A pool's workers, the one answering our own status read set apart: it is busy only because
+/// we asked, and free again the moment the page is sent, so it never counts as busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerCount {
+    /// Busy with requests other than our status read.
+    pub busy: u64,
+    pub idle: u64,
+    /// The pool's size as PHP-FPM counts it (ours included).
+    pub total: u64,
+    /// One worker of the pool answered our status read (no `pm.status_listen`).
+    pub ours: bool,
+}
+
+impl WorkerCount {
+    /// Every worker busy with someone else's request: none free even once our read ends.
+    pub fn all_busy(&self) -> bool {
+        self.busy > 0 && self.busy >= self.total
+    }
+
+    /// Workers free for the next request: the idle ones, and ours once its read ends.
+    pub fn free(&self) -> u64 {
+        self.idle + u64::from(self.ours)
+    }
+
+    /// "0 of 3 workers busy (besides the one answering this status read), 2 idle".
+    pub fn describe(&self) -> String {
+        let besides = if self.ours {
+            " (besides the one answering this status read)"
+        } else {
+            ""
+        };
+        format!(
+            "{} of {} worker{} busy{besides}, {} idle",
+            self.busy,
+            self.total,
+            if self.total == 1 { "" } else { "s" },
+            self.idle
+        )
+    }
 }
 
 impl FpmProcess {
@@ -432,6 +485,46 @@ mod tests {
         assert_eq!(status.processes[0].request_duration_ms, 5596.0);
         assert_eq!(status.processes[1].last_request_memory, 2_097_152);
         assert!(!FPM.contains("secret") || !format!("{status:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_worker_answering_our_read_is_never_counted_busy() {
+        // As PHP-FPM 8.2 wrote it in the lab: a pool of 3, our status read served by one of
+        // its workers, the other two idle.
+        let page = FPM
+            .replace(
+                "\"idle processes\":0,\"active processes\":3",
+                "\"idle processes\":2,\"active processes\":1",
+            )
+            .replace("\\/slow.php?s=6&token=secret", "\\/fpm-status?json&full");
+        let status = FpmStatus::parse(&page).unwrap();
+        let count = status.workers("/fpm-status");
+        assert_eq!(
+            (count.busy, count.idle, count.total, count.ours),
+            (0, 2, 3, true)
+        );
+        assert_eq!(
+            count.describe(),
+            "0 of 3 workers busy (besides the one answering this status read), 2 idle"
+        );
+        assert!(!count.all_busy());
+        // Two others busy and ours: no idle worker, yet not full — ours is free in a moment.
+        let two = WorkerCount {
+            busy: 2,
+            idle: 0,
+            total: 3,
+            ours: true,
+        };
+        assert!(!two.all_busy() && two.free() == 1);
+        // Read through a status pool of its own: every worker of the pool busy is full.
+        let full = WorkerCount {
+            busy: 3,
+            idle: 0,
+            total: 3,
+            ours: false,
+        };
+        assert!(full.all_busy());
+        assert_eq!(full.describe(), "3 of 3 workers busy, 0 idle");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 
-use crate::diagnose::DiagnoseSettings;
+use crate::diagnose::{Budget, BudgetPhase, DiagnoseSettings};
 
 pub use ca::{load_ca_file, pem_certificates, CaFileError, MAX_CA_FILE_BYTES};
 pub use target::{
@@ -117,6 +117,9 @@ pub struct SiteInput {
     pub nginx_status: Option<Written<String>>,
     /// A header sent with the status requests only (a token the origin checks).
     pub status_header: Option<StatusHeaderInput>,
+    /// Time budgets per phase (`budget.ttfb: 2s`, `--budget ttfb=2s`), in the order written:
+    /// a phase written twice keeps the last.
+    pub budget: Vec<(BudgetPhase, Written<String>)>,
 }
 
 /// `status_header` as written: the header's name, and the environment variable holding its
@@ -157,6 +160,7 @@ impl SiteInput {
             fpm_status: None,
             nginx_status: None,
             status_header: None,
+            budget: Vec::new(),
         }
     }
 }
@@ -341,6 +345,7 @@ pub fn check_site(
     );
     let burst = at_most(input.burst.as_ref(), MAX_BURST, "burst", &mut problems);
     let witnesses = witness_settings(input, &mut problems);
+    let budget = budget(&input.budget, &mut problems);
     let Some(target) = target.filter(|_| problems.is_empty()) else {
         return (None, problems);
     };
@@ -349,7 +354,7 @@ pub fn check_site(
             cert_warning_days,
             expect_status: input.expect_status.iter().map(|s| s.value).collect(),
             cloudflare_edge_declared: input.cloudflare_edge,
-            ..DiagnoseSettings::default()
+            budget,
         },
         follow_redirects,
         samples,
@@ -478,6 +483,19 @@ fn at_most(
         Some(n) => n.value,
         None => 1,
     }
+}
+
+/// The time budgets: each a duration like the timeout (at most `MAX_TIMEOUT`); the defaults for
+/// the phases not written.
+fn budget(written: &[(BudgetPhase, Written<String>)], problems: &mut Vec<Problem>) -> Budget {
+    let mut budget = Budget::default();
+    for (phase, value) in written {
+        match duration(value, Some(MAX_TIMEOUT)) {
+            Ok(limit) => budget.set(*phase, limit),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    budget
 }
 
 /// The certificate thresholds, largest first and each once; the defaults when none are given.
@@ -622,6 +640,26 @@ mod tests {
                 "--expect-status 999 is not an HTTP status (100-599)",
                 "--follow-redirects 9: at most 5 redirects are followed",
             ]
+        );
+    }
+
+    #[test]
+    fn budgets_are_durations_and_the_last_written_wins() {
+        let mut input = SiteInput::new(flag("target", "example.com"));
+        input.budget = vec![
+            (BudgetPhase::Ttfb, flag("--budget", "1s")),
+            (BudgetPhase::Dns, flag("--budget", "300ms")),
+            (BudgetPhase::Ttfb, flag("--budget", "3s")),
+        ];
+        let (settings, problems) = check_site(&input, DEFAULT_TIMEOUT);
+        assert!(problems.is_empty(), "{problems:?}");
+        let budget = settings.unwrap().shared.diagnose.budget;
+        assert_eq!(budget.describe(), "dns 300ms, ttfb 3s");
+        input.budget = vec![(BudgetPhase::Tls, flag("--budget", "soon"))];
+        let (_, problems) = check_site(&input, DEFAULT_TIMEOUT);
+        assert_eq!(
+            problems[0].for_command_line(),
+            "--budget \"soon\" is not a duration (expected number at 0); write e.g. 30s, 5m, 1h"
         );
     }
 

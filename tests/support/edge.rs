@@ -37,6 +37,8 @@ pub enum SslMode {
     Full,
     /// TLS, certificate must be valid for the name and issued by a trusted CA (else 526).
     Strict,
+    /// Plain HTTP to the origin, whatever its port speaks.
+    Flexible,
 }
 
 /// Where the edge finds the origin, as a Cloudflare DNS record would say.
@@ -200,6 +202,9 @@ async fn fetch_from_origin(settings: &EdgeSettings, path: &str) -> OriginOutcome
         };
     // As Cloudflare's proxies do: no Nagle delay on small writes (40 ms stalls otherwise).
     let _ = tcp.set_nodelay(true);
+    if settings.mode == SslMode::Flexible {
+        return exchange(settings, tcp, path, "http").await;
+    }
     let verifier = Arc::new(ModeVerifier::new(settings));
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -223,15 +228,23 @@ async fn fetch_from_origin(settings: &EdgeSettings, path: &str) -> OriginOutcome
         }
         Ok(Ok(tls)) => tls,
     };
+    exchange(settings, tls, path, "https").await
+}
+
+/// One HTTP/1.1 request to the origin over `io` (TLS, or plain TCP in Flexible mode).
+async fn exchange<IO>(settings: &EdgeSettings, io: IO, path: &str, proto: &str) -> OriginOutcome
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let exchange = async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .ok()?;
         tokio::spawn(conn);
         let request = Request::builder()
             .uri(path)
             .header("host", SITE)
-            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-proto", proto)
             .body(Empty::<Bytes>::new())
             .ok()?;
         let response = sender.send_request(request).await.ok()?;
