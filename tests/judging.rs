@@ -399,6 +399,20 @@ async fn sites_failing_on_one_origin_are_told_as_one_incident() {
 
     // PHP-FPM back: every site recovers after two healthy runs, one mail for all of them.
     lab.origin.fpm = support::php_fpm::PhpFpm::start(lab.dir.path(), &PoolSettings::default());
+    // Its workers answer before the pass (a page caught mid-start is another story).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while probe::probe_site(&second.sites[0].probe)
+        .await
+        .unwrap()
+        .status
+        != probe::Status::Ok
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "PHP-FPM did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     run_once(&second, &mut store, minute(3)).await.unwrap();
     run_once(&second, &mut store, minute(4)).await.unwrap();
     let ops = server.messages_for("ops@example.com");

@@ -133,6 +133,7 @@ async fn probe(scheme: &str, addr: SocketAddr, ca: &str) -> (ProbeReport, Durati
         follow_redirects: 0,
         redirect_hosts: vec![],
         cloudflare_edge: false,
+        per_origin: None,
         json: true,
     };
     let settings = cli.settings().unwrap();
@@ -918,6 +919,7 @@ async fn probe_name(name: &str, resolver: SocketAddr, port: u16) -> (ProbeReport
         follow_redirects: 0,
         redirect_hosts: vec![],
         cloudflare_edge: false,
+        per_origin: None,
         json: true,
     };
     let settings = cli.settings().unwrap();
@@ -1034,6 +1036,7 @@ async fn redirects_are_followed_a_few_times_and_never_to_another_host() {
             follow_redirects: follow,
             redirect_hosts: hosts,
             cloudflare_edge: false,
+            per_origin: None,
             json: true,
         };
         let mut settings = cli.settings().unwrap();

@@ -661,6 +661,37 @@ mod tests {
     }
 
     #[test]
+    fn a_change_of_the_sites_still_failing_is_told_when_the_others_recovered() {
+        let mut g = open("s0", 30);
+        for i in 1..11 {
+            g.join(
+                &format!("s{i}"),
+                "https://s/",
+                at(0),
+                at(30),
+                &diagnosis(Cause::FpmUnreachable),
+            );
+        }
+        let (mut g, _) = tick(&g, &tick_at(30, true));
+        for i in 0..9 {
+            g.recover(&format!("s{i}"), at(90));
+        }
+        g.change("s9", at(90), &diagnosis(Cause::FpmWorkerDied));
+        g.change("s10", at(90), &diagnosis(Cause::FpmWorkerDied));
+        let (_, out) = tick(&g, &tick_at(90, true));
+        assert_eq!(
+            out,
+            [GroupNotice::Changed {
+                sequence: 2,
+                changes: vec![
+                    ("s9".into(), Cause::FpmUnreachable, Cause::FpmWorkerDied),
+                    ("s10".into(), Cause::FpmUnreachable, Cause::FpmWorkerDied)
+                ]
+            }]
+        );
+    }
+
+    #[test]
     fn a_change_not_followed_is_told_after_the_wait_and_a_late_site_joins() {
         let mut g = open("blog", 30);
         g.join(

@@ -82,6 +82,12 @@ pub struct Cli {
     #[arg(long, value_name = "PHASE=DUR", value_delimiter = ',')]
     pub budget: Vec<String>,
 
+    /// Requests made at once to one origin address (default 2): probe takes turns, so it
+    /// never becomes the load it diagnoses on a small PHP-FPM pool (a status page read takes
+    /// every turn).
+    #[arg(long, value_name = "N")]
+    pub per_origin: Option<u32>,
+
     /// Follow up to N redirects to the same scheme, host and port (at most 5; default: none,
     /// a redirect is recorded as it is). Other hosts only when named by --redirect-host.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -377,6 +383,9 @@ impl Cli {
             .map(|h| flag("--redirect-host", h))
             .collect();
         input.cloudflare_edge = self.cloudflare_edge;
+        input.per_origin = self
+            .per_origin
+            .map(|n| Written::new(n, Place::Flag("--per-origin")));
         for written in &self.budget {
             let (key, value) = written.split_once('=').unwrap_or((written, ""));
             let phase = BudgetPhase::from_key(key.trim()).ok_or_else(|| UsageError::Argument {

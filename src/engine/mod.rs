@@ -5,6 +5,7 @@
 
 pub mod cloudflare;
 pub mod connect;
+pub mod gate;
 pub mod http;
 pub mod plan;
 pub mod resolve;
@@ -150,6 +151,9 @@ async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeErr
             .as_ref()
             .and_then(|w| w.header.as_ref())
             .and_then(|h| Some((h.name.clone(), h.value.clone()?))),
+        origins: settings.origins.iter().map(|o| o.ip()).collect(),
+        // A burst asks for the page several times at once on purpose.
+        per_origin: settings.shared.per_origin.max(settings.shared.burst),
     };
     // The requests run side by side in this task (a probe mostly waits): a task per request
     // would cost more hand-offs between threads than it saves.
@@ -367,6 +371,18 @@ struct Shared {
     nameserver: Nameserver,
     /// The header the status page requests carry (a token), when its value is set.
     status_header: Option<(::http::HeaderName, ::http::HeaderValue)>,
+    /// The site's origin addresses: requests to them take turns (`gate`), whichever route
+    /// dials them (a site without an edge in front is its own origin).
+    origins: Vec<std::net::IpAddr>,
+    /// Requests made at once to one origin address.
+    per_origin: u32,
+}
+
+impl Shared {
+    /// Whether a request to `address` on `route` takes a turn at an origin.
+    fn gated(&self, address: std::net::IpAddr, route: Route) -> bool {
+        route == Route::Origin || self.origins.contains(&address)
+    }
 }
 
 /// Makes one request and records everything it saw.
@@ -377,6 +393,21 @@ async fn observe(
     sample: u32,
     accept: &str,
 ) -> Observation {
+    // Its turn at the origin first: the time it waits for it is not the server's. A status
+    // page read takes every turn, so the pool it describes holds none of our requests.
+    let witness = request.path_role.is_witness();
+    let _turn = match request.address {
+        Some(a) if shared.gated(a.ip(), request.route) => {
+            let turn = gate::turn(a.ip(), shared.per_origin, witness, shared.timeout * 2).await;
+            // Every turn while PHP-FPM takes the read, not while a hostile page trickles.
+            Some(if witness {
+                turn.at_most(WITNESS_GRACE)
+            } else {
+                turn
+            })
+        }
+        _ => None,
+    };
     let started_at = OffsetDateTime::now_utc();
     let start = Instant::now();
     // The lookup behind an edge address counts against the same deadline.
@@ -436,7 +467,6 @@ async fn observe(
         read_limit: BODY_READ_LIMIT,
     };
     let mut payload = Payload::get();
-    let witness = request.path_role.is_witness();
     if witness {
         // Read whole (to parse it), up to its own bound: one byte more tells a page of
         // exactly the bound from a larger one.

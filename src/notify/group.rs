@@ -135,12 +135,18 @@ fn tell_one(
         .filter(|_| !opening)
         .unwrap_or_else(|| key.to_string());
     let yours = group.failing().filter(|m| covered(&m.site)).count();
+    let answering = group
+        .members
+        .iter()
+        .filter(|m| m.recovered_at.is_some() && covered(&m.site))
+        .count();
     let words = Words {
         group,
         notice,
         mine: &mine,
         opening,
         yours,
+        answering,
         paging,
         audience,
         at,
@@ -296,6 +302,8 @@ struct Words<'w, 'a> {
     opening: bool,
     /// Its sites failing in the incident now.
     yours: usize,
+    /// Its sites in the incident that answer again.
+    answering: usize,
     /// The paging services' incident key for it.
     paging: String,
     audience: &'w Audience<'a>,
@@ -465,7 +473,8 @@ impl Words<'_, '_> {
                             if down { "[CHANGED]" } else { prefix }
                         ),
                         format!(
-                            "{n} sites {place} are still {state} (incident #{number}), for another reason."
+                            "{n} sites {place} are still {state} (incident #{number}), for another reason{}.",
+                            self.answering_again()
                         ),
                         lead,
                     )
@@ -477,8 +486,9 @@ impl Words<'_, '_> {
                         duration(*open_for)
                     ),
                     format!(
-                        "{n} sites {place} are still {state} (incident #{number}), for {} now.",
-                        duration(*open_for)
+                        "{n} sites {place} are still {state} (incident #{number}), for {} now{}.",
+                        duration(*open_for),
+                        self.answering_again()
                     ),
                     lead,
                 ),
@@ -508,6 +518,15 @@ impl Words<'_, '_> {
             diagnosis,
             evidence: lines,
             steps,
+        }
+    }
+
+    /// "; 9 others of yours answer again" while the incident goes on.
+    fn answering_again(&self) -> String {
+        match self.answering {
+            0 => String::new(),
+            1 => "; 1 other of yours answers again".to_string(),
+            n => format!("; {n} others of yours answer again"),
         }
     }
 

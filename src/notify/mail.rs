@@ -568,30 +568,15 @@ pub(crate) fn describe_cert(cert: &CertSeen) -> Vec<String> {
     ]
 }
 
-/// How the certificate is renewed, by who issued it and where it is presented.
+/// How the certificate is renewed, by who issued it and where it is presented: the
+/// diagnosis's own steps.
 pub(crate) fn renewal_steps(cert: &CertSeen) -> Vec<String> {
-    if cert.origin_ca {
-        return vec![
-            "A Cloudflare Origin CA certificate: create a new one (dashboard → SSL/TLS → Origin Server), install it in nginx, then: nginx -t && systemctl reload nginx".to_string(),
-        ];
-    }
-    let issuer = cert.issuer.to_lowercase();
-    if cert.route == "edge"
-        && (issuer.contains("cloudflare")
-            || issuer.contains("google trust")
-            || issuer.contains("ssl.com"))
-    {
-        return vec![
-            "The edge's own certificate: Cloudflare renews it itself; if this lasts, look at dashboard → SSL/TLS → Edge Certificates (a paused or failed validation)".to_string(),
-        ];
-    }
-    vec![
-        "certbot certificates   # which certificate this is, and when it expires".to_string(),
-        "certbot renew --dry-run && certbot renew && nginx -t && systemctl reload nginx"
-            .to_string(),
-        "systemctl list-timers | grep -i certbot   # the renewal timer should run twice a day"
-            .to_string(),
-    ]
+    crate::diagnose::certificate::renewal_steps(&crate::diagnose::certificate::RenewalFacts {
+        on_edge: cert.route.contains("edge"),
+        behind_cdn: false,
+        issuer: &cert.issuer,
+        cloudflare_origin_ca: cert.origin_ca,
+    })
 }
 
 fn human(d: Duration) -> String {

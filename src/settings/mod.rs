@@ -120,6 +120,9 @@ pub struct SiteInput {
     /// Time budgets per phase (`budget.ttfb: 2s`, `--budget ttfb=2s`), in the order written:
     /// a phase written twice keeps the last.
     pub budget: Vec<(BudgetPhase, Written<String>)>,
+    /// Requests at once to one origin address, over every site (`limits.per_origin`,
+    /// `--per-origin`).
+    pub per_origin: Option<Written<u32>>,
 }
 
 /// `status_header` as written: the header's name, and the environment variable holding its
@@ -161,6 +164,7 @@ impl SiteInput {
             nginx_status: None,
             status_header: None,
             budget: Vec::new(),
+            per_origin: None,
         }
     }
 }
@@ -237,6 +241,8 @@ pub struct SharedSettings {
     pub follow_redirects: u32,
     /// Other hosts a followed redirect may go to.
     pub redirect_hosts: Vec<String>,
+    /// Requests made at once to one origin address, over every site and route (`gate`).
+    pub per_origin: u32,
 }
 
 impl SharedSettings {
@@ -251,6 +257,7 @@ impl SharedSettings {
             diagnose: DiagnoseSettings::default(),
             follow_redirects: 0,
             redirect_hosts: Vec::new(),
+            per_origin: DEFAULT_PER_ORIGIN,
         }
     }
 }
@@ -346,6 +353,15 @@ pub fn check_site(
     let burst = at_most(input.burst.as_ref(), MAX_BURST, "burst", &mut problems);
     let witnesses = witness_settings(input, &mut problems);
     let budget = budget(&input.budget, &mut problems);
+    let per_origin = match &input.per_origin {
+        Some(_) => at_most(
+            input.per_origin.as_ref(),
+            MAX_PER_ORIGIN,
+            "requests at once to one origin",
+            &mut problems,
+        ),
+        None => DEFAULT_PER_ORIGIN,
+    };
     let Some(target) = target.filter(|_| problems.is_empty()) else {
         return (None, problems);
     };
@@ -364,6 +380,7 @@ pub fn check_site(
             .iter()
             .map(|h| h.value.trim().trim_end_matches('.').to_lowercase())
             .collect(),
+        per_origin,
         ..SharedSettings::with_timeout(timeout)
     };
     let settings = ProbeSettings {
@@ -466,6 +483,12 @@ pub const MAX_SAMPLES: u32 = 5;
 pub const MAX_BURST: u32 = 5;
 
 /// A count from 1 to `max` (1 when not given).
+/// Most requests at once to one origin address.
+const MAX_PER_ORIGIN: u32 = 64;
+/// Requests made at once to one origin address when nothing else is set: a small PHP-FPM pool
+/// keeps workers for its visitors while probe looks.
+pub const DEFAULT_PER_ORIGIN: u32 = 2;
+
 fn at_most(
     written: Option<&Written<u32>>,
     max: u32,
