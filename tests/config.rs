@@ -164,7 +164,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n    timeout: 2m\n",
-            "probes.yaml:3:14: sites[0].timeout: the timeout (2m) must be shorter than the interval (1m)",
+            "probes.yaml:3:14: sites[0].timeout: the timeout (2 minutes) must be shorter than the interval (1 minute)",
         ),
         (
             "sites:\n  - url: example.com\nsmtp:\n  host: mail.example.com\n  from: probe@example.com\n  password_env: hunter2\n",
@@ -304,15 +304,16 @@ fn a_bad_default_is_reported_once_at_its_own_line_and_odd_units_say_how_they_wer
     let path = dir.path().join("probes.yaml");
     std::fs::write(
         &path,
-        "defaults:\n  interval: 1 minute\n  timeout: 10 secs\nsites:\n  - url: example.com\n    origins: [203.0.113.10]\n",
+        "defaults:\n  interval: 1 minute\n  timeout: 10 secs\nsites:\n  - url: example.com\n    origins: [203.0.113.10]\n    interval: 1M\n",
     )
     .unwrap();
     let loaded = probe::config::load(&path).unwrap();
+    // "1 minute" is read as written: nothing to say about it.
     assert_eq!(
         loaded.warnings,
         [
-            "defaults.interval: \"1 minute\" read as 1m",
-            "defaults.timeout: \"10 secs\" read as 10s"
+            "defaults.timeout: \"10 secs\" read as 10 seconds",
+            "sites[0].interval: \"1M\" read as 30 days 10 hours 33 minutes 36 seconds"
         ]
     );
 }
@@ -466,4 +467,37 @@ fn plaintext_auth_is_allowed_only_explicitly_and_then_warned_about() {
         "{:?}",
         loaded.warnings
     );
+}
+
+/// check-config's explanation says counts and durations in words, singular or plural as they
+/// are: "every 1 day", "1 retry", "30 days", never "1day", "1 retries" or "run(s)".
+#[test]
+fn the_explanation_says_counts_and_durations_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(
+        &path,
+        "defaults:\n  interval: 1d\nsites:\n  - url: example.com\n    origins: [203.0.113.10]\n    follow_redirects: 1\n    cert_warning_days: 1\n  - url: example.org\n    origins: [203.0.113.11]\n    interval: 90s\n    timeout: 2500ms\nalerts:\n  to: [ops@example.com]\n  confirm_retries: 1\n  confirm_runs: 1\n  recover_runs: 1\n  remind_every: 1h30m\n  warning: {confirm_runs: 1, recover_runs: 1, remind_every: 1d}\n  intermittent: {window_runs: 2, min_failures: 1}\nsmtp:\n  host: mail.example.com\n  from: probe@example.com\nstore:\n  retention: 30d\nmaintenance:\n  - {start: 2026-12-01T02:00:00Z, end: 2026-12-01T03:00:00Z}\n",
+    )
+    .unwrap();
+    let loaded = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let text = config::explain(&path, &loaded);
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    let store = dir.path().join("probe.sqlite");
+    assert_eq!(
+        lines,
+        [
+            "  example.com  https://example.com/  origin 203.0.113.10:443  every 1 day, timeout 10 seconds",
+            "    follows up to 1 redirect · certificate notices at 1 day",
+            "  example.org  https://example.org/  origin 203.0.113.11:443  every 1 minute 30 seconds, timeout 2 seconds 500 milliseconds",
+            "alerts: to ops@example.com; a failure counts after 1 retry (5 seconds later) and 1 failing run; recovery after 1 healthy run; reminders every 1 hour 30 minutes",
+            "warnings: after 1 degraded run, closed after 1 run without, reminders every 1 day; intermittent: 1 failure in 2 runs; shared failures: one mail per group",
+            "smtp: mail.example.com:587 with STARTTLS, from probe@example.com",
+            &format!("store: {}, results kept 30 days", store.display()),
+            "maintenance: 1 window",
+            "feeds: \"Status\", public (no server versions, addresses or commands on the page and status.json)",
+        ],
+        "{text}"
+    );
+    assert!(text.starts_with(&format!("{}: OK, 2 sites\n", path.display())));
 }

@@ -335,7 +335,11 @@ pub fn run_store(cli: &StoreCli, out: &mut dyn Write) -> Result<Status, RunError
     let mut written: std::io::Result<()> = Ok(());
     let copied = store::copy::sqlite_to_postgres(from, &url, &mut |table, rows| {
         if written.is_ok() {
-            written = writeln!(out, "{table:<16} {rows} rows");
+            written = writeln!(
+                out,
+                "{table:<16} {}",
+                crate::words::plural(rows, "row", "rows")
+            );
         }
     })
     .map_err(|e| RunError::Schedule(e.into()))?;
@@ -346,7 +350,8 @@ pub fn run_store(cli: &StoreCli, out: &mut dyn Write) -> Result<Status, RunError
         .unwrap_or_else(|_| "the database".into());
     writeln!(
         out,
-        "copied {rows} rows from {} into {shown}",
+        "copied {} from {} into {shown}",
+        crate::words::plural(rows, "row", "rows"),
         from.display()
     )?;
     Ok(Status::Ok)

@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::words;
+
 use super::{Loaded, Site, SmtpSecurity};
 
 /// What a checked config will do, in a few lines.
@@ -13,14 +15,14 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
     // Every string here came from the file: shown escaped, never raw, on a terminal.
     use crate::text::printable as p;
     let c = &loaded.config;
-    let d = |d: Duration| humantime::format_duration(d).to_string();
+    let d = words::duration;
+    let n = |n: u32, thing: &str, things: &str| words::plural(u64::from(n), thing, things);
     let mut out = String::new();
-    let plural = if c.sites.len() == 1 { "" } else { "s" };
     let _ = writeln!(
         out,
-        "{}: OK, {} site{plural}",
+        "{}: OK, {}",
         p(&path.display().to_string()),
-        c.sites.len()
+        words::plural(c.sites.len() as u64, "site", "sites")
     );
     for site in &c.sites {
         let probe = &site.probe;
@@ -51,8 +53,12 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
     if !c.extra_roots.is_empty() {
         let _ = writeln!(
             out,
-            "trusted in addition (defaults.ca_file): {} CA certificate(s), on both routes",
-            c.extra_roots.len()
+            "trusted in addition (defaults.ca_file): {}, on both routes",
+            words::plural(
+                c.extra_roots.len() as u64,
+                "CA certificate",
+                "CA certificates"
+            )
         );
     }
     let a = &c.alerts;
@@ -63,18 +69,25 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
     };
     let _ = writeln!(
         out,
-        "alerts: to {to}; a failure counts after {} retries {} apart and {} failing run(s); recovery after {} healthy run(s); reminders every {}",
-        a.confirm_retries, d(a.retry_spacing), a.confirm_runs, a.recover_runs, d(a.remind_every)
+        "alerts: to {to}; a failure counts after {} and {}; recovery after {}; reminders every {}",
+        retries(a.confirm_retries, a.retry_spacing),
+        n(a.confirm_runs, "failing run", "failing runs"),
+        n(a.recover_runs, "healthy run", "healthy runs"),
+        d(a.remind_every)
     );
     let (w, i) = (&a.warning, &a.intermittent);
     let _ = writeln!(
         out,
-        "warnings: after {} degraded run(s), closed after {} without, reminders every {}; intermittent: {}; shared failures: {}",
-        w.confirm_runs,
-        w.recover_runs,
+        "warnings: after {}, closed after {} without, reminders every {}; intermittent: {}; shared failures: {}",
+        n(w.confirm_runs, "degraded run", "degraded runs"),
+        n(w.recover_runs, "run", "runs"),
         d(w.remind_every),
         if i.enabled {
-            format!("{} failures in {} runs", i.min_failures, i.window_runs)
+            format!(
+                "{} in {}",
+                n(i.min_failures, "failure", "failures"),
+                n(i.window_runs, "run", "runs")
+            )
         } else {
             "off".to_string()
         },
@@ -119,7 +132,11 @@ pub fn explain(path: &Path, loaded: &Loaded) -> String {
         d(c.retention)
     );
     if !c.maintenance.is_empty() {
-        let _ = writeln!(out, "maintenance windows: {}", c.maintenance.len());
+        let _ = writeln!(
+            out,
+            "maintenance: {}",
+            words::plural(c.maintenance.len() as u64, "window", "windows")
+        );
     }
     let _ = writeln!(
         out,
@@ -199,7 +216,10 @@ fn site_details(site: &Site, default_to: &[String]) -> Vec<String> {
         more.push(format!("healthy page answers {}", list.join(" or ")));
     }
     if shared.follow_redirects > 0 {
-        more.push(format!("follows {} redirect(s)", shared.follow_redirects));
+        more.push(format!(
+            "follows up to {}",
+            words::plural(u64::from(shared.follow_redirects), "redirect", "redirects")
+        ));
     }
     if !shared.redirect_hosts.is_empty() {
         more.push(format!(
@@ -213,7 +233,8 @@ fn site_details(site: &Site, default_to: &[String]) -> Vec<String> {
         .map(i64::to_string)
         .collect();
     if days != ["14", "7", "3", "1"] {
-        more.push(format!("certificate notices at {} days", days.join("/")));
+        let unit = if days == ["1"] { "day" } else { "days" };
+        more.push(format!("certificate notices at {} {unit}", days.join("/")));
     }
     if shared.samples > 1 {
         more.push(format!("each request {} times", shared.samples));
@@ -349,4 +370,14 @@ pub fn summary_json(path: &Path, loaded: &Loaded) -> serde_json::Value {
         "control_checks": c.control_checks.iter().map(|t| t.url()).collect::<Vec<_>>(),
         "warnings": loaded.warnings,
     })
+}
+
+/// In-run retries and their spacing: `1 retry (5 seconds later)`, `2 retries 5 seconds
+/// apart`, `no in-run retry`.
+fn retries(count: u32, spacing: Duration) -> String {
+    match count {
+        0 => "no in-run retry".to_string(),
+        1 => format!("1 retry ({} later)", words::duration(spacing)),
+        n => format!("{n} retries {} apart", words::duration(spacing)),
+    }
 }

@@ -115,19 +115,19 @@ impl Checker {
         };
         match settings::duration(&written(text, path), max) {
             Ok(d) => {
-                // Written some other way than `90s` / `5m` / `1h`: say how it was read.
+                // Written some other way than `90s` / `5m` / `1h30m` (or the words it is read
+                // as): say how it was read, so that `1M` (a month) is not taken for a minute.
                 let plain = text.value.trim();
-                let digits = plain.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-                let unit = &plain[digits.len()..];
-                let canonical = !digits.is_empty()
-                    && digits.chars().all(|c| c.is_ascii_digit())
-                    && ["ms", "s", "m", "h", "d"].contains(&unit);
-                if !canonical {
-                    self.warnings.push(format!(
-                        "{path}: {:?} read as {}",
-                        plain,
-                        humantime::format_duration(d)
-                    ));
+                let said = crate::words::duration(d);
+                let squeezed = |s: &str| -> String {
+                    s.chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect::<String>()
+                        .to_lowercase()
+                };
+                if !canonical_duration(plain) && squeezed(plain) != squeezed(&said) {
+                    self.warnings
+                        .push(format!("{path}: {plain:?} read as {said}"));
                 }
                 d
             }
@@ -196,6 +196,25 @@ impl Checker {
             ));
         }
     }
+}
+
+/// Whether a duration is written in the units probe's own examples use, number and unit each:
+/// `90s`, `5m`, `1h30m`, `1h 30m`, `2500ms`, `30d`.
+fn canonical_duration(text: &str) -> bool {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let after = &rest[digits..];
+        let letters = after.len()
+            - after
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
+        if digits == 0 || !["ms", "s", "m", "h", "d"].contains(&&after[..letters]) {
+            return false;
+        }
+        rest = after[letters..].trim_start();
+    }
+    !text.is_empty()
 }
 
 /// Why `value` is not one mail address the mailer can send to (`None` when it is).

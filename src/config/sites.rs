@@ -425,8 +425,8 @@ impl<'a> SiteChecker<'a> {
                 format!("{at}.timeout"),
                 format!(
                     "the timeout ({}) must be shorter than the interval ({})",
-                    humantime::format_duration(timeout),
-                    humantime::format_duration(interval)
+                    crate::words::duration(timeout),
+                    crate::words::duration(interval)
                 ),
             );
         }

@@ -554,7 +554,7 @@ pub fn duration(value: &Written<String>, max: Option<Duration>) -> Result<Durati
         Ok(d) if max.is_some_and(|max| d > max) => Err(problem(format!(
             "{:?}: must be at most {}",
             value.value,
-            humantime::format_duration(max.unwrap_or_default())
+            crate::words::duration(max.unwrap_or_default())
         ))),
         Ok(d) => Ok(d),
         Err(e) => Err(problem(format!(
@@ -618,7 +618,7 @@ mod tests {
             [
                 "target \"not-a-url\" is not a fully qualified host name; expected e.g. example.com or https://example.com/",
                 "--origin \"db.internal\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)",
-                "--timeout \"20m\": must be at most 10m",
+                "--timeout \"20m\": must be at most 10 minutes",
                 "--expect-status 999 is not an HTTP status (100-599)",
                 "--follow-redirects 9: at most 5 redirects are followed",
             ]
