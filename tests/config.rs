@@ -196,11 +196,11 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\nalerts:\n  to: [\"ops@@x.example\"]\n",
-            "probes.yaml:4:8: alerts.to[0]: \"ops@@x.example\" is not an email address (Invalid input); write e.g. ops@example.com or \"Ops <ops@example.com>\"",
+            "probes.yaml:4:8: alerts.to[0]: \"ops@@x.example\" is not a mail address: it has 2 @ signs; an address has one, between the mailbox and the domain; write e.g. ops@example.com or \"Ops <ops@example.com>\"",
         ),
         (
             "sites:\n  - url: example.com\nsmtp:\n  host: mail.example.com\n  from: \"probe <probe@example.com\"\n",
-            "probes.yaml:5:9: smtp.from: \"probe <probe@example.com\" is not an email address (Invalid input); write e.g. ops@example.com or \"Ops <ops@example.com>\"",
+            "probes.yaml:5:9: smtp.from: \"probe <probe@example.com\" is not a mail address: an angle bracket is not closed (a name goes with an address as \"Ops <ops@example.com>\"); write e.g. ops@example.com or \"Ops <ops@example.com>\"",
         ),
         (
             "sites:\n  - url: example.com\nalerts:\n  to: [\"Ops\\e[2J <ops@example.com>\"]\n",
