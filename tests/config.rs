@@ -501,3 +501,51 @@ fn the_explanation_says_counts_and_durations_in_words() {
     );
     assert!(text.starts_with(&format!("{}: OK, 2 sites\n", path.display())));
 }
+
+/// A list a person may write as one value takes one value: `to: ops@example.com` is
+/// `to: [ops@example.com]`, each at its own place.
+#[test]
+fn one_value_stands_for_a_list_of_one() {
+    let text = "\
+defaults:
+  redirect_hosts: www.example.com
+  expect_status: 200
+sites:
+  - name: shop
+    url: example.com
+    origins: 203.0.113.10
+    alert_to: shop@example.com
+    follow_redirects: 1
+alerts:
+  to: ops@example.com
+webhooks:
+  - url: https://hooks.example.com/probe
+    sites: shop
+notify:
+  - {type: ntfy, url: \"https://ntfy.sh/topic\", sites: shop, severity: down}
+maintenance:
+  - {sites: shop, start: 2026-12-01T02:00:00Z, end: 2026-12-01T03:00:00Z}
+control_checks: https://www.cloudflare.com/
+";
+    let loaded =
+        config::parse("probes.yaml", text, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let c = &loaded.config;
+    let site = &c.sites[0];
+    assert_eq!(site.probe.origins[0].to_string(), "203.0.113.10:443");
+    assert_eq!(*site.alert_to, ["shop@example.com".to_string()]);
+    assert_eq!(site.probe.shared.redirect_hosts, ["www.example.com"]);
+    assert_eq!(site.probe.shared.diagnose.expect_status, [200]);
+    assert_eq!(c.alerts.to, ["ops@example.com"]);
+    assert_eq!(c.webhooks[0].sites, ["shop"]);
+    assert_eq!(
+        (c.notify[0].sites.clone(), c.notify[0].severities.clone()),
+        (vec!["shop".to_string()], vec!["down".to_string()])
+    );
+    assert_eq!(c.maintenance[0].sites, ["shop"]);
+    assert_eq!(c.control_checks[0].url(), "https://www.cloudflare.com/");
+    // A problem with the one value is told at its own place.
+    assert_eq!(
+        problems("sites:\n  - url: example.com\n    origins: db.internal\n"),
+        ["probes.yaml:3:14: sites[0].origins[0]: \"db.internal\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)"]
+    );
+}

@@ -11,6 +11,7 @@
 mod alerts;
 mod explain;
 mod feeds;
+mod lists;
 mod maintenance;
 mod notify;
 mod problems;
@@ -77,8 +78,8 @@ pub struct ConfigFile<Sites = Vec<SiteConfig>> {
     pub notify: Vec<NotifyConfig>,
     /// Well-known URLs probed alongside the sites: if every site fails *and* these fail too, the
     /// prober lost its own connectivity and sends one notice instead of one alert per site.
-    #[serde(default)]
-    #[schemars(with = "Vec<String>")]
+    #[serde(default, deserialize_with = "lists::one_or_many")]
+    #[schemars(with = "lists::OneOrMany<String>")]
     pub control_checks: Vec<Text>,
 }
 

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::lists::{maybe_one_or_many, one_or_many, OneOrMany};
 use super::problems::{written, Checker, ConfigProblem};
 use super::Text;
 use crate::settings::{self, ProbeSettings, SharedSettings, SiteInput, Target};
@@ -39,17 +40,20 @@ pub struct SiteDefaults {
     /// backlog that overflows under load. Default 1 (off).
     #[schemars(with = "Option<u32>", range(min = 1, max = 5))]
     pub burst: Option<Box<Spanned<u32>>>,
-    /// Statuses the page may answer with while healthy. Default: any 2xx or 3xx.
-    #[schemars(with = "Option<Vec<u16>>")]
-    pub expect_status: Option<Vec<Spanned<u16>>>,
+    /// Statuses the page may answer with while healthy (one or a list). Default: any 2xx or
+    /// 3xx.
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<u16>>")]
+    pub expect_status: Option<Vec<Text>>,
     /// Extra trusted CA certificates (PEM) for every site, on both routes (a private CA).
     #[schemars(with = "Option<String>")]
     pub ca_file: Option<Text>,
     /// Redirects followed per request, same scheme, host and port only (0-5). Default 0.
     #[schemars(with = "Option<u32>")]
     pub follow_redirects: Option<Box<Spanned<u32>>>,
-    /// Other hosts a followed redirect may go to (e.g. `www.example.com`).
-    #[schemars(with = "Option<Vec<String>>")]
+    /// Other hosts a followed redirect may go to (e.g. `www.example.com`; one or a list).
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<String>>")]
     pub redirect_hosts: Option<Vec<Text>>,
     /// The edge is Cloudflare although its address is outside Cloudflare's published ranges (a
     /// Cloudflare Tunnel, a private edge address): its headers count as proof. Default false.
@@ -141,9 +145,10 @@ pub struct SiteConfig {
     /// The page to probe (`example.com` means `https://example.com/`).
     #[schemars(with = "String")]
     pub url: Text,
-    /// Origin addresses (`IP` or `IP:PORT`), probed directly with the site's Host and SNI.
-    #[serde(default)]
-    #[schemars(with = "Vec<String>")]
+    /// Origin addresses (`IP` or `IP:PORT`, one or a list), probed directly with the site's
+    /// Host and SNI.
+    #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(with = "OneOrMany<String>")]
     pub origins: Vec<Text>,
     /// Dial this address for the edge route instead of what DNS answers.
     #[schemars(with = "Option<String>")]
@@ -161,11 +166,13 @@ pub struct SiteConfig {
     pub samples: Option<Box<Spanned<u32>>>,
     #[schemars(with = "Option<u32>", range(min = 1, max = 5))]
     pub burst: Option<Box<Spanned<u32>>>,
-    #[schemars(with = "Option<Vec<u16>>")]
-    pub expect_status: Option<Vec<Spanned<u16>>>,
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<u16>>")]
+    pub expect_status: Option<Vec<Text>>,
     #[schemars(with = "Option<u32>")]
     pub follow_redirects: Option<Box<Spanned<u32>>>,
-    #[schemars(with = "Option<Vec<String>>")]
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<String>>")]
     pub redirect_hosts: Option<Vec<Text>>,
     pub cloudflare_edge: Option<bool>,
     /// PHP-FPM's status page on the origin (its `pm.status_path`, e.g. `/fpm-status`), read
@@ -176,8 +183,9 @@ pub struct SiteConfig {
     #[schemars(with = "Option<String>")]
     pub nginx_status: Option<Box<Text>>,
     pub status_header: Option<Box<StatusHeaderConfig>>,
-    /// Addresses this site's alerts go to, instead of `alerts.to`.
-    #[schemars(with = "Option<Vec<String>>")]
+    /// Addresses this site's alerts go to (one or a list), instead of `alerts.to`.
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<String>>")]
     pub alert_to: Option<Vec<Text>>,
 }
 
@@ -227,6 +235,24 @@ fn written_list<T: Clone>(list: &[Spanned<T>], path: &str) -> Vec<settings::Writ
         .enumerate()
         .map(|(j, v)| written(v, format!("{path}[{j}]")))
         .collect()
+}
+
+/// The statuses of `expect_status` as numbers; what is not a number is a problem here (the
+/// settings core checks the numbers' range).
+fn statuses(checker: &mut Checker, list: &[Text], path: &str) -> Vec<settings::Written<u16>> {
+    let mut out = Vec::new();
+    for (j, status) in list.iter().enumerate() {
+        let at = format!("{path}[{j}]");
+        match status.value.trim().parse::<u16>() {
+            Ok(code) => out.push(settings::Written::new(code, written(status, at).place)),
+            Err(_) => checker.problem(
+                status,
+                at,
+                format!("{:?} is not an HTTP status (100-599)", status.value),
+            ),
+        }
+    }
+    out
 }
 
 /// Sites without origins named one by one in the warnings; beyond that, a count.
@@ -315,7 +341,7 @@ impl<'a> SiteChecker<'a> {
             &at,
             "expect_status",
         ) {
-            input.expect_status = written_list(list, &path);
+            input.expect_status = statuses(checker, list, &path);
         }
         if let Some((n, path)) = inherited(
             &site.follow_redirects,
