@@ -136,7 +136,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n    url: example.org\n",
-            "probes.yaml:3:5: sites[0].url: duplicate mapping key: url",
+            "probes.yaml:3:5: sites[0].url: `url` is written twice here: keep one of them",
         ),
         (
             "sites:\n  - url: example.com\n    origin: [203.0.113.10]\n",
@@ -148,11 +148,11 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n   origins: [203.0.113.10]\n",
-            "probes.yaml:3:4: sites: while parsing a block collection, did not find expected '-' indicator — the indentation is likely off here: a list's entries start with `-` at one column, and the keys of one entry line up under its first key",
+            "probes.yaml:3:4: sites: this line is out of place in a list — the indentation is likely off here: a list's entries start with `-` at one column, and the keys of one entry line up under its first key",
         ),
         (
             "sites: example.com\n",
-            "probes.yaml:1:8: sites: expected sequence start",
+            "probes.yaml:1:8: sites: expected a list (e.g. `sites:` with `  - url: example.com` on the line below), found the text \"example.com\"",
         ),
         (
             "sites:\n  - url: example.com\nalerts:\n  quorum: 0\n",
@@ -221,7 +221,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "defaults:\n  cert_warning_days: two weeks\nsites:\n  - url: example.com\n",
-            "probes.yaml:2:3: defaults.cert_warning_days: invalid type: string \"two weeks\", expected a number of days or a list of them, e.g. [14, 7, 3, 1]",
+            "probes.yaml:2:3: defaults.cert_warning_days: expected a number of days or a list of them, e.g. [14, 7, 3, 1], found the text \"two weeks\"",
         ),
         (
             "sites:\n  - url: example.com\nfeeds:\n  timezone: Mars/Olympus\n",
@@ -502,6 +502,71 @@ fn the_explanation_says_counts_and_durations_in_words() {
     assert!(text.starts_with(&format!("{}: OK, 2 sites\n", path.display())));
 }
 
+/// The new user's file of issue 26: a type error in `alerts`, a misspelt key in a site, a bad
+/// value and a type error in `smtp`, a bad address, keys written at the left margin, a store in
+/// no directory. Every one is listed in one run, each with file:line:column, its field path,
+/// plain words and what to write instead (it took five rounds of check-config).
+#[test]
+fn a_file_with_mistakes_in_every_section_lists_them_all_in_one_run() {
+    let text = "\
+sites:
+  - url: example.com
+    orgins: [203.0.113.10]
+    static_path: style.css
+  - url: example.org
+    samples: many
+alerts:
+  to: ops@example.com
+  confirm_runs: two
+  timezone: Mars/Olympus
+smtp:
+  host: mail.example.com
+  port: lots
+  from: not an address
+feeds:
+title: Example status
+maintenance:
+  - sites: [example.net]
+    start: 2026-12-01T02:00:00Z
+    end: 2026-12-01T01:00:00Z
+";
+    assert_eq!(
+        problems(text),
+        [
+            "probes.yaml:3:5: sites[0].orgins: unknown field `orgins`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
+            "probes.yaml:4:18: sites[0].static_path: \"style.css\": must be a path starting with '/', e.g. /wp-includes/css/dashicons.min.css",
+            "probes.yaml:6:14: sites[1].samples: \"many\" is not a whole number (0 or more): write digits, e.g. 3",
+            "probes.yaml:9:17: alerts.confirm_runs: \"two\" is not a whole number (0 or more): write digits, e.g. 3",
+            "probes.yaml:10:13: alerts.timezone: \"Mars/Olympus\" is not an IANA time zone name (e.g. Europe/Berlin, America/New_York, UTC)",
+            "probes.yaml:13:9: smtp.port: \"lots\" is not a whole number from 0 to 65535: write digits, e.g. 587",
+            "probes.yaml:14:9: smtp.from: \"not an address\" is not a mail address: it has no @ (an address is mailbox@domain); write e.g. ops@example.com or \"Ops <ops@example.com>\"",
+            "probes.yaml:16:1: title: `title` is a key of `feeds:` (line 15), not of the top level: indent it under feeds:, two spaces in, like the section's other keys (`  title: …`)",
+            "probes.yaml:18:13: maintenance[0].sites[0]: no site is named \"example.net\"",
+            "probes.yaml:20:10: maintenance[0].end: must be after start",
+        ]
+    );
+}
+
+/// Several mistakes in one section, and in one site, are each told: the key that does not read
+/// is left out and the rest read again. What follows from a key left out (its default read in
+/// its place) is not told as a problem of its own.
+#[test]
+fn every_mistake_in_one_section_or_one_site_is_told() {
+    let text = "sites:\n  - url: example.com\n    interval: 5s\n    timeout: [1]\n    colour: blue\n    origins: [db.internal]\nalerts:\n  confirm_runs: two\n  recover_runs: [2]\n  warning:\n    confirm: 2\n  to: [ops@@example]\n";
+    assert_eq!(
+        problems(text),
+        [
+            "probes.yaml:4:14: sites[0].timeout: expected one value (e.g. `timeout: 10s`), found a list",
+            "probes.yaml:5:5: sites[0].colour: unknown field `colour`, expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to",
+            "probes.yaml:6:15: sites[0].origins[0]: \"db.internal\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)",
+            "probes.yaml:8:17: alerts.confirm_runs: \"two\" is not a whole number (0 or more): write digits, e.g. 3",
+            "probes.yaml:9:17: alerts.recover_runs: expected one value (e.g. `recover_runs: 2`), found a list",
+            "probes.yaml:11:5: alerts.warning.confirm: unknown field `confirm`, expected one of confirm_runs, recover_runs, remind_every",
+            "probes.yaml:12:8: alerts.to[0]: \"ops@@example\" is not a mail address: it has 2 @ signs; an address has one, between the mailbox and the domain; write e.g. ops@example.com or \"Ops <ops@example.com>\"",
+        ]
+    );
+}
+
 /// A list a person may write as one value takes one value: `to: ops@example.com` is
 /// `to: [ops@example.com]`, each at its own place.
 #[test]
@@ -547,5 +612,153 @@ control_checks: https://www.cloudflare.com/
     assert_eq!(
         problems("sites:\n  - url: example.com\n    origins: db.internal\n"),
         ["probes.yaml:3:14: sites[0].origins[0]: \"db.internal\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)"]
+    );
+}
+
+/// Where a list cannot be one value (a list of settings) or a value cannot be a list, the
+/// message says what was found and shows what to write; no parser jargon reaches the user.
+#[test]
+fn what_the_parser_refuses_is_said_in_plain_words_with_an_example() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "sites: example.com\n",
+            "probes.yaml:1:8: sites: expected a list (e.g. `sites:` with `  - url: example.com` on the line below), found the text \"example.com\"",
+        ),
+        (
+            "sites:\n  - example.com\n",
+            "probes.yaml:2:5: sites[0]: expected an entry's `key: value` settings, its first key after the `- ` (e.g. `- url: example.com`, the site's other keys lined up under `url`), found the text \"example.com\"",
+        ),
+        (
+            "sites:\n  - url: example.com\nnotify: slack\n",
+            "probes.yaml:3:9: notify: expected a list (e.g. `notify:` with `  - {type: slack, url_env: SLACK_URL}` on the line below), found the text \"slack\"",
+        ),
+        (
+            "sites:\n  - url: example.com\nstore: /var/lib/probe/probe.sqlite\n",
+            "probes.yaml:3:8: store: expected `key: value` settings written below it, indented (e.g. `store:` with `  path: probe.sqlite` on the line below), found the text \"/var/lib/probe/probe.sqlite\"",
+        ),
+        (
+            "sites:\n  - url: example.com\nsmtp:\n  host: [mail.example.com]\n  from: probe@example.com\n",
+            "probes.yaml:4:9: smtp.host: expected one value (e.g. `host: smtp.example.com`), found a list",
+        ),
+        (
+            "sites:\n  - url: example.com\nsmtp:\n  host: mail.example.com\n  from: probe@example.com\n  security: ssl\n",
+            "probes.yaml:6:13: smtp.security: \"ssl\" is not one of starttls, tls, plain",
+        ),
+        (
+            "sites:\n  - url: example.com\nsmtp:\n  from: probe@example.com\n",
+            "probes.yaml:4:3: smtp: `host` is missing: add it (e.g. `host: smtp.example.com`)",
+        ),
+        (
+            "sites:\n  - url: example.com\n    cloudflare_edge: maybe\n",
+            "probes.yaml:3:22: sites[0].cloudflare_edge: \"maybe\" is not true or false",
+        ),
+        (
+            "sites:\n  - url: example.com\nalerts:\n\tto: ops@example.com\n",
+            "probes.yaml:4:2: alerts: a tab character here: YAML indents with spaces only (a value holding a tab needs quotes)",
+        ),
+        (
+            "sites:\n  - url: example.com\n    name: \"shop\n",
+            "probes.yaml:3:11: sites: a quoted value that is not closed: add the closing quote",
+        ),
+        (
+            "sites:\n  - url: example.com\n    origins: [203.0.113.10\n",
+            "probes.yaml:3:14: sites: this `[` is never closed: add `]`",
+        ),
+        (
+            "- url: example.com\n",
+            "probes.yaml:1:1: (top): expected the file's sections as `key: value` lines (e.g. `sites:` with `  - url: example.com` on the line below), found a list",
+        ),
+    ];
+    for (text, expected) in cases {
+        let got = problems(text);
+        assert_eq!(
+            got.first().map(String::as_str),
+            Some(*expected),
+            "{text}\n{got:#?}"
+        );
+        for line in &got {
+            for jargon in [
+                "sequence",
+                "mapping",
+                "scalar",
+                "invalid type",
+                "variant",
+                "Invalid input",
+                "while parsing",
+                "block collection",
+            ] {
+                assert!(!line.contains(jargon), "{jargon}: {line}");
+            }
+        }
+    }
+}
+
+/// Keys written at the left margin under a section (its indentation forgotten) are each said
+/// to belong under it, with the section's line.
+#[test]
+fn keys_of_a_section_at_the_left_margin_are_told_to_indent_under_it() {
+    let text = "sites:\n  - url: example.com\nalerts:\nto: ops@example.com\nsmtp:\nhost: mail.example.com\nport: 587\nfrom: probe@example.com\n";
+    assert_eq!(
+        problems(text),
+        [
+            "probes.yaml:4:1: to: `to` is a key of `alerts:` (line 3), not of the top level: indent it under alerts:, two spaces in, like the section's other keys (`  to: …`)",
+            "probes.yaml:6:1: host: `host` is a key of `smtp:` (line 5), not of the top level: indent it under smtp:, two spaces in, like the section's other keys (`  host: …`)",
+            "probes.yaml:7:1: port: `port` is a key of `smtp:` (line 5), not of the top level: indent it under smtp:, two spaces in, like the section's other keys (`  port: …`)",
+            "probes.yaml:8:1: from: `from` is a key of `smtp:` (line 5), not of the top level: indent it under smtp:, two spaces in, like the section's other keys (`  from: …`)",
+        ]
+    );
+    // A site's key at the left margin; a section's key with no section above it; a typo.
+    assert_eq!(
+        problems("interval: 5m\nsites:\n  - url: example.com\norigins: [203.0.113.10]\nsite: x\n"),
+        [
+            "probes.yaml:1:1: interval: `interval` is a key of `defaults:`, not of the top level: indent it under defaults:, two spaces in, like the section's other keys (`  interval: …`)",
+            "probes.yaml:4:1: origins: `origins` is a key of each entry of `sites:` (line 2), not of the top level: indent it under sites:, in an entry that starts with `- ` (e.g. `  - origins: …`)",
+            "probes.yaml:5:1: site: unknown field `site`: did you mean `sites`? (expected one of defaults, sites, alerts, smtp, store, maintenance, feeds, webhooks, notify, control_checks)",
+        ]
+    );
+}
+
+/// A syntax error ends the reading (nothing after it can be placed), but what was found before
+/// it is still told with it.
+#[test]
+fn a_syntax_error_is_told_with_the_mistakes_found_before_it() {
+    let text = "alerts:\n  confirm_runs: two\nsites:\n  - url: example.com\n    name: \"shop\nsmtp:\n  port: lots\n";
+    assert_eq!(
+        problems(text),
+        [
+            "probes.yaml:2:17: alerts.confirm_runs: \"two\" is not a whole number (0 or more): write digits, e.g. 3",
+            "probes.yaml:5:11: sites: a quoted value that is not closed: add the closing quote",
+        ]
+    );
+}
+
+/// A long list with mistakes far apart: each is found (the list still read a site at a time).
+#[test]
+fn mistakes_far_apart_in_a_long_site_list_are_each_found() {
+    let mut text = String::from("sites:\n");
+    for i in 0..5_000 {
+        let extra = match i {
+            7 => ", burst: lots",
+            2_500 => ", orgins: [203.0.113.1]",
+            4_999 => ", timeout: soon",
+            _ => "",
+        };
+        text.push_str(&format!(
+            "  - {{ url: \"https://site{i}.example/\"{extra} }}\n"
+        ));
+    }
+    let got = problems(&text);
+    let paths: Vec<&str> = got
+        .iter()
+        .map(|l| l.split(": ").nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "sites[7].burst",
+            "sites[2500].orgins",
+            "sites[4999].timeout"
+        ],
+        "{got:#?}"
     );
 }

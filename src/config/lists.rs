@@ -35,6 +35,15 @@ pub fn maybe_one_or_many<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<
     one_or_many(de).map(Some)
 }
 
+/// `control_checks:`, read on its own (a top-level section).
+pub struct Texts(pub Vec<Text>);
+
+impl<'de> Deserialize<'de> for Texts {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        one_or_many(de).map(Texts)
+    }
+}
+
 /// What was written: a list, one value, or nothing.
 enum Written {
     Many(Vec<Text>),

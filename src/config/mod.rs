@@ -15,9 +15,11 @@ mod lists;
 mod maintenance;
 mod notify;
 mod problems;
+mod read;
 mod sites;
 mod smtp;
 mod store;
+mod syntax;
 mod webhooks;
 
 use std::path::Path;
@@ -40,6 +42,7 @@ pub use webhooks::{Webhook, WebhookConfig};
 
 use crate::settings::{self, Target};
 use problems::{place, written, Checker};
+use read::SkippedSites;
 
 /// A scalar kept with where it was written.
 pub type Text = Spanned<String>;
@@ -178,121 +181,47 @@ fn parse_within(
             ),
         }));
     }
-    let syntax = |e: serde_saphyr::Error, path: Option<String>| {
-        invalid(syntax_problem(&e, path.as_deref(), max_nodes))
-    };
-    let mut path = None;
-    let raw: ConfigFile<SkippedSites> = serde_saphyr::with_deserializer_from_str_with_options(
-        text,
-        parse_options(max_nodes),
-        |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                path = Some(e.path().to_string());
-                e.into_inner()
-            })
-        },
-    )
-    .map_err(|e| syntax(e, path.take()))?;
+    let mut reading = read::Reading::new(text, max_nodes);
+    let raw = reading.sections();
     let mut checker = Checker::default();
-    let alerts = alerts::check(&mut checker, &raw.alerts);
-    let extra_roots = ca_file(&mut checker, &raw.defaults, base);
-    let mut site_checker =
-        sites::SiteChecker::new(&mut checker, &raw.defaults, &alerts.to, extra_roots.clone());
-    serde_saphyr::with_deserializer_from_str_with_options(text, parse_options(max_nodes), |de| {
-        let mut track = serde_path_to_error::Track::new();
-        let seed = SitesOfFile {
-            checker: &mut checker,
-            sites: &mut site_checker,
-        };
-        serde::de::DeserializeSeed::deserialize(
-            seed,
-            serde_path_to_error::Deserializer::new(de, &mut track),
-        )
-        .inspect_err(|_| path = Some(track.path().to_string()))
-    })
-    .map_err(|e| syntax(e, path.take()))?;
-    let (sites, names) = site_checker.finish(&mut checker);
-    let config = check(&mut checker, raw, alerts, extra_roots, sites, &names, base);
-    if checker.problems.is_empty() {
-        Ok(Loaded {
+    let mut config = None;
+    if !reading.stopped {
+        let alerts = alerts::check(&mut checker, &raw.alerts);
+        let extra_roots = ca_file(&mut checker, &raw.defaults, base);
+        let mut site_checker =
+            sites::SiteChecker::new(&mut checker, &raw.defaults, &alerts.to, extra_roots.clone());
+        let list_read = reading.sites(&mut checker, &mut site_checker);
+        // After a syntax error the sites and names past it are unknown: nothing is judged on
+        // what could not be read.
+        if !reading.stopped {
+            let (sites, names) = site_checker.finish(&mut checker, list_read);
+            config = Some(check(
+                &mut checker,
+                raw,
+                alerts,
+                extra_roots,
+                sites,
+                &names,
+                base,
+            ));
+        }
+    }
+    // A problem of a value read in the place of one left out is no problem of the file's.
+    checker.problems.retain(|p| !reading.hides(&p.path));
+    let mut problems = reading.problems;
+    problems.append(&mut checker.problems);
+    match config {
+        Some(config) if problems.is_empty() => Ok(Loaded {
             config,
             warnings: checker.warnings,
-        })
-    } else {
-        checker.problems.sort_by_key(|p| (p.line, p.column));
-        Err(ConfigError::Invalid {
-            file: file.to_string(),
-            problems: checker.problems,
-        })
-    }
-}
-
-/// The site list on the first reading of the file: read past, not kept.
-#[derive(Debug)]
-pub struct SkippedSites;
-
-impl<'de> Deserialize<'de> for SkippedSites {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        serde::de::IgnoredAny::deserialize(de).map(|_| SkippedSites)
-    }
-}
-
-/// The second reading of the file: only `sites`, each site handed to the checker as soon as it
-/// is read (every other key was read, and checked for its shape, the first time).
-struct SitesOfFile<'c, 'a> {
-    checker: &'c mut Checker,
-    sites: &'c mut sites::SiteChecker<'a>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for SitesOfFile<'_, '_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for SitesOfFile<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a map")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "sites" {
-                map.next_value_seed(SiteList {
-                    checker: &mut *self.checker,
-                    sites: &mut *self.sites,
-                })?;
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
+        }),
+        _ => {
+            problems.sort_by_key(|p| (p.line, p.column));
+            Err(ConfigError::Invalid {
+                file: file.to_string(),
+                problems,
+            })
         }
-        Ok(())
-    }
-}
-
-struct SiteList<'c, 'a> {
-    checker: &'c mut Checker,
-    sites: &'c mut sites::SiteChecker<'a>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for SiteList<'_, '_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_seq(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for SiteList<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a list of sites")
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(site) = seq.next_element::<SiteConfig>()? {
-            self.sites.check(self.checker, site);
-        }
-        Ok(())
     }
 }
 
@@ -323,98 +252,6 @@ fn parse_options(max_nodes: usize) -> serde_saphyr::Options {
     budget.max_total_scalar_bytes = MAX_CONFIG_BYTES;
     options.budget = Some(budget);
     options
-}
-
-/// A serde-saphyr error as a problem: its own location, the field path the deserializer was at,
-/// and its message, worded from the error's kind (never parsed out of its text).
-fn syntax_problem(e: &serde_saphyr::Error, path: Option<&str>, max_nodes: usize) -> ConfigProblem {
-    use serde_saphyr::MessageFormatter as _;
-    let e = e.without_snippet();
-    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-    let message = match e {
-        serde_saphyr::Error::SerdeUnknownField {
-            field, expected, ..
-        } => match closest(field, expected) {
-            Some(near) => format!(
-                "unknown field `{field}`: did you mean `{near}`? (expected one of {})",
-                expected.join(", ")
-            ),
-            None => format!(
-                "unknown field `{field}`, expected one of {}",
-                expected.join(", ")
-            ),
-        },
-        serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
-            format!("duplicate mapping key: {key}")
-        }
-        serde_saphyr::Error::Budget { .. } => format!(
-            "the file is too large to read: probe reads at most {max_nodes} values, lists and maps ({} sites of a few settings each) and {} MiB of text",
-            max_nodes / 20,
-            MAX_CONFIG_BYTES >> 20
-        ),
-        other => {
-            let message = serde_saphyr::DefaultMessageFormatter
-                .format_message(other)
-                .into_owned();
-            // The parser's words for a line out of place name no cause a person recognises.
-            let misplaced = message.contains("mapping values are not allowed")
-                || (message.contains("did not find expected")
-                    && message.contains("while parsing a block"));
-            if misplaced {
-                format!("{message} — the indentation is likely off here: a list's entries start with `-` at one column, and the keys of one entry line up under its first key")
-            } else {
-                message
-            }
-        }
-    };
-    let budget = matches!(e, serde_saphyr::Error::Budget { .. });
-    let mut path = match path {
-        Some(p) if !p.is_empty() && p != "." && !budget => p.to_string(),
-        _ => "(top)".to_string(),
-    };
-    // A value kept with its place is read through a wrapper whose one field is `value`: the
-    // user wrote the key before it.
-    if let Some(field) = path.strip_suffix(".value") {
-        path = field.to_string();
-    }
-    // The deserializer names a key it has not matched to a field `?`: a repeated key is known.
-    if let serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } = e {
-        if let Some(parent) = path.strip_suffix('?') {
-            path = format!("{parent}{key}");
-        }
-    }
-    ConfigProblem {
-        line: line.max(1),
-        column: column.max(1),
-        path,
-        message,
-    }
-}
-
-/// The expected name nearest to a mistyped one (at most two letters off, and not most of it).
-fn closest<'a>(typed: &str, expected: &'a [&'static str]) -> Option<&'a str> {
-    let distance = |a: &str, b: &str| {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut diagonal = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let above = row[j + 1];
-                row[j + 1] = (diagonal + usize::from(ca != *cb))
-                    .min(row[j] + 1)
-                    .min(above + 1);
-                diagonal = above;
-            }
-        }
-        row[b.len()]
-    };
-    expected
-        .iter()
-        .map(|e| (distance(typed, e), *e))
-        .filter(|(d, e)| *d <= 2 && *d * 3 <= e.len())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, e)| e)
 }
 
 /// Builds the checked config from the file as written and its checked sites, one section

@@ -519,10 +519,22 @@ impl<'a> SiteChecker<'a> {
         }
     }
 
+    /// Counts the next site of the list as read without checking it (it could not be read: its
+    /// problem is told); its name, when known, still counts as defined.
+    pub fn skip(&mut self, name: Option<String>) {
+        self.read += 1;
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            if !self.names.contains(&self.sites, &name) {
+                self.names.unusable.insert(name);
+            }
+        }
+    }
+
     /// The sites checked and their names; warns once about the sites without
-    /// origins (naming the first few, then counting), and says so when there was no site.
-    pub fn finish(mut self, checker: &mut Checker) -> (Vec<Site>, SiteNames) {
-        if self.read == 0 {
+    /// origins (naming the first few, then counting), and says so when there was no site
+    /// (unless `list_read` is false: the list itself could not be read, and that is told).
+    pub fn finish(mut self, checker: &mut Checker, list_read: bool) -> (Vec<Site>, SiteNames) {
+        if self.read == 0 && list_read {
             checker.problems.push(ConfigProblem {
                 line: 1,
                 column: 1,
