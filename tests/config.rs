@@ -140,11 +140,11 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n    origin: [203.0.113.10]\n",
-            "probes.yaml:3:5: sites[0].origin: unknown field `origin`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
+            "probes.yaml:3:5: sites[0].origin: unknown field `origin`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, resolver, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
         ),
         (
             "sites:\n  - url: example.com\n    statc_path: /x.css\n",
-            "probes.yaml:3:5: sites[0].statc_path: unknown field `statc_path`: did you mean `static_path`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
+            "probes.yaml:3:5: sites[0].statc_path: unknown field `statc_path`: did you mean `static_path`? (expected one of name, url, origins, edge, static_path, interval, timeout, resolver, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
         ),
         (
             "sites:\n  - url: example.com\n   origins: [203.0.113.10]\n",
@@ -276,6 +276,14 @@ fn broken_files_get_exact_messages() {
             "probes.yaml:4:12: notify[0].api_key_env: this opsgenie channel needs api_key_env: the environment variable holding its API key",
         ),
         (
+            "defaults:\n  resolver: dns.example\nsites:\n  - url: example.com\n  - url: example.org\n",
+            "probes.yaml:2:13: defaults.resolver: \"dns.example\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)",
+        ),
+        (
+            "sites:\n  - url: example.com\n    resolver: \"192.0.2.53:0\"\n",
+            "probes.yaml:3:15: sites[0].resolver: \"192.0.2.53:0\": port 0 is not a port a server can listen on",
+        ),
+        (
             "sites:\n  - name: \"@prober\"\n    url: example.com\n",
             "probes.yaml:2:11: sites[0].name: \"@prober\": names starting with '@' are reserved for the prober itself",
         ),
@@ -299,6 +307,11 @@ fn a_bad_default_is_reported_once_at_its_own_line_and_odd_units_say_how_they_wer
     assert_eq!(
         got,
         ["probes.yaml:3:12: defaults.timeout: \"soon\" is not a duration (expected number at 0); write e.g. 30s, 5m, 1h"]
+    );
+    // A default every site inherits and checks: told once too.
+    assert_eq!(
+        problems("defaults:\n  expect_status: [999]\nsites:\n  - url: example.com\n  - url: example.org\n"),
+        ["probes.yaml:2:19: defaults.expect_status[0]: 999 is not an HTTP status (100-599)"]
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("probes.yaml");
@@ -393,7 +406,7 @@ fn check_config_shows_every_effective_setting_in_words_and_as_json() {
     let path = dir.path().join("probes.yaml");
     std::fs::write(
         &path,
-        "sites:\n  - url: example.com\n    edge: 198.51.100.7\n    origins: [203.0.113.10]\n    cert_warning_days: 10\n    burst: 2\n    cloudflare_edge: true\nsmtp:\n  host: mail.example.com\n  security: tls\n  from: probe@example.com\nfeeds:\n  public: false\nalerts:\n  intermittent: {enabled: false}\n",
+        "defaults:\n  resolver: 192.0.2.53\nsites:\n  - url: example.com\n    edge: 198.51.100.7\n    origins: [203.0.113.10]\n    cert_warning_days: 10\n    burst: 2\n    cloudflare_edge: true\n  - url: example.org\n    origins: [203.0.113.11]\n    resolver: \"[2001:db8::53]:5353\"\nsmtp:\n  host: mail.example.com\n  security: tls\n  from: probe@example.com\nfeeds:\n  public: false\nalerts:\n  intermittent: {enabled: false}\n",
     )
     .unwrap();
     let run = |json: bool| {
@@ -416,6 +429,8 @@ fn check_config_shows_every_effective_setting_in_words_and_as_json() {
     let text = run(false);
     for words in [
         "edge route dials 198.51.100.7:443 (not DNS)",
+        "DNS asked of 192.0.2.53:53",
+        "DNS asked of [2001:db8::53]:5353",
         "certificate notices at 10 days",
         "page 2 times at once",
         "edge declared Cloudflare",
@@ -428,6 +443,8 @@ fn check_config_shows_every_effective_setting_in_words_and_as_json() {
     let json: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
     let site = &json["sites"][0];
     assert_eq!(site["edge"], "198.51.100.7:443");
+    assert_eq!(site["resolver"], "192.0.2.53:53");
+    assert_eq!(json["sites"][1]["resolver"], "[2001:db8::53]:5353");
     assert_eq!(site["cert_warning_days"], serde_json::json!([10]));
     assert_eq!(site["burst"], 2);
     assert_eq!(json["smtp"]["security"], "tls");
@@ -533,7 +550,7 @@ maintenance:
     assert_eq!(
         problems(text),
         [
-            "probes.yaml:3:5: sites[0].orgins: unknown field `orgins`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
+            "probes.yaml:3:5: sites[0].orgins: unknown field `orgins`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, resolver, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to)",
             "probes.yaml:4:18: sites[0].static_path: \"style.css\": must be a path starting with '/', e.g. /wp-includes/css/dashicons.min.css",
             "probes.yaml:6:14: sites[1].samples: \"many\" is not a whole number (0 or more): write digits, e.g. 3",
             "probes.yaml:9:17: alerts.confirm_runs: \"two\" is not a whole number (0 or more): write digits, e.g. 3",
@@ -557,7 +574,7 @@ fn every_mistake_in_one_section_or_one_site_is_told() {
         problems(text),
         [
             "probes.yaml:4:14: sites[0].timeout: expected one value (e.g. `timeout: 10s`), found a list",
-            "probes.yaml:5:5: sites[0].colour: unknown field `colour`, expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to",
+            "probes.yaml:5:5: sites[0].colour: unknown field `colour`, expected one of name, url, origins, edge, static_path, interval, timeout, resolver, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, alert_to",
             "probes.yaml:6:15: sites[0].origins[0]: \"db.internal\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)",
             "probes.yaml:8:17: alerts.confirm_runs: \"two\" is not a whole number (0 or more): write digits, e.g. 3",
             "probes.yaml:9:17: alerts.recover_runs: expected one value (e.g. `recover_runs: 2`), found a list",

@@ -8,7 +8,7 @@ pub mod commands;
 
 use clap::Parser;
 
-use crate::settings::{self, Nameserver, Place, ProbeSettings, Problem, SiteInput, Written};
+use crate::settings::{self, Place, ProbeSettings, Problem, SiteInput, Written};
 
 /// Most --samples accepted for one ad-hoc run.
 const MAX_SAMPLES: u32 = 100;
@@ -355,6 +355,7 @@ impl Cli {
             .as_deref()
             .map(|p| flag("--static-path", p));
         input.timeout = Some(flag("--timeout", &self.timeout));
+        input.resolver = self.resolver.as_deref().map(|r| flag("--resolver", r));
         input.expect_status = self
             .expect_status
             .iter()
@@ -414,11 +415,6 @@ impl Cli {
             return Err(UsageError::Setting(first));
         }
         let mut settings = settings.expect("no problem, so settings");
-        if let Some(value) = &self.resolver {
-            let address =
-                settings::address(&flag("--resolver", value), 53).map_err(UsageError::Setting)?;
-            settings.shared_mut().nameserver = Nameserver::At(address);
-        }
         if !(1..=MAX_SAMPLES).contains(&self.samples) {
             return Err(UsageError::Samples {
                 value: self.samples,
@@ -448,6 +444,7 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::Nameserver;
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("probe").chain(args.iter().copied())).unwrap()

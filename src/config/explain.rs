@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::settings::Nameserver;
 use crate::words;
 
 use super::{Loaded, Site, SmtpSecurity};
@@ -211,6 +212,9 @@ fn site_details(site: &Site, default_to: &[String]) -> Vec<String> {
     if let Some(edge) = probe.edge {
         more.push(format!("edge route dials {edge} (not DNS)"));
     }
+    if let Nameserver::At(server) = shared.nameserver {
+        more.push(format!("DNS asked of {server}"));
+    }
     if !diagnose.expect_status.is_empty() {
         let list: Vec<String> = diagnose.expect_status.iter().map(u16::to_string).collect();
         more.push(format!("healthy page answers {}", list.join(" or ")));
@@ -281,6 +285,10 @@ pub fn summary_json(path: &Path, loaded: &Loaded) -> serde_json::Value {
                 "name": site.name,
                 "url": probe.target.url(),
                 "edge": probe.edge.map(|e| e.to_string()),
+                "resolver": match shared.nameserver {
+                    Nameserver::At(server) => Some(server.to_string()),
+                    Nameserver::System => None,
+                },
                 "origins": probe.origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
                 "static_path": probe.static_path.as_deref(),
                 "interval_s": secs(site.interval),

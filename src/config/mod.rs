@@ -217,6 +217,9 @@ fn parse_within(
         }),
         _ => {
             problems.sort_by_key(|p| (p.line, p.column));
+            // A default's problem is found with each site that inherits it: told once.
+            let mut told = std::collections::HashSet::new();
+            problems.retain(|p| told.insert(p.clone()));
             Err(ConfigError::Invalid {
                 file: file.to_string(),
                 problems,

@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 use crate::settings::{self, Place, Problem, Written};
 
 /// One problem in the file, where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConfigProblem {
     pub line: u64,
     pub column: u64,

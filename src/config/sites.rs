@@ -28,6 +28,10 @@ pub struct SiteDefaults {
     /// Deadline per request, all phases included (e.g. `10s`, at most 10m). Default 10s.
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Text>,
+    /// The DNS server asked for each site's addresses instead of the system's (`ADDR[:PORT]`,
+    /// port 53 by default), like `--resolver`.
+    #[schemars(with = "Option<String>")]
+    pub resolver: Option<Text>,
     /// Days before a certificate's expiry at which a notice goes out, each once per
     /// certificate (one number is one threshold); the largest also degrades the site.
     /// Default `[14, 7, 3, 1]`.
@@ -160,6 +164,10 @@ pub struct SiteConfig {
     pub interval: Option<Box<Text>>,
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Box<Text>>,
+    /// The DNS server asked for this site's addresses (`ADDR[:PORT]`), instead of
+    /// `defaults.resolver` or the system's.
+    #[schemars(with = "Option<String>")]
+    pub resolver: Option<Box<Text>>,
     #[schemars(with = "Option<CertDays>")]
     pub cert_warning_days: Option<Box<Spanned<CertDays>>>,
     #[schemars(with = "Option<u32>", range(min = 1, max = 5))]
@@ -335,6 +343,11 @@ impl<'a> SiteChecker<'a> {
             .timeout
             .as_ref()
             .map(|t| written(t, format!("{at}.timeout")));
+        input.resolver = match (&site.resolver, &defaults.resolver) {
+            (Some(own), _) => Some(written(&**own, format!("{at}.resolver"))),
+            (None, Some(default)) => Some(written(default, "defaults.resolver")),
+            (None, None) => None,
+        };
         if let Some((list, path)) = inherited(
             &site.expect_status,
             &defaults.expect_status,

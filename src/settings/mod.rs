@@ -103,6 +103,8 @@ pub struct SiteInput {
     pub edge: Option<Written<String>>,
     pub static_path: Option<Written<String>>,
     pub timeout: Option<Written<String>>,
+    /// The DNS server asked instead of the system's (`ADDR[:PORT]`, port 53 by default).
+    pub resolver: Option<Written<String>>,
     pub expect_status: Vec<Written<u16>>,
     pub follow_redirects: Option<Written<u32>>,
     pub redirect_hosts: Vec<Written<String>>,
@@ -147,6 +149,7 @@ impl SiteInput {
             edge: None,
             static_path: None,
             timeout: None,
+            resolver: None,
             expect_status: Vec::new(),
             follow_redirects: None,
             redirect_hosts: Vec::new(),
@@ -310,6 +313,14 @@ pub fn check_site(
         }),
         None => default_timeout,
     };
+    let nameserver = match input.resolver.as_ref().map(|r| address(r, 53)).transpose() {
+        Ok(Some(address)) => Nameserver::At(address),
+        Ok(None) => Nameserver::System,
+        Err(p) => {
+            problems.push(p);
+            Nameserver::System
+        }
+    };
     for status in &input.expect_status {
         if !(100..=599).contains(&status.value) {
             problems.push(Problem::new(
@@ -351,6 +362,7 @@ pub fn check_site(
             cloudflare_edge_declared: input.cloudflare_edge,
             ..DiagnoseSettings::default()
         },
+        nameserver,
         follow_redirects,
         samples,
         burst,
@@ -622,6 +634,30 @@ mod tests {
                 "--expect-status 999 is not an HTTP status (100-599)",
                 "--follow-redirects 9: at most 5 redirects are followed",
             ]
+        );
+    }
+
+    #[test]
+    fn a_resolver_is_asked_on_port_53_unless_another_is_given() {
+        let mut input = SiteInput::new(flag("target", "example.com"));
+        let (settings, _) = check_site(&input, DEFAULT_TIMEOUT);
+        assert_eq!(settings.unwrap().shared.nameserver, Nameserver::System);
+        input.resolver = Some(flag("--resolver", "192.0.2.53"));
+        let (settings, _) = check_site(&input, DEFAULT_TIMEOUT);
+        let at = |s: &str| Nameserver::At(s.parse().unwrap());
+        assert_eq!(settings.unwrap().shared.nameserver, at("192.0.2.53:53"));
+        input.resolver = Some(flag("--resolver", "[2001:db8::53]:5353"));
+        let (settings, _) = check_site(&input, DEFAULT_TIMEOUT);
+        assert_eq!(
+            settings.unwrap().shared.nameserver,
+            at("[2001:db8::53]:5353")
+        );
+        input.resolver = Some(flag("--resolver", "dns.example"));
+        let (settings, problems) = check_site(&input, DEFAULT_TIMEOUT);
+        assert!(settings.is_none());
+        assert_eq!(
+            problems[0].for_command_line(),
+            "--resolver \"dns.example\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)"
         );
     }
 
