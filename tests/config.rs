@@ -779,3 +779,87 @@ fn mistakes_far_apart_in_a_long_site_list_are_each_found() {
         "{got:#?}"
     );
 }
+
+/// The SQLite store must be makeable where the file puts it: check-config (and run, watch)
+/// say so when its directory does not exist, is no directory, or is not writable by this user,
+/// at store.path's line, and create nothing. `probe outbox` only reads the store, and the text
+/// alone (a ConfigMap checked elsewhere) is not judged by this machine.
+#[test]
+fn the_store_s_directory_must_exist_and_be_writable_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |store: &str| {
+        let path = dir.path().join("probes.yaml");
+        std::fs::write(
+            &path,
+            format!("sites:\n  - url: example.com\nstore:\n  path: {store}\n"),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(["check-config", "-c", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr)
+            .replace(&path.display().to_string(), "probes.yaml");
+        (out.status.code(), stderr.trim_end().to_string())
+    };
+    assert_eq!(
+        check("/no/such/dir/probe.sqlite"),
+        (Some(3), "probes.yaml:4:9: store.path: the directory /no/such/dir does not exist: create it (probe makes the store's file, not its directory), or give a path in a directory that exists".to_string())
+    );
+    assert!(!Path::new("/no/such/dir").exists(), "nothing is created");
+    std::fs::write(dir.path().join("a-file"), "").unwrap();
+    let (code, said) = check("a-file/probe.sqlite");
+    assert_eq!(code, Some(3));
+    assert!(said.ends_with("a-file is not a directory"), "{said}");
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let (code, said) = check("state");
+    assert_eq!(code, Some(3));
+    assert!(
+        said.contains("state is a directory: give the store's file, e.g. "),
+        "{said}"
+    );
+    // A directory that exists and is writable: fine, and the store is not made by checking.
+    assert_eq!(check("state/probe.sqlite").0, Some(0));
+    assert!(!dir.path().join("state/probe.sqlite").exists());
+    // Not writable: root may write anywhere, so this is seen as another user only.
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    #[cfg(unix)]
+    if unsafe { libc::geteuid() } != 0 {
+        use std::os::unix::fs::PermissionsExt as _;
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let (code, said) = check("locked/probe.sqlite");
+        assert_eq!(code, Some(3));
+        assert!(
+            said.contains("locked is not writable by this user (uid "),
+            "{said}"
+        );
+        assert!(
+            said.ends_with("SQLite writes the store and its -wal and -shm files there"),
+            "{said}"
+        );
+    }
+    // `probe outbox` reads the store only: no store there is nothing queued.
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(
+        &path,
+        "sites:\n  - url: example.com\nstore:\n  path: /no/such/dir/probe.sqlite\n",
+    )
+    .unwrap();
+    let outbox = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["outbox", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        outbox.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&outbox.stderr)
+    );
+    assert!(String::from_utf8_lossy(&outbox.stdout)
+        .contains("no store yet at /no/such/dir/probe.sqlite"));
+    // The text alone is checked without this machine's directories.
+    let text = "sites:\n  - url: example.com\nstore:\n  path: /no/such/dir/probe.sqlite\n";
+    assert!(config::parse("probes.yaml", text, Path::new("/etc/probe")).is_ok());
+}

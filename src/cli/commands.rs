@@ -256,7 +256,7 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
 /// Reads the store without taking its writer lock, so it works beside a running `probe watch`.
 /// Returns CRITICAL when something was given up, WARNING when something waits, OK when empty.
 pub fn run_outbox(cli: &OutboxCli, out: &mut dyn Write) -> Result<Status, RunError> {
-    let loaded = config::load(&cli.config.path)?;
+    let loaded = config::load_to_read(&cli.config.path)?;
     let messages = match &loaded.config.store {
         config::StoreLocation::Sqlite(path) => {
             if !path.exists() {

@@ -136,15 +136,26 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Reads and checks a config file.
+/// Reads and checks a config file for use on this machine: beyond the file, the SQLite store's
+/// directory must exist and be writable here (`probe run`, `watch` and `check-config`).
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    read_file(path, true)
+}
+
+/// Reads and checks a config file to read its store only (`probe outbox`, beside a running
+/// watch, perhaps as another user): the store's directory is not checked.
+pub fn load_to_read(path: &Path) -> Result<Loaded, ConfigError> {
+    read_file(path, false)
+}
+
+fn read_file(path: &Path, store_here: bool) -> Result<Loaded, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: file.clone(),
         source,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse(&file, &text, base)
+    parse_within(&file, &text, base, MAX_CONFIG_NODES, store_here)
 }
 
 /// Largest config file read: 100,000 sites take about 10 MiB.
@@ -155,15 +166,19 @@ const MAX_CONFIG_BYTES: usize = 128 << 20;
 const MAX_CONFIG_NODES: usize = 20_000_000;
 
 /// Parses and checks config text; `file` names it in messages, `base` anchors relative paths.
+/// The store's place is not checked: the text may be meant for another machine (a Kubernetes
+/// ConfigMap checked in CI).
 pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError> {
-    parse_within(file, text, base, MAX_CONFIG_NODES)
+    parse_within(file, text, base, MAX_CONFIG_NODES, false)
 }
 
+/// `store_here`: the SQLite store's directory must exist and be writable on this machine.
 fn parse_within(
     file: &str,
     text: &str,
     base: &Path,
     max_nodes: usize,
+    store_here: bool,
 ) -> Result<Loaded, ConfigError> {
     let invalid = |problem| ConfigError::Invalid {
         file: file.to_string(),
@@ -195,15 +210,12 @@ fn parse_within(
         // what could not be read.
         if !reading.stopped {
             let (sites, names) = site_checker.finish(&mut checker, list_read);
-            config = Some(check(
-                &mut checker,
-                raw,
-                alerts,
-                extra_roots,
-                sites,
-                &names,
-                base,
-            ));
+            let store_path = raw.store.path.clone();
+            let checked = check(&mut checker, raw, alerts, extra_roots, sites, &names, base);
+            if let (true, StoreLocation::Sqlite(file)) = (store_here, &checked.store) {
+                store::check_here(&mut checker, file, store_path.as_ref());
+            }
+            config = Some(checked);
         }
     }
     // A problem of a value read in the place of one left out is no problem of the file's.
@@ -324,13 +336,13 @@ mod tests {
         for i in 0..100 {
             text.push_str(&format!("  - url: site{i}.example\n"));
         }
-        let e = parse_within("probes.yaml", &text, Path::new("."), 100).unwrap_err();
+        let e = parse_within("probes.yaml", &text, Path::new("."), 100, false).unwrap_err();
         let message = e.to_string();
         assert!(
             message.contains("the file is too large to read: probe reads at most 100 values, lists and maps (5 sites"),
             "{message}"
         );
         assert!(!message.contains("budget"), "{message}");
-        assert!(parse_within("probes.yaml", &text, Path::new("."), 1000).is_ok());
+        assert!(parse_within("probes.yaml", &text, Path::new("."), 1000, false).is_ok());
     }
 }
