@@ -256,3 +256,78 @@ fn a_saved_report_is_diagnosed_again_the_same_way() {
     assert_eq!(missing.status.code(), Some(3));
     assert!(stderr_line(&missing).contains("/nonexistent/run.json: cannot read it"));
 }
+
+/// `probe watch --listen` takes `localhost:PORT` (the loopback address) and `:PORT` (every
+/// interface) as well as `IP:PORT`, and serves the feeds there; nonsense is one clear line,
+/// UNKNOWN.
+#[test]
+fn watch_listens_on_localhost_or_every_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("probes.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "defaults:\n  interval: 1h\n  timeout: 1s\nsites:\n  - name: quiet\n    url: https://probe.test/\n    edge: \"{}\"\nstore:\n  path: probe.sqlite\n",
+            refused_port()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for form in ["localhost:{port}", ":{port}"] {
+        let port = support::free_tcp_port();
+        let listen = form.replace("{port}", &port.to_string());
+        let mut watch = Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(["watch", "-c", config, "--listen", &listen])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let serving = support::wait_for_tcp(port, &mut watch);
+        let status = serving.then(|| http_get_status(port, "/status.json"));
+        let _ = watch.kill();
+        let output = watch.wait_with_output().unwrap();
+        assert!(
+            serving,
+            "{listen}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(status, Some(200), "{listen}");
+    }
+    let cases: &[(&str, &str)] = &[
+        (
+            "status.example.com:80",
+            "\"status.example.com\" is not an IP address (host names other than localhost are not looked up)",
+        ),
+        ("9115", "\"9115\" has no port"),
+        (":0", "\":0\": port 0 would pick a port at random"),
+    ];
+    for (listen, expected) in cases {
+        let output = probe(&["watch", "-c", config, "--listen", listen]);
+        assert_eq!(output.status.code(), Some(3), "{listen}");
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            text.starts_with(&format!(
+                "error: invalid value '{listen}' for '--listen <ADDR:PORT>': {expected}"
+            )),
+            "{listen}: {text}"
+        );
+    }
+}
+
+/// The status code of a plain HTTP GET to 127.0.0.1:`port`.
+fn http_get_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}

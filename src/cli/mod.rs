@@ -204,9 +204,11 @@ pub struct WatchCli {
     pub log: LogArgs,
     #[command(flatten)]
     pub region: RegionArg,
-    /// Serve the status feeds over HTTP on this address (e.g. 127.0.0.1:9115): /, status.json,
-    /// incidents.atom, metrics, badge/SITE.svg.
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Serve the status feeds over HTTP on this address: /, status.json, incidents.atom,
+    /// metrics, badge/SITE.svg. IP:PORT (127.0.0.1:9115, [::1]:9115), localhost:PORT (the
+    /// loopback address, 127.0.0.1), or :PORT for every interface (0.0.0.0, reachable from other
+    /// machines).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = listen_address)]
     pub listen: Option<SocketAddr>,
     /// Also answer blackbox_exporter's /probe?target=SITE (configured sites only, each at most
     /// every 5 s, four at once): for a Prometheus scrape config written for blackbox. Off by
@@ -256,6 +258,47 @@ pub enum StoreCommand {
         #[arg(long, value_name = "VAR")]
         to_env: Option<String>,
     },
+}
+
+/// `--listen`'s address: `IP:PORT`, `localhost:PORT` (the loopback address) or `:PORT` (every
+/// interface). Nothing is looked up: a host name other than localhost is refused.
+pub fn listen_address(value: &str) -> Result<SocketAddr, String> {
+    use std::net::{IpAddr, Ipv4Addr};
+    const FORMS: &str =
+        "write IP:PORT (127.0.0.1:9115), localhost:PORT, or :PORT for every interface";
+    let value = value.trim();
+    let address = match value.parse::<SocketAddr>() {
+        Ok(address) => address,
+        Err(_) => {
+            let Some((host, port)) = value.rsplit_once(':') else {
+                return Err(format!("{value:?} has no port: {FORMS}"));
+            };
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| format!("{port:?} is not a port (1 to 65535): {FORMS}"))?;
+            let ip = if host.is_empty() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else if host.eq_ignore_ascii_case("localhost") {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else if host.parse::<IpAddr>().is_ok() {
+                // An IPv6 address without its brackets: `::1:9115` is ambiguous.
+                return Err(format!(
+                    "{value:?}: an IPv6 address goes in brackets before its port ([::1]:9115)"
+                ));
+            } else {
+                return Err(format!(
+                    "{host:?} is not an IP address (host names other than localhost are not looked up): {FORMS}"
+                ));
+            };
+            SocketAddr::new(ip, port)
+        }
+    };
+    if address.port() == 0 {
+        return Err(format!(
+            "{value:?}: port 0 would pick a port at random; give the port to serve on, e.g. :9115"
+        ));
+    }
+    Ok(address)
 }
 
 /// What the command line asks for.
@@ -531,6 +574,42 @@ mod tests {
             let err = cli(args).settings().unwrap_err().to_string();
             assert!(err.starts_with(expected), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn listen_takes_an_ip_localhost_or_every_interface() {
+        let ok = |s: &str| listen_address(s).unwrap().to_string();
+        assert_eq!(ok("127.0.0.1:9115"), "127.0.0.1:9115");
+        assert_eq!(ok("[::1]:9115"), "[::1]:9115");
+        assert_eq!(ok("localhost:8080"), "127.0.0.1:8080");
+        assert_eq!(ok("LocalHost:8080"), "127.0.0.1:8080");
+        assert_eq!(ok(":8080"), "0.0.0.0:8080");
+        assert_eq!(ok("0.0.0.0:8080"), "0.0.0.0:8080");
+        let refused = |s: &str| listen_address(s).unwrap_err();
+        assert_eq!(
+            refused("8080"),
+            "\"8080\" has no port: write IP:PORT (127.0.0.1:9115), localhost:PORT, or :PORT for every interface"
+        );
+        assert_eq!(
+            refused("localhost:http"),
+            "\"http\" is not a port (1 to 65535): write IP:PORT (127.0.0.1:9115), localhost:PORT, or :PORT for every interface"
+        );
+        assert_eq!(
+            refused(":99999"),
+            "\"99999\" is not a port (1 to 65535): write IP:PORT (127.0.0.1:9115), localhost:PORT, or :PORT for every interface"
+        );
+        assert_eq!(
+            refused("status.example.com:80"),
+            "\"status.example.com\" is not an IP address (host names other than localhost are not looked up): write IP:PORT (127.0.0.1:9115), localhost:PORT, or :PORT for every interface"
+        );
+        assert_eq!(
+            refused("::1:9115"),
+            "\"::1:9115\": an IPv6 address goes in brackets before its port ([::1]:9115)"
+        );
+        assert_eq!(
+            refused("localhost:0"),
+            "\"localhost:0\": port 0 would pick a port at random; give the port to serve on, e.g. :9115"
+        );
     }
 
     #[test]
