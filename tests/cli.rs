@@ -331,3 +331,88 @@ fn http_get_status(port: u16, path: &str) -> u16 {
     stream.read_exact(&mut head).unwrap();
     String::from_utf8_lossy(&head[9..12]).parse().unwrap()
 }
+
+/// `PROBE_LOG=debug` lines carry plain values (the address, the status number, the error's
+/// kind), never `Some(…)` or `None`: a field with nothing to say is left out.
+#[test]
+fn debug_lines_carry_plain_values() {
+    let closed = refused_port();
+    let lines = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(args)
+            .env("PROBE_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let refused = lines(&["https://probe.test/", "--edge", &closed.to_string()]);
+    let observed = refused
+        .lines()
+        .find(|l| l.contains(" observed "))
+        .expect(&refused);
+    assert!(
+        observed.contains(&format!("address={closed}")),
+        "{observed}"
+    );
+    assert!(
+        observed.contains("error_phase=\"connect\" error=\"refused\""),
+        "{observed}"
+    );
+    assert!(
+        !observed.contains("status="),
+        "no status without a response: {observed}"
+    );
+    // A page that answers: its status as a number, and no error field.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let good = runtime.block_on(tls_server(&pki.good(), Alpn::H2AndHttp11, Behaviour::ok()));
+    let ca = pki.ca_path.display().to_string();
+    let served = lines(&[
+        "https://probe.test/",
+        "--edge",
+        &good.addr.to_string(),
+        "--ca-file",
+        &ca,
+    ]);
+    let observed = served
+        .lines()
+        .find(|l| l.contains(" observed "))
+        .expect(&served);
+    assert!(
+        observed.contains(&format!("address={} status=200 ", good.addr)),
+        "{observed}"
+    );
+    assert!(
+        !observed.contains("error"),
+        "no error when there is none: {observed}"
+    );
+    // Our own DNS queries to a server that does not answer.
+    let unanswered = lines(&[
+        "https://probe.test/",
+        "--resolver",
+        "127.0.0.1:1",
+        "--timeout",
+        "1s",
+    ]);
+    let resolved = unanswered
+        .lines()
+        .find(|l| l.contains(" resolved "))
+        .expect(&unanswered);
+    assert!(
+        resolved.contains("name=probe.test resolver=127.0.0.1:1"),
+        "{resolved}"
+    );
+    assert!(
+        !resolved.contains(" a=") && !resolved.contains(" aaaa="),
+        "no address: {resolved}"
+    );
+    for line in refused
+        .lines()
+        .chain(unanswered.lines())
+        .chain(served.lines())
+    {
+        assert!(!line.contains("Some(") && !line.contains("None"), "{line}");
+    }
+}
