@@ -863,3 +863,18 @@ fn the_store_s_directory_must_exist_and_be_writable_here() {
     let text = "sites:\n  - url: example.com\nstore:\n  path: /no/such/dir/probe.sqlite\n";
     assert!(config::parse("probes.yaml", text, Path::new("/etc/probe")).is_ok());
 }
+
+/// What was found is repeated in a message only when it cannot be a secret: a URL by its
+/// endpoint alone, a value holding `user:password@` not at all.
+#[test]
+fn a_secret_in_the_wrong_place_is_not_repeated() {
+    let text = "sites:\n  - url: example.com\nnotify: https://hooks.slack.com/services/T0/B0/XOXSECRET\nstore: postgresql://probe:hunter2@db.internal/probe\nsmtp:\n  host: mail.example.com\n  from: probe@example.com\n  port: probe:hunter2@db\n";
+    assert_eq!(
+        problems(text),
+        [
+            "probes.yaml:3:9: notify: expected a list (e.g. `notify:` with `  - {type: slack, url_env: SLACK_URL}` on the line below), found the URL https://hooks.slack.com/…",
+            "probes.yaml:4:8: store: expected `key: value` settings written below it, indented (e.g. `store:` with `  path: probe.sqlite` on the line below), found the URL postgresql://db.internal/…",
+            "probes.yaml:8:9: smtp.port: a value (not repeated here: it may be a secret) is not a whole number from 0 to 65535: write digits, e.g. 587",
+        ]
+    );
+}

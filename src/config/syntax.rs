@@ -31,7 +31,7 @@ pub fn problem(e: &Error, path: Option<&str>, text: &str, max_nodes: usize) -> C
         };
     }
     let field = last_key(&path);
-    let found = || found_at(text, line, column);
+    let found = || found_at(text, line, column, field);
     // An entry of a list of settings (`sites[1]`), or the file itself.
     let entry = path.ends_with(']');
     let message = match e {
@@ -68,7 +68,7 @@ pub fn problem(e: &Error, path: Option<&str>, text: &str, max_nodes: usize) -> C
             other => format!("expected {other}, found {}", found()),
         },
         Error::InvalidScalar { ty, .. } => match e.location().and_then(|l| value_at(text, &l)) {
-            Some(value) => format!("{value:?} is not {}", kind_of_value(ty)),
+            Some(value) => format!("{} is not {}", shown(&value, field), kind_of_value(ty)),
             None => format!("{} is not {}", found(), kind_of_value(ty)),
         },
         Error::InvalidBooleanStrict { .. } => format!("{} is not true or false", found()),
@@ -84,13 +84,17 @@ pub fn problem(e: &Error, path: Option<&str>, text: &str, max_nodes: usize) -> C
             unexpected,
             expected,
             ..
-        } => format!("expected {}, found {}", expectation(expected), what(unexpected)),
+        } => format!(
+            "expected {}, found {}",
+            expectation(expected),
+            what(unexpected, field)
+        ),
         Error::SerdeInvalidLength { len, expected, .. } => {
             format!("expected {}, found {len} of them", expectation(expected))
         }
         Error::SerdeUnknownVariant {
             variant, expected, ..
-        } => format!("{variant:?} is not one of {}", expected.join(", ")),
+        } => format!("{} is not one of {}", shown(variant, field), expected.join(", ")),
         Error::SerdeMissingField { field, .. } => {
             format!("`{field}` is missing: add it{}", example(field))
         }
@@ -304,10 +308,15 @@ fn expectation(expected: &str) -> String {
 
 /// serde's `Unexpected` as written in its errors (`string "x"`, `integer \`5\``, `sequence`,
 /// `map`, `unit value`), in words.
-fn what(unexpected: &str) -> String {
+fn what(unexpected: &str, field: &str) -> String {
     let quoted = |s: &str| s.trim_matches('`').to_string();
     if let Some(text) = unexpected.strip_prefix("string ") {
-        return format!("the text {text}");
+        // Already quoted and escaped by serde; unless it must not be repeated at all.
+        let inner = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+        return match inner.map(|t| shown(t, field)) {
+            Some(safe) if !safe.starts_with('"') => safe,
+            _ => format!("the text {text}"),
+        };
     }
     for (prefix, words) in [
         ("integer ", "the number"),
@@ -329,7 +338,7 @@ fn what(unexpected: &str) -> String {
 
 /// What is written at a place of the file, in words: `nothing`, `a list`, `` `key: value`
 /// settings`` or `the text "…"`.
-fn found_at(text: &str, line: u64, column: u64) -> String {
+fn found_at(text: &str, line: u64, column: u64, field: &str) -> String {
     let Some(written) = text.lines().nth(line.saturating_sub(1) as usize) else {
         return "nothing".into();
     };
@@ -357,9 +366,32 @@ fn found_at(text: &str, line: u64, column: u64) -> String {
             .and_then(|v| v.strip_suffix('"'))
             .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
             .unwrap_or(value);
-        let shown: String = unquoted.chars().take(60).collect();
-        format!("the text {shown:?}")
+        match shown(unquoted, field) {
+            quoted if quoted.starts_with('"') => format!("the text {quoted}"),
+            other => other,
+        }
     }
+}
+
+/// A value written in the file, as a message may repeat it: quoted and escaped, cut at 60
+/// characters; a URL by its endpoint only (a webhook's path or a database URL may hold a
+/// secret), and a value where a secret may have gone (`password_env`, a `user:password@`)
+/// not at all.
+fn shown(value: &str, field: &str) -> String {
+    if value.contains("://") {
+        return format!("the URL {}", crate::text::endpoint_for_display(value));
+    }
+    let secret_field = ["env", "password", "token", "key", "secret"]
+        .iter()
+        .any(|word| field.contains(word));
+    let credentials = value
+        .split_once('@')
+        .is_some_and(|(before, _)| before.contains(':'));
+    if secret_field || credentials {
+        return "a value (not repeated here: it may be a secret)".into();
+    }
+    let cut: String = value.chars().take(60).collect();
+    format!("{cut:?}")
 }
 
 /// The value written at an error's place, as the parser saw its extent (quotes taken off).
@@ -559,12 +591,34 @@ mod tests {
     #[test]
     fn what_is_found_is_said_in_words() {
         let text = "a: [1]\nb: {c: 1}\nc: hello # note\nd:\n  e: 1\nf: \"quoted\"\n";
-        assert_eq!(found_at(text, 1, 4), "a list");
-        assert_eq!(found_at(text, 2, 4), "`key: value` settings");
-        assert_eq!(found_at(text, 3, 4), "the text \"hello\"");
-        assert_eq!(found_at(text, 4, 3), "nothing");
-        assert_eq!(found_at(text, 5, 3), "`key: value` settings");
-        assert_eq!(found_at(text, 6, 4), "the text \"quoted\"");
+        assert_eq!(found_at(text, 1, 4, "a"), "a list");
+        assert_eq!(found_at(text, 2, 4, "b"), "`key: value` settings");
+        assert_eq!(found_at(text, 3, 4, "c"), "the text \"hello\"");
+        assert_eq!(found_at(text, 4, 3, "d"), "nothing");
+        assert_eq!(found_at(text, 5, 3, "d"), "`key: value` settings");
+        assert_eq!(found_at(text, 6, 4, "f"), "the text \"quoted\"");
+    }
+
+    #[test]
+    fn a_value_that_may_be_a_secret_is_not_repeated() {
+        assert_eq!(
+            shown("https://hooks.slack.com/services/T0/B0/XOXSECRET", "notify"),
+            "the URL https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            shown("postgresql://probe:hunter2@db.internal/probe", "store"),
+            "the URL postgresql://db.internal/…"
+        );
+        assert_eq!(
+            shown("probe:hunter2@db.internal", "store"),
+            "a value (not repeated here: it may be a secret)"
+        );
+        assert_eq!(
+            shown("hunter2", "password_env"),
+            "a value (not repeated here: it may be a secret)"
+        );
+        assert_eq!(shown("two", "confirm_runs"), "\"two\"");
+        assert_eq!(shown("a\u{1b}[2J", "name"), "\"a\\u{1b}[2J\"");
     }
 
     #[test]
