@@ -878,3 +878,25 @@ fn a_secret_in_the_wrong_place_is_not_repeated() {
         ]
     );
 }
+
+/// Each mistake costs a reading of the file: past 32 readings the list stops, and says so.
+#[test]
+fn a_file_of_very_many_mistakes_stops_after_32_readings_and_says_so() {
+    let mut text = String::from("sites:\n");
+    for i in 0..40 {
+        text.push_str(&format!("  - {{ url: site{i}.example, burst: lots }}\n"));
+    }
+    let got = problems(&text);
+    // One reading for the sections, then one a mistake in the site list: 31 of them told,
+    // and the note last.
+    assert_eq!(got.len(), 32, "{got:#?}");
+    assert!(
+        got[30].starts_with("probes.yaml:32:35: sites[30].burst: "),
+        "{}",
+        got[30]
+    );
+    assert_eq!(
+        got[31],
+        "probes.yaml:1:1: (top): stopped after reading the file 32 times, once for each of the problems above: fix them and check again for the rest"
+    );
+}

@@ -232,6 +232,7 @@ fn parse_within(
             // A default's problem is found with each site that inherits it: told once.
             let mut told = std::collections::HashSet::new();
             problems.retain(|p| told.insert(p.clone()));
+            problems.extend(reading.cut_short);
             Err(ConfigError::Invalid {
                 file: file.to_string(),
                 problems,

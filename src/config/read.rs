@@ -5,8 +5,9 @@
 //! `confirm_runs` out of `alerts`), or the whole section or site when it cannot be read without
 //! it. A file without mistakes is read twice, as always: the sections with the site list
 //! skipped, then the site list alone, each site checked as soon as it is read (100,000 sites are
-//! never held as written). Each mistake costs one more reading, at most `MAX_READINGS` in all. A
-//! syntax error ends the reading: after it, nothing in the file can be placed.
+//! never held as written). Each mistake costs one more reading, at most `MAX_READINGS` in all
+//! (fewer for a very large file). A syntax error ends the reading: after it, nothing in the file
+//! can be placed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -26,9 +27,11 @@ use super::{
     WebhookConfig,
 };
 
-/// Readings of the file at most, however many mistakes it holds (each costs one): a file of
-/// 100,000 sites takes about a second a reading.
+/// Readings of the file at most, however many mistakes it holds (each costs one).
 const MAX_READINGS: usize = 32;
+/// Bytes read at most in all the readings: a file of 100,000 sites (10 MiB) is read up to
+/// `MAX_READINGS` times, one of a million fewer times (each reading takes a while).
+const MAX_BYTES_READ: usize = 512 << 20;
 
 /// The site list on the first reading of the file: read past, not kept.
 #[derive(Debug)]
@@ -57,6 +60,8 @@ pub struct Reading<'t> {
     /// The reading stopped (a syntax error, or too many readings): what comes after cannot be
     /// checked.
     pub stopped: bool,
+    /// Said after every problem when the readings ran out.
+    pub cut_short: Option<ConfigProblem>,
 }
 
 /// A part of the file read on its own: a section, the site list, a site.
@@ -115,6 +120,7 @@ impl<'t> Reading<'t> {
             readings: 0,
             problems: Vec::new(),
             stopped: false,
+            cut_short: None,
         }
     }
 
@@ -180,13 +186,14 @@ impl<'t> Reading<'t> {
         if self.stopped {
             return false;
         }
-        if self.readings == MAX_READINGS {
+        let most = (MAX_BYTES_READ / self.text.len().max(1)).clamp(2, MAX_READINGS);
+        if self.readings == most {
             self.stopped = true;
-            self.problems.push(ConfigProblem {
-                line: u64::MAX,
+            self.cut_short = Some(ConfigProblem {
+                line: 1,
                 column: 1,
                 path: "(top)".into(),
-                message: format!("stopped after reading the file {MAX_READINGS} times, once for each of the problems above: fix them and check again for the rest"),
+                message: format!("stopped after reading the file {most} times, once for each of the problems above: fix them and check again for the rest"),
             });
             return false;
         }
