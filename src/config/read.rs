@@ -555,3 +555,45 @@ impl<'de> Visitor<'de> for SiteList<'_, '_, '_, '_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_read_again_without_the_key_that_did_not_read() {
+        let text = "alerts:\n  confirm_runs: two\n  recover_runs: 3\n  colour: blue\nsites: []\n";
+        let mut reading = Reading::new(text, 1000);
+        let raw = reading.sections();
+        assert!(!reading.stopped);
+        assert_eq!(
+            raw.alerts.recover_runs,
+            Some(3),
+            "read without the two keys"
+        );
+        let paths: Vec<&str> = reading.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["alerts.confirm_runs", "alerts.colour"]);
+        // A problem found later under a key left out is not the file's.
+        assert!(reading.hides("alerts.confirm_runs"));
+        assert!(!reading.hides("alerts.recover_runs"));
+    }
+
+    #[test]
+    fn a_key_left_out_of_defaults_hides_what_each_site_inherits_of_it() {
+        let text = "defaults:\n  timeout: [1]\nsites: []\n";
+        let mut reading = Reading::new(text, 1000);
+        reading.sections();
+        assert!(reading.hides("defaults.timeout"));
+        assert!(reading.hides("sites[12].timeout"));
+        assert!(!reading.hides("sites[12].timeouts"));
+        assert!(!reading.hides("sites[12].interval"));
+    }
+
+    #[test]
+    fn a_syntax_error_stops_the_reading() {
+        let mut reading = Reading::new("alerts:\n  to: \"ops@example.com\nsites: []\n", 1000);
+        reading.sections();
+        assert!(reading.stopped);
+        assert_eq!(reading.problems.len(), 1);
+    }
+}
