@@ -20,6 +20,7 @@ pub mod schedule;
 pub mod settings;
 pub mod store;
 pub mod text;
+pub mod words;
 
 pub use cli::commands::{
     rediagnose, run, run_check_config, run_diagnose, run_outbox, run_pass, run_store, run_watch,

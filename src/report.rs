@@ -173,8 +173,14 @@ fn witness_summary(o: &Observation, witness: &Witness) -> String {
             s.start_since
         ),
         Witness::NginxStatus(s) => format!(
-            "nginx: {} connections (reading {}, writing {}, waiting {}), {} accepted, {} handled, {} requests",
-            s.active, s.reading, s.writing, s.waiting, s.accepts, s.handled, s.requests
+            "nginx: {} (reading {}, writing {}, waiting {}), {} accepted, {} handled, {}",
+            crate::words::plural(s.active, "connection", "connections"),
+            s.reading,
+            s.writing,
+            s.waiting,
+            s.accepts,
+            s.handled,
+            crate::words::plural(s.requests, "request", "requests")
         ),
         Witness::Unreadable(why) => format!("unreadable: {why}"),
     }

@@ -118,16 +118,6 @@ fn count(n: u64, unit: &str) -> String {
     }
 }
 
-/// `n` `thing`s with the plural right: `1 run`, `3 runs` (`things` when the plural is not an
-/// added `s`: `1 retry`, `2 retries`).
-pub fn plural(n: u64, thing: &str, things: &str) -> String {
-    if n == 1 {
-        format!("1 {thing}")
-    } else {
-        format!("{n} {things}")
-    }
-}
-
 /// Where times are shown to people: UTC, or an IANA time zone (`feeds.timezone`,
 /// `alerts.timezone`).
 #[derive(Debug, Clone, Default)]
@@ -423,8 +413,6 @@ mod tests {
         assert_eq!(said(3 * 3600 + 5 * 60), "3 hours 5 minutes");
         assert_eq!(said(30 * 3600), "30 hours");
         assert_eq!(said(2 * 86_400 + 4 * 3600 + 59), "2 days 4 hours");
-        assert_eq!(plural(1, "retry", "retries"), "1 retry");
-        assert_eq!(plural(2, "retry", "retries"), "2 retries");
     }
 
     #[test]

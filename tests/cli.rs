@@ -256,3 +256,163 @@ fn a_saved_report_is_diagnosed_again_the_same_way() {
     assert_eq!(missing.status.code(), Some(3));
     assert!(stderr_line(&missing).contains("/nonexistent/run.json: cannot read it"));
 }
+
+/// `probe watch --listen` takes `localhost:PORT` (the loopback address) and `:PORT` (every
+/// interface) as well as `IP:PORT`, and serves the feeds there; nonsense is one clear line,
+/// UNKNOWN.
+#[test]
+fn watch_listens_on_localhost_or_every_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("probes.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "defaults:\n  interval: 1h\n  timeout: 1s\nsites:\n  - name: quiet\n    url: https://probe.test/\n    edge: \"{}\"\nstore:\n  path: probe.sqlite\n",
+            refused_port()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for form in ["localhost:{port}", ":{port}"] {
+        let port = support::free_tcp_port();
+        let listen = form.replace("{port}", &port.to_string());
+        let mut watch = Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(["watch", "-c", config, "--listen", &listen])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let serving = support::wait_for_tcp(port, &mut watch);
+        let status = serving.then(|| http_get_status(port, "/status.json"));
+        let _ = watch.kill();
+        let output = watch.wait_with_output().unwrap();
+        assert!(
+            serving,
+            "{listen}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(status, Some(200), "{listen}");
+    }
+    let cases: &[(&str, &str)] = &[
+        (
+            "status.example.com:80",
+            "\"status.example.com\" is not an IP address (host names other than localhost are not looked up)",
+        ),
+        ("9115", "\"9115\" has no port"),
+        (":0", "\":0\": port 0 would pick a port at random"),
+    ];
+    for (listen, expected) in cases {
+        let output = probe(&["watch", "-c", config, "--listen", listen]);
+        assert_eq!(output.status.code(), Some(3), "{listen}");
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            text.starts_with(&format!(
+                "error: invalid value '{listen}' for '--listen <ADDR:PORT>': {expected}"
+            )),
+            "{listen}: {text}"
+        );
+    }
+}
+
+/// The status code of a plain HTTP GET to 127.0.0.1:`port`.
+fn http_get_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}
+
+/// `PROBE_LOG=debug` lines carry plain values (the address, the status number, the error's
+/// kind), never `Some(…)` or `None`: a field with nothing to say is left out.
+#[test]
+fn debug_lines_carry_plain_values() {
+    let closed = refused_port();
+    let lines = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(args)
+            .env("PROBE_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let refused = lines(&["https://probe.test/", "--edge", &closed.to_string()]);
+    let observed = refused
+        .lines()
+        .find(|l| l.contains(" observed "))
+        .expect(&refused);
+    assert!(
+        observed.contains(&format!("address={closed}")),
+        "{observed}"
+    );
+    assert!(
+        observed.contains("error_phase=\"connect\" error=\"refused\""),
+        "{observed}"
+    );
+    assert!(
+        !observed.contains("status="),
+        "no status without a response: {observed}"
+    );
+    // A page that answers: its status as a number, and no error field.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let good = runtime.block_on(tls_server(&pki.good(), Alpn::H2AndHttp11, Behaviour::ok()));
+    let ca = pki.ca_path.display().to_string();
+    let served = lines(&[
+        "https://probe.test/",
+        "--edge",
+        &good.addr.to_string(),
+        "--ca-file",
+        &ca,
+    ]);
+    let observed = served
+        .lines()
+        .find(|l| l.contains(" observed "))
+        .expect(&served);
+    assert!(
+        observed.contains(&format!("address={} status=200 ", good.addr)),
+        "{observed}"
+    );
+    assert!(
+        !observed.contains("error"),
+        "no error when there is none: {observed}"
+    );
+    // Our own DNS queries to a server that does not answer.
+    let unanswered = lines(&[
+        "https://probe.test/",
+        "--resolver",
+        "127.0.0.1:1",
+        "--timeout",
+        "1s",
+    ]);
+    let resolved = unanswered
+        .lines()
+        .find(|l| l.contains(" resolved "))
+        .expect(&unanswered);
+    assert!(
+        resolved.contains("name=probe.test resolver=127.0.0.1:1"),
+        "{resolved}"
+    );
+    assert!(
+        !resolved.contains(" a=") && !resolved.contains(" aaaa="),
+        "no address: {resolved}"
+    );
+    for line in refused
+        .lines()
+        .chain(unanswered.lines())
+        .chain(served.lines())
+    {
+        assert!(!line.contains("Some(") && !line.contains("None"), "{line}");
+    }
+}

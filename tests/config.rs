@@ -136,23 +136,23 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n    url: example.org\n",
-            "probes.yaml:3:5: sites[0].url: duplicate mapping key: url",
+            "probes.yaml:3:5: sites[0].url: `url` is written twice here: keep one of them",
         ),
         (
             "sites:\n  - url: example.com\n    origin: [203.0.113.10]\n",
-            "probes.yaml:3:5: sites[0].origin: unknown field `origin`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, budget, alert_to)",
+            "probes.yaml:3:5: sites[0].origin: unknown field `origin`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, resolver, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, budget, alert_to)",
         ),
         (
             "sites:\n  - url: example.com\n    statc_path: /x.css\n",
-            "probes.yaml:3:5: sites[0].statc_path: unknown field `statc_path`: did you mean `static_path`? (expected one of name, url, origins, edge, static_path, interval, timeout, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, budget, alert_to)",
+            "probes.yaml:3:5: sites[0].statc_path: unknown field `statc_path`: did you mean `static_path`? (expected one of name, url, origins, edge, static_path, interval, timeout, resolver, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, budget, alert_to)",
         ),
         (
             "sites:\n  - url: example.com\n   origins: [203.0.113.10]\n",
-            "probes.yaml:3:4: sites: while parsing a block collection, did not find expected '-' indicator — the indentation is likely off here: a list's entries start with `-` at one column, and the keys of one entry line up under its first key",
+            "probes.yaml:3:4: sites: this line is out of place in a list — the indentation is likely off here: a list's entries start with `-` at one column, and the keys of one entry line up under its first key",
         ),
         (
             "sites: example.com\n",
-            "probes.yaml:1:8: sites: expected sequence start",
+            "probes.yaml:1:8: sites: expected a list (e.g. `sites:` with `  - url: example.com` on the line below), found the text \"example.com\"",
         ),
         (
             "sites:\n  - url: example.com\nalerts:\n  quorum: 0\n",
@@ -176,7 +176,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\n    timeout: 2m\n",
-            "probes.yaml:3:14: sites[0].timeout: the timeout (2m) must be shorter than the interval (1m)",
+            "probes.yaml:3:14: sites[0].timeout: the timeout (2 minutes) must be shorter than the interval (1 minute)",
         ),
         (
             "sites:\n  - url: example.com\nsmtp:\n  host: mail.example.com\n  from: probe@example.com\n  password_env: hunter2\n",
@@ -208,11 +208,11 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "sites:\n  - url: example.com\nalerts:\n  to: [\"ops@@x.example\"]\n",
-            "probes.yaml:4:8: alerts.to[0]: \"ops@@x.example\" is not an email address (Invalid input); write e.g. ops@example.com or \"Ops <ops@example.com>\"",
+            "probes.yaml:4:8: alerts.to[0]: \"ops@@x.example\" is not a mail address: it has 2 @ signs; an address has one, between the mailbox and the domain; write e.g. ops@example.com or \"Ops <ops@example.com>\"",
         ),
         (
             "sites:\n  - url: example.com\nsmtp:\n  host: mail.example.com\n  from: \"probe <probe@example.com\"\n",
-            "probes.yaml:5:9: smtp.from: \"probe <probe@example.com\" is not an email address (Invalid input); write e.g. ops@example.com or \"Ops <ops@example.com>\"",
+            "probes.yaml:5:9: smtp.from: \"probe <probe@example.com\" is not a mail address: an angle bracket is not closed (a name goes with an address as \"Ops <ops@example.com>\"); write e.g. ops@example.com or \"Ops <ops@example.com>\"",
         ),
         (
             "sites:\n  - url: example.com\nalerts:\n  to: [\"Ops\\e[2J <ops@example.com>\"]\n",
@@ -233,7 +233,7 @@ fn broken_files_get_exact_messages() {
         ),
         (
             "defaults:\n  cert_warning_days: two weeks\nsites:\n  - url: example.com\n",
-            "probes.yaml:2:3: defaults.cert_warning_days: invalid type: string \"two weeks\", expected a number of days or a list of them, e.g. [14, 7, 3, 1]",
+            "probes.yaml:2:3: defaults.cert_warning_days: expected a number of days or a list of them, e.g. [14, 7, 3, 1], found the text \"two weeks\"",
         ),
         (
             "sites:\n  - url: example.com\nfeeds:\n  timezone: Mars/Olympus\n",
@@ -288,6 +288,14 @@ fn broken_files_get_exact_messages() {
             "probes.yaml:4:12: notify[0].api_key_env: this opsgenie channel needs api_key_env: the environment variable holding its API key",
         ),
         (
+            "defaults:\n  resolver: dns.example\nsites:\n  - url: example.com\n  - url: example.org\n",
+            "probes.yaml:2:13: defaults.resolver: \"dns.example\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)",
+        ),
+        (
+            "sites:\n  - url: example.com\n    resolver: \"192.0.2.53:0\"\n",
+            "probes.yaml:3:15: sites[0].resolver: \"192.0.2.53:0\": port 0 is not a port a server can listen on",
+        ),
+        (
             "sites:\n  - name: \"@prober\"\n    url: example.com\n",
             "probes.yaml:2:11: sites[0].name: \"@prober\": names starting with '@' are reserved for the prober itself",
         ),
@@ -312,19 +320,25 @@ fn a_bad_default_is_reported_once_at_its_own_line_and_odd_units_say_how_they_wer
         got,
         ["probes.yaml:3:12: defaults.timeout: \"soon\" is not a duration (expected number at 0); write e.g. 30s, 5m, 1h"]
     );
+    // A default every site inherits and checks: told once too.
+    assert_eq!(
+        problems("defaults:\n  expect_status: [999]\nsites:\n  - url: example.com\n  - url: example.org\n"),
+        ["probes.yaml:2:19: defaults.expect_status[0]: 999 is not an HTTP status (100-599)"]
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("probes.yaml");
     std::fs::write(
         &path,
-        "defaults:\n  interval: 1 minute\n  timeout: 10 secs\nsites:\n  - url: example.com\n    origins: [203.0.113.10]\n",
+        "defaults:\n  interval: 1 minute\n  timeout: 10 secs\nsites:\n  - url: example.com\n    origins: [203.0.113.10]\n    interval: 1M\n",
     )
     .unwrap();
     let loaded = probe::config::load(&path).unwrap();
+    // "1 minute" is read as written: nothing to say about it.
     assert_eq!(
         loaded.warnings,
         [
-            "defaults.interval: \"1 minute\" read as 1m",
-            "defaults.timeout: \"10 secs\" read as 10s"
+            "defaults.timeout: \"10 secs\" read as 10 seconds",
+            "sites[0].interval: \"1M\" read as 30 days 10 hours 33 minutes 36 seconds"
         ]
     );
 }
@@ -404,7 +418,7 @@ fn check_config_shows_every_effective_setting_in_words_and_as_json() {
     let path = dir.path().join("probes.yaml");
     std::fs::write(
         &path,
-        "defaults:\n  budget: {ttfb: 3s, dns: 1s}\nsites:\n  - url: example.com\n    edge: 198.51.100.7\n    origins: [203.0.113.10]\n    cert_warning_days: 10\n    burst: 2\n    cloudflare_edge: true\n    budget: {ttfb: 1500ms, total: 5s}\n  - url: example.org\nsmtp:\n  host: mail.example.com\n  security: tls\n  from: probe@example.com\nfeeds:\n  public: false\nalerts:\n  intermittent: {enabled: false}\n",
+        "defaults:\n  budget: {ttfb: 3s, dns: 1s}\n  resolver: 192.0.2.53\nsites:\n  - url: example.com\n    edge: 198.51.100.7\n    origins: [203.0.113.10]\n    cert_warning_days: 10\n    burst: 2\n    cloudflare_edge: true\n    budget: {ttfb: 1500ms, total: 5s}\n  - url: example.org\n    origins: [203.0.113.11]\n    resolver: \"[2001:db8::53]:5353\"\nsmtp:\n  host: mail.example.com\n  security: tls\n  from: probe@example.com\nfeeds:\n  public: false\nalerts:\n  intermittent: {enabled: false}\n",
     )
     .unwrap();
     let run = |json: bool| {
@@ -427,6 +441,8 @@ fn check_config_shows_every_effective_setting_in_words_and_as_json() {
     let text = run(false);
     for words in [
         "edge route dials 198.51.100.7:443 (not DNS)",
+        "DNS asked of 192.0.2.53:53",
+        "DNS asked of [2001:db8::53]:5353",
         "certificate notices at 10 days",
         "page 2 times at once",
         "edge declared Cloudflare",
@@ -434,14 +450,16 @@ fn check_config_shows_every_effective_setting_in_words_and_as_json() {
         "intermittent: off",
         "the operator's view",
         // Phase by phase: the site's own budget over the defaults'.
-        "every 1m, timeout 10s, budget dns 1s, ttfb 1s 500ms, total 5s",
-        "every 1m, timeout 10s, budget dns 1s, ttfb 3s",
+        "every 1 minute, timeout 10 seconds, budget dns 1 second, ttfb 1 second 500 milliseconds, total 5 seconds",
+        "every 1 minute, timeout 10 seconds, budget dns 1 second, ttfb 3 seconds",
     ] {
         assert!(text.contains(words), "{words}:\n{text}");
     }
     let json: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
     let site = &json["sites"][0];
     assert_eq!(site["edge"], "198.51.100.7:443");
+    assert_eq!(site["resolver"], "192.0.2.53:53");
+    assert_eq!(json["sites"][1]["resolver"], "[2001:db8::53]:5353");
     assert_eq!(site["cert_warning_days"], serde_json::json!([10]));
     assert_eq!(site["burst"], 2);
     assert_eq!(
@@ -485,5 +503,421 @@ fn plaintext_auth_is_allowed_only_explicitly_and_then_warned_about() {
             .any(|w| w.contains("the SMTP password crosses the network unencrypted")),
         "{:?}",
         loaded.warnings
+    );
+}
+
+/// check-config's explanation says counts and durations in words, singular or plural as they
+/// are: "every 1 day", "1 retry", "30 days", never "1day", "1 retries" or "run(s)".
+#[test]
+fn the_explanation_says_counts_and_durations_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(
+        &path,
+        "defaults:\n  interval: 1d\nsites:\n  - url: example.com\n    origins: [203.0.113.10]\n    follow_redirects: 1\n    cert_warning_days: 1\n  - url: example.org\n    origins: [203.0.113.11]\n    interval: 90s\n    timeout: 2500ms\nalerts:\n  to: [ops@example.com]\n  confirm_retries: 1\n  confirm_runs: 1\n  recover_runs: 1\n  remind_every: 1h30m\n  warning: {confirm_runs: 1, recover_runs: 1, remind_every: 1d}\n  intermittent: {window_runs: 2, min_failures: 1}\nsmtp:\n  host: mail.example.com\n  from: probe@example.com\nstore:\n  retention: 30d\nmaintenance:\n  - {start: 2026-12-01T02:00:00Z, end: 2026-12-01T03:00:00Z}\n",
+    )
+    .unwrap();
+    let loaded = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let text = config::explain(&path, &loaded);
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    let store = dir.path().join("probe.sqlite");
+    assert_eq!(
+        lines,
+        [
+            "  example.com  https://example.com/  origin 203.0.113.10:443  every 1 day, timeout 10 seconds, budget ttfb 2 seconds",
+            "    follows up to 1 redirect · certificate notices at 1 day",
+            "  example.org  https://example.org/  origin 203.0.113.11:443  every 1 minute 30 seconds, timeout 2 seconds 500 milliseconds, budget ttfb 2 seconds",
+            "origins: at most 2 requests at once to each origin address, over every site and route (a status page read takes them all)",
+            "alerts: to ops@example.com; a failure counts after 1 retry (5 seconds later) and 1 failing run; recovery after 1 healthy run; reminders every 1 hour 30 minutes",
+            "warnings: after 1 degraded run, closed after 1 run without, reminders every 1 day; intermittent: 1 failure in 2 runs; shared failures: one incident for the sites that share one (one number, one message each time)",
+            "smtp: mail.example.com:587 with STARTTLS, from probe@example.com",
+            &format!("store: {}, results kept 30 days", store.display()),
+            "maintenance: 1 window",
+            "feeds: \"Status\", public (no server versions, addresses or commands on the page and status.json)",
+        ],
+        "{text}"
+    );
+    assert!(text.starts_with(&format!("{}: OK, 2 sites\n", path.display())));
+}
+
+/// The new user's file of issue 26: a type error in `alerts`, a misspelt key in a site, a bad
+/// value and a type error in `smtp`, a bad address, keys written at the left margin, a store in
+/// no directory. Every one is listed in one run, each with file:line:column, its field path,
+/// plain words and what to write instead (it took five rounds of check-config).
+#[test]
+fn a_file_with_mistakes_in_every_section_lists_them_all_in_one_run() {
+    let text = "\
+sites:
+  - url: example.com
+    orgins: [203.0.113.10]
+    static_path: style.css
+  - url: example.org
+    samples: many
+alerts:
+  to: ops@example.com
+  confirm_runs: two
+  timezone: Mars/Olympus
+smtp:
+  host: mail.example.com
+  port: lots
+  from: not an address
+feeds:
+title: Example status
+maintenance:
+  - sites: [example.net]
+    start: 2026-12-01T02:00:00Z
+    end: 2026-12-01T01:00:00Z
+";
+    assert_eq!(
+        problems(text),
+        [
+            "probes.yaml:3:5: sites[0].orgins: unknown field `orgins`: did you mean `origins`? (expected one of name, url, origins, edge, static_path, interval, timeout, resolver, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, budget, alert_to)",
+            "probes.yaml:4:18: sites[0].static_path: \"style.css\": must be a path starting with '/', e.g. /wp-includes/css/dashicons.min.css",
+            "probes.yaml:6:14: sites[1].samples: \"many\" is not a whole number (0 or more): write digits, e.g. 3",
+            "probes.yaml:9:17: alerts.confirm_runs: \"two\" is not a whole number (0 or more): write digits, e.g. 3",
+            "probes.yaml:10:13: alerts.timezone: \"Mars/Olympus\" is not an IANA time zone name (e.g. Europe/Berlin, America/New_York, UTC)",
+            "probes.yaml:13:9: smtp.port: \"lots\" is not a whole number from 0 to 65535: write digits, e.g. 587",
+            "probes.yaml:14:9: smtp.from: \"not an address\" is not a mail address: it has no @ (an address is mailbox@domain); write e.g. ops@example.com or \"Ops <ops@example.com>\"",
+            "probes.yaml:16:1: title: `title` is a key of `feeds:` (line 15), not of the top level: indent it under feeds:, two spaces in, like the section's other keys (`  title: …`)",
+            "probes.yaml:18:13: maintenance[0].sites[0]: no site is named \"example.net\"",
+            "probes.yaml:20:10: maintenance[0].end: must be after start",
+        ]
+    );
+}
+
+/// Several mistakes in one section, and in one site, are each told: the key that does not read
+/// is left out and the rest read again. What follows from a key left out (its default read in
+/// its place) is not told as a problem of its own.
+#[test]
+fn every_mistake_in_one_section_or_one_site_is_told() {
+    let text = "sites:\n  - url: example.com\n    interval: 5s\n    timeout: [1]\n    colour: blue\n    origins: [db.internal]\nalerts:\n  confirm_runs: two\n  recover_runs: [2]\n  warning:\n    confirm: 2\n  to: [ops@@example]\n";
+    assert_eq!(
+        problems(text),
+        [
+            "probes.yaml:4:14: sites[0].timeout: expected one value (e.g. `timeout: 10s`), found a list",
+            "probes.yaml:5:5: sites[0].colour: unknown field `colour`, expected one of name, url, origins, edge, static_path, interval, timeout, resolver, cert_warning_days, samples, burst, expect_status, follow_redirects, redirect_hosts, cloudflare_edge, fpm_status, nginx_status, status_header, budget, alert_to",
+            "probes.yaml:6:15: sites[0].origins[0]: \"db.internal\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)",
+            "probes.yaml:8:17: alerts.confirm_runs: \"two\" is not a whole number (0 or more): write digits, e.g. 3",
+            "probes.yaml:9:17: alerts.recover_runs: expected one value (e.g. `recover_runs: 2`), found a list",
+            "probes.yaml:11:5: alerts.warning.confirm: unknown field `confirm`, expected one of confirm_runs, recover_runs, remind_every",
+            "probes.yaml:12:8: alerts.to[0]: \"ops@@example\" is not a mail address: it has 2 @ signs; an address has one, between the mailbox and the domain; write e.g. ops@example.com or \"Ops <ops@example.com>\"",
+        ]
+    );
+}
+
+/// A list a person may write as one value takes one value: `to: ops@example.com` is
+/// `to: [ops@example.com]`, each at its own place.
+#[test]
+fn one_value_stands_for_a_list_of_one() {
+    let text = "\
+defaults:
+  redirect_hosts: www.example.com
+  expect_status: 200
+sites:
+  - name: shop
+    url: example.com
+    origins: 203.0.113.10
+    alert_to: shop@example.com
+    follow_redirects: 1
+alerts:
+  to: ops@example.com
+webhooks:
+  - url: https://hooks.example.com/probe
+    sites: shop
+notify:
+  - {type: ntfy, url: \"https://ntfy.sh/topic\", sites: shop, severity: down}
+maintenance:
+  - {sites: shop, start: 2026-12-01T02:00:00Z, end: 2026-12-01T03:00:00Z}
+control_checks: https://www.cloudflare.com/
+";
+    let loaded =
+        config::parse("probes.yaml", text, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let c = &loaded.config;
+    let site = &c.sites[0];
+    assert_eq!(site.probe.origins[0].to_string(), "203.0.113.10:443");
+    assert_eq!(*site.alert_to, ["shop@example.com".to_string()]);
+    assert_eq!(site.probe.shared.redirect_hosts, ["www.example.com"]);
+    assert_eq!(site.probe.shared.diagnose.expect_status, [200]);
+    assert_eq!(c.alerts.to, ["ops@example.com"]);
+    assert_eq!(c.webhooks[0].sites, ["shop"]);
+    assert_eq!(
+        (c.notify[0].sites.clone(), c.notify[0].severities.clone()),
+        (vec!["shop".to_string()], vec!["down".to_string()])
+    );
+    assert_eq!(c.maintenance[0].sites, ["shop"]);
+    assert_eq!(c.control_checks[0].url(), "https://www.cloudflare.com/");
+    // A problem with the one value is told at its own place.
+    assert_eq!(
+        problems("sites:\n  - url: example.com\n    origins: db.internal\n"),
+        ["probes.yaml:3:14: sites[0].origins[0]: \"db.internal\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)"]
+    );
+}
+
+/// Where a list cannot be one value (a list of settings) or a value cannot be a list, the
+/// message says what was found and shows what to write; no parser jargon reaches the user.
+#[test]
+fn what_the_parser_refuses_is_said_in_plain_words_with_an_example() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "sites: example.com\n",
+            "probes.yaml:1:8: sites: expected a list (e.g. `sites:` with `  - url: example.com` on the line below), found the text \"example.com\"",
+        ),
+        (
+            "sites:\n  - example.com\n",
+            "probes.yaml:2:5: sites[0]: expected an entry's `key: value` settings, its first key after the `- ` (e.g. `- url: example.com`, the site's other keys lined up under `url`), found the text \"example.com\"",
+        ),
+        (
+            "sites:\n  - url: example.com\nnotify: slack\n",
+            "probes.yaml:3:9: notify: expected a list (e.g. `notify:` with `  - {type: slack, url_env: SLACK_URL}` on the line below), found the text \"slack\"",
+        ),
+        (
+            "sites:\n  - url: example.com\nstore: /var/lib/probe/probe.sqlite\n",
+            "probes.yaml:3:8: store: expected `key: value` settings written below it, indented (e.g. `store:` with `  path: probe.sqlite` on the line below), found the text \"/var/lib/probe/probe.sqlite\"",
+        ),
+        (
+            "sites:\n  - url: example.com\nsmtp:\n  host: [mail.example.com]\n  from: probe@example.com\n",
+            "probes.yaml:4:9: smtp.host: expected one value (e.g. `host: smtp.example.com`), found a list",
+        ),
+        (
+            "sites:\n  - url: example.com\nsmtp:\n  host: mail.example.com\n  from: probe@example.com\n  security: ssl\n",
+            "probes.yaml:6:13: smtp.security: \"ssl\" is not one of starttls, tls, plain",
+        ),
+        (
+            "sites:\n  - url: example.com\nsmtp:\n  from: probe@example.com\n",
+            "probes.yaml:4:3: smtp: `host` is missing: add it (e.g. `host: smtp.example.com`)",
+        ),
+        (
+            "sites:\n  - url: example.com\n    cloudflare_edge: maybe\n",
+            "probes.yaml:3:22: sites[0].cloudflare_edge: \"maybe\" is not true or false",
+        ),
+        (
+            "sites:\n  - url: example.com\nalerts:\n\tto: ops@example.com\n",
+            "probes.yaml:4:2: alerts: a tab character here: YAML indents with spaces only (a value holding a tab needs quotes)",
+        ),
+        (
+            "sites:\n  - url: example.com\n    name: \"shop\n",
+            "probes.yaml:3:11: sites: a quoted value that is not closed: add the closing quote",
+        ),
+        (
+            "sites:\n  - url: example.com\n    origins: [203.0.113.10\n",
+            "probes.yaml:3:14: sites: this `[` is never closed: add `]`",
+        ),
+        (
+            "- url: example.com\n",
+            "probes.yaml:1:1: (top): expected the file's sections as `key: value` lines (e.g. `sites:` with `  - url: example.com` on the line below), found a list",
+        ),
+    ];
+    for (text, expected) in cases {
+        let got = problems(text);
+        assert_eq!(
+            got.first().map(String::as_str),
+            Some(*expected),
+            "{text}\n{got:#?}"
+        );
+        for line in &got {
+            for jargon in [
+                "sequence",
+                "mapping",
+                "scalar",
+                "invalid type",
+                "variant",
+                "Invalid input",
+                "while parsing",
+                "block collection",
+            ] {
+                assert!(!line.contains(jargon), "{jargon}: {line}");
+            }
+        }
+    }
+}
+
+/// Keys written at the left margin under a section (its indentation forgotten) are each said
+/// to belong under it, with the section's line.
+#[test]
+fn keys_of_a_section_at_the_left_margin_are_told_to_indent_under_it() {
+    let text = "sites:\n  - url: example.com\nalerts:\nto: ops@example.com\nsmtp:\nhost: mail.example.com\nport: 587\nfrom: probe@example.com\n";
+    assert_eq!(
+        problems(text),
+        [
+            "probes.yaml:4:1: to: `to` is a key of `alerts:` (line 3), not of the top level: indent it under alerts:, two spaces in, like the section's other keys (`  to: …`)",
+            "probes.yaml:6:1: host: `host` is a key of `smtp:` (line 5), not of the top level: indent it under smtp:, two spaces in, like the section's other keys (`  host: …`)",
+            "probes.yaml:7:1: port: `port` is a key of `smtp:` (line 5), not of the top level: indent it under smtp:, two spaces in, like the section's other keys (`  port: …`)",
+            "probes.yaml:8:1: from: `from` is a key of `smtp:` (line 5), not of the top level: indent it under smtp:, two spaces in, like the section's other keys (`  from: …`)",
+        ]
+    );
+    // A site's key at the left margin; a section's key with no section above it; a typo.
+    assert_eq!(
+        problems("interval: 5m\nsites:\n  - url: example.com\norigins: [203.0.113.10]\nsite: x\n"),
+        [
+            "probes.yaml:1:1: interval: `interval` is a key of `defaults:`, not of the top level: indent it under defaults:, two spaces in, like the section's other keys (`  interval: …`)",
+            "probes.yaml:4:1: origins: `origins` is a key of each entry of `sites:` (line 2), not of the top level: indent it under sites:, in an entry that starts with `- ` (e.g. `  - origins: …`)",
+            "probes.yaml:5:1: site: unknown field `site`: did you mean `sites`? (expected one of defaults, sites, alerts, smtp, store, maintenance, feeds, webhooks, notify, control_checks)",
+        ]
+    );
+}
+
+/// A syntax error ends the reading (nothing after it can be placed), but what was found before
+/// it is still told with it.
+#[test]
+fn a_syntax_error_is_told_with_the_mistakes_found_before_it() {
+    let text = "alerts:\n  confirm_runs: two\nsites:\n  - url: example.com\n    name: \"shop\nsmtp:\n  port: lots\n";
+    assert_eq!(
+        problems(text),
+        [
+            "probes.yaml:2:17: alerts.confirm_runs: \"two\" is not a whole number (0 or more): write digits, e.g. 3",
+            "probes.yaml:5:11: sites: a quoted value that is not closed: add the closing quote",
+        ]
+    );
+}
+
+/// A long list with mistakes far apart: each is found (the list still read a site at a time).
+#[test]
+fn mistakes_far_apart_in_a_long_site_list_are_each_found() {
+    let mut text = String::from("sites:\n");
+    for i in 0..5_000 {
+        let extra = match i {
+            7 => ", burst: lots",
+            2_500 => ", orgins: [203.0.113.1]",
+            4_999 => ", timeout: soon",
+            _ => "",
+        };
+        text.push_str(&format!(
+            "  - {{ url: \"https://site{i}.example/\"{extra} }}\n"
+        ));
+    }
+    let got = problems(&text);
+    let paths: Vec<&str> = got
+        .iter()
+        .map(|l| l.split(": ").nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "sites[7].burst",
+            "sites[2500].orgins",
+            "sites[4999].timeout"
+        ],
+        "{got:#?}"
+    );
+}
+
+/// The SQLite store must be makeable where the file puts it: check-config (and run, watch)
+/// say so when its directory does not exist, is no directory, or is not writable by this user,
+/// at store.path's line, and create nothing. `probe outbox` only reads the store, and the text
+/// alone (a ConfigMap checked elsewhere) is not judged by this machine.
+#[test]
+fn the_store_s_directory_must_exist_and_be_writable_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |store: &str| {
+        let path = dir.path().join("probes.yaml");
+        std::fs::write(
+            &path,
+            format!("sites:\n  - url: example.com\nstore:\n  path: {store}\n"),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(["check-config", "-c", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr)
+            .replace(&path.display().to_string(), "probes.yaml");
+        (out.status.code(), stderr.trim_end().to_string())
+    };
+    assert_eq!(
+        check("/no/such/dir/probe.sqlite"),
+        (Some(3), "probes.yaml:4:9: store.path: the directory /no/such/dir does not exist: create it (probe makes the store's file, not its directory), or give a path in a directory that exists".to_string())
+    );
+    assert!(!Path::new("/no/such/dir").exists(), "nothing is created");
+    std::fs::write(dir.path().join("a-file"), "").unwrap();
+    let (code, said) = check("a-file/probe.sqlite");
+    assert_eq!(code, Some(3));
+    assert!(said.ends_with("a-file is not a directory"), "{said}");
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let (code, said) = check("state");
+    assert_eq!(code, Some(3));
+    assert!(
+        said.contains("state is a directory: give the store's file, e.g. "),
+        "{said}"
+    );
+    // A directory that exists and is writable: fine, and the store is not made by checking.
+    assert_eq!(check("state/probe.sqlite").0, Some(0));
+    assert!(!dir.path().join("state/probe.sqlite").exists());
+    // Not writable: root may write anywhere, so this is seen as another user only.
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    #[cfg(unix)]
+    if unsafe { libc::geteuid() } != 0 {
+        use std::os::unix::fs::PermissionsExt as _;
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let (code, said) = check("locked/probe.sqlite");
+        assert_eq!(code, Some(3));
+        assert!(
+            said.contains("locked is not writable by this user (uid "),
+            "{said}"
+        );
+        assert!(
+            said.ends_with("SQLite writes the store and its -wal and -shm files there"),
+            "{said}"
+        );
+    }
+    // `probe outbox` reads the store only: no store there is nothing queued.
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(
+        &path,
+        "sites:\n  - url: example.com\nstore:\n  path: /no/such/dir/probe.sqlite\n",
+    )
+    .unwrap();
+    let outbox = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["outbox", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        outbox.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&outbox.stderr)
+    );
+    assert!(String::from_utf8_lossy(&outbox.stdout)
+        .contains("no store yet at /no/such/dir/probe.sqlite"));
+    // The text alone is checked without this machine's directories.
+    let text = "sites:\n  - url: example.com\nstore:\n  path: /no/such/dir/probe.sqlite\n";
+    assert!(config::parse("probes.yaml", text, Path::new("/etc/probe")).is_ok());
+}
+
+/// What was found is repeated in a message only when it cannot be a secret: a URL by its
+/// endpoint alone, a value holding `user:password@` not at all.
+#[test]
+fn a_secret_in_the_wrong_place_is_not_repeated() {
+    let text = "sites:\n  - url: example.com\nnotify: https://hooks.slack.com/services/T0/B0/XOXSECRET\nstore: postgresql://probe:hunter2@db.internal/probe\nsmtp:\n  host: mail.example.com\n  from: probe@example.com\n  port: probe:hunter2@db\n";
+    assert_eq!(
+        problems(text),
+        [
+            "probes.yaml:3:9: notify: expected a list (e.g. `notify:` with `  - {type: slack, url_env: SLACK_URL}` on the line below), found the URL https://hooks.slack.com/…",
+            "probes.yaml:4:8: store: expected `key: value` settings written below it, indented (e.g. `store:` with `  path: probe.sqlite` on the line below), found the URL postgresql://db.internal/…",
+            "probes.yaml:8:9: smtp.port: a value (not repeated here: it may be a secret) is not a whole number from 0 to 65535: write digits, e.g. 587",
+        ]
+    );
+}
+
+/// Each mistake costs a reading of the file: past 32 readings the list stops, and says so.
+#[test]
+fn a_file_of_very_many_mistakes_stops_after_32_readings_and_says_so() {
+    let mut text = String::from("sites:\n");
+    for i in 0..40 {
+        text.push_str(&format!("  - {{ url: site{i}.example, burst: lots }}\n"));
+    }
+    let got = problems(&text);
+    // One reading for the sections, then one a mistake in the site list: 31 of them told,
+    // and the note last.
+    assert_eq!(got.len(), 32, "{got:#?}");
+    assert!(
+        got[30].starts_with("probes.yaml:32:35: sites[30].burst: "),
+        "{}",
+        got[30]
+    );
+    assert_eq!(
+        got[31],
+        "probes.yaml:1:1: (top): stopped after reading the file 32 times, once for each of the problems above: fix them and check again for the rest"
     );
 }

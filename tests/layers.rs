@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules, lowest layer first; modules on one line are one layer and import neither
 /// each other nor anything above.
 const LAYERS: &[&[&str]] = &[
-    &["text", "observe"],
+    &["text", "words", "observe"],
     &["diagnose"],
     &["settings"],
     &["engine"],

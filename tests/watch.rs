@@ -271,7 +271,7 @@ fn watch_probes_on_interval_reloads_on_sighup_and_stops_gracefully_on_sigterm() 
     );
     assert!(
         field(&stopping, "message").contains("within their own deadlines and the grace")
-            && field(&stopping, "grace") == "2s",
+            && field(&stopping, "grace") == "2 seconds",
         "the wait explained: {stopping}"
     );
     watch.wait_for(

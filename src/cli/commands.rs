@@ -256,7 +256,7 @@ pub async fn run_watch(cli: &WatchCli) -> Result<Status, RunError> {
 /// Reads the store without taking its writer lock, so it works beside a running `probe watch`.
 /// Returns CRITICAL when something was given up, WARNING when something waits, OK when empty.
 pub fn run_outbox(cli: &OutboxCli, out: &mut dyn Write) -> Result<Status, RunError> {
-    let loaded = config::load(&cli.config.path)?;
+    let loaded = config::load_to_read(&cli.config.path)?;
     let messages = match &loaded.config.store {
         config::StoreLocation::Sqlite(path) => {
             if !path.exists() {
@@ -335,7 +335,11 @@ pub fn run_store(cli: &StoreCli, out: &mut dyn Write) -> Result<Status, RunError
     let mut written: std::io::Result<()> = Ok(());
     let copied = store::copy::sqlite_to_postgres(from, &url, &mut |table, rows| {
         if written.is_ok() {
-            written = writeln!(out, "{table:<16} {rows} rows");
+            written = writeln!(
+                out,
+                "{table:<16} {}",
+                crate::words::plural(rows, "row", "rows")
+            );
         }
     })
     .map_err(|e| RunError::Schedule(e.into()))?;
@@ -346,7 +350,8 @@ pub fn run_store(cli: &StoreCli, out: &mut dyn Write) -> Result<Status, RunError
         .unwrap_or_else(|_| "the database".into());
     writeln!(
         out,
-        "copied {rows} rows from {} into {shown}",
+        "copied {} from {} into {shown}",
+        crate::words::plural(rows, "row", "rows"),
         from.display()
     )?;
     Ok(Status::Ok)

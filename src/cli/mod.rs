@@ -9,7 +9,7 @@ pub mod commands;
 use clap::Parser;
 
 use crate::diagnose::BudgetPhase;
-use crate::settings::{self, Nameserver, Place, ProbeSettings, Problem, SiteInput, Written};
+use crate::settings::{self, Place, ProbeSettings, Problem, SiteInput, Written};
 
 /// Most --samples accepted for one ad-hoc run.
 const MAX_SAMPLES: u32 = 100;
@@ -217,9 +217,11 @@ pub struct WatchCli {
     pub log: LogArgs,
     #[command(flatten)]
     pub region: RegionArg,
-    /// Serve the status feeds over HTTP on this address (e.g. 127.0.0.1:9115): /, status.json,
-    /// incidents.atom, metrics, badge/SITE.svg.
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Serve the status feeds over HTTP on this address: /, status.json, incidents.atom,
+    /// metrics, badge/SITE.svg. IP:PORT (127.0.0.1:9115, [::1]:9115), localhost:PORT (the
+    /// loopback address, 127.0.0.1), or :PORT for every interface (0.0.0.0, reachable from other
+    /// machines).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = listen_address)]
     pub listen: Option<SocketAddr>,
     /// Also answer blackbox_exporter's /probe?target=SITE (configured sites only, each at most
     /// every 5 s, four at once): for a Prometheus scrape config written for blackbox. Off by
@@ -269,6 +271,47 @@ pub enum StoreCommand {
         #[arg(long, value_name = "VAR")]
         to_env: Option<String>,
     },
+}
+
+/// `--listen`'s address: `IP:PORT`, `localhost:PORT` (the loopback address) or `:PORT` (every
+/// interface). Nothing is looked up: a host name other than localhost is refused.
+pub fn listen_address(value: &str) -> Result<SocketAddr, String> {
+    use std::net::{IpAddr, Ipv4Addr};
+    const FORMS: &str =
+        "write IP:PORT (127.0.0.1:9115), localhost:PORT, or :PORT for every interface";
+    let value = value.trim();
+    let address = match value.parse::<SocketAddr>() {
+        Ok(address) => address,
+        Err(_) => {
+            let Some((host, port)) = value.rsplit_once(':') else {
+                return Err(format!("{value:?} has no port: {FORMS}"));
+            };
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| format!("{port:?} is not a port (1 to 65535): {FORMS}"))?;
+            let ip = if host.is_empty() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else if host.eq_ignore_ascii_case("localhost") {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else if host.parse::<IpAddr>().is_ok() {
+                // An IPv6 address without its brackets: `::1:9115` is ambiguous.
+                return Err(format!(
+                    "{value:?}: an IPv6 address goes in brackets before its port ([::1]:9115)"
+                ));
+            } else {
+                return Err(format!(
+                    "{host:?} is not an IP address (host names other than localhost are not looked up): {FORMS}"
+                ));
+            };
+            SocketAddr::new(ip, port)
+        }
+    };
+    if address.port() == 0 {
+        return Err(format!(
+            "{value:?}: port 0 would pick a port at random; give the port to serve on, e.g. :9115"
+        ));
+    }
+    Ok(address)
 }
 
 /// What the command line asks for.
@@ -368,6 +411,7 @@ impl Cli {
             .as_deref()
             .map(|p| flag("--static-path", p));
         input.timeout = Some(flag("--timeout", &self.timeout));
+        input.resolver = self.resolver.as_deref().map(|r| flag("--resolver", r));
         input.expect_status = self
             .expect_status
             .iter()
@@ -440,11 +484,6 @@ impl Cli {
             return Err(UsageError::Setting(first));
         }
         let mut settings = settings.expect("no problem, so settings");
-        if let Some(value) = &self.resolver {
-            let address =
-                settings::address(&flag("--resolver", value), 53).map_err(UsageError::Setting)?;
-            settings.shared_mut().nameserver = Nameserver::At(address);
-        }
         if !(1..=MAX_SAMPLES).contains(&self.samples) {
             return Err(UsageError::Samples {
                 value: self.samples,
@@ -474,6 +513,7 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::Nameserver;
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("probe").chain(args.iter().copied())).unwrap()
@@ -565,13 +605,49 @@ mod tests {
             ),
             (
                 &["example.com", "--budget", "ttfb=20m"],
-                "--budget \"20m\": must be at most 10m",
+                "--budget \"20m\": must be at most 10 minutes",
             ),
         ];
         for (args, expected) in cases {
             let err = cli(args).settings().unwrap_err().to_string();
             assert!(err.starts_with(expected), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn listen_takes_an_ip_localhost_or_every_interface() {
+        let ok = |s: &str| listen_address(s).unwrap().to_string();
+        assert_eq!(ok("127.0.0.1:9115"), "127.0.0.1:9115");
+        assert_eq!(ok("[::1]:9115"), "[::1]:9115");
+        assert_eq!(ok("localhost:8080"), "127.0.0.1:8080");
+        assert_eq!(ok("LocalHost:8080"), "127.0.0.1:8080");
+        assert_eq!(ok(":8080"), "0.0.0.0:8080");
+        assert_eq!(ok("0.0.0.0:8080"), "0.0.0.0:8080");
+        let refused = |s: &str| listen_address(s).unwrap_err();
+        assert_eq!(
+            refused("8080"),
+            "\"8080\" has no port: write IP:PORT (127.0.0.1:9115), localhost:PORT, or :PORT for every interface"
+        );
+        assert_eq!(
+            refused("localhost:http"),
+            "\"http\" is not a port (1 to 65535): write IP:PORT (127.0.0.1:9115), localhost:PORT, or :PORT for every interface"
+        );
+        assert_eq!(
+            refused(":99999"),
+            "\"99999\" is not a port (1 to 65535): write IP:PORT (127.0.0.1:9115), localhost:PORT, or :PORT for every interface"
+        );
+        assert_eq!(
+            refused("status.example.com:80"),
+            "\"status.example.com\" is not an IP address (host names other than localhost are not looked up): write IP:PORT (127.0.0.1:9115), localhost:PORT, or :PORT for every interface"
+        );
+        assert_eq!(
+            refused("::1:9115"),
+            "\"::1:9115\": an IPv6 address goes in brackets before its port ([::1]:9115)"
+        );
+        assert_eq!(
+            refused("localhost:0"),
+            "\"localhost:0\": port 0 would pick a port at random; give the port to serve on, e.g. :9115"
+        );
     }
 
     #[test]
@@ -583,7 +659,7 @@ mod tests {
         assert!(settings.origins.is_empty());
         assert_eq!(settings.shared.nameserver, Nameserver::System);
         assert_eq!(cli(&["example.com"]).output(), OutputFormat::Table);
-        assert_eq!(settings.shared.diagnose.budget.describe(), "ttfb 2s");
+        assert_eq!(settings.shared.diagnose.budget.describe(), "ttfb 2 seconds");
         let budget = cli(&[
             "example.com",
             "--budget",
@@ -596,6 +672,9 @@ mod tests {
         .shared
         .diagnose
         .budget;
-        assert_eq!(budget.describe(), "dns 1s, ttfb 3s, total 5s");
+        assert_eq!(
+            budget.describe(),
+            "dns 1 second, ttfb 3 seconds, total 5 seconds"
+        );
     }
 }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use serde_saphyr::Spanned;
 
+use super::lists::{one_or_many, OneOrMany};
 use super::problems::Checker;
 use super::Text;
 
@@ -14,9 +15,9 @@ use super::Text;
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
-    /// Where alerts go.
-    #[serde(default)]
-    #[schemars(with = "Vec<String>")]
+    /// Where alerts go: one address or a list of them.
+    #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(with = "OneOrMany<String>")]
     pub to: Vec<Text>,
     /// Retries inside one run before a failure counts (default 2).
     pub confirm_retries: Option<u32>,

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::lists::{maybe_one_or_many, OneOrMany};
 use super::problems::Checker;
 use super::sites::names_in;
 use super::Text;
@@ -13,8 +14,9 @@ use super::Text;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceConfig {
-    /// Site names; all sites when absent.
-    #[schemars(with = "Option<Vec<String>>")]
+    /// Site names (one or a list); all sites when absent.
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<String>>")]
     pub sites: Option<Vec<Text>>,
     /// RFC 3339, e.g. `2026-12-01T02:00:00Z`.
     #[schemars(with = "String")]

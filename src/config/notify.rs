@@ -5,6 +5,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::lists::{maybe_one_or_many, OneOrMany};
 use super::problems::Checker;
 use super::sites::names_in;
 use super::Text;
@@ -40,11 +41,13 @@ pub struct NotifyConfig {
     /// Opsgenie: the environment variable holding the API key.
     #[schemars(with = "Option<String>")]
     pub api_key_env: Option<Text>,
-    /// Site names; all sites (and the prober's own notices) when absent.
-    #[schemars(with = "Option<Vec<String>>")]
+    /// Site names (one or a list); all sites (and the prober's own notices) when absent.
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<String>>")]
     pub sites: Option<Vec<Text>>,
-    /// Which severities: `down`, `warning`, `intermittent`. All when absent.
-    #[schemars(with = "Option<Vec<String>>")]
+    /// Which severities (one or a list): `down`, `warning`, `intermittent`. All when absent.
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<String>>")]
     pub severity: Option<Vec<Text>>,
 }
 

@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 use crate::settings::{self, Place, Problem, Written};
 
 /// One problem in the file, where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConfigProblem {
     pub line: u64,
     pub column: u64,
@@ -115,19 +115,19 @@ impl Checker {
         };
         match settings::duration(&written(text, path), max) {
             Ok(d) => {
-                // Written some other way than `90s` / `5m` / `1h`: say how it was read.
+                // Written some other way than `90s` / `5m` / `1h30m` (or the words it is read
+                // as): say how it was read, so that `1M` (a month) is not taken for a minute.
                 let plain = text.value.trim();
-                let digits = plain.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-                let unit = &plain[digits.len()..];
-                let canonical = !digits.is_empty()
-                    && digits.chars().all(|c| c.is_ascii_digit())
-                    && ["ms", "s", "m", "h", "d"].contains(&unit);
-                if !canonical {
-                    self.warnings.push(format!(
-                        "{path}: {:?} read as {}",
-                        plain,
-                        humantime::format_duration(d)
-                    ));
+                let said = crate::words::duration(d);
+                let squeezed = |s: &str| -> String {
+                    s.chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect::<String>()
+                        .to_lowercase()
+                };
+                if !canonical_duration(plain) && squeezed(plain) != squeezed(&said) {
+                    self.warnings
+                        .push(format!("{path}: {plain:?} read as {said}"));
                 }
                 d
             }
@@ -198,6 +198,28 @@ impl Checker {
     }
 }
 
+/// Whether a duration is written in the units probe's own examples use, number and unit each:
+/// `90s`, `5m`, `1h30m`, `1h 30m`, `2500ms`, `30d`.
+fn canonical_duration(text: &str) -> bool {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let after = &rest[digits..];
+        let letters = after.len()
+            - after
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
+        if digits == 0 || !["ms", "s", "m", "h", "d"].contains(&&after[..letters]) {
+            return false;
+        }
+        rest = after[letters..].trim_start();
+    }
+    !text.is_empty()
+}
+
+/// How an address may be written, for every message about one.
+const ADDRESS_EXAMPLE: &str = "write e.g. ops@example.com or \"Ops <ops@example.com>\"";
+
 /// Why `value` is not one mail address the mailer can send to (`None` when it is).
 pub fn mailbox_problem(value: &str) -> Option<String> {
     if value.chars().any(crate::text::is_unsafe) {
@@ -210,6 +232,9 @@ pub fn mailbox_problem(value: &str) -> Option<String> {
             "{value:?} holds several addresses; give each its own list entry"
         ));
     }
+    if value.is_empty() {
+        return Some(format!("an empty address: {ADDRESS_EXAMPLE}"));
+    }
     match value.parse::<lettre::message::Mailbox>() {
         Ok(mailbox)
             if mailbox.email.domain().contains('.') || mailbox.email.domain() == "localhost" =>
@@ -220,7 +245,56 @@ pub fn mailbox_problem(value: &str) -> Option<String> {
             "{value:?}: the domain has no dot (e.g. ops@example.com)"
         )),
         Err(e) => Some(format!(
-            "{value:?} is not an email address ({e}); write e.g. ops@example.com or \"Ops <ops@example.com>\""
+            "{value:?} is not a mail address: {}; {ADDRESS_EXAMPLE}",
+            why_not_an_address(value, &e)
         )),
+    }
+}
+
+/// What is wrong with an address the mailer refuses, in words (its own are "Invalid input").
+fn why_not_an_address(value: &str, e: &lettre::address::AddressError) -> String {
+    use lettre::address::AddressError;
+    // The address itself is inside the angle brackets when a name goes with it.
+    let address = match (value.rfind('<'), value.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        (None, None) => value,
+        _ => return "an angle bracket is not closed (a name goes with an address as \"Ops <ops@example.com>\")".into(),
+    };
+    let address = address.trim();
+    match address.matches('@').count() {
+        0 => "it has no @ (an address is mailbox@domain)".into(),
+        1 => {
+            let (mailbox, domain) = address.split_once('@').unwrap_or_default();
+            if mailbox.is_empty() {
+                "nothing before the @ (the mailbox)".into()
+            } else if domain.is_empty() {
+                "nothing after the @ (the domain)".into()
+            } else if address.contains(char::is_whitespace) {
+                "it holds a space (a name goes with an address as \"Ops <ops@example.com>\")".into()
+            } else if let Some(c) = mailbox
+                .chars()
+                .find(|c| !c.is_alphanumeric() && !"!#$%&'*+-/=?^_`{|}~.".contains(*c))
+            {
+                format!("the mailbox {mailbox:?} holds {c:?}, which an address cannot hold")
+            } else if let Some(c) = domain
+                .chars()
+                .find(|c| !c.is_alphanumeric() && !"-.".contains(*c))
+            {
+                format!("the domain {domain:?} holds {c:?}, which a domain name cannot hold")
+            } else if domain.split('.').any(str::is_empty) {
+                format!("the domain {domain:?} has an empty part between its dots")
+            } else if mailbox.split('.').any(str::is_empty) {
+                format!(
+                    "the mailbox {mailbox:?} has a dot at its start or its end, or two in a row"
+                )
+            } else {
+                match e {
+                    AddressError::InvalidUser => format!("the mailbox {mailbox:?} is not one"),
+                    AddressError::InvalidDomain => format!("{domain:?} is not a domain name"),
+                    _ => "it is not written as an address is (mailbox@domain)".into(),
+                }
+            }
+        }
+        n => format!("it has {n} @ signs; an address has one, between the mailbox and the domain"),
     }
 }

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::lists::{maybe_one_or_many, one_or_many, OneOrMany};
 use super::problems::{written, Checker, ConfigProblem};
 use super::Text;
 use crate::diagnose::BudgetPhase;
@@ -28,6 +29,10 @@ pub struct SiteDefaults {
     /// Deadline per request, all phases included (e.g. `10s`, at most 10m). Default 10s.
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Text>,
+    /// The DNS server asked for each site's addresses instead of the system's (`ADDR[:PORT]`,
+    /// port 53 by default), like `--resolver`.
+    #[schemars(with = "Option<String>")]
+    pub resolver: Option<Text>,
     /// Days before a certificate's expiry at which a notice goes out, each once per
     /// certificate (one number is one threshold); the largest also degrades the site.
     /// Default `[14, 7, 3, 1]`.
@@ -40,17 +45,25 @@ pub struct SiteDefaults {
     /// backlog that overflows under load. Default 1 (off).
     #[schemars(with = "Option<u32>", range(min = 1, max = 5))]
     pub burst: Option<Box<Spanned<u32>>>,
-    /// Statuses the page may answer with while healthy. Default: any 2xx or 3xx.
-    #[schemars(with = "Option<Vec<u16>>")]
-    pub expect_status: Option<Vec<Spanned<u16>>>,
+    /// Requests probe makes at once to one origin address, over every site and route (1-64;
+    /// a status page read takes all of them). Default 2: a small PHP-FPM pool keeps workers
+    /// for its visitors while probe looks. Set here only: it is the origin's, not a site's.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 64))]
+    pub per_origin: Option<Box<Spanned<u32>>>,
+    /// Statuses the page may answer with while healthy (one or a list). Default: any 2xx or
+    /// 3xx.
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<u16>>")]
+    pub expect_status: Option<Vec<Text>>,
     /// Extra trusted CA certificates (PEM) for every site, on both routes (a private CA).
     #[schemars(with = "Option<String>")]
     pub ca_file: Option<Text>,
     /// Redirects followed per request, same scheme, host and port only (0-5). Default 0.
     #[schemars(with = "Option<u32>")]
     pub follow_redirects: Option<Box<Spanned<u32>>>,
-    /// Other hosts a followed redirect may go to (e.g. `www.example.com`).
-    #[schemars(with = "Option<Vec<String>>")]
+    /// Other hosts a followed redirect may go to (e.g. `www.example.com`; one or a list).
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<String>>")]
     pub redirect_hosts: Option<Vec<Text>>,
     /// The edge is Cloudflare although its address is outside Cloudflare's published ranges (a
     /// Cloudflare Tunnel, a private edge address): its headers count as proof. Default false.
@@ -182,9 +195,10 @@ pub struct SiteConfig {
     /// The page to probe (`example.com` means `https://example.com/`).
     #[schemars(with = "String")]
     pub url: Text,
-    /// Origin addresses (`IP` or `IP:PORT`), probed directly with the site's Host and SNI.
-    #[serde(default)]
-    #[schemars(with = "Vec<String>")]
+    /// Origin addresses (`IP` or `IP:PORT`, one or a list), probed directly with the site's
+    /// Host and SNI.
+    #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(with = "OneOrMany<String>")]
     pub origins: Vec<Text>,
     /// Dial this address for the edge route instead of what DNS answers.
     #[schemars(with = "Option<String>")]
@@ -196,17 +210,23 @@ pub struct SiteConfig {
     pub interval: Option<Box<Text>>,
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Box<Text>>,
+    /// The DNS server asked for this site's addresses (`ADDR[:PORT]`), instead of
+    /// `defaults.resolver` or the system's.
+    #[schemars(with = "Option<String>")]
+    pub resolver: Option<Box<Text>>,
     #[schemars(with = "Option<CertDays>")]
     pub cert_warning_days: Option<Box<Spanned<CertDays>>>,
     #[schemars(with = "Option<u32>", range(min = 1, max = 5))]
     pub samples: Option<Box<Spanned<u32>>>,
     #[schemars(with = "Option<u32>", range(min = 1, max = 5))]
     pub burst: Option<Box<Spanned<u32>>>,
-    #[schemars(with = "Option<Vec<u16>>")]
-    pub expect_status: Option<Vec<Spanned<u16>>>,
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<u16>>")]
+    pub expect_status: Option<Vec<Text>>,
     #[schemars(with = "Option<u32>")]
     pub follow_redirects: Option<Box<Spanned<u32>>>,
-    #[schemars(with = "Option<Vec<String>>")]
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<String>>")]
     pub redirect_hosts: Option<Vec<Text>>,
     pub cloudflare_edge: Option<bool>,
     /// PHP-FPM's status page on the origin (its `pm.status_path`, e.g. `/fpm-status`), read
@@ -219,8 +239,9 @@ pub struct SiteConfig {
     pub status_header: Option<Box<StatusHeaderConfig>>,
     /// This site's time budgets, phase by phase over `defaults.budget`.
     pub budget: Option<Box<BudgetConfig>>,
-    /// Addresses this site's alerts go to, instead of `alerts.to`.
-    #[schemars(with = "Option<Vec<String>>")]
+    /// Addresses this site's alerts go to (one or a list), instead of `alerts.to`.
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<String>>")]
     pub alert_to: Option<Vec<Text>>,
 }
 
@@ -270,6 +291,24 @@ fn written_list<T: Clone>(list: &[Spanned<T>], path: &str) -> Vec<settings::Writ
         .enumerate()
         .map(|(j, v)| written(v, format!("{path}[{j}]")))
         .collect()
+}
+
+/// The statuses of `expect_status` as numbers; what is not a number is a problem here (the
+/// settings core checks the numbers' range).
+fn statuses(checker: &mut Checker, list: &[Text], path: &str) -> Vec<settings::Written<u16>> {
+    let mut out = Vec::new();
+    for (j, status) in list.iter().enumerate() {
+        let at = format!("{path}[{j}]");
+        match status.value.trim().parse::<u16>() {
+            Ok(code) => out.push(settings::Written::new(code, written(status, at).place)),
+            Err(_) => checker.problem(
+                status,
+                at,
+                format!("{:?} is not an HTTP status (100-599)", status.value),
+            ),
+        }
+    }
+    out
 }
 
 /// Sites without origins named one by one in the warnings; beyond that, a count.
@@ -352,13 +391,18 @@ impl<'a> SiteChecker<'a> {
             .timeout
             .as_ref()
             .map(|t| written(t, format!("{at}.timeout")));
+        input.resolver = match (&site.resolver, &defaults.resolver) {
+            (Some(own), _) => Some(written(&**own, format!("{at}.resolver"))),
+            (None, Some(default)) => Some(written(default, "defaults.resolver")),
+            (None, None) => None,
+        };
         if let Some((list, path)) = inherited(
             &site.expect_status,
             &defaults.expect_status,
             &at,
             "expect_status",
         ) {
-            input.expect_status = written_list(list, &path);
+            input.expect_status = statuses(checker, list, &path);
         }
         if let Some((n, path)) = inherited(
             &site.follow_redirects,
@@ -403,6 +447,9 @@ impl<'a> SiteChecker<'a> {
             .cloudflare_edge
             .or(defaults.cloudflare_edge)
             .unwrap_or(false);
+        if let Some((n, path)) = inherited(&None, &defaults.per_origin, &at, "per_origin") {
+            input.per_origin = Some(written(n, path));
+        }
         // The defaults' status pages apply to the sites with origins; a site's own needs one.
         let has_origins = !site.origins.is_empty();
         for (field, own, default, slot) in [
@@ -481,8 +528,8 @@ impl<'a> SiteChecker<'a> {
                 format!("{at}.timeout"),
                 format!(
                     "the timeout ({}) must be shorter than the interval ({})",
-                    humantime::format_duration(timeout),
-                    humantime::format_duration(interval)
+                    crate::words::duration(timeout),
+                    crate::words::duration(interval)
                 ),
             );
         }
@@ -549,10 +596,22 @@ impl<'a> SiteChecker<'a> {
         }
     }
 
+    /// Counts the next site of the list as read without checking it (it could not be read: its
+    /// problem is told); its name, when known, still counts as defined.
+    pub fn skip(&mut self, name: Option<String>) {
+        self.read += 1;
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            if !self.names.contains(&self.sites, &name) {
+                self.names.unusable.insert(name);
+            }
+        }
+    }
+
     /// The sites checked and their names; warns once about the sites without
-    /// origins (naming the first few, then counting), and says so when there was no site.
-    pub fn finish(mut self, checker: &mut Checker) -> (Vec<Site>, SiteNames) {
-        if self.read == 0 {
+    /// origins (naming the first few, then counting), and says so when there was no site
+    /// (unless `list_read` is false: the list itself could not be read, and that is told).
+    pub fn finish(mut self, checker: &mut Checker, list_read: bool) -> (Vec<Site>, SiteNames) {
+        if self.read == 0 && list_read {
             checker.problems.push(ConfigProblem {
                 line: 1,
                 column: 1,

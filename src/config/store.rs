@@ -101,6 +101,91 @@ impl StoreLocation {
     }
 }
 
+/// Whether the SQLite store can be made and written at `file` on this machine: its directory
+/// exists and this user may write there (SQLite writes the file and its `-wal` and `-shm`
+/// files beside it). Nothing is created. `written` is `store.path` where the file gives it.
+pub fn check_here(checker: &mut Checker, file: &Path, written: Option<&Text>) {
+    let Some(why) = unusable_place(file) else {
+        return;
+    };
+    match written {
+        Some(path) => checker.problem(path, "store.path", why),
+        None => checker.problems.push(super::ConfigProblem {
+            line: 1,
+            column: 1,
+            path: "store.path".into(),
+            message: format!("{why} (the store's default place, beside this file; set store.path to put it elsewhere)"),
+        }),
+    }
+}
+
+/// Why the store cannot be at `file` here, if it cannot.
+fn unusable_place(file: &Path) -> Option<String> {
+    let shown = |p: &Path| crate::text::printable(&p.display().to_string()).into_owned();
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(format!(
+                "the directory {} does not exist: create it (probe makes the store's file, not its directory), or give a path in a directory that exists",
+                shown(dir)
+            ));
+        }
+        Err(e) => return Some(format!("the directory {} cannot be read ({e})", shown(dir))),
+        Ok(meta) if !meta.is_dir() => {
+            return Some(format!("{} is not a directory", shown(dir)));
+        }
+        Ok(_) => {}
+    }
+    if std::fs::metadata(file).is_ok_and(|meta| meta.is_dir()) {
+        return Some(format!(
+            "{} is a directory: give the store's file, e.g. {}",
+            shown(file),
+            shown(&file.join("probe.sqlite"))
+        ));
+    }
+    for place in [dir, file] {
+        if place.exists() && !writable(place) {
+            return Some(format!(
+                "{} is not writable by this user ({}): SQLite writes the store and its -wal and -shm files there",
+                shown(place),
+                this_user()
+            ));
+        }
+    }
+    None
+}
+
+/// Whether this user may write `path` (asked of the system, nothing written).
+#[cfg(unix)]
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) only reads the NUL-terminated path, which outlives the call.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+}
+
+#[cfg(not(unix))]
+fn writable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| !meta.permissions().readonly())
+}
+
+/// This user, as a message names it.
+#[cfg(unix)]
+fn this_user() -> String {
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    format!("uid {}", unsafe { libc::geteuid() })
+}
+
+#[cfg(not(unix))]
+fn this_user() -> String {
+    "the user running probe".into()
+}
+
 /// The store's place and the results' retention.
 pub fn check(checker: &mut Checker, raw: &StoreConfig, base: &Path) -> (StoreLocation, Duration) {
     let retention = checker.duration(

@@ -3,6 +3,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::lists::{maybe_one_or_many, OneOrMany};
 use super::problems::Checker;
 use super::sites::names_in;
 use super::Text;
@@ -18,8 +19,9 @@ pub struct WebhookConfig {
     /// `X-Probe-Signature: sha256=HEX`.
     #[schemars(with = "Option<String>")]
     pub secret_env: Option<Text>,
-    /// Site names; all sites when absent.
-    #[schemars(with = "Option<Vec<String>>")]
+    /// Site names (one or a list); all sites when absent.
+    #[serde(default, deserialize_with = "maybe_one_or_many")]
+    #[schemars(with = "Option<OneOrMany<String>>")]
     pub sites: Option<Vec<Text>>,
 }
 

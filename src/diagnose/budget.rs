@@ -134,7 +134,7 @@ impl Budget {
             .into_iter()
             .filter_map(|p| {
                 self.get(p)
-                    .map(|d| format!("{} {}", p.key(), humantime::format_duration(d)))
+                    .map(|d| format!("{} {}", p.key(), crate::words::duration(d)))
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -156,10 +156,13 @@ mod tests {
     #[test]
     fn a_budget_names_its_setting() {
         let mut budget = Budget::default();
-        assert_eq!(budget.describe(), "ttfb 2s");
+        assert_eq!(budget.describe(), "ttfb 2 seconds");
         budget.set(BudgetPhase::Dns, Duration::from_millis(500));
         budget.set(BudgetPhase::Total, Duration::from_secs(5));
-        assert_eq!(budget.describe(), "dns 500ms, ttfb 2s, total 5s");
+        assert_eq!(
+            budget.describe(),
+            "dns 500 milliseconds, ttfb 2 seconds, total 5 seconds"
+        );
         assert_eq!(budget.named(BudgetPhase::Ttfb), "budget.ttfb = 2s");
         assert_eq!(BudgetPhase::from_key("tls"), Some(BudgetPhase::Tls));
         assert_eq!(BudgetPhase::from_key("TTFB"), None);

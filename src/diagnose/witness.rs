@@ -425,15 +425,16 @@ fn nginx(o: &Observation, last: Option<&NginxCounters>, found: &mut Findings) {
             return;
         }
     };
+    let count = |n: u64, thing: &str| crate::words::plural(n, thing, &format!("{thing}s"));
     let mut line = format!(
-        "nginx: {} connections (reading {}, writing {}, waiting {}); {} accepted, {} handled, {} requests",
-        status.active,
+        "nginx: {} (reading {}, writing {}, waiting {}); {} accepted, {} handled, {}",
+        count(status.active, "connection"),
         status.reading,
         status.writing,
         status.waiting,
         status.accepts,
         status.handled,
-        status.requests
+        count(status.requests, "request")
     );
     let dropped = status.accepts.saturating_sub(status.handled);
     let restarted = last.is_some_and(|l| l.accepts > status.accepts);

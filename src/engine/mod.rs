@@ -122,7 +122,23 @@ async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeErr
         None => {
             let dns = DnsClient::new(settings.shared.nameserver, settings.shared.timeout)?;
             let resolution = dns.resolve(target.host()).await;
-            tracing::debug!(?resolution, "resolved");
+            // Plain values; a field with nothing to say (no address, no error) is left out.
+            let addresses = |answer: &crate::observe::DnsAnswer| {
+                (!answer.addresses.is_empty()).then(|| {
+                    let each: Vec<String> =
+                        answer.addresses.iter().map(|a| a.to_string()).collect();
+                    each.join(", ")
+                })
+            };
+            tracing::debug!(
+                name = %resolution.name,
+                resolver = %resolution.resolver,
+                a = addresses(&resolution.a),
+                aaaa = addresses(&resolution.aaaa),
+                a_error = resolution.a.error.as_ref().map(|e| e.kind.as_str()),
+                aaaa_error = resolution.aaaa.error.as_ref().map(|e| e.kind.as_str()),
+                "resolved"
+            );
             Some(resolution)
         }
     };
@@ -216,9 +232,10 @@ async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeErr
         tracing::debug!(
             route = o.route.as_str(),
             path = o.path_role.as_str(),
-            address = ?o.address,
-            status = ?o.response.as_ref().map(|r| r.status),
-            error = ?o.error.as_ref().map(|e| (e.phase.as_str(), e.kind.as_str())),
+            address = o.address.map(tracing::field::display),
+            status = o.response.as_ref().map(|r| r.status),
+            error_phase = o.error.as_ref().map(|e| e.phase.as_str()),
+            error = o.error.as_ref().map(|e| e.kind.as_str()),
             total_ms = o.timings_ms.total,
             "observed"
         );

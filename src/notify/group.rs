@@ -17,7 +17,8 @@ use crate::diagnose::{Cause, Diagnosis};
 use crate::notify::chat::{self, ChatMessage};
 use crate::notify::mail::{self, About, Told};
 use crate::store::{Channel, NewMessage};
-use crate::text::{duration, plural, printable, xml, Zone};
+use crate::text::{duration, printable, xml, Zone};
+use crate::words::plural;
 
 /// Who hears of the sites, and what every message says beside its incident.
 pub struct Audience<'a> {

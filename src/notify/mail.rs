@@ -224,7 +224,7 @@ pub fn tell<'a>(site: &str, notification: &'a Notification) -> Option<Told<'a>> 
                     "The certificate {site} presents on the {} route {} (the notice at {}).",
                     cert.route,
                     expires_in(cert.days_left),
-                    crate::text::plural(*threshold as u64, "day", "days")
+                    crate::words::plural(*threshold as u64, "day", "days")
                 ),
                 None,
             )
@@ -236,7 +236,7 @@ pub fn tell<'a>(site: &str, notification: &'a Notification) -> Option<Told<'a>> 
                     "replaced by: {} · valid until {} · {} left",
                     by.subject,
                     day_of(&by.not_after),
-                    crate::text::plural(by.days_left.max(0) as u64, "day", "days")
+                    crate::words::plural(by.days_left.max(0) as u64, "day", "days")
                 )],
             ]
             .concat();
@@ -437,7 +437,8 @@ pub(crate) fn append_list(text: &mut String, html: &mut String, title: &str, lin
 /// cause and span at its end, where the status page is. Times are clock times, never "ago":
 /// a mail may be read, or even sent, long after it was written.
 fn incident_facts(notification: &Notification, about: &About<'_>) -> Vec<String> {
-    use crate::text::{duration, plural};
+    use crate::text::duration;
+    use crate::words::plural;
     let utc = crate::text::Zone::default();
     let zone = about.zone.unwrap_or(&utc);
     let mut lines = Vec::new();
@@ -521,7 +522,7 @@ pub(crate) fn expires_in(days_left: i64) -> String {
         0 => "expires within a day".to_string(),
         n => format!(
             "expires in {}",
-            crate::text::plural(n as u64, "day", "days")
+            crate::words::plural(n as u64, "day", "days")
         ),
     }
 }
@@ -561,7 +562,7 @@ pub(crate) fn describe_cert(cert: &CertSeen) -> Vec<String> {
             } else {
                 format!(
                     "{} left",
-                    crate::text::plural(cert.days_left as u64, "day", "days")
+                    crate::words::plural(cert.days_left as u64, "day", "days")
                 )
             }
         ),

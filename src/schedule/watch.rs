@@ -933,14 +933,16 @@ impl<'a> Watch<'a> {
             .map(|(_, site)| probe_budget(site, &self.config))
             .max()
             .unwrap_or_default();
-        // Said in full: the wait is the longest probe in flight (every try at its deadline,
-        // the spacing between tries) plus a grace, not a setting of its own.
+        // Said in full: the wait is the longest a probe in flight can still take (each try at
+        // its every deadline, the spacing between tries) plus a grace, not a setting of its
+        // own; most probes end long before.
+        let words = |d: Duration| crate::words::duration(d);
         tracing::info!(
             in_flight = self.tasks.len(),
-            wait_at_most = ?budget + STOP_GRACE,
-            longest_probe_in_flight = ?budget,
-            grace = ?STOP_GRACE,
-            "stopping: probes in flight finish within their own deadlines and the grace, then are stored"
+            wait_at_most = %words(budget + STOP_GRACE),
+            longest_probe_bound = %words(budget),
+            grace = %words(STOP_GRACE),
+            "stopping: probes in flight finish within their own deadlines and the grace, then are stored (the bound counts every try of a probe at every deadline it has: DNS, a turn at the origin, the requests, one more ask of the edge)"
         );
         let deadline = Instant::now() + budget + STOP_GRACE;
         while !self.tasks.is_empty() {
@@ -980,9 +982,10 @@ impl<'a> Watch<'a> {
 /// spacing between tries.
 fn probe_budget(site: &Site, config: &Config) -> Duration {
     let retries = config.alerts.confirm_retries;
-    // A try is DNS, then every request in parallel, then perhaps one re-ask of the edge: each
-    // bounded by the timeout, so four of them bound it with room.
-    let per_try = site.probe.shared.timeout * 4;
+    // A try is DNS, a turn at the origin (at most twice the timeout), the status pages and then
+    // every request in parallel, then perhaps one more ask of the edge: each bounded by the
+    // timeout, so six of them bound it.
+    let per_try = site.probe.shared.timeout * 6;
     per_try * (retries + 1) + config.alerts.retry_spacing * retries
 }
 

@@ -103,6 +103,8 @@ pub struct SiteInput {
     pub edge: Option<Written<String>>,
     pub static_path: Option<Written<String>>,
     pub timeout: Option<Written<String>>,
+    /// The DNS server asked instead of the system's (`ADDR[:PORT]`, port 53 by default).
+    pub resolver: Option<Written<String>>,
     pub expect_status: Vec<Written<u16>>,
     pub follow_redirects: Option<Written<u32>>,
     pub redirect_hosts: Vec<Written<String>>,
@@ -153,6 +155,7 @@ impl SiteInput {
             edge: None,
             static_path: None,
             timeout: None,
+            resolver: None,
             expect_status: Vec::new(),
             follow_redirects: None,
             redirect_hosts: Vec::new(),
@@ -321,6 +324,14 @@ pub fn check_site(
         }),
         None => default_timeout,
     };
+    let nameserver = match input.resolver.as_ref().map(|r| address(r, 53)).transpose() {
+        Ok(Some(address)) => Nameserver::At(address),
+        Ok(None) => Nameserver::System,
+        Err(p) => {
+            problems.push(p);
+            Nameserver::System
+        }
+    };
     for status in &input.expect_status {
         if !(100..=599).contains(&status.value) {
             problems.push(Problem::new(
@@ -372,6 +383,7 @@ pub fn check_site(
             cloudflare_edge_declared: input.cloudflare_edge,
             budget,
         },
+        nameserver,
         follow_redirects,
         samples,
         burst,
@@ -595,7 +607,7 @@ pub fn duration(value: &Written<String>, max: Option<Duration>) -> Result<Durati
         Ok(d) if max.is_some_and(|max| d > max) => Err(problem(format!(
             "{:?}: must be at most {}",
             value.value,
-            humantime::format_duration(max.unwrap_or_default())
+            crate::words::duration(max.unwrap_or_default())
         ))),
         Ok(d) => Ok(d),
         Err(e) => Err(problem(format!(
@@ -659,7 +671,7 @@ mod tests {
             [
                 "target \"not-a-url\" is not a fully qualified host name; expected e.g. example.com or https://example.com/",
                 "--origin \"db.internal\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)",
-                "--timeout \"20m\": must be at most 10m",
+                "--timeout \"20m\": must be at most 10 minutes",
                 "--expect-status 999 is not an HTTP status (100-599)",
                 "--follow-redirects 9: at most 5 redirects are followed",
             ]
@@ -677,12 +689,36 @@ mod tests {
         let (settings, problems) = check_site(&input, DEFAULT_TIMEOUT);
         assert!(problems.is_empty(), "{problems:?}");
         let budget = settings.unwrap().shared.diagnose.budget;
-        assert_eq!(budget.describe(), "dns 300ms, ttfb 3s");
+        assert_eq!(budget.describe(), "dns 300 milliseconds, ttfb 3 seconds");
         input.budget = vec![(BudgetPhase::Tls, flag("--budget", "soon"))];
         let (_, problems) = check_site(&input, DEFAULT_TIMEOUT);
         assert_eq!(
             problems[0].for_command_line(),
             "--budget \"soon\" is not a duration (expected number at 0); write e.g. 30s, 5m, 1h"
+        );
+    }
+
+    #[test]
+    fn a_resolver_is_asked_on_port_53_unless_another_is_given() {
+        let mut input = SiteInput::new(flag("target", "example.com"));
+        let (settings, _) = check_site(&input, DEFAULT_TIMEOUT);
+        assert_eq!(settings.unwrap().shared.nameserver, Nameserver::System);
+        input.resolver = Some(flag("--resolver", "192.0.2.53"));
+        let (settings, _) = check_site(&input, DEFAULT_TIMEOUT);
+        let at = |s: &str| Nameserver::At(s.parse().unwrap());
+        assert_eq!(settings.unwrap().shared.nameserver, at("192.0.2.53:53"));
+        input.resolver = Some(flag("--resolver", "[2001:db8::53]:5353"));
+        let (settings, _) = check_site(&input, DEFAULT_TIMEOUT);
+        assert_eq!(
+            settings.unwrap().shared.nameserver,
+            at("[2001:db8::53]:5353")
+        );
+        input.resolver = Some(flag("--resolver", "dns.example"));
+        let (settings, problems) = check_site(&input, DEFAULT_TIMEOUT);
+        assert!(settings.is_none());
+        assert_eq!(
+            problems[0].for_command_line(),
+            "--resolver \"dns.example\" is not an IP address with an optional port (e.g. 203.0.113.10 or 203.0.113.10:8443)"
         );
     }
 
