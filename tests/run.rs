@@ -272,6 +272,46 @@ fn probe_run_exits_with_the_worst_status_and_says_why() {
     );
 }
 
+/// A mail that waits for a password variable not set says so in the pass's summary, and goes
+/// at the very next pass once the variable is set (no backoff to wait out for our own setting).
+#[test]
+fn a_mail_waiting_for_a_missing_secret_says_why_and_goes_once_it_is_set() {
+    let lab = Lab::start(&OriginSettings::default());
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(server_dir.path(), &lab.pki, None);
+    let var = "PROBE_TEST_SMTP_PASSWORD_SET_LATER";
+    let path = write_config(&lab, server.port, var);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("confirm_runs: 2", "confirm_runs: 1");
+    std::fs::write(&path, text).unwrap();
+    lab.origin.fail_with(Some(500));
+    let run = |password: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_probe"));
+        command.args(["run", "-c", path.to_str().unwrap()]);
+        match password {
+            Some(p) => command.env(var, p),
+            None => command.env_remove(var),
+        };
+        let out = command.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let without = run(None);
+    assert!(
+        without.contains(&format!(
+            "notifications: 0 sent, 1 waiting (SMTP settings: the password variable {var} is not set), 0 refused for good"
+        )),
+        "{without}"
+    );
+    assert!(server.subjects().is_empty());
+    let with = run(Some(PASSWORD));
+    assert!(
+        with.contains("notifications: 1 sent, 0 waiting, 0 refused for good"),
+        "{with}"
+    );
+    assert_eq!(server.subjects().len(), 1, "{:?}", server.subjects());
+}
+
 /// A loopback port bound but not listening: connections are refused until `listen` is called,
 /// and no other test can take the port meanwhile.
 fn closed_port() -> tokio::net::TcpSocket {

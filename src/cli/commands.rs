@@ -201,9 +201,15 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
         )?;
     }
     if outcome.mails_sent + outcome.mails_waiting + outcome.mails_given_up > 0 {
+        // Why they wait, when they do: a setting to fix is said, not left to `probe outbox`.
+        let why = if outcome.waiting_why.is_empty() || outcome.mails_waiting == 0 {
+            String::new()
+        } else {
+            format!(" ({})", text::printable(&outcome.waiting_why.join("; ")))
+        };
         writeln!(
             out,
-            "notifications: {} sent, {} waiting for retry, {} refused for good",
+            "notifications: {} sent, {} waiting{why}, {} refused for good",
             outcome.mails_sent, outcome.mails_waiting, outcome.mails_given_up
         )?;
     }

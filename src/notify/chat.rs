@@ -732,7 +732,7 @@ pub async fn deliver(
 fn secret(notifier: &Notifier) -> Result<Option<String>, DeliveryError> {
     match &notifier.secret_env {
         Some(var) => std::env::var(var).map(Some).map_err(|_| {
-            DeliveryError::DestinationFailing(format!(
+            DeliveryError::Settings(format!(
                 "{}: {var} is not set in this environment",
                 notifier.id
             ))

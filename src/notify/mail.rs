@@ -635,6 +635,9 @@ impl Channel for MailChannel<'_> {
             self.connection = None;
             let fresh = match tokio::time::timeout(smtp.timeout, connect(smtp)).await {
                 Ok(Ok(fresh)) => fresh,
+                Ok(Err(e @ MailError::Settings(_))) => {
+                    return Err(DeliveryError::Settings(e.to_string()))
+                }
                 Ok(Err(e)) => return Err(DeliveryError::DestinationFailing(e.to_string())),
                 Err(_) => {
                     let why = format!("no answer within {:?}", smtp.timeout);

@@ -42,6 +42,12 @@ pub enum DeliveryError {
     /// destination, and not before `wait` has passed.
     #[error("{reason}")]
     Throttled { reason: String, wait: Duration },
+    /// Not now: our own settings for the destination are unusable here (a variable that is not
+    /// set, a CA file that cannot be read). Nothing was sent; its messages are tried again as
+    /// soon as the next pass (a `probe run` a minute later may have the variable), without a
+    /// growing backoff.
+    #[error("{0}")]
+    Settings(String),
 }
 
 impl DeliveryError {
@@ -78,7 +84,7 @@ pub trait Channel {
 }
 
 /// What one pass over the outbox did, for one channel or all.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FlushSummary {
     pub sent: usize,
     /// Tried and refused for now: waiting for their backoff.
@@ -87,16 +93,32 @@ pub struct FlushSummary {
     pub deferred: usize,
     /// Refused for good: never tried again.
     pub given_up: usize,
+    /// Why messages wait, each reason once (`the password variable SMTP_PASSWORD is not set`).
+    pub why: Vec<String>,
 }
 
 impl FlushSummary {
     /// Both summaries added up.
     pub fn plus(self, other: FlushSummary) -> FlushSummary {
+        let mut why = self.why;
+        for reason in other.why {
+            if !why.contains(&reason) {
+                why.push(reason);
+            }
+        }
         FlushSummary {
             sent: self.sent + other.sent,
             failed: self.failed + other.failed,
             deferred: self.deferred + other.deferred,
             given_up: self.given_up + other.given_up,
+            why,
+        }
+    }
+
+    /// Keeps why a message waits (each reason once, a few at most).
+    fn note(&mut self, reason: &str) {
+        if self.why.len() < 5 && !self.why.iter().any(|r| r == reason) {
+            self.why.push(reason.to_string());
         }
     }
 
@@ -140,6 +162,16 @@ pub async fn flush<C: Channel>(
         match &outcome {
             Ok(()) => {
                 recorder.held.remove(&destination);
+            }
+            Err(DeliveryError::Settings(_)) => {
+                // Held for the rest of this pass; tried again at the next.
+                recorder.held.insert(
+                    destination,
+                    Hold {
+                        until: now + time::Duration::SECOND,
+                        failures: 0,
+                    },
+                );
             }
             Err(e @ (DeliveryError::DestinationFailing(_) | DeliveryError::Throttled { .. })) => {
                 let failures = recorder.held.get(&destination).map_or(0, |h| h.failures);
@@ -200,6 +232,8 @@ pub struct Recorder {
     unrecorded: HashMap<i64, OffsetDateTime>,
     /// Failing destinations, by channel and destination.
     held: HashMap<(ChannelKind, String), Hold>,
+    /// Unusable settings already logged.
+    said: std::collections::HashSet<String>,
 }
 
 /// How long a delivery claimed by this process is left to it before another prober may take it
@@ -268,8 +302,18 @@ impl Recorder {
                 tracing::error!(key = %message.key, attempts = message.attempts + 1, error = %reason, "refused for good; given up, not retried (see `probe outbox`)");
                 store.mark_given_up(message.id, reason, now)
             }
+            Err(DeliveryError::Settings(reason)) => {
+                summary.failed += 1;
+                summary.note(reason);
+                // Said once per process, not at every pass it waits.
+                if self.said.insert(reason.clone()) {
+                    tracing::warn!(key = %message.key, error = %reason, "not delivered: our settings for it are unusable here; tried again at every pass until they are");
+                }
+                store.mark_failed(message.id, reason, now)
+            }
             Err(e) => {
                 summary.failed += 1;
+                summary.note(&e.to_string());
                 let retry_at = now + backoff(message.attempts).max(e.wait());
                 tracing::warn!(key = %message.key, attempts = message.attempts + 1, error = %e, retry_at = %crate::text::rfc3339(retry_at), "not delivered; will retry");
                 store.mark_failed(message.id, &e.to_string(), retry_at)

@@ -58,9 +58,10 @@ impl From<WebhookError> for DeliveryError {
         let reason = e.to_string();
         match e {
             WebhookError::Url(_) | WebhookError::Request { .. } => DeliveryError::Permanent(reason),
-            WebhookError::Unreachable { .. }
-            | WebhookError::Timeout { .. }
-            | WebhookError::Secret(_) => DeliveryError::DestinationFailing(reason),
+            WebhookError::Secret(_) => DeliveryError::Settings(reason),
+            WebhookError::Unreachable { .. } | WebhookError::Timeout { .. } => {
+                DeliveryError::DestinationFailing(reason)
+            }
             // The receiver asks us to slow down, or is down: its other deliveries wait too.
             WebhookError::Refused {
                 status: 429 | 502 | 503 | 504,

@@ -58,6 +58,8 @@ pub struct PassOutcome {
     pub mails_waiting: usize,
     /// Refused for good by their destination this pass.
     pub mails_given_up: usize,
+    /// Why the waiting ones wait (each reason once).
+    pub waiting_why: Vec<String>,
     /// Every site and every control check failed: the prober itself is cut off, and the sites'
     /// alert states were left as they were.
     pub cut_off: bool,
@@ -894,6 +896,7 @@ pub async fn run_once_with(
     outcome.mails_sent = delivered.sent;
     outcome.mails_waiting = delivered.waiting();
     outcome.mails_given_up = delivered.given_up;
+    outcome.waiting_why = delivered.why;
     Ok(outcome)
 }
 
