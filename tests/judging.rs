@@ -165,6 +165,8 @@ async fn a_worker_dying_one_request_in_three_opens_one_intermittent_incident() {
         status["components"][0]["probe"]["diagnosis"]["status"],
         "ok"
     );
+    // Why it reads worse than its latest check, said beside it.
+    assert_eq!(status["components"][0]["probe"]["open"], "intermittent");
     let incident = &status["incidents"][0];
     assert_eq!(incident["probe"]["severity"], "intermittent");
     assert_eq!(incident["impact"], "major");
@@ -180,6 +182,10 @@ async fn a_worker_dying_one_request_in_three_opens_one_intermittent_incident() {
     assert!(atom.contains(r#"<category term="intermittent" label="severity"/>"#));
     let page = file("index.html");
     assert!(page.contains(r#"<ul id="open-warnings">"#), "{page}");
+    assert!(
+        page.contains("Fails now and then: an intermittent incident is open. The latest check: "),
+        "a partial outage beside a healthy check says why: {page}"
+    );
     assert!(
         !page.contains(r#"<ul id="open-incidents">"#),
         "no outage is open"

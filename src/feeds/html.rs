@@ -237,6 +237,16 @@ fn site_item(
         } else {
             d.summary.to_string()
         };
+        // The state shown beside the name comes from an open incident: say so, or it reads as
+        // a contradiction of the latest check (a partial outage beside "all routes healthy").
+        let open = match site.open_lighter {
+            Some(Severity::Intermittent) => {
+                "Fails now and then: an intermittent incident is open. The latest check: "
+            }
+            Some(Severity::Warning) => "A warning is open. The latest check: ",
+            _ => "",
+        };
+        let summary = format!("{open}{summary}");
         let _ = write!(
             out,
             "<p class=\"summary\">{} <span title=\"{}\">Checked {}.</span></p>",

@@ -236,6 +236,9 @@ fn write_components(snapshot: &FeedSnapshot, page_id: &str, out: &mut dyn std::f
                 "probe": {
                     "url": site.url,
                     "diagnosis": diagnosis,
+                    // Why the component's status is worse than its latest check: an
+                    // incident of that severity is open.
+                    "open": site.open_lighter.map(Severity::as_str),
                     "uptime": uptime,
                 },
             });

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::alert::group::{self, GroupKind, GroupPhase, GroupState, Tick};
 use crate::alert::{AlertState, CertSeen, Group, Notification, Severity};
 use crate::config::{Config, Site};
-use crate::diagnose::{Confidence, Diagnosis};
+use crate::diagnose::{Confidence, Diagnosis, Hop};
 use crate::engine::ProbeReport;
 use crate::notify;
 use crate::observe::Status;
@@ -422,28 +422,41 @@ fn tick_for(
         + config.alerts.retry_spacing * config.alerts.confirm_retries;
     let wait = confirm.min(MAX_GATHER);
     let began = state.since.unwrap_or(now);
-    let heard = |site: &Site| -> Result<bool, StoreError> {
-        Ok(store
-            .region_views(&site.name)?
-            .iter()
-            .any(|v| v.region == config.region && v.at >= began))
-    };
-    let all_heard = if pass_complete {
-        true
-    } else {
-        match &others {
-            Some(others) if others.len() <= HEARD_CHECKED_AT_MOST => {
-                let mut all = true;
-                for s in others {
-                    if !heard(s)? {
+    // Every site that may share it was probed here since it began, and none of them fails on
+    // the origin's side without being in it yet (it may be confirmed at its next run).
+    let all_heard = match &others {
+        Some(others) if others.len() <= HEARD_CHECKED_AT_MOST => {
+            let mut all = true;
+            for s in others {
+                let views = store.region_views(&s.name)?;
+                let latest = views
+                    .iter()
+                    .filter(|v| v.region == config.region)
+                    .max_by_key(|v| v.at);
+                match latest {
+                    Some(v) if v.at >= began => {
+                        let may_join = v.seen.as_ref().is_some_and(|seen| {
+                            seen.status == Status::Down
+                                && matches!(
+                                    seen.cause.hop(),
+                                    Hop::EdgeOrigin | Hop::OriginFpm | Hop::FpmDatabase
+                                )
+                        });
+                        if may_join {
+                            all = false;
+                            break;
+                        }
+                    }
+                    _ if !pass_complete => {
                         all = false;
                         break;
                     }
+                    _ => {}
                 }
-                all
             }
-            _ => false,
+            all
         }
+        _ => pass_complete,
     };
     // A suspect whose latest run here no longer fails, or whose site is gone, is not waited for.
     let mut cleared = Vec::new();
