@@ -162,15 +162,19 @@ fn row(o: &Observation, with_sample: bool) -> Vec<String> {
 fn witness_summary(o: &Observation, witness: &Witness) -> String {
     match witness {
         Witness::FpmStatus(s) => format!(
-            "PHP-FPM pool {} ({}): {}, listen queue {}/{}, max children reached {}, {} accepted, up {}s",
+            "PHP-FPM pool {} ({}): {}, listen queue {}, max children reached {}, {} accepted, up {}",
             s.pool,
             s.process_manager,
             s.workers(&request_path(&o.url)).describe(),
-            s.listen_queue,
-            s.listen_queue_len,
+            // As the diagnosis says it: PHP-FPM measures its queue only on TCP (Linux).
+            if s.listen_queue_len > 0 {
+                format!("{} of {}", s.listen_queue, s.listen_queue_len)
+            } else {
+                "not measurable (a unix socket)".to_string()
+            },
             s.max_children_reached,
             s.accepted_conn,
-            s.start_since
+            crate::text::duration(std::time::Duration::from_secs(s.start_since))
         ),
         Witness::NginxStatus(s) => format!(
             "nginx: {} (reading {}, writing {}, waiting {}), {} accepted, {} handled, {}",

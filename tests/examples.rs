@@ -400,3 +400,96 @@ fn the_blackbox_names_are_written_with_their_label_sets() {
         "{reasons:#?}"
     );
 }
+
+/// The code block after `marker` in README.md, without its fences.
+fn readme_block(readme: &str, marker: &str) -> String {
+    let after = &readme[readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in README"))..];
+    let start = after.find("```").unwrap();
+    let body = &after[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+/// README's first ten minutes show a minimal probes.yaml and what `probe check-config` says of
+/// it: exactly what it says.
+#[test]
+fn the_readmes_minimal_config_is_explained_as_the_readme_shows() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let yaml = readme_block(&readme, "<!-- the minimal probes.yaml");
+    let shown = readme_block(&readme, "<!-- its check-config -->");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("probes.yaml"), yaml).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["check-config", "-c", "probes.yaml"])
+        .current_dir(dir.path())
+        .env_remove("SMTP_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), shown);
+}
+
+/// The world README's first ten minutes start for trying probe: it starts, probe's run over it
+/// is healthy and sends nothing, and PHP-FPM stopped is one mail in its mailbox naming both
+/// sites; then it stops.
+#[test]
+fn the_try_it_locally_world_starts_and_tells_a_stopped_php_fpm() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world");
+    let script = repo("scripts/try-locally.sh");
+    let (nginx, smtp) = (support::free_tcp_port(), support::free_tcp_port());
+    let started = run_ok(
+        Command::new(&script)
+            .arg("start")
+            .arg(&world)
+            .env("TRY_LOCALLY_NGINX_PORT", nginx.to_string())
+            .env("TRY_LOCALLY_SMTP_PORT", smtp.to_string()),
+    );
+    struct Stop(PathBuf, PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0).arg("stop").arg(&self.1).output();
+        }
+    }
+    let _stop = Stop(script.clone(), world.clone());
+    assert!(started.contains("A WordPress world runs in"), "{started}");
+    let config = world.join("probes.yaml");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_probe"))
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let healthy = run();
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stdout)
+    );
+    let pid = std::fs::read_to_string(world.join("php-fpm.pid")).unwrap();
+    run_ok(Command::new("kill").arg(pid.trim()));
+    let mut mails = Vec::new();
+    for _ in 0..4 {
+        let down = run();
+        assert_eq!(down.status.code(), Some(2), "{down:?}");
+        mails = std::fs::read_dir(world.join("mail/new"))
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        if !mails.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert_eq!(
+        support::smtp::subject(&mails[0]),
+        "[DOWN] 2 sites on 127.0.0.1: the web server cannot reach PHP-FPM",
+        "{}",
+        mails[0]
+    );
+}

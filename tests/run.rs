@@ -272,6 +272,34 @@ fn probe_run_exits_with_the_worst_status_and_says_why() {
     );
 }
 
+/// A first attempt that failed and a retry that answered: the run is healthy, and its line says
+/// what the retry hid (it counts in the site's history, which an intermittent incident quotes).
+#[test]
+fn a_failure_a_retry_hid_is_said_on_the_runs_line() {
+    let lab = Lab::start(&OriginSettings::default());
+    let path = write_config(&lab, support::free_tcp_port(), "PROBE_TEST_UNSET_PASSWORD");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("switch.php", "flaky.php")
+        .replace(
+            "confirm_retries: 0",
+            "confirm_retries: 1\n  retry_spacing: 1s",
+        );
+    std::fs::write(&path, text).unwrap();
+    lab.origin.kill_next_worker_after(100);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["run", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.starts_with("OK       lab  none · ok (high)"), "{out}");
+    assert!(
+        out.contains("  (a first attempt failed: 502 after less than a second; a retry answered)"),
+        "{out}"
+    );
+    assert!(!lab.origin.worker_kill_pending());
+}
+
 /// A mail that waits for a password variable not set says so in the pass's summary, and goes
 /// at the very next pass once the variable is set (no backoff to wait out for our own setting).
 #[test]

@@ -16,6 +16,7 @@ use crate::config::Alerts;
 use crate::diagnose::pattern::{self, RunRecord};
 use crate::diagnose::{Cause, Diagnosis};
 use crate::observe::Status;
+use crate::text::Zone;
 
 /// Where a site stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -911,7 +912,7 @@ pub fn site_step(
     let before = site.intermittent();
     let (intermittent, notes) = intermittent_step(&before, run, votes, quorum, down, policy);
     if down && before.is_open() {
-        fold(&mut out, &before, Severity::Intermittent);
+        fold(&mut out, &before, Severity::Intermittent, &policy.zone);
         out.push(folded(&before, Severity::Intermittent, run.at));
     }
     out.extend(notes);
@@ -925,7 +926,7 @@ pub fn site_step(
             } else {
                 Severity::Intermittent
             };
-            fold_into(&mut out, &before_warning, folded_into);
+            fold_into(&mut out, &before_warning, folded_into, &policy.zone);
             out.push(folded(&before_warning, Severity::Warning, run.at));
         }
         (before_warning.closed(), Vec::new())
@@ -984,13 +985,13 @@ fn folded(lighter: &AlertState, severity: Severity, at: OffsetDateTime) -> Notif
 }
 
 /// The open `lighter` incident ends inside the graver one opening now: its opening says so.
-fn fold(out: &mut [Notification], lighter: &AlertState, severity: Severity) {
+fn fold(out: &mut [Notification], lighter: &AlertState, severity: Severity, zone: &Zone) {
     let line = format!(
         "the open {} incident #{} ({}, since {}) is part of this one",
         severity.as_str(),
         lighter.incident,
         lighter.cause.unwrap_or(Cause::Unknown).as_str(),
-        lighter.since.map_or("?".to_string(), crate::text::rfc3339)
+        lighter.since.map_or("?".to_string(), |t| zone.moment(t))
     );
     for n in out.iter_mut() {
         if let Notification::Opened { diagnosis, .. } = n {
@@ -1000,12 +1001,12 @@ fn fold(out: &mut [Notification], lighter: &AlertState, severity: Severity) {
 }
 
 /// A warning folded into the graver incident (of `into`) opening in this run, or already open.
-fn fold_into(out: &mut [Notification], warning: &AlertState, into: Severity) {
+fn fold_into(out: &mut [Notification], warning: &AlertState, into: Severity, zone: &Zone) {
     let opening = out
         .iter()
         .any(|n| matches!(n, Notification::Opened { severity, .. } if *severity == into));
     if opening {
-        fold(out, warning, Severity::Warning);
+        fold(out, warning, Severity::Warning, zone);
     }
 }
 

@@ -172,9 +172,20 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
             // A healthy run while an incident is still open says so: "OK" alone would read as
             // over.
             let open = progress.map_or(String::new(), |p| format!("  [{p}]"));
+            // A failure a retry hid counts in the site's history (an intermittent incident may
+            // quote it): the line says it too.
+            let hidden = report.hidden_failure.as_ref().map_or(String::new(), |f| {
+                let what = f
+                    .code
+                    .map_or_else(|| f.cause.as_str().to_string(), |c| c.to_string());
+                let wait = text::duration(std::time::Duration::from_secs_f64(
+                    f.wait_ms.max(0.0) / 1000.0,
+                ));
+                format!("  (a first attempt failed: {what} after {wait}; a retry answered)")
+            });
             written = writeln!(
                 out,
-                "{:<8} {}  {} · {} ({})  {}{open}",
+                "{:<8} {}  {} · {} ({})  {}{hidden}{open}",
                 d.status.as_str().to_uppercase(),
                 text::printable(site),
                 d.hop.as_str(),

@@ -499,9 +499,15 @@ impl Words<'_, '_> {
                         if down { "[RECOVERED]" } else { "[RESOLVED]" },
                         duration(*lasted)
                     ),
-                    format!(
-                        "Every site of incident #{number} answers again: the shared failure {place} is over."
-                    ),
+                    if down {
+                        format!(
+                            "Every site of incident #{number} answers again: the shared failure {place} is over."
+                        )
+                    } else {
+                        format!(
+                            "No site of incident #{number} shows it any more: the shared degradation {place} is over."
+                        )
+                    },
                     None,
                 ),
                 GroupNotice::Opened { .. } => (String::new(), String::new(), lead),
@@ -564,10 +570,15 @@ impl Words<'_, '_> {
             }
             // The first site's diagnosis follows in full: each line says only what differs.
             _ => format!(
-                "{} {} ({}), failing since {}",
+                "{} {} ({}), {} since {}",
                 m.site,
                 m.url,
                 m.cause.as_str(),
+                if self.group.severity == Severity::Down {
+                    "failing"
+                } else {
+                    "degraded"
+                },
                 zone.time_of_day(m.since)
             ),
         }
@@ -604,8 +615,13 @@ impl Words<'_, '_> {
                 }
                 _ => {
                     facts.push(format!(
-                        "Incident #{}, failing since {}.",
+                        "Incident #{}, {} since {}.",
                         group.incident,
+                        if group.severity == Severity::Down {
+                            "failing"
+                        } else {
+                            "degraded"
+                        },
                         zone.moment(since)
                     ));
                     if self.opening {

@@ -418,12 +418,24 @@ fn tick_for(
         .map(|s| s.interval)
         .min()
         .unwrap_or(config.alerts.retry_spacing);
-    let confirm = shortest * config.alerts.confirm_runs.max(1)
-        + config.alerts.retry_spacing * config.alerts.confirm_retries;
+    // Long enough for a site that failed the same way to be confirmed too (a certificate's
+    // notice needs no confirmation: every site presenting it is probed within one interval).
+    let runs = match (state.kind, state.severity) {
+        (GroupKind::Certificate, _) => 1,
+        (_, Severity::Warning) => config.alerts.warning.confirm_runs,
+        _ => config.alerts.confirm_runs,
+    };
+    let confirm =
+        shortest * runs.max(1) + config.alerts.retry_spacing * config.alerts.confirm_retries;
     let wait = confirm.min(MAX_GATHER);
     let began = state.since.unwrap_or(now);
-    // Every site that may share it was probed here since it began, and none of them fails on
-    // the origin's side without being in it yet (it may be confirmed at its next run).
+    // Every site that may share it was probed here since it began, and none of them fails (or,
+    // for a warning, is degraded) on the origin's side without being in it yet: it may be
+    // confirmed at its next run.
+    let joining = match state.severity {
+        Severity::Warning => Status::Degraded,
+        _ => Status::Down,
+    };
     let all_heard = match &others {
         Some(others) if others.len() <= HEARD_CHECKED_AT_MOST => {
             let mut all = true;
@@ -436,7 +448,7 @@ fn tick_for(
                 match latest {
                     Some(v) if v.at >= began => {
                         let may_join = v.seen.as_ref().is_some_and(|seen| {
-                            seen.status == Status::Down
+                            seen.status == joining
                                 && matches!(
                                     seen.cause.hop(),
                                     Hop::EdgeOrigin | Hop::OriginFpm | Hop::FpmDatabase

@@ -736,8 +736,12 @@ impl<'a> Watch<'a> {
         let outcome = schedule::record_batch(&config, self.store, &entries, cut_off)?;
         // A verdict the last status read changed (a restart, a pool that filled up meanwhile)
         // is the one stored and alerted on: said as the probe's own was.
-        for ((index, _, _), judged) in entries.iter().zip(&outcome.judged) {
+        for ((index, report, _), judged) in entries.iter().zip(&outcome.judged) {
             let Some(d) = judged else { continue };
+            // Only a different verdict is news; a line of evidence more is not.
+            if (d.status, d.cause) == (report.status, report.diagnosis.cause) {
+                continue;
+            }
             tracing::info!(site = %config.sites[*index].name, status = d.status.as_str(), hop = d.hop.as_str(), cause = d.cause.as_str(), summary = %d.summary, "judged against the last status read");
             if let Some(slot) = self.slots.get_mut(*index) {
                 slot.last_status = Some(d.status);
