@@ -381,7 +381,7 @@ pub fn tick(state: &GroupState, t: &Tick) -> (GroupState, Vec<GroupNotice>) {
     for site in &t.let_go {
         next.recover(site, t.now);
     }
-    let told_members = |s: &GroupState| -> Vec<String> {
+    let untold = |s: &GroupState| -> Vec<String> {
         s.members
             .iter()
             .filter(|m| m.told_cause.is_none() && m.recovered_at.is_none())
@@ -403,14 +403,29 @@ pub fn tick(state: &GroupState, t: &Tick) -> (GroupState, Vec<GroupNotice>) {
             next.phase = GroupPhase::Idle;
             return (next, out);
         }
-        mark_told(&mut next);
-        next.phase = GroupPhase::Open;
-        next.sequence = 1;
-        next.last_notified = Some(t.now);
         next.suspects.clear();
-        out.push(GroupNotice::Opened { sites });
+        next.last_notified = Some(t.now);
+        if next.sequence > 0 {
+            // Told before (a certificate's notice, a site presenting it later): only the sites
+            // not told yet.
+            let joining = untold(&next);
+            next.sequence += 1;
+            mark_told(&mut next);
+            next.phase = GroupPhase::Open;
+            if !joining.is_empty() {
+                out.push(GroupNotice::Joined {
+                    sequence: next.sequence,
+                    sites: joining,
+                });
+            }
+        } else {
+            mark_told(&mut next);
+            next.phase = GroupPhase::Open;
+            next.sequence = 1;
+            out.push(GroupNotice::Opened { sites });
+        }
     } else {
-        let joining = told_members(&next);
+        let joining = untold(&next);
         if !joining.is_empty() {
             next.sequence += 1;
             mark_told(&mut next);
@@ -421,7 +436,9 @@ pub fn tick(state: &GroupState, t: &Tick) -> (GroupState, Vec<GroupNotice>) {
         }
     }
     if next.kind == GroupKind::Certificate {
-        // A certificate notice is said once; it neither changes, reminds nor recovers.
+        // A certificate notice is said once; it neither changes, reminds nor recovers. It rests
+        // until a site presenting it later joins (told to whoever was not told yet).
+        next.phase = GroupPhase::Idle;
         return (next, out);
     }
     if let Some(change) = changed(&mut next, t) {
@@ -722,6 +739,59 @@ mod tests {
                 sites: vec!["news".into()]
             }]
         );
+    }
+
+    #[test]
+    fn a_certificate_notice_rests_once_told_and_a_later_site_is_told_alone() {
+        let mut g = GroupState::begin(
+            "certificate abc/14d",
+            "",
+            Severity::Warning,
+            GroupKind::Certificate,
+            0,
+            at(0),
+        );
+        g.join(
+            "blog",
+            "https://b/",
+            at(0),
+            at(0),
+            &diagnosis(Cause::CertExpiring),
+        );
+        g.join(
+            "shop",
+            "https://s/",
+            at(5),
+            at(5),
+            &diagnosis(Cause::CertExpiring),
+        );
+        let (mut g, out) = tick(&g, &tick_at(10, true));
+        assert_eq!(
+            out,
+            [GroupNotice::Opened {
+                sites: vec!["blog".into(), "shop".into()]
+            }]
+        );
+        assert!(!g.is_open(), "at rest once told");
+        // A third site presents it a day later: told as one more, not opened again.
+        g.join(
+            "news",
+            "https://n/",
+            at(86_400),
+            at(86_400),
+            &diagnosis(Cause::CertExpiring),
+        );
+        g.phase = GroupPhase::Gathering;
+        g.gathering_since = Some(at(86_400));
+        let (g, out) = tick(&g, &tick_at(86_400, true));
+        assert_eq!(
+            out,
+            [GroupNotice::Joined {
+                sequence: 2,
+                sites: vec!["news".into()]
+            }]
+        );
+        assert!(!g.is_open());
     }
 
     #[test]

@@ -246,10 +246,6 @@ fn certificate(
         s.renewed_by = renewed_by.cloned();
         s
     });
-    if shared.phase == GroupPhase::Idle {
-        shared.phase = GroupPhase::Gathering;
-        shared.gathering_since = Some(at);
-    }
     let said = Diagnosis {
         status: Status::Degraded,
         hop: crate::diagnose::Hop::None,
@@ -260,8 +256,14 @@ fn certificate(
         next_steps: Vec::new(),
         alternatives: Vec::new(),
     };
-    if shared.member(&site.name).is_none() {
-        shared.join(&site.name, site.probe.target.url(), at, at, &said);
+    if shared.member(&site.name).is_some() {
+        return Ok(());
+    }
+    shared.join(&site.name, site.probe.target.url(), at, at, &said);
+    if shared.phase == GroupPhase::Idle {
+        // Told before: the site joining is told to whoever has not heard of it.
+        shared.phase = GroupPhase::Gathering;
+        shared.gathering_since = Some(at);
     }
     ledger.put_shared(&shared)
 }

@@ -511,7 +511,7 @@ pub trait Store: Send {
         state: &AlertState,
         messages: &[NewMessage],
     ) -> Result<(), StoreError>;
-    /// The shared incidents kept (open or not).
+    /// The shared incidents open now (gathering or told; those at rest are not read).
     fn shared_states(&self) -> Result<Vec<GroupState>, StoreError>;
     /// Saves a shared incident's state with the messages that tell it, atomically — only if
     /// the stored state is still `expected` (probers sharing the store may tell one at once):

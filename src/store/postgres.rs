@@ -1189,7 +1189,8 @@ impl Store for PostgresStore {
 
     fn shared_states(&self) -> Result<Vec<GroupState>, StoreError> {
         let rows = self.read(
-            "SELECT state FROM alert_state WHERE substr(site, 1, 8) = '@shared:' ORDER BY site",
+            "SELECT state FROM alert_state WHERE substr(site, 1, 8) = '@shared:'
+             AND COALESCE(state::json->>'phase', 'idle') <> 'idle' ORDER BY site",
             &[],
         )?;
         rows.iter()
