@@ -603,6 +603,8 @@ pub struct BatchOutcome {
     /// Each entry's diagnosis when its earlier runs' status reads changed it (`with_previous`);
     /// `None` when it stands as probed.
     pub judged: Vec<Option<crate::diagnose::Diagnosis>>,
+    /// A site joined, changed in or left a shared incident: it may have something to say.
+    pub shared_touched: bool,
 }
 
 /// Judges a batch of results (each site's index in the config, its report and when it was
@@ -653,6 +655,7 @@ pub fn record_batch(
         .collect();
     // Messages queued per run (a transaction tried again decides again: counted once).
     let mut queued = vec![0; entries.len()];
+    let mut touched = vec![false; entries.len()];
     let mut progress = vec![None; entries.len()];
     store.record_regional(&config.region, &runs, &mut |n, current, views, ledger| {
         let (index, _, at) = entries[n];
@@ -672,6 +675,7 @@ pub fn record_batch(
             .collect();
         as_of_run.push(own);
         as_of_run.sort_by(|a, b| a.region.cmp(&b.region));
+        let mut watched = shared::Touched::new(ledger);
         let decided = decide_site(
             config,
             &config.sites[index],
@@ -680,8 +684,9 @@ pub fn record_batch(
             at,
             current,
             &as_of_run,
-            ledger,
+            &mut watched,
         )?;
+        touched[n] = watched.touched;
         queued[n] = decided.as_ref().map_or(0, |(_, m)| m.len());
         let state = decided.as_ref().map_or(current, |(s, _)| s);
         progress[n] = alert::progress(state, &states[n], &config.alerts);
@@ -689,6 +694,7 @@ pub fn record_batch(
     })?;
     Ok(BatchOutcome {
         queued: queued.iter().sum(),
+        shared_touched: touched.iter().any(|t| *t),
         progress,
         judged: judged
             .into_iter()

@@ -44,6 +44,36 @@ impl SiteIndex {
     }
 }
 
+/// A ledger that remembers whether a shared incident was written through it.
+pub struct Touched<'l> {
+    inner: &'l mut dyn Ledger,
+    pub touched: bool,
+}
+
+impl<'l> Touched<'l> {
+    pub fn new(inner: &'l mut dyn Ledger) -> Self {
+        Self {
+            inner,
+            touched: false,
+        }
+    }
+}
+
+impl Ledger for Touched<'_> {
+    fn next_incident(&mut self) -> Result<u64, StoreError> {
+        self.inner.next_incident()
+    }
+
+    fn shared(&mut self, key: &str) -> Result<Option<GroupState>, StoreError> {
+        self.inner.shared(key)
+    }
+
+    fn put_shared(&mut self, state: &GroupState) -> Result<(), StoreError> {
+        self.touched = true;
+        self.inner.put_shared(state)
+    }
+}
+
 /// The shared incident a site's track of `severity` belongs to (`before`: the state it was
 /// told in; an opening: the one its failure puts it in).
 fn group_of(state: &AlertState, severity: Severity) -> Option<&Group> {
@@ -296,6 +326,8 @@ pub struct Told {
     /// When one of them may have something to say next (a gathering or a change waiting its
     /// bound, a reminder).
     pub next_due: Option<OffsetDateTime>,
+    /// One of them is gathering: the next result of a site that may join can end it.
+    pub gathering: bool,
 }
 
 /// Lets every open shared incident say what its time has come to say, and stores each with its
@@ -317,6 +349,7 @@ pub fn tell(
         }
         let tick = tick_for(config, sites, &*store, &state, now, pass_complete, thorough)?;
         let (mut next, notices) = group::tick(&state, &tick);
+        told.gathering |= next.phase == GroupPhase::Gathering;
         if next == state {
             told.next_due = earliest(told.next_due, due(&next, &tick));
             continue;

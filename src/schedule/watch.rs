@@ -273,6 +273,8 @@ pub struct Watch<'a> {
     /// When a shared incident may next have something to say by the clock alone (its
     /// gathering or a change waited their bound, a reminder is due).
     shared_due: Option<Instant>,
+    /// A shared incident is gathering: each batch may end it.
+    shared_gathering: bool,
 }
 
 impl<'a> Watch<'a> {
@@ -308,6 +310,7 @@ impl<'a> Watch<'a> {
             probe_targets: None,
             index,
             shared_due: None,
+            shared_gathering: false,
         };
         watch.sync_schedule();
         watch
@@ -747,18 +750,23 @@ impl<'a> Watch<'a> {
                 slot.last_status = Some(d.status);
             }
         }
-        // A shared incident a site joined or left in this batch may have something to say
-        // now: a site alone on a shared origin is told as soon as the others were heard.
-        let told = shared::tell(
-            &config,
-            &self.index,
-            self.store,
-            OffsetDateTime::now_utc(),
-            false,
-            false,
-        )?;
-        self.shared_due = told.next_due.map(instant_of);
-        let queued = outcome.queued + told.queued;
+        // A shared incident a site joined, changed in or left in this batch may have
+        // something to say now; one gathering may end with any site's next result (a site
+        // alone on a shared origin is told as soon as the others were heard).
+        let mut queued = outcome.queued;
+        if outcome.shared_touched || self.shared_gathering {
+            let told = shared::tell(
+                &config,
+                &self.index,
+                self.store,
+                OffsetDateTime::now_utc(),
+                false,
+                false,
+            )?;
+            self.shared_due = told.next_due.map(instant_of);
+            self.shared_gathering = told.gathering;
+            queued += told.queued;
+        }
         // Fresh mail goes out now, from the delivery task; retries wait for its own tick, so
         // the outbox is not read after every probe.
         if notices + queued > 0 {
@@ -778,6 +786,7 @@ impl<'a> Watch<'a> {
         match shared::tell(&self.config, &self.index, self.store, now, false, thorough) {
             Ok(told) => {
                 self.shared_due = told.next_due.map(instant_of);
+                self.shared_gathering = told.gathering;
                 if told.queued > 0 {
                     self.delivery.wake.notify_one();
                 }
