@@ -41,6 +41,7 @@ fn queue_opened(store: &mut SqliteStore, now: OffsetDateTime) -> String {
     let notification = Notification::Opened {
         severity: probe::alert::Severity::Down,
         incident: 1,
+        episode: 0,
         diagnosis: report.diagnosis.clone(),
     };
     let message = render(
@@ -208,6 +209,7 @@ fn queue_for(store: &mut SqliteStore, now: OffsetDateTime, recipients: &[&str]) 
     let notification = Notification::Opened {
         severity: probe::alert::Severity::Down,
         incident: 1,
+        episode: 0,
         diagnosis: report.diagnosis.clone(),
     };
     let to: Vec<String> = recipients.iter().map(|r| r.to_string()).collect();
@@ -514,6 +516,7 @@ fn a_mail_quotes_what_the_status_page_said() {
     let notification = Notification::Opened {
         severity: probe::alert::Severity::Down,
         incident: 1,
+        episode: 0,
         diagnosis: report.diagnosis.clone(),
     };
     let message = render(

@@ -275,7 +275,14 @@ fn a_shared_incident_told_once(store: &mut dyn Store) {
                 numbers[0],
                 at(0),
             );
-            shared.join("a", "https://a.example/", at(0), at(0), &failing.diagnosis);
+            shared.join(
+                "a",
+                "https://a.example/",
+                at(0),
+                at(0),
+                &failing.diagnosis,
+                0,
+            );
             ledger.put_shared(&shared)?;
             assert_eq!(
                 ledger.shared("origin 203.0.113.10")?.as_ref(),

@@ -77,6 +77,21 @@ pub struct Member {
     /// When its own incident ended (it stays listed: the end of the story names it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered_at: Option<OffsetDateTime>,
+    /// Its own incident's episode in this one (it failed again after recovering in it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub episode: u32,
+    /// Its own incident ended because it went down (a warning folded into its outage), not
+    /// because it is well.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub folded: bool,
+    /// It was let go without its own incident ending in a word (gone from the config, or ended
+    /// inside a maintenance window).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub let_go: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Member {
@@ -116,6 +131,12 @@ pub struct ToldTo {
     pub root: String,
     /// The sites it was told of.
     pub sites: Vec<String>,
+    /// Its story is over: every site it was told of ended (it was told so).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
+    /// How many endings it was told (a site of its failing again makes another).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub endings: u32,
 }
 
 /// A shared incident's state, kept under `store_key(key)`.
@@ -215,6 +236,7 @@ impl GroupState {
         since: OffsetDateTime,
         at: OffsetDateTime,
         diagnosis: &Diagnosis,
+        episode: u32,
     ) {
         self.since = Some(self.since.map_or(since, |s| s.min(since)));
         self.suspects.retain(|s| s.site != site);
@@ -229,13 +251,20 @@ impl GroupState {
             summary: diagnosis.summary.clone(),
             diagnosis: None,
             recovered_at: None,
+            episode,
+            folded: false,
+            let_go: false,
         };
         match self.members.iter_mut().find(|m| m.site == site) {
             Some(m) => {
+                // Failing again after it recovered in it: told again, to everyone told of it.
                 let full = m.diagnosis.is_some();
                 *m = member;
                 if full {
                     m.diagnosis = Some(diagnosis.clone());
+                }
+                for told in &mut self.told {
+                    told.sites.retain(|s| s != site);
                 }
             }
             None => {
@@ -276,13 +305,51 @@ impl GroupState {
 
     /// A member's own incident ended at `at`.
     pub fn recover(&mut self, site: &str, at: OffsetDateTime) {
-        if let Some(m) = self
-            .members
-            .iter_mut()
-            .find(|m| m.site == site && m.recovered_at.is_none())
-        {
+        if let Some(m) = self.failing_member(site) {
             m.recovered_at = Some(at);
         }
+    }
+
+    /// A member's own incident ended because it went down (a warning folded into an outage).
+    pub fn fold(&mut self, site: &str, at: OffsetDateTime) {
+        if let Some(m) = self.failing_member(site) {
+            m.recovered_at = Some(at);
+            m.folded = true;
+        }
+    }
+
+    /// A member let go: its own incident ended without a word, or it left the config.
+    pub fn let_go(&mut self, site: &str, at: OffsetDateTime) {
+        if let Some(m) = self.failing_member(site) {
+            m.recovered_at = Some(at);
+            m.let_go = true;
+        }
+    }
+
+    /// Whether a destination told of it has every site it was told of ended, and was not told
+    /// its end yet.
+    pub fn ending_due(&self) -> bool {
+        self.told.iter().filter(|t| !t.ended).any(|t| {
+            let mut mine = self.members.iter().filter(|m| t.sites.contains(&m.site));
+            let first = mine.next();
+            first.is_some_and(|m| m.recovered_at.is_some())
+                && mine.all(|m| m.recovered_at.is_some())
+        })
+    }
+
+    /// Whether `site` is in it and still failing (its own incident open).
+    pub fn holds(&self, site: &str) -> bool {
+        self.is_open()
+            && self
+                .members
+                .iter()
+                .any(|m| m.site == site && m.recovered_at.is_none())
+    }
+
+    fn failing_member(&mut self, site: &str) -> Option<&mut Member> {
+        self.members
+            .iter_mut()
+            .find(|m| m.site == site && m.recovered_at.is_none())
     }
 
     /// A site fails the way this incident's members do, not confirmed yet: the opening waits
@@ -379,7 +446,7 @@ pub fn tick(state: &GroupState, t: &Tick) -> (GroupState, Vec<GroupNotice>) {
     }
     next.suspects.retain(|s| !t.cleared.contains(&s.site));
     for site in &t.let_go {
-        next.recover(site, t.now);
+        next.let_go(site, t.now);
     }
     let untold = |s: &GroupState| -> Vec<String> {
         s.members
@@ -580,6 +647,7 @@ mod tests {
             at(second - 30),
             at(second),
             &diagnosis(Cause::FpmUnreachable),
+            0,
         );
         g
     }
@@ -601,6 +669,7 @@ mod tests {
             at(28),
             at(58),
             &diagnosis(Cause::FpmUnreachable),
+            0,
         );
         let (g, out) = tick(&g, &tick_at(58, true));
         assert_eq!(
@@ -634,6 +703,7 @@ mod tests {
             at(10),
             at(30),
             &diagnosis(Cause::FpmUnreachable),
+            0,
         );
         let (mut g, _) = tick(&g, &tick_at(30, true));
         // blog changes first: held for shop.
@@ -687,6 +757,7 @@ mod tests {
                 at(0),
                 at(30),
                 &diagnosis(Cause::FpmUnreachable),
+                0,
             );
         }
         let (mut g, _) = tick(&g, &tick_at(30, true));
@@ -717,6 +788,7 @@ mod tests {
             at(10),
             at(30),
             &diagnosis(Cause::FpmUnreachable),
+            0,
         );
         let (mut g, _) = tick(&g, &tick_at(30, true));
         g.change("blog", at(100), &diagnosis(Cause::DatabaseUnreachable));
@@ -730,6 +802,7 @@ mod tests {
             at(300),
             at(330),
             &diagnosis(Cause::FpmUnreachable),
+            0,
         );
         let (_, out) = tick(&g, &tick_at(330, true));
         assert_eq!(
@@ -757,6 +830,7 @@ mod tests {
             at(0),
             at(0),
             &diagnosis(Cause::CertExpiring),
+            0,
         );
         g.join(
             "shop",
@@ -764,6 +838,7 @@ mod tests {
             at(5),
             at(5),
             &diagnosis(Cause::CertExpiring),
+            0,
         );
         let (mut g, out) = tick(&g, &tick_at(10, true));
         assert_eq!(
@@ -780,6 +855,7 @@ mod tests {
             at(86_400),
             at(86_400),
             &diagnosis(Cause::CertExpiring),
+            0,
         );
         g.phase = GroupPhase::Gathering;
         g.gathering_since = Some(at(86_400));
@@ -804,6 +880,7 @@ mod tests {
             at(0),
             at(10),
             &diagnosis(Cause::FpmUnreachable),
+            0,
         );
         let (g, _) = tick(&g, &tick_at(10, true));
         let (g, out) = tick(&g, &tick_at(3600, true));

@@ -46,8 +46,12 @@ pub struct AlertState {
     /// When the open incident was last notified (opened, changed or reminded).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_notified: Option<OffsetDateTime>,
-    /// Counts the incidents of this site; part of every notification's identity.
+    /// The open (or last) incident's number; part of every notification's identity.
     pub incident: u64,
+    /// How many times before the site's own incident opened under this number (it joined a
+    /// shared incident again after recovering in it): part of its notifications' identity.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub episode: u32,
     /// Notifications sent for the open incident so far (the opening is 1); each later one takes
     /// the next number into its key. 0 when none is open (and in states stored before it).
     #[serde(default)]
@@ -73,6 +77,10 @@ pub struct AlertState {
     pub group: Option<Group>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Default for AlertState {
     fn default() -> Self {
         Self {
@@ -82,6 +90,7 @@ impl Default for AlertState {
             since: None,
             last_notified: None,
             incident: 0,
+            episode: 0,
             notified: 0,
             warning: None,
             intermittent: None,
@@ -320,16 +329,19 @@ impl CertSeen {
 /// What happened, worth a mail.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notification {
-    /// An incident opened.
+    /// An incident opened (`episode` > 0: the site's own incident opened again inside the
+    /// shared incident of that number, which had gone on without it meanwhile).
     Opened {
         severity: Severity,
         incident: u64,
+        episode: u32,
         diagnosis: Diagnosis,
     },
     /// The open incident's cause changed.
     CauseChanged {
         severity: Severity,
         incident: u64,
+        episode: u32,
         /// Its place among the incident's notifications (the opening is 1): a cause can come
         /// back within one incident, and each change is its own notification.
         sequence: u32,
@@ -340,6 +352,7 @@ pub enum Notification {
     Reminder {
         severity: Severity,
         incident: u64,
+        episode: u32,
         /// Its place among the incident's notifications.
         sequence: u32,
         open_for: Duration,
@@ -349,6 +362,7 @@ pub enum Notification {
     Recovered {
         severity: Severity,
         incident: u64,
+        episode: u32,
         lasted: Duration,
         cause: Option<Cause>,
     },
@@ -357,6 +371,7 @@ pub enum Notification {
     Folded {
         severity: Severity,
         incident: u64,
+        episode: u32,
         lasted: Duration,
     },
     /// A certificate came within a threshold of its expiry (`threshold` days).
@@ -479,23 +494,32 @@ impl Notification {
     /// notice for its return. A certificate's notices all name one key of their own that no mail
     /// carries (`SITE/cert/ID`): clients thread them together by it, whichever came first.
     pub fn thread_key(&self, site: &str) -> Option<String> {
-        let opening = |severity: &Severity, incident| {
-            format!("{site}/{}{incident}/opened", severity.key_part())
-        };
         match self {
             Notification::Opened { .. } => None,
             Notification::CauseChanged {
-                severity, incident, ..
+                severity,
+                incident,
+                episode,
+                ..
             }
             | Notification::Reminder {
-                severity, incident, ..
+                severity,
+                incident,
+                episode,
+                ..
             }
             | Notification::Recovered {
-                severity, incident, ..
+                severity,
+                incident,
+                episode,
+                ..
             }
             | Notification::Folded {
-                severity, incident, ..
-            } => Some(opening(severity, incident)),
+                severity,
+                incident,
+                episode,
+                ..
+            } => Some(opening_key(site, *severity, *incident, *episode)),
             Notification::CertExpiring { cert, .. } | Notification::CertRenewed { cert, .. } => {
                 Some(format!("{site}/cert/{}", cert.id))
             }
@@ -514,38 +538,59 @@ impl Notification {
     pub fn key(&self, site: &str) -> String {
         match self {
             Notification::Opened {
-                severity, incident, ..
-            } => format!("{site}/{}{incident}/opened", severity.key_part()),
+                severity,
+                incident,
+                episode,
+                ..
+            } => opening_key(site, *severity, *incident, *episode),
             Notification::CauseChanged {
                 severity,
                 incident,
+                episode,
                 sequence,
                 diagnosis,
                 ..
             } => {
                 let cause = diagnosis.cause.as_str();
                 let part = severity.key_part();
-                format!("{site}/{part}{incident}/{sequence}/cause/{cause}")
+                let n = label(*incident, *episode);
+                format!("{site}/{part}{n}/{sequence}/cause/{cause}")
             }
             Notification::Reminder {
                 severity,
                 incident,
+                episode,
                 sequence,
                 open_for,
                 ..
             } => {
                 format!(
-                    "{site}/{}{incident}/{sequence}/reminder/{}",
+                    "{site}/{}{}/{sequence}/reminder/{}",
                     severity.key_part(),
+                    label(*incident, *episode),
                     open_for.as_secs()
                 )
             }
             Notification::Recovered {
-                severity, incident, ..
-            } => format!("{site}/{}{incident}/recovered", severity.key_part()),
+                severity,
+                incident,
+                episode,
+                ..
+            } => format!(
+                "{site}/{}{}/recovered",
+                severity.key_part(),
+                label(*incident, *episode)
+            ),
             Notification::Folded {
-                severity, incident, ..
-            } => format!("{site}/{}{incident}/folded", severity.key_part()),
+                severity,
+                incident,
+                episode,
+                ..
+            } => format!(
+                "{site}/{}{}/folded",
+                severity.key_part(),
+                label(*incident, *episode)
+            ),
             Notification::CertExpiring { cert, threshold } => {
                 format!("{site}/cert/{}/{threshold}d", cert.id)
             }
@@ -558,6 +603,24 @@ impl Notification {
             Notification::RegionOnline { incident, .. } => format!("{site}/{incident}/online"),
         }
     }
+}
+
+/// An incident's number in a key: `7`, or `7.2` for the site's third episode in it.
+fn label(incident: u64, episode: u32) -> String {
+    if episode == 0 {
+        incident.to_string()
+    } else {
+        format!("{incident}.{episode}")
+    }
+}
+
+/// The key of an incident's opening.
+fn opening_key(site: &str, severity: Severity, incident: u64, episode: u32) -> String {
+    format!(
+        "{site}/{}{}/opened",
+        severity.key_part(),
+        label(incident, episode)
+    )
 }
 
 /// The verdict of one run of one site (after in-run retries).
@@ -622,6 +685,7 @@ fn step_as(
                 out.push(Notification::Opened {
                     severity,
                     incident: next.incident,
+                    episode: 0,
                     diagnosis: run.diagnosis.clone(),
                 });
             } else {
@@ -642,6 +706,7 @@ fn step_as(
                 out.push(Notification::CauseChanged {
                     severity,
                     incident: state.incident,
+                    episode: state.episode,
                     sequence: next.notified,
                     from,
                     diagnosis: run.diagnosis.clone(),
@@ -655,6 +720,7 @@ fn step_as(
                 out.push(Notification::Reminder {
                     severity,
                     incident: state.incident,
+                    episode: state.episode,
                     sequence: next.notified,
                     open_for: state.since.map_or(Duration::ZERO, |s| elapsed(s, run.at)),
                     diagnosis: run.diagnosis.clone(),
@@ -672,6 +738,7 @@ fn step_as(
                 out.push(Notification::Recovered {
                     severity,
                     incident: state.incident,
+                    episode: state.episode,
                     lasted,
                     cause: state.cause,
                 });
@@ -792,6 +859,7 @@ pub fn quorum_step(
         out.push(Notification::Opened {
             severity: Severity::Down,
             incident: next.incident,
+            episode: 0,
             diagnosis: run.diagnosis.clone(),
         });
         next
@@ -800,6 +868,7 @@ pub fn quorum_step(
         out.push(Notification::Recovered {
             severity: Severity::Down,
             incident: site.incident,
+            episode: site.episode,
             lasted,
             cause: site.cause,
         });
@@ -949,16 +1018,31 @@ pub fn site_step(
     if !run.in_maintenance {
         for n in out.iter_mut() {
             if let Notification::Opened {
-                severity, incident, ..
+                severity,
+                incident,
+                episode,
+                ..
             } = n
             {
                 let taken = number(*severity);
                 *incident = taken;
-                match severity {
-                    Severity::Down => next.incident = taken,
-                    Severity::Warning => warning.incident = taken,
-                    Severity::Intermittent => intermittent.incident = taken,
-                }
+                // The same number again: the shared incident it was in goes on, and the site's
+                // own incident opens in it once more.
+                let track = match severity {
+                    Severity::Down => &mut next,
+                    Severity::Warning => &mut warning,
+                    Severity::Intermittent => &mut intermittent,
+                };
+                let before = match severity {
+                    Severity::Down => (site.incident, site.episode),
+                    Severity::Warning => (site.warning().incident, site.warning().episode),
+                    Severity::Intermittent => {
+                        (site.intermittent().incident, site.intermittent().episode)
+                    }
+                };
+                *episode = if before.0 == taken { before.1 + 1 } else { 0 };
+                track.incident = taken;
+                track.episode = *episode;
             }
         }
     }
@@ -980,6 +1064,7 @@ fn folded(lighter: &AlertState, severity: Severity, at: OffsetDateTime) -> Notif
     Notification::Folded {
         severity,
         incident: lighter.incident,
+        episode: lighter.episode,
         lasted: lighter.since.map_or(Duration::ZERO, |s| elapsed(s, at)),
     }
 }
@@ -1039,6 +1124,7 @@ fn intermittent_step(
         let closing = track.is_open().then(|| Notification::Recovered {
             severity: Severity::Intermittent,
             incident: track.incident,
+            episode: track.episode,
             lasted: track.since.map_or(Duration::ZERO, |s| elapsed(s, run.at)),
             cause: track.cause,
         });
@@ -1103,6 +1189,7 @@ fn intermittent_step(
         out.push(Notification::Opened {
             severity: Severity::Intermittent,
             incident: next.incident,
+            episode: 0,
             diagnosis: d,
         });
         return (next, out);
@@ -1115,6 +1202,7 @@ fn intermittent_step(
         out.push(Notification::Recovered {
             severity: Severity::Intermittent,
             incident: track.incident,
+            episode: track.episode,
             lasted,
             cause: track.cause,
         });
@@ -1130,6 +1218,7 @@ fn intermittent_step(
         out.push(Notification::Reminder {
             severity: Severity::Intermittent,
             incident: track.incident,
+            episode: track.episode,
             sequence: next.notified,
             open_for: track.since.map_or(Duration::ZERO, |s| elapsed(s, run.at)),
             diagnosis: diagnosis(worst),

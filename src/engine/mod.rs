@@ -168,8 +168,7 @@ async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeErr
             .and_then(|w| w.header.as_ref())
             .and_then(|h| Some((h.name.clone(), h.value.clone()?))),
         origins: settings.origins.iter().map(|o| o.ip()).collect(),
-        // A burst asks for the page several times at once on purpose.
-        per_origin: settings.shared.per_origin.max(settings.shared.burst),
+        per_origin: settings.shared.per_origin,
     };
     // The requests run side by side in this task (a probe mostly waits): a task per request
     // would cost more hand-offs between threads than it saves.
@@ -196,9 +195,19 @@ async fn probe_in_span(settings: &ProbeSettings) -> Result<ProbeReport, ProbeErr
             let mut observations = Vec::with_capacity((rounds * at_once) as usize);
             for round in 0..rounds {
                 let first = round * at_once + 1;
+                // A burst asks at once on purpose: it takes every turn at the origin for the
+                // wave, and its requests take none of their own.
+                let wave_turn = match request.address {
+                    Some(a) if at_once > 1 && shared.gated(a.ip(), request.route) => {
+                        Some(gate::turn(a.ip(), shared.per_origin, true, shared.timeout * 2).await)
+                    }
+                    _ => None,
+                };
+                let has_turn = wave_turn.is_some();
                 let wave = (first..first + at_once)
-                    .map(|sample| observe_following(shared, request, sample, follow));
+                    .map(|sample| observe_following(shared, request, sample, follow, has_turn));
                 observations.extend(futures_util::future::join_all(wave).await);
+                drop(wave_turn);
             }
             (index, observations)
         }
@@ -283,6 +292,7 @@ async fn ask_cloudflare_for_details(
         request,
         observation.sample,
         ACCEPT_JSON,
+        false,
     )
     .await;
     observation.cloudflare_error = again
@@ -300,9 +310,10 @@ async fn observe_following(
     request: &PlannedRequest,
     sample: u32,
     follow: u32,
+    has_turn: bool,
 ) -> Observation {
     let mut target = shared.target.clone();
-    let mut observation = observe(shared, &target, request, sample, ACCEPT_ANY).await;
+    let mut observation = observe(shared, &target, request, sample, ACCEPT_ANY, has_turn).await;
     let mut followed = Vec::new();
     let mut next = request.clone();
     while followed.len() < follow as usize {
@@ -354,7 +365,7 @@ async fn observe_following(
         next.path = hop.path().to_string();
         followed.push(url_for_display(url.as_str()));
         target = hop;
-        observation = observe(shared, &target, &next, sample, ACCEPT_ANY).await;
+        observation = observe(shared, &target, &next, sample, ACCEPT_ANY, has_turn).await;
     }
     observation.redirects = followed;
     // Followed (or not) as the server gave it; shown like every other URL.
@@ -402,19 +413,21 @@ impl Shared {
     }
 }
 
-/// Makes one request and records everything it saw.
+/// Makes one request and records everything it saw; `has_turn`: its turn at the origin is
+/// already taken (a burst's wave takes them all).
 async fn observe(
     shared: &Shared,
     target: &Target,
     request: &PlannedRequest,
     sample: u32,
     accept: &str,
+    has_turn: bool,
 ) -> Observation {
     // Its turn at the origin first: the time it waits for it is not the server's. A status
     // page read takes every turn, so the pool it describes holds none of our requests.
     let witness = request.path_role.is_witness();
     let _turn = match request.address {
-        Some(a) if shared.gated(a.ip(), request.route) => {
+        Some(a) if !has_turn && shared.gated(a.ip(), request.route) => {
             let turn = gate::turn(a.ip(), shared.per_origin, witness, shared.timeout * 2).await;
             // Every turn while PHP-FPM takes the read, not while a hostile page trickles.
             Some(if witness {

@@ -7,6 +7,7 @@
 //! joins gets that as its opening).
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
@@ -49,7 +50,8 @@ impl Destination<'_> {
     }
 }
 
-/// The messages that tell `notices` (in order), each destination's thread kept in `group`.
+/// The messages that tell `notices` (in order), each destination's thread kept in `group`;
+/// then each destination whose every site ended hears that its story is over.
 pub fn render(
     audience: &Audience<'_>,
     group: &mut GroupState,
@@ -57,11 +59,19 @@ pub fn render(
     at: OffsetDateTime,
 ) -> Vec<NewMessage> {
     let mut out = Vec::new();
-    for notice in notices {
+    // The end is told per destination, below, as soon as its own sites are over.
+    for notice in notices
+        .iter()
+        .filter(|n| !matches!(n, GroupNotice::Recovered { .. }))
+    {
         let key = key_of(group, notice);
         for destination in destinations(audience, group) {
             let id = destination.id();
-            let told = group.told.iter().position(|t| t.destination == id);
+            // A destination whose story ended begins a new one.
+            let told = group
+                .told
+                .iter()
+                .position(|t| t.destination == id && !t.ended);
             let Some((message, sites)) =
                 tell_one(audience, group, notice, &destination, told, &key, at)
             else {
@@ -76,13 +86,94 @@ pub fn render(
                         }
                     }
                 }
-                None => group.told.push(ToldTo {
-                    destination: id,
-                    root: key.clone(),
-                    sites,
-                }),
+                None => {
+                    let endings = group
+                        .told
+                        .iter()
+                        .find(|t| t.destination == id)
+                        .map_or(0, |t| t.endings);
+                    group.told.retain(|t| t.destination != id);
+                    group.told.push(ToldTo {
+                        destination: id,
+                        root: key.clone(),
+                        sites,
+                        ended: false,
+                        endings,
+                    });
+                }
             }
         }
+    }
+    out.extend(endings(audience, group, at));
+    out
+}
+
+/// The end of the story for every destination whose sites have all ended: their span, and
+/// each site's. A destination whose sites all went down instead (a warning folded into their
+/// outages) or were let go hears nothing more by mail or chat: its paging incident is closed.
+fn endings(audience: &Audience<'_>, group: &mut GroupState, at: OffsetDateTime) -> Vec<NewMessage> {
+    let mut out = Vec::new();
+    for i in 0..group.told.len() {
+        let told = &group.told[i];
+        if told.ended {
+            continue;
+        }
+        let mine: Vec<&Member> = group
+            .members
+            .iter()
+            .filter(|m| told.sites.contains(&m.site))
+            .collect();
+        if mine.is_empty() || mine.iter().any(|m| m.recovered_at.is_none()) {
+            continue;
+        }
+        let destination = match told.destination.split_once(':') {
+            Some(("mail", to)) => Some(Destination::Mail(to.to_string())),
+            Some(("chat", id)) => audience
+                .notifiers
+                .iter()
+                .find(|c| c.id == id)
+                .map(Destination::Chat),
+            _ => None,
+        };
+        let ended = mine
+            .iter()
+            .filter_map(|m| m.recovered_at)
+            .max()
+            .unwrap_or(at);
+        let began = mine.iter().map(|m| m.since).min().unwrap_or(ended);
+        let notice = GroupNotice::Recovered {
+            ended,
+            lasted: Duration::try_from(ended - began).unwrap_or_default(),
+        };
+        let quiet = mine.iter().all(|m| m.folded || m.let_go);
+        let mut key = key_of(group, &notice);
+        if told.endings > 0 && group.members.len() != 1 {
+            key = format!("{key}.{}", told.endings);
+        }
+        let message = destination.and_then(|destination| {
+            if quiet && !matches!(&destination, Destination::Chat(c) if c.provider.pages()) {
+                return None;
+            }
+            let words = Words {
+                group,
+                notice: &notice,
+                mine: &mine,
+                opening: false,
+                yours: 0,
+                answering: 0,
+                paging: told.root.clone(),
+                audience,
+                at,
+            };
+            match &destination {
+                Destination::Mail(to) => Some(words.mail(&key, to, Some(told.root.clone()))),
+                Destination::Chat(c) => words.chat(c, &key, Some(told.root.clone())),
+            }
+        });
+        out.extend(message);
+        let told = &mut group.told[i];
+        told.ended = true;
+        told.endings += 1;
     }
     out
 }
@@ -115,14 +206,6 @@ fn tell_one(
         GroupNotice::Reminder { .. } if told.is_some() => {
             group.failing().filter(|m| covered(&m.site)).collect()
         }
-        GroupNotice::Recovered { .. } => match told {
-            Some(i) => group
-                .members
-                .iter()
-                .filter(|m| group.told[i].sites.contains(&m.site))
-                .collect(),
-            None => Vec::new(),
-        },
         _ => Vec::new(),
     };
     if mine.is_empty() {
@@ -187,6 +270,7 @@ fn site_notification(
         _ if opening => Notification::Opened {
             severity,
             incident,
+            episode: m.episode,
             diagnosis: m.diagnosis(),
         },
         // A destination told of other sites hears of this one as one more.
@@ -194,6 +278,7 @@ fn site_notification(
         GroupNotice::Changed { sequence, changes } => Notification::CauseChanged {
             severity,
             incident,
+            episode: m.episode,
             sequence: *sequence,
             from: changes
                 .iter()
@@ -204,6 +289,7 @@ fn site_notification(
         GroupNotice::Reminder { sequence, .. } => Notification::Reminder {
             severity,
             incident,
+            episode: m.episode,
             sequence: *sequence,
             open_for: m.lasted(at),
             diagnosis: m.diagnosis(),
@@ -211,6 +297,7 @@ fn site_notification(
         GroupNotice::Recovered { .. } => Notification::Recovered {
             severity,
             incident,
+            episode: m.episode,
             lasted: m.lasted(at),
             cause: Some(m.cause),
         },
@@ -361,24 +448,34 @@ impl Words<'_, '_> {
     fn chat(&self, c: &Notifier, key: &str, thread: Option<String>) -> Option<NewMessage> {
         let transition = self.notice.transition();
         let page = self.audience.page;
+        // A certificate's page is the certificate's, whatever its thresholds, sites or renewal:
+        // its renewal closes what its expiry opened.
+        let paging = match (&self.group.kind, &self.group.cert) {
+            (GroupKind::Certificate, Some(cert)) => format!("certificate:{}", cert.id),
+            _ => self.paging.clone(),
+        };
         if let Some(n) = self.alone() {
             let m = self.mine[0];
             let mut message = ChatMessage::of_site(&m.site, &m.url, &n)?;
-            message.incident_key = self.paging.clone();
+            message.incident_key = paging;
             return chat::message_for(c, key, transition, thread, message, page, self.at);
         }
         let lead = self.lead().map(Member::diagnosis);
-        let ends = matches!(self.notice, GroupNotice::Recovered { .. });
+        let ends =
+            matches!(self.notice, GroupNotice::Recovered { .. }) || self.group.renewed_by.is_some();
         let message = ChatMessage {
             told: self.told(lead.as_ref()),
-            site: format!("{} sites {}", self.mine.len(), self.group.place),
+            site: match self.group.kind {
+                GroupKind::Certificate => format!("{} sites", self.mine.len()),
+                GroupKind::Failure => format!("{} sites {}", self.mine.len(), self.group.place),
+            },
             url: String::new(),
             severity: self.group.severity,
             trouble: !ends,
             ends,
             reminder: matches!(self.notice, GroupNotice::Reminder { .. }),
             transition,
-            incident_key: self.paging.clone(),
+            incident_key: paging,
         };
         chat::message_for(c, key, transition, thread, message, page, self.at)
     }
@@ -493,23 +590,31 @@ impl Words<'_, '_> {
                     ),
                     lead,
                 ),
-                GroupNotice::Recovered { lasted, .. } => (
-                    format!(
-                        "{} {n} sites {place} after {}",
-                        if down { "[RECOVERED]" } else { "[RESOLVED]" },
-                        duration(*lasted)
-                    ),
-                    if down {
-                        format!(
+                GroupNotice::Recovered { lasted, .. } => {
+                    // Others' sites may still be in it: their story goes on without these.
+                    let others = group.failing().count();
+                    let lead = match (down, others) {
+                        (true, 0) => format!(
                             "Every site of incident #{number} answers again: the shared failure {place} is over."
-                        )
-                    } else {
-                        format!(
+                        ),
+                        (false, 0) => format!(
                             "No site of incident #{number} shows it any more: the shared degradation {place} is over."
-                        )
-                    },
-                    None,
-                ),
+                        ),
+                        (_, others) => format!(
+                            "These {n} sites of incident #{number} are over it; it goes on {place} for {} you are not told of.",
+                            plural(others as u64, "other site", "other sites")
+                        ),
+                    };
+                    (
+                        format!(
+                            "{} {n} sites {place} after {}",
+                            if down { "[RECOVERED]" } else { "[RESOLVED]" },
+                            duration(*lasted)
+                        ),
+                        lead,
+                        None,
+                    )
+                }
                 GroupNotice::Opened { .. } => (String::new(), String::new(), lead),
             }
         };
@@ -542,6 +647,18 @@ impl Words<'_, '_> {
     fn site_line(&self, m: &Member) -> String {
         let zone = self.audience.zone;
         match self.notice {
+            GroupNotice::Recovered { .. } if m.folded => format!(
+                "{} {}: degraded from {}, then went down (its outage is told on its own)",
+                m.site,
+                m.url,
+                zone.moment(m.since)
+            ),
+            GroupNotice::Recovered { .. } if m.let_go => format!(
+                "{} {}: no longer followed in this incident since {} (removed from the config, or its own incident ended inside a maintenance window)",
+                m.site,
+                m.url,
+                zone.moment(m.recovered_at.unwrap_or(self.at))
+            ),
             GroupNotice::Recovered { .. } => format!(
                 "{} {}: {} from {} ({})",
                 m.site,
@@ -569,18 +686,32 @@ impl Words<'_, '_> {
                 )
             }
             // The first site's diagnosis follows in full: each line says only what differs.
-            _ => format!(
-                "{} {} ({}), {} since {}",
-                m.site,
-                m.url,
-                m.cause.as_str(),
-                if self.group.severity == Severity::Down {
-                    "failing"
-                } else {
-                    "degraded"
-                },
-                zone.time_of_day(m.since)
-            ),
+            _ => {
+                // The time alone when it is today's, else with its date.
+                let when = |t: OffsetDateTime| {
+                    if t.date() == self.at.date() {
+                        zone.time_of_day(t)
+                    } else {
+                        zone.moment(t)
+                    }
+                };
+                let mut line = format!(
+                    "{} {} ({}), {} since {}",
+                    m.site,
+                    m.url,
+                    m.cause.as_str(),
+                    if self.group.severity == Severity::Down {
+                        "failing"
+                    } else {
+                        "degraded"
+                    },
+                    when(m.since)
+                );
+                if let Some(back) = m.recovered_at {
+                    line.push_str(&format!("; answers again since {}", when(back)));
+                }
+                line
+            }
         }
     }
 
@@ -591,7 +722,14 @@ impl Words<'_, '_> {
         let group = self.group;
         let mut facts: Vec<String> = Vec::new();
         if group.kind == GroupKind::Failure {
-            let since = group.since.unwrap_or(self.at);
+            // This destination's sites' span: others of the incident may have begun earlier.
+            let since = self
+                .mine
+                .iter()
+                .map(|m| m.since)
+                .min()
+                .or(group.since)
+                .unwrap_or(self.at);
             match self.notice {
                 GroupNotice::Recovered { ended, lasted } => {
                     if let Some(cause) = GroupState::shared_cause(self.mine.iter().copied()) {

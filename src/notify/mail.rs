@@ -471,6 +471,7 @@ fn incident_facts(notification: &Notification, about: &About<'_>) -> Vec<String>
             lasted,
             severity,
             cause,
+            ..
         } => {
             if let Some(cause) = cause.or(about.cause) {
                 lines.push(format!(

@@ -416,6 +416,14 @@ pub fn decide_site(
     if let Some(e) = failed {
         return Err(e);
     }
+    if views.len() > 1 && !notifications.is_empty() {
+        // Several regions: the notification shows each one's view, and says when the failure
+        // is regional (written only when something is sent: most runs send nothing).
+        let lines = region_lines(config, &votes, views, now);
+        for diagnosis in notifications.iter_mut().filter_map(|n| n.diagnosis_mut()) {
+            diagnosis.evidence.extend(lines.iter().cloned());
+        }
+    }
     let own = shared::route(
         config,
         site,
@@ -429,14 +437,6 @@ pub fn decide_site(
     )?;
     if next == *current && notifications.is_empty() {
         return Ok(None);
-    }
-    if views.len() > 1 && !notifications.is_empty() {
-        // Several regions: the notification shows each one's view, and says when the failure
-        // is regional (written only when something is sent: most runs send nothing).
-        let lines = region_lines(config, &votes, views, now);
-        for diagnosis in notifications.iter_mut().filter_map(|n| n.diagnosis_mut()) {
-            diagnosis.evidence.extend(lines.iter().cloned());
-        }
     }
     // What each notification says of its incident, worked out once for its log line and mail.
     let abouts: Vec<mail::About<'_>> = notifications

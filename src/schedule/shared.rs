@@ -153,6 +153,7 @@ pub fn route(
             Notification::Opened {
                 severity,
                 incident,
+                episode,
                 diagnosis,
             } => match candidates.get(*severity) {
                 Some(g) => {
@@ -170,7 +171,7 @@ pub fn route(
                             )
                         });
                     let since = track_since(next, *severity).unwrap_or(at);
-                    shared.join(&site.name, url, since, at, diagnosis);
+                    shared.join(&site.name, url, since, at, diagnosis, *episode);
                     ledger.put_shared(&shared)?;
                     set_group(next, *severity, Some(g.clone()));
                     true
@@ -189,7 +190,9 @@ pub fn route(
                         ..g.clone()
                     };
                     set_group(next, *severity, Some(moved));
-                    update(ledger, &g.key, |s| s.change(&site.name, at, diagnosis))?
+                    update(ledger, &g.key, &site.name, |s| {
+                        s.change(&site.name, at, diagnosis)
+                    })?
                 }
                 None => {
                     // A site told alone may join a shared incident by its new cause later;
@@ -202,18 +205,21 @@ pub fn route(
                 diagnosis,
                 ..
             } => match group_of(before, *severity) {
-                Some(g) => {
-                    update(ledger, &g.key, |s| s.refresh(&site.name, diagnosis))?;
-                    true
-                }
+                Some(g) => update(ledger, &g.key, &site.name, |s| {
+                    s.refresh(&site.name, diagnosis)
+                })?,
                 None => false,
             },
-            Notification::Recovered { severity, .. } | Notification::Folded { severity, .. } => {
-                match group_of(before, *severity) {
-                    Some(g) => update(ledger, &g.key, |s| s.recover(&site.name, at))?,
-                    None => false,
-                }
-            }
+            Notification::Recovered { severity, .. } => match group_of(before, *severity) {
+                Some(g) => update(ledger, &g.key, &site.name, |s| s.recover(&site.name, at))?,
+                None => false,
+            },
+            // Its warning ended because it went down: its outage tells that; the warning's
+            // shared incident is not "resolved" by it.
+            Notification::Folded { severity, .. } => match group_of(before, *severity) {
+                Some(g) => update(ledger, &g.key, &site.name, |s| s.fold(&site.name, at))?,
+                None => false,
+            },
             Notification::CertExpiring { cert, threshold } if shares_certificates(config) => {
                 let key = format!("certificate {}/{threshold}d", cert.id);
                 certificate(ledger, &key, site, cert, None, at)?;
@@ -231,9 +237,13 @@ pub fn route(
     // A failing site not confirmed yet: an opening gathering on its origin waits for it.
     let suspect = report.status == Status::Down && !next.is_open();
     if let Some(g) = candidates.down.as_ref().filter(|_| suspect) {
-        update(ledger, &g.key, |s| {
-            s.suspect(&site.name, at);
-        })?;
+        if let Some(mut shared) = ledger.shared(&g.key)? {
+            let before = shared.clone();
+            shared.suspect(&site.name, at);
+            if shared != before {
+                ledger.put_shared(&shared)?;
+            }
+        }
     }
     Ok(own)
 }
@@ -244,13 +254,15 @@ fn shares_certificates(config: &Config) -> bool {
     config.alerts.group && config.sites.len() > 1
 }
 
-/// Changes a stored shared incident (if there is one); whether it was there.
+/// Changes a stored shared incident `site` is still failing in; whether it was (else the site
+/// tells its own story: a group that closed without it, or a newer one it is not in).
 fn update(
     ledger: &mut dyn Ledger,
     key: &str,
+    site: &str,
     change: impl FnOnce(&mut GroupState),
 ) -> Result<bool, StoreError> {
-    let Some(mut shared) = ledger.shared(key)? else {
+    let Some(mut shared) = ledger.shared(key)?.filter(|s| s.holds(site)) else {
         return Ok(false);
     };
     let before = shared.clone();
@@ -289,7 +301,7 @@ fn certificate(
     if shared.member(&site.name).is_some() {
         return Ok(());
     }
-    shared.join(&site.name, site.probe.target.url(), at, at, &said);
+    shared.join(&site.name, site.probe.target.url(), at, at, &said, 0);
     if shared.phase == GroupPhase::Idle {
         // Told before: the site joining is told to whoever has not heard of it.
         shared.phase = GroupPhase::Gathering;
@@ -350,7 +362,7 @@ pub fn tell(
         let tick = tick_for(config, sites, &*store, &state, now, pass_complete, thorough)?;
         let (mut next, notices) = group::tick(&state, &tick);
         told.gathering |= next.phase == GroupPhase::Gathering;
-        if next == state {
+        if next == state && !next.ending_due() {
             told.next_due = earliest(told.next_due, due(&next, &tick));
             continue;
         }
@@ -540,6 +552,9 @@ fn tick_for(
         all_heard,
         cleared,
         let_go,
-        remind_every: config.alerts.remind_every,
+        remind_every: match state.severity {
+            Severity::Warning => config.alerts.warning.remind_every,
+            _ => config.alerts.remind_every,
+        },
     })
 }

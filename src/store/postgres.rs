@@ -142,8 +142,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE incidents ADD COLUMN severity TEXT NOT NULL DEFAULT 'down';
      ALTER TABLE incidents ADD COLUMN group_key TEXT;",
     // 7: one count of incidents for the whole store (as SQLite's), and shared incidents kept
-    // once, not per recipient.
-    "CREATE SEQUENCE incident_number;
+    // once, not per recipient; the older incidents' groups are forgotten (each site counted
+    // its own numbers then: two of them with one number were not one incident).
+    "UPDATE incidents SET group_key = NULL;
+     CREATE SEQUENCE incident_number;
      SELECT setval('incident_number', GREATEST((SELECT MAX(number) FROM incidents), 1),
                    (SELECT COUNT(*) > 0 FROM incidents));
      DELETE FROM alert_state WHERE substr(site, 1, 7) = '@group:';"
@@ -684,6 +686,11 @@ impl PostgresStore {
                      WHERE (SELECT cause FROM incident_causes WHERE incident_id = $1
                             ORDER BY id DESC LIMIT 1) IS DISTINCT FROM $3",
                     &[&id, &at, &cause.as_str(), &row.summary, &row.evidence],
+                )?;
+                // Open again: the site failed again inside the shared incident it was in.
+                self.execute(
+                    "UPDATE incidents SET closed_at = NULL WHERE id = $1 AND closed_at IS NOT NULL",
+                    &[&id],
                 )?;
             } else {
                 self.execute(

@@ -274,8 +274,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE incidents ADD COLUMN group_key TEXT;",
     // 7: one count of incidents for the whole store (a shared incident's sites carry its one
     // number), taken up from the highest number so far; shared incidents are kept once, not
-    // per recipient (the states of the per-recipient groups go: their mails went out alone).
-    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    // per recipient (the states of the per-recipient groups go: their mails went out alone);
+    // the older incidents' groups are forgotten (each site counted its own numbers then: two of
+    // them with one number were not one incident).
+    "UPDATE incidents SET group_key = NULL;
+     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
      INSERT INTO counters (name, value) SELECT 'incident', COALESCE(MAX(number), 0) FROM incidents;
      DELETE FROM alert_state WHERE substr(site, 1, 7) = '@group:';"
 ];
@@ -1161,6 +1164,13 @@ fn write_decision(
                 tx,
                 "UPDATE incidents SET closed_at = ?1 WHERE id = ?2 AND closed_at IS NULL",
                 params![at, incident_id],
+            )?;
+        } else {
+            // Open again: the site failed again inside the shared incident it was in.
+            execute_cached(
+                tx,
+                "UPDATE incidents SET closed_at = NULL WHERE id = ?1 AND closed_at IS NOT NULL",
+                params![incident_id],
             )?;
         }
     }
