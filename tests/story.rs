@@ -7,20 +7,17 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use probe::config;
 use probe::schedule::run::run_once;
 use probe::store::{SqliteStore, Store};
-use serde_json::Value;
 use support::lab::{Lab, OriginSettings, WordPressLab, STATIC_PATH};
 use support::minute;
 use support::php_fpm::{PhpFpm, PoolSettings};
 use support::smtp::{decoded, subject, SmtpServer, PASSWORD, USER};
+use support::watch::{field, WatchProcess};
 
 /// These tests read timings and run servers: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -352,82 +349,6 @@ async fn one_certificate_on_two_sites_is_one_warning() {
     );
 }
 
-/// A running `probe watch`, its JSON log lines arriving on a channel.
-struct Watch {
-    child: Child,
-    logs: Receiver<Value>,
-    seen: Vec<Value>,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Watch {
-    fn start(config: &Path, password_env: &str) -> Watch {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
-            .args([
-                "watch",
-                "-c",
-                config.to_str().unwrap(),
-                "--log-format",
-                "json",
-            ])
-            .env(password_env, PASSWORD)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (send, logs) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str(&line) {
-                    if send.send(value).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Watch {
-            child,
-            logs,
-            seen: Vec::new(),
-        }
-    }
-
-    fn wait_for(&mut self, what: &str, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + within;
-        loop {
-            match self
-                .logs
-                .recv_timeout(until.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if wanted(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "no log line {what} within {within:?}; seen: {:#?}",
-                        self.seen
-                    )
-                }
-            }
-        }
-    }
-}
-
-fn field<'a>(line: &'a Value, name: &str) -> &'a str {
-    line["fields"][name].as_str().unwrap_or_default()
-}
-
 /// Waits (at most `within`) until the server holds `count` messages; returns when it did.
 fn until_mails(server: &SmtpServer, count: usize, within: Duration) -> Instant {
     let until = Instant::now() + within;
@@ -474,7 +395,7 @@ fn a_shared_failure_under_probe_watch_is_one_mail_and_leaves_at_once() {
     let path = lab.dir.path().join("probes.yaml");
     std::fs::write(&path, text).unwrap();
     let mut lab = lab;
-    let mut watch = Watch::start(&path, var);
+    let mut watch = WatchProcess::start(&path, &[], &[(var, PASSWORD)]);
     watch.wait_for("watching", Duration::from_secs(10), |l| {
         field(l, "message") == "watching"
     });

@@ -4,101 +4,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use probe::store::SqliteStore;
 use serde_json::Value;
 use support::lab::{Lab, OriginSettings, STATIC_PATH};
-
-/// A running `probe watch`, its JSON log lines arriving on a channel.
-struct WatchProcess {
-    child: Child,
-    logs: Receiver<Value>,
-    seen: Vec<Value>,
-}
-
-impl Drop for WatchProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl WatchProcess {
-    fn start(config: &Path, listen: SocketAddr) -> WatchProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
-            .args([
-                "watch",
-                "-c",
-                config.to_str().unwrap(),
-                "--log-format",
-                "json",
-            ])
-            .arg(format!("--listen={listen}"))
-            .env("PROBE_LOG", "probe=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (send, logs) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-                if send.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        WatchProcess {
-            child,
-            logs,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (at most `within`) for a log line matching `wanted`, and returns it.
-    fn wait_for(&mut self, what: &str, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + within;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.logs.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if wanted(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "no log line {what} within {within:?}; seen: {:#?}",
-                        self.seen
-                    )
-                }
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-fn field<'a>(line: &'a Value, name: &str) -> &'a str {
-    line["fields"][name].as_str().unwrap_or_default()
-}
+use support::watch::{field, WatchProcess};
 
 fn probed(site: &'static str) -> impl Fn(&Value) -> bool {
     move |line| field(line, "message") == "probed" && field(line, "site") == site
@@ -146,7 +59,11 @@ fn watch_probes_on_interval_reloads_on_sighup_and_stops_gracefully_on_sigterm() 
     let listen: SocketAddr = format!("127.0.0.1:{}", support::free_tcp_port())
         .parse()
         .unwrap();
-    let mut watch = WatchProcess::start(&config, listen);
+    let mut watch = WatchProcess::start(
+        &config,
+        &[format!("--listen={listen}")],
+        &[("PROBE_LOG", "probe=debug")],
+    );
 
     // Each site is probed, and probed again on its interval.
     watch.wait_for("`watching`", Duration::from_secs(10), |l| {

@@ -157,60 +157,61 @@ impl Group {
         if report.diagnosis.status != Status::Down {
             return None;
         }
-        match cause.hop() {
-            Hop::EdgeOrigin | Hop::OriginFpm | Hop::FpmDatabase => {
-                let origin = page_address(report, Route::Origin)?;
-                Some(Group {
-                    key: format!("origin {origin}"),
-                    place: format!("on {origin}"),
-                    cause,
-                })
-            }
-            Hop::VisitorEdge if cause == Cause::EdgeInternal => {
-                let edge = RegionSeen::of(report)
-                    .colo
-                    .map(|colo| format!("Cloudflare {colo}"))
-                    .or_else(|| page_address(report, Route::Edge).map(|a| format!("edge {a}")))?;
-                Some(Group {
-                    key: format!("edge {edge}"),
-                    place: format!("behind the edge ({edge})"),
-                    cause,
-                })
-            }
-            _ => None,
+        if cause.hop() == Hop::VisitorEdge && cause == Cause::EdgeInternal {
+            let edge = RegionSeen::of(report)
+                .colo
+                .map(|colo| format!("Cloudflare {colo}"))
+                .or_else(|| page_address(report, Route::Edge).map(|a| format!("edge {a}")))?;
+            return Some(Group {
+                key: format!("edge {edge}"),
+                place: format!("behind the edge ({edge})"),
+                cause,
+            });
         }
+        Group::on_origin(report, "")
     }
 
     /// The group a degraded report's warning puts its site in: a hop behind the edge failing
     /// or slow (the origin failing behind an edge that still serves, PHP slow) on one origin
     /// address, which other sites on it may share.
     pub fn of_warning(report: &crate::engine::ProbeReport) -> Option<Group> {
-        use crate::diagnose::Hop;
-        use crate::observe::Route;
-        let cause = report.diagnosis.cause;
         if report.diagnosis.status != Status::Degraded {
             return None;
         }
-        match cause.hop() {
-            Hop::EdgeOrigin | Hop::OriginFpm | Hop::FpmDatabase => {
-                let origin = page_address(report, Route::Origin)?;
-                Some(Group {
-                    key: format!("warning origin {origin}"),
-                    place: format!("on {origin}"),
-                    cause,
-                })
-            }
-            _ => None,
+        Group::on_origin(report, "warning ")
+    }
+
+    /// A cause on the origin's side (the web server, PHP-FPM, the database) shared on the
+    /// origin address the report dialled; `prefix` keeps a warning's group apart.
+    fn on_origin(report: &crate::engine::ProbeReport, prefix: &str) -> Option<Group> {
+        use crate::diagnose::Hop;
+        let cause = report.diagnosis.cause;
+        if !matches!(
+            cause.hop(),
+            Hop::EdgeOrigin | Hop::OriginFpm | Hop::FpmDatabase
+        ) {
+            return None;
         }
+        let origin = page_address(report, crate::observe::Route::Origin)?;
+        Some(Group {
+            key: format!("{prefix}origin {origin}"),
+            place: format!("on {origin}"),
+            cause,
+        })
     }
 
     /// The origin address a group of sites on one origin is about, if it is one.
     pub fn origin(&self) -> Option<&str> {
-        self.key
-            .strip_prefix("warning ")
-            .unwrap_or(&self.key)
-            .strip_prefix("origin ")
+        origin_of(&self.key)
     }
+}
+
+/// The origin address a shared incident's key names (`origin 203.0.113.10`, `warning origin
+/// …`), if it names one.
+pub fn origin_of(key: &str) -> Option<&str> {
+    key.strip_prefix("warning ")
+        .unwrap_or(key)
+        .strip_prefix("origin ")
 }
 
 /// The address a route's page request dialled.

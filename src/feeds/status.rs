@@ -315,13 +315,7 @@ fn incident_json(
     let components: Vec<Value> = incident
         .sites()
         .filter_map(|name| snapshot.sites.iter().find(|s| s.name == name))
-        .map(|s| {
-            json!({
-                "id": short_id(&format!("site:{}", s.name)),
-                "name": s.name,
-                "status": component_status(s).as_str(),
-            })
-        })
+        .map(component_ref)
         .collect();
     // The incident's own gravity, not the component's state now (a resolved outage stays an
     // outage in the history).
@@ -407,6 +401,15 @@ fn incident_json(
     })
 }
 
+/// A component as an incident or a maintenance names it: its id, name and status now.
+fn component_ref(site: &SiteFeed) -> Value {
+    json!({
+        "id": short_id(&format!("site:{}", site.name)),
+        "name": site.name,
+        "status": component_status(site).as_str(),
+    })
+}
+
 /// The maintenance windows as Statuspage lists them (`status`: only those scheduled, or only
 /// those in progress).
 fn maintenances(snapshot: &FeedSnapshot, page_id: &str, only: Option<&str>) -> Vec<Value> {
@@ -426,13 +429,7 @@ fn maintenances(snapshot: &FeedSnapshot, page_id: &str, only: Option<&str>) -> V
                 .sites
                 .iter()
                 .filter(|s| w.sites.is_empty() || w.sites.iter().any(|n| n == s.name))
-                .map(|s| {
-                    json!({
-                        "id": short_id(&format!("site:{}", s.name)),
-                        "name": s.name,
-                        "status": component_status(s).as_str(),
-                    })
-                })
+                .map(component_ref)
                 .collect();
             let name = w.reason.clone().unwrap_or_else(|| "Maintenance".into());
             Some(json!({

@@ -446,11 +446,7 @@ fn tick_for(
         .filter_map(|m| sites.get(config, &m.site))
         .collect();
     // Sites that may share it: for an origin, those that probe that origin.
-    let origin = state
-        .key
-        .strip_prefix("warning ")
-        .unwrap_or(&state.key)
-        .strip_prefix("origin ");
+    let origin = crate::alert::origin_of(&state.key);
     let others: Option<Vec<&Site>> = origin.map(|ip| {
         config
             .sites

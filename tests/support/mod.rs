@@ -13,6 +13,7 @@ pub mod pki;
 pub mod postgres;
 pub mod servers;
 pub mod smtp;
+pub mod watch;
 pub mod webhook;
 
 use std::net::TcpStream;
