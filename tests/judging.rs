@@ -424,9 +424,10 @@ async fn sites_failing_on_one_origin_are_told_as_one_incident() {
     let ops = server.messages_for("ops@example.com");
     let subjects: Vec<String> = ops.iter().map(|m| support::smtp::subject(m)).collect();
     assert_eq!(subjects.len(), 3, "{subjects:#?}");
+    // From the first failing run to the first healthy one.
     assert_eq!(
         subjects[2],
-        "[RECOVERED] 11 sites on 127.0.0.1 after 3 minutes"
+        "[RECOVERED] 11 sites on 127.0.0.1 after 2 minutes"
     );
     let end = support::smtp::decoded(&ops[2]);
     assert!(
@@ -434,11 +435,11 @@ async fn sites_failing_on_one_origin_are_told_as_one_incident() {
         "{end}"
     );
     assert!(
-        end.contains("Down from 2027-01-15 08:01:00 to 08:04:00 UTC: 3 minutes."),
+        end.contains("Down from 2027-01-15 08:01:00 to 08:03:00 UTC: 2 minutes."),
         "{end}"
     );
     assert!(
-        end.contains("  late https://probe.test/index.php?site=late: down from 2027-01-15 08:02:00 to 08:04:00 UTC (2 minutes)"),
+        end.contains("  late https://probe.test/index.php?site=late: down from 2027-01-15 08:02:00 to 08:03:00 UTC (1 minute)"),
         "{end}"
     );
     // The group's later mails thread under its opening.

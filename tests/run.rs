@@ -147,7 +147,7 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
         "[CHANGED] lab: now the application fails (app_error, was fpm_unreachable)"
     );
     assert!(
-        got[3] == "[RECOVERED] lab after 1 hour 6 minutes",
+        got[3] == "[RECOVERED] lab after 1 hour 5 minutes",
         "{}",
         got[3]
     );
@@ -217,7 +217,8 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
         recovered.contains("Incident #1 was the application fails (app_error)."),
         "{recovered}"
     );
-    assert!(recovered.contains(" IST: 1 hour 6 minutes."), "{recovered}");
+    // To its first healthy run (minute 66), not the run that confirmed it.
+    assert!(recovered.contains(" IST: 1 hour 5 minutes."), "{recovered}");
     assert_eq!(store.integrity_check().unwrap(), "ok");
     assert_eq!(store.result_count("lab").unwrap(), 14, "every run stored");
 }
@@ -565,7 +566,13 @@ fn probe_run_killed_at_any_moment_then_restarted_loses_nothing() {
                 );
             }
         }
-        assert_eq!(queued.len(), down, "{when}: mail without its state");
+        // An opening per site down, and none without its state (a cause change on a loaded
+        // machine, a timeout instead of the 500, is another story of the same incident).
+        let openings = queued.iter().filter(|k| k.contains("/opened#")).count();
+        assert_eq!(
+            openings, down,
+            "{when}: mail without its state: {queued:#?}"
+        );
         down
     };
     use probe::store::Store;

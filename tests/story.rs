@@ -172,18 +172,19 @@ async fn a_shared_failure_under_probe_run_is_one_incident_told_once_per_turn() {
     assert_eq!(mails.len(), 3, "{:#?}", server.subjects());
     assert_eq!(
         subject(&mails[2]),
-        "[RECOVERED] 3 sites on 127.0.0.1 after 3 minutes"
+        "[RECOVERED] 3 sites on 127.0.0.1 after 2 minutes"
     );
     let end = decoded(&mails[2]);
     assert_eq!(incident_number(&end), Some(number), "{end}");
     assert!(
-        end.contains("Down from 2027-01-15 08:01:00 to 08:04:00 UTC: 3 minutes."),
+        // From the first failing run to the first healthy one (not the one that confirmed it).
+        end.contains("Down from 2027-01-15 08:01:00 to 08:03:00 UTC: 2 minutes."),
         "{end}"
     );
     for name in ["blog", "shop", "news"] {
         assert!(
             end.contains(&format!(
-                "  {name} https://probe.test/?site={name}: down from 2027-01-15 08:01:00 to 08:04:00 UTC (3 minutes)"
+                "  {name} https://probe.test/?site={name}: down from 2027-01-15 08:01:00 to 08:03:00 UTC (2 minutes)"
             )),
             "{end}"
         );

@@ -46,6 +46,14 @@ pub struct AlertState {
     /// When the open incident was last notified (opened, changed or reminded).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_notified: Option<OffsetDateTime>,
+    /// The first healthy run after the incident's last failing one (kept once it closes): an
+    /// incident ends there, not when the healthy runs confirmed it.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub healthy_since: Option<OffsetDateTime>,
     /// The open (or last) incident's number; part of every notification's identity.
     pub incident: u64,
     /// How many times before the site's own incident opened under this number (it joined a
@@ -89,6 +97,7 @@ impl Default for AlertState {
             cause: None,
             since: None,
             last_notified: None,
+            healthy_since: None,
             incident: 0,
             episode: 0,
             notified: 0,
@@ -699,6 +708,7 @@ fn step_as(
         (AlertPhase::Down | AlertPhase::Recovering, true) => {
             next.phase = AlertPhase::Down;
             next.streak = 0;
+            next.healthy_since = None;
             if state.cause != Some(cause) {
                 let from = state.cause.unwrap_or(Cause::Unknown);
                 next.cause = Some(cause);
@@ -734,8 +744,15 @@ fn step_as(
             } else {
                 state.streak + 1
             };
+            let healthy_since = match state.phase {
+                AlertPhase::Down => run.at,
+                _ => state.healthy_since.unwrap_or(run.at),
+            };
+            next.healthy_since = Some(healthy_since);
             if streak >= policy.recover_runs {
-                let lasted = state.since.map_or(Duration::ZERO, |s| elapsed(s, run.at));
+                let lasted = state
+                    .since
+                    .map_or(Duration::ZERO, |s| elapsed(s, healthy_since));
                 out.push(Notification::Recovered {
                     severity,
                     incident: state.incident,
@@ -743,7 +760,10 @@ fn step_as(
                     lasted,
                     cause: state.cause,
                 });
-                next = state.closed();
+                next = AlertState {
+                    healthy_since: Some(healthy_since),
+                    ..state.closed()
+                };
             } else {
                 next.phase = AlertPhase::Recovering;
                 next.streak = streak;
@@ -865,7 +885,16 @@ pub fn quorum_step(
         });
         next
     } else if confirming.len() < needed {
-        let lasted = site.since.map_or(Duration::ZERO, |s| elapsed(s, run.at));
+        // It ended with the first healthy run of the regions that saw it end, not with the
+        // runs that confirmed it.
+        let ended = votes
+            .iter()
+            .filter(|v| !v.confirms_down())
+            .filter_map(|v| v.state.healthy_since)
+            .filter(|t| site.since.is_none_or(|s| *t >= s))
+            .max()
+            .unwrap_or(run.at);
+        let lasted = site.since.map_or(Duration::ZERO, |s| elapsed(s, ended));
         out.push(Notification::Recovered {
             severity: Severity::Down,
             incident: site.incident,

@@ -162,7 +162,7 @@ pub async fn run_pass(cli: &RunCli, out: &mut dyn Write) -> Result<Status, RunEr
     let mut loaded = config::load(&cli.config.path)?;
     loaded.config.region = region;
     let mut store = store::open(&loaded.config.store).map_err(|e| RunError::Schedule(e.into()))?;
-    let now = time::OffsetDateTime::now_utc();
+    let now = run::whole_seconds(time::OffsetDateTime::now_utc());
     // One line per site as it is stored (in the order the sites finish); a failed write ends
     // the lines, and is reported once the pass is over.
     let mut written: std::io::Result<()> = Ok(());

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use crate::alert::{CertSeen, Notification, Severity};
 use crate::config::{Smtp, SmtpSecurity};
 use crate::diagnose::Diagnosis;
-use crate::notify::outbox::{self, stable_id, Channel, DeliveryError, FlushSummary, Recorder};
+use crate::notify::outbox::{self, Channel, DeliveryError, FlushSummary, Recorder};
 use crate::store::{Channel as ChannelKind, NewMessage, OutboxMessage, Store, StoreError};
 use crate::text::{printable, xml};
 
@@ -586,9 +586,15 @@ fn human(d: Duration) -> String {
 }
 
 /// The Message-ID of every mail of a notification: its key made into a stable id (distinct keys
-/// never share one), at the sender's domain.
-pub fn message_id(notification: &str, from: &Mailbox) -> String {
-    format!("<{}@{}>", stable_id(notification), from.email.domain())
+/// never share one), at the sender's domain. `store` is the store's own identity: another store
+/// (a new one, another prober's) counts incidents from 1 again, and its "incident #1" must not
+/// thread under this one's.
+pub fn message_id(notification: &str, from: &Mailbox, store: &str) -> String {
+    format!(
+        "<{}@{}>",
+        crate::notify::outbox::stable_id_in(notification, store),
+        from.email.domain()
+    )
 }
 
 /// A failure before any message could be offered: the queue waits for the server.
@@ -609,13 +615,16 @@ pub enum MailError {
 pub struct MailChannel<'a> {
     smtp: &'a Smtp,
     connection: Option<AsyncSmtpConnection>,
+    /// The store's identity, in every Message-ID.
+    store: String,
 }
 
 impl<'a> MailChannel<'a> {
-    pub fn new(smtp: &'a Smtp) -> Self {
+    pub fn new(smtp: &'a Smtp, store: String) -> Self {
         Self {
             smtp,
             connection: None,
+            store,
         }
     }
 }
@@ -648,7 +657,7 @@ impl Channel for MailChannel<'_> {
             self.connection = Some(fresh);
         }
         let conn = self.connection.as_mut().expect("connected above");
-        let outcome = offer(conn, smtp, message).await;
+        let outcome = offer(conn, smtp, message, &self.store).await;
         if matches!(outcome, Err(DeliveryError::DestinationFailing(_))) {
             self.connection = None;
         }
@@ -672,7 +681,9 @@ pub async fn flush_outbox(
 ) -> Result<FlushSummary, StoreError> {
     let mut recorder = Recorder::default();
     let due = recorder.due(store, now, &[crate::store::Channel::Mail])?;
-    outbox::flush(store, &mut MailChannel::new(smtp), &due, now, &mut recorder).await
+    let identity = store.identity()?;
+    let mut mail = MailChannel::new(smtp, identity);
+    outbox::flush(store, &mut mail, &due, now, &mut recorder).await
 }
 
 /// What one SMTP step came to.
@@ -705,10 +716,11 @@ async fn offer(
     conn: &mut AsyncSmtpConnection,
     smtp: &Smtp,
     message: &OutboxMessage,
+    store: &str,
 ) -> Result<(), DeliveryError> {
     use DeliveryError::{DestinationFailing, Permanent, Transient};
     // A message that cannot be built now never can be.
-    let (envelope, bytes) = build(smtp, message).map_err(Permanent)?;
+    let (envelope, bytes) = build(smtp, message, store).map_err(Permanent)?;
     let (Some(from), [to]) = (envelope.from(), envelope.to()) else {
         return Err(Permanent("no sender or no recipient".into()));
     };
@@ -773,7 +785,7 @@ async fn offer(
 }
 
 /// The envelope (our sender, this one recipient) and the formatted message.
-fn build(smtp: &Smtp, message: &OutboxMessage) -> Result<(Envelope, Vec<u8>), String> {
+fn build(smtp: &Smtp, message: &OutboxMessage, store: &str) -> Result<(Envelope, Vec<u8>), String> {
     let from: Mailbox = smtp
         .from
         .parse()
@@ -796,11 +808,11 @@ fn build(smtp: &Smtp, message: &OutboxMessage) -> Result<(Envelope, Vec<u8>), St
         .from(from.clone())
         .to(to)
         .subject(printable(&message.subject).into_owned())
-        .message_id(Some(message_id(notification, &from)));
+        .message_id(Some(message_id(notification, &from, store)));
     // Every mail of an incident threads under its opening mail.
     let email = match &message.thread {
         Some(root) => {
-            let root = message_id(root, &from);
+            let root = message_id(root, &from, store);
             email.in_reply_to(root.clone()).references(root)
         }
         None => email,
@@ -901,14 +913,16 @@ mod tests {
     #[test]
     fn message_ids_are_stable_valid_and_distinct() {
         let from: Mailbox = "probe <probe@example.com>".parse().unwrap();
-        let id = message_id("shop eu/3/opened", &from);
+        let id = message_id("shop eu/3/opened", &from, "a");
         assert!(id.starts_with("<shop-eu-3-opened."), "{id}");
         assert!(id.ends_with("@example.com>"), "{id}");
-        assert_eq!(id, message_id("shop eu/3/opened", &from));
-        assert_ne!(id, message_id("shop-eu/3/opened", &from));
+        assert_eq!(id, message_id("shop eu/3/opened", &from, "a"));
+        assert_ne!(id, message_id("shop-eu/3/opened", &from, "a"));
         assert_ne!(
-            message_id("café/1/opened", &from),
-            message_id("cafè/1/opened", &from)
+            message_id("café/1/opened", &from, "a"),
+            message_id("cafè/1/opened", &from, "a")
         );
+        // Another store's incident #3 is another mail.
+        assert_ne!(id, message_id("shop eu/3/opened", &from, "b"));
     }
 }

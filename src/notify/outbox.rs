@@ -326,7 +326,18 @@ impl Recorder {
 /// readable part for people, then 128 bits of its SHA-256, so distinct keys never share an id
 /// (`shop eu` and `shop-eu` read alike but differ in the hash). Only `A-Za-z0-9.-` appear.
 pub fn stable_id(key: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    stable_id_in(key, "")
+}
+
+/// `stable_id` of `key` within `scope` (a store's identity): readable as the key, distinct for
+/// distinct scopes.
+pub fn stable_id_in(key: &str, scope: &str) -> String {
+    let hashed = if scope.is_empty() {
+        key.to_string()
+    } else {
+        format!("{scope}\n{key}")
+    };
+    let digest = ring::digest::digest(&ring::digest::SHA256, hashed.as_bytes());
     let hash = crate::text::hex(&digest.as_ref()[..16]);
     let mut readable = String::new();
     for c in key.chars() {

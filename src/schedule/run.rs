@@ -358,6 +358,12 @@ fn verdict(config: &Config, site: &Site, report: &ProbeReport, now: OffsetDateTi
     }
 }
 
+/// A time to the whole second: every time a person reads is, and spans computed from them
+/// then agree with what they say.
+pub fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
 /// How many intervals a region may stay silent on a site and still be counted.
 const LIVE_INTERVALS: u32 = 3;
 
@@ -499,6 +505,11 @@ fn about<'a>(
             let i = s.intermittent();
             (i.since, i.cause)
         }
+    };
+    // An end is told at its first healthy run.
+    let at = match n {
+        Notification::Recovered { lasted, .. } => track(before).0.map_or(at, |s| s + *lasted),
+        _ => at,
     };
     let (since, cause) = match n {
         Notification::Recovered { .. } => track(before),
@@ -775,7 +786,7 @@ pub async fn deliver_outbox(
     }
     let mut summary = FlushSummary::default();
     if let Some(smtp) = &config.smtp {
-        let mut mail = MailChannel::new(smtp);
+        let mut mail = MailChannel::new(smtp, store.identity()?);
         summary = summary.plus(outbox::flush(store, &mut mail, &due, now, recorder).await?);
     }
     let mut hooks = WebhookChannel::new(&config.webhooks, &config.extra_roots);

@@ -210,8 +210,14 @@ pub fn route(
                 })?,
                 None => false,
             },
-            Notification::Recovered { severity, .. } => match group_of(before, *severity) {
-                Some(g) => update(ledger, &g.key, &site.name, |s| s.recover(&site.name, at))?,
+            Notification::Recovered {
+                severity, lasted, ..
+            } => match group_of(before, *severity) {
+                Some(g) => {
+                    // It ended at its first healthy run, not when the runs confirmed it.
+                    let ended = track_since(before, *severity).map_or(at, |s| s + *lasted);
+                    update(ledger, &g.key, &site.name, |s| s.recover(&site.name, ended))?
+                }
                 None => false,
             },
             // Its warning ended because it went down: its outage tells that; the warning's

@@ -240,7 +240,16 @@ impl Slot {
     }
 }
 
-type ProbeOutcome = Result<ProbeReport, ProbeError>;
+/// A probe's result, and when it began (whole seconds: every time told is in them).
+type ProbeOutcome = (OffsetDateTime, Result<ProbeReport, ProbeError>);
+
+/// A confirmed probe of a site, stamped with when it began: a failure began then, not when its
+/// retries ended.
+async fn probe_stamped(config: Arc<Config>, i: usize) -> ProbeOutcome {
+    let started = schedule::whole_seconds(OffsetDateTime::now_utc());
+    let result = schedule::probe_confirmed(&config.sites[i], &config.alerts).await;
+    (started, result)
+}
 
 /// The running watch.
 pub struct Watch<'a> {
@@ -465,9 +474,7 @@ impl<'a> Watch<'a> {
             slot.in_flight = true;
             slot.next_due = now + jittered(self.config.sites[i].interval);
             let config = self.config.clone();
-            let handle = self.tasks.spawn(async move {
-                schedule::probe_confirmed(&config.sites[i], &config.alerts).await
-            });
+            let handle = self.tasks.spawn(probe_stamped(config, i));
             self.running.insert(handle.id(), Some(i));
         }
     }
@@ -566,9 +573,7 @@ impl<'a> Watch<'a> {
             // Kept up to date, for when this prober must schedule alone (the store unreachable).
             self.slots[i].next_due = Instant::now() + self.config.sites[i].interval;
             let config = self.config.clone();
-            let handle = self.tasks.spawn(async move {
-                schedule::probe_confirmed(&config.sites[i], &config.alerts).await
-            });
+            let handle = self.tasks.spawn(probe_stamped(config, i));
             self.running.insert(handle.id(), Some(i));
         }
     }
@@ -608,8 +613,8 @@ impl<'a> Watch<'a> {
         self.slots[index].in_flight = false;
         let name = &self.config.sites[index].name;
         match joined {
-            Ok((_, Ok(report))) => self.record(index, &report).await,
-            Ok((_, Err(e))) => tracing::error!(site = %name, error = %e, "cannot probe"),
+            Ok((_, (started, Ok(report)))) => self.record(index, &report, started).await,
+            Ok((_, (_, Err(e)))) => tracing::error!(site = %name, error = %e, "cannot probe"),
             Err(e) if e.is_panic() => {
                 tracing::error!(site = %name, "the probe task panicked: {e}")
             }
@@ -618,8 +623,7 @@ impl<'a> Watch<'a> {
     }
 
     /// Judges and stores one site's report (the same steps as `probe run`), then sends mail.
-    async fn record(&mut self, index: usize, report: &ProbeReport) {
-        let now = OffsetDateTime::now_utc();
+    async fn record(&mut self, index: usize, report: &ProbeReport, now: OffsetDateTime) {
         let d = &report.diagnosis;
         let name = &self.config.sites[index].name;
         let slot = &mut self.slots[index];

@@ -525,6 +525,9 @@ pub trait Store: Send {
     ) -> Result<bool, StoreError>;
     /// Every region's view of one site.
     fn region_views(&self, site: &str) -> Result<Vec<RegionView>, StoreError>;
+    /// The store's own identity, made once at random: another store counts incidents from 1
+    /// again, and its messages must not be taken for this one's.
+    fn identity(&self) -> Result<String, StoreError>;
     /// Makes a message wait until `until`, its attempts untouched.
     fn defer_message(&mut self, id: i64, until: OffsetDateTime) -> Result<(), StoreError>;
     /// Messages not yet delivered nor given up whose next attempt is due at `now`.

@@ -145,6 +145,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // once, not per recipient; the older incidents' groups are forgotten (each site counted
     // its own numbers then: two of them with one number were not one incident).
     "UPDATE incidents SET group_key = NULL;
+     CREATE TABLE store_identity (id TEXT NOT NULL);
+     INSERT INTO store_identity SELECT md5(random()::text || clock_timestamp()::text);
      CREATE SEQUENCE incident_number;
      SELECT setval('incident_number', GREATEST((SELECT MAX(number) FROM incidents), 1),
                    (SELECT COUNT(*) > 0 FROM incidents));
@@ -1236,6 +1238,13 @@ impl Store for PostgresStore {
             done.map(|_| ()).map_err(|e| store.error(e))
         })?;
         Ok(saved)
+    }
+
+    fn identity(&self) -> Result<String, StoreError> {
+        let rows = self.read("SELECT id FROM store_identity", &[])?;
+        rows.first()
+            .map(|row| row.get::<_, String>(0))
+            .ok_or_else(|| self.corrupt("store identity", "missing"))
     }
 
     fn region_views(&self, site: &str) -> Result<Vec<RegionView>, StoreError> {

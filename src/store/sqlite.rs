@@ -280,6 +280,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "UPDATE incidents SET group_key = NULL;
      CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
      INSERT INTO counters (name, value) SELECT 'incident', COALESCE(MAX(number), 0) FROM incidents;
+     INSERT INTO counters (name, value) VALUES ('identity', abs(random()));
      DELETE FROM alert_state WHERE substr(site, 1, 7) = '@group:';"
 ];
 
@@ -606,6 +607,17 @@ impl Store for SqliteStore {
             .and_then(|()| tx.commit())
             .map_err(|source| StoreError::Sqlite { path, source })?;
         Ok(true)
+    }
+
+    fn identity(&self) -> Result<String, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'identity'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| format!("{n:x}"))
+            .map_err(|e| self.sqlite(e))
     }
 
     fn region_views(&self, site: &str) -> Result<Vec<RegionView>, StoreError> {
