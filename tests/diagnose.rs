@@ -1251,7 +1251,7 @@ fn one_slow_request_holding_a_full_pool_is_named_with_the_playbook_advice() {
     assert!(d
         .evidence
         .iter()
-        .any(|l| l.contains("1 of 1 worker busy, 0 idle")));
+        .any(|l| l.contains("1 worker: 1 busy, 0 idle")));
 }
 
 #[test]
@@ -1284,7 +1284,7 @@ fn php_fpm_answering_while_nginx_cannot_reach_it_points_at_fastcgi_pass() {
     );
     assert!(
         d.summary.contains(
-            "PHP-FPM itself runs: pool www answers its status page, 0 of 1 worker busy, 1 idle. So nginx is not talking to it: the socket that fastcgi_pass names for the pages is not the one PHP-FPM listens on"
+            "PHP-FPM itself runs: pool www answers its status page, 1 worker: 0 busy, 1 idle. So nginx is not talking to it: the socket that fastcgi_pass names for the pages is not the one PHP-FPM listens on"
         ),
         "{}",
         d.summary
@@ -1369,12 +1369,12 @@ fn the_worker_serving_our_status_read_never_makes_the_pool_look_full() {
     let lines: Vec<&String> = d
         .evidence
         .iter()
-        .filter(|l| l.contains("workers busy"))
+        .filter(|l| l.contains(" workers: "))
         .collect();
     assert_eq!(lines.len(), 1, "{:#?}", d.evidence);
     assert!(
         lines[0].starts_with(
-            "PHP-FPM pool www: 2 of 3 workers busy (besides the one answering this status read), 0 idle"
+            "PHP-FPM pool www: 3 workers: 2 busy, 0 idle, 1 answering this status read"
         ),
         "{}",
         lines[0]
@@ -1399,7 +1399,7 @@ fn the_worker_serving_our_status_read_never_makes_the_pool_look_full() {
     );
     assert!(
         d.summary
-            .contains("no free worker (3 of 3 workers busy, 0 idle) and our page waited for one"),
+            .contains("no free worker (3 workers: 3 busy, 0 idle) and our page waited for one"),
         "{}",
         d.summary
     );
@@ -1503,7 +1503,7 @@ fn what_changed_since_the_last_read_is_judged_with_history() {
     assert!(
         d.evidence
             .iter()
-            .any(|l| l.starts_with("PHP-FPM restarted since the last run at 01:43")),
+            .any(|l| l.starts_with("PHP-FPM restarted since its status was last read, at 01:43")),
         "{:#?}",
         d.evidence
     );

@@ -527,6 +527,8 @@ fn a_mail_quotes_what_the_status_page_said() {
     )
     .remove(0);
     let body = &message.body_text;
+    // The fixture's diagnosis was recorded with the witness words of its day: the mail quotes
+    // the recorded words, whatever today's describe() would say.
     assert!(
         body.contains("PHP-FPM pool www: 3 of 3 workers busy, 0 idle, listen queue 1")
             && body.contains("holding them longest: /sleep.php"),

@@ -1220,7 +1220,7 @@ async fn hostile_status_pages_never_change_the_verdict() {
         (
             "escapes",
             status_reply(fpm_like("0").as_bytes()),
-            "PHP-FPM pool www: 0 of 3 workers busy, 3 idle",
+            "PHP-FPM pool www: 3 workers: 0 busy, 3 idle",
         ),
         (
             "cpu past any float",
@@ -1229,7 +1229,7 @@ async fn hostile_status_pages_never_change_the_verdict() {
                     .replace(r#""content length":0"#, r#""content length":0,"last request cpu":1e307"#)
                     .as_bytes(),
             ),
-            "PHP-FPM pool www: 0 of 3 workers busy, 3 idle",
+            "PHP-FPM pool www: 3 workers: 0 busy, 3 idle",
         ),
         (
             "a worker older than time",
@@ -1238,7 +1238,7 @@ async fn hostile_status_pages_never_change_the_verdict() {
                     .replace(r#""start since":7000,"requests""#, r#""start since":18446744073709551615,"requests""#)
                     .as_bytes(),
             ),
-            "PHP-FPM pool www: 0 of 3 workers busy, 3 idle",
+            "PHP-FPM pool www: 3 workers: 0 busy, 3 idle",
         ),
         (
             "a huge 403",

@@ -98,7 +98,7 @@ async fn the_status_page_names_the_requests_holding_the_workers() {
         .unwrap_or_else(|| panic!("{:#?}", d.evidence));
     // Two held; the status pages are read before our own page requests start.
     assert!(
-        line.contains("2 of 3 workers busy, 1 idle") && line.contains("longest: /sleep.php"),
+        line.contains("3 workers: 2 busy, 1 idle") && line.contains("longest: /sleep.php"),
         "{line}"
     );
     // nginx's stub_status, read for real: the held connections are among its active ones.
@@ -146,7 +146,7 @@ async fn every_worker_held_with_requests_queued_is_fpm_saturated_high() {
     );
     assert!(
         d.summary
-            .contains("no free worker (3 of 3 workers busy, 0 idle)")
+            .contains("no free worker (3 workers: 3 busy, 0 idle)")
             && d.summary.contains("in its listen queue")
             && d.summary.contains("/sleep.php"),
         "{}",
@@ -215,7 +215,7 @@ async fn php_fpm_answering_its_status_page_beside_instant_502s_is_the_wrong_sock
         ),
         "{d:#?}"
     );
-    let count = "0 of 3 workers busy (besides the one answering this status read), 2 idle";
+    let count = "3 workers: 0 busy, 2 idle, 1 answering this status read";
     assert!(
         d.summary.contains(&format!(
             "PHP-FPM itself runs: pool www answers its status page, {count}. So nginx is not talking to it"
@@ -273,9 +273,8 @@ async fn a_slow_page_beside_free_workers_is_origin_slow_not_saturation() {
     );
     assert!(
         d.summary.contains("PHP is slow, not the network")
-            && d.summary.contains(
-                "pool www, 1 of 4 workers busy (besides the one answering this status read), 2 idle;"
-            )
+            && d.summary
+                .contains("pool www, 4 workers: 1 busy, 2 idle, 1 answering this status read;")
             && d.summary.contains("the page did not wait for one"),
         "{}",
         d.summary
@@ -402,7 +401,7 @@ async fn a_restart_between_two_runs_is_detected() {
         second
             .evidence
             .iter()
-            .any(|l| l.starts_with("PHP-FPM restarted since the last run at")),
+            .any(|l| l.starts_with("PHP-FPM restarted since its status was last read, at")),
         "{:#?}",
         second.evidence
     );

@@ -308,14 +308,14 @@ fn fpm(
 
     let restart = match restarted_at {
         Some(at) => Some(format!(
-            "PHP-FPM restarted since the last run at {} (pool started {} ago, {} requests since): a crash, a deploy or a reload",
+            "PHP-FPM restarted since its status was last read, at {} (at this read the pool had been up {}, {} since): stopped and started, a crash, a deploy or a reload",
             clock(at),
             age(status.start_since),
-            status.accepted_conn
+            crate::words::plural(status.accepted_conn, "request", "requests")
         )),
         // With no earlier read to compare with, a young pool says the same.
         None if last.is_none() && status.start_since < RECENT_START_S => Some(format!(
-            "{pool} started {} ago: PHP-FPM was just (re)started (a crash, a deploy or a reload?)",
+            "{pool} had been up {} at this read: PHP-FPM was just (re)started (a crash, a deploy or a reload?)",
             age(status.start_since)
         )),
         None => None,
@@ -454,7 +454,7 @@ fn nginx(o: &Observation, last: Option<&NginxCounters>, found: &mut Findings) {
     }
     if let Some(l) = last.filter(|_| restarted) {
         line.push_str(&format!(
-            "; restarted since the last run at {}",
+            "; restarted since it was last read, at {}",
             clock(l.at)
         ));
     }

@@ -344,18 +344,20 @@ impl WorkerCount {
         self.idle + u64::from(self.ours)
     }
 
-    /// "0 of 3 workers busy (besides the one answering this status read), 2 idle".
+    /// "3 workers: 0 busy, 2 idle, 1 answering this status read".
+    /// "3 workers: 0 busy, 2 idle, 1 answering this status read": the parts add up to the
+    /// pool.
     pub fn describe(&self) -> String {
-        let besides = if self.ours {
-            " (besides the one answering this status read)"
+        let ours = if self.ours {
+            ", 1 answering this status read"
         } else {
             ""
         };
         format!(
-            "{} of {} worker{} busy{besides}, {} idle",
-            self.busy,
+            "{} worker{}: {} busy, {} idle{ours}",
             self.total,
             if self.total == 1 { "" } else { "s" },
+            self.busy,
             self.idle
         )
     }
@@ -505,7 +507,7 @@ mod tests {
         );
         assert_eq!(
             count.describe(),
-            "0 of 3 workers busy (besides the one answering this status read), 2 idle"
+            "3 workers: 0 busy, 2 idle, 1 answering this status read"
         );
         assert!(!count.all_busy());
         // Two others busy and ours: no idle worker, yet not full — ours is free in a moment.
@@ -524,7 +526,7 @@ mod tests {
             ours: false,
         };
         assert!(full.all_busy());
-        assert_eq!(full.describe(), "3 of 3 workers busy, 0 idle");
+        assert_eq!(full.describe(), "3 workers: 3 busy, 0 idle");
     }
 
     #[test]

@@ -449,8 +449,11 @@ pub fn decide_site(
         .iter()
         .map(|n| about(config, n, current, &next, now))
         .collect();
-    for (n, about) in notifications.iter().zip(&abouts) {
-        log_alert(&site.name, &config.region, n, about.cause);
+    for ((n, about), own) in notifications.iter().zip(&abouts).zip(&own) {
+        // A shared incident reminds (and logs it) for its sites.
+        if *own || !matches!(n, Notification::Reminder { .. }) {
+            log_alert(&site.name, &config.region, n, about.cause);
+        }
     }
     let url = site.probe.target.url();
     let page = config.feeds.url.as_deref();

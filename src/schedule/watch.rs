@@ -194,7 +194,13 @@ async fn deliver_until_stopped(
         let current = config.borrow().clone();
         let now = OffsetDateTime::now_utc();
         match schedule::deliver_outbox(&current, store.as_mut(), now, &mut recorder).await {
-            Ok(s) if s.sent + s.waiting() + s.given_up > 0 => {
+            // Nothing sent and nothing given up: still waiting, said at debug (every 30 s).
+            Ok(s) if s.sent + s.given_up == 0 => {
+                if s.waiting() > 0 {
+                    tracing::debug!(waiting = s.waiting(), "outbox: nothing delivered");
+                }
+            }
+            Ok(s) => {
                 tracing::info!(
                     sent = s.sent,
                     waiting = s.waiting(),
@@ -202,7 +208,6 @@ async fn deliver_until_stopped(
                     "outbox delivered"
                 )
             }
-            Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot read or update the outbox"),
         }
         if stopping {
@@ -223,6 +228,8 @@ struct Slot {
     in_flight: bool,
     /// The status of the site's last report, to log changes.
     last_status: Option<Status>,
+    /// The cause of the site's last report: a new cause is news, the same one is not.
+    last_cause: Option<crate::diagnose::Cause>,
     /// The last report got no answer at all: its summary, for the prober's notice.
     silent: Option<String>,
 }
@@ -235,6 +242,7 @@ impl Slot {
             next_due,
             in_flight: false,
             last_status: None,
+            last_cause: None,
             silent: None,
         }
     }
@@ -628,9 +636,11 @@ impl<'a> Watch<'a> {
         let name = &self.config.sites[index].name;
         let slot = &mut self.slots[index];
         slot.silent = schedule::is_silent(report).then(|| d.summary.clone());
-        let changed = slot.last_status != Some(d.status);
+        // A verdict as before is not news, however bad: logged at debug.
+        let changed = slot.last_status != Some(d.status) || slot.last_cause != Some(d.cause);
         slot.last_status = Some(d.status);
-        if changed || d.status != Status::Ok {
+        slot.last_cause = Some(d.cause);
+        if changed {
             tracing::info!(site = %name, status = d.status.as_str(), hop = d.hop.as_str(), cause = d.cause.as_str(), summary = %d.summary, "probed");
         } else {
             tracing::debug!(site = %name, status = d.status.as_str(), "probed");
