@@ -38,6 +38,16 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// Why a file could not be read or written, in words: what the system said, without its error
+/// number (`No such file or directory`, not `… (os error 2)`).
+pub fn io_error(e: &std::io::Error) -> String {
+    let said = e.to_string();
+    match said.rfind(" (os error ") {
+        Some(at) if said.ends_with(')') => said[..at].to_string(),
+        _ => said,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +77,13 @@ mod tests {
             duration(Duration::from_micros(10)),
             "less than a millisecond"
         );
+    }
+
+    #[test]
+    fn a_system_error_is_said_without_its_number() {
+        let missing = std::fs::read("/nonexistent/probes.yaml").unwrap_err();
+        assert_eq!(io_error(&missing), "No such file or directory");
+        let other = std::io::Error::other("disk on fire");
+        assert_eq!(io_error(&other), "disk on fire");
     }
 }

@@ -159,6 +159,10 @@ fn broken_files_get_exact_messages() {
             "probes.yaml:4:11: alerts.quorum: must be at least 1 (the number of regions that confirm a site down)",
         ),
         (
+            "sites:\n  - url: example.com\nalerts:\n  warning:\n    recover_runs: 0\n",
+            "probes.yaml:5:19: alerts.warning.recover_runs: must be at least 1 run",
+        ),
+        (
             "sites:\n  - url: example.com\nstore:\n  url: postgresql://probe:hunter2@db.internal/probe\n",
             "probes.yaml:4:8: store.url: this URL holds a password: put the whole URL in an environment variable and name it with store.url_env (the password never goes in this file)",
         ),

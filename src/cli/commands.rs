@@ -123,7 +123,8 @@ pub fn run_diagnose(cli: &DiagnoseCli, out: &mut dyn Write) -> Result<Status, Ru
     let text = if path == "-" {
         std::io::read_to_string(std::io::stdin()).map_err(|e| bad(e.to_string()))?
     } else {
-        std::fs::read_to_string(&cli.file).map_err(|e| bad(format!("cannot read it ({e})")))?
+        std::fs::read_to_string(&cli.file)
+            .map_err(|e| bad(format!("cannot read it ({})", crate::words::io_error(&e))))?
     };
     let report = rediagnose(&text).map_err(bad)?;
     let text = if cli.json {

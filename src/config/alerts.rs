@@ -25,9 +25,11 @@ pub struct AlertConfig {
     #[schemars(with = "Option<String>")]
     pub retry_spacing: Option<Text>,
     /// Consecutive failing runs before an incident opens (default 1).
-    pub confirm_runs: Option<u32>,
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub confirm_runs: Option<Spanned<u32>>,
     /// Consecutive healthy runs before an incident closes (default 2).
-    pub recover_runs: Option<u32>,
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub recover_runs: Option<Spanned<u32>>,
     /// Repeat an open incident's alert this often (default `4h`).
     #[schemars(with = "Option<String>")]
     pub remind_every: Option<Text>,
@@ -55,9 +57,11 @@ pub struct AlertConfig {
 #[serde(deny_unknown_fields)]
 pub struct WarningConfig {
     /// Consecutive degraded runs before a warning opens (default 3).
-    pub confirm_runs: Option<u32>,
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub confirm_runs: Option<Spanned<u32>>,
     /// Consecutive runs without it before a warning closes (default 3).
-    pub recover_runs: Option<u32>,
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub recover_runs: Option<Spanned<u32>>,
     /// Repeat an open warning this often (default `24h`).
     #[schemars(with = "Option<String>")]
     pub remind_every: Option<Text>,
@@ -157,16 +161,18 @@ pub fn check(checker: &mut Checker, raw: &AlertConfig) -> Alerts {
     }
     let defaults = WarningPolicy::default();
     let warning = WarningPolicy {
-        confirm_runs: raw
-            .warning
-            .confirm_runs
-            .unwrap_or(defaults.confirm_runs)
-            .max(1),
-        recover_runs: raw
-            .warning
-            .recover_runs
-            .unwrap_or(defaults.recover_runs)
-            .max(1),
+        confirm_runs: runs(
+            checker,
+            raw.warning.confirm_runs.as_ref(),
+            "alerts.warning.confirm_runs",
+            defaults.confirm_runs,
+        ),
+        recover_runs: runs(
+            checker,
+            raw.warning.recover_runs.as_ref(),
+            "alerts.warning.recover_runs",
+            defaults.recover_runs,
+        ),
         remind_every: checker.duration(
             raw.warning.remind_every.as_ref(),
             "alerts.warning.remind_every",
@@ -215,13 +221,26 @@ pub fn check(checker: &mut Checker, raw: &AlertConfig) -> Alerts {
             Duration::from_secs(5),
             None,
         ),
-        confirm_runs: raw.confirm_runs.unwrap_or(1).max(1),
-        recover_runs: raw.recover_runs.unwrap_or(2).max(1),
+        confirm_runs: runs(checker, raw.confirm_runs.as_ref(), "alerts.confirm_runs", 1),
+        recover_runs: runs(checker, raw.recover_runs.as_ref(), "alerts.recover_runs", 2),
         remind_every: checker.duration(
             raw.remind_every.as_ref(),
             "alerts.remind_every",
             Duration::from_secs(4 * 3600),
             None,
         ),
+    }
+}
+
+/// A count of runs: 0 would open (or close) on no evidence at all, so it is a mistake to
+/// name, not a value to round up unsaid.
+fn runs(checker: &mut Checker, raw: Option<&Spanned<u32>>, path: &str, default: u32) -> u32 {
+    match raw {
+        Some(r) if r.value == 0 => {
+            checker.problem(r, path, "must be at least 1 run");
+            default
+        }
+        Some(r) => r.value,
+        None => default,
     }
 }

@@ -38,7 +38,7 @@ impl From<Problem> for ConfigProblem {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{file}: cannot read it ({source})")]
+    #[error("{file}: cannot read it ({})", crate::words::io_error(source))]
     Read {
         file: String,
         source: std::io::Error,

@@ -567,7 +567,7 @@ mod tests {
         let raw = reading.sections();
         assert!(!reading.stopped);
         assert_eq!(
-            raw.alerts.recover_runs,
+            raw.alerts.recover_runs.map(|r| r.value),
             Some(3),
             "read without the two keys"
         );

@@ -133,7 +133,13 @@ fn unusable_place(file: &Path) -> Option<String> {
                 shown(dir)
             ));
         }
-        Err(e) => return Some(format!("the directory {} cannot be read ({e})", shown(dir))),
+        Err(e) => {
+            return Some(format!(
+                "the directory {} cannot be read ({})",
+                shown(dir),
+                crate::words::io_error(&e)
+            ))
+        }
         Ok(meta) if !meta.is_dir() => {
             return Some(format!("{} is not a directory", shown(dir)));
         }
