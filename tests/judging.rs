@@ -431,7 +431,7 @@ async fn sites_failing_on_one_origin_are_told_as_one_incident() {
     );
     let end = support::smtp::decoded(&ops[2]);
     assert!(
-        end.contains("Incident #1 was the web server cannot reach PHP-FPM (fpm_unreachable)."),
+        end.contains("Incident #1's cause: the web server cannot reach PHP-FPM (fpm_unreachable)."),
         "{end}"
     );
     assert!(

@@ -214,7 +214,10 @@ async fn an_incident_alerts_once_reminds_and_recovers_with_mail_kept_while_smtp_
         .map(|m| support::smtp::decoded(&m))
         .unwrap();
     assert!(
-        recovered.contains("Incident #1 was the application fails (app_error)."),
+        recovered.contains(
+            "Incident #1's causes, in turn: the web server cannot reach PHP-FPM \
+             (fpm_unreachable), then the application fails (app_error)."
+        ),
         "{recovered}"
     );
     // To its first healthy run (minute 66), not the run that confirmed it.

@@ -128,6 +128,11 @@ webhooks:
     );
     let resolved: Value = serde_json::from_str(got[2]["body"].as_str().unwrap()).unwrap();
     assert_eq!(resolved["duration_seconds"], 180);
+    assert_eq!(
+        resolved["causes"],
+        serde_json::json!(["fpm_unreachable", "app_error"]),
+        "its causes in turn"
+    );
 }
 
 /// A delivery its receiver refuses for good (400) is given up on its own: the other deliveries

@@ -67,6 +67,9 @@ pub struct Member {
     /// When its own incident was confirmed and it joined.
     pub joined_at: OffsetDateTime,
     pub cause: Cause,
+    /// Its causes before `cause`, in turn (the last few).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<Cause>,
     /// The cause it was last told with (`None`: not told yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub told_cause: Option<Cause>,
@@ -247,6 +250,7 @@ impl GroupState {
             since,
             joined_at: at,
             cause: diagnosis.cause,
+            earlier: Vec::new(),
             told_cause: None,
             summary: diagnosis.summary.clone(),
             diagnosis: None,
@@ -283,6 +287,9 @@ impl GroupState {
         let Some(m) = self.members.iter_mut().find(|m| m.site == site) else {
             return;
         };
+        if m.cause != diagnosis.cause {
+            m.earlier = super::said_before(&m.earlier, m.cause);
+        }
         m.cause = diagnosis.cause;
         m.summary = diagnosis.summary.clone();
         if m.diagnosis.is_some() {

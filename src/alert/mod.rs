@@ -40,6 +40,10 @@ pub struct AlertState {
     pub streak: u32,
     /// The open incident's current cause.
     pub cause: Option<Cause>,
+    /// The causes the open incident had before its current one, in turn (a cause that came back
+    /// is said again), the last few: its end says how it went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<Cause>,
     /// When the open incident began (its first failing run).
     #[serde(with = "time::serde::rfc3339::option")]
     pub since: Option<OffsetDateTime>,
@@ -95,6 +99,7 @@ impl Default for AlertState {
             phase: AlertPhase::Ok,
             streak: 0,
             cause: None,
+            earlier: Vec::new(),
             since: None,
             last_notified: None,
             healthy_since: None,
@@ -119,6 +124,7 @@ impl AlertState {
             phase: AlertPhase::Ok,
             streak: 0,
             cause: None,
+            earlier: Vec::new(),
             since: None,
             last_notified: None,
             notified: 0,
@@ -368,13 +374,15 @@ pub enum Notification {
         open_for: Duration,
         diagnosis: Diagnosis,
     },
-    /// The incident closed; `cause` is the one it had (said again at its end).
+    /// The incident closed; `cause` is the one it had last, `earlier` the ones before it (said
+    /// again at its end).
     Recovered {
         severity: Severity,
         incident: u64,
         episode: u32,
         lasted: Duration,
         cause: Option<Cause>,
+        earlier: Vec<Cause>,
     },
     /// A lighter incident ended inside a graver one that opened (its opening says so): no mail
     /// of its own, but a webhook receiver learns it is over.
@@ -690,6 +698,7 @@ fn step_as(
                 next.streak = 0;
                 next.incident = state.incident + 1;
                 next.cause = Some(cause);
+                next.earlier = Vec::new();
                 next.last_notified = Some(run.at);
                 next.notified = 1;
                 out.push(Notification::Opened {
@@ -711,6 +720,9 @@ fn step_as(
             next.healthy_since = None;
             if state.cause != Some(cause) {
                 let from = state.cause.unwrap_or(Cause::Unknown);
+                if state.cause.is_some() {
+                    next.earlier = said_before(&state.earlier, from);
+                }
                 next.cause = Some(cause);
                 next.last_notified = Some(run.at);
                 next.notified = state.notified + 1;
@@ -759,6 +771,7 @@ fn step_as(
                     episode: state.episode,
                     lasted,
                     cause: state.cause,
+                    earlier: state.earlier.clone(),
                 });
                 next = AlertState {
                     healthy_since: Some(healthy_since),
@@ -774,6 +787,17 @@ fn step_as(
         out.clear();
     }
     (next, out)
+}
+
+/// The causes an incident had before its current one, with `from` (the one it leaves) added:
+/// the last few, enough for its end to say how it went.
+pub(crate) fn said_before(earlier: &[Cause], from: Cause) -> Vec<Cause> {
+    const KEPT: usize = 6;
+    let mut said = earlier.to_vec();
+    said.push(from);
+    let extra = said.len().saturating_sub(KEPT);
+    said.drain(..extra);
+    said
 }
 
 /// What a region's latest result of a site showed, kept beside its state so every region's
@@ -871,6 +895,7 @@ pub fn quorum_step(
             phase: AlertPhase::Down,
             streak: 0,
             cause: Some(run.diagnosis.cause),
+            earlier: Vec::new(),
             since: Some(since.unwrap_or(run.at)),
             last_notified: Some(run.at),
             incident: site.incident + 1,
@@ -901,6 +926,7 @@ pub fn quorum_step(
             episode: site.episode,
             lasted,
             cause: site.cause,
+            earlier: site.earlier.clone(),
         });
         site.closed()
     } else if run.failing() {
@@ -1157,6 +1183,7 @@ fn intermittent_step(
             episode: track.episode,
             lasted: track.since.map_or(Duration::ZERO, |s| elapsed(s, run.at)),
             cause: track.cause,
+            earlier: track.earlier.clone(),
         });
         return (track.closed(), closing.into_iter().collect());
     }
@@ -1235,6 +1262,7 @@ fn intermittent_step(
             episode: track.episode,
             lasted,
             cause: track.cause,
+            earlier: track.earlier.clone(),
         });
         return (track.closed(), out);
     }
@@ -1467,6 +1495,31 @@ mod tests {
                 "site/1/recovered"
             ]
         );
+    }
+
+    #[test]
+    fn an_incident_ends_saying_the_causes_it_had_in_turn() {
+        let p = policy(1, 1);
+        let runs = [(0, Fpm), (1, Refused), (2, Fpm), (3, Fpm), (4, Up)];
+        let mut state = AlertState::default();
+        let mut ended = None;
+        for (minute, cause) in runs {
+            let (next, out) = step(&state, &verdict(minute, cause), &p);
+            state = next;
+            ended = ended.or(out
+                .into_iter()
+                .find(|n| matches!(n, Notification::Recovered { .. })));
+        }
+        let Some(Notification::Recovered { cause, earlier, .. }) = ended else {
+            panic!("no recovery: {state:?}");
+        };
+        assert_eq!((cause, earlier), (Some(Fpm), vec![Fpm, Refused]));
+        assert!(state.earlier.is_empty(), "the next incident starts afresh");
+        let many: Vec<Cause> = (0..10).fold(Vec::new(), |e, i| {
+            said_before(&e, if i % 2 == 0 { Fpm } else { Refused })
+        });
+        assert_eq!(many.len(), 6, "the last few only");
+        assert_eq!(many.last(), Some(&Refused));
     }
 
     #[test]

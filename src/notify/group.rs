@@ -300,6 +300,7 @@ fn site_notification(
             episode: m.episode,
             lasted: m.lasted(at),
             cause: Some(m.cause),
+            earlier: m.earlier.clone(),
         },
     })
 }
@@ -715,6 +716,46 @@ impl Words<'_, '_> {
         }
     }
 
+    /// How the incident's cause went for this destination's sites: one cause (or one turn of
+    /// causes) when they share it, else each site's own, the first few.
+    fn causes_said(&self) -> Option<String> {
+        let incident = self.group.incident;
+        let first = self.mine.first()?;
+        let shared = self
+            .mine
+            .iter()
+            .all(|m| m.cause == first.cause && m.earlier == first.earlier);
+        if shared {
+            return Some(super::mail::incident_causes(
+                incident,
+                &first.earlier,
+                first.cause,
+            ));
+        }
+        const SAID: usize = 5;
+        let mut each: Vec<String> = self
+            .mine
+            .iter()
+            .take(SAID)
+            .map(|m| {
+                let turns: Vec<&str> = m
+                    .earlier
+                    .iter()
+                    .chain([&m.cause])
+                    .map(|c| c.as_str())
+                    .collect();
+                format!("{} {}", m.site, turns.join(" then "))
+            })
+            .collect();
+        if self.mine.len() > SAID {
+            each.push(format!("{} more", self.mine.len() - SAID));
+        }
+        Some(format!(
+            "Incident #{incident}'s causes: {}.",
+            each.join("; ")
+        ))
+    }
+
     /// The incident's facts for several sites: its number, since when, how it was confirmed,
     /// or its cause and span at its end.
     fn facts(&self) -> Vec<String> {
@@ -732,14 +773,7 @@ impl Words<'_, '_> {
                 .unwrap_or(self.at);
             match self.notice {
                 GroupNotice::Recovered { ended, lasted } => {
-                    if let Some(cause) = GroupState::shared_cause(self.mine.iter().copied()) {
-                        facts.push(format!(
-                            "Incident #{} was {} ({}).",
-                            group.incident,
-                            cause.title(),
-                            cause.as_str()
-                        ));
-                    }
+                    facts.extend(self.causes_said());
                     facts.push(format!(
                         "{} from {}: {}.",
                         if group.severity == Severity::Down {

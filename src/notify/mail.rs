@@ -471,14 +471,11 @@ fn incident_facts(notification: &Notification, about: &About<'_>) -> Vec<String>
             lasted,
             severity,
             cause,
+            earlier,
             ..
         } => {
             if let Some(cause) = cause.or(about.cause) {
-                lines.push(format!(
-                    "Incident #{incident} was {} ({}).",
-                    cause.title(),
-                    cause.as_str()
-                ));
+                lines.push(incident_causes(*incident, earlier, cause));
             }
             if let (Some(from), Some(to)) = (about.since, about.at) {
                 let how = match severity {
@@ -906,6 +903,24 @@ fn tls_parameters(smtp: &Smtp) -> Result<TlsParameters, MailError> {
         .map_err(|e| MailError::Settings(e.to_string()))
 }
 
+/// An ended incident's cause, or its causes in turn when it changed along the way: "Incident
+/// #3's causes, in turn: PHP-FPM has no free worker (fpm_saturated), then …".
+pub(crate) fn incident_causes(
+    incident: u64,
+    earlier: &[crate::diagnose::Cause],
+    cause: crate::diagnose::Cause,
+) -> String {
+    let said = |c: &crate::diagnose::Cause| format!("{} ({})", c.title(), c.as_str());
+    if earlier.is_empty() {
+        return format!("Incident #{incident}'s cause: {}.", said(&cause));
+    }
+    let turns: Vec<String> = earlier.iter().chain([&cause]).map(said).collect();
+    format!(
+        "Incident #{incident}'s causes, in turn: {}.",
+        turns.join(", then ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -924,5 +939,19 @@ mod tests {
         );
         // Another store's incident #3 is another mail.
         assert_ne!(id, message_id("shop eu/3/opened", &from, "b"));
+    }
+
+    #[test]
+    fn an_ended_incident_says_its_causes_in_turn() {
+        use crate::diagnose::Cause;
+        assert_eq!(
+            incident_causes(3, &[], Cause::AppError),
+            "Incident #3's cause: the application fails (app_error)."
+        );
+        assert_eq!(
+            incident_causes(3, &[Cause::FpmSaturated], Cause::OriginSlow),
+            "Incident #3's causes, in turn: PHP-FPM has no free worker (fpm_saturated), \
+             then the origin answers too slowly (origin_slow)."
+        );
     }
 }

@@ -150,11 +150,19 @@ fn payload(site: &str, url: &str, n: &Notification, at: OffsetDateTime) -> Optio
             json!({ "previous_cause": from.as_str(), "diagnosis": diagnosis(d) }),
         ),
         Notification::Recovered {
-            incident, lasted, ..
+            incident,
+            lasted,
+            cause,
+            earlier,
+            ..
         } => (
             "incident.resolved",
             incident,
-            json!({ "duration_seconds": lasted.as_secs() }),
+            // Its causes in turn, the last one last (empty when none was known).
+            json!({
+                "duration_seconds": lasted.as_secs(),
+                "causes": earlier.iter().chain(cause).map(|c| c.as_str()).collect::<Vec<_>>(),
+            }),
         ),
         Notification::ConnectivityLost { incident, evidence } => {
             ("prober.offline", incident, json!({ "evidence": evidence }))
